@@ -1,0 +1,1 @@
+"""Batched, resumable row rewriting."""

@@ -1,0 +1,51 @@
+"""The `migrator` command line: Typer over the plain functions of migrator.commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from migrator import __version__
+from migrator.cli import demo, phases
+from migrator.cli.common import Settings
+from migrator.cli.plan import plan_app
+
+app = typer.Typer(
+    name="migrator",
+    help="Zero-downtime blue-green releases on PostgreSQL: expand, check, switch, backfill, "
+    "contract.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"migrator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="MIGRATOR_DEBUG", help="Show tracebacks on errors."),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Zero-downtime blue-green releases on PostgreSQL."""
+    Settings.debug = debug
+
+
+phases.register(app)
+demo.register(app)
+app.add_typer(plan_app, name="plan")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,193 @@
+"""What every command of the CLI shares: options, output, error handling.
+
+The CLI is the only layer that prints, reads the environment, or imports rich/typer.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from migrator.errors import ExitCode, MigratorError, UsageError
+from migrator.observer import Observer
+from migrator.plan.loader import load_plan
+from migrator.plan.models import Plan
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Settings:
+    """Process-wide CLI settings from the top-level options."""
+
+    debug: bool = False
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="MIGRATOR_DATABASE_URL",
+        show_envvar=True,
+        help="PostgreSQL URL of the target database.",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")
+]
+AcceptChangedPlan = Annotated[
+    bool,
+    typer.Option(
+        "--accept-changed-plan", help="Go on although the plan changed after the release started."
+    ),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Skip a failed gate; needs --reason, which is recorded.")
+]
+Reason = Annotated[str, typer.Option("--reason", help="Why a gate is forced (recorded).")]
+PlanPath = Annotated[
+    Path, typer.Argument(help="The release plan (YAML).", show_default=False, metavar="PLAN")
+]
+
+
+def actor() -> str:
+    """Who runs this command, for the audit log."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def require_url(url: str | None) -> str:
+    """The database URL, or a usage error that says how to give one."""
+    if not url:
+        raise UsageError("no database: pass --database-url or set MIGRATOR_DATABASE_URL")
+    return url
+
+
+def read_plan(path: Path) -> Plan:
+    """Load a plan (errors carry file:line:column)."""
+    return load_plan(path)
+
+
+def check_force(force: bool, reason: str) -> None:
+    """--force needs a reason, which is recorded with the event."""
+    if force and not reason.strip():
+        raise UsageError("--force needs --reason '...': the reason is recorded in the audit log")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handled(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn every failure into one line on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except MigratorError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
+        except typer.Exit:
+            raise
+        except Exception as exc:  # a bug or an unexpected library error
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                ExitCode.RUNTIME,
+            )
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    if Settings.debug:
+        err.print(escape(traceback.format_exc()), end="")
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(int(code))
+
+
+def emit_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class ConsoleObserver(Observer):
+    """Shows what the core does: rich lines for people, JSON lines with --json."""
+
+    def __init__(self, *, as_json: bool = False, show_sql: bool = True) -> None:
+        self.as_json = as_json
+        self.show_sql = show_sql
+
+    def _json(self, event: str, **fields: Any) -> None:
+        emit_json({"event": event, **fields})
+
+    def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+        if self.as_json:
+            self._json("statement", step=step, sql=sql, autocommit=autocommit, dry_run=dry_run)
+        elif dry_run:
+            out.print(escape(sql.rstrip(";") + ";"))
+        elif self.show_sql:
+            out.print(f"    [dim]{escape(_one_line(sql))}[/]")
+
+    def step_started(self, step: str, description: str) -> None:
+        if self.as_json:
+            self._json("step", step=step, description=description, status="running")
+        else:
+            out.print(f"  [cyan]→[/] {escape(step)}: {escape(description)}")
+
+    def step_skipped(self, step: str, description: str) -> None:
+        if self.as_json:
+            self._json("step", step=step, description=description, status="skipped")
+        else:
+            out.print(f"  [dim]✓ {escape(step)}: already done[/]")
+
+    def step_done(self, step: str, description: str, seconds: float) -> None:
+        if self.as_json:
+            self._json("step", step=step, status="done", seconds=seconds)
+
+    def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+        if self.as_json:
+            self._json("retry", step=step, attempt=attempt, wait=wait, reason=reason)
+        else:
+            err.print(
+                f"  [yellow]…[/] {escape(step)}: {escape(reason)}; retry {attempt} in {wait:.2f}s"
+            )
+
+    def progress(self, task: str, done: int, total: int | None, **extra: Any) -> None:
+        if self.as_json:
+            self._json("progress", task=task, done=done, total=total, **extra)
+
+    def info(self, message: str) -> None:
+        if self.as_json:
+            self._json("info", message=message)
+        else:
+            out.print(escape(message))
+
+    def warning(self, message: str) -> None:
+        if self.as_json:
+            self._json("warning", message=message)
+        else:
+            err.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def _one_line(sql: str) -> str:
+    first = " ".join(sql.split())
+    return first if len(first) <= 160 else first[:157] + "..."

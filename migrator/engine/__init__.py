@@ -1,0 +1,1 @@
+"""The engine: catalog reads, the executor, the advisory lock, the state store."""

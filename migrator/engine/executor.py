@@ -1,0 +1,164 @@
+"""The executor: every statement migrator runs goes through here, or is printed here.
+
+- A transactional step runs in one transaction with ``SET LOCAL lock_timeout``; its
+  record in the state store commits in the same transaction, so it happens exactly once.
+- An autocommit step (CREATE INDEX CONCURRENTLY and friends) runs in an explicit
+  autocommit block; it is recorded as running before and done after, and its
+  statements are written to be rerun safely.
+- On lock_not_available (55P03) the step waits with exponential backoff and jitter and
+  tries again, up to ``retries`` times, telling the observer about each wait.
+- In a dry run nothing runs and nothing is recorded: statements go to the observer.
+
+Plan SQL is sent through the driver's cursor with no parameters, so a ``%`` or ``:x``
+in an expression reaches PostgreSQL as written.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.errors import LockNotAcquired, StepFailed
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.ops.base import Step
+from migrator.plan.durations import format_duration
+from migrator.sqltext import literal
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+Recorder = Callable[[Connection], None]
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter after lock timeouts."""
+
+    retries: int = 10
+    base: float = 0.2
+    cap: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): half fixed, half jitter."""
+        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        return float(ceiling / 2 + self.rng() * ceiling / 2)
+
+
+@dataclass
+class Executor:
+    """Runs steps against one database, or prints them in a dry run."""
+
+    engine: Engine | None
+    lock_timeout: float = 1.0
+    statement_timeout: float = 0.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    observer: Observer = NULL_OBSERVER
+    dry_run: bool = False
+
+    def _settings(self) -> list[str]:
+        return [
+            f"lock_timeout = {literal(_ms(self.lock_timeout))}",
+            f"statement_timeout = {literal(_ms(self.statement_timeout))}",
+        ]
+
+    def run(
+        self,
+        name: str,
+        step: Step,
+        *,
+        on_start: Recorder | None = None,
+        on_done: Recorder | None = None,
+        on_failed: Callable[[Connection, str], None] | None = None,
+    ) -> None:
+        """Run one step, retrying lock timeouts; record it through the callbacks.
+
+        ``on_done`` runs inside the step's own transaction for a transactional step.
+        """
+        if self.dry_run:
+            mode = "autocommit block" if step.autocommit else "transaction"
+            self.observer.info(f"-- {name}: {step.description} ({mode})")
+            for statement in step.statements:
+                self.observer.statement(
+                    statement.sql, step=name, autocommit=step.autocommit, dry_run=True
+                )
+            return
+        assert self.engine is not None
+        attempt = 0
+        while True:
+            try:
+                if step.autocommit:
+                    self._run_autocommit(name, step, on_start, on_done)
+                else:
+                    self._run_transaction(name, step, on_done)
+                return
+            except DBAPIError as exc:
+                reason = describe_db_error(exc, self.engine.url)
+                if sqlstate(exc) == LOCK_NOT_AVAILABLE and attempt < self.policy.retries:
+                    attempt += 1
+                    wait = self.policy.wait(attempt)
+                    self.observer.retry(name, attempt, wait, reason)
+                    self.policy.sleep(wait)
+                    continue
+                if on_failed is not None:
+                    with connect(self.engine) as conn:
+                        on_failed(conn, reason)
+                        conn.commit()
+                if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                    raise LockNotAcquired(
+                        f"step {name} could not take its lock within lock_timeout "
+                        f"{format_duration(self.lock_timeout)} after {attempt} retries: "
+                        "long transactions are holding it; rerun when they are done"
+                    ) from None
+                raise StepFailed(reason, step=name) from None
+
+    def _run_transaction(self, name: str, step: Step, on_done: Recorder | None) -> None:
+        assert self.engine is not None
+        with connect(self.engine) as conn:
+            with conn.begin():
+                cursor = conn.connection.cursor()
+                for setting in self._settings():
+                    cursor.execute(f"SET LOCAL {setting}")
+                for statement in step.statements:
+                    self.observer.statement(
+                        statement.sql, step=name, autocommit=False, dry_run=False
+                    )
+                    cursor.execute(statement.sql)
+                if on_done is not None:
+                    on_done(conn)
+
+    def _run_autocommit(
+        self, name: str, step: Step, on_start: Recorder | None, on_done: Recorder | None
+    ) -> None:
+        assert self.engine is not None
+        with connect(self.engine) as conn:
+            if on_start is not None:
+                on_start(conn)
+                conn.commit()
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            cursor = auto.connection.cursor()
+            try:
+                for setting in self._settings():
+                    cursor.execute(f"SET {setting}")
+                for statement in step.statements:
+                    self.observer.statement(
+                        statement.sql, step=name, autocommit=True, dry_run=False
+                    )
+                    cursor.execute(statement.sql)
+            finally:
+                cursor.execute("RESET lock_timeout")
+                cursor.execute("RESET statement_timeout")
+        if on_done is not None:
+            with connect(self.engine) as conn:
+                on_done(conn)
+                conn.commit()
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"

@@ -1,0 +1,417 @@
+"""The state store: schema ``migrator`` in the target database.
+
+Rules live in the database as constraints: a partial unique index allows one release
+in flight, another keeps history linear (each release follows at most one other).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from migrator.plan.models import Plan
+
+SCHEMA_VERSION = 1
+
+FINISHED_PHASES = ("completed", "contracting", "contracted", "rolled_back")
+PHASES = (
+    "expanding",
+    "expanded",
+    "switching",
+    "switched",
+    "backfilling",
+    "backfilled",
+    "completed",
+    "contracting",
+    "contracted",
+    "rolling_back",
+    "rolled_back",
+)
+
+_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS migrator;
+CREATE TABLE IF NOT EXISTS migrator.meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS migrator.releases (
+    name         text PRIMARY KEY,
+    after        text,
+    plan         jsonb NOT NULL,
+    plan_hash    text NOT NULL,
+    phase        text NOT NULL CHECK (phase IN ({", ".join(f"'{p}'" for p in PHASES)})),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS releases_one_in_flight ON migrator.releases ((true))
+    WHERE phase NOT IN ({", ".join(f"'{p}'" for p in FINISHED_PHASES)});
+CREATE UNIQUE INDEX IF NOT EXISTS releases_linear_history
+    ON migrator.releases ((coalesce(after, ''))) WHERE phase <> 'rolled_back';
+CREATE TABLE IF NOT EXISTS migrator.steps (
+    release     text NOT NULL REFERENCES migrator.releases (name) ON DELETE CASCADE,
+    phase       text NOT NULL,
+    key         text NOT NULL,
+    position    integer NOT NULL,
+    description text NOT NULL,
+    status      text NOT NULL CHECK (status IN ('running', 'done', 'failed', 'undone')),
+    attempts    integer NOT NULL DEFAULT 0,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    error       text,
+    checkpoint  jsonb,
+    PRIMARY KEY (release, phase, key)
+);
+CREATE TABLE IF NOT EXISTS migrator.contracts (
+    release      text NOT NULL REFERENCES migrator.releases (name) ON DELETE CASCADE,
+    position     integer NOT NULL,
+    key          text NOT NULL,
+    description  text NOT NULL,
+    statements   jsonb NOT NULL,
+    not_before   timestamptz NOT NULL,
+    conditions   jsonb NOT NULL DEFAULT '{{}}',
+    status       text NOT NULL DEFAULT 'scheduled'
+                 CHECK (status IN ('scheduled', 'running', 'done', 'failed')),
+    scheduled_at timestamptz NOT NULL DEFAULT now(),
+    done_at      timestamptz,
+    error        text,
+    PRIMARY KEY (release, key)
+);
+CREATE TABLE IF NOT EXISTS migrator.events (
+    id        bigserial PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    release   text,
+    actor     text NOT NULL,
+    action    text NOT NULL,
+    plan_hash text,
+    details   jsonb NOT NULL DEFAULT '{{}}'
+);
+INSERT INTO migrator.meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')
+    ON CONFLICT (key) DO NOTHING;
+"""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release as the state store has it."""
+
+    name: str
+    after: str | None
+    plan: dict[str, Any]
+    plan_hash: str
+    phase: str
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One recorded step."""
+
+    release: str
+    phase: str
+    key: str
+    position: int
+    description: str
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    checkpoint: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ContractRecord:
+    """One scheduled contract step."""
+
+    release: str
+    position: int
+    key: str
+    description: str
+    statements: list[dict[str, Any]]
+    not_before: datetime
+    status: str
+    error: str | None
+    done_at: datetime | None
+
+
+class StateStore:
+    """Reads and writes the state schema; every method takes the connection to use,
+    so a step's record commits in the same transaction as the step itself."""
+
+    def exists(self, conn: Connection) -> bool:
+        """True once `migrator init` has run on this database."""
+        return conn.execute(text("SELECT to_regclass('migrator.releases')")).scalar() is not None
+
+    def init(self, conn: Connection) -> None:
+        """Create the state schema; running it again changes nothing."""
+        for statement in _DDL.split(";\n"):
+            if statement.strip():
+                conn.execute(text(statement).execution_options(no_parameters=True))
+
+    # -- releases ----------------------------------------------------------------------
+
+    def release(self, conn: Connection, name: str) -> Release | None:
+        """One release, or None."""
+        row = (
+            conn.execute(text("SELECT * FROM migrator.releases WHERE name = :n"), {"n": name})
+            .mappings()
+            .first()
+        )
+        return Release(**row) if row else None
+
+    def releases(self, conn: Connection) -> list[Release]:
+        """Every release, oldest first."""
+        rows = conn.execute(
+            text("SELECT * FROM migrator.releases ORDER BY created_at, name")
+        ).mappings()
+        return [Release(**r) for r in rows]
+
+    def in_flight(self, conn: Connection) -> Release | None:
+        """The release in flight, if any."""
+        row = (
+            conn.execute(
+                text("SELECT * FROM migrator.releases WHERE phase <> ALL(:done)"),
+                {"done": list(FINISHED_PHASES)},
+            )
+            .mappings()
+            .first()
+        )
+        return Release(**row) if row else None
+
+    def latest(self, conn: Connection) -> Release | None:
+        """The newest release that was not rolled back."""
+        row = (
+            conn.execute(
+                text(
+                    "SELECT * FROM migrator.releases WHERE phase <> 'rolled_back' "
+                    "ORDER BY created_at DESC, name DESC LIMIT 1"
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return Release(**row) if row else None
+
+    def start_release(self, conn: Connection, plan: Plan) -> None:
+        """Insert the release, or reopen a rolled-back one (its old steps are cleared)."""
+        params = {
+            "n": plan.release,
+            "a": plan.after,
+            "p": json.dumps(plan.canonical()),
+            "h": plan.digest(),
+        }
+        conn.execute(
+            text(
+                "DELETE FROM migrator.steps WHERE release = :n AND EXISTS "
+                "(SELECT 1 FROM migrator.releases WHERE name = :n AND phase = 'rolled_back')"
+            ),
+            params,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO migrator.releases (name, after, plan, plan_hash, phase) "
+                "VALUES (:n, :a, CAST(:p AS jsonb), :h, 'expanding') "
+                "ON CONFLICT (name) DO UPDATE SET plan = EXCLUDED.plan, "
+                "plan_hash = EXCLUDED.plan_hash, after = EXCLUDED.after, updated_at = now(), "
+                "phase = CASE WHEN migrator.releases.phase = 'rolled_back' THEN 'expanding' "
+                "ELSE migrator.releases.phase END"
+            ),
+            params,
+        )
+
+    def update_plan(self, conn: Connection, plan: Plan) -> None:
+        """Store a changed plan the user accepted."""
+        conn.execute(
+            text(
+                "UPDATE migrator.releases SET plan = CAST(:p AS jsonb), plan_hash = :h, "
+                "updated_at = now() WHERE name = :n"
+            ),
+            {"p": json.dumps(plan.canonical()), "h": plan.digest(), "n": plan.release},
+        )
+
+    def set_phase(self, conn: Connection, release: str, phase: str) -> None:
+        """Move a release to a phase."""
+        conn.execute(
+            text(
+                "UPDATE migrator.releases SET phase = :p, updated_at = now(), "
+                "completed_at = CASE WHEN :p = 'completed' THEN now() ELSE completed_at END "
+                "WHERE name = :n"
+            ),
+            {"p": phase, "n": release},
+        )
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def steps(self, conn: Connection, release: str, phase: str | None = None) -> list[StepRecord]:
+        """Recorded steps of a release (of one phase when given), in order."""
+        rows = conn.execute(
+            text(
+                "SELECT * FROM migrator.steps WHERE release = :r "
+                "AND (CAST(:p AS text) IS NULL OR phase = :p) ORDER BY phase, position"
+            ),
+            {"r": release, "p": phase},
+        ).mappings()
+        return [StepRecord(**r) for r in rows]
+
+    def step_status(self, conn: Connection, release: str, phase: str) -> dict[str, str]:
+        """key -> status for one phase."""
+        return {s.key: s.status for s in self.steps(conn, release, phase)}
+
+    def mark_step(
+        self,
+        conn: Connection,
+        release: str,
+        phase: str,
+        key: str,
+        position: int,
+        description: str,
+        status: str,
+        error: str | None = None,
+    ) -> None:
+        """Record a step's status (running, done, failed, undone)."""
+        conn.execute(
+            text(
+                "INSERT INTO migrator.steps (release, phase, key, position, description, "
+                "status, attempts, started_at, finished_at, error) VALUES (:r, :ph, :k, :pos, "
+                ":d, :s, 1, now(), CASE WHEN :s IN ('done', 'failed') THEN now() END, :e) "
+                "ON CONFLICT (release, phase, key) DO UPDATE SET status = EXCLUDED.status, "
+                "position = EXCLUDED.position, description = EXCLUDED.description, "
+                "error = EXCLUDED.error, "
+                "attempts = migrator.steps.attempts + CASE WHEN EXCLUDED.status = 'running' "
+                "THEN 1 ELSE 0 END, "
+                "started_at = CASE WHEN EXCLUDED.status = 'running' THEN now() "
+                "ELSE migrator.steps.started_at END, "
+                "finished_at = CASE WHEN EXCLUDED.status IN ('done', 'failed') THEN now() END"
+            ),
+            {
+                "r": release,
+                "ph": phase,
+                "k": key,
+                "pos": position,
+                "d": description,
+                "s": status,
+                "e": error,
+            },
+        )
+
+    def save_checkpoint(
+        self, conn: Connection, release: str, phase: str, key: str, checkpoint: dict[str, Any]
+    ) -> None:
+        """Store a step's checkpoint (a backfill's last key and rows done)."""
+        conn.execute(
+            text(
+                "UPDATE migrator.steps SET checkpoint = CAST(:c AS jsonb) "
+                "WHERE release = :r AND phase = :p AND key = :k"
+            ),
+            {"c": json.dumps(checkpoint, default=str), "r": release, "p": phase, "k": key},
+        )
+
+    def undo_phase(self, conn: Connection, release: str, phase: str) -> None:
+        """Mark a phase's steps undone (after a rollback)."""
+        conn.execute(
+            text("UPDATE migrator.steps SET status = 'undone' WHERE release = :r AND phase = :p"),
+            {"r": release, "p": phase},
+        )
+
+    # -- contracts -----------------------------------------------------------------------
+
+    def schedule_contract(
+        self,
+        conn: Connection,
+        release: str,
+        position: int,
+        key: str,
+        description: str,
+        statements: list[dict[str, Any]],
+        not_before_seconds: float,
+        conditions: dict[str, Any],
+    ) -> None:
+        """Schedule one contract step (rescheduling an existing one changes nothing)."""
+        conn.execute(
+            text(
+                "INSERT INTO migrator.contracts (release, position, key, description, "
+                "statements, not_before, conditions) VALUES (:r, :pos, :k, :d, "
+                "CAST(:s AS jsonb), now() + make_interval(secs => :nb), CAST(:c AS jsonb)) "
+                "ON CONFLICT (release, key) DO NOTHING"
+            ),
+            {
+                "r": release,
+                "pos": position,
+                "k": key,
+                "d": description,
+                "s": json.dumps(statements),
+                "nb": not_before_seconds,
+                "c": json.dumps(conditions),
+            },
+        )
+
+    def contracts(self, conn: Connection, release: str | None = None) -> list[ContractRecord]:
+        """Scheduled contract steps, by release and position."""
+        rows = conn.execute(
+            text(
+                "SELECT c.release, c.position, c.key, c.description, c.statements, "
+                "c.not_before, c.status, c.error, c.done_at FROM migrator.contracts c "
+                "JOIN migrator.releases r ON r.name = c.release "
+                "WHERE CAST(:r AS text) IS NULL OR c.release = :r "
+                "ORDER BY r.created_at, c.release, c.position"
+            ),
+            {"r": release},
+        ).mappings()
+        return [ContractRecord(**r) for r in rows]
+
+    def mark_contract(
+        self, conn: Connection, release: str, key: str, status: str, error: str | None = None
+    ) -> None:
+        """Record a contract step's status."""
+        conn.execute(
+            text(
+                "UPDATE migrator.contracts SET status = :s, error = :e, "
+                "done_at = CASE WHEN :s = 'done' THEN now() END "
+                "WHERE release = :r AND key = :k"
+            ),
+            {"s": status, "e": error, "r": release, "k": key},
+        )
+
+    # -- events --------------------------------------------------------------------------
+
+    def event(
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        release: str | None = None,
+        plan_hash: str | None = None,
+        **details: Any,
+    ) -> None:
+        """Append to the audit log."""
+        conn.execute(
+            text(
+                "INSERT INTO migrator.events (release, actor, action, plan_hash, details) "
+                "VALUES (:r, :a, :ac, :h, CAST(:d AS jsonb))"
+            ),
+            {
+                "r": release,
+                "a": actor,
+                "ac": action,
+                "h": plan_hash,
+                "d": json.dumps(details, default=str),
+            },
+        )
+
+    def events(self, conn: Connection, release: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, oldest first."""
+        rows = conn.execute(
+            text(
+                "SELECT id, at, release, actor, action, plan_hash, details "
+                "FROM migrator.events WHERE CAST(:r AS text) IS NULL OR release = :r ORDER BY id"
+            ),
+            {"r": release},
+        ).mappings()
+        return [dict(r) for r in rows]

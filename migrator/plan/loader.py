@@ -1,0 +1,232 @@
+"""Load a plan from YAML, with file:line:column in every error.
+
+PyYAML composes the document into nodes that carry their positions; the loader turns
+them into plain data while remembering where each key and item stood, then lets the
+pydantic models judge it. Every error is mapped back to the closest position.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from yaml.constructor import SafeConstructor
+
+from migrator.errors import PlanError
+from migrator.ops import REGISTRY
+from migrator.plan.models import Plan, placement_errors
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A position in a file, 1-based."""
+
+    line: int
+    column: int
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.marks: dict[Loc, Mark] = {}  # where each key (or item) starts
+        self.values: dict[Loc, Mark] = {}  # where each value starts
+        self.constructor = SafeConstructor()
+
+    def mark(self, node: yaml.Node) -> Mark:
+        return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Loc) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            self.constructor.flatten_mapping(node)
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    raise self.error(f"keys must be strings, got {key!r}", self.mark(key_node))
+                if key in result:
+                    raise self.error(f"duplicate key {key!r}", self.mark(key_node))
+                self.marks[(*path, key)] = self.mark(key_node)
+                self.values[(*path, key)] = self.mark(value_node)
+                result[key] = self.build(value_node, (*path, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.marks[(*path, index)] = self.mark(item)
+                items.append(self.build(item, (*path, index)))
+            return items
+        return self.constructor.construct_object(node, deep=True)
+
+    def error(self, message: str, mark: Mark) -> PlanError:
+        return PlanError(message, location=f"{self.source}:{mark.line}:{mark.column}")
+
+
+def _locate(marks: dict[Loc, Mark], loc: Loc) -> Mark:
+    """The mark of the deepest known prefix of a pydantic location.
+
+    pydantic's locations may hold segments the YAML lacks (a union tag, the
+    ``operations`` of the contract shorthand); those are skipped.
+    """
+    best = marks.get((), Mark(1, 1))
+    path: Loc = ()
+    for segment in loc:
+        candidate = (*path, segment)
+        if candidate in marks:
+            path = candidate
+            best = marks[candidate]
+    return best
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The model classes an annotation may hold, looking through Optional, list, dict."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict):
+        found: list[Any] = []
+        args = typing.get_args(annotation)
+        for arg in args[1:] if origin is dict else args:
+            found += _unwrap(arg)
+        return found
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model whose keys are expected at a location, for 'expected one of' hints."""
+    current: list[type[BaseModel]] = [Plan]
+    for segment in loc:
+        if isinstance(segment, int):
+            continue
+        following: list[Any] = []
+        for model in current:
+            if segment in REGISTRY and model.__name__.endswith("Item"):
+                following.append(REGISTRY[segment])
+                continue
+            for name, field in model.model_fields.items():
+                if segment in (name, field.alias):
+                    following += _unwrap(field.annotation)
+        if not following:
+            return None
+        current = following
+    return current[0] if len(current) == 1 else None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    loc: Loc = tuple(error["loc"])
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent = _model_at(loc[:-1])
+        if parent is not None:
+            keys = _keys_of(parent)
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"unknown key {key!r}{hint}; expected one of: {', '.join(keys)}"
+        return f"unknown key {key!r}"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    where = str(loc[-1]) if loc and isinstance(loc[-1], str) else ""
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or kind == "value_error" else f" (got {got!r})"
+    return f"{where + ': ' if where else ''}{message}{shown}"
+
+
+def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
+    """Each operation item is a map with exactly one key, a known operation name."""
+    lists: list[tuple[Loc, Any]] = [(("expand",), data.get("expand"))]
+    contract = data.get("contract")
+    if isinstance(contract, dict):
+        lists.append((("contract", "operations"), contract.get("operations")))
+    else:
+        lists.append((("contract",), contract))
+    for path, items in lists:
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            at = _locate(builder.marks, (*path, index))
+            if not isinstance(item, dict) or not item:
+                raise builder.error(
+                    "an operation is a map with one key, the operation's name, "
+                    f"e.g. `- add_column: {{...}}`; got {item!r}",
+                    at,
+                )
+            names = list(item)
+            if len(names) > 1:
+                second = _locate(builder.marks, (*path, index, names[1]))
+                raise builder.error(
+                    f"one operation per list item: found {', '.join(names)}; "
+                    "start each with its own `- `",
+                    second,
+                )
+            name = names[0]
+            if name not in REGISTRY:
+                close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise builder.error(
+                    f"unknown operation {name!r}; {hint}expected one of: {', '.join(REGISTRY)}",
+                    _locate(builder.marks, (*path, index, name)),
+                )
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    """Parse plan text; every error is a PlanError naming source:line:column."""
+    builder = _Builder(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise builder.error(f"invalid YAML: {problem}{context}", where) from None
+    if node is None:
+        raise builder.error("the plan is empty; expected at least `release:`", Mark(1, 1))
+    builder.marks[()] = builder.mark(node)
+    data = builder.build(node, ())
+    if not isinstance(data, dict):
+        raise builder.error("a plan is a map of keys (release:, expand:, ...)", Mark(1, 1))
+    _check_operation_items(data, builder)
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        # An unknown key explains the errors that follow from it (a typo'd key is also
+        # a missing one), so it is reported first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
+        loc = tuple(first["loc"])
+        marks = builder.marks
+        if first["type"] not in ("extra_forbidden", "missing") and loc in builder.values:
+            marks = {**builder.marks, loc: builder.values[loc]}
+        raise builder.error(_describe(first), _locate(marks, loc)) from None
+    for loc, message in placement_errors(plan):
+        raise builder.error(message, _locate(builder.marks, loc))
+    return plan
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and parse a plan file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"plan file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read plan file {path}: {exc}") from None
+    return parse_plan(text, str(path))

@@ -1,0 +1,358 @@
+"""The release plan as pydantic models: the contract of docs/plan-format.md.
+
+Strict throughout: an unknown key is an error, values are not coerced. Operation items
+are maps with exactly one key, the operation's name; their models come from the
+operation registry, so an operation is declared in one place only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from migrator.ops import REGISTRY, Operation, Phase
+from migrator.plan.durations import Duration
+from migrator.plan.types import Identifier, Strict
+
+# -- operation items ---------------------------------------------------------------------
+
+
+class OperationItem(Strict):
+    """A list item under expand: or contract:, ``{op_name: {...}}``."""
+
+    @property
+    def op(self) -> Operation:
+        """The operation this item holds."""
+        (name,) = type(self).model_fields
+        value = getattr(self, name)
+        assert isinstance(value, Operation)
+        return value
+
+
+def _item_model(name: str, cls: type[Operation]) -> type[OperationItem]:
+    model: type[OperationItem] = create_model(  # type: ignore[call-overload]
+        f"{cls.__name__}Item", __base__=OperationItem, **{name: (cls, ...)}
+    )
+    model.__doc__ = f"`{name}` operation"
+    return model
+
+
+def _item_tag(value: Any) -> str | None:
+    if isinstance(value, OperationItem):
+        return next(iter(type(value).model_fields))
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    return None
+
+
+ITEM_MODELS: dict[str, type[OperationItem]] = {
+    name: _item_model(name, cls) for name, cls in REGISTRY.items()
+}
+
+if TYPE_CHECKING:
+    OperationEntry = OperationItem
+else:
+    OperationEntry = Annotated[
+        Union[tuple(Annotated[m, Tag(n)] for n, m in ITEM_MODELS.items())],  # noqa: UP007
+        Discriminator(
+            _item_tag,
+            custom_error_type="operation",
+            custom_error_message="expected a map with exactly one key, the operation's name",
+        ),
+    ]
+
+
+# -- the rest of the plan ------------------------------------------------------------------
+
+
+class DatabaseSettings(Strict):
+    """``database:``: where the release runs and how hard DDL may wait for locks."""
+
+    schema_: Identifier = Field(default="public", alias="schema")
+    lock_timeout: Duration = 1.0
+    statement_timeout: Duration = 0.0
+    retries: int = Field(default=10, ge=0)
+
+
+class VersionSpec(Strict):
+    """One code version sharing the database."""
+
+    name: str
+    queries: str | None = Field(
+        default=None, description="a folder of .sql files, a .sql file, or a .yaml list"
+    )
+    application_name: str | None = Field(
+        default=None, description="how this version names its connections (pg_stat_activity)"
+    )
+
+
+class Versions(Strict):
+    """``versions:``: the old (live, blue) and the new (green) version."""
+
+    old: VersionSpec
+    new: VersionSpec
+
+
+class UpdateSpec(Strict):
+    """An extra data migration, run in the same batched, resumable way as a backfill."""
+
+    table: Identifier
+    set: dict[Identifier, str] = Field(min_length=1)
+    where: str | None = None
+
+
+class BackfillSettings(Strict):
+    """``backfill:``: batch sizing and throttling for every `up` and update."""
+
+    batch_size: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
+    target_batch_time: Duration = 0.2
+    pause: Duration = 0.0
+    max_replication_lag: Duration = 10.0
+    updates: list[UpdateSpec] = Field(default_factory=list)
+
+
+class HttpProbe(Strict):
+    """An HTTP check: status, and optionally latency."""
+
+    url: str
+    expect_status: int = 200
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 2.0
+    retries: int = Field(default=0, ge=0)
+    max_latency: Duration | None = None
+
+
+class PrometheusProbe(Strict):
+    """A Prometheus instant query compared with a threshold."""
+
+    url: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+
+
+class Probe(Strict):
+    """One probe: exactly one of ``http`` or ``prometheus``."""
+
+    http: HttpProbe | None = None
+    prometheus: PrometheusProbe | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Probe:
+        if (self.http is None) == (self.prometheus is None):
+            raise ValueError("a probe takes exactly one of http, prometheus")
+        return self
+
+
+class Watch(Strict):
+    """``watch:``: probes after each traffic step; a failure moves traffic back."""
+
+    duration: Duration = 600.0
+    interval: Duration = 15.0
+    probes: list[Probe] = Field(default_factory=list)
+
+
+class KubernetesSelector(Strict):
+    """The service selector label and its blue and green values."""
+
+    key: str
+    blue: str
+    green: str
+
+
+class BlueDeployment(Strict):
+    """The blue (old) deployment."""
+
+    deployment: str
+
+
+class GreenDeployment(Strict):
+    """The green (new) deployment, and the image to roll out to it."""
+
+    deployment: str
+    image: str | None = None
+
+
+class KubernetesBackend(Strict):
+    """Switch by patching a Service's selector (weighted steps by replica counts)."""
+
+    namespace: str = "default"
+    service: str
+    selector: KubernetesSelector
+    blue: BlueDeployment
+    green: GreenDeployment
+    blue_after_switch: Literal["keep", "zero"] = "keep"
+    context: str | None = Field(default=None, description="kubeconfig context to use")
+
+
+class NginxBackend(Strict):
+    """Switch by rewriting an nginx upstream file and reloading nginx."""
+
+    upstream_file: str
+    upstream: str
+    blue: list[str] = Field(min_length=1)
+    green: list[str] = Field(min_length=1)
+
+
+class Route53Target(Strict):
+    """One weighted record set."""
+
+    set_identifier: str
+    value: str
+
+
+class Route53Backend(Strict):
+    """Switch by weighting Route53 record sets."""
+
+    zone_id: str
+    name: str
+    type: str = "A"
+    max_ttl: int = Field(default=60, ge=0)
+    blue: Route53Target
+    green: Route53Target
+
+
+class CommandBackend(Strict):
+    """Switch with shell commands, for any other load balancer."""
+
+    to_green: str
+    to_blue: str
+    status: str | None = None
+    timeout: Duration = 60.0
+
+
+class SwitchSettings(Strict):
+    """``switch:``: exactly one traffic backend, the steps, smoke tests and the watch."""
+
+    kubernetes: KubernetesBackend | None = None
+    nginx: NginxBackend | None = None
+    route53: Route53Backend | None = None
+    command: CommandBackend | None = None
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [100])
+    smoke: list[Probe] = Field(default_factory=list)
+    watch: Watch = Field(default_factory=Watch)
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> SwitchSettings:
+        backends = [b for b in BACKENDS if getattr(self, b) is not None]
+        if len(backends) != 1:
+            raise ValueError(
+                f"switch takes exactly one backend of {', '.join(BACKENDS)}"
+                + (f"; got {', '.join(backends)}" if backends else "")
+            )
+        return self
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, steps: list[int]) -> list[int]:
+        if (
+            not steps
+            or steps[-1] != 100
+            or any(a >= b for a, b in zip(steps, steps[1:], strict=False))
+        ):
+            raise ValueError("steps must rise strictly and end at 100, e.g. [1, 5, 25, 50, 100]")
+        return steps
+
+    @property
+    def backend_name(self) -> str:
+        """The one backend this plan uses."""
+        return next(b for b in BACKENDS if getattr(self, b) is not None)
+
+
+BACKENDS = ("kubernetes", "nginx", "route53", "command")
+
+
+class ContractSection(Strict):
+    """``contract:``: steps for the next release, and the earliest time they may run.
+
+    Written either as a list of operations, or as a map
+    ``{not_before: 24h, operations: [...]}``.
+    """
+
+    not_before: Duration = 0.0
+    operations: list[OperationEntry] = Field(default_factory=list)
+
+
+def _contract_shorthand(value: Any) -> Any:
+    return {"operations": value} if isinstance(value, list) else value
+
+
+class Plan(Strict):
+    """A release plan."""
+
+    release: Identifier = Field(min_length=1, description="unique name of this release")
+    after: Identifier | None = Field(default=None, description="the release this one follows")
+    description: str | None = None
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    versions: Versions | None = None
+    expand: list[OperationEntry] = Field(default_factory=list)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
+    switch: SwitchSettings | None = None
+    contract: Annotated[ContractSection, Field(default_factory=ContractSection)]
+
+    @field_validator("contract", mode="before")
+    @classmethod
+    def _contract_list(cls, value: Any) -> Any:
+        return _contract_shorthand(value)
+
+    @property
+    def schema_name(self) -> str:
+        """The database schema the release works in."""
+        return self.database.schema_
+
+    def operations(self, phase: Phase) -> list[Operation]:
+        """The operations listed under ``expand:`` or ``contract:``."""
+        items = self.expand if phase == "expand" else self.contract.operations
+        return [item.op for item in items]
+
+    def canonical(self) -> dict[str, Any]:
+        """The plan as plain JSON data, keys as the YAML spells them."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def digest(self) -> str:
+        """sha256 of the canonical plan: formatting and comments do not change it."""
+        data = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(data.encode()).hexdigest()
+
+
+def placement_errors(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
+    """Operations standing where they would break a version: (path, message) pairs."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    for phase, items, path in (
+        ("expand", plan.expand, ("expand",)),
+        ("contract", plan.contract.operations, ("contract", "operations")),
+    ):
+        for index, item in enumerate(items):
+            op = item.op
+            if phase not in op.allowed:
+                where = " or ".join(sorted(op.allowed))
+                reason = f": {op.where_it_belongs}" if op.where_it_belongs else ""
+                errors.append(
+                    (
+                        (*path, index, op.op_name),
+                        f"{op.op_name} cannot stand under {phase}: (it belongs under {where}:)"
+                        f"{reason}",
+                    )
+                )
+    return errors
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a plan, for editors (yaml-language-server) and CI."""
+    schema = Plan.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "migrator release plan"
+    return schema
+
+
+__all__ = ["Plan", "json_schema", "placement_errors"]

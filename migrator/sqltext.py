@@ -1,0 +1,40 @@
+"""SQL text helpers. Identifiers and values are quoted by the libraries, never by hand.
+
+Identifiers go through SQLAlchemy's PostgreSQL identifier preparer (it quotes only when
+needed, so dry-run output stays readable); values through psycopg's literal adapter.
+Expressions written in a plan are SQL by design and are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from psycopg import sql as psql
+from sqlalchemy.dialects import postgresql
+
+_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+
+MAX_IDENTIFIER = 63
+
+
+def ident(*parts: str) -> str:
+    """A quoted, dot-joined name: ``ident("public", "users")`` -> ``public.users``."""
+    return ".".join(_PREPARER.quote(part) for part in parts)
+
+
+def literal(value: object) -> str:
+    """A value as an SQL literal, quoted by psycopg."""
+    return psql.Literal(value).as_string()
+
+
+def short_name(*parts: str, prefix: str = "", limit: int = MAX_IDENTIFIER) -> str:
+    """A readable name for an object migrator creates, kept under PostgreSQL's 63 bytes.
+
+    When the plain name is too long it is cut and a short hash of the whole is appended,
+    so two long names never collide.
+    """
+    plain = prefix + "_".join(parts)
+    if len(plain.encode()) <= limit:
+        return plain
+    digest = hashlib.sha256(plain.encode()).hexdigest()[:8]
+    return plain.encode()[: limit - 9].decode(errors="ignore") + "_" + digest
