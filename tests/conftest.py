@@ -1,0 +1,59 @@
+"""Fixtures: a real PostgreSQL for the session, a fresh database per test module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support.servers import Debian15Server, EmbeddedServer, Server, UrlServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """PostgreSQL 18 embedded, or the server of MIGRATOR_TEST_DATABASE_URL."""
+    url = os.environ.get("MIGRATOR_TEST_DATABASE_URL")
+    server: Server = UrlServer(url) if url else EmbeddedServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg15_server() -> Iterator[Server]:
+    """Debian's PostgreSQL 15, started in a temp folder; skipped where it is absent."""
+    reason = Debian15Server.unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = Debian15Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_server: Server) -> Iterator[str]:
+    """A fresh database for one test module; its URL."""
+    url = pg_server.create_database("m")
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def fresh_db(pg_server: Server) -> Iterator[str]:
+    """A fresh database for one test; its URL."""
+    url = pg_server.create_database("f")
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def sql(fresh_db: str):  # type: ignore[no-untyped-def]
+    """Run SQL on the fresh database: ``sql("SELECT 1")`` returns the rows."""
+
+    def run(query: str, *params: object) -> list[tuple[object, ...]]:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            cur = conn.execute(query, params or None)
+            return cur.fetchall() if cur.description else []
+
+    return run
