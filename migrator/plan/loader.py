@@ -37,7 +37,7 @@ class _Builder:
     def __init__(self, source: str) -> None:
         self.source = source
         self.marks: dict[Loc, Mark] = {}  # where each key (or item) starts
-        self.values: dict[Loc, Mark] = {}  # where each value starts
+        self.values: dict[Loc, Mark] = {}  # where each non-map value starts
         self.constructor = SafeConstructor()
 
     def mark(self, node: yaml.Node) -> Mark:
@@ -54,7 +54,8 @@ class _Builder:
                 if key in result:
                     raise self.error(f"duplicate key {key!r}", self.mark(key_node))
                 self.marks[(*path, key)] = self.mark(key_node)
-                self.values[(*path, key)] = self.mark(value_node)
+                if not isinstance(value_node, yaml.MappingNode):
+                    self.values[(*path, key)] = self.mark(value_node)
                 result[key] = self.build(value_node, (*path, key))
             return result
         if isinstance(node, yaml.SequenceNode):
@@ -69,20 +70,22 @@ class _Builder:
         return PlanError(message, location=f"{self.source}:{mark.line}:{mark.column}")
 
 
-def _locate(marks: dict[Loc, Mark], loc: Loc) -> Mark:
-    """The mark of the deepest known prefix of a pydantic location.
+def _resolve(marks: dict[Loc, Mark], loc: Loc) -> Loc:
+    """The deepest path of the YAML that a pydantic location points into.
 
     pydantic's locations may hold segments the YAML lacks (a union tag, the
     ``operations`` of the contract shorthand); those are skipped.
     """
-    best = marks.get((), Mark(1, 1))
     path: Loc = ()
     for segment in loc:
-        candidate = (*path, segment)
-        if candidate in marks:
-            path = candidate
-            best = marks[candidate]
-    return best
+        if (*path, segment) in marks:
+            path = (*path, segment)
+    return path
+
+
+def _locate(marks: dict[Loc, Mark], loc: Loc) -> Mark:
+    """The mark of the deepest known prefix of a pydantic location."""
+    return marks.get(_resolve(marks, loc), marks.get((), Mark(1, 1)))
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -211,10 +214,12 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
         loc = tuple(first["loc"])
-        marks = builder.marks
-        if first["type"] not in ("extra_forbidden", "missing") and loc in builder.values:
-            marks = {**builder.marks, loc: builder.values[loc]}
-        raise builder.error(_describe(first), _locate(marks, loc)) from None
+        path = _resolve(builder.marks, loc)
+        # A wrong value is shown where the value stands; a wrong key where the key does.
+        at = builder.marks.get(path, Mark(1, 1))
+        if first["type"] not in ("extra_forbidden", "missing") and path in builder.values:
+            at = builder.values[path]
+        raise builder.error(_describe(first), at) from None
     for loc, message in placement_errors(plan):
         raise builder.error(message, _locate(builder.marks, loc))
     return plan

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     Discriminator,
+    PlainValidator,
     Field,
     Tag,
+    WithJsonSchema,
     create_model,
     field_validator,
     model_validator,
@@ -111,10 +113,25 @@ class UpdateSpec(Strict):
     where: str | None = None
 
 
+def _batch_size(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError(f"batch_size is 'auto' or a number of rows above 0, not {value!r}")
+
+
+BatchSize = Annotated[
+    Literal["auto"] | int,
+    PlainValidator(_batch_size),
+    WithJsonSchema(
+        {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}]},
+    ),
+]
+
+
 class BackfillSettings(Strict):
     """``backfill:``: batch sizing and throttling for every `up` and update."""
 
-    batch_size: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
+    batch_size: BatchSize = "auto"
     target_batch_time: Duration = 0.2
     pause: Duration = 0.0
     max_replication_lag: Duration = 10.0
