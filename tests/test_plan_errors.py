@@ -24,59 +24,142 @@ CASES: list[tuple[str, str, str, str]] = [
     ("bad yaml indentation", "release: r\n  expand: []\n", "2:9", "invalid YAML"),
     ("tab in yaml", "release: r\nexpand:\n\t- x\n", "3:1", "invalid YAML"),
     ("duplicate key", "release: r\nrelease: s\n", "2:1", "duplicate key 'release'"),
-    ("unknown operation", "release: r\nexpand:\n  - add_colum: {table: t}\n", "3:5",
-     "unknown operation 'add_colum'; did you mean 'add_column'?"),
-    ("two keys in one operation",
-     "release: r\nexpand:\n  - add_column: {table: t, column: {name: a, type: text}}\n"
-     "    create_index: {table: t, name: i, columns: [a]}\n", "4:5", "one operation per list item"),
-    ("operation not a map", "release: r\nexpand:\n  - add_column\n", "3:5",
-     "an operation is a map with one key"),
-    ("unknown key in operation",
-     "release: r\nexpand:\n  - add_column: {table: t, colum: {name: a, type: text}}\n", "3:28",
-     "unknown key 'colum'"),
-    ("missing key in operation", "release: r\nexpand:\n  - add_column:\n      table: t\n", "3:5",
-     "missing required key 'column'"),
-    ("wrong type in column", "release: r\nexpand:\n  - add_column:\n      table: t\n"
-     "      column: {name: a, type: text, nullable: 'no'}\n", "5:47",
-     "nullable: Input should be a valid boolean"),
-    ("bad duration", "release: r\ndatabase: {lock_timeout: 5 parsecs}\n", "2:26",
-     "'5 parsecs' is not a duration"),
-    ("negative retries", "release: r\ndatabase: {retries: -1}\n", "2:21",
-     "retries: Input should be greater than or equal to 0"),
-    ("retries as string", "release: r\ndatabase: {retries: '3'}\n", "2:21",
-     "retries: Input should be a valid integer"),
-    ("drop under expand", "release: r\nexpand:\n  - drop_column: {table: t, column: a}\n", "3:5",
-     "drop_column cannot stand under expand"),
-    ("set_not_null under expand",
-     "release: r\nexpand:\n  - set_not_null: {table: t, column: a}\n", "3:5",
-     "set_not_null cannot stand under expand"),
-    ("add_column under contract",
-     "release: r\ncontract:\n  - add_column: {table: t, column: {name: a, type: text}}\n", "3:5",
-     "add_column cannot stand under contract"),
-    ("switch with two backends", "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
-     "  nginx: {upstream_file: f, upstream: u, blue: [a], green: [b]}\n", "2:1",
-     "exactly one backend"),
-    ("steps not ending at 100", "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
-     "  steps: [10, 50]\n", "4:10", "steps must rise strictly and end at 100"),
-    ("step above 100", "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
-     "  steps: [150]\n", "4:11", "Input should be less than or equal to 100"),
-    ("probe with two kinds", "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
-     "  smoke:\n    - http: {url: 'http://x'}\n      prometheus: {url: 'http://p', query: q}\n",
-     "5:7", "exactly one of http, prometheus"),
-    ("batch size zero", "release: r\nbackfill: {batch_size: 0}\n", "2:24", "batch_size is 'auto' or a number of rows above 0"),
-    ("unknown backend key", "release: r\nswitch:\n  kubernets: {}\n", "3:3",
-     "did you mean 'kubernetes'"),
-    ("contract doc form", "release: r\ncontract:\n  - drop_column: {table: t, column: a}\n"
-     "  not_before: 24h\n", "4:3", "invalid YAML"),
-    ("contract map unknown key", "release: r\ncontract: {not_before: 1h, operatons: []}\n",
-     "2:28", "unknown key 'operatons'"),
-    ("versions missing new", "release: r\nversions:\n  old: {name: v1}\n", "2:1",
-     "missing required key 'new'"),
+    (
+        "unknown operation",
+        "release: r\nexpand:\n  - add_colum: {table: t}\n",
+        "3:5",
+        "unknown operation 'add_colum'; did you mean 'add_column'?",
+    ),
+    (
+        "two keys in one operation",
+        "release: r\nexpand:\n  - add_column: {table: t, column: {name: a, type: text}}\n"
+        "    create_index: {table: t, name: i, columns: [a]}\n",
+        "4:5",
+        "one operation per list item",
+    ),
+    (
+        "operation not a map",
+        "release: r\nexpand:\n  - add_column\n",
+        "3:5",
+        "an operation is a map with one key",
+    ),
+    (
+        "unknown key in operation",
+        "release: r\nexpand:\n  - add_column: {table: t, colum: {name: a, type: text}}\n",
+        "3:28",
+        "unknown key 'colum'",
+    ),
+    (
+        "missing key in operation",
+        "release: r\nexpand:\n  - add_column:\n      table: t\n",
+        "3:5",
+        "missing required key 'column'",
+    ),
+    (
+        "wrong type in column",
+        "release: r\nexpand:\n  - add_column:\n      table: t\n"
+        "      column: {name: a, type: text, nullable: 'no'}\n",
+        "5:47",
+        "nullable: Input should be a valid boolean",
+    ),
+    (
+        "bad duration",
+        "release: r\ndatabase: {lock_timeout: 5 parsecs}\n",
+        "2:26",
+        "'5 parsecs' is not a duration",
+    ),
+    (
+        "negative retries",
+        "release: r\ndatabase: {retries: -1}\n",
+        "2:21",
+        "retries: Input should be greater than or equal to 0",
+    ),
+    (
+        "retries as string",
+        "release: r\ndatabase: {retries: '3'}\n",
+        "2:21",
+        "retries: Input should be a valid integer",
+    ),
+    (
+        "drop under expand",
+        "release: r\nexpand:\n  - drop_column: {table: t, column: a}\n",
+        "3:5",
+        "drop_column cannot stand under expand",
+    ),
+    (
+        "set_not_null under expand",
+        "release: r\nexpand:\n  - set_not_null: {table: t, column: a}\n",
+        "3:5",
+        "set_not_null cannot stand under expand",
+    ),
+    (
+        "add_column under contract",
+        "release: r\ncontract:\n  - add_column: {table: t, column: {name: a, type: text}}\n",
+        "3:5",
+        "add_column cannot stand under contract",
+    ),
+    (
+        "switch with two backends",
+        "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
+        "  nginx: {upstream_file: f, upstream: u, blue: [a], green: [b]}\n",
+        "2:1",
+        "exactly one backend",
+    ),
+    (
+        "steps not ending at 100",
+        "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n  steps: [10, 50]\n",
+        "4:10",
+        "steps must rise strictly and end at 100",
+    ),
+    (
+        "step above 100",
+        "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n  steps: [150]\n",
+        "4:11",
+        "Input should be less than or equal to 100",
+    ),
+    (
+        "probe with two kinds",
+        "release: r\nswitch:\n  command: {to_green: a, to_blue: b}\n"
+        "  smoke:\n    - http: {url: 'http://x'}\n      prometheus: {url: 'http://p', query: q}\n",
+        "5:7",
+        "exactly one of http, prometheus",
+    ),
+    (
+        "batch size zero",
+        "release: r\nbackfill: {batch_size: 0}\n",
+        "2:24",
+        "batch_size is 'auto' or a number of rows above 0",
+    ),
+    (
+        "unknown backend key",
+        "release: r\nswitch:\n  kubernets: {}\n",
+        "3:3",
+        "did you mean 'kubernetes'",
+    ),
+    (
+        "contract doc form",
+        "release: r\ncontract:\n  - drop_column: {table: t, column: a}\n  not_before: 24h\n",
+        "4:3",
+        "invalid YAML",
+    ),
+    (
+        "contract map unknown key",
+        "release: r\ncontract: {not_before: 1h, operatons: []}\n",
+        "2:28",
+        "unknown key 'operatons'",
+    ),
+    (
+        "versions missing new",
+        "release: r\nversions:\n  old: {name: v1}\n",
+        "2:1",
+        "missing required key 'new'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "where", "message"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("text", "where", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_malformed_plan_is_located(text: str, where: str, message: str) -> None:
     with pytest.raises(PlanError) as caught:
         parse_plan(text, "plans/p.yaml")
@@ -113,7 +196,9 @@ def test_valid_plan_parses_and_hash_ignores_formatting() -> None:
         "      column:\n        name: phone\n        type: text\n"
     )
     assert a.digest() == b.digest()
-    c = parse_plan("release: r\nexpand:\n  - add_column: {table: users, column: {name: p, type: text}}\n")
+    c = parse_plan(
+        "release: r\nexpand:\n  - add_column: {table: users, column: {name: p, type: text}}\n"
+    )
     assert c.digest() != a.digest()
 
 

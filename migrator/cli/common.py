@@ -15,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import DBAPIError
 
+from migrator.db.connection import describe_db_error
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.observer import Observer
 from migrator.plan.loader import load_plan
@@ -106,6 +109,8 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
             _fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
         except typer.Exit:
             raise
+        except (DBAPIError, psycopg.Error) as exc:
+            _fail(f"database error: {describe_db_error(exc)}", ExitCode.RUNTIME)
         except Exception as exc:  # a bug or an unexpected library error
             _fail(
                 f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",

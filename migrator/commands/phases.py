@@ -257,10 +257,13 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
             ctx = _context(plan, conn)
             steps: list[tuple[str, Step]] = []
             for index, op in enumerate(plan.operations("expand")):
-                op_steps = list(op.expand(ctx)) if _any_todo(index, op, done) else []
-                if not any(done.get(k) == "done" for k, _ in _keyed(index, op, op_steps)):
-                    op.validate_live(ctx)
-                steps += _keyed(index, op, op_steps)
+                prefix = f"{index}.{op.op_name}."
+                mine = {k: v for k, v in done.items() if k.startswith(prefix)}
+                if mine and all(v == "done" for v in mine.values()):
+                    continue  # all done on an earlier run
+                if not any(v == "done" for v in mine.values()):
+                    op.validate_live(ctx)  # a half-done operation was validated before
+                steps += _keyed(index, op, op.expand(ctx))
             conn.rollback()
         if not opts.dry_run:
             with s.conn() as conn:
@@ -271,13 +274,6 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
             _phase_forward(s, plan.release, "expanded")
             s.event("expand.done", plan.release, plan.digest(), steps=result.ran)
     return result
-
-
-def _any_todo(index: int, op: Operation, done: dict[str, str]) -> bool:
-    """An operation whose steps are all done needs neither validating nor rebuilding."""
-    prefix = f"{index}.{op.op_name}."
-    keys = [k for k in done if k.startswith(prefix)]
-    return not keys or any(done[k] != "done" for k in keys)
 
 
 _ORDER = ("expanding", "expanded", "switching", "switched", "backfilling", "backfilled")

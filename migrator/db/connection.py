@@ -30,11 +30,13 @@ def normalise_url(url: str) -> URL:
 
 def redact(url: str | URL) -> str:
     """The URL with its password replaced by ***."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = url if isinstance(url, URL) else make_url(url)
+        if parsed.drivername.startswith("postgresql"):
+            parsed = parsed.set(drivername="postgresql")  # as users write it
+        return parsed.render_as_string(hide_password=True)
     except ArgumentError:
+        assert isinstance(url, str)
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
@@ -82,7 +84,9 @@ def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
 
 def connect_error(exc: BaseException, engine: Engine) -> DatabaseError:
     """A DatabaseError for a connection that could not be made."""
-    reason = describe_db_error(exc, engine.url)
+    orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    reason = scrub("; ".join(lines) or type(orig).__name__, engine.url)
     return DatabaseError(f"cannot connect to {redact(engine.url)}: {reason}")
 
 

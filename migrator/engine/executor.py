@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -98,7 +99,7 @@ class Executor:
                 else:
                     self._run_transaction(name, step, on_done)
                 return
-            except DBAPIError as exc:
+            except (DBAPIError, psycopg.Error) as exc:
                 reason = describe_db_error(exc, self.engine.url)
                 if sqlstate(exc) == LOCK_NOT_AVAILABLE and attempt < self.policy.retries:
                     attempt += 1
