@@ -310,6 +310,11 @@ class Plan(Strict):
     release: Identifier = Field(min_length=1, description="unique name of this release")
     after: Identifier | None = Field(default=None, description="the release this one follows")
     description: str | None = None
+    baseline: str | None = Field(
+        default=None,
+        description="a .sql file (relative to the plan) holding the schema before this release; "
+        "`migrator check` builds its scratch copy from it when no --database-url is given",
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     versions: Versions | None = None
     expand: list[OperationEntry] = Field(default_factory=list)
