@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Operation, Phase
+from migrator.ops.base import Doomed, Operation, Phase
 from migrator.plan.types import Identifier
 
 
@@ -18,3 +19,6 @@ class DropColumn(Operation):
     )
     table: Identifier
     column: Identifier
+
+    def doomed(self) -> Sequence[Doomed]:
+        return (Doomed(self.table, self.column),)

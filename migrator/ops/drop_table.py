@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Operation, Phase
+from migrator.ops.base import Doomed, Operation, Phase
 from migrator.plan.types import Identifier
 
 
@@ -15,3 +16,6 @@ class DropTable(Operation):
     allowed: ClassVar[frozenset[Phase]] = frozenset({"contract"})
     where_it_belongs: ClassVar[str] = "the old version still uses the table; put it under contract:"
     table: Identifier
+
+    def doomed(self) -> Sequence[Doomed]:
+        return (Doomed(self.table),)
