@@ -132,3 +132,212 @@ class Catalog:
                 return orig.diag.message_primary
             return str(orig).splitlines()[0]
         return None
+
+    # -- questions the operation catalogue asks (issue 3) ---------------------------------
+
+    def index(self, schema: str, name: str) -> IndexInfo | None:
+        """An index by name in a schema, or None."""
+        row = self.conn.execute(
+            text(
+                "SELECT t.relname, i.indisvalid, i.indisunique, am.amname, "
+                "(SELECT k.conname FROM pg_constraint k WHERE k.conindid = ic.oid "
+                " AND k.contype IN ('p', 'u', 'x') LIMIT 1), "
+                "ARRAY(SELECT pg_get_indexdef(ic.oid, g.n, true) "
+                "      FROM generate_series(1, i.indnkeyatts) AS g(n) ORDER BY g.n) "
+                "FROM pg_class ic JOIN pg_namespace n ON n.oid = ic.relnamespace "
+                "JOIN pg_index i ON i.indexrelid = ic.oid "
+                "JOIN pg_class t ON t.oid = i.indrelid "
+                "JOIN pg_am am ON am.oid = ic.relam "
+                "WHERE n.nspname = :s AND ic.relname = :i"
+            ),
+            {"s": schema, "i": name},
+        ).first()
+        if row is None:
+            return None
+        return IndexInfo(name, row[0], bool(row[1]), bool(row[2]), row[3], row[4], list(row[5]))
+
+    def constraint(self, schema: str, table: str, name: str) -> ConstraintInfo | None:
+        """A constraint of a table by name, or None."""
+        row = self.conn.execute(
+            text(
+                "SELECT k.contype::text, k.convalidated, ic.relname "
+                "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_class ic ON ic.oid = k.conindid "
+                "WHERE n.nspname = :s AND c.relname = :t AND k.conname = :c"
+            ),
+            {"s": schema, "t": table, "c": name},
+        ).first()
+        if row is None:
+            return None
+        return ConstraintInfo(name, row[0], bool(row[1]), row[2])
+
+    def has_unique_key(self, schema: str, table: str, columns: list[str]) -> bool:
+        """True when a primary key or unique constraint covers exactly these columns.
+
+        That is what a foreign key needs on the side it references.
+        """
+        rows = self.conn.execute(
+            text(
+                "SELECT ARRAY(SELECT a.attname::text FROM unnest(k.conkey) AS u(attnum) "
+                "             JOIN pg_attribute a ON a.attrelid = k.conrelid "
+                "             AND a.attnum = u.attnum) "
+                "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relname = :t AND k.contype IN ('p', 'u')"
+            ),
+            {"s": schema, "t": table},
+        ).all()
+        return any(sorted(r[0]) == sorted(columns) for r in rows)
+
+    def type_kind(self, schema: str, name: str) -> str | None:
+        """pg_type.typtype of a type in a schema ('e' for an enum), or None."""
+        return self.conn.execute(
+            text(
+                "SELECT t.typtype::text FROM pg_type t "
+                "JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = :s AND t.typname = :t"
+            ),
+            {"s": schema, "t": name},
+        ).scalar()
+
+    def enum_values(self, schema: str, name: str) -> list[str]:
+        """The labels of an enum type, in sort order (empty when it is no enum)."""
+        rows = self.conn.execute(
+            text(
+                "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+                "JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = :s AND t.typname = :t ORDER BY e.enumsortorder"
+            ),
+            {"s": schema, "t": name},
+        ).all()
+        return [r[0] for r in rows]
+
+    def row_count(self, schema: str, table: str) -> int:
+        """The exact number of rows of a table."""
+        return int(
+            self.conn.execute(text(f"SELECT count(*) FROM {ident(schema, table)}")).scalar_one()
+        )
+
+    def null_count(self, schema: str, table: str, column: str) -> int:
+        """How many rows hold NULL in a column."""
+        return int(
+            self.conn.execute(
+                text(f"SELECT count(*) FROM {ident(schema, table)} WHERE {ident(column)} IS NULL")
+            ).scalar_one()
+        )
+
+    def duplicates(
+        self, schema: str, table: str, columns: list[str], limit: int = 5
+    ) -> tuple[int, list[tuple[str, int]]]:
+        """Values of ``columns`` held by more than one row (NULLs never clash).
+
+        Returns how many distinct values clash, and up to ``limit`` of them as text with
+        their row counts, most frequent first.
+        """
+        cols = ", ".join(ident(c) for c in columns)
+        not_null = " AND ".join(f"{ident(c)} IS NOT NULL" for c in columns)
+        shown = " || ', ' || ".join(f"quote_nullable({ident(c)}::text)" for c in columns)
+        rows = self.conn.execute(
+            text(
+                f"SELECT {shown}, count(*), count(*) OVER () FROM {ident(schema, table)} "
+                f"WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1 "
+                f"ORDER BY count(*) DESC, 1 LIMIT :n"
+            ),
+            {"n": limit},
+        ).all()
+        if not rows:
+            return 0, []
+        return int(rows[0][2]), [(str(r[0]), int(r[1])) for r in rows]
+
+    def dependants(self, schema: str, relation: str, column: str | None = None) -> list[str]:
+        """What depends on a relation (or one of its columns), as PostgreSQL names it.
+
+        Read from pg_depend. For a whole relation only objects outside it count (its own
+        indexes, constraints and triggers go with it); for a column, everything that
+        uses it except its default, its owned sequence and its NOT NULL marker. Objects
+        migrator created itself (``_migrator_`` names) are left out: the contract halves
+        of the plan's own operations drop them first.
+        """
+        rows = self.conn.execute(
+            text(_DEPENDANTS_SQL),
+            {"s": schema, "r": relation, "col": column, "whole": column is None},
+        ).all()
+        return sorted({r[0] for r in rows})
+
+    def index_dependants(self, schema: str, index: str) -> list[str]:
+        """Constraints (foreign keys) that rely on an index, as PostgreSQL names them."""
+        rows = self.conn.execute(
+            text(
+                "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) "
+                "FROM pg_depend d JOIN pg_class ic ON ic.oid = d.refobjid "
+                "JOIN pg_namespace n ON n.oid = ic.relnamespace "
+                "WHERE d.refclassid = 'pg_class'::regclass AND n.nspname = :s "
+                "AND ic.relname = :i AND d.deptype = 'n' ORDER BY 1"
+            ),
+            {"s": schema, "i": index},
+        ).all()
+        return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """An index as the catalog has it; ``constraint`` names the constraint it backs."""
+
+    name: str
+    table: str
+    valid: bool
+    unique: bool
+    method: str
+    constraint: str | None
+    keys: list[str]
+
+
+@dataclass(frozen=True)
+class ConstraintInfo:
+    """A table constraint: ``kind`` is pg_constraint.contype (c, f, p, u, x, n)."""
+
+    name: str
+    kind: str
+    validated: bool
+    index: str | None
+
+
+# Dependants of a relation or column: views are named through their rewrite rule; the
+# relation's own parts, defaults, owned sequences and NOT NULL markers are left out.
+_DEPENDANTS_SQL = """
+WITH target AS (
+    SELECT c.oid, a.attnum
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = :col
+    WHERE n.nspname = :s AND c.relname = :r
+)
+SELECT CASE
+         WHEN d.classid = 'pg_rewrite'::regclass
+           THEN (SELECT CASE v.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END
+                        || v.oid::regclass::text
+                 FROM pg_rewrite r JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid)
+         ELSE pg_describe_object(d.classid, d.objid, d.objsubid)
+       END
+FROM pg_depend d, target t
+WHERE d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = t.oid
+  AND d.deptype IN ('n', 'a')
+  AND (:whole OR d.refobjsubid = t.attnum)
+  AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_class'::regclass
+           AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
+  AND NOT (d.classid = 'pg_rewrite'::regclass
+           AND EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class = t.oid))
+  AND NOT (d.classid = 'pg_constraint'::regclass
+           AND EXISTS (SELECT 1 FROM pg_constraint k WHERE k.oid = d.objid
+                       AND (k.contype = 'n' OR k.conname LIKE '\\_migrator\\_%'
+                            OR (:whole AND k.conrelid = t.oid))))
+  AND NOT (d.classid = 'pg_trigger'::regclass
+           AND EXISTS (SELECT 1 FROM pg_trigger g WHERE g.oid = d.objid
+                       AND (g.tgname LIKE '\\_migrator\\_%' OR (:whole AND g.tgrelid = t.oid))))
+  AND NOT (:whole AND d.classid = 'pg_class'::regclass
+           AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = d.objid
+                       AND i.indrelid = t.oid))
+  AND NOT (:whole AND d.classid = 'pg_type'::regclass)
+"""

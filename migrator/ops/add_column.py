@@ -18,6 +18,14 @@ from pydantic import Field
 from migrator.errors import ValidationFailed
 from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
 from migrator.ops.expressions import column_refs, default_sql, is_constant
+from migrator.ops.safe import (
+    add_check_step,
+    add_foreign_key_step,
+    not_null_check_name,
+    not_null_steps,
+    unique_steps,
+    validate_step,
+)
 from migrator.plan.types import ColumnSpec, FinalColumn, Identifier
 from migrator.sqltext import ident, short_name
 
@@ -65,38 +73,57 @@ class AddColumn(Operation):
 
     def check_name(self) -> str:
         """The temporary CHECK that lets SET NOT NULL skip its scan."""
-        return short_name(self.table, self.column.name, "not_null", prefix="_migrator_")
+        return not_null_check_name(self.table, self.column.name)
+
+    def check_constraint_name(self) -> str | None:
+        """The column's CHECK, named as PostgreSQL would name it."""
+        if self.column.check is None:
+            return None
+        return short_name(self.table, self.column.name, "check")
+
+    def final_check_name(self) -> str | None:
+        """The CHECK the contract adds (``check1`` beside a column.check, as PostgreSQL does)."""
+        if self.final is None or self.final.check is None:
+            return None
+        suffix = "check1" if self.column.check is not None else "check"
+        return short_name(self.table, self.column.name, suffix)
+
+    def foreign_key_name(self) -> str:
+        """The column's foreign key, named as PostgreSQL would name it."""
+        return short_name(self.table, self.column.name, "fkey")
+
+    def unique_name(self) -> str | None:
+        """The UNIQUE constraint (and its index), from column.unique or final.unique."""
+        if self.column.unique or (self.final is not None and self.final.unique):
+            return short_name(self.table, self.column.name, "key")
+        return None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def validate_live(self, ctx: Context) -> None:
         where = f"add_column {self.table}.{self.column.name}"
         cat = ctx.catalog
-        for unsupported in ("check", "references"):
-            if getattr(self.column, unsupported) is not None:
-                raise ValidationFailed(
-                    f"{where}: column.{unsupported} is not supported by add_column yet; "
-                    f"add it with add_check / add_foreign_key"
-                )
-        if self.column.unique:
-            raise ValidationFailed(f"{where}: column.unique is not supported yet; use add_unique")
-        if self.final is not None and (self.final.check or self.final.unique):
-            raise ValidationFailed(f"{where}: final.check and final.unique are not supported yet")
-        if not cat.table_exists(ctx.schema, self.table):
+        if not ctx.table_known(self.table):
             raise ValidationFailed(f"{where}: table {ctx.schema}.{self.table} does not exist")
-        if cat.column(ctx.schema, self.table, self.column.name) is not None:
+        existing = ctx.column_names(self.table)
+        if self.column.name in existing:
             raise ValidationFailed(
                 f"{where}: column {self.column.name} already exists in {ctx.schema}.{self.table}"
             )
-        if not cat.type_exists(self.column.type):
+        if not ctx.type_known(self.column.type):
             raise ValidationFailed(f"{where}: unknown type {self.column.type!r}")
+        self._validate_constraints(ctx, where, [*existing, self.column.name])
         fill = self._fill_expression()
         if fill is not None:
             try:
                 column_refs(fill)
             except ValueError as exc:
                 raise ValidationFailed(f"{where}: up: {exc}") from None
-            problem = cat.expression_error(ctx.schema, self.table, fill, self.column.type)
+            problem = (
+                None
+                if self.table in ctx.planned_tables
+                else cat.expression_error(ctx.schema, self.table, fill, self.column.type)
+            )
             if problem:
                 raise ValidationFailed(
                     f"{where}: up {fill!r} does not work on the table: {problem}"
@@ -106,6 +133,72 @@ class AddColumn(Operation):
                 f"{where}: the column ends NOT NULL but has neither `up` nor a default to fill "
                 "the rows already there and the rows the old version writes"
             )
+        if self.table in ctx.planned_tables:
+            ctx.planned_tables[self.table] = [*existing, self.column.name]
+
+    def _validate_constraints(self, ctx: Context, where: str, columns: list[str]) -> None:
+        """The column's check, references and unique, and the final ones."""
+        checks = [("column.check", self.column.check)]
+        if self.final is not None:
+            checks.append(("final.check", self.final.check))
+        for key, expression in checks:
+            if expression is None:
+                continue
+            try:
+                refs = column_refs(expression)
+            except ValueError as exc:
+                raise ValidationFailed(f"{where}: {key}: {exc}") from None
+            unknown = [r for r in refs if r not in columns]
+            if unknown:
+                raise ValidationFailed(
+                    f"{where}: {key} reads {', '.join(unknown)}, which {self.table} does not have"
+                )
+        names = [self.check_constraint_name(), self.final_check_name(), self.unique_name()]
+        if self.column.references is not None:
+            ref = self.column.references
+            names.append(self.foreign_key_name())
+            if not ctx.table_known(ref.table):
+                raise ValidationFailed(
+                    f"{where}: column.references: table {ctx.schema}.{ref.table} does not exist"
+                )
+            if ref.column not in ctx.column_names(ref.table):
+                raise ValidationFailed(
+                    f"{where}: column.references: {ref.table} has no column {ref.column}"
+                )
+            if ref.table not in ctx.planned_tables and not ctx.catalog.has_unique_key(
+                ctx.schema, ref.table, [ref.column]
+            ):
+                raise ValidationFailed(
+                    f"{where}: column.references: {ref.table}.{ref.column} is not a primary key "
+                    "or unique, so it cannot be referenced"
+                )
+        if self.final is not None and self.final.unique is False and self.column.unique:
+            raise ValidationFailed(
+                f"{where}: final.unique: false would loosen column.unique; drop the constraint "
+                "with drop_constraint under contract: instead"
+            )
+        if self.column.unique and self.column.default is not None:
+            if is_constant(self.column.default) and (
+                self.table not in ctx.planned_tables
+                and ctx.catalog.row_count(ctx.schema, self.table) > 1
+            ):
+                raise ValidationFailed(
+                    f"{where}: column.unique with the constant default "
+                    f"{default_sql(self.column.default)} would give every existing row the "
+                    "same value; use `up` to fill distinct values and final.unique"
+                )
+        if self.table in ctx.planned_tables:
+            return
+        for name in names:
+            if name is None:
+                continue
+            if ctx.catalog.constraint_exists(ctx.schema, self.table, name):
+                raise ValidationFailed(
+                    f"{where}: {self.table} already has a constraint named {name}"
+                )
+        for name in (self.unique_name(),):
+            if name is not None and ctx.relation_taken(name):
+                raise ValidationFailed(f"{where}: a relation named {name} already exists")
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         table = ident(ctx.schema, self.table)
@@ -134,6 +227,33 @@ class AddColumn(Operation):
                     f"CREATE TRIGGER {ident(self.trigger_name())} BEFORE INSERT OR UPDATE "
                     f"ON {table} FOR EACH ROW EXECUTE FUNCTION {self.function_name(ctx)}()",
                 )
+            )
+        check = self.check_constraint_name()
+        if check is not None and self.column.check is not None:
+            steps.append(add_check_step("check", ctx.schema, self.table, check, self.column.check))
+        ref = self.column.references
+        if ref is not None:
+            steps.append(
+                add_foreign_key_step(
+                    "foreign-key",
+                    ctx.schema,
+                    self.table,
+                    self.foreign_key_name(),
+                    [self.column.name],
+                    ref.table,
+                    [ref.column],
+                    ref.on_delete,
+                )
+            )
+        unique = self.unique_name()
+        if self.column.unique and unique is not None:
+            steps += unique_steps(
+                "unique",
+                ctx.schema,
+                self.table,
+                unique,
+                [self.column.name],
+                reuse_index=_reusable_index(ctx, unique, self.table),
             )
         return steps
 
@@ -205,26 +325,32 @@ class AddColumn(Operation):
                     f"SET DEFAULT {default_sql(self.final.default)}",
                 )
             )
-        if self.final_not_null:
-            check = ident(self.check_name())
+        check = self.check_constraint_name()
+        if check is not None:
+            steps.append(validate_step("validate-check", ctx.schema, self.table, check))
+        if self.column.references is not None:
+            steps.append(
+                validate_step(
+                    "validate-foreign-key", ctx.schema, self.table, self.foreign_key_name()
+                )
+            )
+        final_check = self.final_check_name()
+        if final_check is not None and self.final is not None and self.final.check is not None:
             steps += [
-                step(
-                    "not-null-check",
-                    f"CHECK ({self.column.name} IS NOT NULL) NOT VALID",
-                    f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({col} IS NOT NULL) NOT VALID",
+                add_check_step(
+                    "final-check", ctx.schema, self.table, final_check, self.final.check
                 ),
-                step(
-                    "validate-not-null",
-                    f"validate the NOT NULL check on {self.table}",
-                    f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}",
-                ),
-                step(
-                    "set-not-null",
-                    f"SET NOT NULL on {self.table}.{self.column.name} (no scan: the check proves it)",
-                    f"ALTER TABLE {table} ALTER COLUMN {col} SET NOT NULL",
-                    f"ALTER TABLE {table} DROP CONSTRAINT {check}",
-                ),
+                validate_step("validate-final-check", ctx.schema, self.table, final_check),
             ]
+        unique = self.unique_name()
+        if unique is not None and not self.column.unique:
+            # Stored now, run later: the block always drops a leftover of a failed
+            # attempt before building (validation made sure the name is ours).
+            steps += unique_steps(
+                "final-unique", ctx.schema, self.table, unique, [self.column.name]
+            )
+        if self.final_not_null:
+            steps += not_null_steps(ctx.schema, self.table, self.column.name)
         if self._fill_expression() is not None:
             steps.append(self._drop_trigger_step(ctx, "drop-sync-trigger"))
         return steps
@@ -250,3 +376,10 @@ class AddColumn(Operation):
             )
         )
         return steps
+
+
+def _reusable_index(ctx: Context, name: str, table: str) -> bool:
+    """True when a valid index of that name on the table is already there (an earlier
+    attempt built it but was not recorded): the rerun keeps it instead of rebuilding."""
+    found = ctx.catalog.index(ctx.schema, name)
+    return found is not None and found.valid and found.table == table

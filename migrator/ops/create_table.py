@@ -1,13 +1,25 @@
-"""The `create_table` operation."""
+"""The `create_table` operation.
+
+A new table is empty and no version uses it yet, so it is made in one statement with
+everything declared: defaults of any kind, NOT NULL, checks, unique and foreign keys
+(checking an empty table costs nothing). Foreign keys take SHARE ROW EXCLUSIVE on the
+tables they reference for the moment of the CREATE, never ACCESS EXCLUSIVE. The
+rollback drops the table; the contract has nothing to do.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.expressions import column_refs, default_sql
+from migrator.ops.live import require_columns, require_table
 from migrator.plan.types import ColumnSpec, Identifier, OnDelete, Strict, TableReference
+from migrator.sqltext import ident, short_name
 
 
 class ForeignKeyConstraint(Strict):
@@ -43,3 +55,147 @@ class CreateTable(Operation):
     columns: list[ColumnSpec] = Field(min_length=1)
     primary_key: list[Identifier] | None = None
     constraints: list[TableConstraint] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"create table {self.table}"
+
+    def _column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"create_table {self.table}"
+        if ctx.relation_taken(self.table):
+            raise ValidationFailed(
+                f"{where}: a table, view, index or sequence named {ctx.schema}.{self.table} "
+                "already exists"
+            )
+        names = self._column_names()
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValidationFailed(f"{where}: column {', '.join(twice)} is declared twice")
+        for col in self.columns:
+            if not ctx.type_known(col.type):
+                raise ValidationFailed(f"{where}: column {col.name}: unknown type {col.type!r}")
+        for key, cols in (("primary_key", self.primary_key or []),) + tuple(
+            (f"constraint {k.name}", k.unique or (k.foreign_key.columns if k.foreign_key else []))
+            for k in self.constraints
+        ):
+            missing = [c for c in cols if c not in names]
+            if missing:
+                raise ValidationFailed(f"{where}: {key} names unknown column {', '.join(missing)}")
+        for label, expression in [
+            *((f"column {c.name} check", c.check) for c in self.columns),
+            *((f"constraint {k.name}", k.check) for k in self.constraints),
+        ]:
+            if expression is None:
+                continue
+            try:
+                refs = column_refs(expression)
+            except ValueError as exc:
+                raise ValidationFailed(f"{where}: {label}: {exc}") from None
+            unknown = [r for r in refs if r not in names]
+            if unknown:
+                raise ValidationFailed(
+                    f"{where}: {label} reads {', '.join(unknown)}, which is not a column"
+                )
+        for label, ref_table, ref_columns in self._references():
+            if ref_table == self.table:
+                missing = [c for c in ref_columns if c not in names]
+                if missing:
+                    raise ValidationFailed(
+                        f"{where}: {label} references unknown column {', '.join(missing)}"
+                    )
+                continue
+            require_table(ctx, f"{where}: {label}", ref_table)
+            require_columns(ctx, f"{where}: {label}", ref_table, ref_columns)
+            if ref_table not in ctx.planned_tables and not ctx.catalog.has_unique_key(
+                ctx.schema, ref_table, ref_columns
+            ):
+                raise ValidationFailed(
+                    f"{where}: {label}: {ref_table} ({', '.join(ref_columns)}) is not a primary "
+                    "key or unique, so it cannot be referenced"
+                )
+        ctx.planned_tables[self.table] = names
+
+    def _references(self) -> list[tuple[str, str, list[str]]]:
+        refs = [
+            (f"column {c.name} references", c.references.table, [c.references.column])
+            for c in self.columns
+            if c.references is not None
+        ]
+        refs += [
+            (
+                f"constraint {k.name}",
+                k.foreign_key.references.table,
+                k.foreign_key.references.columns,
+            )
+            for k in self.constraints
+            if k.foreign_key is not None
+        ]
+        return refs
+
+    def _definitions(self, ctx: Context) -> list[str]:
+        parts: list[str] = []
+        for col in self.columns:
+            sql = f"{ident(col.name)} {col.type}"
+            if col.default is not None:
+                sql += f" DEFAULT {default_sql(col.default)}"
+            if not col.nullable:
+                sql += " NOT NULL"
+            parts.append(sql)
+        if self.primary_key:
+            parts.append(
+                f"CONSTRAINT {ident(short_name(self.table, 'pkey'))} "
+                f"PRIMARY KEY ({', '.join(ident(c) for c in self.primary_key)})"
+            )
+        for col in self.columns:
+            if col.check is not None:
+                name = short_name(self.table, col.name, "check")
+                parts.append(f"CONSTRAINT {ident(name)} CHECK ({col.check})")
+            if col.unique:
+                name = short_name(self.table, col.name, "key")
+                parts.append(f"CONSTRAINT {ident(name)} UNIQUE ({ident(col.name)})")
+            if col.references is not None:
+                ref = col.references
+                name = short_name(self.table, col.name, "fkey")
+                parts.append(
+                    f"CONSTRAINT {ident(name)} FOREIGN KEY ({ident(col.name)}) "
+                    f"REFERENCES {ident(ctx.schema, ref.table)} ({ident(ref.column)})"
+                    + (f" ON DELETE {ref.on_delete.upper()}" if ref.on_delete else "")
+                )
+        for k in self.constraints:
+            if k.check is not None:
+                parts.append(f"CONSTRAINT {ident(k.name)} CHECK ({k.check})")
+            elif k.unique is not None:
+                parts.append(
+                    f"CONSTRAINT {ident(k.name)} UNIQUE ({', '.join(ident(c) for c in k.unique)})"
+                )
+            elif k.foreign_key is not None:
+                fk = k.foreign_key
+                parts.append(
+                    f"CONSTRAINT {ident(k.name)} FOREIGN KEY "
+                    f"({', '.join(ident(c) for c in fk.columns)}) "
+                    f"REFERENCES {ident(ctx.schema, fk.references.table)} "
+                    f"({', '.join(ident(c) for c in fk.references.columns)})"
+                    + (f" ON DELETE {fk.on_delete.upper()}" if fk.on_delete else "")
+                )
+        return parts
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        body = ",\n  ".join(self._definitions(ctx))
+        return [
+            step(
+                "create-table",
+                f"create table {self.table}",
+                f"CREATE TABLE {ident(ctx.schema, self.table)} (\n  {body}\n)",
+            )
+        ]
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                "drop-table",
+                f"drop the new table {self.table}",
+                f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}",
+            )
+        ]

@@ -1,0 +1,78 @@
+"""Validation against the live catalog, shared by the operations.
+
+Every refusal is a `ValidationFailed` (exit 2) with one line that names the operation and
+the object at fault, raised before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context
+from migrator.ops.expressions import column_refs
+
+
+def require_table(ctx: Context, where: str, table: str) -> None:
+    """Refuse a table that neither exists nor is created earlier in the plan."""
+    if not ctx.table_known(table):
+        raise ValidationFailed(f"{where}: table {ctx.schema}.{table} does not exist")
+
+
+def require_columns(ctx: Context, where: str, table: str, columns: Sequence[str]) -> None:
+    """Refuse columns the table does not have."""
+    have = ctx.column_names(table)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        word = "column" if len(missing) == 1 else "columns"
+        raise ValidationFailed(f"{where}: {ctx.schema}.{table} has no {word} {', '.join(missing)}")
+
+
+def require_expression(
+    ctx: Context, where: str, table: str, expression: str, cast_to: str | None = None
+) -> None:
+    """Refuse an SQL expression over the table that does not parse or does not plan."""
+    try:
+        refs = column_refs(expression)
+    except ValueError as exc:
+        raise ValidationFailed(f"{where}: {exc}") from None
+    if table in ctx.planned_tables:
+        missing = [r for r in refs if r not in ctx.planned_tables[table]]
+        if missing:
+            raise ValidationFailed(
+                f"{where}: {expression!r} reads {', '.join(missing)}, which {table} will not have"
+            )
+        return
+    problem = ctx.catalog.expression_error(ctx.schema, table, expression, cast_to)
+    if problem:
+        raise ValidationFailed(f"{where}: {expression!r} does not work on {table}: {problem}")
+
+
+def refuse_constraint_clash(ctx: Context, where: str, table: str, name: str) -> None:
+    """Refuse a constraint name the table already uses."""
+    if table not in ctx.planned_tables and ctx.catalog.constraint_exists(ctx.schema, table, name):
+        raise ValidationFailed(f"{where}: {table} already has a constraint named {name}")
+
+
+def refuse_dependants(where: str, what: str, dependants: Sequence[str]) -> None:
+    """Refuse a drop that other objects rely on, naming them; never CASCADE."""
+    if dependants:
+        raise ValidationFailed(
+            f"{where}: {', '.join(dependants)} depend{'s' if len(dependants) == 1 else ''} "
+            f"on {what}; drop or change {'it' if len(dependants) == 1 else 'them'} first "
+            "(migrator never drops with CASCADE)"
+        )
+
+
+def refuse_duplicates(ctx: Context, where: str, table: str, columns: Sequence[str]) -> None:
+    """Refuse a unique index over data that already holds duplicates, saying which."""
+    if table in ctx.planned_tables:
+        return
+    count, sample = ctx.catalog.duplicates(ctx.schema, table, list(columns))
+    if count:
+        shown = "; ".join(f"({value}) in {rows} rows" for value, rows in sample)
+        more = f" and {count - len(sample)} more" if count > len(sample) else ""
+        raise ValidationFailed(
+            f"{where}: {count} value{'s' if count != 1 else ''} of ({', '.join(columns)}) in "
+            f"{table} occur more than once: {shown}{more}; remove the duplicates first"
+        )

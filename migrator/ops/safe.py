@@ -1,0 +1,209 @@
+"""The lock-safe statement forms the operations share (LINT-RULES.md gives the reasons).
+
+Each helper returns steps; a step is one transaction (or one autocommit block), so the
+strong lock one statement takes is released before the slow statement that follows:
+
+- SET NOT NULL: CHECK (col IS NOT NULL) NOT VALID, VALIDATE in its own transaction,
+  then SET NOT NULL (PostgreSQL 12+ skips its scan when a validated check proves it)
+  and drop the check (rule 14).
+- CHECK and FOREIGN KEY: added NOT VALID, validated in a later transaction (5, 6, 7).
+- UNIQUE: a unique index built CONCURRENTLY in an autocommit block, then
+  ADD CONSTRAINT ... USING INDEX, which only takes a brief lock (8).
+- Indexes: CREATE/DROP INDEX CONCURRENTLY, in autocommit blocks (1, 2, 3), written so a
+  rerun or a retry after a lock timeout drops the INVALID leftover of the failed attempt
+  and builds again (4, 30).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from migrator.ops.base import Step, step
+from migrator.plan.types import OnDelete
+from migrator.sqltext import ident, short_name
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def not_null_check_name(table: str, column: str) -> str:
+    """The temporary CHECK that lets SET NOT NULL skip its scan."""
+    return short_name(table, column, "not_null", prefix="_migrator_")
+
+
+def not_null_steps(schema: str, table: str, column: str, key: str = "") -> list[Step]:
+    """SET NOT NULL without holding ACCESS EXCLUSIVE through a scan.
+
+    Three transactions: add the check NOT VALID (brief lock, no scan); validate it
+    (SHARE UPDATE EXCLUSIVE: reads and writes go on); SET NOT NULL, which the validated
+    check lets PostgreSQL 12+ do without a scan, and drop the check.
+    """
+    t = ident(schema, table)
+    col = ident(column)
+    check = ident(not_null_check_name(table, column))
+    prefix = f"{key}-" if key else ""
+    return [
+        step(
+            f"{prefix}not-null-check",
+            f"CHECK ({column} IS NOT NULL) NOT VALID",
+            f"ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({col} IS NOT NULL) NOT VALID",
+        ),
+        step(
+            f"{prefix}validate-not-null",
+            f"validate the NOT NULL check on {table}",
+            f"ALTER TABLE {t} VALIDATE CONSTRAINT {check}",
+        ),
+        step(
+            f"{prefix}set-not-null",
+            f"SET NOT NULL on {table}.{column} (no scan: the check proves it)",
+            f"ALTER TABLE {t} ALTER COLUMN {col} SET NOT NULL",
+            f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {check}",
+        ),
+    ]
+
+
+def add_check_step(key: str, schema: str, table: str, name: str, expression: str) -> Step:
+    """ADD CONSTRAINT ... CHECK NOT VALID: enforced on new writes, no scan of the rows."""
+    t = ident(schema, table)
+    return step(
+        key,
+        f"CHECK {name} on {table}, NOT VALID",
+        f"ALTER TABLE {t} ADD CONSTRAINT {ident(name)} CHECK ({expression}) NOT VALID",
+    )
+
+
+def add_foreign_key_step(
+    key: str,
+    schema: str,
+    table: str,
+    name: str,
+    columns: Sequence[str],
+    ref_table: str,
+    ref_columns: Sequence[str],
+    on_delete: OnDelete | None = None,
+) -> Step:
+    """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held."""
+    sql = (
+        f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
+        f"FOREIGN KEY ({', '.join(ident(c) for c in columns)}) "
+        f"REFERENCES {ident(schema, ref_table)} ({', '.join(ident(c) for c in ref_columns)})"
+    )
+    if on_delete is not None:
+        sql += f" ON DELETE {on_delete.upper()}"
+    return step(key, f"foreign key {name} on {table}, NOT VALID", sql + " NOT VALID")
+
+
+def validate_step(key: str, schema: str, table: str, name: str) -> Step:
+    """VALIDATE CONSTRAINT in its own transaction: scans under SHARE UPDATE EXCLUSIVE."""
+    return step(
+        key,
+        f"validate {name} on {table}",
+        f"ALTER TABLE {ident(schema, table)} VALIDATE CONSTRAINT {ident(name)}",
+    )
+
+
+def drop_constraint_step(key: str, schema: str, table: str, name: str) -> Step:
+    """DROP CONSTRAINT IF EXISTS, rerunnable."""
+    return step(
+        key,
+        f"drop constraint {name} on {table}",
+        f"ALTER TABLE {ident(schema, table)} DROP CONSTRAINT IF EXISTS {ident(name)}",
+    )
+
+
+def index_key(column_or_expression: str, columns: Sequence[str]) -> str:
+    """One key of an index: a column name quoted, anything else as a parenthesised expression."""
+    if column_or_expression in columns or _PLAIN_NAME.match(column_or_expression):
+        return ident(column_or_expression)
+    return f"({column_or_expression})"
+
+
+def create_index_sql(
+    schema: str,
+    table: str,
+    name: str,
+    keys: Sequence[str],
+    *,
+    unique: bool = False,
+    method: str = "btree",
+    where: str | None = None,
+    include: Sequence[str] = (),
+    if_not_exists: bool = False,
+) -> str:
+    """CREATE [UNIQUE] INDEX CONCURRENTLY; ``keys`` are already SQL (see `index_key`)."""
+    sql = (
+        f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY "
+        f"{'IF NOT EXISTS ' if if_not_exists else ''}{ident(name)} "
+        f"ON {ident(schema, table)} USING {method} ({', '.join(keys)})"
+    )
+    if include:
+        sql += f" INCLUDE ({', '.join(ident(c) for c in include)})"
+    if where:
+        sql += f" WHERE ({where})"
+    return sql
+
+
+def drop_index_sql(schema: str, name: str) -> str:
+    """DROP INDEX CONCURRENTLY IF EXISTS: no ACCESS EXCLUSIVE, rerunnable."""
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}"
+
+
+def build_index_step(
+    key: str, description: str, schema: str, name: str, create_sql: str, *, reuse: bool
+) -> Step:
+    """The autocommit block that builds an index concurrently.
+
+    With ``reuse`` (a valid index of that name and shape is already there: an earlier
+    attempt finished but was not recorded) the build is skipped by IF NOT EXISTS.
+    Otherwise the block first drops what a failed attempt left behind (an INVALID index
+    of that name; validation made sure the name is the plan's own), so a rerun, or the
+    executor's retry after a lock timeout, builds afresh instead of skipping over it.
+    """
+    if reuse:
+        create_sql = create_sql.replace(
+            " INDEX CONCURRENTLY ", " INDEX CONCURRENTLY IF NOT EXISTS ", 1
+        )
+        return step(key, description, create_sql, autocommit=True)
+    return step(key, description, drop_index_sql(schema, name), create_sql, autocommit=True)
+
+
+def unique_steps(
+    key: str,
+    schema: str,
+    table: str,
+    name: str,
+    columns: Sequence[str],
+    *,
+    reuse_index: bool = False,
+) -> list[Step]:
+    """UNIQUE without ACCESS EXCLUSIVE through the build: index first, then the constraint."""
+    create = create_index_sql(schema, table, name, [ident(c) for c in columns], unique=True)
+    return [
+        build_index_step(
+            f"{key}-index",
+            f"unique index {name} on {table}, built concurrently",
+            schema,
+            name,
+            create,
+            reuse=reuse_index,
+        ),
+        step(
+            f"{key}-constraint",
+            f"UNIQUE {name} on {table} USING INDEX (no scan)",
+            f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
+            f"UNIQUE USING INDEX {ident(name)}",
+        ),
+    ]
+
+
+def drop_unique_steps(key: str, schema: str, table: str, name: str) -> list[Step]:
+    """Undo `unique_steps`: the constraint (which takes its index), then a lone index."""
+    return [
+        drop_constraint_step(f"{key}-constraint", schema, table, name),
+        step(
+            f"{key}-index",
+            f"drop index {name} if it is still there",
+            drop_index_sql(schema, name),
+            autocommit=True,
+        ),
+    ]
