@@ -8,6 +8,7 @@ import typer
 
 from migrator import __version__
 from migrator.cli import demo, phases
+from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings
 from migrator.cli.plan import plan_app
 
@@ -42,6 +43,7 @@ def main_options(
 
 
 phases.register(app)
+switch_cli.register(app)
 demo.register(app)
 app.add_typer(plan_app, name="plan")
 

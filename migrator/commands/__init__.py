@@ -15,16 +15,20 @@ from migrator.commands.phases import (
     rollback,
     status,
 )
+from migrator.commands.switch import SwitchResult, rollback_traffic, switch
 
 __all__ = [
     "Options",
     "PhaseResult",
     "Status",
+    "SwitchResult",
     "backfill",
     "complete",
     "contract",
     "expand",
     "init",
     "rollback",
+    "rollback_traffic",
     "status",
+    "switch",
 ]

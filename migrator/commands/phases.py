@@ -409,6 +409,10 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
         release = _require_release(s, plan, "complete")
         if release.phase in ("completed", "contracting", "contracted"):
             return result
+        if not opts.force:
+            from migrator.commands.switch import require_all_green
+
+            require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
         with s.conn() as conn:
             ctx = _context(plan, conn)
             expand_status = STATE.step_status(conn, plan.release, "expand")
@@ -573,6 +577,13 @@ def _statement(data: dict[str, Any]) -> Statement:
 def rollback(plan: Plan, opts: Options) -> PhaseResult:
     """Undo the expand of a release that has not switched traffic."""
     result = PhaseResult(plan.release, "rollback")
+    # Traffic first, lock-free and within seconds; the schema only once none is on green.
+    from migrator.commands.switch import rollback_traffic
+
+    moved = rollback_traffic(plan, opts)
+    if moved is not None:
+        result.ran.append(moved.summary())
+        return result
     with session(opts, "rollback", plan.release) as s:
         release = _release(s, plan.release)
         if release is None:

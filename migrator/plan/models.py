@@ -213,6 +213,9 @@ class KubernetesBackend(Strict):
 
 
 class NginxBackend(Strict):
+    container: str | None = Field(
+        default=None, description="the container whose image is set (default: the first)"
+    )
     """Switch by rewriting an nginx upstream file and reloading nginx."""
 
     upstream_file: str
@@ -225,6 +228,17 @@ class Route53Target(Strict):
     """One weighted record set."""
 
     set_identifier: str
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig file (default: in-cluster, else ~/.kube/config)"
+    )
+    shared_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels both versions carry (e.g. {app: api}); needed for weighted steps, "
+        "which select both deployments and set the split by replica counts",
+    )
+    rollout_timeout: Duration = Field(
+        default=600.0, description="how long to wait for a deployment rollout"
+    )
     value: str
 
 
@@ -234,6 +248,15 @@ class Route53Backend(Strict):
     zone_id: str
     name: str
     type: str = "A"
+    binary: str = Field(default="nginx", description="the nginx executable")
+    config: str | None = Field(
+        default=None, description="nginx's main config file (-c), for the test and the reload"
+    )
+    test_command: str | None = Field(default=None, description="replaces `nginx [-c config] -t`")
+    reload_command: str | None = Field(
+        default=None, description="replaces `nginx [-c config] -s reload`"
+    )
+    timeout: Duration = Field(default=30.0, description="for the test and the reload")
     max_ttl: int = Field(default=60, ge=0)
     blue: Route53Target
     green: Route53Target
@@ -242,9 +265,16 @@ class Route53Backend(Strict):
 class CommandBackend(Strict):
     """Switch with shell commands, for any other load balancer."""
 
-    to_green: str
-    to_blue: str
-    status: str | None = None
+    to_green: str = Field(
+        description="moves traffic to green; `{percent}` (and `{blue_percent}`) are replaced "
+        "by the step's split"
+    )
+    to_blue: str = Field(description="moves all traffic back to blue")
+    status: str | None = Field(
+        default=None,
+        description="prints the percent of traffic on green (0-100, or blue/green); without "
+        "it the last recorded split is used",
+    )
     timeout: Duration = 60.0
 
 
@@ -252,6 +282,8 @@ class SwitchSettings(Strict):
     """``switch:``: exactly one traffic backend, the steps, smoke tests and the watch."""
 
     kubernetes: KubernetesBackend | None = None
+    region: str | None = Field(default=None, description="AWS region for the client")
+    sync_timeout: Duration = Field(default=300.0, description="how long to wait for INSYNC")
     nginx: NginxBackend | None = None
     route53: Route53Backend | None = None
     command: CommandBackend | None = None
@@ -284,6 +316,19 @@ class SwitchSettings(Strict):
     def backend_name(self) -> str:
         """The one backend this plan uses."""
         return next(b for b in BACKENDS if getattr(self, b) is not None)
+    @model_validator(mode="after")
+    def _weighted_kubernetes_needs_shared_selector(self) -> SwitchSettings:
+        if (
+            self.kubernetes is not None
+            and self.steps != [100]
+            and not (self.kubernetes.shared_selector)
+        ):
+            raise ValueError(
+                "weighted steps on kubernetes need kubernetes.shared_selector (labels both "
+                "versions carry, e.g. {app: api}): the split is set by replica counts"
+            )
+        return self
+
 
 
 BACKENDS = ("kubernetes", "nginx", "route53", "command")

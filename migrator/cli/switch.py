@@ -1,0 +1,72 @@
+"""`migrator switch`: move traffic from blue to green, step by step, watched."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.markup import escape
+
+from migrator import commands
+from migrator.cli.common import (
+    AcceptChangedPlan,
+    ConsoleObserver,
+    DatabaseUrl,
+    DryRun,
+    Force,
+    Json,
+    PlanPath,
+    Reason,
+    actor,
+    check_force,
+    emit_json,
+    handled,
+    out,
+    read_plan,
+    require_url,
+)
+from migrator.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    """Add `switch` to the app."""
+
+    @app.command()
+    @handled
+    def switch(
+        plan: PlanPath,
+        to: Annotated[
+            str, typer.Option("--to", help="green (the steps of the plan) or blue (all back).")
+        ] = "green",
+        step: Annotated[
+            int | None,
+            typer.Option("--step", help="Run only this step of switch.steps (1-based).", min=1),
+        ] = None,
+        database_url: DatabaseUrl = None,
+        dry_run: DryRun = False,
+        accept_changed_plan: AcceptChangedPlan = False,
+        force: Force = False,
+        reason: Reason = "",
+        json: Json = False,
+    ) -> None:
+        """Smoke-test green, move traffic step by step and watch each step; a failed probe
+        moves all traffic back to blue (exit 3). Needs the expand applied and a passing
+        `migrator check` for this plan."""
+        check_force(force, reason)
+        if to not in ("green", "blue"):
+            raise UsageError(f"--to takes green or blue, not {to!r}")
+        target: Literal["green", "blue"] = "green" if to == "green" else "blue"
+        opts = commands.Options(
+            database_url=require_url(database_url),
+            observer=ConsoleObserver(as_json=json),
+            dry_run=dry_run,
+            actor=actor(),
+            accept_changed_plan=accept_changed_plan,
+            force=force,
+            force_reason=reason,
+        )
+        result = commands.switch(read_plan(plan), opts, to=target, step=step)
+        if json:
+            emit_json({"event": "result", **result.to_json()})
+        elif not dry_run:
+            out.print(f"[green]✓[/] {escape(result.release)}: {escape(result.summary())}")

@@ -1,0 +1,310 @@
+"""`migrator switch` and the traffic half of `migrator rollback`.
+
+The switch is gated: this release's expand must be applied and `migrator check` must
+have passed for this very plan (its hash), unless --force with a recorded reason.
+Every traffic change lands in migrator.events with who, when, from, to and backend.
+
+The traffic rollback takes no advisory lock on purpose: it is the emergency brake and
+must work within seconds even while a `migrator switch` is watching (that switch sees
+the traffic gone and stops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+
+from migrator.commands.phases import (
+    STATE,
+    Options,
+    Session,
+    _check_plan_hash,
+    _release,
+    session,
+)
+from migrator.db.connection import connect, make_engine
+from migrator.engine.state import Release
+from migrator.errors import GateRefused, UsageError
+from migrator.plan.models import Plan, SwitchSettings
+from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, make_backend
+from migrator.switch.flow import Move, Switcher
+
+TRAFFIC_EVENT = "switch.traffic"
+CONTRACTED = ("contracting", "contracted")
+NOT_EXPANDED = ("expanding", "rolling_back", "rolled_back")
+SWITCH_PHASES = ("expanded", "switching", "switched")
+
+
+@dataclass
+class SwitchResult:
+    """What a switch (or a traffic rollback) did."""
+
+    release: str
+    backend: str
+    before: dict[str, int] | None
+    after: dict[str, int] | None
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    phase: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: from where to where, through what."""
+        before = f"{self.before['green']}% green" if self.before else "unknown"
+        after = f"{self.after['green']}% green" if self.after else "unchanged"
+        return f"traffic {before} -> {after} via {self.backend}"
+
+
+def _settings(plan: Plan) -> SwitchSettings:
+    if plan.switch is None:
+        raise UsageError(f"plan {plan.release} has no switch: section; there is no traffic to move")
+    return plan.switch
+
+
+def _last_recorded(engine: Engine, release: str) -> Split | None:
+    """The split of the last recorded traffic change, for backends that cannot tell."""
+    with connect(engine) as conn:
+        if not STATE.exists(conn):
+            return None
+        moves = [e for e in STATE.events(conn, release) if e["action"] == TRAFFIC_EVENT]
+    if not moves:
+        return None
+    return Split(int(moves[-1]["details"]["to"]["green"]))
+
+
+def _current(backend: TrafficBackend, engine: Engine, release: str) -> Split:
+    """The backend's answer, else the last recorded change, else all on blue."""
+    return backend.current() or _last_recorded(engine, release) or ALL_BLUE
+
+
+def _recorder(engine: Engine, opts: Options, plan: Plan) -> Any:
+    def record(move: Move) -> None:
+        with connect(engine) as conn:
+            STATE.event(
+                conn, opts.actor, TRAFFIC_EVENT, plan.release, plan.digest(), **move.details()
+            )
+            conn.commit()
+
+    return record
+
+
+def _set_phase(
+    engine: Engine, release: Release | None, phase: str, allowed: tuple[str, ...]
+) -> None:
+    """Move the release's phase, but only from one of `allowed` (backfill may be ahead)."""
+    if release is None:
+        return
+    with connect(engine) as conn:
+        current = STATE.release(conn, release.name)
+        if current is not None and current.phase in allowed and current.phase != phase:
+            STATE.set_phase(conn, release.name, phase)
+        conn.commit()
+
+
+def _gates(s: Session, plan: Plan, opts: Options) -> Release:
+    """Expand applied and check passed for this plan's hash; --force skips, recorded."""
+    release = _release(s, plan.release)
+    if release is not None and release.phase in CONTRACTED:
+        raise GateRefused(
+            f"cannot switch {plan.release}: its contract has run ({release.phase}); "
+            "the old version could no longer work with this schema",
+            gate="not-contracted",
+        )
+    problems: list[str] = []
+    if release is None or release.phase in NOT_EXPANDED:
+        state = "has not been expanded" if release is None else f"is {release.phase}"
+        problems.append(f"release {plan.release} {state}; run `migrator expand` first")
+    else:
+        _check_plan_hash(s, plan, release)
+        with s.conn() as conn:
+            status = STATE.step_status(conn, plan.release, "expand")
+        undone = sorted(k for k, v in status.items() if v != "done")
+        if undone or (plan.expand and not status):
+            problems.append(
+                f"expand steps of {plan.release} not done: {', '.join(undone) or 'all'}; "
+                "rerun `migrator expand`"
+            )
+    with s.conn() as conn:
+        events = STATE.events(conn) if STATE.exists(conn) else []
+    checks = [
+        e for e in events if e["action"].startswith("check.") and e["plan_hash"] == plan.digest()
+    ]
+    if not checks or checks[-1]["action"] != "check.passed":
+        verdict = "failed" if checks else "has not run"
+        problems.append(
+            f"`migrator check` {verdict} for this plan (hash {plan.digest()[:12]}); run "
+            "`migrator check PLAN --database-url ...` and fix what it finds"
+        )
+    if problems and not opts.force:
+        raise GateRefused(f"cannot switch {plan.release}: " + "; ".join(problems), gate="switch")
+    if problems:
+        s.event(
+            "switch.forced",
+            plan.release,
+            plan.digest(),
+            reason=opts.force_reason,
+            skipped=problems,
+        )
+        opts.observer.warning("gates skipped by --force: " + "; ".join(problems))
+    if release is None:
+        raise GateRefused(
+            f"cannot switch {plan.release}: it has no release record even with --force; "
+            "run `migrator expand` first",
+            gate="expanded",
+        )
+    return release
+
+
+def switch(
+    plan: Plan,
+    opts: Options,
+    *,
+    to: Literal["green", "blue"] = "green",
+    step: int | None = None,
+    timing: Timing = REAL_TIME,
+    backend: TrafficBackend | None = None,
+) -> SwitchResult:
+    """Smoke-test green, move traffic step by step, watch each step; a failed probe
+    moves everything back to blue and raises WatchFailed (exit 3)."""
+    settings = _settings(plan)
+    if to not in ("green", "blue"):
+        raise UsageError(f"--to takes green or blue, not {to!r}")
+    if step is not None and (to == "blue" or not 1 <= step <= len(settings.steps)):
+        raise UsageError(
+            "--step goes with --to green"
+            if to == "blue"
+            else f"--step takes 1..{len(settings.steps)} (steps: {settings.steps}), not {step}"
+        )
+    backend = backend or make_backend(settings, timing=timing, observer=opts.observer)
+    with session(opts, "switch", plan.release) as s:
+        release = _gates(s, plan, opts)
+        result = SwitchResult(plan.release, backend.describe(), None, None)
+        current = _current(backend, s.engine, plan.release)
+        result.before = current.as_dict()
+        if to == "blue":
+            percents: list[int] = [0]
+        elif step is not None:
+            percents = [settings.steps[step - 1]]
+        else:
+            percents = [p for p in settings.steps if p > current.green]
+        if opts.dry_run:
+            for p in percents:
+                opts.observer.info(f"would move traffic to {Split(p)} via {backend.describe()}")
+            result.after = current.as_dict()
+            return result
+        backend.preflight()
+        record = _recorder(s.engine, opts, plan)
+        switcher = Switcher(backend, settings, record, timing=timing, observer=opts.observer)
+        s.event(
+            "switch.start",
+            plan.release,
+            plan.digest(),
+            to=to,
+            step=step,
+            backend=backend.describe(),
+        )
+        try:
+            if to == "blue":
+                after = switcher.move(ALL_BLUE, "switch --to blue", before=current)
+                _set_phase(s.engine, release, "expanded", ("switching", "switched"))
+            elif not percents or percents == [current.green]:
+                opts.observer.info(f"traffic is already {current}")
+                after = current
+            else:
+                _set_phase(s.engine, release, "switching", SWITCH_PHASES)
+                after = switcher.forward(percents, current=current)
+                if after.green == 100:
+                    backend.after_watch()
+                    _set_phase(s.engine, release, "switched", SWITCH_PHASES)
+        except Exception:
+            # Whatever failed, a split of 0% means the release is back to expanded.
+            now = backend.current() if switcher.moves else None
+            if now is not None and now.green == 0:
+                _set_phase(s.engine, release, "expanded", ("switching", "switched"))
+            result.moves = [m.details() for m in switcher.moves]
+            s.event("switch.failed", plan.release, plan.digest(), moves=result.moves)
+            raise
+        result.after = after.as_dict()
+        result.moves = [m.details() for m in switcher.moves]
+        final = _release(s, plan.release)
+        result.phase = final.phase if final else None
+        s.event("switch.done", plan.release, plan.digest(), to=result.after)
+    return result
+
+
+def rollback_traffic(
+    plan: Plan,
+    opts: Options,
+    *,
+    timing: Timing = REAL_TIME,
+    backend: TrafficBackend | None = None,
+) -> SwitchResult | None:
+    """Put all traffic on blue if any is on green; None when none was (the schema
+    rollback may then proceed). Refused once the contract has run."""
+    engine = make_engine(opts.database_url)
+    try:
+        release: Release | None = None
+        with connect(engine) as conn:
+            if STATE.exists(conn):
+                release = STATE.release(conn, plan.release)
+        if release is not None and release.phase in CONTRACTED:
+            raise GateRefused(
+                f"cannot roll back {plan.release}: its contract has run ({release.phase}), so "
+                "the old version could no longer work with this schema; fix forward with a "
+                "new release instead",
+                gate="not-contracted",
+            )
+        if plan.switch is None:
+            return None
+        backend = backend or make_backend(plan.switch, timing=timing, observer=opts.observer)
+        current = _current(backend, engine, plan.release)
+        if current.green == 0:
+            # A rollback that moved the traffic but died before fixing the phase.
+            if not opts.dry_run:
+                _set_phase(engine, release, "expanded", ("switching", "switched"))
+            return None
+        result = SwitchResult(plan.release, backend.describe(), current.as_dict(), None)
+        if opts.dry_run:
+            opts.observer.info(f"would move all traffic to blue (now {current})")
+            return result
+        switcher = Switcher(
+            backend,
+            plan.switch,
+            _recorder(engine, opts, plan),
+            timing=timing,
+            observer=opts.observer,
+        )
+        after = switcher.move(ALL_BLUE, "rollback", before=current)
+        _set_phase(engine, release, "expanded", ("switching", "switched"))
+        result.after = after.as_dict()
+        result.moves = [m.details() for m in switcher.moves]
+        latest = None
+        with connect(engine) as conn:
+            latest = STATE.release(conn, plan.release) if release else None
+        result.phase = latest.phase if latest else None
+        return result
+    finally:
+        engine.dispose()
+
+
+def require_all_green(plan: Plan, opts: Options, *, backend: TrafficBackend | None = None) -> None:
+    """`complete` retires blue: refuse while any traffic is still on blue."""
+    if plan.switch is None:
+        return
+    backend = backend or make_backend(plan.switch, observer=opts.observer)
+    engine = make_engine(opts.database_url)
+    try:
+        current = _current(backend, engine, plan.release)
+    finally:
+        engine.dispose()
+    if current.green != 100:
+        raise GateRefused(
+            f"cannot complete {plan.release}: traffic is {current} ({backend.describe()}); "
+            "complete retires blue, so run `migrator switch` until all traffic is on green "
+            "(or pass --force with a reason)",
+            gate="switched",
+        )

@@ -1,0 +1,118 @@
+"""The switch itself: smoke-test green, move traffic step by step, watch each step,
+and move everything back to blue at once when a probe fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrator.errors import GateRefused
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.plan.models import SwitchSettings
+from migrator.switch.base import (
+    ALL_BLUE,
+    REAL_TIME,
+    Split,
+    SwitchFailed,
+    Timing,
+    TrafficBackend,
+    WatchFailed,
+)
+from migrator.switch.smoke import smoke
+from migrator.switch.watch import WatchInterrupted, watch
+
+Recorder = Callable[["Move"], None]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One traffic change, as the audit log keeps it."""
+
+    before: Split | None
+    after: Split
+    reason: str
+    seconds: float
+    backend: str
+
+    def details(self) -> dict[str, Any]:
+        """For migrator.events."""
+        return {
+            "backend": self.backend,
+            "from": self.before.as_dict() if self.before else None,
+            "to": self.after.as_dict(),
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Switcher:
+    """Drives one backend through the steps of a plan's switch section."""
+
+    backend: TrafficBackend
+    settings: SwitchSettings
+    record: Recorder
+    timing: Timing = REAL_TIME
+    observer: Observer = NULL_OBSERVER
+    moves: list[Move] = field(default_factory=list)
+
+    def move(self, to: Split, reason: str, before: Split | None = None) -> Split:
+        """Set the split and record the change."""
+        if before is None:
+            before = self.backend.current()
+        started = self.timing.clock()
+        after = self.backend.set_split(to)
+        move = Move(before, after, reason, self.timing.clock() - started, self.backend.describe())
+        self.moves.append(move)
+        self.record(move)
+        self.observer.info(f"traffic: {after} ({reason}, {move.seconds:.2f}s)")
+        return after
+
+    def forward(self, percents: list[int], *, current: Split) -> Split:
+        """Smoke-test green, then each step with its watch. A failed probe moves all
+        traffic back to blue and raises WatchFailed (exit 3)."""
+        smoke(self.settings.smoke, timing=self.timing, observer=self.observer)
+        total = len(self.settings.steps)
+        for percent in percents:
+            number = self.settings.steps.index(percent) + 1
+            current = self.move(Split(percent), f"step {number}/{total}", before=current)
+            self._watch(current, f"step {number}/{total} ({percent}% green)")
+        return current
+
+    def _watch(self, expected: Split, label: str) -> None:
+        def still_ours() -> str | None:
+            now = self.backend.current()
+            if now is not None and now.green == 0 and expected.green > 0:
+                return "traffic was moved back to blue by someone else (a rollback?)"
+            return None
+
+        started = self.timing.clock()
+        try:
+            failed = watch(
+                self.settings.watch,
+                timing=self.timing,
+                observer=self.observer,
+                still_ours=still_ours,
+            )
+        except WatchInterrupted as exc:
+            raise GateRefused(f"switch stopped during the watch of {label}: {exc}") from exc
+        if failed is None:
+            return
+        elapsed = self.timing.clock() - started
+        reason = f"watch failed: {failed.probe}: {failed.value} (limit {failed.limit})"
+        try:
+            self.move(ALL_BLUE, reason, before=expected)
+        except SwitchFailed as exc:
+            raise SwitchFailed(
+                f"{reason} after {elapsed:.1f}s of {label}, and moving traffic back to blue "
+                f"failed: {exc}"
+            ) from exc
+        raise WatchFailed(
+            f"watch of {label} failed after {elapsed:.1f}s: {failed.probe} gave {failed.value}, "
+            f"limit {failed.limit}; all traffic moved back to blue in "
+            f"{self.moves[-1].seconds:.2f}s",
+            probe=failed.probe,
+            value=failed.value,
+            limit=failed.limit,
+        )

@@ -1,0 +1,165 @@
+"""nginx: rewrite an upstream file atomically, test the config, reload.
+
+The file is replaced with a temp file + rename, so nginx never reads half a file;
+`nginx -t` runs before the reload, and a config it refuses is replaced by the previous
+file again, so a bad switch leaves nginx exactly as it was. Weighted steps use
+`weight=` on each server line. nginx's reload is graceful: old workers finish their
+requests while new ones take new connections, so no request is lost.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+from migrator.errors import GateRefused
+from migrator.plan.models import NginxBackend
+from migrator.switch.base import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
+
+_MARK = "# migrator: green="
+_MARK_RE = re.compile(r"^# migrator: green=(\d{1,3})\b", re.MULTILINE)
+_SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)", re.MULTILINE)
+
+
+def render(settings: NginxBackend, split: Split) -> str:
+    """The upstream block for a split, with a comment that records the split."""
+    lines = [
+        f"{_MARK}{split.green} blue={split.blue} (written by migrator switch; do not edit)",
+        f"upstream {settings.upstream} {{",
+    ]
+    if split.green == 0:
+        lines += [f"    server {s};" for s in settings.blue]
+    elif split.green == 100:
+        lines += [f"    server {s};" for s in settings.green]
+    else:
+        # Per-server weights so that each pool gets its share whatever its size:
+        # blue servers get blue% * len(green), green servers green% * len(blue).
+        nb, ng = len(settings.blue), len(settings.green)
+        wb, wg = split.blue * ng, split.green * nb
+        common = math.gcd(wb, wg)
+        lines += [f"    server {s} weight={wb // common};" for s in settings.blue]
+        lines += [f"    server {s} weight={wg // common};" for s in settings.green]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Nginx:
+    """The nginx backend."""
+
+    name = "nginx"
+
+    def __init__(self, settings: NginxBackend) -> None:
+        self.settings = settings
+        self.path = Path(settings.upstream_file)
+
+    def describe(self) -> str:
+        """What this backend drives."""
+        return f"nginx upstream {self.settings.upstream} in {self.path}"
+
+    def _nginx(self, *args: str) -> list[str]:
+        cmd = [self.settings.binary]
+        if self.settings.config:
+            cmd += ["-c", self.settings.config]
+        return cmd + list(args)
+
+    def _run(self, what: str, custom: str | None, default: list[str]) -> None:
+        cmd = shlex.split(custom) if custom else default
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.settings.timeout, check=False
+            )
+        except FileNotFoundError as exc:
+            raise SwitchFailed(f"nginx {what}: {cmd[0]} not found ({exc.strerror})") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SwitchFailed(
+                f"nginx {what}: `{shlex.join(cmd)}` did not finish in {self.settings.timeout}s"
+            ) from exc
+        if proc.returncode != 0:
+            output = " ".join((proc.stderr or proc.stdout).split())
+            raise SwitchFailed(
+                f"nginx {what} failed (`{shlex.join(cmd)}` exit {proc.returncode}): {output}"
+            )
+
+    def test_config(self) -> None:
+        """`nginx -t`: raise SwitchFailed with nginx's own words if it refuses."""
+        self._run("config test", self.settings.test_command, self._nginx("-t", "-q"))
+
+    def reload(self) -> None:
+        """Graceful reload: old workers finish their requests."""
+        self._run("reload", self.settings.reload_command, self._nginx("-s", "reload"))
+
+    def preflight(self) -> None:
+        """The upstream file's folder exists, the file is ours (or absent), nginx accepts it."""
+        if not self.path.parent.is_dir():
+            raise GateRefused(
+                f"nginx: folder {self.path.parent} of upstream_file does not exist",
+                gate="backend-ready",
+            )
+        if self.path.exists() and self.current() is None:
+            raise GateRefused(
+                f"nginx: {self.path} lists neither exactly the blue servers nor exactly the "
+                "green ones, and was not written by migrator; make it list the blue servers",
+                gate="backend-ready",
+            )
+        self.test_config()
+
+    def current(self) -> Split | None:
+        """The split recorded in the file; None if the file is missing or not ours."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        match = _MARK_RE.search(text)
+        if match:
+            return Split(int(match.group(1))) if int(match.group(1)) <= 100 else None
+        # A file written by hand: all blue or all green if it lists exactly one pool.
+        servers = set(_SERVER_RE.findall(text))
+        if servers == set(self.settings.blue):
+            return ALL_BLUE
+        if servers == set(self.settings.green):
+            return ALL_GREEN
+        return None
+
+    def set_split(self, split: Split) -> Split:
+        """Write the file atomically, `nginx -t`, reload; restore the old file on failure."""
+        previous = self.path.read_text() if self.path.exists() else None
+        write_atomically(self.path, render(self.settings, split))
+        try:
+            self.test_config()
+            self.reload()
+        except SwitchFailed:
+            if previous is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                write_atomically(self.path, previous)
+            raise
+        return split
+
+    def after_watch(self) -> None:
+        """Nothing to retire: the blue servers are simply not in the upstream."""
+
+
+__all__ = ["ALL_BLUE", "ALL_GREEN", "Nginx", "render", "write_atomically"]
