@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from migrator import __version__
+from migrator.cli import check as check_cli
 from migrator.cli import demo, phases
 from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings
 from migrator.cli.plan import plan_app
+from migrator.cli.queries import queries_app
 
 app = typer.Typer(
     name="migrator",
@@ -46,6 +48,8 @@ phases.register(app)
 switch_cli.register(app)
 demo.register(app)
 app.add_typer(plan_app, name="plan")
+check_cli.register(app)
+app.add_typer(queries_app, name="queries")
 
 
 def main() -> None:

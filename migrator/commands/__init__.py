@@ -3,6 +3,7 @@
 Each group of verbs lives in its own module; this package re-exports them.
 """
 
+from migrator.commands.check import CheckOptions, check
 from migrator.commands.phases import (
     Options,
     PhaseResult,
@@ -18,11 +19,13 @@ from migrator.commands.phases import (
 from migrator.commands.switch import SwitchResult, rollback_traffic, switch
 
 __all__ = [
+    "CheckOptions",
     "Options",
     "PhaseResult",
     "Status",
     "SwitchResult",
     "backfill",
+    "check",
     "complete",
     "contract",
     "expand",

@@ -1,0 +1,172 @@
+"""`migrator check`: the compatibility matrix and the lint, as a table, JSON, JUnit or GitHub."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from migrator.cli.common import (
+    ConsoleObserver,
+    DatabaseUrl,
+    PlanPath,
+    actor,
+    handled,
+    out,
+    read_plan,
+)
+from migrator.commands.check import CheckOptions, check
+from migrator.errors import ExitCode, UsageError
+from migrator.observer import NULL_OBSERVER
+from migrator.verify.report import CheckReport
+
+
+class Format(StrEnum):
+    """Output formats of check."""
+
+    table = "table"
+    json = "json"
+    junit = "junit"
+    github = "github"
+
+
+def parse_pg_version(value: str | None) -> int | None:
+    """``15``, ``15.4`` or ``150004`` as server_version_num."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", value.strip())
+    if not match:
+        raise UsageError(f"--pg-version {value!r}: expected e.g. 15, 15.4 or 150004")
+    major = int(match.group(1))
+    if major >= 10000:
+        return major
+    minor = int(match.group(2) or 0)
+    return major * 10000 + minor
+
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def render_table(report: CheckReport) -> None:
+    """The human report: the matrix, then each finding with its place and its fix."""
+    matrix = Table(
+        title=f"check {escape(report.release)}: queries at each phase", title_justify="left"
+    )
+    for column in ("version", "phase", "cell", "queries", "failing"):
+        matrix.add_column(column)
+    for cell in report.cells:
+        failing = cell.failures
+        mark = (
+            "[green]pass[/]"
+            if failing == 0
+            else ("[red]FAIL[/]" if cell.must_pass else "[yellow]breaks (informational)[/]")
+        )
+        matrix.add_row(
+            f"{cell.version} ({escape(cell.version_name)})",
+            cell.phase,
+            "must pass" if cell.must_pass else "informational",
+            str(len(cell.results)),
+            f"{failing} {mark}",
+        )
+    out.print(matrix)
+    findings = report.findings
+    if findings:
+        table = Table(title="findings", title_justify="left", show_lines=True)
+        for column in ("", "where", "query", "cell", "reason", "fix"):
+            table.add_column(column, overflow="fold")
+        for f in findings:
+            table.add_row(
+                f"[{_STYLE[f.severity]}]{f.severity}[/]",
+                escape(f.location + (f":{f.column}" if f.column else "")),
+                escape(f.query or f.rule or ""),
+                escape(f.cell or ("lint" if f.rule else "")),
+                escape(f.reason),
+                escape(f.fix),
+            )
+        out.print(table)
+    counts = report.counts()
+    lint = "" if report.lint_available else " (lint not available in this build)"
+    summary = (
+        f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} informational"
+        f"; before = {escape(report.before_source)}; {report.seconds:.1f}s{lint}"
+    )
+    if report.failed:
+        out.print(f"[bold red]✗ check failed[/]: {summary}")
+    else:
+        out.print(f"[green]✓ check passed[/]: {summary}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `check` to the app."""
+
+    @app.command(name="check")
+    @handled
+    def check_command(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        format: Annotated[
+            Format, typer.Option("--format", "-f", help="table, json, junit or github.")
+        ] = Format.table,
+        output: Annotated[
+            Path | None,
+            typer.Option("--output", "-o", help="Write the report to this file, not stdout."),
+        ] = None,
+        pg_version: Annotated[
+            str | None,
+            typer.Option(
+                "--pg-version",
+                help="Judge the lint by this server version (e.g. 15) when no --database-url.",
+            ),
+        ] = None,
+        scratch_url: Annotated[
+            str | None,
+            typer.Option(
+                "--scratch-url",
+                envvar="MIGRATOR_SCRATCH_URL",
+                help="A server where check may create scratch databases (default: embedded).",
+            ),
+        ] = None,
+        lint: Annotated[bool, typer.Option("--lint/--no-lint", help="Run the lint too.")] = True,
+    ) -> None:
+        """Prove the old and new versions' queries work at every phase; lint the plan."""
+        loaded = read_plan(plan)
+        if format == Format.table and output is not None:
+            raise UsageError("--output takes --format json, junit or github")
+        # Progress lines would spoil a machine format on stdout; only the table shows them.
+        observer = ConsoleObserver(show_sql=False) if format == Format.table else NULL_OBSERVER
+        opts = CheckOptions(
+            database_url=database_url,
+            scratch_url=scratch_url,
+            observer=observer,
+            actor=actor(),
+            pg_version=parse_pg_version(pg_version),
+            lint=lint,
+        )
+        report = check(loaded, plan, opts)
+        if format == Format.table:
+            render_table(report)
+        else:
+            if format == Format.json:
+                text = json.dumps(report.to_json(), indent=2, default=str)
+            elif format == Format.junit:
+                text = report.to_junit()
+            else:
+                text = "\n".join(report.to_github())
+            if output is not None:
+                output.write_text(text + "\n", encoding="utf-8")
+                counts = report.counts()
+                out.print(
+                    f"{'✗ check failed' if report.failed else '✓ check passed'}: "
+                    f"{counts['error']} errors, {counts['warning']} warnings; "
+                    f"{format.value} report in {escape(str(output))}"
+                )
+            else:
+                typer.echo(text)
+        if report.failed:
+            raise typer.Exit(int(ExitCode.FINDINGS))

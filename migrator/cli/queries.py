@@ -1,0 +1,66 @@
+"""`migrator queries capture`: a query set from pg_stat_statements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from migrator.cli.common import ConsoleObserver, DatabaseUrl, err, handled, out
+from migrator.errors import ExitCode, UsageError
+from migrator.verify.capture import CaptureResult, capture_command, capture_from
+
+queries_app = typer.Typer(help="Work with query sets.", no_args_is_help=True)
+
+
+@queries_app.command("capture", context_settings={"allow_interspersed_args": False})
+@handled
+def capture(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the query set to.", show_default=False)
+    ],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="After --: a command to run against a fresh embedded PostgreSQL "
+            "(its URL in DATABASE_URL); what it runs is captured.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    name: Annotated[
+        str, typer.Option("--name", help="File name of the query set.")
+    ] = "captured.sql",
+) -> None:
+    """Write the normalised statements pg_stat_statements holds as a query set.
+
+    Either from a live database (--database-url), or by running a command after `--`
+    against a fresh embedded PostgreSQL with pg_stat_statements loaded.
+    """
+    if command and database_url:
+        raise UsageError("give either --database-url or a command after --, not both")
+    if command:
+        result = capture_command(command, out_dir, observer=ConsoleObserver(), name=name)
+    elif database_url:
+        result = capture_from(database_url, out_dir, name=name)
+    else:
+        raise UsageError(
+            "nothing to capture from: pass --database-url URL, or a command after `--`"
+        )
+    _report(result)
+    if result.command_status:
+        err.print(
+            f"[yellow]warning:[/] the command exited with status {result.command_status}; "
+            "the statements it ran before that were captured"
+        )
+        raise typer.Exit(int(ExitCode.RUNTIME))
+
+
+def _report(result: CaptureResult) -> None:
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped_reasons.items()))
+    out.print(
+        f"[green]✓[/] {result.statements} statements written to {escape(str(result.file))}"
+        + (f" (left out: {escape(skipped)})" if skipped else "")
+    )

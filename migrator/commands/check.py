@@ -1,0 +1,244 @@
+"""`check`: prove both versions' queries work at every phase, and lint the plan.
+
+Builds the schema before, after the expand and after the contract on scratch databases
+(the embedded PostgreSQL unless a scratch server is named), runs the compatibility matrix
+over the old and new query sets, adds the lint's findings, and returns one `CheckReport`.
+Nothing here touches the database named by ``database_url`` except to read its schema
+(pg_dump --schema-only) and, when the check passes, to record ``check.passed`` in the
+audit log: the switch's gate reads that event.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrator.commands.phases import Options, complete, contract, expand
+from migrator.db.connection import connect, make_engine
+from migrator.db.embedded import embedded
+from migrator.engine.catalog import Catalog
+from migrator.engine.state import StateStore
+from migrator.errors import UsageError
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.plan.models import Plan
+from migrator.verify.matrix import run_matrix
+from migrator.verify.phases import phase_databases
+from migrator.verify.queries import Query, load_query_set
+from migrator.verify.report import CheckReport, Finding
+from migrator.verify.scratch import ScratchServer
+from migrator.verify.static import column_changes
+
+CHECK_PASSED = "check.passed"
+SCRATCH_ACTOR = "migrator check (scratch copy)"
+
+
+class _CommandPhases:
+    """The verbs a real release uses, applied to a scratch database."""
+
+    def expand(self, plan: Plan, url: str, observer: Observer) -> None:
+        expand(plan, Options(database_url=url, observer=observer, actor=SCRATCH_ACTOR))
+
+    def complete_and_contract(self, plan: Plan, url: str, observer: Observer) -> None:
+        # Forced: a scratch copy has no rows to backfill and no window to wait for.
+        opts = Options(
+            database_url=url,
+            observer=observer,
+            actor=SCRATCH_ACTOR,
+            force=True,
+            force_reason="migrator check builds the schema after the contract on a scratch copy",
+        )
+        complete(plan, opts)
+        contract(opts, plan.release)
+
+
+@dataclass
+class CheckOptions:
+    """What `check` needs besides the plan.
+
+    ``database_url``: the live database; ``before`` is its schema, and a passing check is
+    recorded there. ``scratch_url``: a server where check may create and drop its scratch
+    databases (default: an embedded PostgreSQL started for the run). ``pg_version``: the
+    server version the lint judges by when no live database is given (e.g. 150000).
+    """
+
+    database_url: str | None = None
+    scratch_url: str | None = None
+    observer: Observer = NULL_OBSERVER
+    actor: str = "migrator"
+    pg_version: int | None = None
+    lint: bool = True
+
+
+@contextmanager
+def _scratch(opts: CheckOptions) -> Iterator[ScratchServer]:
+    if opts.scratch_url is not None:
+        yield ScratchServer(opts.scratch_url)
+        return
+    opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
+    with embedded() as server:
+        yield ScratchServer(server.url)
+
+
+def _queries(
+    plan: Plan, plan_path: Path
+) -> tuple[dict[str, tuple[str, list[Query]]], list[Finding]]:
+    versions: dict[str, tuple[str, list[Query]]] = {}
+    problems: list[Finding] = []
+    specs = plan.versions
+    for key in ("old", "new"):
+        spec = getattr(specs, key) if specs is not None else None
+        name = spec.name if spec is not None else key
+        if spec is None or spec.queries is None:
+            problems.append(
+                Finding(
+                    check="query-set",
+                    severity="warning",
+                    reason=f"the plan names no query set for the {key} version: its queries "
+                    "are not checked",
+                    fix=f"add versions.{key}.queries: a folder of .sql files, a .sql file or "
+                    "a .yaml list",
+                    file=str(plan_path),
+                )
+            )
+            versions[key] = (name, [])
+            continue
+        path = Path(spec.queries)
+        if not path.is_absolute():
+            path = plan_path.parent / path
+        if not path.exists():
+            raise UsageError(
+                f"{plan_path}: versions.{key}.queries: {spec.queries} does not exist ({path})"
+            )
+        queries = load_query_set(path)
+        for q in queries:
+            if q.error is not None:
+                problems.append(
+                    Finding(
+                        check="syntax",
+                        severity="error",
+                        reason=f"does not parse: {q.error}",
+                        fix="fix the SQL (placeholders may be $1, %(name)s, %s or :name)",
+                        file=q.file,
+                        line=q.error_line or q.line,
+                        query=q.name,
+                        version=f"{key} ({name})",
+                        sql=q.text,
+                    )
+                )
+        versions[key] = (name, queries)
+    return versions, problems
+
+
+def _lint(
+    plan: Plan, plan_path: Path, version: int, before_url: str | None
+) -> tuple[list[Finding], bool]:
+    """The lint's findings as check findings; (findings, whether the lint is available)."""
+    try:
+        lint_module = importlib.import_module("migrator.lint")
+    except ImportError:
+        return [], False
+    lint_plan = getattr(lint_module, "lint_plan", None)
+    if lint_plan is None:
+        return [], False
+    engine = make_engine(before_url) if before_url else None
+    try:
+        if engine is None:
+            raw = lint_plan(plan, version)
+        else:
+            with connect(engine) as conn:
+                raw = lint_plan(plan, version, catalog=Catalog(conn))
+                conn.rollback()
+    finally:
+        if engine is not None:
+            engine.dispose()
+    out: list[Finding] = []
+    for f in raw:
+        if getattr(f, "suppressed", None):
+            continue
+        out.append(
+            Finding(
+                check="lint",
+                rule=f.rule,
+                severity=f.severity,
+                reason=f.message + (f" ({f.operation})" if f.operation else ""),
+                fix=f.safe_form,
+                file=f.file or str(plan_path),
+                line=f.line,
+                column=f.column,
+                sql=f.sql,
+            )
+        )
+    return out, True
+
+
+def _server_version(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            return Catalog(conn).server_version
+    finally:
+        engine.dispose()
+
+
+def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
+    """Run the compatibility matrix and the lint; the report says whether the plan passes."""
+    started = time.perf_counter()
+    path = Path(plan_path)
+    versions, problems = _queries(plan, path)
+    changes = column_changes(plan)
+    search_path = tuple(dict.fromkeys((plan.schema_name, "public")))
+    live_version = _server_version(opts.database_url) if opts.database_url else None
+    with _scratch(opts) as server:
+        scratch_version = server.server_version()
+        with phase_databases(
+            plan, path, server, _CommandPhases(), live_url=opts.database_url
+        ) as dbs:
+            opts.observer.info(f"schema before the release: {dbs.source}")
+            cells = run_matrix(dbs.urls, versions, changes, search_path, opts.observer)
+            version = live_version or opts.pg_version or scratch_version
+            lint, lint_available = (
+                _lint(plan, path, version, dbs.urls["before"]) if opts.lint else ([], True)
+            )
+            source = dbs.source
+    report = CheckReport(
+        release=plan.release,
+        plan_hash=plan.digest(),
+        plan_file=str(path),
+        before_source=source,
+        server_version=live_version or scratch_version,
+        cells=cells,
+        lint=lint,
+        lint_available=lint_available,
+        problems=problems,
+        queries={k: len(v[1]) for k, v in versions.items()},
+    )
+    report.seconds = time.perf_counter() - started
+    if opts.database_url is not None and not report.failed:
+        record_pass(opts.database_url, plan, report, opts.actor)
+    return report
+
+
+def record_pass(url: str, plan: Plan, report: CheckReport, actor: str) -> None:
+    """Append ``check.passed`` with the plan's hash to the live database's audit log."""
+    state = StateStore()
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            state.init(conn)
+            details: dict[str, Any] = {
+                "queries": report.queries,
+                "warnings": report.counts()["warning"],
+                "lint_available": report.lint_available,
+            }
+            state.event(conn, actor, CHECK_PASSED, plan.release, plan.digest(), **details)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+__all__ = ["CHECK_PASSED", "CheckOptions", "check", "record_pass"]

@@ -1,0 +1,238 @@
+"""The compatibility matrix: each version's queries at each phase of the release.
+
+Cells that must pass: old@before, old@expanded, new@expanded, new@contracted. Reported as
+information: new@before (what breaks if the new version ships before the expand) and
+old@contracted (why the contract must wait for the old version to go).
+
+In each cell every query is PREPAREd on the phase's scratch database inside a
+transaction that is rolled back (names, types, ambiguous columns, functions), then held
+to the static checks of `migrator.verify.static`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.verify.queries import Query
+from migrator.verify.report import Cell, Finding, QueryResult
+from migrator.verify.snapshot import Snapshot, take
+from migrator.verify.static import CellContext, ColumnChange, static_findings
+
+Version = Literal["old", "new"]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Which version at which phase, and whether it decides the exit code."""
+
+    version: Version
+    phase: str
+    must_pass: bool
+
+
+CELLS: tuple[CellSpec, ...] = (
+    CellSpec("old", "before", True),
+    CellSpec("old", "expanded", True),
+    CellSpec("new", "expanded", True),
+    CellSpec("new", "contracted", True),
+    CellSpec("new", "before", False),
+    CellSpec("old", "contracted", False),
+)
+
+HOME = {"old": "before", "new": "contracted"}
+
+# SQLSTATEs PREPARE raises once every name is resolved: the query is sound, only the
+# parameter types are left to the driver (``SELECT $1``).
+_PARAM_ONLY = {"42P18", "42P08"}
+
+
+def connect(url: str, search_path: tuple[str, ...]) -> psycopg.Connection[Any]:
+    """A connection for one phase: the plan's search path, a guard on runaway statements."""
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(
+        psycopg.sql.SQL("SET search_path TO {}").format(
+            psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(s) for s in search_path)
+        )
+    )
+    conn.execute("SET statement_timeout = '30s'")
+    conn.autocommit = False
+    return conn
+
+
+def snapshots(urls: dict[str, str], search_path: tuple[str, ...]) -> dict[str, Snapshot]:
+    """The catalog snapshot of every phase."""
+    out: dict[str, Snapshot] = {}
+    for phase, url in urls.items():
+        with psycopg.connect(url, autocommit=True) as conn:
+            out[phase] = take(conn, phase, search_path)
+    return out
+
+
+class Preparer:
+    """PREPAREs queries on one connection; every transaction it opens is rolled back."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.count = 0
+
+    def prepare(self, sql: str) -> tuple[psycopg.Error, int] | None:
+        """None when the server accepts the statement, else its error and where the query
+        starts in the statement sent (for the error's position)."""
+        self.count += 1
+        prefix = f"PREPARE migrator_check_{self.count} AS "
+        try:
+            # Bytes: the query is sent as written, with no client-side placeholder handling.
+            self.conn.execute((prefix + sql).encode())
+        except psycopg.Error as exc:
+            self.conn.rollback()
+            return exc, len(prefix)
+        return None
+
+    def finish(self) -> None:
+        """Roll back and forget every prepared statement."""
+        self.conn.rollback()
+        self.conn.autocommit = True
+        self.conn.execute("DEALLOCATE ALL")
+        self.conn.autocommit = False
+
+
+def _position_line(query: Query, exc: psycopg.Error, start: int) -> tuple[int, int | None]:
+    position = exc.diag.statement_position
+    if position is None:
+        return query.line, None
+    offset = int(position) - 1 - start
+    if offset < 0 or offset > len(query.sql):
+        return query.line, None
+    before = query.sql[:offset]
+    line = query.line + before.count("\n")
+    column = offset - (before.rfind("\n") + 1) + 1
+    return line, column
+
+
+def _prepare_fix(state: str | None, spec: CellSpec, label: str) -> str:
+    old, new = spec.version == "old", spec.version == "new"
+    if spec.phase == "before":
+        if new:
+            return (
+                "nothing to do if the new version ships after the expand; this is what "
+                "breaks if it ships first"
+            )
+        return "the query fails on the live schema already: fix the query"
+    missing = state in ("42703", "42P01", "42883", "42704", "3F000")
+    if old and spec.phase == "expanded" and missing:
+        return (
+            f"the expand removes or renames something {label} uses: keep it while the old "
+            "version runs (rename_column / rename_table keep the old name), and move the drop "
+            "to contract:"
+        )
+    if old and spec.phase == "contracted":
+        return "run the contract only after the old version is retired"
+    if new and spec.phase == "expanded" and missing:
+        return (
+            f"the expand must add everything {label} uses: add it under expand: "
+            "(add_column, create_table, ...), or fix the query"
+        )
+    if new and spec.phase == "contracted" and missing:
+        return f"the contract removes something {label} still uses: keep it, or change the query"
+    if state == "42702":
+        return "qualify the column with its table: a column of that name is now in two tables"
+    if state in ("42804", "42846", "22P02", "42725"):
+        return "the column's type differs at this phase: cast in the query, or convert with alter_column up:/down:"
+    if state == "42P10":
+        return "keep the unique index or constraint the ON CONFLICT target needs"
+    return "change the plan so the schema at this phase serves the query, or change the query"
+
+
+def run_cell(
+    spec: CellSpec,
+    version_name: str,
+    queries: list[Query],
+    preparer: Preparer,
+    snaps: dict[str, Snapshot],
+    changes: list[ColumnChange],
+) -> Cell:
+    """Check every query of one version at one phase."""
+    label = f"{spec.version} ({version_name})"
+    ctx = CellContext(
+        version=spec.version,
+        version_label=label,
+        phase=spec.phase,
+        must_pass=spec.must_pass,
+        snapshot=snaps[spec.phase],
+        home=snaps[HOME[spec.version]],
+        before=snaps["before"],
+        changes=changes,
+    )
+    cell = Cell(spec.version, version_name, spec.phase, spec.must_pass)
+    for query in queries:
+        result = QueryResult(query.name, query.file, query.line)
+        cell.results.append(result)
+        if query.tree is None:
+            result.note = "does not parse (reported once, above)"
+            continue
+        if not query.preparable:
+            result.note = "not a statement PREPARE takes: checked by the parser only"
+        else:
+            failed = preparer.prepare(query.sql)
+            if failed is not None and failed[0].diag.sqlstate not in _PARAM_ONLY:
+                error = failed[0]
+                line, column = _position_line(query, error, failed[1])
+                message = error.diag.message_primary or str(error).strip().splitlines()[0]
+                hint = f" ({error.diag.message_hint})" if error.diag.message_hint else ""
+                state = error.diag.sqlstate
+                result.findings.append(
+                    Finding(
+                        check="prepare",
+                        severity="error" if spec.must_pass else "info",
+                        reason=f"{message}{hint} [{state}]",
+                        fix=_prepare_fix(state, spec, label),
+                        file=query.file,
+                        line=line,
+                        column=column,
+                        query=query.name,
+                        version=label,
+                        phase=spec.phase,
+                        must_pass=spec.must_pass,
+                        sql=query.text,
+                    )
+                )
+        result.findings += static_findings(query, ctx)
+    return cell
+
+
+def run_matrix(
+    urls: dict[str, str],
+    versions: dict[str, tuple[str, list[Query]]],
+    changes: list[ColumnChange],
+    search_path: tuple[str, ...],
+    observer: Observer = NULL_OBSERVER,
+) -> list[Cell]:
+    """Every cell of the matrix; ``versions`` maps old/new to (name, queries)."""
+    snaps = snapshots(urls, search_path)
+    cells: list[Cell] = []
+    by_phase: dict[str, list[CellSpec]] = {}
+    for spec in CELLS:
+        by_phase.setdefault(spec.phase, []).append(spec)
+    done: dict[CellSpec, Cell] = {}
+    for phase, specs in by_phase.items():
+        with connect(urls[phase], search_path) as conn:
+            preparer = Preparer(conn)
+            try:
+                for spec in specs:
+                    name, queries = versions[spec.version]
+                    observer.progress(
+                        "check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
+                    )
+                    done[spec] = run_cell(spec, name, queries, preparer, snaps, changes)
+            finally:
+                preparer.finish()
+    for spec in CELLS:
+        cells.append(done[spec])
+    return cells
+
+
+__all__ = ["CELLS", "CellSpec", "run_cell", "run_matrix"]

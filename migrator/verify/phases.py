@@ -1,0 +1,203 @@
+"""The schema at each phase of a release, built on scratch databases.
+
+- ``before``: the live schema (pg_dump --schema-only of --database-url), else the plan's
+  ``baseline:`` SQL file, else the chain of earlier plans in the plan's folder applied
+  from empty (each expanded, completed and contracted), else an empty database.
+- ``expanded``: a template copy of ``before`` with this plan's expand run on it, through
+  the same command functions a real release uses.
+- ``contracted``: a template copy of ``expanded``, completed and contracted (forced: the
+  scratch copy has no rows to backfill and no window to wait for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from migrator.errors import MigratorError, PlanError, UsageError
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.plan.loader import load_plan
+from migrator.plan.models import Plan
+from migrator.verify.scratch import ScratchServer, dump_schema, load_sql
+
+PhaseName = Literal["before", "expanded", "contracted"]
+PHASES: tuple[PhaseName, ...] = ("before", "expanded", "contracted")
+
+
+class PhaseBuildError(MigratorError):
+    """The plan could not be applied to the scratch copy (the expand or contract failed)."""
+
+    def __init__(self, phase: str, cause: MigratorError) -> None:
+        super().__init__(f"building the {phase} schema on a scratch copy: {cause}")
+        self.exit_code = cause.exit_code
+        self.phase = phase
+
+
+class Phases(Protocol):
+    """How a plan is applied to a database: the command functions, handed down by the
+    commands layer (verify sits below it and does not import it)."""
+
+    def expand(self, plan: Plan, url: str, observer: Observer) -> None:
+        """Run the plan's expand on ``url``."""
+
+    def complete_and_contract(self, plan: Plan, url: str, observer: Observer) -> None:
+        """Complete the release and run its contract now (forced: a scratch copy)."""
+
+
+@dataclass
+class PhaseDatabases:
+    """The scratch databases, one per phase, and where ``before`` came from."""
+
+    urls: dict[str, str]
+    source: str
+    names: list[str] = field(default_factory=list)
+
+
+def earlier_plans(plan: Plan, plan_path: Path) -> list[tuple[Path, Plan]]:
+    """The plans this one follows (``after:``), oldest first, from the plan's folder."""
+    if plan.after is None:
+        return []
+    by_release: dict[str, tuple[Path, Plan]] = {}
+    for candidate in sorted(plan_path.parent.glob("*.y*ml")):
+        if candidate.resolve() == plan_path.resolve():
+            continue
+        try:
+            other = load_plan(candidate)
+        except PlanError:
+            continue  # not a plan, or a broken one that this plan does not follow
+        by_release[other.release] = (candidate, other)
+    chain: list[tuple[Path, Plan]] = []
+    wanted: str | None = plan.after
+    while wanted is not None:
+        found = by_release.get(wanted)
+        if found is None:
+            if chain and chain[-1][1].baseline is not None:  # the chain starts from a file
+                break
+            raise UsageError(
+                f"{plan_path}: the plan follows release {wanted!r}, but no plan of that "
+                f"release is in {plan_path.parent} and no baseline: names the schema before "
+                "it; add `baseline: schema.sql` to the plan, or pass --database-url"
+            )
+        if any(p.release == wanted for _, p in chain):
+            raise UsageError(f"{plan_path}: the `after:` chain loops at release {wanted!r}")
+        chain.append(found)
+        if found[1].baseline is not None:
+            break
+        wanted = found[1].after
+    return list(reversed(chain))
+
+
+def _baseline_path(plan: Plan, plan_path: Path) -> Path | None:
+    if plan.baseline is None:
+        return None
+    path = (plan_path.parent / plan.baseline).resolve()
+    if not path.is_file():
+        raise UsageError(f"{plan_path}: baseline {plan.baseline!r} is not a file ({path})")
+    return path
+
+
+class _Cache:
+    """Baselines loaded once per scratch server and kept as templates (keyed by content)."""
+
+    @staticmethod
+    def template_for(server: ScratchServer, path: Path) -> str:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        name = f"migrator_baseline_{digest}"
+        if not server.exists(name):
+            loading = f"{name}_{server.token}"
+            url = server.create(loading)
+            try:
+                load_sql(url, path)
+                # Renaming the finished copy makes the cache safe against a half-load.
+                server.rename(loading, name)
+            except MigratorError:
+                server.drop(loading)
+                raise
+        return name
+
+
+@contextmanager
+def phase_databases(
+    plan: Plan,
+    plan_path: Path,
+    server: ScratchServer,
+    phases: Phases,
+    *,
+    live_url: str | None = None,
+    observer: Observer = NULL_OBSERVER,
+    keep: bool = False,
+) -> Iterator[PhaseDatabases]:
+    """Build the three phase databases; they are dropped when the block ends."""
+    prefix = f"migrator_check_{server.token}"
+    names = {phase: f"{prefix}_{phase}" for phase in PHASES}
+    created: list[str] = []
+    try:
+        before = names["before"]
+        if live_url is not None:
+            source = "the live schema (pg_dump --schema-only)"
+            url = server.create(before)
+            created.append(before)
+            with tempfile.TemporaryDirectory(prefix="migrator-check-") as tmp:
+                dump = Path(tmp) / "schema.sql"
+                dump_schema(live_url, dump)
+                load_sql(url, dump)
+        else:
+            chain = earlier_plans(plan, plan_path)
+            first_path, first = chain[0] if chain else (plan_path, plan)
+            baseline = _baseline_path(first, first_path)
+            if baseline is not None:
+                server.create(before, template=_Cache.template_for(server, baseline))
+                source = f"baseline {baseline.name}"
+            else:
+                server.create(before)
+                source = "an empty database"
+            created.append(before)
+            for earlier_path, earlier in chain:
+                try:
+                    phases.expand(earlier, server.url(before), observer)
+                    phases.complete_and_contract(earlier, server.url(before), observer)
+                except MigratorError as exc:
+                    raise UsageError(
+                        f"applying the earlier plan {earlier_path.name} to build the schema "
+                        f"before {plan.release}: {exc}"
+                    ) from None
+            if chain:
+                source += " + " + ", ".join(p.release for _, p in chain)
+        expanded = names["expanded"]
+        server.create(expanded, template=before)
+        created.append(expanded)
+        try:
+            phases.expand(plan, server.url(expanded), observer)
+        except MigratorError as exc:
+            raise PhaseBuildError("expanded", exc) from None
+        contracted = names["contracted"]
+        server.create(contracted, template=expanded)
+        created.append(contracted)
+        try:
+            phases.complete_and_contract(plan, server.url(contracted), observer)
+        except MigratorError as exc:
+            raise PhaseBuildError("contracted", exc) from None
+        yield PhaseDatabases(
+            urls={phase: server.url(name) for phase, name in names.items()},
+            source=source,
+            names=list(names.values()),
+        )
+    finally:
+        if not keep:
+            for name in reversed(created):
+                server.drop(name)
+
+
+__all__ = [
+    "PHASES",
+    "PhaseBuildError",
+    "PhaseDatabases",
+    "Phases",
+    "earlier_plans",
+    "phase_databases",
+]

@@ -1,0 +1,340 @@
+"""Query sets: the statements a code version runs, each with the file and line it came from.
+
+A query set is a folder of ``.sql`` files (and ``.yaml`` lists), one ``.sql`` file, or a
+YAML list of ``{name, sql}``. Statements are split by PostgreSQL's own scanner and parsed
+by its parser (pglast); placeholders written ``$1``, ``%(name)s``, ``%s`` or ``:name`` are
+found among the scanner's tokens (so a ``:name`` inside a string or a comment is left
+alone) and rewritten to ``$n``, the only form PREPARE takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pglast
+import yaml
+from pglast import ast, parser
+
+from migrator.errors import UsageError
+
+# sqlc and friends name a query with a comment line just above it: ``-- name: GetUser :one``.
+_NAME_COMMENT = re.compile(r"^\s*--\s*name:\s*(\S+)", re.MULTILINE)
+
+
+@dataclass
+class Query:
+    """One statement of a query set."""
+
+    name: str
+    file: str
+    line: int
+    text: str  # as written
+    sql: str  # placeholders normalised to $n
+    params: list[str] = field(default_factory=list)  # $n -> the name it was written with
+    tree: ast.Node | None = None  # the parsed statement; None when it does not parse
+    error: str | None = None  # the parser's message when it does not parse
+    error_line: int | None = None
+
+    @property
+    def location(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
+
+    @property
+    def preparable(self) -> bool:
+        """True for the statements PREPARE takes (SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES)."""
+        return (
+            isinstance(self.tree, ast.SelectStmt | ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt)
+            or type(self.tree).__name__ == "MergeStmt"
+        )
+
+
+# -- placeholders ------------------------------------------------------------------------
+
+
+def _is_word(token: Any) -> bool:
+    """An identifier or keyword token: what follows ``:`` or ``%(`` in a placeholder."""
+    return bool(token.name == "IDENT" or token.kind != "NO_KEYWORD")
+
+
+def normalise_placeholders(text: str) -> tuple[str, list[str]]:
+    """``text`` with ``%(name)s``, ``%s`` and ``:name`` placeholders rewritten to ``$n``.
+
+    Returns the new text and, for each ``$n`` (index n-1), the name it was written with.
+    The same name gets the same number; existing ``$n`` keep theirs.
+    """
+    try:
+        tokens = parser.scan(text)
+    except pglast.parser.ParseError:
+        return text, []
+    highest = 0
+    for tok in tokens:
+        if tok.name == "PARAM":
+            highest = max(highest, int(text[tok.start + 1 : tok.end + 1]))
+    names: dict[str, int] = {}
+    positional = 0
+    replacements: list[tuple[int, int, int]] = []  # (start, end exclusive, number)
+    bracket_depth = 0
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok.name == "ASCII_91":  # '['
+            bracket_depth += 1
+        elif tok.name == "ASCII_93":  # ']'
+            bracket_depth = max(0, bracket_depth - 1)
+        elif (
+            tok.name == "ASCII_58"  # ':' alone; '::' is a TYPECAST token
+            and bracket_depth == 0  # a[1:n] is an array slice, not a placeholder
+            and nxt is not None
+            and nxt.start == tok.end + 1
+            and _is_word(nxt)
+        ):
+            name = text[nxt.start : nxt.end + 1].strip('"')
+            if name not in names:
+                highest += 1
+                names[name] = highest
+            replacements.append((tok.start, nxt.end + 1, names[name]))
+            i += 2
+            continue
+        elif tok.name == "ASCII_37" and nxt is not None and nxt.start == tok.end + 1:  # '%'
+            if nxt.name == "ASCII_40" and i + 4 < len(tokens):  # %(name)s
+                ident, close, s = tokens[i + 2], tokens[i + 3], tokens[i + 4]
+                if (
+                    _is_word(ident)
+                    and close.name == "ASCII_41"
+                    and text[s.start : s.end + 1] == "s"
+                    and s.start == close.end + 1
+                ):
+                    name = text[ident.start : ident.end + 1]
+                    if name not in names:
+                        highest += 1
+                        names[name] = highest
+                    replacements.append((tok.start, s.end + 1, names[name]))
+                    i += 5
+                    continue
+            elif text[nxt.start : nxt.end + 1] == "s":  # %s, positional
+                highest += 1
+                positional += 1
+                replacements.append((tok.start, nxt.end + 1, highest))
+                i += 2
+                continue
+        i += 1
+    if not replacements:
+        return text, [f"${n}" for n in range(1, highest + 1)]
+    out: list[str] = []
+    last = 0
+    for start, end, number in replacements:
+        out.append(text[last:start])
+        out.append(f"${number}")
+        last = end
+    out.append(text[last:])
+    labels = [f"${n}" for n in range(1, highest + 1)]
+    for name, number in names.items():
+        labels[number - 1] = f":{name}"
+    return "".join(out), labels
+
+
+# -- splitting and parsing -----------------------------------------------------------------
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _split(text: str) -> list[tuple[int, int]]:
+    """(start, stop) of each statement: from its first token to its last, ``;`` excluded.
+
+    Cut at the scanner's ``;`` tokens, so semicolons inside strings, quoted names,
+    dollar-quoted bodies and comments never split a statement. (pglast's own scanner split
+    silently drops a statement that starts with an unknown word, which is exactly the
+    typo a check must report.)
+    """
+    tokens = [t for t in parser.scan(text) if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    pieces: list[tuple[int, int]] = []
+    start: int | None = None
+    stop = 0
+    for tok in tokens:
+        if tok.name == "ASCII_59":  # ';'
+            if start is not None:
+                pieces.append((start, stop))
+            start = None
+            continue
+        if start is None:
+            start = tok.start
+        stop = tok.end + 1
+    if start is not None:
+        pieces.append((start, stop))
+    return pieces
+
+
+def parse_statements(
+    text: str, file: str, first_line: int = 1, name: str | None = None
+) -> list[Query]:
+    """Every statement of ``text``; ``first_line`` is the line ``text`` starts on in ``file``."""
+    try:
+        pieces = _split(text)
+    except pglast.parser.ParseError as exc:
+        # The scanner itself failed (an unterminated string or comment): one bad query.
+        return [
+            Query(
+                name=name or f"{Path(file).name}:{first_line}",
+                file=file,
+                line=first_line,
+                text=text,
+                sql=text,
+                error=f"cannot be scanned: {exc}",
+                error_line=first_line,
+            )
+        ]
+    queries: list[Query] = []
+    previous_end = 0
+    for number, (start, stop) in enumerate(pieces, start=1):
+        line = first_line + _line_of(text, start) - 1
+        statement = text[start:stop]
+        label = _statement_name(text[previous_end:start])
+        previous_end = stop
+        if name is not None:
+            label = name if len(pieces) == 1 else f"{name}#{number}"
+        queries.append(_parsed(label or f"{Path(file).name}:{line}", file, line, statement))
+    return queries
+
+
+def _statement_name(preamble: str) -> str | None:
+    """The name a ``-- name: X`` comment above the statement gives it."""
+    found = _NAME_COMMENT.findall(preamble)
+    return str(found[-1]) if found else None
+
+
+def _parsed(name: str, file: str, line: int, statement: str) -> Query:
+    sql, params = normalise_placeholders(statement)
+    query = Query(name=name, file=file, line=line, text=statement, sql=sql, params=params)
+    try:
+        stmts = pglast.parse_sql(sql)
+    except pglast.parser.ParseError as exc:
+        query.error = str(exc.args[0]) if exc.args else str(exc)
+        position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+        query.error_line = line + (sql.count("\n", 0, position) if position else 0)
+        return query
+    if len(stmts) != 1 or stmts[0].stmt is None:
+        query.error = "expected exactly one statement"
+        query.error_line = line
+        return query
+    query.tree = stmts[0].stmt
+    return query
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def _display(path: Path, root: Path | None) -> str:
+    """A path as findings show it: relative to ``root`` (the working folder) when inside it."""
+    resolved = path.resolve()
+    base = (root or Path.cwd()).resolve()
+    try:
+        return str(resolved.relative_to(base))
+    except ValueError:
+        return str(resolved)
+
+
+def load_sql_file(path: Path, root: Path | None = None) -> list[Query]:
+    """The statements of one ``.sql`` file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read query file {path}: {exc}") from None
+    return parse_statements(text, _display(path, root))
+
+
+def load_yaml_file(path: Path, root: Path | None = None) -> list[Query]:
+    """The queries of a YAML list of ``{name, sql}``, each at the line its SQL starts."""
+    display = _display(path, root)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read query file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{display}:{mark.line + 1}:{mark.column + 1}" if mark else display
+        raise UsageError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if node is None:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise UsageError(
+            f"{display}:{node.start_mark.line + 1}:{node.start_mark.column + 1}: "
+            "a query file is a list of {name, sql}"
+        )
+    queries: list[Query] = []
+    for item in node.value:
+        where = f"{display}:{item.start_mark.line + 1}:{item.start_mark.column + 1}"
+        if not isinstance(item, yaml.MappingNode):
+            raise UsageError(f"{where}: each query is a map {{name, sql}}")
+        fields = {k.value: v for k, v in item.value if isinstance(k, yaml.ScalarNode)}
+        unknown = set(fields) - {"name", "sql"}
+        if unknown:
+            raise UsageError(
+                f"{where}: unknown key {sorted(unknown)[0]!r} (a query takes name, sql)"
+            )
+        sql_node = fields.get("sql")
+        if not isinstance(sql_node, yaml.ScalarNode) or not str(sql_node.value).strip():
+            raise UsageError(f"{where}: a query needs `sql:` text")
+        name_node = fields.get("name")
+        name = str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else None
+        # A block scalar (| or >) starts on the line after its indicator.
+        first = sql_node.start_mark.line + 1 + (1 if sql_node.style in ("|", ">") else 0)
+        queries += parse_statements(
+            str(sql_node.value), display, first, name or f"{path.name}:{first}"
+        )
+    return queries
+
+
+def load_query_set(path: str | Path, root: Path | None = None) -> list[Query]:
+    """A query set from a folder, a ``.sql`` file or a ``.yaml``/``.yml`` list."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            f for f in p.rglob("*") if f.is_file() and f.suffix in (".sql", ".yaml", ".yml")
+        )
+        queries: list[Query] = []
+        for f in files:
+            queries += load_query_set(f, root)
+        return queries
+    if not p.exists():
+        raise UsageError(f"query set {p} does not exist")
+    if p.suffix == ".sql":
+        return load_sql_file(p, root)
+    if p.suffix in (".yaml", ".yml"):
+        return load_yaml_file(p, root)
+    raise UsageError(f"query set {p}: expected a folder, a .sql file or a .yaml list")
+
+
+def relations(tree: ast.Node) -> Iterator[tuple[str | None, str]]:
+    """(schema, name) of every table a statement names (CTE names excluded)."""
+    ctes: set[str] = set()
+    found: list[tuple[str | None, str]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ast.Node):
+            if isinstance(node, ast.CommonTableExpr) and node.ctename:
+                ctes.add(node.ctename)
+            if isinstance(node, ast.RangeVar) and node.relname:
+                found.append((node.schemaname, node.relname))
+            for name in node:
+                walk(getattr(node, name))
+        elif isinstance(node, tuple | list):
+            for item in node:
+                walk(item)
+
+    walk(tree)
+    for schema, name in found:
+        if schema is None and name in ctes:
+            continue
+        yield schema, name
+
+
+__all__ = ["Query", "load_query_set", "normalise_placeholders", "parse_statements", "relations"]

@@ -1,0 +1,275 @@
+"""What `migrator check` found, and the machine formats it is written in.
+
+A `CheckReport` holds the matrix cells (a version's queries at one phase), every finding
+(query findings and lint findings alike), and renders itself as JSON data, JUnit XML (one
+test case per query and cell, and per lint finding) and GitHub workflow annotations. The
+human table is drawn by the CLI, the only layer that imports rich.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass
+class Finding:
+    """One problem: what, where, for which version at which phase, why, and the fix."""
+
+    check: str  # prepare | syntax | insert-not-null | unsynced-write | select-star | ...
+    severity: Severity
+    reason: str
+    fix: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    query: str | None = None
+    version: str | None = None  # "old (v1)" / "new (v2)"
+    phase: str | None = None
+    must_pass: bool = True
+    sql: str | None = None
+    rule: str | None = None  # lint rule id
+
+    @property
+    def location(self) -> str:
+        """``file:line`` (or what is known of it)."""
+        if self.file is None:
+            return "(plan)"
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    @property
+    def cell(self) -> str | None:
+        """``version@phase``."""
+        return f"{self.version}@{self.phase}" if self.version and self.phase else None
+
+    def summary(self) -> str:
+        """One line: location, cell, reason, fix."""
+        where = f" [{self.cell}]" if self.cell else ""
+        name = f" {self.query}" if self.query else ""
+        return f"{self.location}:{name}{where} {self.reason} (fix: {self.fix})"
+
+
+@dataclass
+class QueryResult:
+    """One query in one cell: checked, and the findings it got there."""
+
+    name: str
+    file: str
+    line: int
+    findings: list[Finding] = field(default_factory=list)
+    note: str | None = None  # e.g. "not preparable: parsed only"
+
+    @property
+    def status(self) -> str:
+        """pass | warning | fail (errors) ."""
+        severities = {f.severity for f in self.findings}
+        if "error" in severities:
+            return "fail"
+        if "warning" in severities:
+            return "warning"
+        return "pass"
+
+
+@dataclass
+class Cell:
+    """A version's queries at one phase. ``must_pass`` cells decide the exit code."""
+
+    version: str  # old | new
+    version_name: str
+    phase: str
+    must_pass: bool
+    results: list[QueryResult] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """``old (v1)@expanded``."""
+        return f"{self.version} ({self.version_name})@{self.phase}"
+
+    @property
+    def failures(self) -> int:
+        """Queries with an error here."""
+        return sum(1 for r in self.results if r.status == "fail")
+
+
+@dataclass
+class CheckReport:
+    """Everything one run of check found."""
+
+    release: str
+    plan_hash: str
+    plan_file: str
+    before_source: str
+    server_version: int
+    cells: list[Cell] = field(default_factory=list)
+    lint: list[Finding] = field(default_factory=list)
+    lint_available: bool = True
+    problems: list[Finding] = field(default_factory=list)  # query-set and plan-level
+    seconds: float = 0.0
+    queries: dict[str, int] = field(default_factory=dict)  # version -> count
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding: plan-level, lint, then each cell's."""
+        out = list(self.problems) + list(self.lint)
+        for cell in self.cells:
+            for result in cell.results:
+                out += result.findings
+        return out
+
+    @property
+    def failed(self) -> bool:
+        """True when an error stands in a must-pass cell, in the lint or the query sets."""
+        return any(f.severity == "error" and f.must_pass for f in self.findings)
+
+    def counts(self) -> dict[str, int]:
+        """Findings by severity (informational cells counted apart)."""
+        counts = {"error": 0, "warning": 0, "info": 0}
+        for f in self.findings:
+            counts[f.severity] += 1
+        return counts
+
+    # -- JSON ---------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --format json."""
+        return {
+            "release": self.release,
+            "plan_hash": self.plan_hash,
+            "plan_file": self.plan_file,
+            "before": self.before_source,
+            "server_version": self.server_version,
+            "passed": not self.failed,
+            "counts": self.counts(),
+            "queries": self.queries,
+            "seconds": round(self.seconds, 3),
+            "lint_available": self.lint_available,
+            "cells": [
+                {
+                    "version": c.version,
+                    "version_name": c.version_name,
+                    "phase": c.phase,
+                    "must_pass": c.must_pass,
+                    "queries": len(c.results),
+                    "failures": c.failures,
+                }
+                for c in self.cells
+            ],
+            "findings": [
+                {k: v for k, v in asdict(f).items() if v is not None} for f in self.findings
+            ],
+        }
+
+    # -- JUnit --------------------------------------------------------------------------
+
+    def to_junit(self) -> str:
+        """JUnit XML: a suite per cell with a case per query, and a suite of lint findings.
+
+        Findings in informational cells are reported as skipped cases with the reason, so
+        CI shows them without failing the build.
+        """
+        root = ET.Element("testsuites", name=f"migrator check {self.release}")
+        total = failures = skipped = 0
+        for cell in self.cells:
+            suite = ET.SubElement(root, "testsuite", name=f"check {cell.label}")
+            s_fail = s_skip = 0
+            for result in cell.results:
+                case = ET.SubElement(
+                    suite,
+                    "testcase",
+                    name=f"{result.name} [{cell.label}]",
+                    classname=f"migrator.check.{cell.version}.{cell.phase}",
+                    file=result.file,
+                    line=str(result.line),
+                )
+                errors = [f for f in result.findings if f.severity == "error"]
+                others = [f for f in result.findings if f.severity != "error"]
+                if errors and cell.must_pass:
+                    failure = ET.SubElement(
+                        case, "failure", message=errors[0].reason, type=errors[0].check
+                    )
+                    failure.text = "\n".join(f.summary() for f in errors)
+                    s_fail += 1
+                elif errors:
+                    ET.SubElement(
+                        case, "skipped", message=f"informational cell: {errors[0].reason}"
+                    )
+                    s_skip += 1
+                if others or result.note:
+                    out = ET.SubElement(case, "system-out")
+                    out.text = "\n".join(
+                        [f"{f.severity}: {f.summary()}" for f in others]
+                        + ([result.note] if result.note else [])
+                    )
+            _suite_counts(suite, len(cell.results), s_fail, s_skip)
+            total += len(cell.results)
+            failures += s_fail
+            skipped += s_skip
+        extra = self.problems + self.lint
+        if extra:
+            suite = ET.SubElement(root, "testsuite", name="lint and query sets")
+            s_fail = 0
+            for f in extra:
+                case = ET.SubElement(
+                    suite,
+                    "testcase",
+                    name=f"{f.rule or f.check} {f.location}" + (f" {f.query}" if f.query else ""),
+                    classname=f"migrator.lint.{f.rule}" if f.rule else f"migrator.check.{f.check}",
+                    file=f.file or self.plan_file,
+                    line=str(f.line or 0),
+                )
+                if f.severity == "error":
+                    failure = ET.SubElement(case, "failure", message=f.reason, type=f.check)
+                    failure.text = f.summary()
+                    s_fail += 1
+                else:
+                    out = ET.SubElement(case, "system-out")
+                    out.text = f"{f.severity}: {f.summary()}"
+            _suite_counts(suite, len(extra), s_fail, 0)
+            total += len(extra)
+            failures += s_fail
+        _suite_counts(root, total, failures, skipped)
+        root.set("time", f"{self.seconds:.3f}")
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+    # -- GitHub -------------------------------------------------------------------------
+
+    def to_github(self) -> list[str]:
+        """GitHub workflow commands: one ``::error``/``::warning``/``::notice`` per finding."""
+        lines: list[str] = []
+        for f in self.findings:
+            level = {"error": "error", "warning": "warning", "info": "notice"}[f.severity]
+            if f.severity == "error" and not f.must_pass:
+                level = "notice"
+            props = [f"file={_gh_property(f.file or self.plan_file)}"]
+            if f.line:
+                props.append(f"line={f.line}")
+            if f.column:
+                props.append(f"col={f.column}")
+            title = f"migrator check: {f.rule or f.check}" + (f" [{f.cell}]" if f.cell else "")
+            props.append(f"title={_gh_property(title)}")
+            body = (f"{f.query}: " if f.query else "") + f"{f.reason} Fix: {f.fix}"
+            lines.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
+        return lines
+
+
+def _suite_counts(element: ET.Element, tests: int, failures: int, skipped: int) -> None:
+    element.set("tests", str(tests))
+    element.set("failures", str(failures))
+    element.set("errors", "0")
+    element.set("skipped", str(skipped))
+
+
+def _gh_data(text: str) -> str:
+    # The escaping GitHub's toolkit applies (@actions/core command.ts).
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+__all__ = ["Cell", "CheckReport", "Finding", "QueryResult", "Severity"]

