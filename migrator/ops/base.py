@@ -15,6 +15,7 @@ refuses a transaction (CREATE INDEX CONCURRENTLY), in one explicit autocommit bl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -140,7 +141,13 @@ def _written_reason(value: Any) -> Any:
     return value
 
 
-LintRuleId = Annotated[str, Field(pattern=r"^M[0-9]{3}$")]
+def _rule_id(value: Any) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"M[0-9]{3}", value):
+        raise ValueError(f"{value!r} is no lint rule id; they look like M001 (docs/lint-rules.md)")
+    return value
+
+
+LintRuleId = Annotated[str, BeforeValidator(_rule_id)]
 LintReason = Annotated[str, BeforeValidator(_written_reason)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,40 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         raise builder.error(_describe(first), at) from None
     for loc, message in placement_errors(plan):
         raise builder.error(message, _locate(builder.marks, loc))
+    _remember(plan, PlanPositions(source, text, builder.marks, builder.values))
     return plan
+
+
+@dataclass(frozen=True)
+class PlanPositions:
+    """Where the keys and values of a parsed plan stood in its file (1-based marks).
+
+    ``keys[("expand", 0, "add_column")]`` is the mark of that key; ``values[...]`` the
+    mark of its value. ``text`` is the plan as read, for positions inside a value.
+    """
+
+    source: str
+    text: str
+    keys: dict[Loc, Mark]
+    values: dict[Loc, Mark]
+
+
+# Positions live beside the (frozen) Plan, keyed by identity and dropped with the plan,
+# so the plan's fields, equality and digest stay exactly what the YAML says.
+_POSITIONS: dict[int, tuple[weakref.ref[Plan], PlanPositions]] = {}
+
+
+def _remember(plan: Plan, positions: PlanPositions) -> None:
+    key = id(plan)
+    _POSITIONS[key] = (weakref.ref(plan, lambda _: _POSITIONS.pop(key, None)), positions)
+
+
+def plan_positions(plan: Plan) -> PlanPositions | None:
+    """The positions of a plan that `parse_plan` or `load_plan` read; None for others."""
+    entry = _POSITIONS.get(id(plan))
+    if entry is None or entry[0]() is not plan:
+        return None
+    return entry[1]
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -1,0 +1,137 @@
+"""The questions the lint asks a live database (rules 4, 10, 14, 16, 22 and volatility).
+
+Each question runs read-only inside a savepoint, so a failure (a table the scratch
+database lacks) never spoils the caller's transaction; the answer is then None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from migrator.sqltext import ident
+
+T = TypeVar("T")
+
+
+class Live:
+    """Read-only catalog and data questions over one SQLAlchemy connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _ask(self, question: Callable[[], T]) -> T | None:
+        try:
+            with self.conn.begin_nested() as savepoint:
+                answer = question()
+                savepoint.rollback()
+                return answer
+        except DBAPIError:
+            return None
+
+    def _scalar(self, sql: str, **params: Any) -> Any:
+        return self._ask(lambda: self.conn.execute(text(sql), params).scalar())
+
+    def server_version(self) -> int | None:
+        """server_version_num."""
+        value = self._scalar("SHOW server_version_num")
+        return int(value) if value is not None else None
+
+    def index_valid(self, schema: str, name: str) -> bool | None:
+        """pg_index.indisvalid of an index, or None when there is no such index."""
+        return self._scalar(  # type: ignore[no-any-return]
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :i",
+            s=schema,
+            i=name,
+        )
+
+    def index_table(self, schema: str, name: str) -> str | None:
+        """The table an index belongs to."""
+        return self._scalar(  # type: ignore[no-any-return]
+            "SELECT t.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class t ON t.oid = i.indrelid WHERE n.nspname = :s AND c.relname = :i",
+            s=schema,
+            i=name,
+        )
+
+    def row_count(self, schema: str, table: str) -> int | None:
+        """The exact number of rows of a table."""
+        value = self._scalar(f"SELECT count(*) FROM {ident(schema, table)}")
+        return int(value) if value is not None else None
+
+    def duplicates(
+        self, schema: str, table: str, keys: Sequence[str], where: str | None, limit: int = 5
+    ) -> tuple[int, list[tuple[str, int]]] | None:
+        """Key values held by more than one row (NULLs never clash): how many, and the
+        most frequent ``limit`` of them with their row counts. ``keys`` are SQL."""
+        not_null = " AND ".join(f"({k}) IS NOT NULL" for k in keys)
+        if where:
+            not_null += f" AND ({where})"
+        shown = " || ', ' || ".join(f"quote_nullable(({k})::text)" for k in keys)
+        sql = (
+            f"SELECT {shown}, count(*), count(*) OVER () FROM {ident(schema, table)} "
+            f"WHERE {not_null} GROUP BY {', '.join(f'({k})' for k in keys)} "
+            "HAVING count(*) > 1 ORDER BY count(*) DESC, 1 LIMIT :n"
+        )
+        rows = self._ask(lambda: self.conn.execute(text(sql), {"n": limit}).all())
+        if rows is None:
+            return None
+        if not rows:
+            return 0, []
+        return int(rows[0][2]), [(str(r[0]), int(r[1])) for r in rows]
+
+    def constraint_kind(self, schema: str, table: str, name: str) -> str | None:
+        """pg_constraint.contype of a table's constraint (f, c, u, p, x, n)."""
+        return self._scalar(  # type: ignore[no-any-return]
+            "SELECT k.contype::text FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t AND k.conname = :c",
+            s=schema,
+            t=table,
+            c=name,
+        )
+
+    def column_type(self, schema: str, table: str, column: str) -> str | None:
+        """format_type of a column."""
+        return self._scalar(  # type: ignore[no-any-return]
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t AND a.attname = :c AND NOT a.attisdropped",
+            s=schema,
+            t=table,
+            c=column,
+        )
+
+    def check_expressions(self, schema: str, table: str) -> list[str]:
+        """The expressions of a table's validated CHECK constraints."""
+        rows = self._ask(
+            lambda: self.conn.execute(
+                text(
+                    "SELECT pg_get_expr(k.conbin, k.conrelid) FROM pg_constraint k "
+                    "JOIN pg_class c ON c.oid = k.conrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t AND k.contype = 'c' "
+                    "AND k.convalidated"
+                ),
+                {"s": schema, "t": table},
+            ).all()
+        )
+        return [str(r[0]) for r in rows or ()]
+
+    def volatile_functions(self, names: Sequence[str]) -> bool | None:
+        """True when any function of these names is volatile; None when none is known."""
+        rows = self._ask(
+            lambda: self.conn.execute(
+                text("SELECT provolatile::text FROM pg_proc WHERE proname = ANY(:n)"),
+                {"n": list(names)},
+            ).all()
+        )
+        if not rows:
+            return None
+        return any(r[0] == "v" for r in rows)

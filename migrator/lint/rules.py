@@ -1,0 +1,382 @@
+"""The lint rules: one registry, the only place a rule's id, reason and safe form are written.
+
+The ids are stable: M001..M032 follow the rows of LINT-RULES.md in order, so M014 is
+row 14 (SET NOT NULL). docs/lint-rules.md is generated from this registry
+(``python -m migrator.lint.rules > docs/lint-rules.md``) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: what it catches, why it hurts, and the form to write instead."""
+
+    id: str
+    name: str
+    severity: Severity
+    catches: str
+    reason: str
+    safe_form: str
+    versions: str = ""
+    live: str = ""
+
+
+def _rules(*rules: Rule) -> dict[str, Rule]:
+    registry = {r.id: r for r in rules}
+    assert len(registry) == len(rules), "duplicate lint rule id"
+    return registry
+
+
+RULES: dict[str, Rule] = _rules(
+    Rule(
+        "M001",
+        "create-index-not-concurrently",
+        "error",
+        "CREATE INDEX without CONCURRENTLY on a table that already exists",
+        "takes a SHARE lock: every write to the table waits for the whole index build",
+        "CREATE INDEX CONCURRENTLY, in an autocommit step (outside any transaction)",
+    ),
+    Rule(
+        "M002",
+        "drop-index-not-concurrently",
+        "error",
+        "DROP INDEX without CONCURRENTLY",
+        "takes ACCESS EXCLUSIVE on the index's table: reads and writes wait",
+        "DROP INDEX CONCURRENTLY IF EXISTS, in an autocommit step",
+    ),
+    Rule(
+        "M003",
+        "concurrently-in-transaction",
+        "error",
+        "CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, DETACH PARTITION CONCURRENTLY "
+        "or VACUUM inside a transaction",
+        "PostgreSQL refuses these inside a transaction block: the step fails at run time",
+        "run the statement in an autocommit step (a `Statement(..., autocommit=True)`; in "
+        "raw SQL, outside BEGIN/COMMIT)",
+    ),
+    Rule(
+        "M004",
+        "invalid-index-left-behind",
+        "error",
+        "an INVALID index (left by a failed concurrent build) where the plan builds one; "
+        "offline: CREATE INDEX CONCURRENTLY IF NOT EXISTS with no DROP INDEX before it",
+        "IF NOT EXISTS skips the INVALID leftover, so the rerun 'succeeds' without a usable "
+        "index; without it the rerun fails on the name",
+        "DROP INDEX CONCURRENTLY IF EXISTS the leftover, then build again (or REINDEX "
+        "INDEX CONCURRENTLY)",
+        live="with a database, reads pg_index.indisvalid for the index names the plan builds",
+    ),
+    Rule(
+        "M005",
+        "foreign-key-validated-on-add",
+        "error",
+        "ADD FOREIGN KEY (or ADD COLUMN ... REFERENCES) without NOT VALID on an existing table",
+        "holds SHARE ROW EXCLUSIVE on both tables through a full scan of the referencing one",
+        "ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in its own "
+        "transaction",
+    ),
+    Rule(
+        "M006",
+        "check-validated-on-add",
+        "error",
+        "ADD CHECK (or ADD COLUMN ... CHECK) without NOT VALID on an existing table",
+        "holds ACCESS EXCLUSIVE through a full scan of the table",
+        "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in its own transaction",
+    ),
+    Rule(
+        "M007",
+        "validate-in-same-transaction",
+        "error",
+        "VALIDATE CONSTRAINT in the same transaction as the ADD ... NOT VALID",
+        "the strong lock the ADD took is held through the validating scan",
+        "commit the ADD first; VALIDATE in a separate step (transaction)",
+    ),
+    Rule(
+        "M008",
+        "add-unique-constraint",
+        "error",
+        "ADD UNIQUE (constraint or column option) on an existing table, not USING INDEX",
+        "builds the index under ACCESS EXCLUSIVE: reads and writes wait for the build",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX",
+    ),
+    Rule(
+        "M009",
+        "add-primary-key",
+        "error",
+        "ADD PRIMARY KEY on an existing table, not USING INDEX",
+        "ACCESS EXCLUSIVE through the index build and the NOT NULL scan",
+        "a validated CHECK (col IS NOT NULL) and SET NOT NULL first, CREATE UNIQUE INDEX "
+        "CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX",
+    ),
+    Rule(
+        "M010",
+        "unique-over-duplicates",
+        "error",
+        "a unique index, UNIQUE or PRIMARY KEY over data that already has duplicates",
+        "the build fails half-way through the release",
+        "remove or merge the duplicates first (the finding lists them), then build",
+        live="needs a database: counts the duplicate keys and shows the most frequent",
+    ),
+    Rule(
+        "M011",
+        "volatile-default",
+        "error",
+        "ADD COLUMN with a volatile DEFAULT (before PostgreSQL 11: with any DEFAULT)",
+        "rewrites the whole table under ACCESS EXCLUSIVE",
+        "add the column nullable without the default, SET DEFAULT for new rows, then fill "
+        "old rows with a batched backfill (add_column with `up`)",
+        versions="PostgreSQL 11+ stores a non-volatile default without a rewrite",
+    ),
+    Rule(
+        "M012",
+        "not-null-without-default",
+        "error",
+        "ADD COLUMN ... NOT NULL without a DEFAULT on an existing table",
+        "fails on the rows already there, and the old version's INSERTs break",
+        "add the column nullable now; make it NOT NULL in the contract (add_column's "
+        "`final: {nullable: false}`)",
+    ),
+    Rule(
+        "M013",
+        "rewriting-column-kind",
+        "error",
+        "ADD COLUMN of a serial, identity or stored generated column on an existing table",
+        "fills every row at once: a table rewrite under ACCESS EXCLUSIVE",
+        "a plain nullable column, a trigger for new rows, and a batched backfill",
+    ),
+    Rule(
+        "M014",
+        "set-not-null-scan",
+        "error",
+        "ALTER COLUMN ... SET NOT NULL without a validated CHECK (col IS NOT NULL) "
+        "(before PostgreSQL 12: always)",
+        "scans the whole table under ACCESS EXCLUSIVE",
+        "ADD CHECK (col IS NOT NULL) NOT VALID; VALIDATE in its own transaction; SET NOT "
+        "NULL; DROP the check",
+        versions="PostgreSQL 12+ skips the scan when a validated CHECK proves the column "
+        "has no NULL; before 12 keep the CHECK instead of NOT NULL",
+    ),
+    Rule(
+        "M015",
+        "drop-not-null",
+        "warning",
+        "ALTER COLUMN ... DROP NOT NULL on a column the plan did not add",
+        "the old version may now read NULLs it never expected",
+        "keep NOT NULL, or write a sentinel value instead of NULL",
+    ),
+    Rule(
+        "M016",
+        "alter-column-type",
+        "error",
+        "ALTER COLUMN ... TYPE that is not binary-coercible",
+        "rewrites the table and its indexes under ACCESS EXCLUSIVE; clients of the old type break",
+        "binary-coercible changes only (varchar(n) to text or a wider varchar, numeric "
+        "widening); else a shadow column with triggers, backfill and a swap (alter_column)",
+    ),
+    Rule(
+        "M017",
+        "bounded-character-type",
+        "warning",
+        "a varchar(n) or char(n) column",
+        "changing the length later needs ACCESS EXCLUSIVE (and a rewrite when it shrinks)",
+        "text with CHECK (length(col) <= n) (added NOT VALID on an existing table)",
+    ),
+    Rule(
+        "M018",
+        "domain-check",
+        "warning",
+        "a domain with a CHECK, or a CHECK added to an existing domain",
+        "adding or changing the CHECK revalidates every column of every table using the domain",
+        "the base type with a CHECK constraint on each table",
+    ),
+    Rule(
+        "M019",
+        "rename-column",
+        "error",
+        "RENAME COLUMN in place on a column the plan did not add",
+        "the old version's queries break the moment it commits",
+        "a new column kept in sync by triggers, the old one dropped in the contract "
+        "(rename_column)",
+    ),
+    Rule(
+        "M020",
+        "rename-table",
+        "error",
+        "RENAME TABLE in place without a view under the old name in the same transaction",
+        "the old version's queries break the moment it commits",
+        "rename, and CREATE VIEW old_name AS SELECT * FROM new_name in the same "
+        "transaction, dropped in the contract (rename_table)",
+    ),
+    Rule(
+        "M021",
+        "drop-column",
+        "error",
+        "DROP COLUMN of a column the plan did not add, outside the contract",
+        "the old version still reads and writes it; the data is gone",
+        "only in the contract, after the old version is gone and nothing reads it",
+    ),
+    Rule(
+        "M022",
+        "drop-table-or-foreign-key",
+        "error",
+        "DROP TABLE, or dropping a foreign key, outside the contract; in the contract, "
+        "dropping a table that still holds rows",
+        "data or integrity is lost, and the old version still uses it",
+        "only in the contract; check (and say) how many rows it holds, archive them first",
+        live="with a database, counts the rows of a table the contract drops",
+    ),
+    Rule(
+        "M023",
+        "truncate-or-unbounded-write",
+        "error",
+        "TRUNCATE, or UPDATE/DELETE without WHERE, on an existing table",
+        "data loss, and row locks on the whole table for as long as the statement runs",
+        "a batched backfill or `backfill.updates` entry (small transactions, resumable)",
+    ),
+    Rule(
+        "M024",
+        "enum-change",
+        "error",
+        "ALTER TYPE ... ADD VALUE inside a transaction (before PostgreSQL 12), "
+        "RENAME VALUE, or ADD VALUE BEFORE/AFTER",
+        "fails at run time, or changes values and sort order under the running application",
+        "ADD VALUE IF NOT EXISTS at the end, outside a transaction before PostgreSQL 12; "
+        "never rename a value",
+        versions="PostgreSQL 12+ allows ADD VALUE inside a transaction",
+    ),
+    Rule(
+        "M025",
+        "exclusion-constraint",
+        "error",
+        "ADD CONSTRAINT ... EXCLUDE on an existing table",
+        "builds its index under ACCESS EXCLUSIVE, and cannot be added NOT VALID",
+        "a new table with the constraint, copy the rows across, then switch",
+    ),
+    Rule(
+        "M026",
+        "json-type",
+        "warning",
+        "a json column",
+        "json has no equality operator: DISTINCT, GROUP BY and UNION over it fail",
+        "jsonb",
+    ),
+    Rule(
+        "M027",
+        "attach-detach-partition",
+        "error",
+        "ATTACH PARTITION without a validated CHECK on the partition first, or DETACH "
+        "PARTITION without CONCURRENTLY",
+        "scans the partition and locks the parent: writes to the partitioned table wait",
+        "DETACH PARTITION ... CONCURRENTLY (PostgreSQL 14+); before ATTACH, a CHECK matching "
+        "the partition bound added NOT VALID and validated",
+        versions="DETACH ... CONCURRENTLY exists from PostgreSQL 14",
+    ),
+    Rule(
+        "M028",
+        "blocking-maintenance",
+        "error",
+        "REINDEX, VACUUM FULL, CLUSTER or REFRESH MATERIALIZED VIEW without CONCURRENTLY",
+        "ACCESS EXCLUSIVE (REINDEX: blocks writes) for the whole rebuild",
+        "REINDEX ... CONCURRENTLY (PostgreSQL 12+), REFRESH MATERIALIZED VIEW CONCURRENTLY, "
+        "pg_repack instead of VACUUM FULL / CLUSTER",
+    ),
+    Rule(
+        "M029",
+        "no-lock-timeout",
+        "error",
+        "DDL with no lock_timeout: a plan with lock_timeout 0, a step that resets it, or a "
+        "raw SQL file that never sets it",
+        "a statement waiting for its lock queues every query on the table behind it",
+        "SET lock_timeout (the plan's database.lock_timeout, default 1s) and retry with "
+        "backoff: migrator's executor does both",
+    ),
+    Rule(
+        "M030",
+        "not-rerunnable",
+        "warning",
+        "a statement outside a transaction (autocommit) that fails when run a second time",
+        "a partial failure leaves it done, and the rerun fails on it",
+        "IF [NOT] EXISTS forms, or DROP ... IF EXISTS right before the CREATE",
+    ),
+    Rule(
+        "M031",
+        "transaction-control",
+        "error",
+        "BEGIN/COMMIT/ROLLBACK in a step's SQL; in raw SQL, a nested BEGIN or a BEGIN "
+        "without COMMIT",
+        "changes are silently not applied, or committed where migrator cannot record them",
+        "no transaction control in plan SQL: one transaction per step, managed by migrator",
+    ),
+    Rule(
+        "M032",
+        "long-access-exclusive",
+        "error",
+        "ACCESS EXCLUSIVE on several existing tables in one transaction, or slow work "
+        "(scans, rewrites, index builds, data changes) after taking it",
+        "every query on those tables stalls for the whole transaction; deadlocks",
+        "one table per transaction, and nothing slow while holding ACCESS EXCLUSIVE: split "
+        "the step",
+    ),
+)
+
+
+def rule(rule_id: str) -> Rule:
+    """The rule of an id (KeyError for an unknown one)."""
+    return RULES[rule_id]
+
+
+def render_markdown() -> str:
+    """docs/lint-rules.md, generated from the registry."""
+    lines = [
+        "# Lint rules",
+        "",
+        "<!-- Generated by `python -m migrator.lint.rules > docs/lint-rules.md`; "
+        "edit migrator/lint/rules.py instead. -->",
+        "",
+        "`migrator lint PLAN` (and `migrator check`) hold every statement a plan will run to "
+        "these rules: the steps of every operation's expand, contract and rollback, the text "
+        "of `sql` operations included. `migrator lint --sql FILE` holds an existing SQL "
+        "migration file to them. The ids are stable; M001..M032 follow the rows of "
+        "LINT-RULES.md.",
+        "",
+        "- **Transactions**: a step is one transaction unless it is an autocommit step, "
+        "whose statements each run alone. In a raw SQL file, statements between BEGIN and "
+        "COMMIT share a transaction and the rest run alone, as psql runs them "
+        "(`--assume-in-transaction` for runners that wrap the file in one).",
+        "- **New tables**: statements on a table created earlier in the same plan or file "
+        "(no rows, no traffic yet) are not held to the locking rules.",
+        "- **Server version**: verdicts follow the server's version, read from the server "
+        "(`--database-url`) or given with `--pg-version N` (default 18).",
+        "- **Suppressing**: on the operation, with a written reason: "
+        '`lint: {ignore: {M014: "table holds 40 rows"}}` (docs/plan-format.md).',
+        "- **Exit codes**: 0 no findings, 1 findings (errors or warnings), 2 bad plan or usage.",
+        "",
+        "| id | name | severity | catches | why it hurts | safe form |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in RULES.values():
+        lines.append(
+            f"| {r.id} | {r.name} | {r.severity} | {_cell(r.catches)} | {_cell(r.reason)} | "
+            f"{_cell(r.safe_form)} |"
+        )
+    lines += ["", "## Version and database notes", ""]
+    for r in RULES.values():
+        for label, note in (("version", r.versions), ("database", r.live)):
+            if note:
+                lines.append(f"- **{r.id}** ({label}): {note}.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())

@@ -1,0 +1,414 @@
+"""From a plan or a raw SQL file to units of statements, in the order they run.
+
+A plan's statements are the steps its operations return: expand (in plan order), the
+rollback (judged from the state the expand leaves), then the contract (the contract
+halves of the expand operations, then ``contract:``). A step is one transaction; an
+autocommit step's statements each run alone. A raw SQL file runs as psql runs it:
+statements between BEGIN and COMMIT share a transaction, the others run alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pglast
+from pglast import ast, enums
+
+from migrator.engine.catalog import Catalog
+from migrator.errors import MigratorError, PlanError, ValidationFailed
+from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
+from migrator.lint.findings import LintFinding
+from migrator.lint.live import Live
+from migrator.lint.offline import OfflineCatalog
+from migrator.lint.rules import RULES
+from migrator.ops import Context, Operation, Phase, Step
+from migrator.ops.sql import RawSql
+from migrator.plan.loader import Mark, PlanPositions, plan_positions
+from migrator.plan.models import Plan
+
+DEFAULT_VERSION = 180000
+_SECTIONS: tuple[Phase, ...] = ("expand", "contract")
+
+
+def normalize_version(version: int | None) -> int | None:
+    """``11`` or ``110000`` -> 110000 (server_version_num)."""
+    if version is None:
+        return None
+    if version < 1000:
+        return version * 10000
+    return version
+
+
+def _live(catalog: Catalog | None) -> Live | None:
+    if catalog is None or isinstance(catalog, OfflineCatalog):
+        return None
+    return Live(catalog.conn)
+
+
+def _parse(text: str, where: str) -> list[tuple[ast.Node, str, int]]:
+    """The statements of SQL text from a plan; PlanError at ``where`` if it does not parse."""
+    try:
+        return list(statements_of(text))
+    except pglast.parser.ParseError as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        offset = int(exc.args[1]) if len(exc.args) > 1 else 0
+        line = text[:offset].count("\n") + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise PlanError(
+            f"SQL does not parse: {message} (line {line}, column {column} of the SQL)",
+            location=where,
+        ) from None
+
+
+# -- plans -----------------------------------------------------------------------------------
+
+
+class _PlanLinter:
+    def __init__(self, plan: Plan, version: int, catalog: Catalog | None) -> None:
+        self.plan = plan
+        self.positions = plan_positions(plan)
+        self.version = version
+        live = _live(catalog)
+        self.ctx = Context(
+            schema=plan.schema_name,
+            release=plan.release,
+            catalog=catalog if catalog is not None else OfflineCatalog(version),
+            server_version=version,
+        )
+        self.analyzer = Analyzer(
+            version,
+            schema=plan.schema_name,
+            live=live,
+            managed=True,
+            lock_timeout=plan.database.lock_timeout,
+        )
+
+    # positions ---------------------------------------------------------------------------
+
+    def _path(self, section: str, index: int) -> tuple[str | int, ...]:
+        if section == "contract" and self.positions is not None:
+            if ("contract", "operations", index) in self.positions.keys:
+                return ("contract", "operations", index)
+        return (section, index)
+
+    def _mark(self, path: tuple[str | int, ...]) -> Mark | None:
+        if self.positions is None:
+            return None
+        return self.positions.keys.get(path)
+
+    def _source(self, section: str, index: int, op: Operation, context: str) -> Source:
+        path = (*self._path(section, index), op.op_name)
+        mark = self._mark(path) or self._mark(self._path(section, index))
+        return Source(
+            operation=f"{section}[{index}].{op.op_name}",
+            file=self.positions.source if self.positions else None,
+            line=mark.line if mark else None,
+            column=mark.column if mark else None,
+            context=context,
+            ignore=dict(op.lint.ignore) if op.lint else {},
+        )
+
+    def check_suppressions(self) -> None:
+        for section in _SECTIONS:
+            for index, op in enumerate(self.plan.operations(section)):
+                if op.lint is None:
+                    continue
+                for rule_id in op.lint.ignore:
+                    if rule_id not in RULES:
+                        path = (*self._path(section, index), op.op_name, "lint", "ignore", rule_id)
+                        mark = self._mark(path)
+                        where = (
+                            f"{self.positions.source}:{mark.line}:{mark.column}"
+                            if self.positions and mark
+                            else f"{section}[{index}].{op.op_name}"
+                        )
+                        raise PlanError(
+                            f"lint.ignore: no lint rule {rule_id}; the rules are M001..M032 "
+                            "(docs/lint-rules.md)",
+                            location=where,
+                        )
+
+    # steps -------------------------------------------------------------------------------
+
+    def _steps(self, op: Operation, phase: LintPhase, section: str) -> Sequence[Step] | None:
+        """The operation's steps for a phase; None where the `sql` text is judged instead."""
+        method = {"expand": op.expand, "contract": op.contract, "rollback": op.rollback}[phase]
+        if isinstance(op, RawSql):
+            implemented = getattr(type(op), phase) is not getattr(Operation, phase)
+            if not implemented:
+                return None
+            try:
+                return method(self.ctx)
+            except MigratorError:
+                return None  # e.g. it refuses BEGIN in its text: the text is judged below
+        try:
+            return method(self.ctx)
+        except MigratorError as exc:
+            raise ValidationFailed(
+                f"{section} operation {op.op_name}: cannot build its {phase} statements to "
+                f"lint them: {exc}"
+            ) from None
+
+    def run_op(self, section: str, index: int, op: Operation, phase: LintPhase) -> None:
+        steps = self._steps(op, phase, section)
+        if steps is None and isinstance(op, RawSql):
+            self._raw_sql(section, index, op, phase)
+            return
+        for st in steps or ():
+            source = self._source(section, index, op, f"{phase} step {st.key}")
+            units: list[Unit] = []
+            parsed: list[Stmt] = []
+            for statement in st.statements:
+                for node, sql, _offset in _parse(statement.sql, source.operation or ""):
+                    stmt = Stmt(node, sql, self._sql_source(source, op, phase, statement.sql, sql))
+                    if st.autocommit:
+                        units.append(Unit([stmt], transactional=False))
+                    else:
+                        parsed.append(stmt)
+            if parsed:
+                units.append(Unit(parsed, transactional=True))
+            for unit in units:
+                self.analyzer.run(unit, phase)
+
+    def _raw_text(self, op: RawSql, phase: LintPhase, section: str) -> tuple[str | None, str]:
+        if phase == "rollback":
+            return op.rollback_sql, "rollback"
+        if phase == "contract":
+            if section == "contract" and op.contract_sql is None:
+                return op.expand_sql, "expand"
+            return op.contract_sql, "contract"
+        return op.expand_sql, "expand"
+
+    def _raw_sql(self, section: str, index: int, op: RawSql, phase: LintPhase) -> None:
+        text, key = self._raw_text(op, phase, section)
+        if not text:
+            return
+        source = self._source(section, index, op, f"{phase} SQL")
+        where = (
+            f"{source.file}:{source.line}:{source.column}"
+            if source.file
+            else (source.operation or "")
+        )
+        stmts = [
+            Stmt(
+                node,
+                sql,
+                self._at(source, (*self._path(section, index), op.op_name, key), text, offset),
+            )
+            for node, sql, offset in _parse(text, where)
+        ]
+        # migrator runs the text as one step: one transaction.
+        self.analyzer.run(Unit(stmts, transactional=True), phase)
+
+    def _sql_source(
+        self, source: Source, op: Operation, phase: LintPhase, text: str, sql: str
+    ) -> Source:
+        """Point a statement of a `sql` operation at its line inside the plan's text."""
+        if not isinstance(op, RawSql) or self.positions is None:
+            return source
+        for key, raw in (
+            ("expand", op.expand_sql),
+            ("contract", op.contract_sql),
+            ("rollback", op.rollback_sql),
+        ):
+            if raw and sql in raw:
+                section, index = source.operation.split("[", 1) if source.operation else ("", "")
+                idx = int(index.split("]", 1)[0]) if index else 0
+                path = (*self._path(section, idx), op.op_name, key)
+                return self._at(source, path, raw, raw.find(sql))
+        return source
+
+    def _at(self, source: Source, path: tuple[str | int, ...], text: str, offset: int) -> Source:
+        """The source moved to ``offset`` of a SQL text written at ``path`` in the plan."""
+        if self.positions is None:
+            return source
+        mark = self.positions.values.get(path)
+        if mark is None:
+            return source
+        line, column = _locate_in_scalar(self.positions, mark, text, offset)
+        return Source(
+            operation=source.operation,
+            file=source.file,
+            line=line,
+            column=column,
+            context=source.context,
+            ignore=source.ignore,
+        )
+
+
+def _locate_in_scalar(
+    positions: PlanPositions, mark: Mark, text: str, offset: int
+) -> tuple[int, int]:
+    """The file line and column of ``offset`` inside a YAML scalar starting at ``mark``."""
+    lines = positions.text.splitlines()
+    first = lines[mark.line - 1] if 0 < mark.line <= len(lines) else ""
+    indicator = first[mark.column - 1 : mark.column] if mark.column <= len(first) else ""
+    inner_line = text[:offset].count("\n")
+    inner_column = offset - (text.rfind("\n", 0, offset) + 1)
+    if indicator in ("|", ">"):
+        line = mark.line + 1 + inner_line
+        content = lines[line - 1] if line <= len(lines) else ""
+        indent = len(content) - len(content.lstrip(" "))
+        return line, indent + inner_column + 1
+    if inner_line == 0:
+        quote = 1 if indicator in ("'", '"') else 0
+        return mark.line, mark.column + quote + inner_column
+    return mark.line, mark.column
+
+
+def lint_plan(
+    plan: Plan,
+    server_version: int | None = None,
+    catalog: Catalog | None = None,
+    *,
+    include_suppressed: bool = False,
+) -> list[LintFinding]:
+    """Every statement the plan will run, held to the rules of docs/lint-rules.md.
+
+    ``server_version`` is a major version (``11``) or server_version_num (``110000``);
+    without it, the catalog's server is asked, else PostgreSQL 18 is assumed. With a
+    ``catalog`` (a live connection), the operations build their statements against it
+    and the rules that need data (INVALID indexes, duplicates, row counts, current
+    column types) are applied. Findings the plan suppresses (``lint: {ignore: ...}``)
+    are left out unless ``include_suppressed``. Raises PlanError for an unknown rule id
+    in a suppression, or SQL that does not parse.
+    """
+    live = _live(catalog)
+    version = normalize_version(server_version)
+    if version is None and live is not None:
+        version = live.server_version()
+    linter = _PlanLinter(plan, version or DEFAULT_VERSION, catalog)
+    linter.check_suppressions()
+    expand_ops = list(enumerate(plan.operations("expand")))
+    for index, op in expand_ops:
+        try:
+            # Operations record what they plan to create (for the ones after them) as
+            # they validate; a failed validation is `check`'s and `expand`'s to report.
+            op.validate_live(linter.ctx)
+        except MigratorError:
+            pass
+        linter.run_op("expand", index, op, "expand")
+    after_expand = linter.analyzer.snapshot()
+    for index, op in reversed(expand_ops):
+        linter.run_op("expand", index, op, "rollback")
+    linter.analyzer.restore(after_expand)
+    for index, op in expand_ops:
+        linter.run_op("expand", index, op, "contract")
+    for index, op in enumerate(plan.operations("contract")):
+        linter.run_op("contract", index, op, "contract")
+    return _select(linter.analyzer.findings, include_suppressed)
+
+
+def _select(findings: list[LintFinding], include_suppressed: bool) -> list[LintFinding]:
+    if include_suppressed:
+        return list(findings)
+    return [f for f in findings if f.suppressed is None]
+
+
+# -- raw SQL ---------------------------------------------------------------------------------
+
+
+def lint_sql(
+    text: str,
+    server_version: int | None = None,
+    *,
+    file: str | None = None,
+    catalog: Catalog | None = None,
+    assume_in_transaction: bool = False,
+    schema: str = "public",
+) -> list[LintFinding]:
+    """A raw SQL migration held to the rules, as psql would run it.
+
+    Statements between BEGIN and COMMIT share a transaction; the others run alone, unless
+    ``assume_in_transaction`` (a runner that wraps the file in one transaction). A
+    ``catalog`` adds the rules that need the database. Raises PlanError naming
+    file:line:column for SQL that does not parse.
+    """
+    live = _live(catalog)
+    version = normalize_version(server_version)
+    if version is None and live is not None:
+        version = live.server_version()
+    analyzer = Analyzer(
+        version or DEFAULT_VERSION, schema=schema, live=live, managed=False, lock_timeout=None
+    )
+
+    def source_at(offset: int) -> Source:
+        line = text[:offset].count("\n") + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        return Source(operation=None, file=file, line=line, column=column)
+
+    tk = enums.TransactionStmtKind
+    block: list[Stmt] | None = [] if assume_in_transaction else None
+    opened: Stmt | None = None
+    for node, sql, offset in _parse_file(text, file):
+        stmt = Stmt(node, sql, source_at(offset))
+        if isinstance(node, ast.TransactionStmt):
+            if node.kind in (tk.TRANS_STMT_BEGIN, tk.TRANS_STMT_START):
+                if opened is not None or assume_in_transaction:
+                    analyzer.report(
+                        "M031",
+                        stmt,
+                        "nested BEGIN: PostgreSQL ignores it (a warning), and the COMMIT that "
+                        "follows ends the outer transaction",
+                    )
+                    continue
+                opened, block = stmt, []
+                continue
+            if node.kind in (tk.TRANS_STMT_COMMIT, tk.TRANS_STMT_ROLLBACK):
+                word = "COMMIT" if node.kind == tk.TRANS_STMT_COMMIT else "ROLLBACK"
+                if opened is None:
+                    if assume_in_transaction:
+                        analyzer.report(
+                            "M031",
+                            stmt,
+                            f"{word} ends the transaction the runner wraps the file in: what "
+                            "follows runs outside it",
+                        )
+                        if block:
+                            analyzer.run(Unit(block, transactional=True), None)
+                        block = None
+                    else:
+                        analyzer.report(
+                            "M031",
+                            stmt,
+                            f"{word} with no transaction in progress",
+                            "warning",
+                        )
+                    continue
+                if node.kind == tk.TRANS_STMT_ROLLBACK:
+                    analyzer.report(
+                        "M031",
+                        stmt,
+                        "ROLLBACK discards the whole block: its changes are not applied",
+                        "warning",
+                    )
+                analyzer.run(Unit(block or [], transactional=True), None)
+                opened, block = None, None
+                continue
+        if block is not None:
+            block.append(stmt)
+        else:
+            analyzer.run(Unit([stmt], transactional=False), None)
+    if opened is not None:
+        analyzer.report(
+            "M031",
+            opened,
+            "BEGIN without COMMIT: when the session ends the block is rolled back and its "
+            "changes are silently not applied",
+        )
+    if block:
+        analyzer.run(Unit(block, transactional=True), None)
+    return analyzer.findings
+
+
+def _parse_file(text: str, file: str | None) -> list[tuple[ast.Node, str, int]]:
+    try:
+        return list(statements_of(text))
+    except pglast.parser.ParseError as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        offset = int(exc.args[1]) if len(exc.args) > 1 else 0
+        line = text[:offset].count("\n") + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise PlanError(
+            f"SQL does not parse: {message}", location=f"{file or '<sql>'}:{line}:{column}"
+        ) from None
