@@ -1,116 +1,150 @@
-"""Keyset batches over the primary key, each its own short transaction.
+"""One batch: the SQL that fills one slice of a range, in the caller's transaction.
 
-Only rows that still need filling are touched (the spec's ``needs`` condition), so a
-value the new version already wrote is never overwritten. After every batch the last
-key and the running count are checkpointed, so a rerun resumes where it stopped.
+Keyset batches are ranges of the walking key, as gh-ost chunks a table: find the key
+``size`` rows ahead with an index-only walk, then update ``lo < key <= hi`` in one
+statement (no join against a list of keys, no OFFSET over the whole table). Heap page
+batches update ``ctid`` ranges, which PostgreSQL 14+ reads with a TID Range Scan.
+
+Either way the UPDATE carries the spec's ``needs`` condition. PostgreSQL re-checks it on
+the newest version of a row that changed while the batch waited for it, so a value the
+new version wrote meanwhile is never overwritten.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-
-from migrator.db.connection import connect
-from migrator.engine.catalog import Catalog
-from migrator.errors import ValidationFailed
-from migrator.observer import NULL_OBSERVER, Observer
+from migrator.backfill.keys import KeyColumn, Walk
 from migrator.ops.base import BackfillSpec
 from migrator.sqltext import ident, literal
 
-Checkpoint = dict[str, Any]
-SaveCheckpoint = Callable[[Connection, Checkpoint], None]
+Key = list[str]
+"""A key as text, one value per key column (text round-trips every key type)."""
 
 
-@dataclass
-class BatchResult:
-    """What one batch did."""
+@dataclass(frozen=True)
+class Batch:
+    """What one batch did: rows updated, where it stopped, whether the range is done."""
 
     updated: int
-    last_key: list[Any] | None
+    position: Key | int | None
+    last: bool
     seconds: float
 
 
-def _batch_sql(spec: BackfillSpec, keys: list[str], last: list[Any] | None, size: int) -> str:
-    table = ident(spec.schema, spec.table)
-    key_list = ", ".join(ident(k) for k in keys)
-    aliases = [f"_k{i}" for i in range(len(keys))]
-    select_keys = ", ".join(f"{ident(k)} AS {a}" for k, a in zip(keys, aliases, strict=True))
-    after = ""
-    if last is not None:
-        after = f"WHERE ({key_list}) > ({', '.join(literal(v) for v in last)}) "
-    sets = ", ".join(f"{ident(col)} = ({expr})" for col, expr in spec.set.items())
-    match = " AND ".join(f"t.{ident(k)} = batch.{a}" for k, a in zip(keys, aliases, strict=True))
-    desc = ", ".join(f"{a} DESC" for a in aliases)
-    return (
-        f"WITH batch AS (SELECT {select_keys} FROM {table} {after}"
-        f"ORDER BY {key_list} LIMIT {int(size)}), "
-        f"done AS (UPDATE {table} AS t SET {sets} FROM batch WHERE {match} "
-        f"AND ({spec.needs}) RETURNING 1) "
-        f"SELECT (SELECT count(*) FROM done), {', '.join(aliases)} "
-        f"FROM (SELECT * FROM batch ORDER BY {desc} LIMIT 1) AS last"
+def scalar(cursor: Any) -> Any:
+    """The first value of the row a query just returned."""
+    row = cursor.fetchone()
+    assert row is not None, "the query returns one row"
+    return row[0]
+
+
+def _columns(walk: Walk) -> str:
+    return ", ".join(ident(c.name) for c in walk.columns)
+
+
+def _row(walk: Walk, values: Key) -> str:
+    return ", ".join(
+        f"CAST({literal(v)} AS {c.type})" for c, v in zip(walk.columns, values, strict=True)
     )
 
 
-def run_batch(
-    conn: Connection, spec: BackfillSpec, keys: list[str], last: list[Any] | None, size: int
-) -> BatchResult:
-    """One batch in the caller's transaction."""
-    started = time.perf_counter()
-    cursor = conn.connection.cursor()
-    cursor.execute(_batch_sql(spec, keys, last, size))
-    row = cursor.fetchone()
-    elapsed = time.perf_counter() - started
-    if row is None:
-        return BatchResult(0, None, elapsed)
-    return BatchResult(int(row[0]), list(row[1:]), elapsed)
+def key_bounds(walk: Walk, lo: Key | None, hi: Key | None) -> str:
+    """``lo < key <= hi`` as a WHERE condition (``true`` when both ends are open)."""
+    cols = _columns(walk)
+    parts = []
+    if lo is not None:
+        parts.append(f"({cols}) > ({_row(walk, lo)})")
+    if hi is not None:
+        parts.append(f"({cols}) <= ({_row(walk, hi)})")
+    return " AND ".join(parts) or "true"
 
 
-def key_columns(conn: Connection, spec: BackfillSpec) -> list[str]:
-    """The columns batches walk: the primary key."""
-    keys = Catalog(conn).primary_key(spec.schema, spec.table)
-    if not keys:
-        raise ValidationFailed(
-            f"backfill of {spec.schema}.{spec.table}: the table has no primary key to batch by"
-        )
-    return keys
+def set_clause(spec: BackfillSpec) -> str:
+    """``col = (expression), ...`` of a spec."""
+    return ", ".join(f"{ident(col)} = ({expr})" for col, expr in spec.set.items())
 
 
-def backfill(
-    engine: Engine,
+def select_key(columns: tuple[KeyColumn, ...]) -> str:
+    """The key columns as text, for a SELECT list."""
+    return ", ".join(f"{ident(c.name)}::text" for c in columns)
+
+
+def keyset_sql(spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, size: int) -> str:
+    """The query that finds the last key of the next batch of ``size`` rows."""
+    return (
+        f"SELECT {select_key(walk.columns)} FROM {ident(spec.schema, spec.table)} "
+        f"WHERE {key_bounds(walk, lo, hi)} ORDER BY {_columns(walk)} "
+        f"OFFSET {max(int(size), 1) - 1} LIMIT 1"
+    )
+
+
+def update_keys_sql(spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None) -> str:
+    """The UPDATE of one key range, touching only rows that still need it."""
+    return (
+        f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
+        f"WHERE {key_bounds(walk, lo, hi)} AND ({spec.needs})"
+    )
+
+
+def keyset_batch(
+    cursor: Any,
     spec: BackfillSpec,
-    *,
-    name: str,
-    checkpoint: Checkpoint | None,
-    save: SaveCheckpoint,
-    batch_size: int = 1000,
-    pause: float = 0.0,
-    lock_timeout: float = 1.0,
-    observer: Observer = NULL_OBSERVER,
-) -> Checkpoint:
-    """Fill every row that needs it, resuming from ``checkpoint``; return the final one."""
-    state: Checkpoint = dict(checkpoint or {"last_key": None, "rows": 0, "batches": 0})
-    with connect(engine) as conn:
-        keys = key_columns(conn, spec)
-        conn.commit()
-        while True:
-            with conn.begin():
-                conn.connection.cursor().execute(
-                    f"SET LOCAL lock_timeout = {literal(f'{round(lock_timeout * 1000)}ms')}"
-                )
-                result = run_batch(conn, spec, keys, state["last_key"], batch_size)
-                if result.last_key is None:
-                    break
-                state = {
-                    "last_key": result.last_key,
-                    "rows": state["rows"] + result.updated,
-                    "batches": state["batches"] + 1,
-                }
-                save(conn, state)
-            observer.progress(name, state["rows"], None, batches=state["batches"])
-            if pause:
-                time.sleep(pause)
-    return state
+    walk: Walk,
+    lo: Key | None,
+    range_hi: Key | None,
+    size: int,
+) -> Batch:
+    """Fill the next ``size`` keys after ``lo`` (at most up to ``range_hi``)."""
+    started = time.perf_counter()
+    cursor.execute(keyset_sql(spec, walk, lo, range_hi, size))
+    row = cursor.fetchone()
+    if row is None:
+        hi, last = range_hi, True
+    else:
+        hi = [str(v) for v in row]
+        last = hi == range_hi
+    cursor.execute(update_keys_sql(spec, walk, lo, hi))
+    updated = max(int(cursor.rowcount), 0)
+    # An open-ended range that ran out of rows stays open: keys inserted later beyond
+    # it belong to the writers (the trigger fills the old version's).
+    return Batch(updated, hi if hi is not None else lo, last, time.perf_counter() - started)
+
+
+def relation_pages_sql(spec: BackfillSpec) -> str:
+    """The table's current size in pages."""
+    name = literal(ident(spec.schema, spec.table))
+    return (
+        f"SELECT pg_relation_size(CAST({name} AS regclass)) / current_setting('block_size')::bigint"
+    )
+
+
+def update_pages_sql(spec: BackfillSpec, first: int, end: int) -> str:
+    """The UPDATE of heap pages ``first <= page < end``."""
+    return (
+        f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
+        f"WHERE ctid >= {literal(f'({int(first)},0)')}::tid "
+        f"AND ctid < {literal(f'({int(end)},0)')}::tid AND ({spec.needs})"
+    )
+
+
+def ctid_batch(
+    cursor: Any, spec: BackfillSpec, first: int, range_end: int | None, pages: int
+) -> Batch:
+    """Fill heap pages ``first`` to ``first + pages`` (at most up to ``range_end``).
+
+    The open last range ends at the table's size when the batch runs.
+    """
+    started = time.perf_counter()
+    end = first + max(int(pages), 1)
+    if range_end is None:
+        cursor.execute(relation_pages_sql(spec))
+        last = end >= int(scalar(cursor))
+    else:
+        end = min(end, range_end)
+        last = end >= range_end
+    cursor.execute(update_pages_sql(spec, first, end))
+    updated = max(int(cursor.rowcount), 0)
+    return Batch(updated, end, last, time.perf_counter() - started)

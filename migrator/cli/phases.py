@@ -26,6 +26,7 @@ from migrator.cli.common import (
     read_plan,
     require_url,
 )
+from migrator.cli.progress import BackfillObserver
 
 
 def _options(
@@ -94,10 +95,21 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRun = False,
         accept_changed_plan: AcceptChangedPlan = False,
         json: Json = False,
+        workers: Annotated[
+            int,
+            typer.Option(
+                "--workers",
+                min=1,
+                max=64,
+                help="Sessions splitting the table's key range. Other processes running the "
+                "same backfill (pods of a Job) join in and share the ranges.",
+            ),
+        ] = 1,
     ) -> None:
         """Fill new columns for existing rows, in small batches, while both versions run."""
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
-        _report(commands.backfill(read_plan(plan), opts), json, dry_run)
+        opts.observer = BackfillObserver(as_json=json)
+        _report(commands.backfill(read_plan(plan), opts, workers=workers), json, dry_run)
 
     @app.command()
     @handled

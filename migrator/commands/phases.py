@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from migrator.backfill.batcher import backfill as run_backfill
+from migrator.backfill.engine import Backfill
+from migrator.backfill.engine import settings_from_plan as backfill_settings
+from migrator.backfill.lease import SharedLock, lock_init
 from migrator.db.connection import connect, make_engine
 from migrator.engine import conditions
 from migrator.engine.catalog import Catalog
@@ -334,10 +336,33 @@ def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
     return specs
 
 
-def backfill(plan: Plan, opts: Options) -> PhaseResult:
-    """Fill the new structures for existing rows, in primary-key batches."""
+@contextmanager
+def _backfill_session(opts: Options, release: str) -> Iterator[Session]:
+    """Like `session`, but migrator's lock is held shared: backfill processes of a
+    release (pods of a Job) run side by side; other commands still exclude them."""
+    engine = make_engine(opts.database_url)
+    try:
+        s = Session(engine, opts, "backfill")
+        if opts.dry_run:
+            yield s
+            return
+        with SharedLock(engine, f"migrator backfill {release}"):
+            with s.conn() as conn:
+                lock_init(conn)
+                STATE.init(conn)
+            yield s
+    finally:
+        engine.dispose()
+
+
+def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
+    """Fill the new structures for existing rows: batched, throttled, resumable.
+
+    ``workers`` sessions of this process split the table's key range; other processes
+    running the same backfill claim the ranges left, so they cooperate.
+    """
     result = PhaseResult(plan.release, "backfill")
-    with session(opts, "backfill", plan.release) as s:
+    with _backfill_session(opts, plan.release) as s:
         release = _require_release(s, plan, "backfill")
         with s.conn() as conn:
             ctx = _context(plan, conn)
@@ -348,7 +373,7 @@ def backfill(plan: Plan, opts: Options) -> PhaseResult:
                     raise ValidationFailed(
                         f"backfill: table {spec.schema}.{spec.table} does not exist"
                     )
-        size = plan.backfill.batch_size if isinstance(plan.backfill.batch_size, int) else 1000
+        settings = backfill_settings(plan, workers)  # refuses workers < 1
         for position, (key, spec) in enumerate(specs):
             record = records.get(key)
             if record is not None and record.status == "done":
@@ -356,7 +381,10 @@ def backfill(plan: Plan, opts: Options) -> PhaseResult:
                 result.skipped.append(key)
                 continue
             if opts.dry_run:
-                opts.observer.info(f"-- {key}: {spec.description} in batches of {size}")
+                size = settings.batch_size or f"auto ({plan.backfill.target_batch_time:g}s)"
+                opts.observer.info(
+                    f"-- {key}: {spec.description} in batches of {size}, {workers} worker(s)"
+                )
                 continue
             with s.conn() as conn:
                 STATE.mark_step(
@@ -365,27 +393,22 @@ def backfill(plan: Plan, opts: Options) -> PhaseResult:
             if release.phase in ("expanded", "switched"):
                 _phase(s, plan.release, "backfilling")
             opts.observer.step_started(key, spec.description)
-
-            def save(conn: Connection, checkpoint: dict[str, Any], *, k: str = key) -> None:
-                STATE.save_checkpoint(conn, plan.release, "backfill", k, checkpoint)
-
-            final = run_backfill(
+            outcome = Backfill(
                 s.engine,
                 spec,
-                name=key,
-                checkpoint=record.checkpoint if record else None,
-                save=save,
-                batch_size=size,
-                pause=plan.backfill.pause,
-                lock_timeout=plan.database.lock_timeout,
+                release=plan.release,
+                key=key,
+                settings=settings,
                 observer=opts.observer,
-            )
+                restart=record is not None and record.status == "undone",
+            ).run()
             with s.conn() as conn:
                 STATE.mark_step(
                     conn, plan.release, "backfill", key, position, spec.description, "done"
                 )
+            opts.observer.step_done(key, spec.description, outcome.seconds)
             result.ran.append(key)
-            result.rows += int(final["rows"])
+            result.rows += outcome.rows
         if not opts.dry_run:
             _phase_forward(s, plan.release, "backfilled")
             s.event("backfill.done", plan.release, plan.digest(), rows=result.rows)

@@ -134,8 +134,28 @@ class BackfillSettings(Strict):
     batch_size: BatchSize = "auto"
     target_batch_time: Duration = 0.2
     pause: Duration = 0.0
-    max_replication_lag: Duration = 10.0
+    max_replication_lag: Duration = Field(
+        default=10.0,
+        description="pause while a replica in pg_stat_replication replays further behind",
+    )
+    max_active_sessions: int | None = Field(
+        default=None,
+        ge=1,
+        description="slow down while more sessions than this (besides the backfill's own) are "
+        "active in pg_stat_activity; unset: not checked",
+    )
+    max_lock_waits: int | None = Field(
+        default=2,
+        ge=0,
+        description="slow down while more sessions than this wait for locks the backfill "
+        "holds; unset: not checked",
+    )
     updates: list[UpdateSpec] = Field(default_factory=list)
+    when: Literal["after_switch", "before_switch"] = Field(
+        default="after_switch",
+        description="in `migrator release`: backfill after the switch (v2 tolerates NULL), "
+        "or before it (v2 needs the data at once)",
+    )
 
 
 class HttpProbe(Strict):

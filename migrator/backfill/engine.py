@@ -1,0 +1,512 @@
+"""The backfill engine: workers walking claimed ranges, throttled, checkpointed.
+
+One call of `Backfill.run` fills one `BackfillSpec`:
+
+- `prepare` chooses the walk (primary key, unique NOT NULL key, or ctid pages) and,
+  the first time, splits the table into ranges in ``migrator.backfill_ranges``;
+- ``workers`` threads, each on its own session, claim ranges (other processes on the
+  same release claim from the same table) and walk them in batches. Every batch is
+  one short transaction: ``SET LOCAL lock_timeout``, the UPDATE of rows that still need
+  it, and the range's checkpoint, committed together. A batch that loses a lock race
+  (or a deadlock) is rolled back and retried with backoff, half as big;
+- ``batch_size: auto`` sizes each batch so it takes about ``target_batch_time``;
+- the main thread reads the server's load four times a second, decides with
+  `throttle.decide`, reports progress to the observer and keeps the step's checkpoint
+  (rows, estimate, rate, ETA) fresh for `migrator status` in another terminal.
+
+Batches commit with ``synchronous_commit = off``: a batch and its checkpoint are in one
+transaction, so a server crash can only lose both together, and the rerun redoes them.
+A process killed at any moment loses at most its batch in flight, rolled back with the
+session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from migrator.backfill import throttle
+from migrator.backfill.batcher import Batch, ctid_batch, keyset_batch, scalar
+from migrator.backfill.keys import Walk, choose_walk
+from migrator.backfill.ranges import Range, RangeStore, Summary, plan_ranges
+from migrator.backfill.sizing import BatchSizer
+from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.engine.executor import LOCK_NOT_AVAILABLE, RetryPolicy
+from migrator.engine.state import StateStore
+from migrator.errors import LockNotAcquired, StepFailed, UsageError
+from migrator.observer import NULL_OBSERVER, Observer
+from migrator.ops.base import BackfillSpec
+from migrator.plan.durations import format_duration
+from migrator.plan.models import Plan
+from migrator.sqltext import ident, literal
+
+# Lock timeouts, deadlocks and serialization failures: the batch is safe to redo.
+RETRYABLE = {LOCK_NOT_AVAILABLE, "40P01", "40001"}
+MONITOR_INTERVAL = 0.25
+REPORT_INTERVAL = 0.5
+RATE_WINDOW = 10.0
+IDLE_POLL = 0.3
+MAX_PASSES = 5
+
+Reader = Callable[[Connection, Sequence[int]], throttle.Readings]
+
+STATE = StateStore()
+
+
+@dataclass
+class Settings:
+    """How to run one backfill (from the plan's ``backfill:`` and ``database:``)."""
+
+    batch_size: int | None = None  # None: auto, sized to target_batch_time
+    target_batch_time: float = 0.2
+    pause: float = 0.0
+    lock_timeout: float = 1.0
+    limits: throttle.Limits = field(default_factory=throttle.Limits)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    workers: int = 1
+    ranges_per_worker: int = 4
+    min_ranges: int = 16
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished backfill did (rows counted over every process's workers)."""
+
+    rows: int
+    batches: int
+    total: int
+    walk: str
+    seconds: float
+    passes: int
+
+
+@dataclass
+class _Shared:
+    """What the threads of one run share; guarded by ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    pids: set[int] = field(default_factory=set)
+    errors: list[BaseException] = field(default_factory=list)
+    decision: throttle.Decision = throttle.GO
+    batch_size: int = 0
+    rows_here: int = 0
+
+
+class Backfill:
+    """Fills one spec's rows; `run` returns when every range is done."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: BackfillSpec,
+        *,
+        release: str,
+        key: str,
+        settings: Settings | None = None,
+        observer: Observer = NULL_OBSERVER,
+        reader: Reader = throttle.read,
+        restart: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.release = release
+        self.key = key
+        self.settings = settings or Settings()
+        self.observer = observer
+        self.reader = reader
+        self.restart = restart
+        self.store = RangeStore(release, key)
+        # Sessions of its own (not the caller's pool): one per worker, held for the run.
+        self.engine = create_engine(
+            engine.url,
+            poolclass=NullPool,
+            connect_args={"application_name": "migrator backfill", "connect_timeout": 10},
+        )
+        self.walk: Walk | None = None
+        self.total = 0
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._shared = _Shared()
+        self._observe = threading.Lock()
+
+    # -- preparing ---------------------------------------------------------------------
+
+    def prepare(self) -> Walk:
+        """Choose the walk and plan the ranges (once per step; later runs reuse them)."""
+        with connect(self.engine) as conn:
+            with conn.begin():
+                self.store.lock_step(conn)
+                walk = choose_walk(conn, self.spec.schema, self.spec.table)
+                stored = _stored_checkpoint(conn, self.release, self.key)
+                same_walk = stored.get("walk") == _walk_json(walk)
+                if self.store.exists(conn) and same_walk and not self.restart:
+                    self.total = int(stored.get("total") or 0)
+                else:
+                    # First run, or the table's key changed since: positions on the old
+                    # walk mean nothing now, so plan again (only rows needing it are
+                    # touched, so walking twice is harmless).
+                    self.store.delete(conn)
+                    count = max(
+                        self.settings.min_ranges,
+                        self.settings.workers * self.settings.ranges_per_worker,
+                    )
+                    bounds, self.total = plan_ranges(conn, self.spec, walk, count)
+                    self.store.create(conn, bounds)
+                    STATE.save_checkpoint(
+                        conn,
+                        self.release,
+                        "backfill",
+                        self.key,
+                        {
+                            "walk": _walk_json(walk),
+                            "rows": 0,
+                            "total": self.total,
+                            "ranges": len(bounds),
+                            "updated_at": _now(),
+                        },
+                    )
+        self.walk = walk
+        return walk
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Walk every range with ``settings.workers`` threads; resumable at any moment."""
+        started = time.monotonic()
+        walk = self.walk or self.prepare()
+        passes = 1
+        try:
+            while True:
+                self._run_pass()
+                if walk.keyset or self._sweep_done(passes):
+                    break
+                passes += 1
+            with connect(self.engine) as conn:
+                summary = self.store.summary(conn)
+                self._save(conn, summary, rate=None, final=True, started=started)
+        finally:
+            self.engine.dispose()
+        return Outcome(
+            summary.rows,
+            summary.batches,
+            self.total,
+            walk.describe(),
+            time.monotonic() - started,
+            passes,
+        )
+
+    def _run_pass(self) -> None:
+        shared = self._shared
+        shared.stop.clear()
+        threads = [
+            threading.Thread(target=self._work, args=(n,), name=f"backfill-{n}", daemon=True)
+            for n in range(max(1, self.settings.workers))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._monitor(threads)
+        except BaseException:
+            shared.stop.set()
+            for thread in threads:
+                thread.join()
+            raise
+        for thread in threads:
+            thread.join()
+        if shared.errors:
+            raise shared.errors[0]
+
+    def _monitor(self, threads: list[threading.Thread]) -> None:
+        """Read the load, decide, report progress, until the workers are done."""
+        shared = self._shared
+        samples: deque[tuple[float, int]] = deque()
+        last_report = 0.0
+        with connect(self.engine) as conn:
+            while any(t.is_alive() for t in threads):
+                with shared.lock:
+                    pids = sorted(shared.pids)
+                decision = throttle.decide(
+                    self.reader(conn, pids), self.settings.limits, shared.decision
+                )
+                if decision.action != shared.decision.action:
+                    self._tell_throttle(decision)
+                with shared.lock:
+                    shared.decision = decision
+                now = time.monotonic()
+                if now - last_report >= REPORT_INTERVAL:
+                    last_report = now
+                    summary = self.store.summary(conn)
+                    samples.append((now, summary.rows))
+                    while samples and now - samples[0][0] > RATE_WINDOW:
+                        samples.popleft()
+                    rate = _rate(samples)
+                    self._save(conn, summary, rate=rate)
+                    self._progress(summary, rate)
+                for thread in threads:
+                    thread.join(MONITOR_INTERVAL / len(threads))
+
+    def _tell_throttle(self, decision: throttle.Decision) -> None:
+        with self._observe:
+            if decision.action == "go":
+                self.observer.info(f"backfill {self.key}: load is back under the limits")
+            else:
+                self.observer.warning(
+                    f"backfill {self.key}: {decision.action}ing: {decision.reason}"
+                )
+
+    def _progress(self, summary: Summary, rate: float | None) -> None:
+        left = max(self.total - summary.rows, 0)
+        with self._observe:
+            self.observer.progress(
+                self.key,
+                summary.rows,
+                self.total or None,
+                rate=rate,
+                eta=(left / rate) if rate else None,
+                batches=summary.batches,
+                ranges=summary.ranges,
+                ranges_done=summary.done,
+                batch_size=self._shared.batch_size,
+                throttle=self._shared.decision.action,
+            )
+
+    def _save(
+        self,
+        conn: Connection,
+        summary: Summary,
+        *,
+        rate: float | None,
+        final: bool = False,
+        started: float = 0.0,
+    ) -> None:
+        if final:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = self._shared.rows_here / elapsed
+        assert self.walk is not None
+        left = max(self.total - summary.rows, 0)
+        checkpoint: dict[str, Any] = {
+            "walk": _walk_json(self.walk),
+            "rows": summary.rows,
+            "total": self.total,
+            "rate": round(rate, 1) if rate is not None else None,
+            "eta": round(left / rate, 1) if rate and not final else None,
+            "batches": summary.batches,
+            "ranges": summary.ranges,
+            "ranges_done": summary.done,
+            "workers": self.settings.workers,
+            "batch_size": self._shared.batch_size,
+            "throttle": self._shared.decision.reason or self._shared.decision.action,
+            "updated_at": _now(),
+        }
+        STATE.save_checkpoint(conn, self.release, "backfill", self.key, checkpoint)
+        conn.commit()
+
+    def _work(self, number: int) -> None:
+        shared = self._shared
+        worker = f"{self.worker_id}:{number}"
+        pid: int | None = None
+        try:
+            with connect(self.engine) as conn:
+                pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                conn.commit()
+                with shared.lock:
+                    shared.pids.add(pid)
+                sizer = self._sizer()
+                while not shared.stop.is_set():
+                    rng = self.store.claim(conn, worker)
+                    if rng is None:
+                        if self.store.summary(conn).finished:
+                            return
+                        # Other workers hold the rest; one may die and free its range.
+                        shared.stop.wait(IDLE_POLL)
+                        continue
+                    self._walk_range(conn, rng, sizer)
+                    self.store.release_claim(conn, rng)
+        except BaseException as exc:
+            with shared.lock:
+                shared.errors.append(exc)
+            shared.stop.set()
+        finally:
+            if pid is not None:
+                with shared.lock:
+                    shared.pids.discard(pid)
+
+    def _sizer(self) -> BatchSizer:
+        keyset = self.walk is None or self.walk.keyset
+        return BatchSizer(
+            fixed=self.settings.batch_size,
+            target=self.settings.target_batch_time,
+            start=1000 if keyset else 10,
+            low=10 if keyset else 1,
+            high=500_000 if keyset else 20_000,
+        )
+
+    def _walk_range(self, conn: Connection, rng: Range, sizer: BatchSizer) -> None:
+        shared = self._shared
+        position = rng.start
+        while not shared.stop.is_set():
+            if not self._obey_throttle():
+                return
+            batch = self._batch(conn, rng, position, sizer)
+            with shared.lock:
+                shared.rows_here += batch.updated
+                shared.batch_size = sizer.size
+            if batch.last:
+                return
+            position = batch.position
+            if self.settings.pause:
+                shared.stop.wait(self.settings.pause)
+
+    def _obey_throttle(self) -> bool:
+        """Wait as the current decision says; False when the run is stopping."""
+        shared = self._shared
+        while not shared.stop.is_set():
+            decision = shared.decision
+            if decision.action == "pause":
+                shared.stop.wait(decision.sleep)
+                continue
+            if decision.action == "slow":
+                shared.stop.wait(decision.sleep)
+            return not shared.stop.is_set()
+        return False
+
+    def _batch(self, conn: Connection, rng: Range, position: Any, sizer: BatchSizer) -> Batch:
+        """One batch and its checkpoint in one transaction, retried on lock races."""
+        policy = self.settings.policy
+        attempt = 0
+        while True:
+            size = sizer.size
+            try:
+                with conn.begin():
+                    cursor = conn.connection.cursor()
+                    timeout = f"{round(self.settings.lock_timeout * 1000)}ms"
+                    cursor.execute(f"SET LOCAL lock_timeout = {literal(timeout)}")
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+                    if self.walk is not None and not self.walk.keyset:
+                        batch = ctid_batch(
+                            cursor, self.spec, int(position or 0), _int(rng.hi), size
+                        )
+                    else:
+                        assert self.walk is not None
+                        batch = keyset_batch(
+                            cursor, self.spec, self.walk, position, _key(rng.hi), size
+                        )
+                    self.store.checkpoint(conn, rng, batch.position, batch.updated, batch.last)
+                sizer.record(size, batch.seconds)
+                return batch
+            except DBAPIError as exc:
+                state = sqlstate(exc)
+                reason = describe_db_error(exc, self.engine.url)
+                if state in RETRYABLE and attempt < policy.retries:
+                    attempt += 1
+                    wait = policy.wait(attempt)
+                    sizer.shrink()
+                    with self._observe:
+                        self.observer.retry(f"{self.key} range {rng.n}", attempt, wait, reason)
+                    policy.sleep(wait)
+                    continue
+                table = ident(self.spec.schema, self.spec.table)
+                if state in RETRYABLE:
+                    raise LockNotAcquired(
+                        f"backfill {self.key}: a batch of {table} could not take its row locks "
+                        f"within lock_timeout {format_duration(self.settings.lock_timeout)} "
+                        f"after {attempt} retries ({reason}); rerun to resume"
+                    ) from None
+                raise StepFailed(f"backfill of {table}: {reason}", step=self.key) from None
+
+    def _sweep_done(self, passes: int) -> bool:
+        """After a ctid pass: True when no row needs filling any more, else reset ranges.
+
+        Rows an update moved to a page already walked (the old version changing a
+        column the fill does not read) escape a page walk; a second pass finds them.
+        """
+        with connect(self.engine) as conn:
+            with conn.begin():
+                self.store.lock_step(conn)
+                cursor = conn.connection.cursor()
+                cursor.execute(
+                    f"SELECT count(*) FROM {ident(self.spec.schema, self.spec.table)} "
+                    f"WHERE ({self.spec.needs})"
+                )
+                remaining = int(scalar(cursor))
+                if remaining == 0:
+                    return True
+                if passes >= MAX_PASSES:
+                    raise StepFailed(
+                        f"backfill {self.key}: {remaining} rows still need filling after "
+                        f"{passes} passes over the pages; writers keep leaving rows unfilled",
+                        step=self.key,
+                    )
+                if self.store.summary(conn).finished:
+                    self.store.reset(conn)
+        with self._observe:
+            self.observer.info(
+                f"backfill {self.key}: {remaining} rows moved while the pages were walked; "
+                f"pass {passes + 1}"
+            )
+        return False
+
+
+def _stored_checkpoint(conn: Connection, release: str, key: str) -> dict[str, Any]:
+    value = conn.execute(
+        text(
+            "SELECT checkpoint FROM migrator.steps WHERE release = :r AND phase = 'backfill' "
+            "AND key = :k"
+        ),
+        {"r": release, "k": key},
+    ).scalar()
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _walk_json(walk: Walk) -> dict[str, Any]:
+    return {"kind": walk.kind, "columns": [c.name for c in walk.columns]}
+
+
+def _rate(samples: deque[tuple[float, int]]) -> float | None:
+    if len(samples) < 2:
+        return None
+    (t0, r0), (t1, r1) = samples[0], samples[-1]
+    return (r1 - r0) / (t1 - t0) if t1 > t0 else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _key(value: Any) -> list[str] | None:
+    return None if value is None else [str(v) for v in value]
+
+
+def settings_from_plan(plan: Plan, workers: int = 1) -> Settings:
+    """The run settings a plan asks for, with ``workers`` threads in this process."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    cfg = plan.backfill
+    return Settings(
+        batch_size=cfg.batch_size if isinstance(cfg.batch_size, int) else None,
+        target_batch_time=cfg.target_batch_time,
+        pause=cfg.pause,
+        lock_timeout=plan.database.lock_timeout,
+        limits=throttle.Limits(
+            max_replication_lag=cfg.max_replication_lag,
+            max_active_sessions=cfg.max_active_sessions,
+            max_lock_waits=cfg.max_lock_waits,
+            target_batch_time=cfg.target_batch_time,
+        ),
+        policy=RetryPolicy(retries=plan.database.retries),
+        workers=workers,
+    )

@@ -1,0 +1,97 @@
+"""Which columns a backfill walks the table by.
+
+The primary key when there is one (composite keys too); else the narrowest unique
+index whose columns are all NOT NULL (no expressions, no predicate), which orders the
+rows just as well; else physical ranges of heap pages (``ctid``), which need no index
+at all. A NULL in a unique key would escape a keyset walk, hence NOT NULL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import Connection, text
+
+from migrator.errors import ValidationFailed
+from migrator.sqltext import ident
+
+Kind = Literal["primary key", "unique key", "ctid"]
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    """One column of the walking key and its SQL type (``format_type``)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Walk:
+    """How the table is walked: the kind, and the key columns in index order."""
+
+    kind: Kind
+    columns: tuple[KeyColumn, ...] = ()
+    index: str | None = None
+
+    @property
+    def keyset(self) -> bool:
+        """True for key ranges, False for heap page ranges."""
+        return self.kind != "ctid"
+
+    def describe(self) -> str:
+        """For messages and the checkpoint: ``primary key (a, b)``, ``ctid``."""
+        if not self.keyset:
+            return "ctid page ranges"
+        return f"{self.kind} ({', '.join(c.name for c in self.columns)})"
+
+
+_INDEXES = """
+SELECT ic.relname AS index, i.indisprimary AS primary,
+       array_agg(a.attname ORDER BY k.ord) AS names,
+       array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord) AS types,
+       bool_and(a.attnotnull) AS not_null
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = :s AND c.relname = :t
+  AND i.indisunique AND i.indisvalid AND i.indisready AND i.indimmediate
+  AND i.indpred IS NULL AND i.indexprs IS NULL AND am.amname = 'btree'
+  AND k.ord <= i.indnkeyatts
+GROUP BY ic.relname, i.indisprimary
+"""
+
+
+def choose_walk(conn: Connection, schema: str, table: str) -> Walk:
+    """The best way to walk ``schema.table`` (see the module docstring)."""
+    kind = conn.execute(
+        text(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"
+        ),
+        {"s": schema, "t": table},
+    ).scalar()
+    if kind is None:
+        raise ValidationFailed(f"backfill: table {ident(schema, table)} does not exist")
+    rows = conn.execute(text(_INDEXES), {"s": schema, "t": table}).mappings().all()
+    candidates = []
+    for row in rows:
+        columns = tuple(KeyColumn(n, t) for n, t in zip(row["names"], row["types"], strict=True))
+        if row["primary"]:
+            return Walk("primary key", columns, row["index"])
+        if row["not_null"]:
+            candidates.append(Walk("unique key", columns, row["index"]))
+    if candidates:
+        # The narrowest key makes the cheapest comparisons; the name breaks ties stably.
+        return min(candidates, key=lambda w: (len(w.columns), w.index or ""))
+    if kind == "p":
+        raise ValidationFailed(
+            f"backfill of {ident(schema, table)}: a partitioned table without a primary or "
+            "unique NOT NULL key cannot be walked by ctid; add a key"
+        )
+    return Walk("ctid")

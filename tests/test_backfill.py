@@ -1,0 +1,331 @@
+"""The backfill engine on a real PostgreSQL: how it walks tables (composite keys,
+unique keys, ctid pages), what it never overwrites, workers and cooperating processes,
+and a writer process of both versions running throughout."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from migrator import commands
+from migrator.observer import Observer
+from migrator.plan.loader import parse_plan
+from migrator.plan.models import Plan
+
+UP = "coalesce(legacy_phone, '')"
+
+
+def plan_text(
+    table: str = "users",
+    *,
+    batch: str = "auto",
+    pause: str = "0s",
+    up: str = UP,
+    release: str = "r1",
+    extra: str = "",
+) -> str:
+    """A release adding ``phone`` to ``table``, filled from legacy_phone."""
+    return f"""
+release: {release}
+database: {{lock_timeout: 500ms, retries: 20}}
+expand:
+  - add_column:
+      table: {table}
+      column: {{name: phone, type: text}}
+      up: "{up}"
+backfill: {{batch_size: {batch}, pause: {pause}, target_batch_time: 50ms{extra}}}
+"""
+
+
+def make_plan(**kwargs: Any) -> Plan:
+    return parse_plan(plan_text(**kwargs), "plan.yaml")
+
+
+def q(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+class Recorder(Observer):
+    """Keeps what the engine reports."""
+
+    def __init__(self) -> None:
+        self.progress_events: list[tuple[int, int | None, dict[str, Any]]] = []
+        self.warnings: list[str] = []
+        self.retries: list[str] = []
+
+    def progress(self, task: str, done: int, total: int | None, **extra: Any) -> None:
+        self.progress_events.append((done, total, extra))
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+        self.retries.append(reason)
+
+
+def opts(url: str, observer: Observer | None = None) -> commands.Options:
+    return commands.Options(database_url=url, observer=observer or Observer())
+
+
+def wrong_rows(url: str, table: str = "users") -> int:
+    """Rows whose phone is not what the fill expression gives (a v2 value excepted)."""
+    return int(
+        q(
+            url,
+            f"SELECT count(*) FROM {table} WHERE phone IS DISTINCT FROM "
+            f"coalesce(legacy_phone, '') AND phone IS DISTINCT FROM 'v2'",
+        )[0][0]
+    )
+
+
+def checkpoint(url: str) -> dict[str, Any]:
+    rows = q(url, "SELECT checkpoint FROM migrator.steps WHERE phase = 'backfill'")
+    assert rows, "no backfill step recorded"
+    return dict(rows[0][0])
+
+
+SEEDS = {
+    "composite": """
+        CREATE TABLE users (tenant int, id int, legacy_phone text, PRIMARY KEY (tenant, id));
+        INSERT INTO users SELECT g % 7, g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'p' || g END
+        FROM generate_series(1, 20000) g;
+    """,
+    "text-uuid": """
+        CREATE TABLE users (region text, uid uuid, legacy_phone text,
+                            PRIMARY KEY (region, uid));
+        INSERT INTO users SELECT 'r' || (g % 13), md5(g::text)::uuid, 'p' || g
+        FROM generate_series(1, 20000) g;
+    """,
+    "unique": """
+        CREATE TABLE users (code text NOT NULL UNIQUE, other int UNIQUE, legacy_phone text);
+        INSERT INTO users SELECT 'c' || g, g, 'p' || g FROM generate_series(1, 20000) g;
+    """,
+    "ctid": """
+        CREATE TABLE users (code text UNIQUE, legacy_phone text);
+        INSERT INTO users SELECT 'c' || g, 'p' || g FROM generate_series(1, 20000) g;
+    """,
+}
+WALKS = {
+    "composite": ("primary key", ["tenant", "id"]),
+    "text-uuid": ("primary key", ["region", "uid"]),
+    "unique": ("unique key", ["code"]),
+    "ctid": ("ctid", []),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SEEDS))
+def test_walks_every_table_shape(fresh_db: str, shape: str) -> None:
+    q(fresh_db, SEEDS[shape])
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    # Rows the new version already wrote: the backfill must keep them.
+    q(fresh_db, "UPDATE users SET phone = 'v2' WHERE legacy_phone LIKE '%7'")
+    kept = q(fresh_db, "SELECT count(*) FROM users WHERE phone = 'v2'")[0][0]
+    recorder = Recorder()
+    result = commands.backfill(plan, opts(fresh_db, recorder))
+    assert wrong_rows(fresh_db) == 0
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE phone = 'v2'")[0][0] == kept > 0
+    assert result.rows == 20000 - kept
+    cp = checkpoint(fresh_db)
+    kind, columns = WALKS[shape]
+    assert cp["walk"] == {"kind": kind, "columns": columns}
+    assert cp["rows"] == cp["total"] == 20000 - kept
+    assert recorder.progress_events, "no progress reported"
+
+
+def test_batch_size_auto_adapts_to_target_time(fresh_db: str) -> None:
+    q(fresh_db, SEEDS["composite"])
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    batches = q(fresh_db, "SELECT sum(batches) FROM migrator.backfill_ranges")[0][0]
+    # 20k rows from a first batch of 1000 that grows: far fewer than 20 batches of 1000.
+    assert batches < 20
+    assert wrong_rows(fresh_db) == 0
+
+
+def test_fixed_batch_size_is_obeyed(fresh_db: str) -> None:
+    q(fresh_db, SEEDS["composite"])
+    plan = make_plan(batch="500")
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    batches = q(fresh_db, "SELECT sum(batches) FROM migrator.backfill_ranges")[0][0]
+    assert batches >= 20000 // 500
+    assert wrong_rows(fresh_db) == 0
+
+
+def test_rerun_after_done_touches_nothing(fresh_db: str) -> None:
+    q(fresh_db, SEEDS["unique"])
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    again = commands.backfill(plan, opts(fresh_db))
+    assert again.ran == [] and again.skipped
+
+
+def table_digest(url: str) -> list[tuple[Any, ...]]:
+    return q(url, "SELECT tenant, id, legacy_phone, phone FROM users ORDER BY tenant, id")
+
+
+def test_workers_give_the_single_workers_result(pg_server: Any) -> None:
+    results = []
+    for workers in (1, 3):
+        url = pg_server.create_database("w")
+        try:
+            q(url, SEEDS["composite"])
+            q(url, "UPDATE users SET legacy_phone = NULL WHERE id % 11 = 0")
+            plan = make_plan(batch="300", pause="10ms")
+            commands.expand(plan, opts(url))
+            q(url, "UPDATE users SET phone = 'v2' WHERE id % 13 = 0")
+            commands.backfill(plan, opts(url), workers=workers)
+            results.append(table_digest(url))
+            workers_seen = q(url, "SELECT count(DISTINCT worker) FROM migrator.backfill_ranges")[0][
+                0
+            ]
+            assert workers_seen == workers
+        finally:
+            pg_server.drop_database(url)
+    assert results[0] == results[1]
+    assert len(results[0]) == 20000
+
+
+def test_processes_cooperate_through_the_range_table(fresh_db: str, tmp_path: Path) -> None:
+    """Two `migrator backfill` processes on one release share the work, like Job pods."""
+    q(fresh_db, SEEDS["composite"])
+    text = plan_text(batch="200", pause="20ms")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    commands.expand(parse_plan(text, str(path)), opts(fresh_db))
+    command = [sys.executable, "-m", "migrator", "backfill", str(path)]
+    command += ["--database-url", fresh_db, "--workers", "2", "--json"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
+    time.sleep(0.3)
+    procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    assert wrong_rows(fresh_db) == 0
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] == 0
+    processes = q(
+        fresh_db,
+        "SELECT count(DISTINCT split_part(worker, ':', 2)) FROM migrator.backfill_ranges",
+    )[0][0]
+    assert processes == 2, "the second process claimed no range"
+    assert q(fresh_db, "SELECT status FROM migrator.steps WHERE phase = 'backfill'") == [("done",)]
+
+
+# -- a writer process of both versions, running throughout ----------------------------------
+
+
+WRITER_SEED = """
+CREATE TABLE users (id bigint {key}, legacy_phone text, note int NOT NULL DEFAULT 0,
+                    last_writer text NOT NULL DEFAULT 'seed');
+{index}
+INSERT INTO users (id, legacy_phone)
+SELECT g, CASE WHEN g % 6 = 0 THEN NULL ELSE 'p' || g END FROM generate_series(1, 30000) g;
+"""
+
+
+def writer(url: str, stop: Any, count: Any, seed: int) -> None:
+    """Old (v1) and new (v2) version statements, as fast as they go, until told to stop.
+
+    v1 knows nothing of ``phone``: it inserts without it and updates legacy_phone (the
+    sync trigger fills phone) or just ``note``. v2 writes phone itself. ``last_writer``
+    says which version wrote a row last, so the final table can be checked exactly.
+    """
+    rng = random.Random(seed)
+    next_id = 1_000_000 + seed * 100_000
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        while not stop.is_set():
+            target = rng.randint(1, 30000)
+            kind = rng.random()
+            try:
+                if kind < 0.15:
+                    next_id += 1
+                    conn.execute(
+                        "INSERT INTO users (id, legacy_phone, last_writer) VALUES (%s, %s, 'v1')",
+                        (next_id, rng.choice([None, f"n{next_id}"])),
+                    )
+                elif kind < 0.25:
+                    next_id += 1
+                    conn.execute(
+                        "INSERT INTO users (id, legacy_phone, phone, last_writer) "
+                        "VALUES (%s, %s, 'v2', 'v2')",
+                        (next_id, f"n{next_id}"),
+                    )
+                elif kind < 0.55:
+                    # Always a change (the trigger recomputes on changed sources only).
+                    next_id += 1
+                    conn.execute(
+                        "UPDATE users SET legacy_phone = CASE WHEN legacy_phone IS NULL "
+                        "THEN %s ELSE %s END, last_writer = 'v1' WHERE id = %s",
+                        (f"u{next_id}", rng.choice([None, f"u{next_id}"]), target),
+                    )
+                elif kind < 0.75:
+                    # v1 changing a column the fill does not read: the row moves (a new
+                    # tuple), and its phone stays as it was.
+                    conn.execute(
+                        "UPDATE users SET note = note + 1 WHERE id = %s AND last_writer <> 'v2'",
+                        (target,),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE users SET phone = 'v2', last_writer = 'v2' WHERE id = %s",
+                        (target,),
+                    )
+                with count.get_lock():
+                    count.value += 1
+            except psycopg.errors.LockNotAvailable:
+                pass
+
+
+@pytest.mark.parametrize("walk", ["primary key", "ctid"])
+def test_backfill_under_a_writer_of_both_versions(fresh_db: str, walk: str) -> None:
+    if walk == "primary key":
+        q(fresh_db, WRITER_SEED.format(key="PRIMARY KEY", index=""))
+    else:
+        # A plain (non-unique) index: the writer finds rows fast, the backfill walks pages.
+        q(fresh_db, WRITER_SEED.format(key="NOT NULL", index="CREATE INDEX ON users (id);"))
+    plan = make_plan(batch="250", pause="5ms")
+    commands.expand(plan, opts(fresh_db))
+    ctx = multiprocessing.get_context("spawn")
+    stop, count = ctx.Event(), ctx.Value("i", 0)
+    procs = [ctx.Process(target=writer, args=(fresh_db, stop, count, n)) for n in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while count.value < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = count.value
+        assert before >= 200, "the writer did not get going"
+        recorder = Recorder()
+        commands.backfill(plan, opts(fresh_db, recorder))
+        during = count.value - before
+        time.sleep(0.3)  # the writer goes on after the backfill, too
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(30)
+    assert all(proc.exitcode == 0 for proc in procs)
+    assert during > 100, f"the writer only wrote {during} times during the backfill"
+    assert checkpoint(fresh_db)["walk"]["kind"] == walk
+    wrong = q(
+        fresh_db,
+        "SELECT id, legacy_phone, phone, last_writer FROM users WHERE phone IS DISTINCT FROM "
+        "CASE WHEN last_writer = 'v2' THEN 'v2' ELSE coalesce(legacy_phone, '') END LIMIT 5",
+    )
+    assert wrong == []
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] == 0
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE last_writer = 'v2'")[0][0] > 0
