@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     Discriminator,
-    PlainValidator,
     Field,
+    PlainValidator,
     Tag,
     WithJsonSchema,
     create_model,
@@ -218,6 +218,9 @@ class GreenDeployment(Strict):
 
     deployment: str
     image: str | None = None
+    container: str | None = Field(
+        default=None, description="the container whose image is set (default: the first)"
+    )
 
 
 class KubernetesBackend(Strict):
@@ -230,24 +233,6 @@ class KubernetesBackend(Strict):
     green: GreenDeployment
     blue_after_switch: Literal["keep", "zero"] = "keep"
     context: str | None = Field(default=None, description="kubeconfig context to use")
-
-
-class NginxBackend(Strict):
-    container: str | None = Field(
-        default=None, description="the container whose image is set (default: the first)"
-    )
-    """Switch by rewriting an nginx upstream file and reloading nginx."""
-
-    upstream_file: str
-    upstream: str
-    blue: list[str] = Field(min_length=1)
-    green: list[str] = Field(min_length=1)
-
-
-class Route53Target(Strict):
-    """One weighted record set."""
-
-    set_identifier: str
     kubeconfig: str | None = Field(
         default=None, description="kubeconfig file (default: in-cluster, else ~/.kube/config)"
     )
@@ -259,15 +244,15 @@ class Route53Target(Strict):
     rollout_timeout: Duration = Field(
         default=600.0, description="how long to wait for a deployment rollout"
     )
-    value: str
 
 
-class Route53Backend(Strict):
-    """Switch by weighting Route53 record sets."""
+class NginxBackend(Strict):
+    """Switch by rewriting an nginx upstream file and reloading nginx."""
 
-    zone_id: str
-    name: str
-    type: str = "A"
+    upstream_file: str
+    upstream: str
+    blue: list[str] = Field(min_length=1)
+    green: list[str] = Field(min_length=1)
     binary: str = Field(default="nginx", description="the nginx executable")
     config: str | None = Field(
         default=None, description="nginx's main config file (-c), for the test and the reload"
@@ -277,9 +262,31 @@ class Route53Backend(Strict):
         default=None, description="replaces `nginx [-c config] -s reload`"
     )
     timeout: Duration = Field(default=30.0, description="for the test and the reload")
+    pid_file: str | None = Field(
+        default=None,
+        description="nginx's pid file, to wait until new workers took over after a reload "
+        "(default: the `pid` of the main config, else /run/nginx.pid)",
+    )
+
+
+class Route53Target(Strict):
+    """One weighted record set."""
+
+    set_identifier: str
+    value: str
+
+
+class Route53Backend(Strict):
+    """Switch by weighting Route53 record sets."""
+
+    zone_id: str
+    name: str
+    type: str = "A"
     max_ttl: int = Field(default=60, ge=0)
     blue: Route53Target
     green: Route53Target
+    region: str | None = Field(default=None, description="AWS region for the client")
+    sync_timeout: Duration = Field(default=300.0, description="how long to wait for INSYNC")
 
 
 class CommandBackend(Strict):
@@ -302,8 +309,6 @@ class SwitchSettings(Strict):
     """``switch:``: exactly one traffic backend, the steps, smoke tests and the watch."""
 
     kubernetes: KubernetesBackend | None = None
-    region: str | None = Field(default=None, description="AWS region for the client")
-    sync_timeout: Duration = Field(default=300.0, description="how long to wait for INSYNC")
     nginx: NginxBackend | None = None
     route53: Route53Backend | None = None
     command: CommandBackend | None = None
@@ -318,6 +323,19 @@ class SwitchSettings(Strict):
             raise ValueError(
                 f"switch takes exactly one backend of {', '.join(BACKENDS)}"
                 + (f"; got {', '.join(backends)}" if backends else "")
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _weighted_kubernetes_needs_shared_selector(self) -> SwitchSettings:
+        if (
+            self.kubernetes is not None
+            and self.steps != [100]
+            and not (self.kubernetes.shared_selector)
+        ):
+            raise ValueError(
+                "weighted steps on kubernetes need kubernetes.shared_selector (labels both "
+                "versions carry, e.g. {app: api}): the split is set by replica counts"
             )
         return self
 
@@ -336,19 +354,6 @@ class SwitchSettings(Strict):
     def backend_name(self) -> str:
         """The one backend this plan uses."""
         return next(b for b in BACKENDS if getattr(self, b) is not None)
-    @model_validator(mode="after")
-    def _weighted_kubernetes_needs_shared_selector(self) -> SwitchSettings:
-        if (
-            self.kubernetes is not None
-            and self.steps != [100]
-            and not (self.kubernetes.shared_selector)
-        ):
-            raise ValueError(
-                "weighted steps on kubernetes need kubernetes.shared_selector (labels both "
-                "versions carry, e.g. {app: api}): the split is set by replica counts"
-            )
-        return self
-
 
 
 BACKENDS = ("kubernetes", "nginx", "route53", "command")

@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from migrator.errors import GateRefused
@@ -24,6 +25,7 @@ from migrator.switch.base import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
 _MARK = "# migrator: green="
 _MARK_RE = re.compile(r"^# migrator: green=(\d{1,3})\b", re.MULTILINE)
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)", re.MULTILINE)
+_PID_RE = re.compile(r"^\s*pid\s+([^;]+);", re.MULTILINE)
 
 
 def render(settings: NginxBackend, split: Split) -> str:
@@ -64,6 +66,24 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _live_workers(master: int) -> set[int]:
+    """The master's worker processes that still accept connections (Linux /proc)."""
+    workers: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) != master:
+            continue
+        if "worker process" in cmdline and "shutting down" not in cmdline:
+            workers.add(int(proc.name))
+    return workers
 
 
 class Nginx:
@@ -108,8 +128,41 @@ class Nginx:
         self._run("config test", self.settings.test_command, self._nginx("-t", "-q"))
 
     def reload(self) -> None:
-        """Graceful reload: old workers finish their requests."""
+        """Graceful reload, then wait until every old worker is shutting down (it has
+        stopped accepting) and a new one runs: only then is the new split in force.
+        `nginx -s reload` itself only sends a signal and returns at once."""
+        master = self._master_pid()
+        old = _live_workers(master) if master else set()
         self._run("reload", self.settings.reload_command, self._nginx("-s", "reload"))
+        if not master or not old:
+            return  # no way to watch this nginx's workers; the signal was sent
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            live = _live_workers(master)
+            if live and not live & old:
+                # The title changes just before the old worker closes its listening
+                # sockets; a moment's grace covers that.
+                time.sleep(0.01)
+                return
+            if time.monotonic() > deadline:
+                raise SwitchFailed(
+                    f"nginx reload: no new worker took over within {self.settings.timeout}s "
+                    f"(master {master}; see nginx's error log)"
+                )
+            time.sleep(0.005)
+
+    def _master_pid(self) -> int | None:
+        path = self.settings.pid_file
+        if path is None and self.settings.config:
+            try:
+                match = _PID_RE.search(Path(self.settings.config).read_text())
+            except OSError:
+                match = None
+            path = match.group(1).strip() if match else None
+        try:
+            return int(Path(path or "/run/nginx.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def preflight(self) -> None:
         """The upstream file's folder exists, the file is ours (or absent), nginx accepts it."""
