@@ -9,6 +9,8 @@ import typer
 from migrator import __version__
 from migrator.cli import check as check_cli
 from migrator.cli import demo, phases
+from migrator.cli import release as release_cli
+from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings
 from migrator.cli.plan import plan_app
@@ -46,9 +48,11 @@ def main_options(
 
 phases.register(app)
 switch_cli.register(app)
+release_cli.register(app)
 demo.register(app)
 app.add_typer(plan_app, name="plan")
 check_cli.register(app)
+render_cli.register(app)
 app.add_typer(queries_app, name="queries")
 
 

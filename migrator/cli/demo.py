@@ -19,18 +19,30 @@ def register(app: typer.Typer) -> None:
     @handled
     def demo(
         rows: Annotated[int, typer.Option(help="Rows to seed the users table with.")] = 20_000,
+        nginx: Annotated[
+            bool, typer.Option("--nginx/--no-nginx", help="Use nginx as the front if installed.")
+        ] = True,
         json: Json = False,
     ) -> None:
-        """Run the example release (add users.phone) on an embedded PostgreSQL."""
-        result = demo_core.run(rows=rows, observer=ConsoleObserver(as_json=json))
+        """Run the example release on an embedded PostgreSQL, under load, end to end.
+
+        v1 and v2 of a small users service run behind a switch (nginx where installed),
+        with a load running throughout; the release adds users.phone."""
+        result = demo_core.run(
+            rows=rows, observer=ConsoleObserver(as_json=json), prefer_nginx=nginx
+        )
         if json:
             emit_json({"event": "result", **asdict(result)})
         else:
+            served = ", ".join(f"{v} {n}" for v, n in sorted(result.served_by.items()))
             out.print(
-                f"\n[bold]done[/]: {result.rows} users, {result.rows_backfilled} rows backfilled, "
-                f"{result.v1_rows_filled_by_trigger} v1 rows filled by the trigger, "
-                f"{result.rows_without_phone} without a phone, "
+                f"\n[bold]done[/] (front: {result.front}): {result.requests_served} requests "
+                f"served ({served}), [bold]{result.requests_failed} failed[/]; "
+                f"{result.rows_backfilled} rows backfilled; {result.rows} users, "
+                f"{result.rows_without_phone} without a phone; "
                 f"phone NOT NULL: {result.phone_not_null}"
             )
-        if result.rows_without_phone or not result.phone_not_null:
+            for failure in result.failures[:5]:
+                out.print(f"  failed: {failure}")
+        if result.requests_failed or result.rows_without_phone or not result.phone_not_null:
             raise FindingsError("the demo release did not end as expected")

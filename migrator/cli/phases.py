@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -169,7 +169,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handled
     def status(database_url: DatabaseUrl = None, json: Json = False) -> None:
-        """Releases, their phases and steps, and the contracts due."""
+        """Timeline of releases: phases, steps, traffic, backfill progress, contracts due.
+
+        Each contract due lists what still blocks it."""
         result = commands.status(_options(database_url))
         if json:
             emit_json(result.to_json())
@@ -180,21 +182,48 @@ def register(app: typer.Typer) -> None:
         if not result.releases:
             out.print("no releases yet")
         for release in result.releases:
+            _show_release(release)
+        for due in result.contracts_due:
+            blocked = due["blocked_by"]
+            state = "[green]ready to run[/]" if not blocked else "[yellow]waiting[/]"
             out.print(
-                f"[bold]{escape(release['name'])}[/] [cyan]{release['phase']}[/]"
-                f"  plan {release['plan_hash'][:12]}  started {release['created_at']}"
+                f"\n[bold]contract due[/]: {escape(due['release'])}, {due['steps']} steps, "
+                f"not before {due['not_before']}: {state}"
             )
-            table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
-            for column in ("phase", "step", "status", "finished", "note"):
-                table.add_column(column)
-            for st in release["steps"]:
-                note = st["error"] or ""
-                if st["checkpoint"]:
-                    note = f"{st['checkpoint'].get('rows', 0)} rows"
-                table.add_row(
-                    st["phase"], st["key"], st["status"], st["finished_at"] or "", escape(note)
-                )
-            for c in release["contracts"]:
-                when = c["done_at"] or f"not before {c['not_before']}"
-                table.add_row("contract", c["key"], c["status"], when, escape(c["error"] or ""))
-            out.print(table)
+            for reason in blocked:
+                out.print(f"  blocked by {escape(reason)}")
+
+
+def _show_release(release: dict[str, Any]) -> None:
+    out.print(
+        f"\n[bold]{escape(release['name'])}[/] [cyan]{release['phase']}[/]"
+        f"  plan {release['plan_hash'][:12]}  started {release['created_at']}"
+    )
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+    for column in ("phase", "step", "status", "when", "note"):
+        table.add_column(column)
+    for st in release["steps"]:
+        note = st["error"] or ""
+        checkpoint = st["checkpoint"] or {}
+        if checkpoint:
+            done, total = checkpoint.get("rows", 0), checkpoint.get("total")
+            rate = checkpoint.get("rate")
+            note = f"{done} rows" + (f" of ~{total}" if total else "")
+            note += f", {rate:.0f} rows/s" if isinstance(rate, int | float) else ""
+        when = st["finished_at"] or st["started_at"] or ""
+        table.add_row(st["phase"], st["key"], st["status"], when, escape(note))
+    for c in release["contracts"]:
+        when = c["done_at"] or f"not before {c['not_before']}"
+        table.add_row("contract", c["key"], c["status"], when, escape(c["error"] or ""))
+    out.print(table)
+    moves = [e for e in release["timeline"] if e["action"].startswith("switch")]
+    for event in release["timeline"]:
+        details = event["details"] or {}
+        if event in moves and "from" in details:
+            what = f"traffic {details.get('from')} -> {details.get('to')}"
+        else:
+            what = ", ".join(f"{k}={v}" for k, v in details.items() if v not in (None, [], {}))
+        out.print(
+            f"  [dim]{event['at']}[/] {escape(event['action'])} by {escape(event['actor'])}"
+            + (f": {escape(what)}" if what else "")
+        )

@@ -7,21 +7,23 @@ from migrator.commands.check import CheckOptions, check
 from migrator.commands.phases import (
     Options,
     PhaseResult,
-    Status,
     backfill,
     complete,
     contract,
     expand,
     init,
     rollback,
-    status,
 )
+from migrator.commands.render import RenderOptions, RenderResult, render
+from migrator.commands.status import Status, status
 from migrator.commands.switch import SwitchResult, rollback_traffic, switch
 
 __all__ = [
     "CheckOptions",
     "Options",
     "PhaseResult",
+    "RenderOptions",
+    "RenderResult",
     "Status",
     "SwitchResult",
     "backfill",
@@ -30,6 +32,7 @@ __all__ = [
     "contract",
     "expand",
     "init",
+    "render",
     "rollback",
     "rollback_traffic",
     "status",

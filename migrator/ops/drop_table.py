@@ -1,21 +1,51 @@
-"""The `drop_table` operation."""
+"""The `drop_table` operation (contract only).
+
+Says how many rows the table holds (in the step's description, so `complete` shows it
+when it schedules the drop). Views and foreign keys of other tables that rely on it are
+named in a refusal; migrator never drops with CASCADE.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Doomed, Operation, Phase
+from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
+from migrator.ops.live import refuse_dependants, require_table
 from migrator.plan.types import Identifier
+from migrator.sqltext import ident
 
 
 class DropTable(Operation):
-    """`drop_table`: see the catalogue in docs/plan-format.md."""
+    """`drop_table`: only once the old version is gone."""
 
     op_name: ClassVar[str] = "drop_table"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"contract"})
     where_it_belongs: ClassVar[str] = "the old version still uses the table; put it under contract:"
     table: Identifier
 
+    def describe(self) -> str:
+        return f"drop table {self.table}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"drop_table {self.table}"
+        require_table(ctx, where, self.table)
+        refuse_dependants(
+            where,
+            f"table {self.table}",
+            ctx.catalog.dependants(ctx.schema, self.table),
+        )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        rows = (
+            ctx.catalog.row_count(ctx.schema, self.table)
+            if ctx.catalog.table_exists(ctx.schema, self.table)
+            else 0
+        )
+        what = f"drop table {self.table}, which holds {rows} row{'s' if rows != 1 else ''}"
+        ctx.notes.append(what)
+        return [step("drop-table", what, f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}")]
+
     def doomed(self) -> Sequence[Doomed]:
+        """What the old version may still use: `contract` waits until nothing does."""
         return (Doomed(self.table),)

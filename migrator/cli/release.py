@@ -1,0 +1,56 @@
+"""`migrator release PLAN`: the whole release, gate after gate."""
+
+from __future__ import annotations
+
+import typer
+from rich.markup import escape
+
+from migrator.cli.common import (
+    AcceptChangedPlan,
+    ConsoleObserver,
+    DatabaseUrl,
+    Json,
+    PlanPath,
+    actor,
+    emit_json,
+    handled,
+    out,
+    read_plan,
+    require_url,
+)
+from migrator.commands.phases import Options
+from migrator.commands.release import phase_order
+from migrator.commands.release import release as run_release
+
+
+def register(app: typer.Typer) -> None:
+    """Add `release` to the app."""
+
+    @app.command()
+    @handled
+    def release(
+        plan: PlanPath,
+        database_url: DatabaseUrl = None,
+        accept_changed_plan: AcceptChangedPlan = False,
+        json: Json = False,
+    ) -> None:
+        """The whole release: check, expand, switch, backfill, complete; rerun to resume.
+
+        Stops at the first gate that fails, with a message that names it."""
+        loaded = read_plan(plan)
+        opts = Options(
+            database_url=require_url(database_url),
+            observer=ConsoleObserver(as_json=json),
+            actor=actor(),
+            accept_changed_plan=accept_changed_plan,
+        )
+        if not json:
+            out.print(f"release {escape(loaded.release)}: {' -> '.join(phase_order(loaded))}")
+        result = run_release(loaded, plan, opts)
+        if json:
+            emit_json({"event": "result", **result.to_json()})
+        else:
+            out.print(
+                f"[green]✓[/] release {escape(loaded.release)} complete; its contract is "
+                "scheduled (`migrator status` shows when it is due)"
+            )

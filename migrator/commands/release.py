@@ -1,0 +1,123 @@
+"""`migrator release PLAN`: the whole release in one command, gate after gate.
+
+check -> expand -> switch -> backfill -> complete (the backfill goes before the switch
+when the plan says `backfill.when: before_switch`). `check` runs first: it works on
+scratch copies of the live schema, so it proves both versions' queries before anything
+changes. Each phase is the same function as its own verb and skips what is done, so a
+rerun resumes where the last run stopped. The first gate that fails stops the release
+with its message; nothing after it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from migrator.commands.check import CHECK_PASSED, CheckOptions, check
+from migrator.commands.phases import Options, backfill, complete, expand
+from migrator.commands.switch import switch
+from migrator.db.connection import connect, make_engine
+from migrator.errors import FindingsError, GateRefused, MigratorError
+from migrator.plan.models import Plan
+from migrator.switch import REAL_TIME, Timing
+
+
+@dataclass
+class ReleaseResult:
+    """The phases run, the ones skipped as already done, and where it stopped."""
+
+    release: str
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    stopped_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --json."""
+        return {"release": self.release, "phases": self.phases, "stopped_at": self.stopped_at}
+
+
+def phase_order(plan: Plan) -> list[str]:
+    """The phases `release` runs, in order, for this plan."""
+    traffic = ["switch"] if plan.switch is not None else []
+    if plan.backfill.when == "before_switch":
+        middle = ["backfill", *traffic]
+    else:
+        middle = [*traffic, "backfill"]
+    return ["check", "expand", *middle, "complete"]
+
+
+def _check_passed(url: str, plan: Plan) -> bool:
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            if conn.execute(text("SELECT to_regclass('migrator.events')")).scalar() is None:
+                return False
+            row = conn.execute(
+                text(
+                    "SELECT 1 FROM migrator.events WHERE action = :a AND plan_hash = :h "
+                    "AND release = :r LIMIT 1"
+                ),
+                {"a": CHECK_PASSED, "h": plan.digest(), "r": plan.release},
+            ).first()
+            return row is not None
+    finally:
+        engine.dispose()
+
+
+def release(
+    plan: Plan,
+    plan_path: str | Path,
+    opts: Options,
+    *,
+    timing: Timing = REAL_TIME,
+    scratch_url: str | None = None,
+) -> ReleaseResult:
+    """Run the release's phases in order, stopping at the first gate that fails."""
+    result = ReleaseResult(plan.release)
+    observer = opts.observer
+
+    def run_check() -> str:
+        if _check_passed(opts.database_url, plan):
+            return "skipped: passed before for this plan"
+        report = check(
+            plan,
+            plan_path,
+            CheckOptions(
+                database_url=opts.database_url,
+                scratch_url=scratch_url,
+                observer=observer,
+                actor=opts.actor,
+            ),
+        )
+        if report.failed:
+            raise FindingsError(
+                f"check failed for {plan.release}: {report.counts()['error']} finding(s); "
+                f"run `migrator check {plan_path}` for the report"
+            )
+        return "passed"
+
+    phases: dict[str, Callable[[], Any]] = {
+        "check": run_check,
+        "expand": lambda: expand(plan, opts),
+        "switch": lambda: switch(plan, opts, timing=timing),
+        "backfill": lambda: backfill(plan, opts),
+        "complete": lambda: complete(plan, opts),
+    }
+    for name in phase_order(plan):
+        observer.info(f"\n== {name} ==")
+        try:
+            outcome = phases[name]()
+        except MigratorError as exc:
+            result.stopped_at = name
+            result.phases.append({"phase": name, "status": "stopped", "reason": str(exc)})
+            observer.warning(f"release {plan.release} stopped at {name}")
+            raise
+        summary = outcome if isinstance(outcome, str) else "done"
+        result.phases.append({"phase": name, "status": summary})
+    return result
+
+
+__all__ = ["GateRefused", "ReleaseResult", "phase_order", "release"]

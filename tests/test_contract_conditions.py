@@ -1,0 +1,126 @@
+"""The contract waits until the old version is gone: each condition checked on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from migrator import commands
+from migrator.db.embedded import EmbeddedPostgres, start
+from migrator.engine.conditions import touches
+from migrator.errors import GateRefused
+from migrator.observer import Observer
+from migrator.ops.base import Doomed
+from migrator.plan.loader import parse_plan
+
+PLAN = """
+release: r1
+versions:
+  old: {name: v1, application_name: api-v1}
+  new: {name: v2, application_name: api-v2}
+expand:
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "coalesce(legacy_phone, '')"
+      final: {nullable: false}
+contract:
+  - drop_column: {table: users, column: legacy_phone}
+"""
+
+SEED = (
+    "CREATE TABLE users (id int PRIMARY KEY, name text, legacy_phone text);"
+    "INSERT INTO users SELECT g, 'u' || g, 'p' || g FROM generate_series(1, 100) g"
+)
+
+
+class Infos(Observer):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def q(url: str, query: str) -> list[tuple]:  # type: ignore[type-arg]
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+def release_completed(url: str) -> None:
+    plan = parse_plan(PLAN)
+    opts = commands.Options(database_url=url)
+    commands.expand(plan, opts)
+    commands.backfill(plan, opts)
+    commands.complete(plan, opts)
+
+
+def test_refused_while_old_version_connected(fresh_db: str) -> None:
+    q(fresh_db, SEED)
+    release_completed(fresh_db)
+    old = psycopg.connect(fresh_db, application_name="api-v1")
+    try:
+        with pytest.raises(GateRefused, match="old-version-connections") as caught:
+            commands.contract(commands.Options(database_url=fresh_db))
+        assert caught.value.exit_code == 3
+        assert "api-v1" in str(caught.value)
+        assert q(fresh_db, "SELECT phase FROM migrator.releases") == [("completed",)]
+        assert q(fresh_db, "SELECT count(*) FROM migrator.contracts WHERE status = 'done'") == [(0,)]
+    finally:
+        old.close()
+    infos = Infos()
+    commands.contract(commands.Options(database_url=fresh_db, observer=infos))
+    assert q(fresh_db, "SELECT phase FROM migrator.releases") == [("contracted",)]
+    assert any("old-version-connections: ok" in line for line in infos.lines)
+    assert any("not checked: pg_stat_statements is not installed" in line for line in infos.lines)
+
+
+def test_force_skips_a_condition_and_records_why(fresh_db: str) -> None:
+    q(fresh_db, SEED)
+    release_completed(fresh_db)
+    with psycopg.connect(fresh_db, application_name="api-v1"):
+        commands.contract(
+            commands.Options(database_url=fresh_db, force=True, force_reason="v1 is draining")
+        )
+    (details,) = q(fresh_db, "SELECT details FROM migrator.events WHERE action = 'contract.start'")
+    assert details[0]["forced"] == ["old-version-connections"]
+    assert details[0]["reason"] == "v1 is draining"
+
+
+@pytest.fixture(scope="module")
+def statements_server() -> Iterator[EmbeddedPostgres]:
+    pg = start(settings={"shared_preload_libraries": "pg_stat_statements"})
+    yield pg
+    pg.stop()
+
+
+def test_refused_while_doomed_column_is_still_read(statements_server: EmbeddedPostgres) -> None:
+    url = statements_server.create_database("doomed")
+    q(url, "CREATE EXTENSION pg_stat_statements")
+    q(url, SEED)
+    release_completed(url)
+    # Someone still reads the column the contract drops, after completion.
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT legacy_phone FROM users WHERE id = %s", (3,))
+    with pytest.raises(GateRefused, match="doomed-objects-unused") as caught:
+        commands.contract(commands.Options(database_url=url))
+    assert "users.legacy_phone" in str(caught.value)
+    # Once the counts stop moving (a new baseline, as after a quiet period), it runs.
+    q(url, "SELECT pg_stat_statements_reset()")
+    commands.contract(commands.Options(database_url=url))
+    assert q(url, "SELECT phase FROM migrator.releases") == [("contracted",)]
+
+
+def test_touches_uses_the_parse_tree() -> None:
+    doomed = [Doomed("users", "legacy_phone"), Doomed("old_table")]
+    assert touches("SELECT legacy_phone FROM users WHERE id = $1", doomed) == [doomed[0]]
+    assert touches("UPDATE users SET legacy_phone = $1 WHERE id = $2", doomed) == [doomed[0]]
+    assert touches("INSERT INTO users (id, legacy_phone) VALUES ($1, $2)", doomed) == [doomed[0]]
+    assert touches("SELECT u.legacy_phone FROM public.users u", doomed) == [doomed[0]]
+    assert touches("SELECT phone FROM users", doomed) == []
+    assert touches("SELECT legacy_phone FROM customers", doomed) == []
+    assert touches("SELECT count(*) FROM old_table", doomed) == [doomed[1]]
+    assert touches("not sql at all", doomed) == []
