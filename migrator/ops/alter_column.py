@@ -1,15 +1,92 @@
-"""The `alter_column` operation."""
+"""The `alter_column` operation: change a column's type, nullability, default or constraints.
+
+A type change never rewrites the table under ACCESS EXCLUSIVE (LINT rule 16):
+
+- binary-coercible changes (varchar(n) to text, a wider varchar or numeric precision,
+  whatever pg_cast marks binary) are done in place by the expand: a catalog-only ALTER
+  TYPE; views over the column are re-created in the same transaction;
+- any other change gets a shadow column of the new type, kept in step both ways by a
+  trigger with the plan's ``up`` (old to new) and ``down`` (new to old; its bare column
+  name means the new value), both defaulting to casts; copies of the column's indexes
+  are built concurrently over the shadow and a backfill fills existing rows. The
+  contract first re-creates every constraint over the shadow, NOT VALID and then
+  validated (CHECKs, foreign keys both ways, a CHECK for NOT NULL), then swaps in one
+  short transaction: the old column is dropped, the shadow renamed in, and the default,
+  NOT NULL, primary key / unique constraints (USING INDEX), index, constraint and view
+  names put back as they were. The column moves to the end of the table.
+
+The rest, without a type change:
+
+- ``nullable: false``: SET NOT NULL in the contract, through a validated CHECK (rule 14);
+- ``nullable: true``: DROP NOT NULL in the expand (the new version may write NULLs),
+  with a warning in the notes: the old version may now read NULLs (rule 15). Decided so
+  because refusing would leave no way to relax a column, and the catalog change itself is
+  instant; the warning is the linter's to escalate;
+- ``default``: SET DEFAULT in the expand (no rewrite; it applies to new rows only);
+- ``check``: a CHECK named ``<table>_<column>_check``, NOT VALID, then validated in its own
+  transaction, both in the expand so bad rows are found before the switch;
+- ``unique``: a unique index built concurrently, then ADD CONSTRAINT ... USING INDEX;
+- ``references``: a foreign key added NOT VALID and validated separately.
+
+What the column was before the expand (type, default, NOT NULL) is saved in a small
+function in migrator's schema, so the rollback puts it back exactly even though the
+catalog no longer shows it; the contract and the rollback drop the function.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Operation, Phase
+from sqlalchemy import text
+
+from migrator.errors import ValidationFailed
+from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
+from migrator.ops.expressions import default_sql
+from migrator.ops.live import (
+    refuse_constraint_clash,
+    refuse_duplicates,
+    require_expression,
+    require_table,
+)
+from migrator.ops.safe import (
+    add_check_step,
+    add_foreign_key_step,
+    drop_constraint_step,
+    drop_unique_steps,
+    not_null_check_name,
+    not_null_steps,
+    unique_steps,
+    validate_step,
+)
+from migrator.ops.shadow import (
+    ColumnFacts,
+    ConstraintFacts,
+    IndexFacts,
+    ViewFacts,
+    binary_coercible,
+    column_constraints,
+    column_facts,
+    column_indexes,
+    create_view_sql,
+    dependent_views,
+    drop_sync_sql,
+    expression_error_with,
+    other_dependants,
+    owned_sequence,
+    renamed_constraint,
+    renamed_references,
+    shadow_index_steps,
+    sync_function_sql,
+    sync_trigger_step,
+)
 from migrator.plan.types import ColumnReference, Identifier
+from migrator.sqltext import ident, literal, short_name
 
 
 class AlterColumn(Operation):
-    """`alter_column`: see the catalogue in docs/plan-format.md."""
+    """`alter_column`: one column changed while both versions run."""
 
     op_name: ClassVar[str] = "alter_column"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
@@ -23,3 +100,539 @@ class AlterColumn(Operation):
     check: str | None = None
     unique: bool | None = None
     references: ColumnReference | None = None
+
+    def describe(self) -> str:
+        return f"alter column {self.table}.{self.column}"
+
+    # -- names ---------------------------------------------------------------------------
+
+    def shadow_name(self) -> str:
+        """The shadow column of the new type (the new version may read it by this name)."""
+        return short_name(self.column, prefix="_migrator_new_")
+
+    def trigger_name(self) -> str:
+        """The sync trigger on the table."""
+        return short_name(self.column, "retype", prefix="_migrator_")
+
+    def function_name(self, ctx: Context) -> str:
+        """The trigger function, in migrator's own schema."""
+        return ident("migrator", short_name(ctx.schema, self.table, self.column, "retype"))
+
+    def saved_name(self, ctx: Context) -> str:
+        """The function that remembers the column as it was before the expand."""
+        return ident("migrator", short_name(ctx.schema, self.table, self.column, "before"))
+
+    def index_name(self, index: str) -> str:
+        """The copy of an index over the shadow column."""
+        return short_name(index, "new", prefix="_migrator_")
+
+    def constraint_name(self, name: str) -> str:
+        """A constraint re-created over the shadow, until the swap gives it its name back."""
+        return short_name(name, "new", prefix="_migrator_")
+
+    def check_name(self) -> str:
+        """The CHECK of ``check:``."""
+        return short_name(self.table, self.column, "check")
+
+    def fk_name(self) -> str:
+        """The foreign key of ``references:``."""
+        return short_name(self.table, self.column, "fkey")
+
+    def unique_name(self) -> str:
+        """The UNIQUE constraint of ``unique: true`` (and its index)."""
+        return short_name(self.table, self.column, "key")
+
+    # -- what kind of change --------------------------------------------------------------
+
+    def _facts(self, ctx: Context) -> ColumnFacts:
+        facts = column_facts(ctx.catalog, ctx.schema, self.table, self.column)
+        if facts is None:
+            raise ValidationFailed(
+                f"{self._where()}: column {self.column} does not exist in {ctx.schema}.{self.table}"
+            )
+        return facts
+
+    def _where(self) -> str:
+        return f"alter_column {self.table}.{self.column}"
+
+    def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
+        """The column as it was before the expand: the saved record, or the live column."""
+        name = short_name(ctx.schema, self.table, self.column, "before")
+        exists = ctx.catalog.conn.execute(
+            text(
+                "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'migrator' AND p.proname = :p"
+            ),
+            {"p": name},
+        ).first()
+        if exists:
+            raw = ctx.catalog.conn.execute(text(f"SELECT {self.saved_name(ctx)}()")).scalar_one()
+            return dict(json.loads(raw))
+        return {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
+
+    def _changes_type(self, facts: ColumnFacts) -> bool:
+        return self.type is not None and self.type.strip() != facts.type
+
+    def _in_place(self, ctx: Context, facts: ColumnFacts) -> bool:
+        assert self.type is not None
+        return binary_coercible(ctx.catalog, facts, self.type)
+
+    def _shadowed(self, ctx: Context) -> bool:
+        """True when the expand made (or makes) a shadow column."""
+        if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
+            return True
+        facts = self._facts(ctx)
+        return self._changes_type(facts) and not self._in_place(ctx, facts)
+
+    def _up(self, old_type: str) -> str:
+        assert self.type is not None
+        return self.up if self.up is not None else f"{ident(self.column)}::{self.type}"
+
+    def _down(self, old_type: str) -> str:
+        return self.down if self.down is not None else f"{ident(self.column)}::{old_type}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def validate_live(self, ctx: Context) -> None:
+        where = self._where()
+        cat = ctx.catalog
+        require_table(ctx, where, self.table)
+        facts = self._facts(ctx)
+        given = [
+            k
+            for k in ("type", "nullable", "default", "check", "unique", "references")
+            if getattr(self, k) is not None
+        ]
+        if not given:
+            raise ValidationFailed(
+                f"{where}: nothing to change; give type, nullable, default, check, unique "
+                "or references"
+            )
+        if (self.up is not None or self.down is not None) and self.type is None:
+            raise ValidationFailed(f"{where}: up and down go with a type change (type:)")
+        if self.type is not None:
+            self._validate_type(ctx, facts)
+        if self.nullable is True and facts.not_null:
+            if self.column in cat.primary_key(ctx.schema, self.table):
+                raise ValidationFailed(
+                    f"{where}: {self.column} is in the primary key and cannot be nullable"
+                )
+        final_type = self.type or facts.type
+        if self.default is not None:
+            require_expression(ctx, where, self.table, default_sql(self.default), final_type)
+        if self.check is not None:
+            if self._changes_type(facts):
+                raise ValidationFailed(
+                    f"{where}: a check together with a type change is not supported; "
+                    "add the check in a later release, once the new type is in place"
+                )
+            require_expression(ctx, f"{where}: check", self.table, self.check, "boolean")
+            refuse_constraint_clash(ctx, where, self.table, self.check_name())
+        if self.unique is not None:
+            if not self.unique:
+                raise ValidationFailed(
+                    f"{where}: unique: false is not an alter_column change; drop the "
+                    "constraint with drop_constraint in the contract"
+                )
+            if self._changes_type(facts):
+                raise ValidationFailed(
+                    f"{where}: unique together with a type change is not supported; "
+                    "make it unique in a later release"
+                )
+            if ctx.relation_taken(self.unique_name()):
+                raise ValidationFailed(
+                    f"{where}: the name {self.unique_name()} is already taken in {ctx.schema}"
+                )
+            refuse_duplicates(ctx, where, self.table, [self.column])
+        if self.references is not None:
+            if self._changes_type(facts):
+                raise ValidationFailed(
+                    f"{where}: references together with a type change is not supported; "
+                    "add the foreign key in a later release"
+                )
+            ref = self.references
+            require_table(ctx, where, ref.table)
+            if not cat.has_unique_key(ctx.schema, ref.table, [ref.column]):
+                raise ValidationFailed(
+                    f"{where}: {ref.table}.{ref.column} has no primary key or unique "
+                    "constraint for a foreign key to reference"
+                )
+            refuse_constraint_clash(ctx, where, self.table, self.fk_name())
+
+    def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
+        where = self._where()
+        assert self.type is not None
+        if not ctx.catalog.type_exists(self.type):
+            raise ValidationFailed(f"{where}: unknown type {self.type!r}")
+        if not self._changes_type(facts):
+            raise ValidationFailed(f"{where}: the column already has type {facts.type}")
+        views = dependent_views(ctx.catalog, facts)
+        materialized = [f"{v.schema}.{v.name}" for v in views if v.kind == "m"]
+        if materialized:
+            raise ValidationFailed(
+                f"{where}: materialized view {', '.join(materialized)} uses the column; "
+                "a type change would have to rebuild it; drop it first"
+            )
+        if self._in_place(ctx, facts):
+            if self.up is not None or self.down is not None:
+                ctx.notes.append(
+                    f"{where}: {facts.type} to {self.type} is binary-coercible and done in "
+                    "place; up and down are not needed and not used"
+                )
+            return
+        if facts.relkind == "p":
+            raise ValidationFailed(
+                f"{where}: {self.table} is partitioned; indexes cannot be built concurrently "
+                "on a partitioned table, so this type change is not supported there yet"
+            )
+        if facts.identity or facts.generated:
+            kind = "an identity" if facts.identity else "a generated"
+            raise ValidationFailed(
+                f"{where}: {self.column} is {kind} column; its type cannot be changed through "
+                "a shadow column"
+            )
+        if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
+            raise ValidationFailed(
+                f"{where}: column {self.shadow_name()} already exists in {self.table}"
+            )
+        others = other_dependants(ctx.catalog, facts)
+        if others:
+            raise ValidationFailed(
+                f"{where}: {', '.join(others)} depend{'s' if len(others) == 1 else ''} on the "
+                "column and cannot be carried over to the new type; drop or change "
+                f"{'it' if len(others) == 1 else 'them'} first"
+            )
+        require_expression(ctx, f"{where}: up", self.table, self._up(facts.type), self.type)
+        problem = expression_error_with(
+            ctx.catalog,
+            ctx.schema,
+            self.table,
+            self._down(facts.type),
+            facts.type,
+            self.column,
+            self.type,
+        )
+        if problem:
+            raise ValidationFailed(
+                f"{where}: down {self._down(facts.type)!r} does not work on {self.table} "
+                f"(its {self.column} being {self.type}): {problem}"
+            )
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        facts = self._facts(ctx)
+        t = ident(ctx.schema, self.table)
+        col = ident(self.column)
+        saved = {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
+        steps = [
+            step(
+                "save",
+                f"remember {self.table}.{self.column} as it is, for the rollback",
+                f"CREATE OR REPLACE FUNCTION {self.saved_name(ctx)}() RETURNS text "
+                f"LANGUAGE sql IMMUTABLE AS $migrator$ SELECT {literal(json.dumps(saved))} "
+                "$migrator$",
+            )
+        ]
+        if self.type is not None and self._changes_type(facts):
+            if self._in_place(ctx, facts):
+                steps.append(self._retype_in_place(ctx, facts, self.type, "retype"))
+            else:
+                steps += self._shadow_steps(ctx, facts)
+        if self.nullable is True and facts.not_null:
+            ctx.notes.append(
+                f"{self._where()}: DROP NOT NULL: the old version may now read NULLs in "
+                f"{self.table}.{self.column} (LINT rule 15)"
+            )
+            steps.append(
+                step(
+                    "drop-not-null",
+                    f"{self.table}.{self.column} may hold NULL",
+                    f"ALTER TABLE {t} ALTER COLUMN {col} DROP NOT NULL",
+                )
+            )
+        if self.default is not None and not self._shadowed(ctx):
+            steps.append(
+                step(
+                    "set-default",
+                    f"default of {self.table}.{self.column}",
+                    f"ALTER TABLE {t} ALTER COLUMN {col} SET DEFAULT {default_sql(self.default)}",
+                )
+            )
+        if self.check is not None:
+            steps += [
+                add_check_step("check", ctx.schema, self.table, self.check_name(), self.check),
+                validate_step("validate-check", ctx.schema, self.table, self.check_name()),
+            ]
+        if self.unique:
+            steps += unique_steps(
+                "unique", ctx.schema, self.table, self.unique_name(), [self.column]
+            )
+        if self.references is not None:
+            ref = self.references
+            steps += [
+                add_foreign_key_step(
+                    "foreign-key",
+                    ctx.schema,
+                    self.table,
+                    self.fk_name(),
+                    [self.column],
+                    ref.table,
+                    [ref.column],
+                    ref.on_delete,
+                ),
+                validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
+            ]
+        return steps
+
+    def _retype_in_place(self, ctx: Context, facts: ColumnFacts, new_type: str, key: str) -> Step:
+        """A catalog-only ALTER TYPE; views over the column are dropped and re-created
+        around it in the same transaction (PostgreSQL refuses it under a view)."""
+        views = dependent_views(ctx.catalog, facts)
+        t = ident(ctx.schema, self.table)
+        sqls = [f"DROP VIEW {ident(v.schema, v.name)}" for v in reversed(views)]
+        sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(self.column)} TYPE {new_type}")
+        for view in views:
+            sqls += create_view_sql(view)
+        return step(key, f"{self.table}.{self.column} becomes {new_type} (no rewrite)", *sqls)
+
+    def _shadow_steps(self, ctx: Context, facts: ColumnFacts) -> list[Step]:
+        assert self.type is not None
+        t = ident(ctx.schema, self.table)
+        shadow = self.shadow_name()
+        types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
+        function = self.function_name(ctx)
+        steps = [
+            step(
+                "add-shadow",
+                f"add {self.table}.{shadow} of type {self.type}",
+                f"ALTER TABLE {t} ADD COLUMN {ident(shadow)} {self.type}",
+            ),
+            sync_trigger_step(
+                "sync-trigger",
+                f"trigger keeping {self.table}.{self.column} and {shadow} in step",
+                ctx.schema,
+                self.table,
+                self.trigger_name(),
+                sync_function_sql(
+                    function,
+                    column=self.column,
+                    shadow=shadow,
+                    shadow_type=self.type,
+                    up=self._up(facts.type),
+                    down=self._down(facts.type),
+                    column_types=types,
+                ),
+                function,
+            ),
+        ]
+        steps += shadow_index_steps(
+            "index",
+            ctx.schema,
+            self.table,
+            column_indexes(ctx.catalog, facts),
+            {self.column: shadow},
+            self.index_name,
+        )
+        return steps
+
+    def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:
+        if self.type is None:
+            return ()
+        facts = column_facts(ctx.catalog, ctx.schema, self.table, self.column)
+        if facts is None or not self._shadowed(ctx):
+            return ()
+        old_type = str(self._saved(ctx, facts)["type"])
+        shadow = ident(self.shadow_name())
+        return (
+            BackfillSpec(
+                key="backfill",
+                schema=ctx.schema,
+                table=self.table,
+                set={self.shadow_name(): self._up(old_type)},
+                needs=f"{shadow} IS NULL",
+                description=f"fill {self.table}.{self.shadow_name()} from {self.column}",
+            ),
+        )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        facts = self._facts(ctx)
+        t = ident(ctx.schema, self.table)
+        drop_saved = f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()"
+        if self._shadowed(ctx):
+            return self._swap_steps(ctx, facts, drop_saved)
+        steps: list[Step] = []
+        if self.nullable is False and not facts.not_null:
+            steps += not_null_steps(ctx.schema, self.table, self.column)
+        steps.append(step("forget", "drop the saved record of the column", drop_saved))
+        del t
+        return steps
+
+    def _swap_steps(self, ctx: Context, facts: ColumnFacts, drop_saved: str) -> list[Step]:
+        cat = ctx.catalog
+        t = ident(ctx.schema, self.table)
+        col, shadow = self.column, self.shadow_name()
+        mapping = {col: shadow}
+        constraints = column_constraints(cat, facts)
+        own = [c for c in constraints if not c.incoming]
+        incoming = [c for c in constraints if c.incoming]
+        indexes = column_indexes(cat, facts)
+        views = dependent_views(cat, facts)
+        sequence = owned_sequence(cat, ctx.schema, self.table, col)
+        not_null = facts.not_null if self.nullable is None else not self.nullable
+        steps: list[Step] = []
+        # 1. Every constraint again over the shadow: NOT VALID (brief lock, no scan),
+        #    validated in its own transaction while reads and writes go on.
+        for con in own:
+            tmp = self.constraint_name(con.name)
+            steps += [
+                step(
+                    f"constraint-{con.name}",
+                    f"{con.name} again over {shadow}, NOT VALID",
+                    f"ALTER TABLE {t} ADD CONSTRAINT {ident(tmp)} "
+                    f"{renamed_constraint(con.definition, mapping)}",
+                ),
+                validate_step(f"validate-{con.name}", ctx.schema, self.table, tmp),
+            ]
+        if not_null:
+            steps += not_null_steps(ctx.schema, self.table, shadow)[:2]
+        # 2. Foreign keys pointing at the column point at the shadow too; the old ones go
+        #    before the swap, each in its own transaction on its own table (the new one
+        #    already guards the rows).
+        for con in incoming:
+            tmp = self.constraint_name(con.name)
+            steps += [
+                step(
+                    f"incoming-{con.name}",
+                    f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
+                    f"ALTER TABLE {ident(con.schema, con.table)} ADD CONSTRAINT {ident(tmp)} "
+                    f"{renamed_references(con.definition, mapping)}",
+                ),
+                validate_step(f"validate-incoming-{con.name}", con.schema, con.table, tmp),
+                drop_constraint_step(f"drop-incoming-{con.name}", con.schema, con.table, con.name),
+            ]
+        # 3. The swap: one short transaction on the table (and the views over it).
+        sqls = drop_sync_sql(ctx.schema, self.table, self.trigger_name(), self.function_name(ctx))
+        if sequence:
+            sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
+        sqls += [f"DROP VIEW {ident(v.schema, v.name)}" for v in reversed(views)]
+        sqls += [
+            f"ALTER TABLE {t} DROP COLUMN {ident(col)}",
+            f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}",
+        ]
+        default = default_sql(self.default) if self.default is not None else facts.default
+        if default is not None:
+            sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
+        if not_null:
+            sqls += [
+                f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET NOT NULL",
+                f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
+            ]
+        sqls += self._restore_indexes(ctx, indexes)
+        sqls += [
+            f"ALTER TABLE {t} RENAME CONSTRAINT {ident(self.constraint_name(c.name))} "
+            f"TO {ident(c.name)}"
+            for c in own
+        ]
+        if facts.comment is not None:
+            sqls.append(f"COMMENT ON COLUMN {t}.{ident(col)} IS {literal(facts.comment)}")
+        for view in views:
+            sqls += create_view_sql(view)
+        sqls.append(drop_saved)
+        steps.append(step("swap", f"{self.table}.{col} becomes the {self.type} column", *sqls))
+        # 4. The foreign keys pointing at it get their names back.
+        for con in incoming:
+            steps.append(
+                step(
+                    f"rename-incoming-{con.name}",
+                    f"{con.table}.{con.name} gets its name back",
+                    f"ALTER TABLE {ident(con.schema, con.table)} RENAME CONSTRAINT "
+                    f"{ident(self.constraint_name(con.name))} TO {ident(con.name)}",
+                )
+            )
+        return steps
+
+    def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
+        t = ident(ctx.schema, self.table)
+        sqls = []
+        for index in indexes:
+            copy = ident(self.index_name(index.name))
+            if index.constraint is not None:
+                kind = "PRIMARY KEY" if index.constraint_kind == "p" else "UNIQUE"
+                sqls.append(
+                    f"ALTER TABLE {t} ADD CONSTRAINT {ident(index.constraint)} {kind} "
+                    f"USING INDEX {copy}"
+                )
+                if index.constraint != index.name:
+                    sqls.append(
+                        f"ALTER INDEX {ident(ctx.schema, index.constraint)} "
+                        f"RENAME TO {ident(index.name)}"
+                    )
+            else:
+                sqls.append(
+                    f"ALTER INDEX {ident(ctx.schema, self.index_name(index.name))} "
+                    f"RENAME TO {ident(index.name)}"
+                )
+        return sqls
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        facts = self._facts(ctx)
+        saved = self._saved(ctx, facts)
+        t = ident(ctx.schema, self.table)
+        col = ident(self.column)
+        steps: list[Step] = []
+        if self.references is not None:
+            steps.append(
+                drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.fk_name())
+            )
+        if self.unique:
+            steps += drop_unique_steps("drop-unique", ctx.schema, self.table, self.unique_name())
+        if self.check is not None:
+            steps.append(
+                drop_constraint_step("drop-check", ctx.schema, self.table, self.check_name())
+            )
+        if self.default is not None:
+            old = saved.get("default")
+            steps.append(
+                step(
+                    "restore-default",
+                    f"default of {self.table}.{self.column} as before",
+                    f"ALTER TABLE {t} ALTER COLUMN {col} SET DEFAULT {old}"
+                    if old is not None
+                    else f"ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT",
+                )
+            )
+        if self.nullable is True and saved.get("not_null") and not facts.not_null:
+            steps += not_null_steps(ctx.schema, self.table, self.column, key="restore")
+        shadow = self.shadow_name()
+        if cat_has(ctx, self.table, shadow):
+            steps.append(
+                step(
+                    "drop-shadow",
+                    f"drop {self.table}.{shadow}, its trigger and index copies",
+                    *drop_sync_sql(
+                        ctx.schema, self.table, self.trigger_name(), self.function_name(ctx)
+                    ),
+                    f"ALTER TABLE {t} DROP COLUMN IF EXISTS {ident(shadow)}",
+                )
+            )
+        elif self.type is not None and facts.type != saved["type"]:
+            ctx.notes.append(
+                f"{self._where()}: rollback turns {facts.type} back into {saved['type']}; "
+                "narrowing scans the table and fails if longer values were written"
+            )
+            steps.append(self._retype_in_place(ctx, facts, str(saved["type"]), "restore-type"))
+        steps.append(
+            step(
+                "forget",
+                "drop the saved record of the column",
+                f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()",
+            )
+        )
+        return steps
+
+
+def cat_has(ctx: Context, table: str, column: str) -> bool:
+    """True when the live table has the column."""
+    return ctx.catalog.column(ctx.schema, table, column) is not None
+
+
+__all__ = ["AlterColumn", "ConstraintFacts", "ViewFacts"]

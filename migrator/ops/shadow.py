@@ -1,0 +1,542 @@
+"""Shadow columns kept in step by triggers: what `rename_column` and `alter_column` share.
+
+Both operations give the new version a second column beside the old one while both
+versions run, and keep the two in step in both directions with one BEFORE INSERT OR
+UPDATE row trigger. The old version keeps writing the old column and never mentions the
+new one; the new version writes the new one. The trigger decides which side a write
+came from by what changed, never by which version sent it (no views per version, no
+search_path):
+
+- INSERT: the shadow has no default, so a NULL shadow means the writer did not set it
+  (the old version, or the new one relying on the old column's default): the shadow is
+  computed from the old column with ``up``. A shadow that is set, and that disagrees
+  with ``up`` of the old column, was written by the new version: the old column is
+  computed from it with ``down``, overriding the old column's default.
+- UPDATE: a shadow that changed and disagrees with ``up`` of the row came from the new
+  version (``down`` fills the old column); a shadow that changed to exactly ``up`` of
+  the row (the backfill, or a writer that set both) leaves the old column alone, so a
+  lossy ``down`` never rewrites old data. Otherwise, when what ``up`` reads changed, or
+  the row was not backfilled yet, the shadow is recomputed.
+
+A BEFORE trigger only edits the row being written, so there is no second UPDATE and
+nothing can loop. Concurrent writers to one row are serialised by the row lock; the
+trigger runs on the latest version of the row.
+
+The catalog questions about a column's dependants live here too, with the pglast
+rewriting that carries an index, CHECK or foreign key from one column to another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pglast
+from pglast import ast
+from pglast.stream import RawStream
+from pglast.visitors import Visitor
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from migrator.engine.catalog import Catalog
+from migrator.ops.base import Step, step
+from migrator.ops.expressions import column_refs
+from migrator.sqltext import ident, literal
+
+# -- the catalog ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnFacts:
+    """What the catalog says about one column, as much as the two operations need."""
+
+    name: str
+    attnum: int
+    type: str
+    type_oid: int
+    typmod: int
+    not_null: bool
+    default: str | None
+    identity: str
+    generated: str
+    collation: str | None
+    comment: str | None
+    relkind: str
+    table_oid: int
+
+
+def column_facts(cat: Catalog, schema: str, table: str, column: str) -> ColumnFacts | None:
+    """One column of a table, or None when the table or the column is absent."""
+    row = cat.conn.execute(
+        text(
+            "SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, "
+            "a.atttypmod, a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, "
+            "a.attgenerated::text, "
+            "CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation "
+            "     THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) "
+            "           FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace "
+            "           WHERE co.oid = a.attcollation) END, "
+            "col_description(c.oid, a.attnum), c.relkind::text, c.oid "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE n.nspname = :s AND c.relname = :t AND a.attname = :c "
+            "AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"s": schema, "t": table, "c": column},
+    ).first()
+    if row is None:
+        return None
+    return ColumnFacts(
+        name=row[0],
+        attnum=int(row[1]),
+        type=row[2],
+        type_oid=int(row[3]),
+        typmod=int(row[4]),
+        not_null=bool(row[5]),
+        default=row[6],
+        identity=row[7] or "",
+        generated=row[8] or "",
+        collation=row[9],
+        comment=row[10],
+        relkind=row[11],
+        table_oid=int(row[12]),
+    )
+
+
+@dataclass(frozen=True)
+class IndexFacts:
+    """An index that uses the column; ``constraint`` is the PK/UNIQUE it backs, if any."""
+
+    name: str
+    definition: str
+    unique: bool
+    primary: bool
+    constraint: str | None
+    constraint_kind: str | None
+
+
+def column_indexes(cat: Catalog, facts: ColumnFacts) -> list[IndexFacts]:
+    """Every index of the table whose keys, INCLUDE list, expressions or predicate use it."""
+    rows = cat.conn.execute(
+        text(
+            "SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisprimary, "
+            "k.conname, k.contype::text "
+            "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+            "LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
+            "  AND k.contype IN ('p', 'u') "
+            "WHERE i.indrelid = :t AND (:a = ANY (i.indkey::int2[]) "
+            "  OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+            "    AND d.objid = i.indexrelid AND d.refobjid = :t AND d.refobjsubid = :a)) "
+            "ORDER BY ic.relname"
+        ),
+        {"t": facts.table_oid, "a": facts.attnum},
+    ).all()
+    return [IndexFacts(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ConstraintFacts:
+    """A CHECK or FOREIGN KEY that uses the column (own), or a foreign key pointing at it."""
+
+    name: str
+    kind: str
+    definition: str
+    schema: str
+    table: str
+    incoming: bool
+
+
+def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts]:
+    """CHECKs and foreign keys of the table over the column, and foreign keys referencing it."""
+    rows = cat.conn.execute(
+        text(
+            "SELECT k.conname, k.contype::text, pg_get_constraintdef(k.oid), n.nspname, "
+            "c.relname, k.confrelid = :t AND :a = ANY (k.confkey) "
+            "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE (k.conrelid = :t AND :a = ANY (k.conkey) AND k.contype IN ('c', 'f')) "
+            "OR (k.contype = 'f' AND k.confrelid = :t AND :a = ANY (k.confkey)) "
+            "ORDER BY 6, k.conname"
+        ),
+        {"t": facts.table_oid, "a": facts.attnum},
+    ).all()
+    return [ConstraintFacts(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+
+@dataclass(frozen=True)
+class ViewFacts:
+    """A view that depends on the column, directly or through other views."""
+
+    schema: str
+    name: str
+    kind: str
+    definition: str
+    owner: str
+    options: list[str]
+    comment: str | None
+
+
+_VIEWS_SQL = """
+WITH RECURSIVE deps(oid, depth) AS (
+    SELECT r.ev_class, 1
+    FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = :t AND d.refobjsubid = :a AND r.ev_class <> :t
+  UNION
+    SELECT r.ev_class, deps.depth + 1
+    FROM deps JOIN pg_depend d ON d.refobjid = deps.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class <> deps.oid AND deps.depth < 50
+)
+SELECT n.nspname, c.relname, c.relkind::text, pg_get_viewdef(c.oid),
+       pg_get_userbyid(c.relowner), coalesce(c.reloptions, '{}'),
+       obj_description(c.oid, 'pg_class'), max(deps.depth)
+FROM deps JOIN pg_class c ON c.oid = deps.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+GROUP BY c.oid, n.nspname, c.relname, c.relkind
+ORDER BY max(deps.depth), n.nspname, c.relname
+"""
+
+
+def dependent_views(cat: Catalog, facts: ColumnFacts) -> list[ViewFacts]:
+    """Views over the column, those nearest the table first (the order to create them)."""
+    rows = cat.conn.execute(text(_VIEWS_SQL), {"t": facts.table_oid, "a": facts.attnum}).all()
+    return [ViewFacts(r[0], r[1], r[2], r[3], r[4], list(r[5]), r[6]) for r in rows]
+
+
+def other_dependants(cat: Catalog, facts: ColumnFacts) -> list[str]:
+    """Dependants neither operation knows how to carry over (triggers, policies, statistics...).
+
+    Indexes, constraints, views, the default and the owned sequence are handled; anything
+    else is named so the plan author can deal with it, never dropped behind CASCADE.
+    """
+    rows = cat.conn.execute(
+        text(
+            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) "
+            "FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass "
+            "AND d.refobjid = :t AND d.refobjsubid = :a AND d.deptype IN ('n', 'a') "
+            "AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_attrdef'::regclass, "
+            "  'pg_constraint'::regclass) "
+            "AND NOT (d.classid = 'pg_class'::regclass AND EXISTS (SELECT 1 FROM pg_class x "
+            "  WHERE x.oid = d.objid AND x.relkind IN ('S', 'i'))) "
+            "AND NOT (d.classid = 'pg_trigger'::regclass AND EXISTS (SELECT 1 FROM pg_trigger g "
+            "  WHERE g.oid = d.objid AND g.tgname LIKE '\\_migrator\\_%')) "
+            "ORDER BY 1"
+        ),
+        {"t": facts.table_oid, "a": facts.attnum},
+    ).all()
+    return [r[0] for r in rows]
+
+
+def owned_sequence(cat: Catalog, schema: str, table: str, column: str) -> str | None:
+    """The sequence the column owns (serial), quoted, or None."""
+    value = cat.conn.execute(
+        text("SELECT pg_get_serial_sequence(:t, :c)"),
+        {"t": ident(schema, table), "c": column},
+    ).scalar()
+    return str(value) if value else None
+
+
+def type_typmod(cat: Catalog, type_sql: str) -> tuple[int, int] | None:
+    """(type oid, typmod) of a type as written, asked of the server, or None if unknown.
+
+    PostgreSQL 17 has to_regtypemod(); for older servers a temporary table inside a
+    savepoint that is rolled back answers the same question, without a trace.
+    """
+    try:
+        with cat.conn.begin_nested() as sp:
+            cat.conn.execute(
+                text(f"CREATE TEMPORARY TABLE _migrator_typmod (v {type_sql}) ON COMMIT DROP")
+            )
+            row = cat.conn.execute(
+                text(
+                    "SELECT atttypid, atttypmod FROM pg_attribute "
+                    "WHERE attrelid = '_migrator_typmod'::regclass AND attname = 'v'"
+                )
+            ).first()
+            sp.rollback()
+    except DBAPIError:
+        return None
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+# Types whose typmod only limits values: a larger (or no) limit needs neither a rewrite
+# nor a scan (PostgreSQL's varchar_support / numeric_support / timestamp_support).
+_WIDENABLE = {"varchar", "varbit", "timestamp", "timestamptz", "time", "timetz"}
+
+
+def binary_coercible(cat: Catalog, facts: ColumnFacts, new_type: str) -> bool:
+    """True when ALTER COLUMN TYPE to ``new_type`` rewrites nothing and scans nothing.
+
+    Same type with a wider limit (varchar(n) to varchar(m>=n) or varchar, numeric(p,s) to
+    numeric(q>=p,s), timestamp precision up), or a cast pg_cast marks binary ('b') to a
+    type without a limit (varchar(n) to text). Anything else needs the shadow column.
+    """
+    target = type_typmod(cat, new_type)
+    if target is None:
+        return False
+    oid, typmod = target
+    if oid == facts.type_oid:
+        name = cat.conn.execute(
+            text("SELECT typname FROM pg_type WHERE oid = :o"), {"o": oid}
+        ).scalar_one()
+        old = facts.typmod
+        if typmod == old:
+            return True
+        if name in _WIDENABLE:
+            return typmod == -1 or (old != -1 and typmod >= old)
+        if name == "numeric":
+            if typmod == -1:
+                return True
+            if old == -1:
+                return False
+            old_p, old_s = (old - 4) >> 16, (old - 4) & 0xFFFF
+            new_p, new_s = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
+            return new_s == old_s and new_p >= old_p
+        return False
+    method = cat.conn.execute(
+        text("SELECT castmethod::text FROM pg_cast WHERE castsource = :s AND casttarget = :t"),
+        {"s": facts.type_oid, "t": oid},
+    ).scalar()
+    return method == "b" and typmod == -1
+
+
+def expression_error_with(
+    cat: Catalog,
+    schema: str,
+    table: str,
+    expression: str,
+    cast_to: str,
+    column: str,
+    column_type: str,
+) -> str | None:
+    """Why ``expression`` does not plan over the table's rows with ``column`` retyped.
+
+    For `down`: its bare column name means the new-typed value. Planned, never run,
+    inside a savepoint that is rolled back.
+    """
+    cols = [c.name for c in cat.columns(schema, table) if c.name != column]
+    select = ", ".join([*(ident(c) for c in cols), f"NULL::{column_type} AS {ident(column)}"])
+    sql = (
+        f"EXPLAIN SELECT ({expression})::{cast_to} "
+        f"FROM (SELECT {select} FROM {ident(schema, table)}) AS {ident(table)}"
+    )
+    try:
+        with cat.conn.begin_nested() as sp:
+            cat.conn.execute(text(sql))
+            sp.rollback()
+    except DBAPIError as exc:
+        orig: Any = exc.orig
+        diag = getattr(orig, "diag", None)
+        if diag is not None and diag.message_primary:
+            return str(diag.message_primary)
+        return str(orig).splitlines()[0]
+    return None
+
+
+# -- moving SQL from one column to another --------------------------------------------------
+
+
+class _Renamer(Visitor):
+    def __init__(self, mapping: dict[str, str]) -> None:
+        super().__init__()
+        self.mapping = mapping
+
+    def visit_ColumnRef(self, ancestors: Any, node: ast.ColumnRef) -> None:
+        fields = list(node.fields or ())
+        last = fields[-1] if fields else None
+        if isinstance(last, ast.String) and last.sval in self.mapping:
+            fields[-1] = ast.String(sval=self.mapping[last.sval])
+            node.fields = tuple(fields)
+
+    def visit_IndexElem(self, ancestors: Any, node: ast.IndexElem) -> None:
+        if node.name in self.mapping:
+            node.name = self.mapping[node.name]
+
+
+def index_for(definition: str, name: str, mapping: dict[str, str], unique: bool) -> str:
+    """pg_get_indexdef text rewritten: another name, columns renamed, CONCURRENTLY."""
+    stmt = pglast.parse_sql(definition)[0].stmt
+    assert isinstance(stmt, ast.IndexStmt)
+    _Renamer(mapping)(stmt)
+    stmt.idxname = name
+    stmt.concurrent = True
+    stmt.unique = unique
+    stmt.primary = False
+    return str(RawStream()(stmt))
+
+
+def renamed_constraint(definition: str, mapping: dict[str, str]) -> str:
+    """pg_get_constraintdef text (CHECK or FOREIGN KEY) with the table's columns renamed, NOT VALID.
+
+    For a foreign key only the referencing side is renamed; the referenced columns are
+    another table's (or, for an incoming key, renamed by the caller's mapping on purpose).
+    """
+    stmt = pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {definition}")[0].stmt
+    assert isinstance(stmt, ast.AlterTableStmt) and stmt.cmds
+    cmd = stmt.cmds[0]
+    assert isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.Constraint)
+    con = cmd.def_
+    _Renamer(mapping)(con)
+    if con.fk_attrs:
+        con.fk_attrs = _renamed_names(con.fk_attrs, mapping)
+    return _not_valid(con)
+
+
+def renamed_references(definition: str, mapping: dict[str, str]) -> str:
+    """An incoming foreign key's definition with the referenced columns renamed."""
+    stmt = pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {definition}")[0].stmt
+    assert isinstance(stmt, ast.AlterTableStmt) and stmt.cmds
+    cmd = stmt.cmds[0]
+    assert isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.Constraint)
+    con = cmd.def_
+    if con.pk_attrs:
+        con.pk_attrs = _renamed_names(con.pk_attrs, mapping)
+    return _not_valid(con)
+
+
+def _renamed_names(names: tuple[Any, ...], mapping: dict[str, str]) -> tuple[Any, ...]:
+    out = []
+    for name in names:
+        if isinstance(name, ast.String) and name.sval is not None and name.sval in mapping:
+            name = ast.String(sval=mapping[name.sval])
+        out.append(name)
+    return tuple(out)
+
+
+def _not_valid(con: ast.Constraint) -> str:
+    # Re-created constraints are always added NOT VALID and validated in a later
+    # transaction (LINT rules 5-7).
+    con.conname = None
+    con.skip_validation = True
+    con.initially_valid = False
+    return str(RawStream()(con))
+
+
+# -- the sync trigger -------------------------------------------------------------------------
+
+
+def sync_function_sql(
+    function: str,
+    column: str,
+    shadow: str,
+    shadow_type: str,
+    up: str,
+    down: str,
+    column_types: dict[str, str],
+) -> str:
+    """The trigger function that keeps ``column`` and ``shadow`` in step (see the module doc).
+
+    ``up`` computes the shadow from the row; ``down`` computes the old column, its bare
+    ``column`` meaning the shadow's (new) value. Both read columns by their bare names,
+    as plan expressions do: each is declared as a variable holding the row's value.
+    """
+    col, sh = ident(column), ident(shadow)
+    up_reads = [c for c in column_refs(up) if c in column_types]
+    down_reads = [c for c in column_refs(down) if c in column_types and c != column]
+    declared = list(dict.fromkeys([*up_reads, *down_reads]))
+    declare = "".join(f"  {ident(c)} {column_types[c]} := NEW.{ident(c)};\n" for c in declared)
+    down_block = (
+        "DECLARE\n"
+        f"      {col} {shadow_type} := NEW.{sh};\n"
+        "    BEGIN\n"
+        f"      NEW.{col} := ({down});\n"
+        "    END;\n"
+    )
+    changed = " OR ".join(f"NEW.{ident(c)} IS DISTINCT FROM OLD.{ident(c)}" for c in up_reads)
+    recompute = f"({changed}) OR " if changed else ""
+    return (
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $migrator$\n"
+        f"DECLARE\n{declare}"
+        "BEGIN\n"
+        "  IF TG_OP = 'INSERT' THEN\n"
+        f"    IF NEW.{sh} IS NULL THEN\n"
+        f"      NEW.{sh} := ({up});\n"
+        f"    ELSIF NEW.{sh} IS DISTINCT FROM ({up}) THEN\n"
+        f"    {down_block}"
+        "    END IF;\n"
+        f"  ELSIF NEW.{sh} IS DISTINCT FROM OLD.{sh} THEN\n"
+        "    -- the new version wrote the shadow; a value that agrees with the old column\n"
+        "    -- (the backfill) leaves the old column as it is\n"
+        f"    IF NEW.{sh} IS DISTINCT FROM ({up}) THEN\n"
+        f"    {down_block}"
+        "    END IF;\n"
+        f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
+        "    -- the old version wrote, or the row is not backfilled yet\n"
+        f"    NEW.{sh} := ({up});\n"
+        "  END IF;\n"
+        "  RETURN NEW;\n"
+        "END\n"
+        "$migrator$"
+    )
+
+
+def sync_trigger_step(
+    key: str,
+    description: str,
+    schema: str,
+    table: str,
+    trigger: str,
+    function_sql: str,
+    function: str,
+) -> Step:
+    """Create (or replace) the function and the trigger, in one transaction."""
+    t = ident(schema, table)
+    return step(
+        key,
+        description,
+        function_sql,
+        f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {t}",
+        f"CREATE TRIGGER {ident(trigger)} BEFORE INSERT OR UPDATE ON {t} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+    )
+
+
+def drop_sync_sql(schema: str, table: str, trigger: str, function: str) -> list[str]:
+    """Drop the trigger and its function; rerunnable."""
+    return [
+        f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {ident(schema, table)}",
+        f"DROP FUNCTION IF EXISTS {function}()",
+    ]
+
+
+def shadow_index_steps(
+    key: str,
+    schema: str,
+    table: str,
+    indexes: list[IndexFacts],
+    mapping: dict[str, str],
+    name_for: Any,
+) -> list[Step]:
+    """Copies of the column's indexes over the shadow, built concurrently one per block.
+
+    Each block drops a leftover of a failed attempt first (LINT rule 4), so a rerun builds
+    afresh. The primary key's and unique constraints' indexes are copied as unique
+    indexes, which is what ON CONFLICT and a later USING INDEX need.
+    """
+    steps = []
+    for index in indexes:
+        name = name_for(index.name)
+        steps.append(
+            step(
+                f"{key}-{index.name}",
+                f"copy of index {index.name} over {', '.join(mapping.values())}, concurrently",
+                f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}",
+                index_for(index.definition, name, mapping, index.unique),
+                autocommit=True,
+            )
+        )
+    return steps
+
+
+def create_view_sql(view: ViewFacts) -> list[str]:
+    """CREATE VIEW again from the catalog's own text, with owner, options and comment."""
+    name = ident(view.schema, view.name)
+    options = f" WITH ({', '.join(view.options)})" if view.options else ""
+    out = [f"CREATE VIEW {name}{options} AS\n{view.definition.rstrip().rstrip(';')}"]
+    out.append(f"ALTER VIEW {name} OWNER TO {ident(view.owner)}")
+    if view.comment is not None:
+        out.append(f"COMMENT ON VIEW {name} IS {literal(view.comment)}")
+    return out
