@@ -68,7 +68,9 @@ def test_refused_while_old_version_connected(fresh_db: str) -> None:
         assert caught.value.exit_code == 3
         assert "api-v1" in str(caught.value)
         assert q(fresh_db, "SELECT phase FROM migrator.releases") == [("completed",)]
-        assert q(fresh_db, "SELECT count(*) FROM migrator.contracts WHERE status = 'done'") == [(0,)]
+        assert q(fresh_db, "SELECT count(*) FROM migrator.contracts WHERE status = 'done'") == [
+            (0,)
+        ]
     finally:
         old.close()
     infos = Infos()
@@ -124,3 +126,27 @@ def test_touches_uses_the_parse_tree() -> None:
     assert touches("SELECT legacy_phone FROM customers", doomed) == []
     assert touches("SELECT count(*) FROM old_table", doomed) == [doomed[1]]
     assert touches("not sql at all", doomed) == []
+
+
+def test_next_release_warns_while_contract_due_and_strict_refuses(fresh_db: str) -> None:
+    q(fresh_db, SEED)
+    release_completed(fresh_db)
+    nxt = parse_plan(
+        "release: r2\nafter: r1\nexpand:\n"
+        "  - add_column: {table: users, column: {name: fax, type: text}}\n"
+    )
+
+    class Warnings(Observer):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def warning(self, message: str) -> None:
+            self.lines.append(message)
+
+    with pytest.raises(GateRefused, match="contract of r1 is still due") as caught:
+        commands.expand(nxt, commands.Options(database_url=fresh_db, strict=True))
+    assert caught.value.exit_code == 3
+    assert q(fresh_db, "SELECT count(*) FROM migrator.releases WHERE name = 'r2'") == [(0,)]
+    warned = Warnings()
+    commands.expand(nxt, commands.Options(database_url=fresh_db, observer=warned))
+    assert any("contract of r1 is still due" in line for line in warned.lines)

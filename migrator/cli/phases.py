@@ -81,10 +81,17 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseUrl = None,
         dry_run: DryRun = False,
         accept_changed_plan: AcceptChangedPlan = False,
+        strict: Annotated[
+            bool,
+            typer.Option(
+                "--strict", help="Refuse, not just warn, while an earlier contract is due."
+            ),
+        ] = False,
         json: Json = False,
     ) -> None:
         """Add what the new version needs; nothing the old version uses changes."""
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        opts.strict = strict
         _report(commands.expand(read_plan(plan), opts), json, dry_run)
 
     @app.command()

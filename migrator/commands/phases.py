@@ -45,6 +45,7 @@ class Options:
     accept_changed_plan: bool = False
     force: bool = False
     force_reason: str = ""
+    strict: bool = False  # expand refuses (not only warns) while an earlier contract is due
 
 
 @dataclass
@@ -272,6 +273,7 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
         _check_plan_hash(s, plan, release)
         if release is None or release.phase == "rolled_back":
             _gate_new_release(s, plan)
+            _gate_earlier_contracts(s, plan)
         with s.conn() as conn:
             done = (
                 STATE.step_status(conn, plan.release, "expand")
@@ -338,6 +340,27 @@ def _gate_new_release(s: Session, plan: Plan) -> None:
             f"release on this database is {latest.name}; set `after: {latest.name}`",
             gate="linear-history",
         )
+
+
+def _gate_earlier_contracts(s: Session, plan: Plan) -> None:
+    """Warn (or, with --strict, refuse) while an earlier release's contract is still due.
+
+    The contract of the release before is usually the first thing the next one runs:
+    its drops and tightenings belong to a schema both new versions no longer need.
+    """
+    if not _state_ready(s):
+        return
+    with s.conn() as conn:
+        due = [c for c in STATE.contracts(conn) if c.status != "done" and c.release != plan.release]
+    if not due:
+        return
+    names = ", ".join(dict.fromkeys(c.release for c in due))
+    message = (
+        f"the contract of {names} is still due ({len(due)} steps); run `migrator contract` first"
+    )
+    if s.opts.strict:
+        raise GateRefused(f"cannot expand {plan.release}: {message}", gate="earlier-contract")
+    s.opts.observer.warning(message)
 
 
 def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
