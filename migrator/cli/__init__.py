@@ -9,6 +9,7 @@ import typer
 from migrator import __version__
 from migrator.cli import check as check_cli
 from migrator.cli import demo, phases
+from migrator.cli import lint as lint_cli
 from migrator.cli import release as release_cli
 from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
@@ -52,6 +53,7 @@ release_cli.register(app)
 demo.register(app)
 app.add_typer(plan_app, name="plan")
 check_cli.register(app)
+lint_cli.register(app)
 render_cli.register(app)
 app.add_typer(queries_app, name="queries")
 

@@ -4,6 +4,7 @@ Each group of verbs lives in its own module; this package re-exports them.
 """
 
 from migrator.commands.check import CheckOptions, check
+from migrator.commands.lint import LintResult, lint, lint_sql_files
 from migrator.commands.phases import (
     Options,
     PhaseResult,
@@ -20,6 +21,7 @@ from migrator.commands.switch import SwitchResult, rollback_traffic, switch
 
 __all__ = [
     "CheckOptions",
+    "LintResult",
     "Options",
     "PhaseResult",
     "RenderOptions",
@@ -32,6 +34,8 @@ __all__ = [
     "contract",
     "expand",
     "init",
+    "lint",
+    "lint_sql_files",
     "render",
     "rollback",
     "rollback_traffic",

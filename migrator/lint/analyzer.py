@@ -109,6 +109,12 @@ class Source:
     context: str = ""
     ignore: dict[str, str] = field(default_factory=dict)
 
+    def location_text(self) -> str:
+        """``file:line:column`` where known, else the operation's name."""
+        if self.file and self.line:
+            return f"{self.file}:{self.line}:{self.column or 1}"
+        return self.operation or self.file or "<sql>"
+
 
 @dataclass(frozen=True)
 class Stmt:
@@ -152,6 +158,7 @@ class _UnitState:
     added: set[tuple[str, str]] = field(default_factory=set)
     renamed_tables: list[tuple[str, Stmt]] = field(default_factory=list)
     views: set[str] = field(default_factory=set)
+    dropped_columns: set[tuple[str, str]] = field(default_factory=set)
     local_lock_timeout: bool = False
     reported_many_ae: bool = False
 
@@ -743,7 +750,6 @@ class Analyzer:
         table = parts[-1]
         schema = parts[-2] if len(parts) > 1 else self.schema
         if self.new(table):
-            self.tracker.tables.discard(table)
             return
         if phase == "contract":
             rows = self.live.row_count(schema, table) if self.live is not None else None
@@ -927,8 +933,11 @@ class Analyzer:
         if node.renameType == OT.OBJECT_COLUMN and node.relationType == OT.OBJECT_TABLE:
             old, new = node.subname or "", node.newname or ""
             if self.new(table) or (table, old) in self.tracker.columns:
-                self.tracker.columns.discard((table, old))
                 self.tracker.columns.add((table, new))
+                return
+            if (table, new) in state.dropped_columns:
+                # The swap: the column of the new name went in this same transaction, so
+                # no query sees a moment without it (rename_column's contract).
                 return
             self.report(
                 "M019",
@@ -1000,7 +1009,7 @@ class Analyzer:
         elif sub == AT.AT_AlterColumnType and isinstance(cmd.def_, ast.ColumnDef):
             self._alter_type(stmt, schema, table, cmd.name or "", cmd.def_, new)
         elif sub == AT.AT_DropColumn:
-            self._drop_column(stmt, table, cmd.name or "", new, phase)
+            self._drop_column(stmt, state, table, cmd.name or "", new, phase)
         elif sub == AT.AT_DropConstraint:
             self._drop_constraint(stmt, schema, table, cmd.name or "", new, phase)
         elif sub == AT.AT_AttachPartition and isinstance(cmd.def_, ast.PartitionCmd):
@@ -1254,10 +1263,16 @@ class Analyzer:
         )
 
     def _drop_column(
-        self, stmt: Stmt, table: str, column: str, new: bool, phase: LintPhase | None
+        self,
+        stmt: Stmt,
+        state: _UnitState,
+        table: str,
+        column: str,
+        new: bool,
+        phase: LintPhase | None,
     ) -> None:
+        state.dropped_columns.add((table, column))
         if new or (table, column) in self.tracker.columns:
-            self.tracker.columns.discard((table, column))
             return
         if phase == "contract":
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from migrator.engine.catalog import Catalog, ColumnInfo
+from migrator.engine.catalog import Catalog, ColumnInfo, ConstraintInfo, IndexInfo
 from migrator.errors import UsageError
 
 
@@ -66,3 +66,29 @@ class OfflineCatalog(Catalog):
         self, schema: str, table: str, expression: str, cast_to: str | None = None
     ) -> str | None:
         return None
+
+    def index(self, schema: str, name: str) -> IndexInfo | None:
+        return None
+
+    def constraint(self, schema: str, table: str, name: str) -> ConstraintInfo | None:
+        return None
+
+    def has_unique_key(self, schema: str, table: str, columns: list[str]) -> bool:
+        return True
+
+    def type_kind(self, schema: str, name: str) -> str | None:
+        return None
+
+    def enum_values(self, schema: str, name: str) -> list[str]:
+        return []
+
+    def dependants(self, schema: str, relation: str, column: str | None = None) -> list[str]:
+        return []
+
+    def index_dependants(self, schema: str, index: str) -> list[str]:
+        return []
+
+    def row_count(self, schema: str, table: str) -> int:
+        # Operations only word step descriptions with it; the lint's own row counts
+        # (rule M022) come from a live database, never from here.
+        return 0

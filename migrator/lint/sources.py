@@ -10,6 +10,7 @@ statements between BEGIN and COMMIT share a transaction, the others run alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pglast
 from pglast import ast, enums
@@ -69,6 +70,8 @@ class _PlanLinter:
         self.positions = plan_positions(plan)
         self.version = version
         live = _live(catalog)
+        self.offline = live is None
+        self.unlinted: list[str] = []
         self.ctx = Context(
             schema=plan.schema_name,
             release=plan.release,
@@ -130,93 +133,80 @@ class _PlanLinter:
 
     # steps -------------------------------------------------------------------------------
 
-    def _steps(self, op: Operation, phase: LintPhase, section: str) -> Sequence[Step] | None:
-        """The operation's steps for a phase; None where the `sql` text is judged instead."""
+    def _steps(self, op: Operation, phase: LintPhase, section: str, index: int) -> Sequence[Step]:
+        """The operation's steps for a phase.
+
+        With no database, an operation that needs the live catalog to build its statements
+        is listed as not linted (never passed over silently); with one, its failure is an
+        error, as it would be for `migrator expand`.
+        """
         method = {"expand": op.expand, "contract": op.contract, "rollback": op.rollback}[phase]
-        if isinstance(op, RawSql):
-            implemented = getattr(type(op), phase) is not getattr(Operation, phase)
-            if not implemented:
-                return None
-            try:
-                return method(self.ctx)
-            except MigratorError:
-                return None  # e.g. it refuses BEGIN in its text: the text is judged below
         try:
             return method(self.ctx)
         except MigratorError as exc:
+            if self.offline:
+                self.unlinted.append(f"{section}[{index}].{op.op_name} ({phase}): {exc}")
+                return ()
             raise ValidationFailed(
-                f"{section} operation {op.op_name}: cannot build its {phase} statements to "
+                f"{section}[{index}].{op.op_name}: cannot build its {phase} statements to "
                 f"lint them: {exc}"
             ) from None
 
     def run_op(self, section: str, index: int, op: Operation, phase: LintPhase) -> None:
-        steps = self._steps(op, phase, section)
-        if steps is None and isinstance(op, RawSql):
+        """Judge the steps of one operation for one phase."""
+        label = f"{section}[{index}].{op.op_name}"
+        if phase != "expand" and any(u.startswith(f"{label} (expand)") for u in self.unlinted):
+            # Judging its rollback or contract without its expand would raise false alarms.
+            self.unlinted.append(f"{label} ({phase}): its expand could not be built")
+            return
+        if isinstance(op, RawSql):
             self._raw_sql(section, index, op, phase)
             return
-        for st in steps or ():
-            source = self._source(section, index, op, f"{phase} step {st.key}")
-            units: list[Unit] = []
-            parsed: list[Stmt] = []
-            for statement in st.statements:
-                for node, sql, _offset in _parse(statement.sql, source.operation or ""):
-                    stmt = Stmt(node, sql, self._sql_source(source, op, phase, statement.sql, sql))
-                    if st.autocommit:
-                        units.append(Unit([stmt], transactional=False))
-                    else:
-                        parsed.append(stmt)
-            if parsed:
-                units.append(Unit(parsed, transactional=True))
-            for unit in units:
-                self.analyzer.run(unit, phase)
+        for st in self._steps(op, phase, section, index):
+            self._run_step(st, self._source(section, index, op, f"{phase} step {st.key}"), phase)
 
-    def _raw_text(self, op: RawSql, phase: LintPhase, section: str) -> tuple[str | None, str]:
-        if phase == "rollback":
-            return op.rollback_sql, "rollback"
-        if phase == "contract":
-            if section == "contract" and op.contract_sql is None:
-                return op.expand_sql, "expand"
-            return op.contract_sql, "contract"
-        return op.expand_sql, "expand"
+    def _run_step(
+        self, st: Step, source: Source, phase: LintPhase, place: _SqlPlace | None = None
+    ) -> None:
+        units: list[Unit] = []
+        together: list[Stmt] = []
+        for statement in st.statements:
+            for node, sql, _offset in _parse(statement.sql, source.operation or ""):
+                stmt = Stmt(node, sql, place.source_of(sql) if place else source)
+                if st.autocommit:
+                    units.append(Unit([stmt], transactional=False))
+                else:
+                    together.append(stmt)
+        if together:
+            units.append(Unit(together, transactional=True))
+        for unit in units:
+            self.analyzer.run(unit, phase)
 
     def _raw_sql(self, section: str, index: int, op: RawSql, phase: LintPhase) -> None:
-        text, key = self._raw_text(op, phase, section)
+        """A `sql` operation: its text for the phase, split into steps as the op does."""
+        field = {"expand": "expand_sql", "contract": "contract_sql", "rollback": "rollback_sql"}
+        text = getattr(op, field[phase])
         if not text:
             return
         source = self._source(section, index, op, f"{phase} SQL")
-        where = (
-            f"{source.file}:{source.line}:{source.column}"
-            if source.file
-            else (source.operation or "")
-        )
-        stmts = [
-            Stmt(
-                node,
-                sql,
-                self._at(source, (*self._path(section, index), op.op_name, key), text, offset),
-            )
-            for node, sql, offset in _parse(text, where)
-        ]
-        # migrator runs the text as one step: one transaction.
-        self.analyzer.run(Unit(stmts, transactional=True), phase)
-
-    def _sql_source(
-        self, source: Source, op: Operation, phase: LintPhase, text: str, sql: str
-    ) -> Source:
-        """Point a statement of a `sql` operation at its line inside the plan's text."""
-        if not isinstance(op, RawSql) or self.positions is None:
-            return source
-        for key, raw in (
-            ("expand", op.expand_sql),
-            ("contract", op.contract_sql),
-            ("rollback", op.rollback_sql),
-        ):
-            if raw and sql in raw:
-                section, index = source.operation.split("[", 1) if source.operation else ("", "")
-                idx = int(index.split("]", 1)[0]) if index else 0
-                path = (*self._path(section, idx), op.op_name, key)
-                return self._at(source, path, raw, raw.find(sql))
-        return source
+        path = (*self._path(section, index), op.op_name, phase)
+        place = _SqlPlace(self, source, path, text)
+        where = place.source_of("").location_text()
+        parsed = _parse(text, where)
+        # Transaction control is judged here (the operation refuses it, so it never
+        # reaches a step); the rest is split into steps by the operation itself.
+        rest = []
+        for node, sql, _offset in parsed:
+            if isinstance(node, ast.TransactionStmt):
+                stmt = Stmt(node, sql, place.source_of(sql))
+                self.analyzer.run(Unit([stmt], transactional=True), phase)
+            else:
+                rest.append(sql)
+        if not rest:
+            return
+        remaining = op.model_copy(update={field[phase]: ";\n".join(rest)})
+        for st in self._steps(remaining, phase, section, index):
+            self._run_step(st, source, phase, place)
 
     def _at(self, source: Source, path: tuple[str | int, ...], text: str, offset: int) -> Source:
         """The source moved to ``offset`` of a SQL text written at ``path`` in the plan."""
@@ -234,6 +224,23 @@ class _PlanLinter:
             context=source.context,
             ignore=source.ignore,
         )
+
+
+class _SqlPlace:
+    """Where the SQL text of a `sql` operation stands in the plan file."""
+
+    def __init__(
+        self, linter: _PlanLinter, source: Source, path: tuple[str | int, ...], text: str
+    ) -> None:
+        self.linter = linter
+        self.source = source
+        self.path = path
+        self.text = text
+
+    def source_of(self, sql: str) -> Source:
+        """The source pointed at the line where ``sql`` starts in the text."""
+        offset = self.text.find(sql) if sql else 0
+        return self.linter._at(self.source, self.path, self.text, max(offset, 0))
 
 
 def _locate_in_scalar(
@@ -256,6 +263,30 @@ def _locate_in_scalar(
     return mark.line, mark.column
 
 
+@dataclass
+class LintReport:
+    """Everything one lint run found.
+
+    ``findings`` includes the suppressed ones (their ``suppressed`` holds the reason);
+    ``unlinted`` names the operations whose statements could not be built with no
+    database, with the reason: they were not judged.
+    """
+
+    findings: list[LintFinding]
+    unlinted: list[str]
+    server_version: int
+
+    @property
+    def active(self) -> list[LintFinding]:
+        """The findings that count."""
+        return [f for f in self.findings if f.suppressed is None]
+
+    @property
+    def suppressed(self) -> list[LintFinding]:
+        """The findings the plan suppresses, with their reasons."""
+        return [f for f in self.findings if f.suppressed is not None]
+
+
 def lint_plan(
     plan: Plan,
     server_version: int | None = None,
@@ -271,13 +302,24 @@ def lint_plan(
     and the rules that need data (INVALID indexes, duplicates, row counts, current
     column types) are applied. Findings the plan suppresses (``lint: {ignore: ...}``)
     are left out unless ``include_suppressed``. Raises PlanError for an unknown rule id
-    in a suppression, or SQL that does not parse.
+    in a suppression or SQL that does not parse, ValidationFailed for an operation that
+    cannot build its statements against the catalog. With no catalog, see
+    `lint_plan_report` for the operations that could not be built offline.
     """
+    report = lint_plan_report(plan, server_version, catalog)
+    return list(report.findings) if include_suppressed else report.active
+
+
+def lint_plan_report(
+    plan: Plan, server_version: int | None = None, catalog: Catalog | None = None
+) -> LintReport:
+    """`lint_plan`, with the suppressed findings and the operations left unlinted."""
     live = _live(catalog)
     version = normalize_version(server_version)
     if version is None and live is not None:
         version = live.server_version()
-    linter = _PlanLinter(plan, version or DEFAULT_VERSION, catalog)
+    version = version or DEFAULT_VERSION
+    linter = _PlanLinter(plan, version, catalog)
     linter.check_suppressions()
     expand_ops = list(enumerate(plan.operations("expand")))
     for index, op in expand_ops:
@@ -296,7 +338,7 @@ def lint_plan(
         linter.run_op("expand", index, op, "contract")
     for index, op in enumerate(plan.operations("contract")):
         linter.run_op("contract", index, op, "contract")
-    return _select(linter.analyzer.findings, include_suppressed)
+    return LintReport(in_order(linter.analyzer.findings), linter.unlinted, version)
 
 
 def _select(findings: list[LintFinding], include_suppressed: bool) -> list[LintFinding]:
@@ -398,7 +440,12 @@ def lint_sql(
         )
     if block:
         analyzer.run(Unit(block, transactional=True), None)
-    return analyzer.findings
+    return in_order(analyzer.findings)
+
+
+def in_order(findings: list[LintFinding]) -> list[LintFinding]:
+    """Findings in file order (stable: one statement's findings keep their order)."""
+    return sorted(findings, key=lambda f: (f.file or "", f.line or 1 << 30, f.column or 0))
 
 
 def _parse_file(text: str, file: str | None) -> list[tuple[ast.Node, str, int]]:

@@ -1,0 +1,111 @@
+"""`migrator lint PLAN` and `migrator lint --sql FILE`: the lock-safety rules, from the CLI."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from migrator import commands
+from migrator.cli.common import DatabaseUrl, emit_json, handled, out
+from migrator.errors import ExitCode, UsageError
+from migrator.lint import LintFinding
+
+
+class LintFormat(StrEnum):
+    """Output formats of `migrator lint`."""
+
+    text = "text"
+    json = "json"
+
+
+def _show(finding: LintFinding) -> None:
+    colour = "red" if finding.severity == "error" else "yellow"
+    where = f"{finding.location}: " if finding.location else ""
+    op = f" [{finding.operation}]" if finding.operation else ""
+    out.print(
+        f"{escape(where)}[bold {colour}]{finding.severity}[/] "
+        f"[bold]{finding.rule}[/]{escape(op)}: {escape(finding.message)}"
+    )
+    sql = " ".join(finding.sql.split())
+    out.print(f"    [dim]sql:[/] {escape(sql if len(sql) <= 200 else sql[:197] + '...')}")
+    out.print(f"    [dim]safe form:[/] {escape(finding.safe_form)}")
+
+
+def _report(result: commands.LintResult, fmt: LintFormat) -> None:
+    if fmt is LintFormat.json:
+        emit_json(result.to_json())
+        return
+    for finding in result.findings:
+        _show(finding)
+    for item in result.unlinted:
+        out.print(f"[yellow]not linted:[/] {escape(item)}")
+    errors = sum(1 for f in result.findings if f.severity == "error")
+    warnings = len(result.findings) - errors
+    extra = f", {len(result.suppressed)} suppressed" if result.suppressed else ""
+    unlinted = f", {len(result.unlinted)} not linted" if result.unlinted else ""
+    version = f"PostgreSQL {result.server_version // 10000}"
+    mark = "[green]✓[/]" if result.clean else "[red]✗[/]"
+    out.print(
+        f"{mark} {escape(result.source)}: {errors} errors, {warnings} warnings{extra}{unlinted} "
+        f"({version})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `migrator lint` to the app."""
+
+    @app.command("lint")
+    @handled
+    def lint(
+        plan: Annotated[
+            Path | None,
+            typer.Argument(help="The release plan (YAML).", show_default=False, metavar="PLAN"),
+        ] = None,
+        sql: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--sql", help="Lint a raw SQL migration file instead of a plan (repeatable)."
+            ),
+        ] = None,
+        pg_version: Annotated[
+            int | None,
+            typer.Option(
+                "--pg-version",
+                min=9,
+                help="Server major version the verdicts follow offline (default: the "
+                "server's with --database-url, else 18).",
+            ),
+        ] = None,
+        fmt: Annotated[
+            LintFormat, typer.Option("--format", help="Output format.")
+        ] = LintFormat.text,
+        database_url: DatabaseUrl = None,
+        assume_in_transaction: Annotated[
+            bool,
+            typer.Option(
+                "--assume-in-transaction",
+                help="With --sql: the runner wraps each file in one transaction.",
+            ),
+        ] = False,
+    ) -> None:
+        """Hold every statement of a plan (or SQL file) to the lint rules; exit 1 on findings."""
+        if plan is not None and sql:
+            raise UsageError("give either a plan or --sql FILE, not both")
+        if plan is None and not sql:
+            raise UsageError("give a plan, or --sql FILE for raw SQL migrations")
+        if plan is not None:
+            result = commands.lint(plan, pg_version=pg_version, database_url=database_url)
+        else:
+            result = commands.lint_sql_files(
+                sql or [],
+                pg_version=pg_version,
+                database_url=database_url,
+                assume_in_transaction=assume_in_transaction,
+            )
+        _report(result, fmt)
+        if not result.clean:
+            raise typer.Exit(int(ExitCode.FINDINGS))

@@ -1,0 +1,118 @@
+"""`migrator lint`: hold a plan's statements, or raw SQL migration files, to the lint rules.
+
+Offline by default (``pg_version`` sets the server version the verdicts follow); with a
+database URL the operations build their statements against the live catalog and the
+rules that need data (INVALID indexes, duplicates, row counts) apply too. Nothing is
+changed in the database: every question is read-only and rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import UsageError
+from migrator.lint import LintFinding, lint_sql, normalize_version
+from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
+from migrator.plan.loader import load_plan
+
+
+@dataclass
+class LintResult:
+    """What one `migrator lint` run found."""
+
+    source: str
+    server_version: int
+    findings: list[LintFinding] = field(default_factory=list)
+    suppressed: list[LintFinding] = field(default_factory=list)
+    unlinted: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """No finding, and every operation was judged."""
+        return not self.findings and not self.unlinted
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for --format json."""
+        return {
+            "source": self.source,
+            "server_version": self.server_version,
+            "clean": self.clean,
+            "findings": [f.to_json() for f in self.findings],
+            "suppressed": [f.to_json() for f in self.suppressed],
+            "unlinted": list(self.unlinted),
+        }
+
+
+@contextmanager
+def _catalog(database_url: str | None) -> Iterator[Catalog | None]:
+    if not database_url:
+        yield None
+        return
+    engine = make_engine(database_url)
+    try:
+        with connect(engine) as conn:
+            try:
+                yield Catalog(conn)
+            finally:
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def lint(
+    plan_path: str | Path,
+    *,
+    pg_version: int | None = None,
+    database_url: str | None = None,
+) -> LintResult:
+    """Lint every statement a plan will run (expand, rollback, contract, `sql` text)."""
+    plan = load_plan(plan_path)
+    with _catalog(database_url) as catalog:
+        report = lint_plan_report(plan, pg_version, catalog)
+    return LintResult(
+        source=str(plan_path),
+        server_version=report.server_version,
+        findings=report.active,
+        suppressed=report.suppressed,
+        unlinted=report.unlinted,
+    )
+
+
+def lint_sql_files(
+    paths: Sequence[str | Path],
+    *,
+    pg_version: int | None = None,
+    database_url: str | None = None,
+    assume_in_transaction: bool = False,
+) -> LintResult:
+    """Lint raw SQL migration files, each as psql would run it (or in one transaction)."""
+    if not paths:
+        raise UsageError("give a plan, or --sql FILE for raw SQL migrations")
+    result = LintResult(
+        source=", ".join(str(p) for p in paths),
+        server_version=normalize_version(pg_version) or DEFAULT_VERSION,
+    )
+    with _catalog(database_url) as catalog:
+        if catalog is not None and pg_version is None:
+            result.server_version = catalog.server_version
+        for path in paths:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise UsageError(f"SQL file {path} does not exist") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read SQL file {path}: {exc}") from None
+            result.findings += lint_sql(
+                text,
+                result.server_version,
+                file=str(path),
+                catalog=catalog,
+                assume_in_transaction=assume_in_transaction,
+            )
+    return result
