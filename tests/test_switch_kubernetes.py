@@ -1,0 +1,330 @@
+"""kubernetes backend over HTTP against the kmock emulator, with the official client.
+
+kmock keeps objects but runs no controllers, so the test plays two parts of a real
+cluster: the API server bumps metadata.generation when a Deployment's spec changes
+(a kmock subclass), and a controller thread writes each Deployment's status through
+the API, as the deployment controller would, some polls later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+from kmock._internal import apps as kmock_apps
+from kubernetes import client as k8s
+
+from migrator import commands
+from migrator.errors import GateRefused
+from migrator.plan.models import KubernetesBackend
+from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
+from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes
+from tests.support.switch_env import phase, ready_release, switch_plan, traffic_events
+
+NS = "prod"
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+class ApiServer(kmock.KubernetesEmulator):
+    """kmock, plus what the real API server does on a spec change: generation + 1."""
+
+    async def _serve_update(self, request: Any) -> Any:
+        if (
+            request.subresource is None
+            and isinstance(request.data, dict)
+            and "spec" in request.data
+        ):
+            obj = self.objects[request.resource, request.namespace, request.name]
+            generation = int(obj.get("metadata", {}).get("generation", 1))
+            obj.patch({"metadata": {"generation": generation + 1}})
+        return await super()._serve_update(request)
+
+
+class Cluster:
+    """kmock on a loopback port in its own thread, and a deployment controller."""
+
+    def __init__(self, tmp: Path, *, blue_replicas: int = 4, green_replicas: int = 4) -> None:
+        self._ready = threading.Event()
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.url: str = self._box["url"]
+        emulator = self._box["kmock"]
+        emulator.objects["v1/services", NS, "api"] = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "api", "namespace": NS},
+            "spec": {"selector": {"app": "api", "version": "blue"}},
+        }
+        for colour, replicas in (("blue", blue_replicas), ("green", green_replicas)):
+            emulator.objects[DEPLOYMENTS, NS, f"api-{colour}"] = _deployment(colour, replicas)
+        self.kubeconfig = tmp / "kubeconfig"
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+            f"clusters: [{{name: kmock, cluster: {{server: '{self.url}'}}}}]\n"
+            "users: [{name: tester, user: {}}]\n"
+            "contexts: [{name: test, context: {cluster: kmock, user: tester}}]\n"
+        )
+        cfg = k8s.Configuration()
+        cfg.host = self.url
+        self.api = k8s.ApiClient(cfg)
+        self.core, self.apps = k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api)
+        self.bad_images: set[str] = set()
+        self.lag = 3  # polls before the controller reacts to a new generation
+        self._stop = threading.Event()
+        self._controller = threading.Thread(target=self._control, daemon=True)
+        self._controller.start()
+
+    async def _serve(self) -> None:
+        async with ApiServer() as emulator, kmock_apps.Server(emulator) as server:
+            self._box.update(kmock=emulator, url=str(server.url).rstrip("/"))
+            self._box["stop"] = stop = asyncio.Event()
+            self._box["loop"] = asyncio.get_running_loop()
+            self._ready.set()
+            await stop.wait()
+
+    def _control(self) -> None:
+        """The deployment controller: status follows spec after `lag` polls."""
+        seen: dict[str, int] = {}
+        while not self._stop.is_set():
+            for name in ("api-blue", "api-green"):
+                try:
+                    dep = self.apps.read_namespaced_deployment(name, NS)
+                except Exception:
+                    continue
+                generation = dep.metadata.generation or 1
+                if dep.status and dep.status.observed_generation == generation:
+                    continue
+                seen[name] = seen.get(name, 0) + 1
+                if seen[name] < self.lag:
+                    continue
+                seen[name] = 0
+                self.apps.patch_namespaced_deployment_status(
+                    name, NS, {"status": _status(dep, generation, self.bad_images)}
+                )
+            time.sleep(0.01)
+
+    def selector(self) -> dict[str, str]:
+        return dict(self.core.read_namespaced_service("api", NS).spec.selector)
+
+    def deployment(self, name: str) -> Any:
+        return self.apps.read_namespaced_deployment(name, NS)
+
+    def replicas(self) -> tuple[int, int]:
+        return (
+            self.deployment("api-blue").spec.replicas,
+            self.deployment("api-green").spec.replicas,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._controller.join(5)
+        self._box["loop"].call_soon_threadsafe(self._box["stop"].set)
+        self._thread.join(10)
+        self.api.close()
+
+
+def _deployment(colour: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": "api", "version": colour}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"api-{colour}", "namespace": NS, "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "api", "image": f"registry.test/api:{colour}"}]},
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        },
+    }
+
+
+def _status(dep: Any, generation: int, bad_images: set[str]) -> dict[str, Any]:
+    replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
+    image = dep.spec.template.spec.containers[0].image
+    if image in bad_images:
+        return {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": 0,
+            "availableReplicas": 0,
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": f'ReplicaSet has timed out progressing (image "{image}")',
+                }
+            ],
+        }
+    return {
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+        ],
+    }
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def _section(cluster: Cluster, **extra: Any) -> dict[str, Any]:
+    kube = {
+        "namespace": NS,
+        "service": "api",
+        "selector": {"key": "version", "blue": "blue", "green": "green"},
+        "blue": {"deployment": "api-blue"},
+        "green": {"deployment": "api-green", "image": "registry.test/api:v2"},
+        "kubeconfig": str(cluster.kubeconfig),
+        "shared_selector": {"app": "api"},
+        "rollout_timeout": "20s",
+        **extra.pop("kube", {}),
+    }
+    return {"kubernetes": kube, "watch": {"duration": "300ms", "interval": "100ms"}, **extra}
+
+
+def _backend(cluster: Cluster, **kube: Any) -> Kubernetes:
+    settings = KubernetesBackend.model_validate(_section(cluster, kube=kube)["kubernetes"])
+    return Kubernetes(settings, poll=0.02)
+
+
+def test_switch_sets_the_image_waits_for_the_rollout_and_patches_the_selector(
+    fresh_db: str, cluster: Cluster
+) -> None:
+    plan = switch_plan(_section(cluster, kube={"blue_after_switch": "zero"}))
+    opts = ready_release(fresh_db, plan)
+
+    result = commands.switch(plan, opts)
+
+    green = cluster.deployment("api-green")
+    assert green.spec.template.spec.containers[0].image == "registry.test/api:v2"
+    assert green.status.observed_generation == green.metadata.generation == 2
+    assert cluster.selector() == {"app": "api", "version": "green"}
+    assert result.after == {"blue": 0, "green": 100}
+    # blue_after_switch: zero keeps the deployment, at 0 replicas, as the rollback target.
+    blue = cluster.deployment("api-blue")
+    assert blue.spec.replicas == 0 and blue.metadata.annotations[ORIGINAL_REPLICAS] == "4"
+    assert phase(fresh_db, plan.release) == "switched"
+
+    # The rollback brings blue back up, waits for it, then moves the selector.
+    back = commands.rollback(plan, opts)
+    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    assert cluster.selector() == {"app": "api", "version": "blue"}
+    blue = cluster.deployment("api-blue")
+    assert blue.spec.replicas == 4 and blue.status.available_replicas == 4
+    assert phase(fresh_db, plan.release) == "expanded"
+    moves = [
+        (e["details"]["from"], e["details"]["to"]) for e in traffic_events(fresh_db, plan.release)
+    ]
+    assert moves == [
+        ({"blue": 100, "green": 0}, {"blue": 0, "green": 100}),
+        ({"blue": 0, "green": 100}, {"blue": 100, "green": 0}),
+    ]
+
+
+def test_weighted_steps_select_both_and_split_by_replicas(cluster: Cluster) -> None:
+    backend = _backend(cluster)
+    backend.preflight()
+    assert backend.current() == ALL_BLUE
+
+    assert backend.set_split(Split(25)) == Split(25)
+    assert cluster.selector() == {"app": "api"}  # both versions selected
+    assert cluster.replicas() == (3, 1)
+    assert backend.current() == Split(25)
+
+    assert backend.set_split(Split(50)) == Split(50)
+    assert cluster.replicas() == (2, 2)
+
+    assert backend.set_split(ALL_GREEN) == ALL_GREEN
+    assert cluster.selector() == {"app": "api", "version": "green"}
+    assert cluster.replicas() == (2, 4)  # green back at its own size before it takes all
+    backend.after_watch()  # keep: blue back at its size, a hot rollback target
+    assert cluster.replicas()[0] == 4
+
+    assert backend.set_split(ALL_BLUE) == ALL_BLUE
+    assert cluster.selector() == {"app": "api", "version": "blue"}
+
+
+def test_coarse_replica_counts_report_the_split_they_really_give(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, blue_replicas=3, green_replicas=3)
+    try:
+        backend = _backend(cluster)
+        backend.preflight()
+        assert backend.set_split(Split(10)) == Split(33)  # 1 green of 3: the finest step
+        assert cluster.replicas() == (2, 1)
+    finally:
+        cluster.stop()
+
+
+def test_preflight_refuses_a_service_that_does_not_select_blue(cluster: Cluster) -> None:
+    cluster.core.patch_namespaced_service("api", NS, {"spec": {"selector": {"version": "canary"}}})
+    with pytest.raises(GateRefused, match=r"selects .*canary.*expected version: blue"):
+        _backend(cluster).preflight()
+
+
+def test_preflight_refuses_a_missing_green_deployment(cluster: Cluster) -> None:
+    with pytest.raises(GateRefused, match="read deployment api-grean: not found"):
+        _backend(cluster, green={"deployment": "api-grean"}).preflight()
+
+
+def test_a_rollout_past_its_progress_deadline_fails_and_moves_nothing(cluster: Cluster) -> None:
+    cluster.bad_images.add("registry.test/api:broken")
+    backend = _backend(
+        cluster, green={"deployment": "api-green", "image": "registry.test/api:broken"}
+    )
+    with pytest.raises(SwitchFailed, match="exceeded its progress deadline.*api:broken"):
+        backend.preflight()
+    assert cluster.selector() == {"app": "api", "version": "blue"}
+
+
+def test_an_unreachable_cluster_is_a_runtime_failure(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {}}]\ncontexts: [{name: t, context: {cluster: c, user: u}}]\n"
+    )
+    settings = KubernetesBackend.model_validate(
+        {
+            "service": "api",
+            "selector": {"key": "version", "blue": "blue", "green": "green"},
+            "blue": {"deployment": "b"},
+            "green": {"deployment": "g"},
+            "kubeconfig": str(config),
+        }
+    )
+    with pytest.raises(SwitchFailed, match="kubernetes: read service api"):
+        Kubernetes(settings).preflight()
+
+
+def test_preflight_returns_only_once_the_new_image_is_rolled_out(cluster: Cluster) -> None:
+    cluster.lag = 15  # the controller takes ~150ms to catch up
+    _backend(cluster).preflight()
+    green = cluster.deployment("api-green")  # read at once: no time for a late controller
+    assert green.spec.template.spec.containers[0].image == "registry.test/api:v2"
+    assert green.metadata.generation == 2
+    assert green.status.observed_generation == 2 and green.status.available_replicas == 4
