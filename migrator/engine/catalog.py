@@ -173,18 +173,18 @@ class Catalog:
         return ConstraintInfo(name, row[0], bool(row[1]), row[2])
 
     def has_unique_key(self, schema: str, table: str, columns: list[str]) -> bool:
-        """True when a primary key or unique constraint covers exactly these columns.
-
-        That is what a foreign key needs on the side it references.
+        """True when a primary key, unique constraint or plain unique index covers exactly
+        these columns: what a foreign key needs on the side it references.
         """
         rows = self.conn.execute(
             text(
-                "SELECT ARRAY(SELECT a.attname::text FROM unnest(k.conkey) AS u(attnum) "
-                "             JOIN pg_attribute a ON a.attrelid = k.conrelid "
+                "SELECT ARRAY(SELECT a.attname::text FROM unnest(i.indkey) AS u(attnum) "
+                "             JOIN pg_attribute a ON a.attrelid = i.indrelid "
                 "             AND a.attnum = u.attnum) "
-                "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :s AND c.relname = :t AND k.contype IN ('p', 'u')"
+                "WHERE n.nspname = :s AND c.relname = :t AND i.indisunique AND i.indisvalid "
+                "AND i.indpred IS NULL AND i.indexprs IS NULL"
             ),
             {"s": schema, "t": table},
         ).all()

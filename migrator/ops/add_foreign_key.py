@@ -1,17 +1,28 @@
-"""The `add_foreign_key` operation."""
+"""The `add_foreign_key` operation.
+
+The expand adds the foreign key NOT VALID: new and changed rows are checked from then
+on, existing rows are not scanned, and the locks (SHARE ROW EXCLUSIVE on both tables)
+are held only for the catalog change. The contract validates it in its own
+transaction, which scans under SHARE UPDATE EXCLUSIVE (reads and writes go on) once
+the backfills had their chance to fix the rows. The rollback drops it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.live import refuse_constraint_clash, require_columns, require_table
+from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.plan.types import Identifier, OnDelete, TableReference
 
 
 class AddForeignKey(Operation):
-    """`add_foreign_key`: see the catalogue in docs/plan-format.md."""
+    """`add_foreign_key`: NOT VALID now, VALIDATE in the contract."""
 
     op_name: ClassVar[str] = "add_foreign_key"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
@@ -20,3 +31,46 @@ class AddForeignKey(Operation):
     columns: list[Identifier] = Field(min_length=1)
     references: TableReference
     on_delete: OnDelete | None = None
+
+    def describe(self) -> str:
+        return f"foreign key {self.name} on {self.table}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"add_foreign_key {self.name}"
+        ref = self.references
+        require_table(ctx, where, self.table)
+        require_columns(ctx, where, self.table, self.columns)
+        require_table(ctx, f"{where}: references", ref.table)
+        require_columns(ctx, f"{where}: references", ref.table, ref.columns)
+        if len(ref.columns) != len(self.columns):
+            raise ValidationFailed(
+                f"{where}: {len(self.columns)} columns reference {len(ref.columns)} columns"
+            )
+        if ref.table not in ctx.planned_tables and not ctx.catalog.has_unique_key(
+            ctx.schema, ref.table, ref.columns
+        ):
+            raise ValidationFailed(
+                f"{where}: {ref.table} ({', '.join(ref.columns)}) is not a primary key or "
+                "unique, so it cannot be referenced"
+            )
+        refuse_constraint_clash(ctx, where, self.table, self.name)
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        return [
+            add_foreign_key_step(
+                "add-foreign-key",
+                ctx.schema,
+                self.table,
+                self.name,
+                self.columns,
+                self.references.table,
+                self.references.columns,
+                self.on_delete,
+            )
+        ]
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [validate_step("validate-foreign-key", ctx.schema, self.table, self.name)]
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        return [drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.name)]

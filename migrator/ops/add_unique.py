@@ -1,20 +1,75 @@
-"""The `add_unique` operation."""
+"""The `add_unique` operation.
+
+ADD CONSTRAINT ... UNIQUE builds its index under ACCESS EXCLUSIVE. Instead the expand
+builds a unique index CONCURRENTLY in an autocommit block (an INVALID leftover of a
+failed build is dropped first), then attaches it with ADD CONSTRAINT ... UNIQUE USING
+INDEX, which holds its lock only for the catalog change. Duplicates already in the
+table are counted before anything runs and named in the refusal. The rollback drops
+the constraint and any index left without it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.live import (
+    refuse_constraint_clash,
+    refuse_duplicates,
+    require_columns,
+    require_table,
+)
+from migrator.ops.safe import drop_unique_steps, unique_steps
 from migrator.plan.types import Identifier
 
 
 class AddUnique(Operation):
-    """`add_unique`: see the catalogue in docs/plan-format.md."""
+    """`add_unique`: a concurrent unique index, then the constraint using it."""
 
     op_name: ClassVar[str] = "add_unique"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     table: Identifier
     name: Identifier
     columns: list[Identifier] = Field(min_length=1)
+
+    def describe(self) -> str:
+        return f"unique {self.name} on {self.table}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"add_unique {self.name}"
+        require_table(ctx, where, self.table)
+        require_columns(ctx, where, self.table, self.columns)
+        refuse_constraint_clash(ctx, where, self.table, self.name)
+        existing = ctx.catalog.index(ctx.schema, self.name)
+        if existing is not None:
+            # Only a failed or unrecorded earlier build of this very index may stand there.
+            ours = (
+                existing.table == self.table
+                and existing.unique
+                and existing.constraint is None
+                and [k.strip('"') for k in existing.keys] == self.columns
+            )
+            if not ours:
+                raise ValidationFailed(
+                    f"{where}: an index named {self.name} already exists on {existing.table}"
+                )
+        elif ctx.relation_taken(self.name):
+            raise ValidationFailed(
+                f"{where}: a relation named {ctx.schema}.{self.name} already exists"
+            )
+        refuse_duplicates(ctx, where, self.table, self.columns)
+        ctx.planned_relations.add(self.name)
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        existing = ctx.catalog.index(ctx.schema, self.name)
+        reuse = existing is not None and existing.valid and existing.table == self.table
+        return unique_steps(
+            "unique", ctx.schema, self.table, self.name, self.columns, reuse_index=reuse
+        )
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        return drop_unique_steps("drop-unique", ctx.schema, self.table, self.name)

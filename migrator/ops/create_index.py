@@ -1,17 +1,33 @@
-"""The `create_index` operation."""
+"""The `create_index` operation.
+
+CREATE INDEX CONCURRENTLY in an autocommit block: it takes SHARE UPDATE EXCLUSIVE, so
+reads and writes go on while it builds (a plain CREATE INDEX holds SHARE, blocking
+writes for the whole build). A failed concurrent build leaves an INVALID index behind;
+the block drops it and builds again, so a rerun (or a retry after a lock timeout)
+never skips over it. The rollback is DROP INDEX CONCURRENTLY.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.live import (
+    refuse_duplicates,
+    require_columns,
+    require_expression,
+    require_table,
+)
+from migrator.ops.safe import build_index_step, create_index_sql, drop_index_sql, index_key
 from migrator.plan.types import Identifier
 
 
 class CreateIndex(Operation):
-    """`create_index`: see the catalogue in docs/plan-format.md."""
+    """`create_index`: an index built concurrently; ``columns`` may hold expressions."""
 
     op_name: ClassVar[str] = "create_index"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
@@ -22,3 +38,99 @@ class CreateIndex(Operation):
     method: Literal["btree", "hash", "gist", "spgist", "gin", "brin"] = "btree"
     where: str | None = None
     include: list[Identifier] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"create index {self.name} on {self.table}"
+
+    def _keys(self, ctx: Context) -> list[str]:
+        names = ctx.column_names(self.table)
+        return [index_key(c, names) for c in self.columns]
+
+    def _plain_columns(self, ctx: Context) -> list[str] | None:
+        """The key columns when all of them are plain columns of the table."""
+        names = ctx.column_names(self.table)
+        return list(self.columns) if all(c in names for c in self.columns) else None
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"create_index {self.name}"
+        require_table(ctx, where, self.table)
+        names = ctx.column_names(self.table)
+        for key in self.columns:
+            if key in names:
+                continue
+            if key.isidentifier():
+                raise ValidationFailed(f"{where}: {ctx.schema}.{self.table} has no column {key}")
+            require_expression(ctx, f"{where}: key", self.table, key)
+        require_columns(ctx, where, self.table, self.include)
+        if self.where is not None:
+            require_expression(ctx, f"{where}: where", self.table, self.where, "boolean")
+        existing = ctx.catalog.index(ctx.schema, self.name)
+        if existing is not None:
+            if existing.table != self.table:
+                raise ValidationFailed(
+                    f"{where}: an index named {self.name} already exists on {existing.table}"
+                )
+            if existing.valid and not self._same_shape(ctx, existing.keys, existing.unique):
+                raise ValidationFailed(
+                    f"{where}: {self.table} already has an index named {self.name} "
+                    f"on ({', '.join(existing.keys)}), not on ({', '.join(self.columns)})"
+                )
+            # An INVALID one is a failed earlier build: the expand drops and rebuilds it.
+            # A valid one of the same shape is an earlier build not yet recorded: kept.
+        elif ctx.relation_taken(self.name):
+            raise ValidationFailed(
+                f"{where}: a relation named {ctx.schema}.{self.name} already exists"
+            )
+        plain = self._plain_columns(ctx)
+        if self.unique and plain is not None and self.where is None:
+            refuse_duplicates(ctx, where, self.table, plain)
+        ctx.planned_relations.add(self.name)
+
+    def _same_shape(self, ctx: Context, keys: list[str], unique: bool) -> bool:
+        plain = self._plain_columns(ctx)
+        if unique != self.unique:
+            return False
+        if plain is None:
+            return len(keys) == len(self.columns)
+        return [k.strip('"') for k in keys] == plain
+
+    def _create_sql(self, ctx: Context) -> str:
+        return create_index_sql(
+            ctx.schema,
+            self.table,
+            self.name,
+            self._keys(ctx),
+            unique=self.unique,
+            method=self.method,
+            where=self.where,
+            include=self.include,
+        )
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        existing = ctx.catalog.index(ctx.schema, self.name)
+        reuse = existing is not None and existing.valid and existing.table == self.table
+        if existing is not None and not existing.valid:
+            ctx.notes.append(
+                f"create_index {self.name}: an INVALID index of that name, left by a failed "
+                "build, is dropped and built again"
+            )
+        return [
+            build_index_step(
+                "create-index",
+                f"index {self.name} on {self.table}, built concurrently",
+                ctx.schema,
+                self.name,
+                self._create_sql(ctx),
+                reuse=reuse,
+            )
+        ]
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                "drop-index",
+                f"drop index {self.name} concurrently",
+                drop_index_sql(ctx.schema, self.name),
+                autocommit=True,
+            )
+        ]

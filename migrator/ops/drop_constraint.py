@@ -1,15 +1,24 @@
-"""The `drop_constraint` operation."""
+"""The `drop_constraint` operation (contract only).
+
+A brief ACCESS EXCLUSIVE on the table for the catalog change. A primary key or unique
+constraint that foreign keys of other tables rely on is refused with them named;
+migrator never drops with CASCADE.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.live import refuse_dependants, require_table
+from migrator.ops.safe import drop_constraint_step
 from migrator.plan.types import Identifier
 
 
 class DropConstraint(Operation):
-    """`drop_constraint`: see the catalogue in docs/plan-format.md."""
+    """`drop_constraint`: once the old version is gone."""
 
     op_name: ClassVar[str] = "drop_constraint"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"contract"})
@@ -18,3 +27,26 @@ class DropConstraint(Operation):
     )
     table: Identifier
     name: Identifier
+
+    def describe(self) -> str:
+        return f"drop constraint {self.name} on {self.table}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"drop_constraint {self.table}.{self.name}"
+        require_table(ctx, where, self.table)
+        found = ctx.catalog.constraint(ctx.schema, self.table, self.name)
+        if found is None:
+            raise ValidationFailed(f"{where}: {self.table} has no constraint named {self.name}")
+        if found.index is not None and found.kind in ("p", "u", "x"):
+            refuse_dependants(
+                where,
+                f"constraint {self.name}",
+                [
+                    d
+                    for d in ctx.catalog.index_dependants(ctx.schema, found.index)
+                    if not d.startswith(f"constraint {self.name} ")
+                ],
+            )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [drop_constraint_step("drop-constraint", ctx.schema, self.table, self.name)]

@@ -1,15 +1,25 @@
-"""The `drop_index` operation."""
+"""The `drop_index` operation (contract only).
+
+DROP INDEX CONCURRENTLY IF EXISTS, in an autocommit block: no ACCESS EXCLUSIVE, and a
+rerun is harmless. An index that backs a constraint cannot be dropped on its own (the
+refusal says to use drop_constraint), and one a foreign key relies on is refused with
+the foreign key named.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.live import refuse_dependants
+from migrator.ops.safe import drop_index_sql
 from migrator.plan.types import Identifier
 
 
 class DropIndex(Operation):
-    """`drop_index`: see the catalogue in docs/plan-format.md."""
+    """`drop_index`: concurrently, once the old version is gone."""
 
     op_name: ClassVar[str] = "drop_index"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"contract"})
@@ -17,3 +27,30 @@ class DropIndex(Operation):
         "the old version's queries may rely on the index; put it under contract:"
     )
     name: Identifier
+
+    def describe(self) -> str:
+        return f"drop index {self.name}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"drop_index {self.name}"
+        found = ctx.catalog.index(ctx.schema, self.name)
+        if found is None:
+            raise ValidationFailed(f"{where}: index {ctx.schema}.{self.name} does not exist")
+        if found.constraint is not None:
+            raise ValidationFailed(
+                f"{where}: the index backs constraint {found.constraint} on {found.table}; "
+                f"use drop_constraint {{table: {found.table}, name: {found.constraint}}}"
+            )
+        refuse_dependants(
+            where, f"index {self.name}", ctx.catalog.index_dependants(ctx.schema, self.name)
+        )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                "drop-index",
+                f"drop index {self.name} concurrently",
+                drop_index_sql(ctx.schema, self.name),
+                autocommit=True,
+            )
+        ]

@@ -1,19 +1,90 @@
-"""The `rename_table` operation."""
+"""The `rename_table` operation.
+
+The expand renames the table and, in the same short transaction, creates a view under
+the old name: ``SELECT *`` from one table is automatically updatable, so the old
+version's reads and writes (INSERT, UPDATE, DELETE, RETURNING, column defaults) go on
+through it while the new version uses the new name. Only the renamed table is under
+ACCESS EXCLUSIVE, and only for the catalog change. The contract drops the view; the
+rollback drops it and renames the table back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.live import require_table
 from migrator.plan.types import Identifier
+from migrator.sqltext import ident
 
 
 class RenameTable(Operation):
-    """`rename_table`: see the catalogue in docs/plan-format.md."""
+    """`rename_table`: the new name for the new version, a view under the old one."""
 
     op_name: ClassVar[str] = "rename_table"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     from_: Identifier = Field(alias="from")
     to: Identifier
+
+    def describe(self) -> str:
+        return f"rename table {self.from_} to {self.to}"
+
+    def validate_live(self, ctx: Context) -> None:
+        where = f"rename_table {self.from_} -> {self.to}"
+        if self.from_ == self.to:
+            raise ValidationFailed(f"{where}: from and to are the same name")
+        if self.from_ in ctx.planned_tables:
+            raise ValidationFailed(
+                f"{where}: {self.from_} is created by this plan; create it under its final name"
+            )
+        require_table(ctx, where, self.from_)
+        if ctx.relation_taken(self.to):
+            raise ValidationFailed(
+                f"{where}: a table, view, index or sequence named {ctx.schema}.{self.to} "
+                "already exists"
+            )
+        ctx.planned_tables[self.to] = ctx.column_names(self.from_)
+        ctx.planned_relations.add(self.from_)
+
+    def _expanded(self, ctx: Context) -> bool:
+        """True when the rename has happened: the old name is a view, the new one a table."""
+        return ctx.catalog.relation_kind(
+            ctx.schema, self.from_
+        ) == "v" and ctx.catalog.table_exists(ctx.schema, self.to)
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        old = ident(ctx.schema, self.from_)
+        return [
+            step(
+                "rename-table",
+                f"rename {self.from_} to {self.to}, view {self.from_} for the old version",
+                f"ALTER TABLE {old} RENAME TO {ident(self.to)}",
+                f"CREATE VIEW {old} AS SELECT * FROM {ident(ctx.schema, self.to)}",
+            )
+        ]
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                "drop-view",
+                f"drop the view {self.from_} the old version used",
+                f"DROP VIEW IF EXISTS {ident(ctx.schema, self.from_)}",
+            )
+        ]
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        # Decided from the catalog: an expand that never ran leaves nothing to undo.
+        if not self._expanded(ctx):
+            return []
+        return [
+            step(
+                "rename-back",
+                f"drop the view {self.from_}, rename {self.to} back to {self.from_}",
+                f"DROP VIEW {ident(ctx.schema, self.from_)}",
+                f"ALTER TABLE {ident(ctx.schema, self.to)} RENAME TO {ident(self.from_)}",
+            )
+        ]

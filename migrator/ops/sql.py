@@ -1,12 +1,86 @@
-"""The `sql` operation: raw SQL for what the catalogue lacks, linted like any statement."""
+"""The `sql` operation: raw SQL for what the catalogue lacks, linted like any statement.
+
+Each text is split into statements by pglast (PostgreSQL's own parser), never by hand.
+Consecutive ordinary statements share one transaction (one step); a statement that
+PostgreSQL refuses inside a transaction (CREATE/DROP INDEX CONCURRENTLY, REINDEX
+CONCURRENTLY, DETACH PARTITION CONCURRENTLY, VACUUM, ALTER TYPE ... ADD VALUE) gets its
+own autocommit step. BEGIN/COMMIT/ROLLBACK in the text are refused: migrator manages
+the transactions, and a stray COMMIT would silently split a step.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+import pglast
+from pglast import ast
 from pydantic import Field
 
-from migrator.ops.base import Operation, Phase
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation, Phase, Statement, Step
+
+
+def _needs_autocommit(node: ast.Node) -> bool:
+    """True for a statement that cannot (or should not) run inside a transaction block."""
+    if isinstance(node, ast.IndexStmt | ast.DropStmt):
+        return bool(node.concurrent)
+    if isinstance(node, ast.ReindexStmt):
+        return any(
+            isinstance(p, ast.DefElem) and p.defname == "concurrently" for p in node.params or ()
+        )
+    if isinstance(node, ast.AlterTableStmt):
+        return any(
+            isinstance(cmd, ast.AlterTableCmd)
+            and isinstance(cmd.def_, ast.PartitionCmd)
+            and bool(cmd.def_.concurrent)
+            for cmd in node.cmds or ()
+        )
+    return isinstance(node, ast.VacuumStmt | ast.AlterEnumStmt | ast.CreatedbStmt | ast.DropdbStmt)
+
+
+def split_statements(text: str, where: str) -> list[Statement]:
+    """The statements of an SQL text, each marked autocommit where it must be."""
+    try:
+        parsed = pglast.parse_sql(text)
+        pieces = pglast.split(text, with_parser=True)
+    except pglast.parser.ParseError as exc:
+        raise ValidationFailed(f"{where}: not valid SQL: {exc}") from None
+    statements: list[Statement] = []
+    for raw, sql in zip(parsed, pieces, strict=True):
+        node = raw.stmt
+        assert node is not None
+        if isinstance(node, ast.TransactionStmt):
+            raise ValidationFailed(
+                f"{where}: {sql.split()[0].upper()} is not allowed: migrator runs each step "
+                "in its own transaction (and CONCURRENTLY statements outside one)"
+            )
+        statements.append(Statement(sql, _needs_autocommit(node)))
+    return statements
+
+
+def group_steps(prefix: str, statements: Sequence[Statement]) -> list[Step]:
+    """Consecutive transactional statements in one step, each autocommit one alone."""
+    steps: list[Step] = []
+    batch: list[Statement] = []
+
+    def flush() -> None:
+        if batch:
+            n = len(steps) + 1
+            steps.append(Step(f"{prefix}-{n}", f"{prefix} SQL, part {n}", tuple(batch)))
+            batch.clear()
+
+    for statement in statements:
+        if statement.autocommit:
+            flush()
+            n = len(steps) + 1
+            steps.append(
+                Step(f"{prefix}-{n}", f"{prefix} SQL, part {n} (autocommit)", (statement,))
+            )
+        else:
+            batch.append(statement)
+    flush()
+    return steps
 
 
 class RawSql(Operation):
@@ -18,3 +92,37 @@ class RawSql(Operation):
     expand_sql: str | None = Field(default=None, alias="expand")
     contract_sql: str | None = Field(default=None, alias="contract")
     rollback_sql: str | None = Field(default=None, alias="rollback")
+
+    def describe(self) -> str:
+        return "raw SQL"
+
+    def validate_live(self, ctx: Context) -> None:
+        if self.expand_sql is None and self.contract_sql is None:
+            raise ValidationFailed("sql: give expand, contract or both")
+        for key, text in (
+            ("expand", self.expand_sql),
+            ("contract", self.contract_sql),
+            ("rollback", self.rollback_sql),
+        ):
+            if text is not None:
+                split_statements(text, f"sql: {key}")
+        if self.expand_sql is not None and self.rollback_sql is None:
+            raise ValidationFailed(
+                "sql: expand is given without rollback; say how to undo it "
+                '(rollback: "" if nothing needs undoing)'
+            )
+
+    def expand(self, ctx: Context) -> Sequence[Step]:
+        if not self.expand_sql:
+            return []
+        return group_steps("expand", split_statements(self.expand_sql, "sql: expand"))
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        if not self.contract_sql:
+            return []
+        return group_steps("contract", split_statements(self.contract_sql, "sql: contract"))
+
+    def rollback(self, ctx: Context) -> Sequence[Step]:
+        if not self.rollback_sql:
+            return []
+        return group_steps("rollback", split_statements(self.rollback_sql, "sql: rollback"))

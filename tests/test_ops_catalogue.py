@@ -1,0 +1,969 @@
+"""Every operation of the catalogue, table-driven, on PostgreSQL 18 and 15.
+
+For each operation: after expand, the old version's and the new version's reads and
+writes all succeed; after rollback the catalog (pg_dump --schema-only) is the one from
+before; expanded again, backfilled, completed and contracted, the final shape holds and
+the data is intact. Then: every validation refusal (exit 2, nothing changed), INVALID
+index clean-up, duplicates named by add_unique, the statement forms each step uses, and
+a concurrent writer that create_index does not block.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+
+from migrator import commands
+from migrator.errors import ExitCode, MigratorError, ValidationFailed
+from migrator.observer import Observer
+from migrator.plan.loader import parse_plan
+from tests.support.catalog_snapshot import diff, schema_dump
+from tests.support.servers import Server
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def q(url: str, query: str) -> list[tuple[object, ...]]:
+    """Run SQL as an application would: its own connection, autocommit, a time limit."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '10s'")
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+class Recorder(Observer):
+    """Keeps every statement with its step and mode."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, str, bool]] = []
+        self.infos: list[str] = []
+
+    def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+        self.statements.append((step, sql, autocommit))
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+
+
+def opts(url: str, observer: Observer | None = None) -> commands.Options:
+    return commands.Options(database_url=url, observer=observer or Observer())
+
+
+def plan_text(expand: str = "[]", contract: str = "[]", lock_timeout: str = "2s") -> str:
+    return (
+        "release: r1\n"
+        f"database: {{lock_timeout: {lock_timeout}, retries: 2}}\n"
+        f"expand:\n{_indent(expand)}\n"
+        f"contract:\n  not_before: 0s\n  operations:\n{_indent(contract, 4)}\n"
+    )
+
+
+def _indent(text: str, n: int = 2) -> str:
+    text = text.strip("\n")
+    if text == "[]":
+        return " " * n + "[]" if n == 2 else " " * n + "[]"
+    lines = text.splitlines()
+    pad = min(len(ln) - len(ln.lstrip()) for ln in lines if ln.strip())
+    return "\n".join(" " * n + ln[pad:] for ln in lines)
+
+
+def release_rows(url: str) -> list[tuple[object, ...]]:
+    """Releases recorded (none when the state schema is not there)."""
+    if not q(url, "SELECT 1 FROM pg_namespace WHERE nspname = 'migrator'"):
+        return []
+    return q(url, "SELECT name, phase FROM migrator.releases")
+
+
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    url = server.create_database("ops")
+    yield url
+    server.drop_database(url)
+
+
+BASE = """
+CREATE TABLE users (id bigserial PRIMARY KEY, name text, email text, legacy text);
+INSERT INTO users (name, email, legacy)
+SELECT 'user' || g, 'u' || g || '@example.com', 'l' || g FROM generate_series(1, 50) g;
+CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint, amount numeric NOT NULL DEFAULT 0);
+INSERT INTO orders (user_id, amount) SELECT 1 + g % 50, g FROM generate_series(1, 100) g;
+"""
+
+# -- the table of operations -----------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One operation's release: what it runs on, the plan, who reads and writes, the end."""
+
+    id: str
+    expand: str = "[]"
+    contract: str = "[]"
+    setup: str = BASE
+    old: list[str] = field(default_factory=list)  # the old version, after expand
+    new: list[str] = field(default_factory=list)  # the new version, after expand
+    final: list[tuple[str, list[tuple[object, ...]]]] = field(default_factory=list)
+    # PostgreSQL cannot undo everything: a line the rollback may leave in the dump.
+    rollback_leaves: str | None = None
+    # Data that must come through the contract intact: (query, before) compared.
+    checksum: str = "SELECT count(*), sum(id), sum(length(name)) FROM {users}"
+    users_after: str = "users"
+
+
+CASES = [
+    Case(
+        "create_table",
+        expand="""
+        - create_table:
+            table: payments
+            columns:
+              - {name: id, type: bigint, nullable: false}
+              - {name: user_id, type: bigint, nullable: false,
+                 references: {table: users, column: id, on_delete: cascade}}
+              - {name: amount, type: "numeric(12,2)", nullable: false, default: 0,
+                 check: "amount >= 0"}
+              - {name: ref, type: text, unique: true}
+              - {name: created_at, type: timestamptz, nullable: false, default: "now()"}
+            primary_key: [id]
+            constraints:
+              - {name: payments_ref_len, check: "length(ref) < 40"}
+              - {name: payments_user_ref_key, unique: [user_id, ref]}
+        """,
+        old=[
+            "SELECT id, name FROM users ORDER BY id LIMIT 5",
+            "INSERT INTO users (name) VALUES ('old-writer')",
+        ],
+        new=[
+            "INSERT INTO payments (id, user_id, amount, ref) VALUES (1, 1, 9.5, 'p1')",
+            "SELECT p.amount, u.name FROM payments p JOIN users u ON u.id = p.user_id",
+        ],
+        final=[
+            (
+                "SELECT conname, contype::text, convalidated FROM pg_constraint "
+                "WHERE conrelid = 'payments'::regclass AND contype <> 'n' ORDER BY 1",
+                [
+                    ("payments_amount_check", "c", True),
+                    ("payments_pkey", "p", True),
+                    ("payments_ref_key", "u", True),
+                    ("payments_ref_len", "c", True),
+                    ("payments_user_id_fkey", "f", True),
+                    ("payments_user_ref_key", "u", True),
+                ],
+            ),
+            # The new version's row went with the rollback; the table is back, empty.
+            ("SELECT count(*) FROM payments", [(0,)]),
+        ],
+    ),
+    Case(
+        "add_column with check, references, unique, final check and unique",
+        expand="""
+        - create_table:
+            table: teams
+            columns: [{name: id, type: bigint, nullable: false}]
+            primary_key: [id]
+        - add_column:
+            table: users
+            column: {name: code, type: text, unique: true, check: "code <> ''"}
+        - add_column:
+            table: users
+            column: {name: team_id, type: bigint, references: {table: teams, column: id}}
+        - add_column:
+            table: users
+            column: {name: handle, type: text}
+            up: "'h-' || id"
+            final: {nullable: false, unique: true, check: "length(handle) > 2"}
+        """,
+        old=[
+            "INSERT INTO users (name) VALUES ('old')",
+            "UPDATE users SET name = 'renamed' WHERE id = 2",
+            "SELECT id, name, email FROM users WHERE id = 2",
+        ],
+        new=[
+            "INSERT INTO teams VALUES (7)",
+            "INSERT INTO users (name, code, team_id, handle) VALUES ('new', 'c1', 7, 'hx1')",
+            "SELECT code, team_id, handle FROM users WHERE code = 'c1'",
+        ],
+        final=[
+            (
+                "SELECT conname, contype::text, convalidated FROM pg_constraint "
+                "WHERE conrelid = 'users'::regclass AND contype <> 'n' ORDER BY 1",
+                [
+                    ("users_code_check", "c", True),
+                    ("users_code_key", "u", True),
+                    ("users_handle_check", "c", True),
+                    ("users_handle_key", "u", True),
+                    ("users_pkey", "p", True),
+                    ("users_team_id_fkey", "f", True),
+                ],
+            ),
+            (
+                "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                "AND attname = 'handle'",
+                [(True,)],
+            ),
+            ("SELECT count(*) FROM users WHERE handle IS NULL", [(0,)]),
+        ],
+    ),
+    Case(
+        "rename_table",
+        expand="""
+        - rename_table: {from: users, to: accounts}
+        """,
+        old=[
+            "SELECT id, name FROM users WHERE id = 3",
+            "INSERT INTO users (name, email) VALUES ('via-view', 'v@x') RETURNING id",
+            "UPDATE users SET name = 'changed' WHERE id = 3",
+            "DELETE FROM users WHERE id = 4",
+            "SELECT count(*) FROM users JOIN orders ON orders.user_id = users.id",
+        ],
+        new=[
+            "SELECT name FROM accounts WHERE name = 'via-view'",
+            "INSERT INTO accounts (name) VALUES ('new-writer')",
+            "SELECT name FROM users WHERE name = 'new-writer'",
+        ],
+        final=[
+            ("SELECT to_regclass('public.users') IS NULL", [(True,)]),
+            ("SELECT relkind::text FROM pg_class WHERE relname = 'accounts'", [("r",)]),
+            ("SELECT name FROM accounts WHERE id = 3", [("changed",)]),
+        ],
+        users_after="accounts",
+    ),
+    Case(
+        "create_index",
+        expand="""
+        - create_index: {table: users, name: users_email_idx, columns: [email]}
+        - create_index:
+            table: users
+            name: users_lower_name_idx
+            columns: ["lower(name)"]
+            where: "email IS NOT NULL"
+            include: [legacy]
+        - create_index: {table: orders, name: orders_user_amount_idx, columns: [user_id, amount],
+                         unique: true}
+        """,
+        old=[
+            "INSERT INTO users (name, email) VALUES ('old', 'old@x')",
+            "SELECT id FROM users WHERE email = 'u1@example.com'",
+        ],
+        new=[
+            "SELECT id FROM users WHERE lower(name) = 'user7' AND email IS NOT NULL",
+            "INSERT INTO orders (user_id, amount) VALUES (1, 12345)",
+        ],
+        final=[
+            (
+                "SELECT c.relname, i.indisvalid, i.indisunique FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT i.indisprimary "
+                "AND c.relnamespace = 'public'::regnamespace ORDER BY 1",
+                [
+                    ("orders_user_amount_idx", True, True),
+                    ("users_email_idx", True, False),
+                    ("users_lower_name_idx", True, False),
+                ],
+            )
+        ],
+    ),
+    Case(
+        "add_foreign_key",
+        expand="""
+        - add_foreign_key:
+            table: orders
+            name: orders_user_fk
+            columns: [user_id]
+            references: {table: users, columns: [id]}
+            on_delete: cascade
+        """,
+        old=[
+            "INSERT INTO orders (user_id, amount) VALUES (5, 1)",
+            "SELECT sum(amount) FROM orders WHERE user_id = 5",
+        ],
+        new=["DELETE FROM users WHERE id = 50", "SELECT count(*) FROM orders WHERE user_id = 50"],
+        final=[
+            (
+                "SELECT contype::text, convalidated, confdeltype::text FROM pg_constraint "
+                "WHERE conname = 'orders_user_fk'",
+                [("f", True, "c")],
+            )
+        ],
+    ),
+    Case(
+        "add_check",
+        expand="""
+        - add_check: {table: orders, name: orders_amount_positive, expression: "amount >= 0"}
+        """,
+        old=["INSERT INTO orders (user_id, amount) VALUES (1, 3)"],
+        new=["UPDATE orders SET amount = amount + 1 WHERE id = 1"],
+        final=[
+            (
+                "SELECT convalidated, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'orders_amount_positive'",
+                [(True, "CHECK ((amount >= (0)::numeric))")],
+            )
+        ],
+    ),
+    Case(
+        "add_unique",
+        expand="""
+        - add_unique: {table: users, name: users_email_key, columns: [email]}
+        """,
+        old=[
+            "INSERT INTO users (name, email) VALUES ('old', gen_random_uuid()::text)",
+            "SELECT count(*) FROM users",
+        ],
+        new=["INSERT INTO users (name, email) VALUES ('n', 'n@x') ON CONFLICT (email) DO NOTHING"],
+        final=[
+            (
+                "SELECT k.contype::text, i.indisvalid FROM pg_constraint k "
+                "JOIN pg_index i ON i.indexrelid = k.conindid WHERE k.conname = 'users_email_key'",
+                [("u", True)],
+            )
+        ],
+    ),
+    Case(
+        "add_enum_value",
+        setup=BASE + "CREATE TYPE mood AS ENUM ('sad', 'happy');"
+        "ALTER TABLE users ADD COLUMN mood mood;",
+        expand="""
+        - add_enum_value: {type: mood, value: ok, after: sad}
+        - add_enum_value: {type: mood, value: ecstatic}
+        """,
+        old=["UPDATE users SET mood = 'happy' WHERE id = 1", "SELECT mood FROM users WHERE id = 1"],
+        new=[
+            "UPDATE users SET mood = 'ok' WHERE id = 2",
+            "SELECT count(*) FROM users WHERE mood > 'sad'",
+        ],
+        final=[
+            (
+                "SELECT array_agg(enumlabel ORDER BY enumsortorder)::text FROM pg_enum "
+                "WHERE enumtypid = 'mood'::regtype",
+                [("{sad,ok,happy,ecstatic}",)],
+            )
+        ],
+        rollback_leaves="enum values",
+    ),
+    Case(
+        "create_enum and a column of it",
+        expand="""
+        - create_enum: {name: plan_kind, values: [free, pro, "it's"]}
+        - add_column:
+            table: users
+            column: {name: kind, type: plan_kind, default: "'free'"}
+        """,
+        old=["INSERT INTO users (name) VALUES ('old')"],
+        new=["UPDATE users SET kind = 'it''s' WHERE id = 1", "SELECT kind FROM users WHERE id = 1"],
+        final=[
+            (
+                "SELECT array_agg(enumlabel ORDER BY enumsortorder)::text FROM pg_enum "
+                "WHERE enumtypid = 'plan_kind'::regtype",
+                [("{free,pro,it's}",)],
+            ),
+            ("SELECT count(*) FROM users WHERE kind IS NULL", [(0,)]),
+        ],
+    ),
+    Case(
+        "set_not_null",
+        contract="""
+        - set_not_null: {table: users, column: name}
+        """,
+        old=["INSERT INTO users (name) VALUES ('old')"],
+        final=[
+            (
+                "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                "AND attname = 'name'",
+                [(True,)],
+            ),
+            ("SELECT count(*) FROM pg_constraint WHERE conname LIKE '\\_migrator%'", [(0,)]),
+        ],
+    ),
+    Case(
+        "drop_column",
+        contract="""
+        - drop_column: {table: users, column: legacy}
+        """,
+        old=["SELECT legacy FROM users WHERE id = 1"],
+        final=[
+            (
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                "AND attname = 'legacy' AND NOT attisdropped",
+                [(0,)],
+            )
+        ],
+    ),
+    Case(
+        "drop_table",
+        setup=BASE + "CREATE TABLE audit_old (id int); INSERT INTO audit_old VALUES (1), (2);",
+        contract="""
+        - drop_table: {table: audit_old}
+        """,
+        old=["SELECT count(*) FROM audit_old"],
+        final=[("SELECT to_regclass('public.audit_old') IS NULL", [(True,)])],
+    ),
+    Case(
+        "drop_index",
+        setup=BASE + "CREATE INDEX users_legacy_idx ON users (legacy);",
+        contract="""
+        - drop_index: {name: users_legacy_idx}
+        """,
+        old=["SELECT id FROM users WHERE legacy = 'l1'"],
+        final=[("SELECT to_regclass('public.users_legacy_idx') IS NULL", [(True,)])],
+    ),
+    Case(
+        "drop_constraint",
+        setup=BASE + "ALTER TABLE users ADD CONSTRAINT users_name_len CHECK (length(name) < 50);",
+        contract="""
+        - drop_constraint: {table: users, name: users_name_len}
+        """,
+        final=[("SELECT count(*) FROM pg_constraint WHERE conname = 'users_name_len'", [(0,)])],
+    ),
+    Case(
+        "sql",
+        expand="""
+        - sql:
+            expand: |
+              CREATE TABLE notes (id int PRIMARY KEY, body text);
+              INSERT INTO notes VALUES (1, 'semi;colon -- not a comment');
+              CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body);
+              COMMENT ON TABLE notes IS 'made by raw SQL';
+            contract: "ALTER TABLE notes ADD CONSTRAINT notes_body_nn CHECK (body IS NOT NULL)"
+            rollback: "DROP INDEX CONCURRENTLY IF EXISTS notes_body_idx; DROP TABLE IF EXISTS notes"
+        """,
+        old=["SELECT count(*) FROM users"],
+        new=["SELECT body FROM notes WHERE id = 1", "INSERT INTO notes VALUES (2, 'x')"],
+        final=[
+            ("SELECT body FROM notes WHERE id = 1", [("semi;colon -- not a comment",)]),
+            ("SELECT count(*) FROM pg_constraint WHERE conname = 'notes_body_nn'", [(1,)]),
+            (
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'notes_body_idx'::regclass",
+                [(True,)],
+            ),
+        ],
+    ),
+]
+
+
+def _check_forms(rec: Recorder) -> None:
+    """The lock-safe forms of LINT-RULES.md, on every statement a phase ran."""
+    steps: dict[str, list[tuple[str, bool]]] = {}
+    for step_key, sql, autocommit in rec.statements:
+        steps.setdefault(step_key, []).append((sql.upper(), autocommit))
+    for step_key, statements in steps.items():
+        if "SQL" in step_key or step_key.startswith(("0.sql", "c0.sql")):
+            continue  # raw SQL is the author's; only its CONCURRENTLY handling is ours
+        texts = [s for s, _ in statements]
+        for sql, autocommit in statements:
+            assert "CASCADE" not in sql.replace("ON DELETE CASCADE", ""), sql
+            if " INDEX " in sql and sql.startswith(("CREATE", "DROP")):
+                assert "CONCURRENTLY" in sql and autocommit, sql  # rules 1, 2, 3
+            if "ADD CONSTRAINT" in sql and ("FOREIGN KEY" in sql or " CHECK " in sql):
+                assert sql.endswith("NOT VALID"), sql  # rules 5, 6
+            if "ADD CONSTRAINT" in sql and "UNIQUE" in sql:
+                assert "USING INDEX" in sql, sql  # rule 8
+            if "SET NOT NULL" in sql:
+                assert any("DROP CONSTRAINT" in t for t in texts), sql  # rule 14
+        if any("VALIDATE CONSTRAINT" in t for t in texts):
+            assert not any("ADD CONSTRAINT" in t for t in texts), step_key  # rule 7
+        altered = {t.split()[2] for t in texts if t.startswith("ALTER TABLE")}
+        assert len(altered) <= 1, f"{step_key} alters {altered} in one transaction"  # rule 32
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_operation_release(case: Case, db: str) -> None:
+    q(db, case.setup)
+    before = schema_dump(db)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    checksum = q(db, case.checksum.format(users="users"))
+
+    rec = Recorder()
+    commands.expand(plan, opts(db, rec))
+    for sql in case.old + case.new:
+        q(db, sql)  # raises if the expanded schema breaks either version
+
+    commands.rollback(plan, opts(db, rec))
+    after_rollback = schema_dump(db)
+    if case.rollback_leaves:
+        # PostgreSQL cannot drop an enum value: the rollback keeps the added values,
+        # and nothing else may differ.
+        assert "'ok'" in after_rollback and "'ecstatic'" in after_rollback
+        after_rollback = after_rollback.replace("    'ok',\n", "").replace(
+            ",\n    'ecstatic'\n", "\n"
+        )
+    assert after_rollback == before, diff(before, after_rollback)
+    for sql in case.old:
+        q(db, sql)  # the old version still works after the rollback
+
+    commands.expand(plan, opts(db, rec))
+    commands.backfill(plan, opts(db, rec))
+    commands.complete(plan, opts(db, rec))
+    commands.contract(opts(db, rec))
+    statuses = {s for (s,) in q(db, "SELECT status FROM migrator.contracts")}
+    assert statuses <= {"done"}
+    # A release with nothing to contract stays completed; one with steps is contracted.
+    assert release_rows(db) == [("r1", "contracted" if statuses else "completed")]
+    for query, expected in case.final:
+        assert q(db, query) == expected, query
+    _check_forms(rec)
+    if case.id not in ("drop_column", "rename_table"):
+        # Rows written by the versions above are part of the count; compare the seed.
+        seeded = q(db, case.checksum.format(users=case.users_after) + " WHERE id <= 50")
+        assert seeded[0][0] == checksum[0][0] or case.id == "add_foreign_key"
+
+
+def test_rename_table_keeps_checksums(db: str) -> None:
+    """The rows seen through the old name, the new name and after the contract agree."""
+    q(db, BASE)
+    digest = "SELECT md5(string_agg(id || name || email, ',' ORDER BY id)) FROM {t}"
+    want = q(db, digest.format(t="users"))
+    plan = parse_plan(plan_text("- rename_table: {from: users, to: accounts}"))
+    commands.expand(plan, opts(db))
+    assert q(db, digest.format(t="users")) == want == q(db, digest.format(t="accounts"))
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, digest.format(t="accounts")) == want
+
+
+# -- refusals: exit 2, one line, nothing changed ---------------------------------------------
+
+REFUSALS = [
+    (
+        "missing table",
+        "- add_check: {table: nope, name: c, expression: 'true'}",
+        "[]",
+        "table public.nope does not exist",
+    ),
+    (
+        "missing column",
+        "- create_index: {table: users, name: i1, columns: [nope]}",
+        "[]",
+        "has no column nope",
+    ),
+    (
+        "missing column of a foreign key",
+        "- add_foreign_key: {table: orders, name: f, columns: [user_id], "
+        "references: {table: users, columns: [nope]}}",
+        "[]",
+        "has no column nope",
+    ),
+    (
+        "referenced columns not unique",
+        "- add_foreign_key: {table: orders, name: f, columns: [user_id], "
+        "references: {table: users, columns: [name]}}",
+        "[]",
+        "is not a primary key or unique",
+    ),
+    (
+        "table name clash",
+        "- create_table: {table: users, columns: [{name: a, type: int}]}",
+        "[]",
+        "named public.users already exists",
+    ),
+    (
+        "index name clash",
+        "- create_index: {table: orders, name: users_pkey, columns: [id]}",
+        "[]",
+        "an index named users_pkey already exists on users",
+    ),
+    (
+        "constraint name clash",
+        "- add_check: {table: users, name: users_pkey, expression: 'true'}",
+        "[]",
+        "users already has a constraint named users_pkey",
+    ),
+    (
+        "column clash",
+        "- add_column: {table: users, column: {name: email, type: text}}",
+        "[]",
+        "column email already exists",
+    ),
+    (
+        "unknown type",
+        "- add_column: {table: users, column: {name: x, type: nosuchtype}}",
+        "[]",
+        "unknown type 'nosuchtype'",
+    ),
+    (
+        "unknown type in create_table",
+        "- create_table: {table: t2, columns: [{name: a, type: nosuchtype}]}",
+        "[]",
+        "unknown type 'nosuchtype'",
+    ),
+    (
+        "bad check expression",
+        "- add_check: {table: users, name: c1, expression: 'nope > 1'}",
+        "[]",
+        'column "nope" does not exist',
+    ),
+    (
+        "enum anchor missing",
+        "- add_enum_value: {type: mood, value: x, before: nope}",
+        "[]",
+        "mood has no value 'nope'",
+    ),
+    ("not an enum", "- add_enum_value: {type: users, value: x}", "[]", "is not an enum"),
+    (
+        "enum clash",
+        "- create_enum: {name: mood, values: [a]}",
+        "[]",
+        "a type named public.mood already exists",
+    ),
+    (
+        "rename onto an existing name",
+        "- rename_table: {from: users, to: orders}",
+        "[]",
+        "named public.orders already exists",
+    ),
+    (
+        "raw SQL with COMMIT",
+        "- sql: {expand: 'CREATE TABLE t (a int); COMMIT', rollback: ''}",
+        "[]",
+        "COMMIT is not allowed",
+    ),
+    (
+        "raw SQL without rollback",
+        "- sql: {expand: 'CREATE TABLE t (a int)'}",
+        "[]",
+        "expand is given without rollback",
+    ),
+    (
+        "raw SQL that does not parse",
+        "- sql: {expand: 'CREATE TABLEX t', rollback: ''}",
+        "[]",
+        "not valid SQL",
+    ),
+    (
+        "duplicates for add_unique",
+        "- add_unique: {table: users, name: u1, columns: [legacy]}",
+        "[]",
+        "2 values of (legacy) in users occur more than once: ('dup') in 3 rows; "
+        "('twice') in 2 rows",
+    ),
+    (
+        "duplicates for a unique index",
+        "- create_index: {table: users, name: u2, columns: [legacy], unique: true}",
+        "[]",
+        "('dup') in 3 rows",
+    ),
+    (
+        "a later operation fails: the earlier ones are not run either",
+        "- create_enum: {name: kind2, values: [a]}\n- add_column: {table: nope, column: "
+        "{name: k, type: kind2}}",
+        "[]",
+        "table public.nope does not exist",
+    ),
+]
+
+REFUSAL_SETUP = (
+    BASE
+    + """
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+UPDATE users SET legacy = 'dup' WHERE id IN (1, 2, 3);
+UPDATE users SET legacy = 'twice' WHERE id IN (4, 5);
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("expand", "contract", "message"),
+    [r[1:] for r in REFUSALS],
+    ids=[r[0] for r in REFUSALS],
+)
+def test_expand_refusals(db: str, expand: str, contract: str, message: str) -> None:
+    q(db, REFUSAL_SETUP)
+    before = schema_dump(db)
+    plan = parse_plan(plan_text(expand, contract))
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(db))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+    assert release_rows(db) == []
+
+
+DEPENDANTS = (
+    BASE
+    + """
+CREATE VIEW user_names AS SELECT id, name FROM users;
+CREATE INDEX users_name_idx ON users (name);
+ALTER TABLE users ADD CONSTRAINT users_name_key UNIQUE (name);
+CREATE TABLE profiles (user_name text REFERENCES users (name) DEFERRABLE);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE TRIGGER users_name_touch BEFORE UPDATE OF name ON users FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE VIEW order_totals AS SELECT user_id, sum(amount) FROM orders GROUP BY user_id;
+ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
+CREATE UNIQUE INDEX users_email_uidx ON users (email);
+CREATE TABLE subscriptions (email text REFERENCES users (email));
+"""
+)
+
+DROP_REFUSALS = [
+    (
+        "drop_column",
+        "- drop_column: {table: users, column: name}",
+        "drop_column users.name: constraint profiles_user_name_fkey on table profiles, constraint "
+        "users_name_key on table users, index users_name_idx, trigger users_name_touch on table users, view user_names depend on "
+        "column users.name; drop or change them first (migrator never drops with CASCADE)",
+    ),
+    (
+        "drop_table",
+        "- drop_table: {table: users}",
+        "drop_table users: constraint orders_user_fk on table orders, constraint "
+        "profiles_user_name_fkey on table profiles, constraint subscriptions_email_fkey on table "
+        "subscriptions, view user_names depend on table users",
+    ),
+    (
+        "drop_table of a table a view reads",
+        "- drop_table: {table: orders}",
+        "view order_totals depends on table orders",
+    ),
+    (
+        "drop_index behind a constraint",
+        "- drop_index: {name: users_pkey}",
+        "the index backs constraint users_pkey on users; use drop_constraint",
+    ),
+    (
+        "drop_index of a constraint's index",
+        "- drop_index: {name: users_name_key}",
+        "the index backs constraint users_name_key on users; use drop_constraint",
+    ),
+    (
+        "drop_index a foreign key relies on",
+        "- drop_index: {name: users_email_uidx}",
+        "constraint subscriptions_email_fkey on table subscriptions depends on index "
+        "users_email_uidx",
+    ),
+    (
+        "drop_constraint foreign keys rely on",
+        "- drop_constraint: {table: users, name: users_pkey}",
+        "constraint orders_user_fk on table orders depends on constraint users_pkey",
+    ),
+    (
+        "drop_column missing",
+        "- drop_column: {table: users, column: nope}",
+        "public.users has no column nope",
+    ),
+    (
+        "drop_constraint missing",
+        "- drop_constraint: {table: users, name: nope}",
+        "users has no constraint named nope",
+    ),
+    ("drop_index missing", "- drop_index: {name: nope}", "index public.nope does not exist"),
+    (
+        "set_not_null over NULLs",
+        "- set_not_null: {table: users, column: legacy}",
+        "3 rows of users hold NULL in legacy",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("contract", "message"), [r[1:] for r in DROP_REFUSALS], ids=[r[0] for r in DROP_REFUSALS]
+)
+def test_contract_refusals_at_complete(db: str, contract: str, message: str) -> None:
+    """A drop with dependants is refused when complete would schedule it: nothing scheduled."""
+    q(db, DEPENDANTS)
+    q(db, "UPDATE users SET legacy = NULL WHERE id IN (1, 2, 3)")
+    plan = parse_plan(plan_text("[]", contract))
+    commands.expand(plan, opts(db))
+    before = schema_dump(db)
+    with pytest.raises(ValidationFailed) as err:
+        commands.complete(plan, opts(db))
+    assert message in str(err.value), str(err.value)
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+    assert release_rows(db) == [("r1", "expanded")]
+
+
+def test_contract_refuses_a_dependant_that_appeared_after_complete(db: str) -> None:
+    """Checked again when the contract runs: a view made since complete stops it whole."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            "- add_check: {table: orders, name: orders_amount_ok, expression: 'amount >= 0'}",
+            "- drop_column: {table: users, column: legacy}",
+        )
+    )
+    commands.expand(plan, opts(db))
+    commands.complete(plan, opts(db))
+    q(db, "CREATE VIEW legacy_report AS SELECT legacy FROM users")
+    before = schema_dump(db)
+    with pytest.raises(ValidationFailed, match="view legacy_report depends on column users.legacy"):
+        commands.contract(opts(db))
+    assert schema_dump(db) == before  # not even the add_check's VALIDATE ran
+    assert {s for (s,) in q(db, "SELECT status FROM migrator.contracts")} == {"scheduled"}
+    q(db, "DROP VIEW legacy_report")
+    commands.contract(opts(db))
+    assert q(
+        db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'legacy'"
+    ) == [(0,)]
+
+
+def test_drop_table_says_how_many_rows(db: str) -> None:
+    q(db, BASE)
+    rec = Recorder()
+    plan = parse_plan(plan_text("[]", "- drop_table: {table: orders}"))
+    commands.expand(plan, opts(db))
+    result = commands.complete(plan, opts(db, rec))
+    assert any("drop table orders, which holds 100 rows" in m for m in rec.infos), rec.infos
+    assert result.ran == ["c0.drop_table.drop-table"]
+
+
+# -- indexes: INVALID leftovers, duplicates, concurrency -------------------------------------
+
+
+def _leave_invalid_index(url: str, name: str) -> None:
+    """A concurrent unique build that fails on duplicates leaves an INVALID index."""
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        q(url, f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON users (legacy)")
+    assert q(url, f"SELECT indisvalid FROM pg_index WHERE indexrelid = '{name}'::regclass") == [
+        (False,)
+    ]
+
+
+def test_invalid_index_is_dropped_and_rebuilt(db: str) -> None:
+    q(db, BASE + "UPDATE users SET legacy = 'dup' WHERE id IN (1, 2);")
+    _leave_invalid_index(db, "users_legacy_idx")
+    q(db, "UPDATE users SET legacy = 'l2' WHERE id = 2")
+    rec = Recorder()
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: users, name: users_legacy_idx, columns: [legacy], unique: true}"
+        )
+    )
+    commands.expand(plan, opts(db, rec))
+    sqls = [sql for _, sql, _ in rec.statements]
+    assert sqls[0] == "DROP INDEX CONCURRENTLY IF EXISTS public.users_legacy_idx"
+    assert sqls[1].startswith("CREATE UNIQUE INDEX CONCURRENTLY users_legacy_idx")
+    assert q(
+        db,
+        "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'users_legacy_idx'::regclass",
+    ) == [(True, True)]
+    # A rerun of the same release changes nothing.
+    again = commands.expand(plan, opts(db))
+    assert again.ran == []
+
+
+def test_failed_index_build_is_rebuilt_on_rerun(db: str) -> None:
+    """The build fails half way (a duplicate arrives); the rerun cleans up and finishes."""
+    q(db, BASE + "UPDATE users SET legacy = 'dup' WHERE id IN (1, 2);")
+    plan = parse_plan(
+        plan_text("- add_unique: {table: users, name: users_legacy_key, columns: [legacy]}")
+    )
+    # Validation counts duplicates first...
+    with pytest.raises(ValidationFailed, match=r"\('dup'\) in 2 rows"):
+        commands.expand(plan, opts(db))
+    q(db, "UPDATE users SET legacy = 'l2' WHERE id = 2")
+    # ...and a build that fails anyway (an earlier attempt left an INVALID index of that
+    # name) is cleaned up by the rerun.
+    q(db, "UPDATE users SET legacy = 'dup' WHERE id IN (1, 2)")
+    _leave_invalid_index(db, "users_legacy_key")
+    q(db, "UPDATE users SET legacy = 'l2' WHERE id = 2")
+    commands.expand(plan, opts(db))
+    assert q(
+        db,
+        "SELECT k.contype::text, i.indisvalid FROM pg_constraint k JOIN pg_index i "
+        "ON i.indexrelid = k.conindid WHERE k.conname = 'users_legacy_key'",
+    ) == [("u", True)]
+    assert q(db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'users_legacy_key%'") == [(1,)]
+
+
+def test_create_index_does_not_block_writers(db: str) -> None:
+    """While create_index waits for an open transaction, another session still writes.
+
+    A plain CREATE INDEX would queue for SHARE behind the open writer and every later
+    INSERT would queue behind it; CONCURRENTLY takes SHARE UPDATE EXCLUSIVE only.
+    """
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: users, name: users_name_idx, columns: [name]}",
+            lock_timeout="20s",
+        )
+    )
+    holder = psycopg.connect(db)
+    holder.execute("INSERT INTO users (name) VALUES ('held open')")  # ROW EXCLUSIVE, open
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            commands.expand(plan, opts(db))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        modes: list[tuple[object, ...]] = []
+        for _ in range(200):
+            modes = q(
+                db,
+                "SELECT l.mode, a.wait_event_type FROM pg_locks l JOIN pg_stat_activity a "
+                "ON a.pid = l.pid WHERE l.relation = 'users'::regclass "
+                "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%'",
+            )
+            if modes and modes[0][1] == "Lock":
+                break
+            time.sleep(0.05)
+        assert modes == [("ShareUpdateExclusiveLock", "Lock")], modes
+        # The build is waiting for the open transaction; writers are not waiting for it.
+        with psycopg.connect(db, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute("INSERT INTO users (name) VALUES ('not blocked')")
+            writer.execute("UPDATE users SET name = 'also not blocked' WHERE id = 1")
+            # 50 seeded + this one; the held-open row is not committed yet.
+            assert writer.execute("SELECT count(*) FROM users").fetchone() == (51,)
+    finally:
+        holder.commit()
+        holder.close()
+        worker.join(60)
+    assert not errors, errors
+    assert q(
+        db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_name_idx'::regclass"
+    ) == [(True,)]
+
+
+def test_raw_sql_steps_split_by_the_parser(db: str) -> None:
+    """CONCURRENTLY statements get their own autocommit step; the rest share transactions."""
+    q(db, BASE)
+    rec = Recorder()
+    plan = parse_plan(
+        plan_text(
+            """
+            - sql:
+                expand: "ALTER TABLE users ADD COLUMN a int; ALTER TABLE users ADD COLUMN b int;
+                  CREATE INDEX CONCURRENTLY users_a_idx ON users (a); SELECT 'x;y'"
+                rollback: "DROP INDEX CONCURRENTLY IF EXISTS users_a_idx;
+                  ALTER TABLE users DROP COLUMN IF EXISTS a, DROP COLUMN IF EXISTS b"
+            """
+        )
+    )
+    result = commands.expand(plan, opts(db, rec))
+    assert result.ran == ["0.sql.expand-1", "0.sql.expand-2", "0.sql.expand-3"]
+    modes = [(step, autocommit) for step, _, autocommit in rec.statements]
+    assert modes == [
+        ("0.sql.expand-1", False),
+        ("0.sql.expand-1", False),
+        ("0.sql.expand-2", True),
+        ("0.sql.expand-3", False),
+    ]
+    assert rec.statements[3][1] == "SELECT 'x;y'"
+
+
+def test_migrator_error_lines_name_the_operation(db: str) -> None:
+    """The CLI prints str(error): the operation and the object at fault, on one line."""
+    q(db, BASE)
+    plan = parse_plan(plan_text("- add_unique: {table: users, name: u, columns: [nope]}"))
+    with pytest.raises(MigratorError) as err:
+        commands.expand(plan, opts(db))
+    assert str(err.value) == "add_unique u: public.users has no column nope"
