@@ -69,7 +69,6 @@ from migrator.ops.shadow import (
     column_constraints,
     column_facts,
     column_indexes,
-    create_view_sql,
     dependent_views,
     drop_sync_sql,
     expression_error_with,
@@ -77,6 +76,8 @@ from migrator.ops.shadow import (
     owned_sequence,
     renamed_constraint,
     renamed_references,
+    restore_views_sql,
+    save_and_drop_views_sql,
     shadow_index_steps,
     sync_function_sql,
     sync_trigger_step,
@@ -155,8 +156,8 @@ class AlterColumn(Operation):
     def _where(self) -> str:
         return f"alter_column {self.table}.{self.column}"
 
-    def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
-        """The column as it was before the expand: the saved record, or the live column."""
+    def _expanded(self, ctx: Context) -> bool:
+        """True once the expand saved the column (the catalog shows the expanded state)."""
         name = short_name(ctx.schema, self.table, self.column, "before")
         exists = ctx.catalog.conn.execute(
             text(
@@ -165,7 +166,11 @@ class AlterColumn(Operation):
             ),
             {"p": name},
         ).first()
-        if exists:
+        return exists is not None
+
+    def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
+        """The column as it was before the expand: the saved record, or the live column."""
+        if self._expanded(ctx):
             raw = ctx.catalog.conn.execute(text(f"SELECT {self.saved_name(ctx)}()")).scalar_one()
             return dict(json.loads(raw))
         return {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
@@ -386,12 +391,13 @@ class AlterColumn(Operation):
     def _retype_in_place(self, ctx: Context, facts: ColumnFacts, new_type: str, key: str) -> Step:
         """A catalog-only ALTER TYPE; views over the column are dropped and re-created
         around it in the same transaction (PostgreSQL refuses it under a view)."""
-        views = dependent_views(ctx.catalog, facts)
         t = ident(ctx.schema, self.table)
-        sqls = [f"DROP VIEW {ident(v.schema, v.name)}" for v in reversed(views)]
+        sqls = []
+        if dependent_views(ctx.catalog, facts):
+            sqls.append(save_and_drop_views_sql(ctx.schema, self.table, self.column))
         sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(self.column)} TYPE {new_type}")
-        for view in views:
-            sqls += create_view_sql(view)
+        if len(sqls) > 1:
+            sqls.append(restore_views_sql())
         return step(key, f"{self.table}.{self.column} becomes {new_type} (no rewrite)", *sqls)
 
     def _shadow_steps(self, ctx: Context, facts: ColumnFacts) -> list[Step]:
@@ -513,7 +519,8 @@ class AlterColumn(Operation):
         sqls = drop_sync_sql(ctx.schema, self.table, self.trigger_name(), self.function_name(ctx))
         if sequence:
             sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
-        sqls += [f"DROP VIEW {ident(v.schema, v.name)}" for v in reversed(views)]
+        if views:
+            sqls.append(save_and_drop_views_sql(ctx.schema, self.table, col))
         sqls += [
             f"ALTER TABLE {t} DROP COLUMN {ident(col)}",
             f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}",
@@ -534,8 +541,8 @@ class AlterColumn(Operation):
         ]
         if facts.comment is not None:
             sqls.append(f"COMMENT ON COLUMN {t}.{ident(col)} IS {literal(facts.comment)}")
-        for view in views:
-            sqls += create_view_sql(view)
+        if views:
+            sqls.append(restore_views_sql())
         sqls.append(drop_saved)
         steps.append(step("swap", f"{self.table}.{col} becomes the {self.type} column", *sqls))
         # 4. The foreign keys pointing at it get their names back.
@@ -600,10 +607,20 @@ class AlterColumn(Operation):
                     else f"ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT",
                 )
             )
-        if self.nullable is True and saved.get("not_null") and not facts.not_null:
-            steps += not_null_steps(ctx.schema, self.table, self.column, key="restore")
         shadow = self.shadow_name()
-        if cat_has(ctx, self.table, shadow):
+        if self._expanded(ctx):
+            relaxed = self.nullable is True and bool(saved.get("not_null")) and not facts.not_null
+            shadowed = cat_has(ctx, self.table, shadow)
+            retyped = not shadowed and self.type is not None and facts.type != saved["type"]
+        else:
+            # Computed before the expand (migrator render): undo what the expand will do.
+            relaxed = self.nullable is True and facts.not_null
+            changes = self.type is not None and self._changes_type(facts)
+            shadowed = changes and not self._in_place(ctx, facts)
+            retyped = changes and not shadowed
+        if relaxed:
+            steps += not_null_steps(ctx.schema, self.table, self.column, key="restore")
+        if shadowed:
             steps.append(
                 step(
                     "drop-shadow",
@@ -614,9 +631,9 @@ class AlterColumn(Operation):
                     f"ALTER TABLE {t} DROP COLUMN IF EXISTS {ident(shadow)}",
                 )
             )
-        elif self.type is not None and facts.type != saved["type"]:
+        elif retyped:
             ctx.notes.append(
-                f"{self._where()}: rollback turns {facts.type} back into {saved['type']}; "
+                f"{self._where()}: rollback turns {self.type} back into {saved['type']}; "
                 "narrowing scans the table and fails if longer values were written"
             )
             steps.append(self._retype_in_place(ctx, facts, str(saved["type"]), "restore-type"))

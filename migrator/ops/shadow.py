@@ -531,12 +531,84 @@ def shadow_index_steps(
     return steps
 
 
-def create_view_sql(view: ViewFacts) -> list[str]:
-    """CREATE VIEW again from the catalog's own text, with owner, options and comment."""
-    name = ident(view.schema, view.name)
-    options = f" WITH ({', '.join(view.options)})" if view.options else ""
-    out = [f"CREATE VIEW {name}{options} AS\n{view.definition.rstrip().rstrip(';')}"]
-    out.append(f"ALTER VIEW {name} OWNER TO {ident(view.owner)}")
-    if view.comment is not None:
-        out.append(f"COMMENT ON VIEW {name} IS {literal(view.comment)}")
-    return out
+_SAVE_VIEWS = """DO $migrator$
+DECLARE
+  v record;
+BEGIN
+  CREATE TEMPORARY TABLE IF NOT EXISTS _migrator_views (
+    depth int, name text, definition text, owner text, options text[], comment text,
+    grants text[]) ON COMMIT DROP;
+  FOR v IN
+    WITH RECURSIVE target AS (
+      SELECT a.attrelid AS rel, a.attnum FROM pg_attribute a
+      WHERE a.attrelid = to_regclass(%(table)s) AND a.attname = %(column)s
+    ), deps(oid, depth) AS (
+      SELECT r.ev_class, 1 FROM target t
+      JOIN pg_depend d ON d.refobjid = t.rel AND d.refobjsubid = t.attnum
+      JOIN pg_rewrite r ON r.oid = d.objid
+      WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+        AND r.ev_class <> t.rel
+      UNION
+      SELECT r.ev_class, deps.depth + 1 FROM deps
+      JOIN pg_depend d ON d.refobjid = deps.oid AND d.refclassid = 'pg_class'::regclass
+      JOIN pg_rewrite r ON r.oid = d.objid
+      WHERE d.classid = 'pg_rewrite'::regclass AND r.ev_class <> deps.oid AND deps.depth < 50
+    )
+    SELECT c.oid, c.oid::regclass::text AS name, max(deps.depth) AS depth,
+           pg_get_viewdef(c.oid) AS definition, pg_get_userbyid(c.relowner) AS owner,
+           coalesce(c.reloptions, '{}') AS options, obj_description(c.oid, 'pg_class') AS comment,
+           ARRAY(SELECT format('GRANT %%s ON %%s TO %%s', x.privilege_type, c.oid::regclass,
+                               CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                                    ELSE quote_ident(pg_get_userbyid(x.grantee)) END)
+                 FROM aclexplode(c.relacl) AS x WHERE x.grantee <> c.relowner) AS grants
+    FROM deps JOIN pg_class c ON c.oid = deps.oid
+    GROUP BY c.oid ORDER BY max(deps.depth) DESC
+  LOOP
+    INSERT INTO _migrator_views
+      VALUES (v.depth, v.name, v.definition, v.owner, v.options, v.comment, v.grants);
+    EXECUTE format('DROP VIEW %%s', v.name);
+  END LOOP;
+END
+$migrator$"""
+
+_RESTORE_VIEWS = """DO $migrator$
+DECLARE
+  v record;
+  g text;
+BEGIN
+  IF to_regclass('pg_temp._migrator_views') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR v IN SELECT * FROM pg_temp._migrator_views ORDER BY depth LOOP
+    EXECUTE format('CREATE VIEW %%s%%s AS %%s', v.name,
+      CASE WHEN cardinality(v.options) > 0
+           THEN ' WITH (' || array_to_string(v.options, ', ') || ')' ELSE '' END,
+      rtrim(v.definition, ';'));
+    EXECUTE format('ALTER VIEW %%s OWNER TO %%I', v.name, v.owner);
+    IF v.comment IS NOT NULL THEN
+      EXECUTE format('COMMENT ON VIEW %%s IS %%L', v.name, v.comment);
+    END IF;
+    FOREACH g IN ARRAY v.grants LOOP
+      EXECUTE g;
+    END LOOP;
+  END LOOP;
+  DROP TABLE pg_temp._migrator_views;
+END
+$migrator$"""
+
+
+def save_and_drop_views_sql(schema: str, table: str, column: str) -> str:
+    """Drop the views over a column (those built on them first), remembering each.
+
+    The definitions are read when the statement runs, not when the plan is rendered or
+    the release completed, so an earlier contract step (a rename) is already in them.
+    They go to a temporary table dropped at commit; `restore_views_sql` reads it back
+    in the same transaction.
+    """
+    return _SAVE_VIEWS % {"table": literal(ident(schema, table)), "column": literal(column)}
+
+
+def restore_views_sql() -> str:
+    """Re-create the views `save_and_drop_views_sql` dropped: definition, options, owner,
+    comment and grants, those nearest the table first."""
+    return _RESTORE_VIEWS.replace("%%", "%")
