@@ -215,6 +215,7 @@ def switch(
                 opts.observer.info(f"traffic is already {current}")
                 after = current
             else:
+                switcher.smoke()
                 _set_phase(s.engine, release, "switching", SWITCH_PHASES)
                 after = switcher.forward(percents, current=current)
                 if after.green == 100:
@@ -222,7 +223,10 @@ def switch(
                     _set_phase(s.engine, release, "switched", SWITCH_PHASES)
         except Exception:
             # Whatever failed, a split of 0% means the release is back to expanded.
-            now = backend.current() if switcher.moves else None
+            try:
+                now = backend.current()
+            except Exception:  # the backend itself may be what failed
+                now = switcher.moves[-1].after if switcher.moves else current
             if now is not None and now.green == 0:
                 _set_phase(s.engine, release, "expanded", ("switching", "switched"))
             result.moves = [m.details() for m in switcher.moves]

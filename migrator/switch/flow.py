@@ -69,10 +69,13 @@ class Switcher:
         self.observer.info(f"traffic: {after} ({reason}, {move.seconds:.2f}s)")
         return after
 
-    def forward(self, percents: list[int], *, current: Split) -> Split:
-        """Smoke-test green, then each step with its watch. A failed probe moves all
-        traffic back to blue and raises WatchFailed (exit 3)."""
+    def smoke(self) -> None:
+        """Green's smoke tests; SmokeFailed (exit 3) before any traffic moves."""
         smoke(self.settings.smoke, timing=self.timing, observer=self.observer)
+
+    def forward(self, percents: list[int], *, current: Split) -> Split:
+        """Each step with its watch (smoke-test first). A failed probe moves all
+        traffic back to blue and raises WatchFailed (exit 3)."""
         total = len(self.settings.steps)
         for percent in percents:
             number = self.settings.steps.index(percent) + 1
