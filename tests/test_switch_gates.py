@@ -1,0 +1,239 @@
+"""Gates of the switch (expand applied, check passed for this plan's hash, --force with
+a recorded reason), the rollback and complete gates, the audit log, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from migrator import commands
+from migrator.cli import app
+from migrator.commands.phases import STATE
+from migrator.db.connection import connect, make_engine
+from migrator.errors import ExitCode, GateRefused
+from tests.support.switch_env import (
+    SEED_SQL,
+    phase,
+    ready_release,
+    record_check,
+    switch_plan,
+    traffic_events,
+)
+
+
+def _section(state: Path, **extra: Any) -> dict[str, Any]:
+    state.write_text("0\n")
+    return {
+        "command": {
+            "to_green": f"echo {{percent}} > {state}",
+            "to_blue": f"echo 0 > {state}",
+            "status": f"cat {state}",
+        },
+        "watch": {"duration": 0, "interval": 1},
+        **extra,
+    }
+
+
+def _events(url: str, release: str) -> list[dict[str, Any]]:
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            return STATE.events(conn, release)
+    finally:
+        engine.dispose()
+
+
+def _columns(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users' "
+            "ORDER BY ordinal_position"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_switch_before_expand_is_refused_and_moves_nothing(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    opts = commands.Options(database_url=fresh_db, actor="tester@test")
+    commands.init(opts)
+    record_check(fresh_db, plan)
+    with pytest.raises(GateRefused) as refused:
+        commands.switch(plan, opts)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert "has not been expanded; run `migrator expand` first" in str(refused.value)
+    assert state.read_text() == "0\n"
+
+
+def test_switch_without_a_passing_check_for_this_plan_is_refused(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    opts = ready_release(fresh_db, plan, check=False)
+    with pytest.raises(GateRefused, match=r"`migrator check` has not run for this plan"):
+        commands.switch(plan, opts)
+    # A check of another plan (another hash) does not count.
+    other = switch_plan(_section(state, steps=[50, 100]))
+    record_check(fresh_db, other)
+    with pytest.raises(GateRefused, match=r"has not run for this plan"):
+        commands.switch(plan, opts)
+    # The latest verdict for this hash counts: passed, then failed, is failed.
+    record_check(fresh_db, plan, "check.passed")
+    record_check(fresh_db, plan, "check.failed")
+    with pytest.raises(GateRefused, match=r"`migrator check` failed for this plan"):
+        commands.switch(plan, opts)
+    assert state.read_text() == "0\n"
+    assert traffic_events(fresh_db, plan.release) == []
+    record_check(fresh_db, plan, "check.passed")
+    commands.switch(plan, opts)
+    assert state.read_text() == "100\n"
+
+
+def test_force_skips_the_gates_and_records_the_reason(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    opts = ready_release(fresh_db, plan, check=False)
+    opts.force, opts.force_reason = True, "check is down; verified by hand, INC-123"
+    commands.switch(plan, opts)
+    assert state.read_text() == "100\n"
+    forced = [e for e in _events(fresh_db, plan.release) if e["action"] == "switch.forced"]
+    assert len(forced) == 1
+    assert forced[0]["details"]["reason"] == "check is down; verified by hand, INC-123"
+    assert "`migrator check` has not run" in forced[0]["details"]["skipped"][0]
+
+
+def test_every_traffic_change_is_recorded_with_who_when_from_to_and_backend(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state, steps=[20, 100]))
+    opts = ready_release(fresh_db, plan)
+    commands.switch(plan, opts, step=1)
+    assert phase(fresh_db, plan.release) == "switching"
+    commands.switch(plan, opts)  # resumes: only the steps above the current split
+    assert phase(fresh_db, plan.release) == "switched"
+    commands.switch(plan, opts, to="blue")
+    assert phase(fresh_db, plan.release) == "expanded"
+    events = traffic_events(fresh_db, plan.release)
+    assert [(e["details"]["from"], e["details"]["to"], e["details"]["reason"]) for e in events] == [
+        ({"blue": 100, "green": 0}, {"blue": 80, "green": 20}, "step 1/2"),
+        ({"blue": 80, "green": 20}, {"blue": 0, "green": 100}, "step 2/2"),
+        ({"blue": 0, "green": 100}, {"blue": 100, "green": 0}, "switch --to blue"),
+    ]
+    for e in events:
+        assert e["actor"] == "tester@test"
+        assert e["plan_hash"] == plan.digest()
+        assert e["details"]["backend"].startswith("shell commands")
+    stamps = [e["at"] for e in events]
+    assert stamps == sorted(stamps) and stamps[0].tzinfo is not None
+
+
+def test_rollback_moves_traffic_first_and_the_schema_only_when_none_is_on_green(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    opts = ready_release(fresh_db, plan)
+    commands.switch(plan, opts)
+    assert "phone" in _columns(fresh_db)
+
+    first = commands.rollback(plan, opts)
+    assert state.read_text() == "0\n"
+    assert "phone" in _columns(fresh_db)  # the old version works with the expanded schema
+    assert first.ran == ["traffic 100% green -> 0% green via " + first.ran[0].split(" via ")[1]]
+
+    second = commands.rollback(plan, opts)
+    assert "phone" not in _columns(fresh_db)
+    assert second.ran and phase(fresh_db, plan.release) == "rolled_back"
+
+
+def test_rollback_is_refused_once_the_contract_has_run(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    opts = ready_release(fresh_db, plan)
+    commands.switch(plan, opts)
+    engine = make_engine(fresh_db)
+    with connect(engine) as conn:
+        STATE.set_phase(conn, plan.release, "contracted")
+        conn.commit()
+    engine.dispose()
+    with pytest.raises(GateRefused) as refused:
+        commands.rollback(plan, opts)
+    assert "contract has run" in str(refused.value)
+    assert "the old version could no longer work" in str(refused.value)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert state.read_text() == "100\n"
+
+
+def test_complete_is_refused_until_all_traffic_is_on_green(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state, steps=[50, 100]))
+    opts = ready_release(fresh_db, plan)
+    with pytest.raises(GateRefused, match=r"traffic is blue 100% / green 0%"):
+        commands.complete(plan, opts)
+    commands.switch(plan, opts, step=1)
+    with pytest.raises(GateRefused, match=r"blue 50% / green 50%.*run `migrator switch`"):
+        commands.complete(plan, opts)
+    commands.switch(plan, opts)
+    commands.complete(plan, opts)
+    assert phase(fresh_db, plan.release) == "completed"
+
+
+def _write(tmp_path: Path, plan_data: dict[str, Any]) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan_data, sort_keys=False))
+    return path
+
+
+def test_cli_switch_exit_codes(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    data = {
+        "release": "r-cli",
+        "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
+        "switch": _section(state),
+    }
+    path = _write(tmp_path, data)
+    runner = CliRunner()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    url = ["--database-url", fresh_db]
+    assert runner.invoke(app, ["expand", str(path), *url]).exit_code == 0
+
+    refused = runner.invoke(app, ["switch", str(path), *url])
+    assert refused.exit_code == ExitCode.REFUSED, refused.output
+    assert "migrator check" in refused.output
+
+    no_reason = runner.invoke(app, ["switch", str(path), *url, "--force"])
+    assert no_reason.exit_code == ExitCode.BAD_INPUT
+    bad_step = runner.invoke(
+        app, ["switch", str(path), *url, "--step", "2", "--force", "--reason", "x"]
+    )
+    assert bad_step.exit_code == ExitCode.BAD_INPUT and "--step takes 1..1" in bad_step.output
+
+    from migrator.plan.loader import load_plan
+
+    record_check(fresh_db, load_plan(path))
+    done = runner.invoke(app, ["switch", str(path), *url, "--json"])
+    assert done.exit_code == 0, done.output
+    assert '"after": {"blue": 0, "green": 100}' in done.output
+    assert state.read_text() == "100\n"
+    back = runner.invoke(app, ["rollback", str(path), *url])
+    assert back.exit_code == 0, back.output
+    assert state.read_text() == "0\n"
+
+
+def test_plan_without_switch_section_is_a_usage_error(fresh_db: str) -> None:
+    from migrator.errors import UsageError
+    from migrator.plan.models import Plan
+
+    plan = Plan.model_validate({"release": "r"})
+    with pytest.raises(UsageError, match="has no switch: section"):
+        commands.switch(plan, commands.Options(database_url=fresh_db))
