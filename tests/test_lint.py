@@ -1,0 +1,801 @@
+"""The lint: every rule caught in its unsafe form and quiet in its safe form, verdicts by
+server version, suppression, no false alarms on new tables, positions, and the rules
+that need a real database (INVALID indexes, duplicates, row counts) on real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Connection
+from typer.testing import CliRunner
+
+from migrator.cli import app
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import PlanError
+from migrator.lint import RULES, LintFinding, lint_plan, lint_sql, render_markdown
+from migrator.lint.sources import lint_plan_report
+from migrator.plan.loader import parse_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rules_of(findings: list[LintFinding]) -> set[str]:
+    return {f.rule for f in findings}
+
+
+# -- every rule: an unsafe form that triggers it, a safe form that does not ------------------
+#
+# (rule, server major version, unsafe SQL, safe SQL). Raw SQL runs as psql runs it:
+# statements outside BEGIN/COMMIT run alone.
+
+CASES: list[tuple[str, int, str, str]] = [
+    ("M001", 18, "CREATE INDEX i ON t (a)", "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)"),
+    ("M002", 18, "DROP INDEX i", "DROP INDEX CONCURRENTLY IF EXISTS i"),
+    (
+        "M003",
+        18,
+        "BEGIN; CREATE INDEX CONCURRENTLY i ON t (a); COMMIT;",
+        "DROP INDEX CONCURRENTLY IF EXISTS i; CREATE INDEX CONCURRENTLY i ON t (a);",
+    ),
+    (
+        "M003",
+        18,
+        "BEGIN; DROP INDEX CONCURRENTLY IF EXISTS i; COMMIT;",
+        "DROP INDEX CONCURRENTLY IF EXISTS i",
+    ),
+    ("M003", 18, "BEGIN; VACUUM t; COMMIT;", "VACUUM t"),
+    (
+        "M004",
+        18,
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)",
+        "DROP INDEX CONCURRENTLY IF EXISTS i; CREATE INDEX CONCURRENTLY i ON t (a)",
+    ),
+    (
+        "M005",
+        18,
+        "ALTER TABLE o ADD CONSTRAINT o_u_fk FOREIGN KEY (u) REFERENCES users (id)",
+        "ALTER TABLE o ADD CONSTRAINT o_u_fk FOREIGN KEY (u) REFERENCES users (id) NOT VALID",
+    ),
+    (
+        "M005",
+        18,
+        "ALTER TABLE o ADD COLUMN u int REFERENCES users (id)",
+        "ALTER TABLE o ADD COLUMN u int",
+    ),
+    (
+        "M006",
+        18,
+        "ALTER TABLE o ADD CONSTRAINT pos CHECK (amount > 0)",
+        "ALTER TABLE o ADD CONSTRAINT pos CHECK (amount > 0) NOT VALID",
+    ),
+    (
+        "M007",
+        18,
+        "BEGIN; ALTER TABLE o ADD CONSTRAINT pos CHECK (amount > 0) NOT VALID; "
+        "ALTER TABLE o VALIDATE CONSTRAINT pos; COMMIT;",
+        "BEGIN; ALTER TABLE o ADD CONSTRAINT pos CHECK (amount > 0) NOT VALID; COMMIT; "
+        "BEGIN; ALTER TABLE o VALIDATE CONSTRAINT pos; COMMIT;",
+    ),
+    (
+        "M008",
+        18,
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key",
+    ),
+    (
+        "M009",
+        18,
+        "ALTER TABLE users ADD PRIMARY KEY (id)",
+        "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_pkey",
+    ),
+    (
+        "M011",
+        18,
+        "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid()",
+        "ALTER TABLE users ADD COLUMN seen timestamptz DEFAULT now()",
+    ),
+    (
+        "M012",
+        18,
+        "ALTER TABLE users ADD COLUMN n int NOT NULL",
+        "ALTER TABLE users ADD COLUMN n int NOT NULL DEFAULT 0",
+    ),
+    (
+        "M013",
+        18,
+        "ALTER TABLE users ADD COLUMN n bigserial",
+        "ALTER TABLE users ADD COLUMN n bigint",
+    ),
+    (
+        "M013",
+        18,
+        "ALTER TABLE users ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY",
+        "CREATE TABLE fresh (n bigint GENERATED ALWAYS AS IDENTITY)",
+    ),
+    (
+        "M013",
+        18,
+        "ALTER TABLE users ADD COLUMN n2 int GENERATED ALWAYS AS (n * 2) STORED",
+        "ALTER TABLE users ADD COLUMN n2 int GENERATED ALWAYS AS (n * 2) VIRTUAL",
+    ),
+    (
+        "M014",
+        18,
+        "ALTER TABLE users ALTER COLUMN phone SET NOT NULL",
+        "BEGIN; ALTER TABLE users ADD CONSTRAINT nn CHECK (phone IS NOT NULL) NOT VALID; COMMIT; "
+        "BEGIN; ALTER TABLE users VALIDATE CONSTRAINT nn; COMMIT; "
+        "BEGIN; ALTER TABLE users ALTER COLUMN phone SET NOT NULL; "
+        "ALTER TABLE users DROP CONSTRAINT nn; COMMIT;",
+    ),
+    (
+        "M015",
+        18,
+        "ALTER TABLE users ALTER COLUMN email DROP NOT NULL",
+        "ALTER TABLE users ADD COLUMN nick text; ALTER TABLE users ALTER COLUMN nick DROP NOT NULL",
+    ),
+    (
+        "M016",
+        18,
+        "ALTER TABLE users ALTER COLUMN id TYPE bigint",
+        "ALTER TABLE users ADD COLUMN code varchar(20); "
+        "ALTER TABLE users ALTER COLUMN code TYPE varchar(40)",
+    ),
+    (
+        "M017",
+        18,
+        "ALTER TABLE users ADD COLUMN code varchar(20)",
+        "ALTER TABLE users ADD COLUMN code text",
+    ),
+    (
+        "M017",
+        18,
+        "CREATE TABLE codes (c char(2))",
+        "CREATE TABLE codes (c text CHECK (length(c) = 2))",
+    ),
+    (
+        "M018",
+        18,
+        "ALTER DOMAIN price ADD CONSTRAINT pos CHECK (VALUE > 0)",
+        "CREATE DOMAIN price AS numeric",
+    ),
+    (
+        "M018",
+        18,
+        "CREATE DOMAIN price AS numeric CHECK (VALUE > 0)",
+        "CREATE DOMAIN price AS numeric",
+    ),
+    (
+        "M019",
+        18,
+        "ALTER TABLE users RENAME COLUMN email TO contact_email",
+        "BEGIN; ALTER TABLE users DROP COLUMN contact_email; "
+        "ALTER TABLE users RENAME COLUMN email TO contact_email; COMMIT;",
+    ),
+    (
+        "M020",
+        18,
+        "ALTER TABLE orders RENAME TO purchases",
+        "BEGIN; ALTER TABLE orders RENAME TO purchases; "
+        "CREATE VIEW orders AS SELECT * FROM purchases; COMMIT;",
+    ),
+    (
+        "M021",
+        18,
+        "ALTER TABLE users DROP COLUMN legacy",
+        "ALTER TABLE users ADD COLUMN tmp int; ALTER TABLE users DROP COLUMN tmp",
+    ),
+    ("M022", 18, "DROP TABLE orders", "CREATE TABLE scratch (a int); DROP TABLE scratch"),
+    ("M023", 18, "TRUNCATE orders", "DELETE FROM orders WHERE id BETWEEN 1 AND 1000"),
+    ("M023", 18, "UPDATE users SET flag = true", "UPDATE users SET flag = true WHERE id < 1000"),
+    ("M023", 18, "DELETE FROM sessions", "DELETE FROM sessions WHERE expires < now()"),
+    (
+        "M024",
+        11,
+        "BEGIN; ALTER TYPE mood ADD VALUE 'calm'; COMMIT;",
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'",
+    ),
+    (
+        "M024",
+        18,
+        "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'",
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'",
+    ),
+    (
+        "M024",
+        18,
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm' BEFORE 'happy'",
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'",
+    ),
+    (
+        "M025",
+        18,
+        "ALTER TABLE rooms ADD CONSTRAINT no_overlap EXCLUDE USING gist (during WITH &&)",
+        "CREATE TABLE rooms2 (during tstzrange, EXCLUDE USING gist (during WITH &&))",
+    ),
+    (
+        "M026",
+        18,
+        "ALTER TABLE users ADD COLUMN prefs json",
+        "ALTER TABLE users ADD COLUMN prefs jsonb",
+    ),
+    (
+        "M027",
+        18,
+        "ALTER TABLE events DETACH PARTITION events_2020",
+        "ALTER TABLE events DETACH PARTITION events_2020 CONCURRENTLY",
+    ),
+    (
+        "M027",
+        18,
+        "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM (1) TO (10)",
+        "BEGIN; ALTER TABLE events_2027 ADD CONSTRAINT b CHECK (k >= 1 AND k < 10) NOT VALID; "
+        "COMMIT; BEGIN; ALTER TABLE events_2027 VALIDATE CONSTRAINT b; COMMIT; "
+        "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM (1) TO (10)",
+    ),
+    ("M028", 18, "REINDEX TABLE users", "REINDEX (CONCURRENTLY) TABLE users"),
+    ("M028", 18, "VACUUM FULL users", "VACUUM (ANALYZE) users"),
+    ("M028", 18, "CLUSTER users USING users_pkey", "ANALYZE users"),
+    ("M028", 18, "REFRESH MATERIALIZED VIEW stats", "REFRESH MATERIALIZED VIEW CONCURRENTLY stats"),
+    (
+        "M029",
+        18,
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS a int",
+        "SET lock_timeout = '1s'; ALTER TABLE users ADD COLUMN IF NOT EXISTS a int",
+    ),
+    ("M030", 18, "CREATE TABLE fresh (a int)", "CREATE TABLE IF NOT EXISTS fresh (a int)"),
+    (
+        "M030",
+        18,
+        "ALTER TYPE mood ADD VALUE 'calm'",
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'",
+    ),
+    (
+        "M031",
+        18,
+        "BEGIN; BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT;",
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT;",
+    ),
+    (
+        "M031",
+        18,
+        "BEGIN; ALTER TABLE users ADD COLUMN a int;",
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT;",
+    ),
+    (
+        "M032",
+        18,
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; ALTER TABLE orders ADD COLUMN b int; COMMIT;",
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT; "
+        "BEGIN; ALTER TABLE orders ADD COLUMN b int; COMMIT;",
+    ),
+    (
+        "M032",
+        18,
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; UPDATE users SET a = 1 WHERE id < 100; COMMIT;",
+        "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT; "
+        "BEGIN; UPDATE users SET a = 1 WHERE id < 100; COMMIT;",
+    ),
+]
+
+# Rules that need data from a live database; they have their own tests below.
+LIVE_ONLY = {"M010"}
+
+
+def _id(case: tuple[str, int, str, str]) -> str:
+    return f"{case[0]}-pg{case[1]}-{re.sub(r'[^a-z]+', '_', case[2].lower())[:40]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_unsafe_form_is_caught(case: tuple[str, int, str, str]) -> None:
+    rule, version, unsafe, _ = case
+    findings = lint_sql(unsafe, version)
+    assert rule in rules_of(findings), [f"{f.rule} {f.message}" for f in findings]
+    caught = next(f for f in findings if f.rule == rule)
+    assert caught.safe_form == RULES[rule].safe_form
+    assert caught.sql and caught.line is not None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_safe_form_is_quiet(case: tuple[str, int, str, str]) -> None:
+    rule, version, _, safe = case
+    findings = lint_sql(safe, version)
+    assert rule not in rules_of(findings), [f"{f.rule} {f.message}" for f in findings]
+
+
+def test_every_rule_has_a_case() -> None:
+    assert set(RULES) == {f"M{n:03d}" for n in range(1, 33)}
+    assert {c[0] for c in CASES} | LIVE_ONLY == set(RULES)
+    for r in RULES.values():
+        assert r.reason and r.safe_form and r.catches and r.name
+
+
+def test_docs_are_generated_from_the_registry() -> None:
+    assert (ROOT / "docs" / "lint-rules.md").read_text(encoding="utf-8") == render_markdown()
+
+
+# -- verdicts by server version ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [(10, True), (11, False), (12, False), (18, False)],
+)
+def test_constant_default_rewrites_before_11(version: int, expected: bool) -> None:
+    findings = lint_sql("ALTER TABLE users ADD COLUMN status text DEFAULT 'new'", version)
+    assert ("M011" in rules_of(findings)) is expected
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"), [(10, True), (11, True), (12, False), (15, False)]
+)
+def test_validated_check_lets_set_not_null_skip_the_scan_from_12(
+    version: int, expected: bool
+) -> None:
+    findings = lint_sql(
+        "BEGIN; ALTER TABLE users ADD CONSTRAINT nn CHECK (phone IS NOT NULL) NOT VALID; COMMIT;\n"
+        "BEGIN; ALTER TABLE users VALIDATE CONSTRAINT nn; COMMIT;\n"
+        "BEGIN; ALTER TABLE users ALTER COLUMN phone SET NOT NULL; COMMIT;\n",
+        version,
+    )
+    assert ("M014" in rules_of(findings)) is expected
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"), [(10, True), (11, True), (12, False), (18, False)]
+)
+def test_enum_add_value_in_a_transaction_before_12(version: int, expected: bool) -> None:
+    findings = lint_sql("BEGIN; ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'; COMMIT;", version)
+    assert ("M024" in rules_of(findings)) is expected
+
+
+def test_the_not_null_check_must_be_on_the_same_column() -> None:
+    findings = lint_sql(
+        "BEGIN; ALTER TABLE users ADD CONSTRAINT nn CHECK (email IS NOT NULL) NOT VALID; COMMIT;\n"
+        "BEGIN; ALTER TABLE users VALIDATE CONSTRAINT nn; COMMIT;\n"
+        "BEGIN; ALTER TABLE users ALTER COLUMN phone SET NOT NULL; COMMIT;\n",
+        15,
+    )
+    assert "M014" in rules_of(findings)
+
+
+def test_volatility_of_an_unknown_function_is_a_warning_offline() -> None:
+    findings = lint_sql("ALTER TABLE users ADD COLUMN code text DEFAULT make_code()", 18)
+    (m011,) = [f for f in findings if f.rule == "M011"]
+    assert m011.severity == "warning" and "make_code" in m011.message
+
+
+def test_detach_concurrently_needs_14() -> None:
+    (old,) = [f for f in lint_sql("ALTER TABLE e DETACH PARTITION e1", 13) if f.rule == "M027"]
+    assert "PostgreSQL 14" in old.message
+
+
+# -- raw SQL: transactions and positions -------------------------------------------------------
+
+
+def test_raw_sql_positions_point_at_each_statement() -> None:
+    text = (
+        "-- a migration written for psql\n"
+        "SET lock_timeout = '2s';\n"
+        "\n"
+        "BEGIN;\n"
+        "ALTER TABLE users\n"
+        "    ADD COLUMN age int;\n"
+        "  CREATE INDEX users_age ON users (age);\n"
+        "COMMIT;\n"
+    )
+    findings = lint_sql(text, 18, file="m.sql")
+    (m001,) = [f for f in findings if f.rule == "M001"]
+    assert (m001.file, m001.line, m001.column) == ("m.sql", 7, 3)
+    assert m001.sql == "CREATE INDEX users_age ON users (age)"
+    # the index build under the ALTER's ACCESS EXCLUSIVE, in one transaction
+    assert "M032" in rules_of(findings)
+    assert "M029" not in rules_of(findings)
+
+
+def test_assume_in_transaction() -> None:
+    text = "CREATE INDEX CONCURRENTLY i ON t (a);"
+    assert "M003" not in rules_of(lint_sql(text, 18))
+    assert "M003" in rules_of(lint_sql(text, 18, assume_in_transaction=True))
+    commit = lint_sql("ALTER TABLE t ADD COLUMN a int; COMMIT;", 18, assume_in_transaction=True)
+    assert any(f.rule == "M031" and f.severity == "error" for f in commit)
+
+
+def test_no_false_alarm_on_tables_created_in_the_same_file() -> None:
+    text = """
+    SET lock_timeout = '1s';
+    BEGIN;
+    CREATE TABLE audit (id bigint PRIMARY KEY, at timestamptz);
+    CREATE INDEX audit_at ON audit (at);
+    ALTER TABLE audit ADD COLUMN who text NOT NULL;
+    ALTER TABLE audit ADD COLUMN n bigserial;
+    ALTER TABLE audit ADD CONSTRAINT who_len CHECK (length(who) < 100);
+    ALTER TABLE audit ALTER COLUMN who SET NOT NULL;
+    ALTER TABLE audit ALTER COLUMN at TYPE timestamp;
+    ALTER TABLE audit RENAME COLUMN who TO actor;
+    UPDATE audit SET actor = 'x';
+    COMMIT;
+    """
+    assert lint_sql(text, 18) == []
+
+
+def test_sql_that_does_not_parse_names_file_line_column() -> None:
+    with pytest.raises(PlanError) as info:
+        lint_sql("SELECT 1;\nALTER TABLEX users ADD a int;", 18, file="bad.sql")
+    assert info.value.location == "bad.sql:2:7"
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+
+def plan_text(expand: str, contract: str = "", database: str = "") -> str:
+    return (
+        "release: r1\n"
+        + (f"database:\n{database}" if database else "")
+        + f"expand:\n{expand}"
+        + (f"contract:\n{contract}" if contract else "")
+    )
+
+
+ADD_PHONE = """\
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "coalesce(legacy_phone, '')"
+      final: {nullable: false}
+"""
+
+
+@pytest.mark.parametrize(("version", "expected"), [(11, {"M014"}), (12, set()), (18, set())])
+def test_add_column_plan_by_version(version: int, expected: set[str]) -> None:
+    plan = parse_plan(plan_text(ADD_PHONE), "plan.yaml")
+    findings = lint_plan(plan, version)
+    assert rules_of(findings) == expected
+    for f in findings:
+        assert f.operation == "expand[0].add_column"
+        assert (f.file, f.line, f.column) == ("plan.yaml", 3, 5)
+        assert f.message.startswith("contract step ")
+
+
+@pytest.mark.parametrize(("version", "expected"), [(10, {"M011"}), (11, set())])
+def test_add_column_constant_default_by_version(version: int, expected: set[str]) -> None:
+    plan = parse_plan(
+        plan_text(
+            "  - add_column:\n      table: users\n"
+            "      column: {name: status, type: text, default: \"'new'\"}\n"
+        ),
+        "plan.yaml",
+    )
+    assert rules_of(lint_plan(plan, version)) == expected
+
+
+def test_sql_operation_positions_inside_a_block_scalar() -> None:
+    text = plan_text(
+        "  - sql:\n"
+        "      expand: |\n"
+        "        ALTER TABLE users ADD COLUMN nick text;\n"
+        "        CREATE INDEX users_nick ON users (nick);\n"
+        "      rollback: ALTER TABLE users DROP COLUMN IF EXISTS nick\n"
+        "  - sql: {expand: \"UPDATE users SET nick = name\", rollback: ''}\n"
+    )
+    findings = lint_plan(parse_plan(text, "p.yaml"), 18)
+    by_rule = {f.rule: f for f in findings}
+    assert (by_rule["M001"].line, by_rule["M001"].column) == (6, 9)
+    assert by_rule["M001"].operation == "expand[0].sql"
+    assert (by_rule["M023"].line, by_rule["M023"].column) == (8, 20)
+    assert by_rule["M023"].operation == "expand[1].sql"
+    # the rollback drops the column the expand added: no M021
+    assert "M021" not in by_rule
+
+
+def test_transaction_control_in_plan_sql() -> None:
+    text = plan_text(
+        "  - sql:\n"
+        "      expand: |\n"
+        "        BEGIN;\n"
+        "        ALTER TABLE users ADD COLUMN nick text;\n"
+        "        COMMIT;\n"
+        "      rollback: ''\n"
+    )
+    findings = [f for f in lint_plan(parse_plan(text, "p.yaml"), 18) if f.rule == "M031"]
+    assert [(f.sql, f.line) for f in findings] == [("BEGIN", 5), ("COMMIT", 7)]
+
+
+def test_lock_timeout_off_in_plan() -> None:
+    off = parse_plan(plan_text(ADD_PHONE, database="  lock_timeout: 0\n"), "p.yaml")
+    assert "M029" in rules_of(lint_plan(off, 18))
+    reset = plan_text("  - sql: {expand: 'SET LOCAL lock_timeout = 0', rollback: ''}\n")
+    assert "M029" in rules_of(lint_plan(parse_plan(reset, "p.yaml"), 18))
+    assert "M029" not in rules_of(lint_plan(parse_plan(plan_text(ADD_PHONE), "p.yaml"), 18))
+
+
+def test_no_false_alarm_on_tables_created_earlier_in_the_plan() -> None:
+    text = plan_text(
+        "  - create_table:\n"
+        "      table: invoices\n"
+        "      columns: [{name: id, type: bigint}, {name: total, type: numeric}]\n"
+        "      primary_key: [id]\n"
+        "  - sql:\n"
+        "      expand: |\n"
+        "        CREATE INDEX invoices_total ON invoices (total);\n"
+        "        ALTER TABLE invoices ADD COLUMN paid boolean NOT NULL;\n"
+        "        ALTER TABLE invoices ADD CONSTRAINT total_pos CHECK (total >= 0);\n"
+        "        ALTER TABLE invoices ALTER COLUMN total SET NOT NULL;\n"
+        "        UPDATE invoices SET paid = false;\n"
+        "      rollback: DROP TABLE IF EXISTS invoices\n"
+    )
+    report = lint_plan_report(parse_plan(text, "p.yaml"), 18)
+    assert report.findings == [] and report.unlinted == []
+    # The same statements on a table the plan did not create are all caught.
+    live = text.replace("invoices", "bills").replace("- create_table:", "- sql_was:")
+    live = live.split("  - sql_was:")[0] + "  - sql:" + live.split("  - sql:", 1)[1]
+    caught = rules_of(lint_plan(parse_plan(live, "p.yaml"), 18))
+    assert {"M001", "M012", "M006", "M014", "M023"} <= caught
+
+
+def test_drop_in_contract_is_fine_in_expand_it_is_not() -> None:
+    contract = plan_text(
+        "  - sql: {expand: 'SELECT 1', rollback: ''}\n",
+        contract="  - sql: {contract: 'ALTER TABLE users DROP COLUMN legacy'}\n"
+        "  - sql: {contract: 'DROP TABLE old'}\n",
+    )
+    assert rules_of(lint_plan(parse_plan(contract, "p.yaml"), 18)) == set()
+    # both in one transaction: ACCESS EXCLUSIVE on two tables at once
+    together = contract.replace(
+        "'ALTER TABLE users DROP COLUMN legacy'}\n  - sql: {contract: 'DROP TABLE old'}",
+        "'ALTER TABLE users DROP COLUMN legacy; DROP TABLE old'}",
+    )
+    assert rules_of(lint_plan(parse_plan(together, "p.yaml"), 18)) == {"M032"}
+    expand = plan_text("  - sql: {expand: 'ALTER TABLE users DROP COLUMN legacy', rollback: ''}\n")
+    (m021,) = lint_plan(parse_plan(expand, "p.yaml"), 18)
+    assert m021.rule == "M021" and m021.severity == "error"
+
+
+# -- suppression -------------------------------------------------------------------------------
+
+SUPPRESSED = """\
+  - sql:
+      expand: "UPDATE settings SET theme = 'dark'"
+      rollback: ''
+      lint:
+        ignore:
+          M023: {reason}
+"""
+
+
+def test_suppression_with_a_reason() -> None:
+    text = plan_text(SUPPRESSED.format(reason='"settings holds 40 rows"'))
+    plan = parse_plan(text, "p.yaml")
+    assert lint_plan(plan, 18) == []
+    (waived,) = lint_plan(plan, 18, include_suppressed=True)
+    assert waived.rule == "M023" and waived.suppressed == "settings holds 40 rows"
+
+
+@pytest.mark.parametrize("reason", ["", '""', '"   "', "42"])
+def test_suppression_without_a_reason_is_a_plan_error(reason: str) -> None:
+    with pytest.raises(PlanError) as info:
+        parse_plan(plan_text(SUPPRESSED.format(reason=reason)), "p.yaml")
+    assert info.value.location is not None and info.value.location.startswith("p.yaml:8:")
+    assert "written reason" in str(info.value)
+
+
+def test_suppression_of_an_unknown_rule_is_a_plan_error() -> None:
+    text = plan_text(SUPPRESSED.replace("M023", "M099").format(reason='"why"'))
+    with pytest.raises(PlanError) as info:
+        lint_plan(parse_plan(text, "p.yaml"), 18)
+    assert info.value.location == "p.yaml:8:11"
+
+
+def test_suppression_only_covers_its_own_operation() -> None:
+    text = plan_text(
+        SUPPRESSED.format(reason='"tiny"')
+        + "  - sql: {expand: \"UPDATE settings SET theme = 'x'\", rollback: ''}\n"
+    )
+    (left,) = lint_plan(parse_plan(text, "p.yaml"), 18)
+    assert left.rule == "M023" and left.operation == "expand[1].sql"
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path, runner: CliRunner) -> None:
+    clean = tmp_path / "clean.yaml"
+    clean.write_text(plan_text(ADD_PHONE))
+    result = runner.invoke(app, ["lint", str(clean)])
+    assert result.exit_code == 0, result.output
+
+    dirty = tmp_path / "dirty.yaml"
+    dirty.write_text(plan_text(ADD_PHONE))
+    result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "11"])
+    assert result.exit_code == 1
+    assert f"{dirty}:3:5: error M014" in result.output
+
+    result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "11", "--format", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["server_version"] == 110000 and data["clean"] is False
+    assert [f["rule"] for f in data["findings"]] == ["M014"]
+    assert data["findings"][0]["line"] == 3
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan_text(SUPPRESSED.format(reason='""')))
+    result = runner.invoke(app, ["lint", str(bad)])
+    assert result.exit_code == 2
+    assert "written reason" in result.output
+
+
+def test_cli_sql_files(tmp_path: Path, runner: CliRunner) -> None:
+    migration = tmp_path / "0042_add_index.sql"
+    migration.write_text("SET lock_timeout = '1s';\nCREATE INDEX users_email ON users (email);\n")
+    result = runner.invoke(app, ["lint", "--sql", str(migration)])
+    assert result.exit_code == 1
+    assert f"{migration}:2:1: error M001" in result.output
+    fixed = tmp_path / "0043.sql"
+    fixed.write_text(
+        "DROP INDEX CONCURRENTLY IF EXISTS users_email;\n"
+        "CREATE INDEX CONCURRENTLY users_email ON users (email);\n"
+    )
+    assert runner.invoke(app, ["lint", "--sql", str(fixed)]).exit_code == 0
+    assert runner.invoke(app, ["lint"]).exit_code == 2
+    assert runner.invoke(app, ["lint", "--sql", str(tmp_path / "missing.sql")]).exit_code == 2
+
+
+# -- rules that need a live database (real PostgreSQL) ---------------------------------------
+
+
+@pytest.fixture
+def live(fresh_db: str) -> Iterator[tuple[Connection, str]]:
+    engine = make_engine(fresh_db)
+    try:
+        with connect(engine) as conn:
+            yield conn, fresh_db
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def _run(url: str, *statements: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for s in statements:
+            try:
+                conn.execute(s)  # type: ignore[arg-type]
+            except psycopg.errors.UniqueViolation:
+                pass  # the failed concurrent build the test wants to leave behind
+
+
+def test_invalid_index_left_by_a_failed_build(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY, email text)",
+        "INSERT INTO users VALUES (1, 'a@x'), (2, 'a@x')",
+        "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email)",
+    )
+    sql = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email)"
+    findings = lint_sql(sql, catalog=Catalog(conn))
+    (m004,) = [f for f in findings if f.rule == "M004"]
+    assert m004.severity == "error" and "INVALID" in m004.message
+    fixed = "DROP INDEX CONCURRENTLY IF EXISTS users_email_key;\n" + sql.replace(
+        "IF NOT EXISTS ", ""
+    )
+    assert "M004" not in rules_of(lint_sql(fixed, catalog=Catalog(conn)))
+
+
+def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY, email text)",
+        "INSERT INTO users VALUES (1, 'a@x'), (2, 'a@x'), (3, 'b@x'), (4, 'b@x'), (5, 'b@x'), "
+        "(6, 'c@x'), (7, NULL), (8, NULL)",
+    )
+    sql = "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email)"
+    (m010,) = [f for f in lint_sql(sql, catalog=Catalog(conn)) if f.rule == "M010"]
+    assert "2 key value(s)" in m010.message
+    assert "('b@x') x3" in m010.message and "('a@x') x2" in m010.message
+    # a partial index that leaves the duplicates out is fine
+    partial = sql + " WHERE id > 4"
+    assert "M010" not in rules_of(lint_sql(partial, catalog=Catalog(conn)))
+    constraint = "ALTER TABLE users ADD CONSTRAINT k UNIQUE (email)"
+    assert "M010" in rules_of(lint_sql(constraint, catalog=Catalog(conn)))
+
+
+def test_dropped_table_row_count(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE old_orders (id int)",
+        "INSERT INTO old_orders SELECT generate_series(1, 3)",
+        "CREATE TABLE empty_one (id int)",
+    )
+    text = plan_text(
+        "  - sql: {expand: 'SELECT 1', rollback: ''}\n",
+        contract="  - sql: {contract: 'DROP TABLE old_orders'}\n"
+        "  - sql: {contract: 'DROP TABLE empty_one'}\n",
+    )
+    (m022,) = lint_plan(parse_plan(text, "p.yaml"), catalog=Catalog(conn))
+    assert m022.rule == "M022" and m022.severity == "warning"
+    assert "holds 3 rows" in m022.message and "old_orders" in m022.message
+    expand = lint_sql("DROP TABLE IF EXISTS old_orders", catalog=Catalog(conn))
+    assert any(f.rule == "M022" and "(3 rows)" in f.message for f in expand)
+
+
+def test_type_change_judged_from_the_live_column(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(url, "CREATE TABLE users (id int, name varchar(20))")
+    catalog = Catalog(conn)
+    assert "M016" not in rules_of(
+        lint_sql("ALTER TABLE users ALTER COLUMN name TYPE text", catalog=catalog)
+    )
+    assert "M016" not in rules_of(
+        lint_sql("ALTER TABLE users ALTER COLUMN name TYPE varchar(40)", catalog=catalog)
+    )
+    (narrow,) = [
+        f
+        for f in lint_sql("ALTER TABLE users ALTER COLUMN name TYPE varchar(10)", catalog=catalog)
+        if f.rule == "M016"
+    ]
+    assert narrow.severity == "error" and "varchar(20)" in narrow.message
+    assert "M016" in rules_of(
+        lint_sql("ALTER TABLE users ALTER COLUMN id TYPE bigint", catalog=catalog)
+    )
+
+
+def test_set_not_null_proven_by_a_live_check(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int, phone text)",
+        "ALTER TABLE users ADD CONSTRAINT phone_nn CHECK (phone IS NOT NULL)",
+    )
+    sql = "ALTER TABLE users ALTER COLUMN phone SET NOT NULL"
+    assert "M014" not in rules_of(lint_sql(sql, catalog=Catalog(conn)))
+    assert "M014" in rules_of(lint_sql(sql.replace("phone", "id"), catalog=Catalog(conn)))
+
+
+def test_volatility_asked_of_the_server(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int)",
+        "CREATE FUNCTION pick() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'",
+        "CREATE FUNCTION fixed() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1'",
+    )
+    catalog = Catalog(conn)
+    bad = lint_sql("ALTER TABLE users ADD COLUMN a int DEFAULT pick()", catalog=catalog)
+    assert any(f.rule == "M011" and f.severity == "error" for f in bad)
+    good = lint_sql("ALTER TABLE users ADD COLUMN a int DEFAULT fixed()", catalog=catalog)
+    assert "M011" not in rules_of(good)
+
+
+def test_plan_ops_built_against_the_live_catalog(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY, email text, legacy_phone text)",
+        "INSERT INTO users VALUES (1, 'a@x', '1'), (2, 'a@x', '2')",
+    )
+    text = plan_text(
+        ADD_PHONE
+        + "  - create_index: {table: users, name: users_email_idx, columns: [email]}\n"
+        + "  - add_unique: {table: users, name: users_email_key, columns: [email]}\n"
+    )
+    plan = parse_plan(text, "p.yaml")
+    report = lint_plan_report(plan, None, Catalog(conn))
+    assert report.unlinted == []
+    assert report.server_version >= 120000
+    # the operations write lock-safe SQL; only the duplicates stand in the way
+    assert rules_of(report.findings) == {"M010"}
+    (m010,) = report.findings
+    assert m010.operation == "expand[2].add_unique" and "('a@x') x2" in m010.message
