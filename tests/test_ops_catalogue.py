@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pglast
 import psycopg
 import pytest
+from pglast import ast
 
 from migrator import commands
 from migrator.errors import ExitCode, MigratorError, ValidationFailed
@@ -427,6 +429,53 @@ CASES = [
         final=[("SELECT count(*) FROM pg_constraint WHERE conname = 'users_name_len'", [(0,)])],
     ),
     Case(
+        "operations on what the plan itself creates or renames",
+        expand="""
+        - create_table:
+            table: teams
+            columns: [{name: id, type: bigint, nullable: false}, {name: title, type: text}]
+            primary_key: [id]
+        - create_index: {table: teams, name: teams_title_idx, columns: [title]}
+        - rename_table: {from: orders, to: purchases}
+        - add_column:
+            table: purchases
+            column: {name: cents, type: bigint}
+            up: "(amount * 100)::bigint"
+            final: {nullable: false}
+        - add_foreign_key:
+            table: purchases
+            name: purchases_user_fk
+            columns: [user_id]
+            references: {table: users, columns: [id]}
+        - add_column:
+            table: users
+            column: {name: team_id, type: bigint, references: {table: teams, column: id}}
+        """,
+        old=[
+            "INSERT INTO orders (user_id, amount) VALUES (1, 2.5)",
+            "UPDATE orders SET amount = 7 WHERE id = 1",
+            "SELECT sum(amount) FROM orders",
+        ],
+        new=[
+            "INSERT INTO teams VALUES (1, 'core')",
+            "INSERT INTO purchases (user_id, amount, cents) VALUES (2, 1, 100)",
+            "SELECT cents FROM purchases WHERE id = 1 AND cents = 700",
+        ],
+        final=[
+            ("SELECT count(*) FROM purchases WHERE cents IS DISTINCT FROM amount * 100", [(0,)]),
+            ("SELECT to_regclass('public.orders') IS NULL", [(True,)]),
+            (
+                "SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' "
+                "AND connamespace = 'public'::regnamespace ORDER BY 1",
+                [("purchases_user_fk", True), ("users_team_id_fkey", True)],
+            ),
+            (
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'teams_title_idx'::regclass",
+                [(True,)],
+            ),
+        ],
+    ),
+    Case(
         "sql",
         expand="""
         - sql:
@@ -473,7 +522,12 @@ def _check_forms(rec: Recorder) -> None:
                 assert any("DROP CONSTRAINT" in t for t in texts), sql  # rule 14
         if any("VALIDATE CONSTRAINT" in t for t in texts):
             assert not any("ADD CONSTRAINT" in t for t in texts), step_key  # rule 7
-        altered = {t.split()[2] for t in texts if t.startswith("ALTER TABLE")}
+        altered = {
+            raw.stmt.relation.relname
+            for sql, _ in statements
+            for raw in pglast.parse_sql(sql)
+            if isinstance(raw.stmt, ast.AlterTableStmt) and raw.stmt.relation is not None
+        }
         assert len(altered) <= 1, f"{step_key} alters {altered} in one transaction"  # rule 32
 
 
@@ -967,3 +1021,27 @@ def test_migrator_error_lines_name_the_operation(db: str) -> None:
     with pytest.raises(MigratorError) as err:
         commands.expand(plan, opts(db))
     assert str(err.value) == "add_unique u: public.users has no column nope"
+
+
+def test_rollback_after_a_failed_expand_undoes_what_ran_and_skips_the_rest(db: str) -> None:
+    """Operations whose expand never ran roll back cleanly too (IF EXISTS, catalog checks)."""
+    q(db, BASE)
+    before = schema_dump(db)
+    plan = parse_plan(
+        plan_text(
+            """
+            - create_index: {table: users, name: users_name_idx, columns: [name]}
+            - sql: {expand: "SELECT 1/0", rollback: ""}
+            - rename_table: {from: orders, to: purchases}
+            - add_column: {table: purchases, column: {name: cents, type: bigint}, up: "amount"}
+            - add_check: {table: purchases, name: purchases_cents_ok, expression: "cents >= 0"}
+            - add_unique: {table: users, name: users_email_key, columns: [email]}
+            """
+        )
+    )
+    with pytest.raises(MigratorError, match="division by zero"):
+        commands.expand(plan, opts(db))
+    assert q(db, "SELECT to_regclass('public.users_name_idx') IS NOT NULL") == [(True,)]
+    commands.rollback(plan, opts(db))
+    after = schema_dump(db)
+    assert after == before, diff(before, after)

@@ -262,11 +262,9 @@ class AddColumn(Operation):
         table = ident(ctx.schema, self.table)
         # The plan's expression names columns bare; declare one variable per column so
         # it reads the row being written, as pgroll does.
-        others = [
-            c.name
-            for c in ctx.catalog.columns(ctx.schema, self.table)
-            if c.name != self.column.name
-        ]
+        # Names only (types come from %TYPE), so a table an earlier operation of the
+        # plan creates or renames is known too.
+        others = [name for name in ctx.column_names(self.table) if name != self.column.name]
         declare = "".join(
             f"  {ident(name)} {table}.{ident(name)}%TYPE := NEW.{ident(name)};\n" for name in others
         )
@@ -371,7 +369,7 @@ class AddColumn(Operation):
             step(
                 "drop-column",
                 f"drop {self.table}.{self.column.name}",
-                f"ALTER TABLE {ident(ctx.schema, self.table)} DROP COLUMN IF EXISTS "
+                f"ALTER TABLE IF EXISTS {ident(ctx.schema, self.table)} DROP COLUMN IF EXISTS "
                 f"{ident(self.column.name)}",
             )
         )

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
 from migrator.ops.live import require_table
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident
@@ -75,6 +75,10 @@ class RenameTable(Operation):
                 f"DROP VIEW IF EXISTS {ident(ctx.schema, self.from_)}",
             )
         ]
+
+    def doomed(self) -> Sequence[Doomed]:
+        """The old name (the view) goes in the contract: `contract` waits until no one reads it."""
+        return (Doomed(self.from_),)
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         # Decided from the catalog: an expand that never ran leaves nothing to undo.

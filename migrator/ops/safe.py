@@ -107,7 +107,7 @@ def drop_constraint_step(key: str, schema: str, table: str, name: str) -> Step:
     return step(
         key,
         f"drop constraint {name} on {table}",
-        f"ALTER TABLE {ident(schema, table)} DROP CONSTRAINT IF EXISTS {ident(name)}",
+        f"ALTER TABLE IF EXISTS {ident(schema, table)} DROP CONSTRAINT IF EXISTS {ident(name)}",
     )
 
 
