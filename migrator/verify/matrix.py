@@ -113,8 +113,10 @@ def _position_line(query: Query, exc: psycopg.Error, start: int) -> tuple[int, i
     return line, column
 
 
-def _prepare_fix(state: str | None, spec: CellSpec, label: str) -> str:
+def _prepare_fix(state: str | None, spec: CellSpec, label: str, message: str = "") -> str:
     old, new = spec.version == "old", spec.version == "new"
+    if message.startswith("operator does not exist"):
+        state = "42804"  # a type mismatch, not a missing name
     if spec.phase == "before":
         if new:
             return (
@@ -189,7 +191,7 @@ def run_cell(
                         check="prepare",
                         severity="error" if spec.must_pass else "info",
                         reason=f"{message}{hint} [{state}]",
-                        fix=_prepare_fix(state, spec, label),
+                        fix=_prepare_fix(state, spec, label, message),
                         file=query.file,
                         line=line,
                         column=column,
@@ -232,7 +234,25 @@ def run_matrix(
                 preparer.finish()
     for spec in CELLS:
         cells.append(done[spec])
+    _point_to_first(cells)
     return cells
+
+
+def _point_to_first(cells: list[Cell]) -> None:
+    """A query that fails the same way at two must-pass cells of its version: the later
+    finding says so, so the fix is read once, where it applies first."""
+    first: dict[tuple[str, str, int, str, str], tuple[str, str]] = {}
+    for cell in cells:
+        if not cell.must_pass:
+            continue
+        for result in cell.results:
+            for f in result.findings:
+                key = (cell.version, result.file, result.line, f.check, f.reason)
+                if key in first:
+                    phase, fix = first[key]
+                    f.fix = f"it fails the same way at {phase}; fix it there: {fix}"
+                else:
+                    first[key] = (cell.phase, f.fix)
 
 
 __all__ = ["CELLS", "CellSpec", "run_cell", "run_matrix"]

@@ -1,0 +1,90 @@
+"""The check corpus: (plan, queries) cases on pagila, each labelled breaks or safe.
+
+Every case must produce exactly the findings it lists: a missing one is a missed break,
+an extra one a false alarm. See tests/corpus/README.md for the case format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from migrator.commands.check import CheckOptions, check
+from migrator.plan.loader import load_plan
+from migrator.verify.report import CheckReport, Finding
+from tests.support.servers import Server
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted((CORPUS / "cases").glob("*.yaml"))
+
+
+def write_case(case: dict[str, Any], name: str, folder: Path) -> Path:
+    """The case as files: plan.yaml, old.sql / old.yaml, new.sql / new.yaml."""
+    plan = dict(case.get("plan") or {})
+    plan.setdefault("release", name)
+    plan["baseline"] = str(CORPUS / "pagila-schema.sql")
+    versions: dict[str, Any] = {}
+    for key, version in (("old", "v1"), ("new", "v2")):
+        if f"{key}_yaml" in case:
+            (folder / f"{key}.yaml").write_text(case[f"{key}_yaml"])
+            versions[key] = {"name": version, "queries": f"{key}.yaml"}
+        else:
+            (folder / f"{key}.sql").write_text(case.get(key, ""))
+            versions[key] = {"name": version, "queries": f"{key}.sql"}
+    plan["versions"] = versions
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def describe(f: Finding) -> str:
+    """``check version@phase file:line``, as the cases list them."""
+    version = (f.version or "").split(" ")[0]
+    where = f"{Path(f.file).name}:{f.line}" if f.file else "plan"
+    return f"{f.check} {version}@{f.phase} {where}" if f.phase else f"{f.check} {where}"
+
+
+def findings(report: CheckReport, *, must_pass: bool, severity: set[str]) -> list[str]:
+    return sorted(
+        describe(f)
+        for f in report.findings
+        if f.rule is None and f.must_pass == must_pass and f.severity in severity
+    )
+
+
+@pytest.fixture(scope="module")
+def scratch(pg_server: Server) -> str:
+    return pg_server.admin_url
+
+
+def test_corpus_is_big_enough() -> None:
+    labels = [yaml.safe_load(p.read_text())["label"] for p in CASES]
+    assert len(CASES) >= 40
+    assert labels.count("breaks") >= 15 and labels.count("safe") >= 15
+
+
+@pytest.mark.parametrize("case_file", CASES, ids=[p.stem for p in CASES])
+def test_case(case_file: Path, tmp_path: Path, scratch: str) -> None:
+    case = yaml.safe_load(case_file.read_text())
+    assert case["label"] in ("breaks", "safe"), "label a case breaks or safe"
+    assert str(case.get("reason", "")).strip(), "say why the case breaks or is safe"
+    path = write_case(case, case_file.stem, tmp_path)
+    report = check(load_plan(path), path, CheckOptions(scratch_url=scratch))
+    everything = "\n".join(f"{f.severity}: {f.summary()}" for f in report.findings)
+
+    assert findings(report, must_pass=True, severity={"error"}) == sorted(case.get("errors", [])), (
+        everything
+    )
+    assert findings(report, must_pass=True, severity={"warning"}) == sorted(
+        case.get("warnings", [])
+    ), everything
+    if "info" in case:
+        assert findings(report, must_pass=False, severity={"info"}) == sorted(case["info"]), (
+            everything
+        )
+    lint = sorted(f.rule or "" for f in report.lint)
+    assert lint == sorted(case.get("lint", [])), everything
+    assert report.failed == (case["label"] == "breaks"), everything
