@@ -228,6 +228,8 @@ CASES = [
             "INSERT INTO users (name, email) VALUES ('via-view', 'v@x') RETURNING id",
             "UPDATE users SET name = 'changed' WHERE id = 3",
             "DELETE FROM users WHERE id = 4",
+            "INSERT INTO users (id, name) VALUES (5, 'upsert') "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name",
             "SELECT count(*) FROM users JOIN orders ON orders.user_id = users.id",
         ],
         new=[
@@ -538,8 +540,14 @@ def test_operation_release(case: Case, db: str) -> None:
     plan = parse_plan(plan_text(case.expand, case.contract))
     checksum = q(db, case.checksum.format(users="users"))
 
+    dry = Recorder()
+    commands.expand(plan, commands.Options(database_url=db, observer=dry, dry_run=True))
+    assert schema_dump(db) == before  # a dry run validates and prints, nothing more
+
     rec = Recorder()
     commands.expand(plan, opts(db, rec))
+    expand_sql = [sql for _, sql, _ in rec.statements]
+    assert [sql for _, sql, _ in dry.statements] == expand_sql  # it printed what then ran
     for sql in case.old + case.new:
         q(db, sql)  # raises if the expanded schema breaks either version
 
@@ -1045,3 +1053,39 @@ def test_rollback_after_a_failed_expand_undoes_what_ran_and_skips_the_rest(db: s
     commands.rollback(plan, opts(db))
     after = schema_dump(db)
     assert after == before, diff(before, after)
+
+
+def test_index_build_cut_short_by_lock_timeout_is_rebuilt_on_retry(db: str) -> None:
+    """CONCURRENTLY waits for older transactions under lock_timeout; when that cancels the
+    build, the executor's retry drops the INVALID leftover and builds again, instead of
+    IF NOT EXISTS skipping over it and reporting success."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: users, name: users_name_idx, columns: [name]}",
+            lock_timeout="300ms",
+        ).replace("retries: 2", "retries: 20")
+    )
+    holder = psycopg.connect(db)
+    holder.execute("INSERT INTO users (name) VALUES ('held open')")
+    timer = threading.Timer(1.5, holder.commit)
+    timer.start()
+
+    class Retries(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.retries: list[str] = []
+
+        def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+            self.retries.append(reason)
+
+    rec = Retries()
+    try:
+        commands.expand(plan, opts(db, rec))
+    finally:
+        timer.join()
+        holder.close()
+    assert rec.retries and all("lock timeout" in r for r in rec.retries), rec.retries
+    assert q(
+        db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_name_idx'::regclass"
+    ) == [(True,)]
