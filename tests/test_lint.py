@@ -376,6 +376,20 @@ def test_detach_concurrently_needs_14() -> None:
     assert "PostgreSQL 14" in old.message
 
 
+def test_features_missing_from_old_servers() -> None:
+    reindex = lint_sql("REINDEX (CONCURRENTLY) INDEX users_pkey", 11)
+    assert any(f.rule == "M028" and "needs PostgreSQL 12" in f.message for f in reindex)
+    assert "M028" not in rules_of(lint_sql("REINDEX (CONCURRENTLY) INDEX users_pkey", 12))
+    detach = lint_sql("ALTER TABLE e DETACH PARTITION e1 CONCURRENTLY", 13)
+    assert any(f.rule == "M027" and "needs PostgreSQL 14" in f.message for f in detach)
+    assert "M027" not in rules_of(lint_sql("ALTER TABLE e DETACH PARTITION e1 CONCURRENTLY", 14))
+
+
+def test_concurrently_in_a_transaction_fails_even_on_a_new_table() -> None:
+    text = "BEGIN; CREATE TABLE n (a int); CREATE INDEX CONCURRENTLY n_a ON n (a); COMMIT;"
+    assert rules_of(lint_sql(text, 18)) == {"M003"}
+
+
 # -- raw SQL: transactions and positions -------------------------------------------------------
 
 
@@ -762,6 +776,34 @@ def test_set_not_null_proven_by_a_live_check(live: tuple[Connection, str]) -> No
     sql = "ALTER TABLE users ALTER COLUMN phone SET NOT NULL"
     assert "M014" not in rules_of(lint_sql(sql, catalog=Catalog(conn)))
     assert "M014" in rules_of(lint_sql(sql.replace("phone", "id"), catalog=Catalog(conn)))
+
+
+def test_primary_key_using_index_on_nullable_columns(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int, code int NOT NULL)",
+        "CREATE UNIQUE INDEX users_id_key ON users (id)",
+        "CREATE UNIQUE INDEX users_code_key ON users (code)",
+    )
+    catalog = Catalog(conn)
+    scan = lint_sql(
+        "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_id_key",
+        catalog=catalog,
+    )
+    assert any(f.rule == "M009" and "users.id NOT NULL" in f.message for f in scan)
+    no_scan = lint_sql(
+        "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_code_key",
+        catalog=catalog,
+    )
+    assert "M009" not in rules_of(no_scan)
+    proven = lint_sql(
+        "BEGIN; ALTER TABLE users ADD CONSTRAINT id_nn CHECK (id IS NOT NULL) NOT VALID; COMMIT;"
+        "BEGIN; ALTER TABLE users VALIDATE CONSTRAINT id_nn; COMMIT;"
+        "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_id_key",
+        catalog=catalog,
+    )
+    assert "M009" not in rules_of(proven)
 
 
 def test_volatility_asked_of_the_server(live: tuple[Connection, str]) -> None:

@@ -609,6 +609,14 @@ class Analyzer:
         dropped_first = node.idxname is not None and self._dropped_before(stmt, unit, node.idxname)
         if node.idxname:
             self.tracker.indexes[node.idxname] = table
+        if node.concurrent and unit.transactional:
+            # Refused inside a transaction block even on a table created just before.
+            self.report(
+                "M003",
+                stmt,
+                f"CREATE INDEX CONCURRENTLY {name} inside a transaction: PostgreSQL refuses it",
+            )
+            return
         if self.new(table):
             return
         if not node.concurrent:
@@ -617,12 +625,6 @@ class Analyzer:
                 stmt,
                 f"CREATE INDEX {name} without CONCURRENTLY blocks every write to {table} "
                 "for the whole build",
-            )
-        elif unit.transactional:
-            self.report(
-                "M003",
-                stmt,
-                f"CREATE INDEX CONCURRENTLY {name} inside a transaction: PostgreSQL refuses it",
             )
         else:
             if not node.if_not_exists and not dropped_first:
@@ -720,6 +722,14 @@ class Analyzer:
             for parts in objects:
                 index = parts[-1]
                 table = self._index_table(index, parts[:-1])
+                if node.concurrent and unit.transactional:
+                    self.report(
+                        "M003",
+                        stmt,
+                        f"DROP INDEX CONCURRENTLY {index} inside a transaction: PostgreSQL "
+                        "refuses it",
+                    )
+                    continue
                 if table is not None and self.new(table):
                     continue
                 if not node.concurrent:
@@ -728,13 +738,6 @@ class Analyzer:
                         stmt,
                         f"DROP INDEX {index} without CONCURRENTLY takes ACCESS EXCLUSIVE on "
                         f"{table or 'its table'}",
-                    )
-                elif unit.transactional:
-                    self.report(
-                        "M003",
-                        stmt,
-                        f"DROP INDEX CONCURRENTLY {index} inside a transaction: PostgreSQL "
-                        "refuses it",
                     )
                 elif not node.missing_ok:
                     self._not_rerunnable(stmt, f"DROP INDEX CONCURRENTLY {index} without IF EXISTS")
@@ -855,6 +858,13 @@ class Analyzer:
                 return
             note = "" if self.version >= 120000 else " (no CONCURRENTLY before PostgreSQL 12)"
             self.report("M028", stmt, f"REINDEX {target} blocks writes for the rebuild{note}")
+        elif self.version < 120000:
+            self.report(
+                "M028",
+                stmt,
+                f"REINDEX CONCURRENTLY needs PostgreSQL 12 (server {self.version // 10000}): "
+                "the statement fails",
+            )
         elif unit.transactional:
             self.report("M003", stmt, "REINDEX CONCURRENTLY inside a transaction fails")
 
@@ -1031,6 +1041,13 @@ class Analyzer:
                     stmt,
                     f"DETACH PARTITION {part} takes ACCESS EXCLUSIVE on {table}{note}",
                 )
+            elif cmd.def_.concurrent and self.version < 140000:
+                self.report(
+                    "M027",
+                    stmt,
+                    f"DETACH PARTITION ... CONCURRENTLY needs PostgreSQL 14 (server "
+                    f"{self.version // 10000}): the statement fails",
+                )
             elif cmd.def_.concurrent and unit.transactional:
                 self.report(
                     "M003", stmt, "DETACH PARTITION CONCURRENTLY inside a transaction fails"
@@ -1177,6 +1194,17 @@ class Analyzer:
             )
             if self.live is not None and keys:
                 self._report_duplicates(stmt, schema, table, [_quote(k) for k in keys], None)
+        elif con.contype == CT.CONSTR_PRIMARY and con.indexname and self.live is not None:
+            # USING INDEX still sets NOT NULL on its columns: a scan unless proven.
+            for column in self.live.nullable_index_columns(schema, con.indexname) or []:
+                if not self._not_null_proven(schema, table, column):
+                    self.report(
+                        "M009",
+                        stmt,
+                        f"PRIMARY KEY USING INDEX {con.indexname} makes {table}.{column} NOT "
+                        "NULL, which scans the table under ACCESS EXCLUSIVE: validate a CHECK "
+                        f"({column} IS NOT NULL) first",
+                    )
         elif con.contype == CT.CONSTR_PRIMARY and not con.indexname:
             self.report(
                 "M009",
@@ -1197,14 +1225,20 @@ class Analyzer:
             for key in keys or [""]:
                 self._set_not_null(stmt, schema, table, key, new)
 
+    def _not_null_proven(self, schema: str, table: str, column: str) -> bool:
+        """A validated CHECK (column IS NOT NULL) stands (PostgreSQL 12+ then skips the scan)."""
+        if self.version < 120000:
+            return False
+        if (table, column) in self.tracker.validated_not_null:
+            return True
+        if self.live is None:
+            return False
+        return any(_null_test_of(e) == column for e in self.live.check_expressions(schema, table))
+
     def _set_not_null(self, stmt: Stmt, schema: str, table: str, column: str, new: bool) -> None:
         if new:
             return
-        proven = (table, column) in self.tracker.validated_not_null
-        if not proven and self.live is not None:
-            proven = any(
-                _null_test_of(e) == column for e in self.live.check_expressions(schema, table)
-            )
+        proven = self._not_null_proven(schema, table, column)
         if self.version < 120000:
             self.report(
                 "M014",

@@ -135,3 +135,22 @@ class Live:
         if not rows:
             return None
         return any(r[0] == "v" for r in rows)
+
+    def nullable_index_columns(self, schema: str, index: str) -> list[str] | None:
+        """The columns of an index that are not NOT NULL (None when there is no index)."""
+        rows = self._ask(
+            lambda: self.conn.execute(
+                text(
+                    "SELECT a.attname, a.attnotnull FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                    "AND a.attnum = ANY(i.indkey::int2[]) "
+                    "WHERE n.nspname = :s AND c.relname = :i"
+                ),
+                {"s": schema, "i": index},
+            ).all()
+        )
+        if not rows:
+            return None
+        return [str(r[0]) for r in rows if not r[1]]
