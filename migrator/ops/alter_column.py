@@ -208,13 +208,13 @@ class AlterColumn(Operation):
             for k in ("type", "nullable", "default", "check", "unique", "references")
             if getattr(self, k) is not None
         ]
+        if (self.up is not None or self.down is not None) and self.type is None:
+            raise ValidationFailed(f"{where}: up and down go with a type change (type:)")
         if not given:
             raise ValidationFailed(
                 f"{where}: nothing to change; give type, nullable, default, check, unique "
                 "or references"
             )
-        if (self.up is not None or self.down is not None) and self.type is None:
-            raise ValidationFailed(f"{where}: up and down go with a type change (type:)")
         if self.type is not None:
             self._validate_type(ctx, facts)
         if self.nullable is True and facts.not_null:
