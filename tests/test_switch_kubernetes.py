@@ -1,188 +1,24 @@
 """kubernetes backend over HTTP against the kmock emulator, with the official client.
 
-kmock keeps objects but runs no controllers, so the test plays two parts of a real
-cluster: the API server bumps metadata.generation when a Deployment's spec changes
-(a kmock subclass), and a controller thread writes each Deployment's status through
-the API, as the deployment controller would, some polls later.
+The test plays the API server's generation bump and the deployment controller's
+status writes (tests/support/kmock_cluster.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
-from kmock._internal import apps as kmock_apps
-from kubernetes import client as k8s
 
 from migrator import commands
 from migrator.errors import GateRefused
 from migrator.plan.models import KubernetesBackend
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
 from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes
+from tests.support.kmock_cluster import NS, Cluster
 from tests.support.switch_env import phase, ready_release, switch_plan, traffic_events
-
-NS = "prod"
-DEPLOYMENTS = "apps/v1/deployments"
-
-
-class ApiServer(kmock.KubernetesEmulator):
-    """kmock, plus what the real API server does on a spec change: generation + 1."""
-
-    async def _serve_update(self, request: Any) -> Any:
-        if (
-            request.subresource is None
-            and isinstance(request.data, dict)
-            and "spec" in request.data
-        ):
-            obj = self.objects[request.resource, request.namespace, request.name]
-            generation = int(obj.get("metadata", {}).get("generation", 1))
-            obj.patch({"metadata": {"generation": generation + 1}})
-        return await super()._serve_update(request)
-
-
-class Cluster:
-    """kmock on a loopback port in its own thread, and a deployment controller."""
-
-    def __init__(self, tmp: Path, *, blue_replicas: int = 4, green_replicas: int = 4) -> None:
-        self._ready = threading.Event()
-        self._box: dict[str, Any] = {}
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-        self.url: str = self._box["url"]
-        emulator = self._box["kmock"]
-        emulator.objects["v1/services", NS, "api"] = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "api", "namespace": NS},
-            "spec": {"selector": {"app": "api", "version": "blue"}},
-        }
-        for colour, replicas in (("blue", blue_replicas), ("green", green_replicas)):
-            emulator.objects[DEPLOYMENTS, NS, f"api-{colour}"] = _deployment(colour, replicas)
-        self.kubeconfig = tmp / "kubeconfig"
-        self.kubeconfig.write_text(
-            "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
-            f"clusters: [{{name: kmock, cluster: {{server: '{self.url}'}}}}]\n"
-            "users: [{name: tester, user: {}}]\n"
-            "contexts: [{name: test, context: {cluster: kmock, user: tester}}]\n"
-        )
-        cfg = k8s.Configuration()
-        cfg.host = self.url
-        self.api = k8s.ApiClient(cfg)
-        self.core, self.apps = k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api)
-        self.bad_images: set[str] = set()
-        self.lag = 3  # polls before the controller reacts to a new generation
-        self._stop = threading.Event()
-        self._controller = threading.Thread(target=self._control, daemon=True)
-        self._controller.start()
-
-    async def _serve(self) -> None:
-        async with ApiServer() as emulator, kmock_apps.Server(emulator) as server:
-            self._box.update(kmock=emulator, url=str(server.url).rstrip("/"))
-            self._box["stop"] = stop = asyncio.Event()
-            self._box["loop"] = asyncio.get_running_loop()
-            self._ready.set()
-            await stop.wait()
-
-    def _control(self) -> None:
-        """The deployment controller: status follows spec after `lag` polls."""
-        seen: dict[str, int] = {}
-        while not self._stop.is_set():
-            for name in ("api-blue", "api-green"):
-                try:
-                    dep = self.apps.read_namespaced_deployment(name, NS)
-                except Exception:
-                    continue
-                generation = dep.metadata.generation or 1
-                if dep.status and dep.status.observed_generation == generation:
-                    continue
-                seen[name] = seen.get(name, 0) + 1
-                if seen[name] < self.lag:
-                    continue
-                seen[name] = 0
-                self.apps.patch_namespaced_deployment_status(
-                    name, NS, {"status": _status(dep, generation, self.bad_images)}
-                )
-            time.sleep(0.01)
-
-    def selector(self) -> dict[str, str]:
-        return dict(self.core.read_namespaced_service("api", NS).spec.selector)
-
-    def deployment(self, name: str) -> Any:
-        return self.apps.read_namespaced_deployment(name, NS)
-
-    def replicas(self) -> tuple[int, int]:
-        return (
-            self.deployment("api-blue").spec.replicas,
-            self.deployment("api-green").spec.replicas,
-        )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._controller.join(5)
-        self._box["loop"].call_soon_threadsafe(self._box["stop"].set)
-        self._thread.join(10)
-        self.api.close()
-
-
-def _deployment(colour: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": "api", "version": colour}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": f"api-{colour}", "namespace": NS, "generation": 1},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "api", "image": f"registry.test/api:{colour}"}]},
-            },
-        },
-        "status": {
-            "observedGeneration": 1,
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-        },
-    }
-
-
-def _status(dep: Any, generation: int, bad_images: set[str]) -> dict[str, Any]:
-    replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
-    image = dep.spec.template.spec.containers[0].image
-    if image in bad_images:
-        return {
-            "observedGeneration": generation,
-            "replicas": replicas,
-            "updatedReplicas": 0,
-            "availableReplicas": 0,
-            "conditions": [
-                {
-                    "type": "Progressing",
-                    "status": "False",
-                    "reason": "ProgressDeadlineExceeded",
-                    "message": f'ReplicaSet has timed out progressing (image "{image}")',
-                }
-            ],
-        }
-    return {
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "conditions": [
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-        ],
-    }
 
 
 @pytest.fixture

@@ -246,9 +246,10 @@ class Kubernetes:
             )
         self._deployment(s.blue.deployment)
         green = self._deployment(s.green.deployment)
-        if s.green.image is not None:
-            self._set_image(green, s.green.image)
-        green = self.wait_rollout(s.green.deployment)
+        if s.green.image is not None and self._set_image(green, s.green.image):
+            green = self.wait_rollout(s.green.deployment)
+        elif not self.rollout_state(green)[0]:
+            green = self.wait_rollout(s.green.deployment)
         if self._replicas(green) == 0:
             raise GateRefused(
                 f"kubernetes: deployment {s.green.deployment} has 0 replicas; scale it up "
@@ -256,7 +257,8 @@ class Kubernetes:
                 gate="backend-ready",
             )
 
-    def _set_image(self, dep: Any, image: str) -> None:
+    def _set_image(self, dep: Any, image: str) -> bool:
+        """Set green's image; True if it changed (a rollout to wait for)."""
         containers = dep.spec.template.spec.containers or []
         wanted = self.settings.green.container
         chosen = next((c for c in containers if wanted in (None, c.name)), None)
@@ -267,7 +269,7 @@ class Kubernetes:
                 gate="backend-ready",
             )
         if chosen.image == image:
-            return
+            return False
         self.observer.info(f"kubernetes: set image of {dep.metadata.name}/{chosen.name}: {image}")
         # Strategic merge patch: containers are merged by name, the others are untouched.
         self._patch_deployment(
@@ -278,6 +280,7 @@ class Kubernetes:
                 }
             },
         )
+        return True
 
     def current(self) -> Split | None:
         """From the selector; in the weighted state, from the available replicas."""

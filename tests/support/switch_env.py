@@ -52,6 +52,7 @@ class ColourServer:
         self.colour = colour
         self.status = status
         self.health_status = 200  # /healthz only: a health check can fail while pages work
+        self.health_failures = 0  # the next this many /healthz answers are 503
         self.delay = delay
         self.hits = 0
         owner = self
@@ -65,7 +66,11 @@ class ColourServer:
                     time.sleep(owner.delay)
                 body = owner.colour.encode()
                 healthz = self.path.startswith("/healthz")
-                self.send_response(owner.health_status if healthz else owner.status)
+                status = owner.health_status if healthz else owner.status
+                if healthz and owner.health_failures > 0:
+                    owner.health_failures -= 1
+                    status = 503
+                self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -227,7 +232,8 @@ class LoadReport:
     max_latency: float = 0.0
     first_green: float | None = None  # seconds since start of the first green answer
     last_blue: float | None = None
-    timeline: list[tuple[float, str]] = field(default_factory=list)
+    # (seconds since origin, colour or "" when failed, latency) for every request
+    timeline: list[tuple[float, str, float]] = field(default_factory=list)
     origin: float = 0.0  # time.monotonic() in the load process when it began (system-wide)
 
 
@@ -302,6 +308,7 @@ def _load_loop(
                     report.slow += 1
                 if error:
                     report.failed += 1
+                    report.timeline.append((at, "", took))
                     if len(report.errors) < 20:
                         report.errors.append(f"{at:.3f}s {error}")
                     continue
@@ -311,7 +318,7 @@ def _load_loop(
                     report.first_green = at
                 if colour == "blue":
                     report.last_blue = at
-                report.timeline.append((at, colour))
+                report.timeline.append((at, colour, took))
         if conn is not None:
             conn.close()
 
