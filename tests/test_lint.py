@@ -615,6 +615,32 @@ def test_suppression_only_covers_its_own_operation() -> None:
     assert left.rule == "M023" and left.operation == "expand[1].sql"
 
 
+def test_suppression_comment_in_a_sql_file() -> None:
+    text = (
+        "SET lock_timeout = '1s';\n"
+        "-- migrator-lint: ignore M023 settings holds one row per tenant\n"
+        "UPDATE settings SET theme = 'dark';\n"
+        "UPDATE settings SET font = 'serif';\n"
+    )
+    (left,) = lint_sql(text, 18)
+    assert left.rule == "M023" and left.line == 4
+    waived = [f for f in lint_sql(text, 18, include_suppressed=True) if f.suppressed]
+    assert [(f.line, f.suppressed) for f in waived] == [(3, "settings holds one row per tenant")]
+
+
+@pytest.mark.parametrize(
+    ("comment", "problem"),
+    [
+        ("-- migrator-lint: ignore M023", "written reason"),
+        ("-- migrator-lint: ignore M777 x", "M777"),
+    ],
+)
+def test_suppression_comment_needs_a_reason_and_a_rule(comment: str, problem: str) -> None:
+    with pytest.raises(PlanError) as info:
+        lint_sql(f"SELECT 1;\n  {comment}\nTRUNCATE t;", 18, file="m.sql")
+    assert info.value.location == "m.sql:2:3" and problem in str(info.value)
+
+
 # -- the command line -----------------------------------------------------------------------
 
 

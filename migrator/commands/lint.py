@@ -108,11 +108,14 @@ def lint_sql_files(
                 raise UsageError(f"SQL file {path} does not exist") from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"cannot read SQL file {path}: {exc}") from None
-            result.findings += lint_sql(
+            found = lint_sql(
                 text,
                 result.server_version,
                 file=str(path),
                 catalog=catalog,
                 assume_in_transaction=assume_in_transaction,
+                include_suppressed=True,
             )
+            result.findings += [f for f in found if f.suppressed is None]
+            result.suppressed += [f for f in found if f.suppressed is not None]
     return result

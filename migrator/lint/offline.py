@@ -30,7 +30,8 @@ class OfflineCatalog(Catalog):
     @property  # type: ignore[override]
     def conn(self) -> NoReturn:
         raise NeedsDatabase(
-            "building this operation's statements needs the database; pass --database-url"
+            "building this operation's statements needs the database: pass --database-url, "
+            "or run `migrator check` (it builds the schema on a scratch database)"
         )
 
     @conn.setter

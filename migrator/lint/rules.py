@@ -354,10 +354,12 @@ def render_markdown() -> str:
         "- **Server version**: verdicts follow the server's version, read from the server "
         "(`--database-url`) or given with `--pg-version N` (default 18).",
         "- **Suppressing**: on the operation, with a written reason: "
-        '`lint: {ignore: {M014: "table holds 40 rows"}}` (docs/plan-format.md).',
+        '`lint: {ignore: {M014: "table holds 40 rows"}}` (docs/plan-format.md); in a raw '
+        "SQL file, a comment `-- migrator-lint: ignore M014 <reason>` before the statement. "
+        "A missing or empty reason, or an unknown id, is an error (exit 2).",
         "- **Offline**: with no `--database-url`, an operation whose statements can only be "
         "built from the live catalog (alter_column, rename_column) is reported as not "
-        "linted, and the run is not clean; the rules marked *database* below apply only "
+        "linted (give `--database-url`, or run `migrator check`), and the run is not clean; the rules marked *database* below apply only "
         "with a database (`migrator check` always has one).",
         "- **Exit codes**: 0 clean, 1 findings (errors or warnings) or operations not "
         "linted, 2 bad plan or usage (an empty or missing suppression reason, an unknown "

@@ -9,6 +9,7 @@ statements between BEGIN and COMMIT share a transaction, the others run alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -358,13 +359,16 @@ def lint_sql(
     catalog: Catalog | None = None,
     assume_in_transaction: bool = False,
     schema: str = "public",
+    include_suppressed: bool = False,
 ) -> list[LintFinding]:
     """A raw SQL migration held to the rules, as psql would run it.
 
     Statements between BEGIN and COMMIT share a transaction; the others run alone, unless
     ``assume_in_transaction`` (a runner that wraps the file in one transaction). A
-    ``catalog`` adds the rules that need the database. Raises PlanError naming
-    file:line:column for SQL that does not parse.
+    ``catalog`` adds the rules that need the database. A comment
+    ``-- migrator-lint: ignore M023 <reason>`` suppresses one rule for the statement that
+    follows it (the reason is required). Raises PlanError naming file:line:column for SQL
+    that does not parse, or a suppression comment without a reason or with an unknown id.
     """
     live = _live(catalog)
     version = normalize_version(server_version)
@@ -374,15 +378,20 @@ def lint_sql(
         version or DEFAULT_VERSION, schema=schema, live=live, managed=False, lock_timeout=None
     )
 
+    statements = _parse_file(text, file)
+    waivers = _sql_suppressions(text, file, [offset for _, _, offset in statements])
+
     def source_at(offset: int) -> Source:
         line = text[:offset].count("\n") + 1
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-        return Source(operation=None, file=file, line=line, column=column)
+        return Source(
+            operation=None, file=file, line=line, column=column, ignore=waivers.get(offset, {})
+        )
 
     tk = enums.TransactionStmtKind
     block: list[Stmt] | None = [] if assume_in_transaction else None
     opened: Stmt | None = None
-    for node, sql, offset in _parse_file(text, file):
+    for node, sql, offset in statements:
         stmt = Stmt(node, sql, source_at(offset))
         if isinstance(node, ast.TransactionStmt):
             if node.kind in (tk.TRANS_STMT_BEGIN, tk.TRANS_STMT_START):
@@ -440,7 +449,44 @@ def lint_sql(
         )
     if block:
         analyzer.run(Unit(block, transactional=True), None)
-    return in_order(analyzer.findings)
+    findings = in_order(analyzer.findings)
+    return list(findings) if include_suppressed else [f for f in findings if not f.suppressed]
+
+
+_WAIVER = re.compile(r"--\s*migrator-lint:\s*ignore\b\s*(?P<rule>\S*)\s*(?P<reason>.*)$")
+
+
+def _sql_suppressions(text: str, file: str | None, starts: list[int]) -> dict[int, dict[str, str]]:
+    """Suppression comments of a SQL file, keyed by the start of the statement they precede.
+
+    Comments are found by PostgreSQL's own scanner (pglast), never by hand.
+    """
+    waivers: dict[int, dict[str, str]] = {}
+    for token in pglast.parser.scan(text):
+        if token.name != "SQL_COMMENT":
+            continue
+        found = _WAIVER.match(text[token.start : token.end + 1])
+        if found is None:
+            continue
+        line = text[: token.start].count("\n") + 1
+        column = token.start - (text.rfind("\n", 0, token.start) + 1) + 1
+        where = f"{file or '<sql>'}:{line}:{column}"
+        rule, reason = found["rule"], found["reason"].strip()
+        if rule not in RULES:
+            raise PlanError(
+                f"migrator-lint: ignore: no lint rule {rule or '(none)'}; the rules are "
+                "M001..M032 (docs/lint-rules.md)",
+                location=where,
+            )
+        if not reason:
+            raise PlanError(
+                f"migrator-lint: ignore {rule} needs a written reason after the rule id",
+                location=where,
+            )
+        following = [s for s in starts if s > token.start]
+        if following:
+            waivers.setdefault(following[0], {})[rule] = reason
+    return waivers
 
 
 def in_order(findings: list[LintFinding]) -> list[LintFinding]:
