@@ -237,3 +237,15 @@ def test_plan_without_switch_section_is_a_usage_error(fresh_db: str) -> None:
     plan = Plan.model_validate({"release": "r"})
     with pytest.raises(UsageError, match="has no switch: section"):
         commands.switch(plan, commands.Options(database_url=fresh_db))
+
+
+def test_back_to_blue_needs_no_passing_check(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    opts = ready_release(fresh_db, plan)
+    commands.switch(plan, opts)
+    record_check(fresh_db, plan, "check.failed")  # a later check found a problem
+    with pytest.raises(GateRefused, match="`migrator check` failed"):
+        commands.switch(plan, opts)
+    commands.switch(plan, opts, to="blue")
+    assert state.read_text() == "0\n"

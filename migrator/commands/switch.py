@@ -105,8 +105,9 @@ def _set_phase(
         conn.commit()
 
 
-def _gates(s: Session, plan: Plan, opts: Options) -> Release:
-    """Expand applied and check passed for this plan's hash; --force skips, recorded."""
+def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
+    """Expand applied and check passed for this plan's hash; --force skips, recorded.
+    Back to blue needs neither: blue works on the expanded schema until the contract."""
     release = _release(s, plan.release)
     if release is not None and release.phase in CONTRACTED:
         raise GateRefused(
@@ -114,6 +115,8 @@ def _gates(s: Session, plan: Plan, opts: Options) -> Release:
             "the old version could no longer work with this schema",
             gate="not-contracted",
         )
+    if to == "blue" and release is not None:
+        return release
     problems: list[str] = []
     if release is None or release.phase in NOT_EXPANDED:
         state = "has not been expanded" if release is None else f"is {release.phase}"
@@ -181,7 +184,7 @@ def switch(
         )
     backend = backend or make_backend(settings, timing=timing, observer=opts.observer)
     with session(opts, "switch", plan.release) as s:
-        release = _gates(s, plan, opts)
+        release = _gates(s, plan, opts, to)
         result = SwitchResult(plan.release, backend.describe(), None, None)
         current = _current(backend, s.engine, plan.release)
         result.before = current.as_dict()
@@ -214,6 +217,8 @@ def switch(
             elif not percents or percents == [current.green]:
                 opts.observer.info(f"traffic is already {current}")
                 after = current
+                if current.green == 100:  # e.g. a run that died before recording it
+                    _set_phase(s.engine, release, "switched", ("expanded", "switching"))
             else:
                 switcher.smoke()
                 _set_phase(s.engine, release, "switching", SWITCH_PHASES)
