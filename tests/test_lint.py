@@ -22,6 +22,7 @@ from migrator.errors import PlanError
 from migrator.lint import RULES, LintFinding, lint_plan, lint_sql, render_markdown
 from migrator.lint.sources import lint_plan_report
 from migrator.plan.loader import parse_plan
+from tests.support.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -867,3 +868,51 @@ def test_plan_ops_built_against_the_live_catalog(live: tuple[Connection, str]) -
     assert rules_of(report.findings) == {"M010"}
     (m010,) = report.findings
     assert m010.operation == "expand[2].add_unique" and "('a@x') x2" in m010.message
+
+
+def test_cli_with_a_database_reads_its_version_and_data(
+    live: tuple[Connection, str], tmp_path: Path, runner: CliRunner
+) -> None:
+    _, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY, email text, legacy_phone text)",
+        "INSERT INTO users VALUES (1, 'a@x', '1'), (2, 'a@x', '2')",
+    )
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        plan_text(
+            ADD_PHONE + "  - add_unique: {table: users, name: users_email_key, columns: [email]}\n"
+        )
+    )
+    result = runner.invoke(app, ["lint", str(plan), "--database-url", url, "--format", "json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)
+    assert data["server_version"] >= 180000
+    assert [(f["rule"], f["line"]) for f in data["findings"]] == [("M010", 8)]
+    # the database is left as it was
+    with psycopg.connect(url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'users'"
+        ).fetchone() == (1,)
+
+
+def test_version_read_from_a_postgresql_15_server(pg15_server: Server) -> None:
+    url = pg15_server.create_database("lint")
+    try:
+        _run(url, "CREATE TABLE users (id int PRIMARY KEY, legacy_phone text)")
+        engine = make_engine(url)
+        try:
+            with connect(engine) as conn:
+                report = lint_plan_report(
+                    parse_plan(plan_text(ADD_PHONE), "p.yaml"), None, Catalog(conn)
+                )
+                assert report.server_version // 10000 == 15
+                assert report.findings == [] and report.unlinted == []
+                # the same plan judged as if on PostgreSQL 11
+                old = lint_plan(parse_plan(plan_text(ADD_PHONE), "p.yaml"), 11, Catalog(conn))
+                assert rules_of(old) == {"M014"}
+        finally:
+            engine.dispose()
+    finally:
+        pg15_server.drop_database(url)
