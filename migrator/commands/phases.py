@@ -6,6 +6,7 @@ come back as values, failures as `MigratorError` subclasses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,6 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statement, Step
 from migrator.plan.models import Plan
 from migrator.render import history
-from migrator.sqltext import ident
 
 STATE = StateStore()
 
@@ -221,7 +221,9 @@ def _run_steps(
         on_done = mark("done")
         if last is not None and position == len(steps) - 1:
             on_done = _both(on_done, last)
+        started = time.perf_counter()
         executor.run(key, st, on_start=mark("running"), on_done=on_done, on_failed=failed)
+        s.opts.observer.step_done(key, st.description, time.perf_counter() - started)
         result.ran.append(key)
     if last is not None and not s.opts.dry_run:
         with s.conn() as conn:
@@ -763,8 +765,3 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value else None
-
-
-def quoted(schema: str, table: str) -> str:
-    """A quoted table name, for messages and tests."""
-    return ident(schema, table)
