@@ -1089,3 +1089,36 @@ def test_index_build_cut_short_by_lock_timeout_is_rebuilt_on_retry(db: str) -> N
     assert q(
         db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_name_idx'::regclass"
     ) == [(True,)]
+
+
+def test_final_unique_duplicates_refused_at_complete(db: str) -> None:
+    """Values that would break add_column's final UNIQUE are named before the contract is
+    scheduled, not discovered half-way through it."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            """
+            - add_column:
+                table: users
+                column: {name: slug, type: text}
+                up: "lower(name)"
+                final: {unique: true, nullable: false}
+            """
+        )
+    )
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    q(db, "UPDATE users SET slug = 'same' WHERE id IN (3, 4)")
+    with pytest.raises(ValidationFailed) as err:
+        commands.complete(plan, opts(db))
+    assert str(err.value) == (
+        "add_column users.slug: final.unique: 1 value of (slug) in users occurs more than "
+        "once: ('same') in 2 rows; remove the duplicates first"
+    )
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+    q(db, "UPDATE users SET slug = 'other' WHERE id = 4")
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, "SELECT contype::text FROM pg_constraint WHERE conname = 'users_slug_key'") == [
+        ("u",)
+    ]

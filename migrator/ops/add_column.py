@@ -18,6 +18,7 @@ from pydantic import Field
 from migrator.errors import ValidationFailed
 from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
 from migrator.ops.expressions import column_refs, default_sql, is_constant
+from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
@@ -340,6 +341,7 @@ class AddColumn(Operation):
                 ),
                 validate_step("validate-final-check", ctx.schema, self.table, final_check),
             ]
+        self._refuse_final_conflicts(ctx)
         unique = self.unique_name()
         if unique is not None and not self.column.unique:
             # Stored now, run later: the block always drops a leftover of a failed
@@ -352,6 +354,25 @@ class AddColumn(Operation):
         if self._fill_expression() is not None:
             steps.append(self._drop_trigger_step(ctx, "drop-sync-trigger"))
         return steps
+
+    def _refuse_final_conflicts(self, ctx: Context) -> None:
+        """At `complete`, before the contract is scheduled: rows that would make the final
+        UNIQUE or NOT NULL fail half-way through the contract are counted and named."""
+        if not ctx.catalog.table_exists(ctx.schema, self.table):
+            return
+        if ctx.catalog.column(ctx.schema, self.table, self.column.name) is None:
+            return
+        where = f"add_column {self.table}.{self.column.name}: final"
+        if self.unique_name() is not None and not self.column.unique:
+            refuse_duplicates(ctx, f"{where}.unique", self.table, [self.column.name])
+        if self.final_not_null:
+            nulls = ctx.catalog.null_count(ctx.schema, self.table, self.column.name)
+            if nulls:
+                raise ValidationFailed(
+                    f"{where}.nullable: {nulls} row{'s' if nulls != 1 else ''} of {self.table} "
+                    f"still hold NULL in {self.column.name}; run the backfill (or fill them) "
+                    "before completing"
+                )
 
     def _drop_trigger_step(self, ctx: Context, key: str) -> Step:
         return step(

@@ -74,5 +74,6 @@ def refuse_duplicates(ctx: Context, where: str, table: str, columns: Sequence[st
         more = f" and {count - len(sample)} more" if count > len(sample) else ""
         raise ValidationFailed(
             f"{where}: {count} value{'s' if count != 1 else ''} of ({', '.join(columns)}) in "
-            f"{table} occur more than once: {shown}{more}; remove the duplicates first"
+            f"{table} occur{'s' if count == 1 else ''} more than once: {shown}{more}; "
+            "remove the duplicates first"
         )

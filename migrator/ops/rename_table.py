@@ -19,7 +19,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
 from migrator.ops.live import require_table
 from migrator.plan.types import Identifier
-from migrator.sqltext import ident
+from migrator.sqltext import ident, literal
 
 
 class RenameTable(Operation):
@@ -50,12 +50,6 @@ class RenameTable(Operation):
         ctx.planned_tables[self.to] = ctx.column_names(self.from_)
         ctx.planned_relations.add(self.from_)
 
-    def _expanded(self, ctx: Context) -> bool:
-        """True when the rename has happened: the old name is a view, the new one a table."""
-        return ctx.catalog.relation_kind(
-            ctx.schema, self.from_
-        ) == "v" and ctx.catalog.table_exists(ctx.schema, self.to)
-
     def expand(self, ctx: Context) -> Sequence[Step]:
         old = ident(ctx.schema, self.from_)
         return [
@@ -81,14 +75,24 @@ class RenameTable(Operation):
         return (Doomed(self.from_),)
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        # Decided from the catalog: an expand that never ran leaves nothing to undo.
-        if not self._expanded(ctx):
-            return []
+        # One static statement that checks the catalog itself, so the same SQL is right
+        # whether or not the expand ran (a failed expand, or a rendered downgrade).
+        old = ident(ctx.schema, self.from_)
+        new = ident(ctx.schema, self.to)
+        undo = (
+            "DO $migrator$\nBEGIN\n"
+            "  IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            f" WHERE n.nspname = {literal(ctx.schema)} AND c.relname = {literal(self.from_)}"
+            " AND c.relkind = 'v')\n"
+            f"     AND to_regclass({literal(new)}) IS NOT NULL THEN\n"
+            f"    DROP VIEW {old};\n"
+            f"    ALTER TABLE {new} RENAME TO {ident(self.from_)};\n"
+            "  END IF;\nEND\n$migrator$"
+        )
         return [
             step(
                 "rename-back",
                 f"drop the view {self.from_}, rename {self.to} back to {self.from_}",
-                f"DROP VIEW {ident(ctx.schema, self.from_)}",
-                f"ALTER TABLE {ident(ctx.schema, self.to)} RENAME TO {ident(self.from_)}",
+                undo,
             )
         ]
