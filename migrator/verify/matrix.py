@@ -115,6 +115,11 @@ def _position_line(query: Query, exc: psycopg.Error, start: int) -> tuple[int, i
 
 def _prepare_fix(state: str | None, spec: CellSpec, label: str, message: str = "") -> str:
     old, new = spec.version == "old", spec.version == "new"
+    if message.startswith("invalid input value for enum"):
+        return (
+            "add the label with add_enum_value under expand: (and keep it while a version "
+            "uses it), or fix the query"
+        )
     if message.startswith("operator does not exist"):
         state = "42804"  # a type mismatch, not a missing name
     if spec.phase == "before":
@@ -144,6 +149,11 @@ def _prepare_fix(state: str | None, spec: CellSpec, label: str, message: str = "
         return "qualify the column with its table: a column of that name is now in two tables"
     if state in ("42804", "42846", "22P02", "42725"):
         return "the column's type differs at this phase: cast in the query, or convert with alter_column up:/down:"
+    if state == "55000" and "view" in message:
+        return (
+            "keep the view a simple one over one table (auto-updatable) while this version "
+            "writes through it, or give it INSTEAD OF triggers"
+        )
     if state == "42P10":
         return "keep the unique index or constraint the ON CONFLICT target needs"
     return "change the plan so the schema at this phase serves the query, or change the query"
