@@ -1122,3 +1122,50 @@ def test_final_unique_duplicates_refused_at_complete(db: str) -> None:
     assert q(db, "SELECT contype::text FROM pg_constraint WHERE conname = 'users_slug_key'") == [
         ("u",)
     ]
+
+
+def test_validate_in_the_contract_does_not_block_writers(db: str) -> None:
+    """VALIDATE CONSTRAINT scans under SHARE UPDATE EXCLUSIVE: while it runs (slowed by a
+    deliberately slow check), another session inserts and updates within a short
+    lock_timeout, and pg_locks shows the validating session holding nothing stronger."""
+    q(db, BASE)
+    slow = "amount >= 0 AND pg_sleep(0.02) IS NOT NULL"
+    plan = parse_plan(
+        plan_text(f"- add_check: {{table: orders, name: orders_slow_ok, expression: '{slow}'}}")
+    )
+    commands.expand(plan, opts(db))
+    commands.complete(plan, opts(db))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            commands.contract(opts(db))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        modes: list[tuple[object, ...]] = []
+        for _ in range(200):
+            modes = q(
+                db,
+                "SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.relation = 'orders'::regclass AND l.granted "
+                "AND a.query LIKE '%VALIDATE CONSTRAINT%' ORDER BY 1",
+            )
+            if modes:
+                break
+            time.sleep(0.02)
+        assert modes == [("ShareUpdateExclusiveLock",)], modes
+        with psycopg.connect(db, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '500ms'")
+            writer.execute("INSERT INTO orders (user_id, amount) VALUES (1, 1)")
+            writer.execute("UPDATE orders SET amount = amount + 1 WHERE id = 2")
+        assert worker.is_alive()  # the scan was still going while the writer wrote
+    finally:
+        worker.join(60)
+    assert not errors, errors
+    assert q(db, "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_slow_ok'") == [
+        (True,)
+    ]
