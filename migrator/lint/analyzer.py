@@ -550,6 +550,16 @@ class Analyzer:
         assert isinstance(node, ast.ViewStmt)
         if node.view is not None:
             state.views.add(_rel(node.view))
+            if not node.replace:
+                self.tracker.tables.add(_rel(node.view))
+
+    def _on_CreateSeqStmt(
+        self, stmt: Stmt, unit: Unit, state: _UnitState, phase: LintPhase | None
+    ) -> None:
+        node = stmt.node
+        assert isinstance(node, ast.CreateSeqStmt)
+        # A sequence is a relation that ALTER TABLE ... OWNER TO may name.
+        self.tracker.tables.add(_rel(node.sequence))
 
     def _on_CreateEnumStmt(
         self, stmt: Stmt, unit: Unit, state: _UnitState, phase: LintPhase | None
