@@ -169,6 +169,7 @@ def bench_kmock(url: str, runs: int) -> list[list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp))
         cluster.lag = 1
+        cluster.poll = 0.05  # an idle controller should not load the emulator
         try:
             section = {
                 "kubernetes": {
@@ -193,6 +194,7 @@ def bench_kmock(url: str, runs: int) -> list[list[str]]:
                 return move
 
             times: dict[tuple[str, str], list[float]] = {}
+            calls: dict[tuple[str, str], list[int]] = {}
             for _ in range(runs):
                 for label, target, action in (
                     ("baseline", "green", bare("green")),
@@ -201,14 +203,26 @@ def bench_kmock(url: str, runs: int) -> list[list[str]]:
                     ("migrator", "blue", lambda: commands.rollback(plan, opts)),
                 ):
                     w = Window(label, target)
+                    before = cluster.client_requests()
                     w.run(action)
+                    calls.setdefault((label, target), []).append(cluster.client_requests() - before)
                     assert cluster.selector()["version"] == target
                     times.setdefault((label, target), []).append(w.returned - w.start)
             rows = []
             for target, what in (("green", "to 100% green"), ("blue", "back to 100% blue")):
                 b = _median_ms(times[("baseline", target)])
                 m = _median_ms(times[("migrator", target)])
-                rows.append([f"kmock {what}", f"{b:.1f} ms", f"{m:.1f} ms", f"{m / b:.1f}x"])
+                cb = statistics.median(calls[("baseline", target)])
+                cm = statistics.median(calls[("migrator", target)])
+                rows.append(
+                    [
+                        f"kmock {what}",
+                        f"{b:.1f} ms",
+                        f"{m:.1f} ms",
+                        f"{m / b:.1f}x",
+                        f"API requests {cb:.0f} vs {cm:.0f}",
+                    ]
+                )
             return rows
         finally:
             cluster.stop()
@@ -219,6 +233,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--only", choices=["nginx", "kmock"], default=None)
     args = parser.parse_args()
 
     server = None
@@ -230,26 +245,28 @@ def main() -> None:
         make_db = server.create_database
     try:
         print(f"switch benchmark: {args.runs} runs each, medians; loopback only")
+        nginx_rows: list[list[str]] = []
+        kmock_rows: list[list[str]] = []
         if NGINX is None:
             print("nginx: not installed, skipped (apt-get install nginx)")
-            nginx_rows: list[list[str]] = []
-        else:
+        elif args.only in (None, "nginx"):
             nginx_rows = bench_nginx(make_db("bench_nginx"), args.runs, args.rate, False)
             nginx_rows += bench_nginx(make_db("bench_nginx_ka"), args.runs, args.rate, True)
-        kmock_rows = bench_kmock(make_db("bench_kmock"), args.runs)
+        if args.only in (None, "kmock"):
+            kmock_rows = bench_kmock(make_db("bench_kmock"), args.runs)
     finally:
         if server is not None:
             server.stop()
 
     print()
-    head = ["move", "command returns: baseline", "migrator", "ratio"]
+    head = ["move", "command returns: baseline", "migrator", "ratio", "API requests"]
     print(" | ".join(head))
     for row in kmock_rows:
         print(" | ".join(row))
     if nginx_rows:
         print()
         print(
-            "nginx rows (first 3 = new connection per request, last 2 = keep-alive):\n"
+            "nginx rows (first 2 = new connection per request, last 2 = keep-alive):\n"
             "move | returns: baseline | migrator | ratio | all answers from target: baseline"
             " | migrator | ratio | failed/sent (slow) baseline | migrator"
         )

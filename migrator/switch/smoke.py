@@ -11,11 +11,16 @@ from migrator.switch.probes import ProbeResult, check
 
 
 def smoke(
-    probes: list[Probe], *, timing: Timing = REAL_TIME, observer: Observer = NULL_OBSERVER
+    probes: list[Probe],
+    *,
+    timing: Timing = REAL_TIME,
+    observer: Observer = NULL_OBSERVER,
 ) -> list[ProbeResult]:
     """Run every smoke probe (each with its retries and timeout); raise SmokeFailed on the
     first that fails, before any traffic has moved."""
     results: list[ProbeResult] = []
+    if not probes:
+        return results
     with httpx.Client() as client:
         for probe in probes:
             result = check(probe, client, timing)

@@ -20,6 +20,7 @@ from kmock._internal import apps as kmock_apps
 from kubernetes import client as k8s
 
 NS = "prod"
+CONTROLLER_AGENT = "test-deployment-controller"
 DEPLOYMENTS = "apps/v1/deployments"
 
 
@@ -48,7 +49,7 @@ class Cluster:
         self._thread.start()
         assert self._ready.wait(10)
         self.url: str = self._box["url"]
-        emulator = self._box["kmock"]
+        self.emulator = emulator = self._box["kmock"]
         emulator.objects["v1/services", NS, "api"] = {
             "apiVersion": "v1",
             "kind": "Service",
@@ -68,6 +69,11 @@ class Cluster:
         cfg.host = self.url
         self.api = k8s.ApiClient(cfg)
         self.core, self.apps = k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api)
+        # The controller has its own client, told apart by its User-Agent.
+        self._controller_api = k8s.ApiClient(cfg)
+        self._controller_api.user_agent = CONTROLLER_AGENT
+        self._controller_apps = k8s.AppsV1Api(self._controller_api)
+        self.poll = 0.01  # seconds between the controller's looks
         self.bad_images: set[str] = set()
         self.lag = 3  # polls before the controller reacts to a new generation
         self._stop = threading.Event()
@@ -88,7 +94,7 @@ class Cluster:
         while not self._stop.is_set():
             for name in ("api-blue", "api-green"):
                 try:
-                    dep = self.apps.read_namespaced_deployment(name, NS)
+                    dep = self._controller_apps.read_namespaced_deployment(name, NS)
                 except Exception:
                     continue
                 generation = dep.metadata.generation or 1
@@ -98,10 +104,10 @@ class Cluster:
                 if seen[name] < self.lag:
                     continue
                 seen[name] = 0
-                self.apps.patch_namespaced_deployment_status(
+                self._controller_apps.patch_namespaced_deployment_status(
                     name, NS, {"status": _status(dep, generation, self.bad_images)}
                 )
-            time.sleep(0.01)
+            time.sleep(self.poll)
 
     def selector(self) -> dict[str, str]:
         return dict(self.core.read_namespaced_service("api", NS).spec.selector)
@@ -121,6 +127,15 @@ class Cluster:
         self._box["loop"].call_soon_threadsafe(self._box["stop"].set)
         self._thread.join(10)
         self.api.close()
+        self._controller_api.close()
+
+    def client_requests(self) -> int:
+        """How many requests reached the API from anyone but the controller."""
+        return sum(
+            1
+            for r in list(self.emulator._requests)
+            if r.headers.get("User-Agent") != CONTROLLER_AGENT
+        )
 
 
 def _deployment(colour: str, replicas: int) -> dict[str, Any]:
