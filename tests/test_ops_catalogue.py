@@ -131,7 +131,7 @@ CASES = [
         - create_table:
             table: payments
             columns:
-              - {name: id, type: bigint, nullable: false}
+              - {name: id, type: bigserial, nullable: false}
               - {name: user_id, type: bigint, nullable: false,
                  references: {table: users, column: id, on_delete: cascade}}
               - {name: amount, type: "numeric(12,2)", nullable: false, default: 0,
@@ -148,7 +148,7 @@ CASES = [
             "INSERT INTO users (name) VALUES ('old-writer')",
         ],
         new=[
-            "INSERT INTO payments (id, user_id, amount, ref) VALUES (1, 1, 9.5, 'p1')",
+            "INSERT INTO payments (user_id, amount, ref) VALUES (1, 9.5, 'p1')",
             "SELECT p.amount, u.name FROM payments p JOIN users u ON u.id = p.user_id",
         ],
         final=[
@@ -652,6 +652,12 @@ REFUSALS = [
         "- add_column: {table: users, column: {name: x, type: nosuchtype}}",
         "[]",
         "unknown type 'nosuchtype'",
+    ),
+    (
+        "serial column on an existing table",
+        "- add_column: {table: users, column: {name: n, type: bigserial}}",
+        "[]",
+        "a bigserial column on an existing table rewrites it under ACCESS EXCLUSIVE",
     ),
     (
         "unknown type in create_table",

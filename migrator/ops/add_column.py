@@ -17,6 +17,7 @@ from pydantic import Field
 
 from migrator.errors import ValidationFailed
 from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
+from migrator.ops.create_table import SERIAL_TYPES
 from migrator.ops.expressions import column_refs, default_sql, is_constant
 from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
@@ -110,6 +111,12 @@ class AddColumn(Operation):
         if self.column.name in existing:
             raise ValidationFailed(
                 f"{where}: column {self.column.name} already exists in {ctx.schema}.{self.table}"
+            )
+        if self.column.type.lower() in SERIAL_TYPES:
+            raise ValidationFailed(
+                f"{where}: a {self.column.type} column on an existing table rewrites it under "
+                "ACCESS EXCLUSIVE; add a plain bigint column with `up` (a backfill) and set its "
+                "default to nextval() of a sequence made with `sql`"
             )
         if not ctx.type_known(self.column.type):
             raise ValidationFailed(f"{where}: unknown type {self.column.type!r}")

@@ -21,6 +21,8 @@ from migrator.ops.live import require_columns, require_table
 from migrator.plan.types import ColumnSpec, Identifier, OnDelete, Strict, TableReference
 from migrator.sqltext import ident, short_name
 
+SERIAL_TYPES = frozenset({"smallserial", "serial", "bigserial", "serial2", "serial4", "serial8"})
+
 
 class ForeignKeyConstraint(Strict):
     """``foreign_key: {columns, references: {table, columns}, on_delete}``."""
@@ -74,6 +76,9 @@ class CreateTable(Operation):
         if twice:
             raise ValidationFailed(f"{where}: column {', '.join(twice)} is declared twice")
         for col in self.columns:
+            # serial is no type but CREATE TABLE shorthand; on a new, empty table it is fine.
+            if col.type.lower() in SERIAL_TYPES:
+                continue
             if not ctx.type_known(col.type):
                 raise ValidationFailed(f"{where}: column {col.name}: unknown type {col.type!r}")
         for key, cols in (("primary_key", self.primary_key or []),) + tuple(
