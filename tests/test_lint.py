@@ -522,6 +522,19 @@ def test_sql_operation_positions_inside_a_block_scalar() -> None:
     assert "M021" not in by_rule
 
 
+def test_plan_sql_that_does_not_parse_points_into_the_text() -> None:
+    text = plan_text(
+        "  - sql:\n"
+        "      expand: |\n"
+        "        SELECT 1;\n"
+        "        ALTER TABLEX users ADD a int;\n"
+        "      rollback: ''\n"
+    )
+    with pytest.raises(PlanError) as info:
+        lint_plan(parse_plan(text, "p.yaml"), 18)
+    assert info.value.location == "p.yaml:6:15"
+
+
 def test_transaction_control_in_plan_sql() -> None:
     text = plan_text(
         "  - sql:\n"

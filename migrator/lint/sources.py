@@ -10,7 +10,7 @@ statements between BEGIN and COMMIT share a transaction, the others run alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pglast
@@ -47,13 +47,18 @@ def _live(catalog: Catalog | None) -> Live | None:
     return Live(catalog.conn)
 
 
-def _parse(text: str, where: str) -> list[tuple[ast.Node, str, int]]:
-    """The statements of SQL text from a plan; PlanError at ``where`` if it does not parse."""
+def _parse(text: str, where: str | Callable[[int], str]) -> list[tuple[ast.Node, str, int]]:
+    """The statements of SQL text from a plan; PlanError if it does not parse.
+
+    ``where`` names the place of the text, or maps an offset in it to a place.
+    """
     try:
         return list(statements_of(text))
     except pglast.parser.ParseError as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
         offset = int(exc.args[1]) if len(exc.args) > 1 else 0
+        if callable(where):
+            raise PlanError(f"SQL does not parse: {message}", location=where(offset)) from None
         line = text[:offset].count("\n") + 1
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
         raise PlanError(
@@ -192,8 +197,7 @@ class _PlanLinter:
         source = self._source(section, index, op, f"{phase} SQL")
         path = (*self._path(section, index), op.op_name, phase)
         place = _SqlPlace(self, source, path, text)
-        where = place.source_of("").location_text()
-        parsed = _parse(text, where)
+        parsed = _parse(text, place.location_at)
         # Transaction control is judged here (the operation refuses it, so it never
         # reaches a step); the rest is split into steps by the operation itself.
         rest = []
@@ -237,6 +241,10 @@ class _SqlPlace:
         self.source = source
         self.path = path
         self.text = text
+
+    def location_at(self, offset: int) -> str:
+        """``file:line:column`` of an offset in the text."""
+        return self.linter._at(self.source, self.path, self.text, offset).location_text()
 
     def source_of(self, sql: str) -> Source:
         """The source pointed at the line where ``sql`` starts in the text."""
