@@ -87,6 +87,21 @@ def opts(url: str, observer: Observer | None = None, **kw: object) -> commands.O
 
 
 def test_whole_release_catalog_and_data_after_every_phase(db: str) -> None:
+    whole_release(db)
+
+
+def test_whole_release_on_postgresql_15(pg15_server) -> None:  # type: ignore[no-untyped-def]
+    """The same release on PostgreSQL 15 (Debian's server; skipped where it is absent)."""
+    url = pg15_server.create_database("r15")
+    try:
+        q(url, SEED)
+        assert q(url, "SHOW server_version_num")[0][0].startswith("15")
+        whole_release(url)
+    finally:
+        pg15_server.drop_database(url)
+
+
+def whole_release(db: str) -> None:
     plan = parse_plan(PLAN)
     before = catalog(db)
 
