@@ -1175,3 +1175,24 @@ def test_validate_in_the_contract_does_not_block_writers(db: str) -> None:
     assert q(db, "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_slow_ok'") == [
         (True,)
     ]
+
+
+def test_rename_table_contract_refuses_views_on_the_old_name(db: str) -> None:
+    """A view built on the compatibility view would stop DROP VIEW half-way through the
+    contract; complete names it and schedules nothing."""
+    q(db, BASE)
+    plan = parse_plan(plan_text("- rename_table: {from: users, to: accounts}"))
+    commands.expand(plan, opts(db))
+    q(db, "CREATE VIEW user_emails AS SELECT email FROM users")
+    with pytest.raises(ValidationFailed) as err:
+        commands.complete(plan, opts(db))
+    assert str(err.value) == (
+        "rename_table users -> accounts: contract: view user_emails depends on view users "
+        "(the old name, dropped by the contract); drop or change it first "
+        "(migrator never drops with CASCADE)"
+    )
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+    q(db, "DROP VIEW user_emails")
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, "SELECT to_regclass('public.users') IS NULL") == [(True,)]

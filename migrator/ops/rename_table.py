@@ -17,7 +17,7 @@ from pydantic import Field
 
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
-from migrator.ops.live import require_table
+from migrator.ops.live import refuse_dependants, require_table
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal
 
@@ -62,6 +62,14 @@ class RenameTable(Operation):
         ]
 
     def contract(self, ctx: Context) -> Sequence[Step]:
+        # Scheduled at `complete`: a view someone built on the old name since the expand
+        # would make DROP VIEW fail half-way through the contract; name it now instead.
+        if ctx.catalog.relation_kind(ctx.schema, self.from_) == "v":
+            refuse_dependants(
+                f"rename_table {self.from_} -> {self.to}: contract",
+                f"view {self.from_} (the old name, dropped by the contract)",
+                ctx.catalog.dependants(ctx.schema, self.from_),
+            )
         return [
             step(
                 "drop-view",
