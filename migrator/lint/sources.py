@@ -350,12 +350,6 @@ def lint_plan_report(
     return LintReport(in_order(linter.analyzer.findings), linter.unlinted, version)
 
 
-def _select(findings: list[LintFinding], include_suppressed: bool) -> list[LintFinding]:
-    if include_suppressed:
-        return list(findings)
-    return [f for f in findings if f.suppressed is None]
-
-
 # -- raw SQL ---------------------------------------------------------------------------------
 
 
@@ -503,13 +497,9 @@ def in_order(findings: list[LintFinding]) -> list[LintFinding]:
 
 
 def _parse_file(text: str, file: str | None) -> list[tuple[ast.Node, str, int]]:
-    try:
-        return list(statements_of(text))
-    except pglast.parser.ParseError as exc:
-        message = str(exc.args[0]) if exc.args else str(exc)
-        offset = int(exc.args[1]) if len(exc.args) > 1 else 0
+    def locate(offset: int) -> str:
         line = text[:offset].count("\n") + 1
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-        raise PlanError(
-            f"SQL does not parse: {message}", location=f"{file or '<sql>'}:{line}:{column}"
-        ) from None
+        return f"{file or '<sql>'}:{line}:{column}"
+
+    return _parse(text, locate)
