@@ -356,6 +356,17 @@ def test_enum_add_value_in_a_transaction_before_12(version: int, expected: bool)
     assert ("M024" in rules_of(findings)) is expected
 
 
+def test_new_enum_value_used_in_the_same_transaction() -> None:
+    text = (
+        "BEGIN; ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm'; "
+        "UPDATE people SET mood = 'calm' WHERE id = 1; COMMIT;"
+    )
+    (used,) = [f for f in lint_sql(text, 18) if f.rule == "M024"]
+    assert "unsafe use of new value" in used.message and used.sql.startswith("UPDATE")
+    split = text.replace("'calm'; UPDATE", "'calm'; COMMIT; BEGIN; UPDATE")
+    assert "M024" not in rules_of(lint_sql(split, 18))
+
+
 def test_the_not_null_check_must_be_on_the_same_column() -> None:
     findings = lint_sql(
         "BEGIN; ALTER TABLE users ADD CONSTRAINT nn CHECK (email IS NOT NULL) NOT VALID; COMMIT;\n"

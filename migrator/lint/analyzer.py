@@ -159,6 +159,7 @@ class _UnitState:
     renamed_tables: list[tuple[str, Stmt]] = field(default_factory=list)
     views: set[str] = field(default_factory=set)
     dropped_columns: set[tuple[str, str]] = field(default_factory=set)
+    new_enum_values: dict[str, str] = field(default_factory=dict)
     local_lock_timeout: bool = False
     reported_many_ae: bool = False
 
@@ -240,6 +241,16 @@ class _FuncNames(Visitor):
 
     def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
         self.other = True
+
+
+class _Strings(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[str] = []
+
+    def visit_A_Const(self, ancestors: Any, node: ast.A_Const) -> None:
+        if isinstance(node.val, ast.String) and node.val.sval is not None:
+            self.values.append(node.val.sval)
 
 
 def _null_test_column(expr: ast.Node | None) -> str | None:
@@ -362,6 +373,8 @@ class Analyzer:
                 f"{slow} while this transaction holds ACCESS EXCLUSIVE on "
                 f"{', '.join(ae_before)}: every query on it waits until the commit",
             )
+        if state.new_enum_values and not isinstance(node, ast.AlterEnumStmt):
+            self._new_enum_value_used(stmt, state)
         if handler is not None:
             handler(stmt, unit, state, phase)
         self._lock_timeout_rule(stmt, unit, state)
@@ -378,6 +391,21 @@ class Analyzer:
                     f"one transaction takes ACCESS EXCLUSIVE on {len(state.ae_tables)} tables "
                     f"({', '.join(state.ae_tables)}): longer stalls and deadlocks",
                 )
+
+    def _new_enum_value_used(self, stmt: Stmt, state: _UnitState) -> None:
+        """Rule 24: a value ADD VALUE added cannot be used before its transaction commits."""
+        strings = _Strings()
+        strings(stmt.node)
+        for value in strings.values:
+            if value in state.new_enum_values:
+                self.report(
+                    "M024",
+                    stmt,
+                    f"uses {value!r}, which this transaction added to enum "
+                    f"{state.new_enum_values[value]}: PostgreSQL refuses it until the ADD "
+                    "VALUE commits (unsafe use of new value)",
+                )
+                return
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -842,6 +870,8 @@ class Analyzer:
                 f"ALTER TYPE {name} ADD VALUE inside a transaction fails before PostgreSQL 12 "
                 f"(server {self.version // 10000})",
             )
+        elif unit.transactional and node.newVal:
+            state.new_enum_values[node.newVal] = name
         if node.newValNeighbor:
             where = "AFTER" if node.newValIsAfter else "BEFORE"
             self.report(
