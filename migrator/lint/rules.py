@@ -244,7 +244,8 @@ RULES: dict[str, Rule] = _rules(
         "enum-change",
         "error",
         "ALTER TYPE ... ADD VALUE inside a transaction (before PostgreSQL 12), "
-        "RENAME VALUE, or ADD VALUE BEFORE/AFTER",
+        "RENAME VALUE, ADD VALUE BEFORE/AFTER, or a new value used in the transaction that "
+        "added it",
         "fails at run time, or changes values and sort order under the running application",
         "ADD VALUE IF NOT EXISTS at the end, outside a transaction before PostgreSQL 12; "
         "never rename a value",
