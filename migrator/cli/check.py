@@ -24,7 +24,7 @@ from migrator.cli.common import (
 from migrator.commands.check import CheckOptions, check
 from migrator.errors import ExitCode, UsageError
 from migrator.observer import NULL_OBSERVER
-from migrator.verify.report import CheckReport
+from migrator.verify.report import CheckReport, Finding
 
 
 class Format(StrEnum):
@@ -53,6 +53,10 @@ def parse_pg_version(value: str | None) -> int | None:
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
+def _where(f: Finding) -> str:
+    return f.location + (f":{f.column}" if f.column else "")
+
+
 def render_table(report: CheckReport) -> None:
     """The human report: the matrix, then each finding with its place and its fix."""
     matrix = Table(
@@ -78,16 +82,19 @@ def render_table(report: CheckReport) -> None:
     findings = report.findings
     if findings:
         table = Table(title="findings", title_justify="left", show_lines=True)
-        for column in ("", "where", "query", "cell", "reason", "fix"):
-            table.add_column(column, overflow="fold")
+        # file:line is what a reader clicks or greps for: never folded in the middle.
+        where_width = min(60, max(len(_where(f)) for f in findings))
+        table.add_column("", no_wrap=True)
+        table.add_column("where", min_width=where_width)
+        table.add_column("what, and the fix", ratio=1)
         for f in findings:
+            where = "\n".join(
+                escape(x) for x in (_where(f), f.query or f.rule or "", f.cell or "") if x
+            )
             table.add_row(
                 f"[{_STYLE[f.severity]}]{f.severity}[/]",
-                escape(f.location + (f":{f.column}" if f.column else "")),
-                escape(f.query or f.rule or ""),
-                escape(f.cell or ("lint" if f.rule else "")),
-                escape(f.reason),
-                escape(f.fix),
+                where,
+                f"{escape(f.reason)}\n[bold]fix:[/] {escape(f.fix)}",
             )
         out.print(table)
     counts = report.counts()

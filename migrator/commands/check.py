@@ -23,7 +23,7 @@ from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import embedded
 from migrator.engine.catalog import Catalog
 from migrator.engine.state import StateStore
-from migrator.errors import UsageError
+from migrator.errors import GateRefused, UsageError
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
@@ -34,6 +34,7 @@ from migrator.verify.scratch import ScratchServer
 from migrator.verify.static import column_changes
 
 CHECK_PASSED = "check.passed"
+CHECK_FAILED = "check.failed"
 SCRATCH_ACTOR = "migrator check (scratch copy)"
 
 
@@ -176,13 +177,26 @@ def _lint(
     return out, True
 
 
-def _server_version(url: str) -> int:
+def _live_version(url: str, plan: Plan) -> int:
+    """The live server's version; refuses a database this release already changed."""
+    state = StateStore()
     engine = make_engine(url)
     try:
         with connect(engine) as conn:
-            return Catalog(conn).server_version
+            version = Catalog(conn).server_version
+            release = state.release(conn, plan.release) if state.exists(conn) else None
     finally:
         engine.dispose()
+    if release is not None and release.phase != "rolled_back":
+        # Its live schema is no longer the schema before the release: expanding it again
+        # on the scratch copy would prove nothing (or fail on what already exists).
+        raise GateRefused(
+            f"release {plan.release} is already {release.phase} on this database, so its "
+            "schema is not the one before the release; run check before `migrator expand`, "
+            "or without --database-url (from the plan's baseline: or earlier plans)",
+            gate="check-before-expand",
+        )
+    return version
 
 
 def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
@@ -192,7 +206,7 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
     versions, problems = _queries(plan, path)
     changes = column_changes(plan)
     search_path = tuple(dict.fromkeys((plan.schema_name, "public")))
-    live_version = _server_version(opts.database_url) if opts.database_url else None
+    live_version = _live_version(opts.database_url, plan) if opts.database_url else None
     with _scratch(opts) as server:
         scratch_version = server.server_version()
         with phase_databases(
@@ -218,13 +232,14 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         queries={k: len(v[1]) for k, v in versions.items()},
     )
     report.seconds = time.perf_counter() - started
-    if opts.database_url is not None and not report.failed:
-        record_pass(opts.database_url, plan, report, opts.actor)
+    if opts.database_url is not None:
+        record_result(opts.database_url, plan, report, opts.actor)
     return report
 
 
-def record_pass(url: str, plan: Plan, report: CheckReport, actor: str) -> None:
-    """Append ``check.passed`` with the plan's hash to the live database's audit log."""
+def record_result(url: str, plan: Plan, report: CheckReport, actor: str) -> None:
+    """Append ``check.passed`` (or ``check.failed``) with the plan's hash to the live
+    database's audit log; the switch's gate reads the latest of them for this hash."""
     state = StateStore()
     engine = make_engine(url)
     try:
@@ -235,10 +250,12 @@ def record_pass(url: str, plan: Plan, report: CheckReport, actor: str) -> None:
                 "warnings": report.counts()["warning"],
                 "lint_available": report.lint_available,
             }
-            state.event(conn, actor, CHECK_PASSED, plan.release, plan.digest(), **details)
+            action = CHECK_FAILED if report.failed else CHECK_PASSED
+            details["errors"] = report.counts()["error"]
+            state.event(conn, actor, action, plan.release, plan.digest(), **details)
             conn.commit()
     finally:
         engine.dispose()
 
 
-__all__ = ["CHECK_PASSED", "CheckOptions", "check", "record_pass"]
+__all__ = ["CHECK_FAILED", "CHECK_PASSED", "CheckOptions", "check", "record_result"]

@@ -64,9 +64,9 @@ class QueryResult:
 
     @property
     def status(self) -> str:
-        """pass | warning | fail (errors) ."""
+        """pass | warning | fail (errors; in an informational cell, its info findings)."""
         severities = {f.severity for f in self.findings}
-        if "error" in severities:
+        if "error" in severities or "info" in severities:
             return "fail"
         if "warning" in severities:
             return "warning"
@@ -90,7 +90,7 @@ class Cell:
 
     @property
     def failures(self) -> int:
-        """Queries with an error here."""
+        """Queries that fail here (informational cells: that would fail)."""
         return sum(1 for r in self.results if r.status == "fail")
 
 
@@ -184,8 +184,9 @@ class CheckReport:
                     file=result.file,
                     line=str(result.line),
                 )
-                errors = [f for f in result.findings if f.severity == "error"]
-                others = [f for f in result.findings if f.severity != "error"]
+                # In an informational cell what would be an error is reported as info.
+                errors = [f for f in result.findings if f.severity in ("error", "info")]
+                others = [f for f in result.findings if f.severity == "warning"]
                 if errors and cell.must_pass:
                     failure = ET.SubElement(
                         case, "failure", message=errors[0].reason, type=errors[0].check

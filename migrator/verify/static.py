@@ -211,7 +211,7 @@ def _finding(
     reason: str,
     fix: str,
 ) -> Finding:
-    if not ctx.must_pass:
+    if not ctx.must_pass and severity == "error":
         severity = "info"  # informational cells never fail the check
     return Finding(
         check=check,

@@ -1,0 +1,313 @@
+"""`migrator check` end to end: the report's formats, exit codes, the live database path,
+the chain of earlier plans, and the audit event the switch's gate reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from migrator.cli import app
+from migrator.commands.check import CHECK_FAILED, CHECK_PASSED, CheckOptions, check
+from migrator.errors import GateRefused, UsageError
+from migrator.plan.loader import load_plan
+from migrator.verify.report import CheckReport
+from migrator.verify.scratch import load_sql
+from tests.support.servers import Server
+
+PAGILA = Path(__file__).parent / "corpus" / "pagila-schema.sql"
+
+PLAN = """\
+release: 2026-12-phone
+baseline: {baseline}
+versions:
+  old: {{name: v1, queries: queries/v1/}}
+  new: {{name: v2, queries: queries/v2.yaml}}
+expand:
+  - add_column:
+      table: customer
+      column: {{name: phone, type: text}}
+      up: "''"
+      final: {{nullable: false}}
+"""
+
+OLD = """\
+-- name: GetCustomer :one
+SELECT customer_id, first_name, last_name, email FROM customer WHERE customer_id = $1;
+
+-- name: CreateCustomer :exec
+INSERT INTO customer (store_id, first_name, last_name, email, address_id)
+VALUES (%(store_id)s, %(first)s, %(last)s, %(email)s, %(address)s);
+"""
+
+NEW_GOOD = """\
+- name: customer_with_phone
+  sql: SELECT customer_id, first_name, phone FROM customer WHERE customer_id = :id
+- name: create_customer
+  sql: |
+    INSERT INTO customer (store_id, first_name, last_name, email, address_id, phone)
+    VALUES (:store, :first, :last, :email, :address, :phone)
+"""
+
+NEW_BAD = """\
+- name: customer_with_phone
+  sql: |
+    SELECT customer_id, first_name,
+           phone_number
+    FROM customer WHERE customer_id = :id
+- name: create_customer
+  sql: |
+    INSERT INTO customer (store_id, first_name, last_name, email, address_id)
+    VALUES (:store, :first, :last, :email, :address)
+"""
+
+
+def write_release(folder: Path, new: str, baseline: Path | str = PAGILA) -> Path:
+    (folder / "queries" / "v1").mkdir(parents=True, exist_ok=True)
+    (folder / "queries" / "v1" / "customers.sql").write_text(OLD)
+    (folder / "queries" / "v2.yaml").write_text(new)
+    plan = folder / "plan.yaml"
+    plan.write_text(PLAN.format(baseline=baseline))
+    return plan
+
+
+@pytest.fixture(scope="module")
+def scratch(pg_server: Server) -> str:
+    return pg_server.admin_url
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory: pytest.TempPathFactory, scratch: str) -> tuple[Path, CheckReport]:
+    folder = tmp_path_factory.mktemp("bad")
+    plan = write_release(folder, NEW_BAD)
+    return plan, check(load_plan(plan), plan, CheckOptions(scratch_url=scratch))
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+# -- what a new user sees ----------------------------------------------------------------------
+
+
+def test_new_version_reading_a_forgotten_column_fails_at_its_file_and_line(
+    bad_run: tuple[Path, CheckReport],
+) -> None:
+    _, report = bad_run
+    assert report.failed
+    errors = [f for f in report.findings if f.severity == "error"]
+    forgotten = [f for f in errors if f.check == "prepare"]
+    assert {(f.phase, f.line, f.query) for f in forgotten} == {
+        ("expanded", 4, "customer_with_phone"),
+        ("contracted", 4, "customer_with_phone"),
+    }
+    assert all(f.file and f.file.endswith("v2.yaml") for f in forgotten)
+    assert 'column "phone_number" does not exist' in forgotten[0].reason
+    assert "expand must add everything" in forgotten[0].fix
+    # ... and its INSERT leaves out phone, NOT NULL once the contract ran
+    (missing,) = [f for f in errors if f.check == "insert-not-null"]
+    assert (missing.phase, missing.line, missing.version) == ("contracted", 8, "new (v2)")
+    assert "write phone" in missing.fix
+
+
+def test_the_fixed_plan_passes_and_the_cli_exits_0(tmp_path: Path, scratch: str) -> None:
+    plan = write_release(tmp_path, NEW_GOOD)
+    code, output = cli("check", str(plan), "--scratch-url", scratch)
+    assert code == 0, output
+    assert "check passed" in output
+
+
+def test_cli_table_names_the_file_line_and_fix_and_exits_1(
+    tmp_path: Path, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # findings name files relative to the working folder
+    write_release(tmp_path, NEW_BAD)
+    code, output = cli("check", "plan.yaml", "--scratch-url", scratch)
+    assert code == 1, output
+    flat = " ".join(output.split())
+    assert "queries/v2.yaml:4" in flat and "phone_number" in flat and "check failed" in flat
+
+
+# -- machine formats ---------------------------------------------------------------------------
+
+
+def test_junit_is_valid_with_a_case_per_query_and_cell(bad_run: tuple[Path, CheckReport]) -> None:
+    _, report = bad_run
+    root = ET.fromstring(report.to_junit())
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    cells = [s for s in suites if s.get("name", "").startswith("check ")]
+    assert len(cells) == 6
+    total = failures = 0
+    for suite in suites:
+        cases = suite.findall("testcase")
+        assert int(suite.get("tests", "-1")) == len(cases)
+        failed = [c for c in cases if c.find("failure") is not None]
+        skipped = [c for c in cases if c.find("skipped") is not None]
+        assert int(suite.get("failures", "-1")) == len(failed)
+        assert int(suite.get("skipped", "-1")) == len(skipped)
+        assert suite.get("errors") == "0"
+        for case in cases:
+            assert case.get("name") and case.get("classname")
+            assert int(case.get("line", "x")) >= 0
+            for failure in case.findall("failure"):
+                assert failure.get("message") and failure.text
+        total += len(cases)
+        failures += len(failed)
+    assert int(root.get("tests", "-1")) == total
+    assert int(root.get("failures", "-1")) == failures
+    # 2 queries per version in each of the 6 cells
+    assert sum(len(s.findall("testcase")) for s in cells) == 12
+    failing = {
+        (c.get("classname"), c.get("line"))
+        for s in cells
+        for c in s.findall("testcase")
+        if c.find("failure") is not None
+    }
+    assert failing == {
+        ("migrator.check.new.expanded", "3"),
+        ("migrator.check.new.contracted", "3"),
+        ("migrator.check.new.contracted", "8"),
+    }
+    # new@before is informational: its failures are skipped cases, not failures
+    before = next(s for s in cells if s.get("name") == "check new (v2)@before")
+    assert before.get("failures") == "0" and int(before.get("skipped", "0")) >= 1
+
+
+GITHUB_LINE = re.compile(
+    r"^::(error|warning|notice) file=[^,:]+(,line=\d+)?(,col=\d+)?,title=[^:,]+::[^\r\n]+$"
+)
+
+
+def test_github_annotations_are_workflow_commands(bad_run: tuple[Path, CheckReport]) -> None:
+    _, report = bad_run
+    lines = report.to_github()
+    assert lines and all(GITHUB_LINE.match(line) for line in lines), lines
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert any("v2.yaml,line=4," in line and "phone_number" in line for line in errors)
+    # informational cells never annotate as errors
+    assert not any("@before" in line for line in errors)
+
+
+def test_github_escapes_newlines_and_percent() -> None:
+    from migrator.verify.report import Finding
+
+    report = CheckReport("r", "h", "plan.yaml", "x", 180000)
+    report.problems.append(
+        Finding(
+            check="syntax",
+            severity="error",
+            reason="50% of\nit",
+            fix="a, b: c",
+            file="q,1.sql",
+            line=3,
+        )
+    )
+    (line,) = report.to_github()
+    assert line.startswith("::error file=q%2C1.sql,line=3,")
+    assert line.endswith("::50%25 of%0Ait Fix: a, b: c")
+
+
+def test_cli_formats_json_junit_github(tmp_path: Path, scratch: str) -> None:
+    plan = write_release(tmp_path, NEW_BAD)
+    code, output = cli("check", str(plan), "--scratch-url", scratch, "--format", "json")
+    assert code == 1
+    data = json.loads(output)
+    assert data["passed"] is False and data["counts"]["error"] == 3
+    assert {c["phase"] for c in data["cells"]} == {"before", "expanded", "contracted"}
+    junit = tmp_path / "report.xml"
+    code, output = cli(
+        "check", str(plan), "--scratch-url", scratch, "-f", "junit", "-o", str(junit)
+    )
+    assert code == 1 and "junit report in" in output
+    ET.parse(junit)
+    code, output = cli("check", str(plan), "--scratch-url", scratch, "--format", "github")
+    assert code == 1
+    assert all(GITHUB_LINE.match(line) for line in output.strip().splitlines())
+
+
+def test_bad_input_exits_2(tmp_path: Path, scratch: str) -> None:
+    plan = write_release(tmp_path, NEW_GOOD)
+    plan.write_text(plan.read_text().replace("queries/v1/", "queries/v9/"))
+    code, output = cli("check", str(plan), "--scratch-url", scratch)
+    assert code == 2
+    assert "versions.old.queries: queries/v9/ does not exist" in output
+    code, output = cli("check", str(plan), "--pg-version", "fifteen")
+    assert code == 2 and "--pg-version" in output
+
+
+# -- where `before` comes from ---------------------------------------------------------------
+
+
+def test_chain_of_earlier_plans_builds_before(tmp_path: Path, scratch: str) -> None:
+    """The second release's old version uses what the first release added."""
+    (tmp_path / "schema.sql").write_text(
+        "CREATE TABLE account (id bigint PRIMARY KEY, email text NOT NULL);\n"
+    )
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "v1.sql").write_text("SELECT id, email, nickname FROM account;\n")
+    (tmp_path / "q" / "v2.sql").write_text("SELECT id, nickname, plan FROM account;\n")
+    (tmp_path / "01-nickname.yaml").write_text(
+        "release: r1\nbaseline: schema.sql\n"
+        "expand:\n  - add_column: {table: account, column: {name: nickname, type: text}}\n"
+    )
+    second = tmp_path / "02-plan.yaml"
+    second.write_text(
+        "release: r2\nafter: r1\n"
+        "versions: {old: {name: v1, queries: q/v1.sql}, new: {name: v2, queries: q/v2.sql}}\n"
+        "expand:\n  - add_column: {table: account, column: {name: plan, type: text}}\n"
+    )
+    report = check(load_plan(second), second, CheckOptions(scratch_url=scratch))
+    assert report.before_source == "baseline schema.sql + r1"
+    assert not report.failed, [f.summary() for f in report.findings]
+    # Without the first plan in the folder, the chain is broken: a clear usage error.
+    (tmp_path / "01-nickname.yaml").unlink()
+    with pytest.raises(UsageError, match="follows release 'r1', but no plan of that release"):
+        check(load_plan(second), second, CheckOptions(scratch_url=scratch))
+
+
+def test_live_database_schema_and_the_audit_event(
+    tmp_path: Path, scratch: str, fresh_db: str
+) -> None:
+    load_sql(fresh_db, PAGILA)
+    plan_path = write_release(tmp_path, NEW_GOOD, baseline="nowhere.sql")
+    plan = load_plan(plan_path)
+    report = check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
+    assert report.before_source == "the live schema (pg_dump --schema-only)"
+    assert not report.failed, [f.summary() for f in report.findings]
+    (tmp_path / "queries" / "v2.yaml").write_text(NEW_BAD)
+    failed = check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
+    assert failed.failed
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute(
+            "SELECT action, release, plan_hash FROM migrator.events "
+            "WHERE action LIKE 'check.%' ORDER BY id"
+        ).fetchall()
+        # the live schema was only read: no phone column, no trigger
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'customer' AND column_name = 'phone'"
+        ).fetchone() == (0,)
+    assert rows == [
+        (CHECK_PASSED, plan.release, plan.digest()),
+        (CHECK_FAILED, plan.release, plan.digest()),
+    ]
+
+
+def test_check_after_expand_on_the_live_database_is_refused(
+    tmp_path: Path, scratch: str, fresh_db: str
+) -> None:
+    from migrator.commands import Options, expand
+
+    load_sql(fresh_db, PAGILA)
+    plan_path = write_release(tmp_path, NEW_GOOD)
+    plan = load_plan(plan_path)
+    expand(plan, Options(database_url=fresh_db))
+    with pytest.raises(GateRefused, match="already expanded on this database"):
+        check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))

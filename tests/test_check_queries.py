@@ -1,0 +1,140 @@
+"""Query sets: splitting, placeholders, file and line, as `migrator check` reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from migrator.errors import UsageError
+from migrator.verify.queries import load_query_set, normalise_placeholders, parse_statements
+
+
+def test_statements_keep_their_line_and_sqlc_names() -> None:
+    text = (
+        "-- name: GetCustomer :one\n"
+        "SELECT * FROM customer WHERE customer_id = $1;\n"
+        "\n"
+        "/* a comment; with a semicolon */\n"
+        "SELECT 'a;b', $$x;y$$, \"odd;name\" FROM t;\n"
+        "  UPDATE t\n"
+        "  SET a = 1;\n"
+    )
+    queries = parse_statements(text, "q.sql")
+    assert [(q.name, q.line) for q in queries] == [
+        ("GetCustomer", 2),
+        ("q.sql:5", 5),
+        ("q.sql:6", 6),
+    ]
+    assert queries[1].sql == "SELECT 'a;b', $$x;y$$, \"odd;name\" FROM t"
+    assert all(q.error is None for q in queries)
+
+
+def test_a_statement_starting_with_a_typo_is_kept_and_reported() -> None:
+    # pglast's own scanner split drops such a statement silently; ours must not.
+    queries = parse_statements("SELECT 1;\nselec oops;\nSELECT 2;", "q.sql")
+    assert [q.line for q in queries] == [1, 2, 3]
+    assert queries[1].error is not None and "selec" in queries[1].error
+    assert queries[1].error_line == 2
+    assert queries[0].error is None and queries[2].error is None
+
+
+@pytest.mark.parametrize(
+    ("written", "normalised", "params"),
+    [
+        (
+            "SELECT a FROM t WHERE b = :b AND c = :c AND d = :b",
+            "SELECT a FROM t WHERE b = $1 AND c = $2 AND d = $1",
+            [":b", ":c"],
+        ),
+        (
+            "SELECT a FROM t WHERE b = %(b)s AND c = %(c)s OR b = %(b)s",
+            "SELECT a FROM t WHERE b = $1 AND c = $2 OR b = $1",
+            [":b", ":c"],
+        ),
+        ("INSERT INTO t VALUES (%s, %s)", "INSERT INTO t VALUES ($1, $2)", ["$1", "$2"]),
+        ("SELECT $2::int, :x", "SELECT $2::int, $3", ["$1", "$2", ":x"]),
+        # casts, array slices, strings, quoted names and comments are not placeholders
+        (
+            "SELECT a::text, b[1:n], ':no', \":nope\" FROM t -- :c\nWHERE x = :yes",
+            "SELECT a::text, b[1:n], ':no', \":nope\" FROM t -- :c\nWHERE x = $1",
+            [":yes"],
+        ),
+        # a keyword works as a name too (:limit, :select)
+        (
+            "SELECT * FROM t LIMIT :limit OFFSET :offset",
+            "SELECT * FROM t LIMIT $1 OFFSET $2",
+            [":limit", ":offset"],
+        ),
+    ],
+)
+def test_placeholders_normalise_to_dollar_numbers(
+    written: str, normalised: str, params: list[str]
+) -> None:
+    assert normalise_placeholders(written) == (normalised, params)
+
+
+def test_every_placeholder_style_parses_and_prepares_as_one_statement() -> None:
+    (query,) = parse_statements(
+        "SELECT * FROM film WHERE rating = :rating::mpaa_rating AND length > %(min)s", "q.sql"
+    )
+    assert query.error is None and query.preparable
+    assert query.sql == "SELECT * FROM film WHERE rating = $1::mpaa_rating AND length > $2"
+
+
+def test_yaml_query_set_lines(tmp_path: Path) -> None:
+    path = tmp_path / "v1.yaml"
+    path.write_text(
+        "- name: by_id\n"
+        "  sql: SELECT * FROM customer WHERE customer_id = $1\n"
+        "- name: report\n"
+        "  sql: |\n"
+        "    SELECT store_id, count(*)\n"
+        "    FROM customer\n"
+        "    GROUP BY store_id\n"
+    )
+    queries = load_query_set(path, root=tmp_path)
+    assert [(q.name, q.file, q.line) for q in queries] == [
+        ("by_id", "v1.yaml", 2),
+        ("report", "v1.yaml", 5),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- name: x\n  sql: [1\n", "v1.yaml:3:1: not valid YAML"),
+        ("name: x\n", "v1.yaml:1:1: a query file is a list of {name, sql}"),
+        ("- name: x\n  query: SELECT 1\n", "v1.yaml:1:3: unknown key 'query'"),
+        ("- name: x\n", "v1.yaml:1:3: a query needs `sql:` text"),
+    ],
+)
+def test_bad_yaml_query_set_names_the_place(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "v1.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        load_query_set(path, root=tmp_path)
+    assert message in str(info.value)
+
+
+def test_folder_query_set_reads_sql_and_yaml_in_order(tmp_path: Path) -> None:
+    (tmp_path / "q" / "sub").mkdir(parents=True)
+    (tmp_path / "q" / "b.sql").write_text("SELECT 2;\n\nSELECT 3;\n")
+    (tmp_path / "q" / "a.sql").write_text("SELECT 1;")
+    (tmp_path / "q" / "sub" / "c.yaml").write_text("- {name: four, sql: SELECT 4}\n")
+    (tmp_path / "q" / "notes.txt").write_text("not a query")
+    queries = load_query_set(tmp_path / "q", root=tmp_path)
+    assert [(q.file, q.line, q.sql) for q in queries] == [
+        ("q/a.sql", 1, "SELECT 1"),
+        ("q/b.sql", 1, "SELECT 2"),
+        ("q/b.sql", 3, "SELECT 3"),
+        ("q/sub/c.yaml", 1, "SELECT 4"),
+    ]
+
+
+def test_missing_or_unknown_query_set(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_query_set(tmp_path / "nowhere.sql")
+    (tmp_path / "q.txt").write_text("SELECT 1")
+    with pytest.raises(UsageError, match="expected a folder, a .sql file or a .yaml list"):
+        load_query_set(tmp_path / "q.txt")
