@@ -62,6 +62,10 @@ class Recorder(Observer):
         self.progress_events: list[tuple[int, int | None, dict[str, Any]]] = []
         self.warnings: list[str] = []
         self.retries: list[str] = []
+        self.infos: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
 
     def progress(self, task: str, done: int, total: int | None, **extra: Any) -> None:
         self.progress_events.append((done, total, extra))

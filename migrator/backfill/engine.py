@@ -212,6 +212,9 @@ class Backfill:
             threading.Thread(target=self._work, args=(n,), name=f"backfill-{n}", daemon=True)
             for n in range(max(1, self.settings.workers))
         ]
+        # Look before the first batch: a lagging replica stops the run from the start.
+        with connect(self.engine) as conn:
+            self._decide(conn, [])
         for thread in threads:
             thread.start()
         try:
@@ -235,13 +238,7 @@ class Backfill:
             while any(t.is_alive() for t in threads):
                 with shared.lock:
                     pids = sorted(shared.pids)
-                decision = throttle.decide(
-                    self.reader(conn, pids), self.settings.limits, shared.decision
-                )
-                if decision.action != shared.decision.action:
-                    self._tell_throttle(decision)
-                with shared.lock:
-                    shared.decision = decision
+                self._decide(conn, pids)
                 now = time.monotonic()
                 if now - last_report >= REPORT_INTERVAL:
                     last_report = now
@@ -255,14 +252,21 @@ class Backfill:
                 for thread in threads:
                     thread.join(MONITOR_INTERVAL / len(threads))
 
+    def _decide(self, conn: Connection, pids: list[int]) -> None:
+        shared = self._shared
+        decision = throttle.decide(self.reader(conn, pids), self.settings.limits, shared.decision)
+        if decision.action != shared.decision.action:
+            self._tell_throttle(decision)
+        with shared.lock:
+            shared.decision = decision
+
     def _tell_throttle(self, decision: throttle.Decision) -> None:
         with self._observe:
             if decision.action == "go":
                 self.observer.info(f"backfill {self.key}: load is back under the limits")
             else:
-                self.observer.warning(
-                    f"backfill {self.key}: {decision.action}ing: {decision.reason}"
-                )
+                verb = "pausing" if decision.action == "pause" else "slowing down"
+                self.observer.warning(f"backfill {self.key}: {verb}: {decision.reason}")
 
     def _progress(self, summary: Summary, rate: float | None) -> None:
         left = max(self.total - summary.rows, 0)
@@ -376,7 +380,13 @@ class Backfill:
                 shared.stop.wait(decision.sleep)
                 continue
             if decision.action == "slow":
-                shared.stop.wait(decision.sleep)
+                # Sleep in short steps: when the load is gone, go at once.
+                until = time.monotonic() + decision.sleep
+                while not shared.stop.is_set() and shared.decision.action == "slow":
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    shared.stop.wait(min(left, 0.05))
             return not shared.stop.is_set()
         return False
 

@@ -7,10 +7,11 @@ reading, the plan's limits and the previous decision to the next decision:
 
 - ``pause`` while a replica lags more than ``max_replication_lag`` (re-checked every
   second; the batches wait entirely, as gh-ost does on replication lag);
-- ``slow`` while active sessions or lock waits exceed their limits: the sleep between
-  batches doubles with every overloaded reading (from ``target_batch_time``, at most
+- ``slow`` while active sessions or lock waits exceed their limits: each overloaded
+  reading raises the level by one, each clean reading lowers it by one, and the sleep
+  before every batch is ``target_batch_time * 2**(level-1)`` (at most
   ``MAX_SLOW_SLEEP``), so a busy database gets more and more room;
-- ``go`` as soon as the readings are back under the limits.
+- ``go`` once the level is back to zero.
 """
 
 from __future__ import annotations
@@ -85,12 +86,18 @@ def decide(readings: Readings, limits: Limits, previous: Decision = GO) -> Decis
             f"{readings.lock_waits} sessions waiting for the backfill's locks > "
             f"max_lock_waits {limits.max_lock_waits}"
         )
-    if not reasons:
+    if reasons:
+        level = min(previous.level + 1, MAX_LEVEL)
+        reason = "; ".join(reasons)
+    else:
+        # Back under the limits: relax one step per reading, not all at once, so load
+        # that comes in waves does not meet a backfill at full speed every time.
+        level = max(previous.level - 1, 0)
+        reason = "recovering from load"
+    if level == 0:
         return GO
-    level = min(previous.level + 1, MAX_LEVEL)
     base = max(limits.target_batch_time, 0.01)
-    sleep = min(base * 2 ** (level - 1), MAX_SLOW_SLEEP)
-    return Decision("slow", sleep, level, "; ".join(reasons))
+    return Decision("slow", min(base * 2 ** (level - 1), MAX_SLOW_SLEEP), level, reason)
 
 
 _READ = """

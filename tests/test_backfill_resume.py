@@ -1,0 +1,120 @@
+"""kill -9 the `migrator backfill` CLI at random moments, resume, and check every row;
+`migrator status` in another terminal shows the running backfill's progress."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from migrator import commands
+from migrator.plan.loader import parse_plan
+from tests.test_backfill import checkpoint, opts, plan_text, q
+
+ROWS = 50_000
+BATCH = 100
+SEED = f"""
+CREATE TABLE users (tenant int, id int, legacy_phone text, PRIMARY KEY (tenant, id));
+INSERT INTO users SELECT g % 3, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'p' || g END
+FROM generate_series(1, {ROWS}) g;
+"""
+
+
+def expected(url: str) -> list[tuple[int, int, str]]:
+    """What every row must hold, computed here rather than by the database."""
+    out = []
+    for tenant, ident, legacy, v2 in q(
+        url, "SELECT tenant, id, legacy_phone, id % 17 = 0 FROM users ORDER BY tenant, id"
+    ):
+        out.append((tenant, ident, "v2" if v2 else (legacy if legacy is not None else "")))
+    return out
+
+
+def filled(url: str) -> int:
+    return int(q(url, "SELECT count(*) FROM users WHERE phone IS NOT NULL")[0][0])
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "migrator", *args]
+
+
+def test_kill_9_at_random_points_then_resume_exactly(fresh_db: str, tmp_path: Path) -> None:
+    q(fresh_db, SEED)
+    text = plan_text(batch=str(BATCH), pause="20ms")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    commands.expand(parse_plan(text, str(path)), opts(fresh_db))
+    # Values the new version wrote before the backfill: they must survive every kill.
+    q(fresh_db, "UPDATE users SET phone = 'v2' WHERE id % 17 = 0")
+    want = expected(fresh_db)
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    history = [filled(fresh_db)]
+    saw_status = False
+    for kill in range(6):
+        workers = rng.choice(["1", "2"])
+        proc = subprocess.Popen(
+            cli("backfill", str(path), "--database-url", fresh_db, "--json", "--workers", workers),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        # Wait until this run is filling rows, then kill it at a random moment.
+        deadline = time.monotonic() + 60
+        while filled(fresh_db) <= history[-1] and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.02)
+        if not saw_status:
+            saw_status = _status_shows_progress(fresh_db)
+        time.sleep(rng.uniform(0.0, 0.4))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, f"run {kill} ended before the kill (seed {seed})"
+        history.append(filled(fresh_db))
+        step = q(fresh_db, "SELECT status FROM migrator.steps WHERE phase = 'backfill'")
+        assert step == [("running",)], f"seed {seed}"
+    assert history == sorted(history), f"progress was lost between kills: {history}"
+    assert history[-1] < ROWS, "the kills came too late to interrupt anything"
+    assert saw_status, "`migrator status` never showed the running backfill's rate"
+
+    done = subprocess.run(
+        cli("backfill", str(path), "--database-url", fresh_db, "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    got = q(fresh_db, "SELECT tenant, id, phone FROM users ORDER BY tenant, id")
+    assert got == want, f"rows differ after kill -9 and resume (seed {seed})"
+    # Resuming never walked the table again from the start: committed batches add up
+    # to about one walk (each kill loses only its batches in flight).
+    batches = q(fresh_db, "SELECT sum(batches), count(*) FROM migrator.backfill_ranges")[0]
+    assert batches[0] <= ROWS // BATCH + 2 * batches[1], batches
+    cp = checkpoint(fresh_db)
+    assert cp["rows"] == ROWS - ROWS // 17 == cp["total"]
+
+
+def _status_shows_progress(url: str) -> bool:
+    """Ask `migrator status` (another process, as in another terminal) while it runs."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cp = checkpoint(url)
+        if cp.get("rate"):
+            break
+        time.sleep(0.1)
+    else:
+        return False
+    wide = {**os.environ, "COLUMNS": "250"}
+    shown = subprocess.run(
+        cli("status", "--database-url", url), capture_output=True, text=True, timeout=60, env=wide
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "rows/s" in shown.stdout and f"of ~{cp['total']}" in shown.stdout, shown.stdout
+    as_json = subprocess.run(
+        cli("status", "--database-url", url, "--json"), capture_output=True, text=True, timeout=60
+    )
+    assert '"rate"' in as_json.stdout and '"updated_at"' in as_json.stdout
+    return True
