@@ -725,6 +725,13 @@ def test_cli_sql_files(tmp_path: Path, runner: CliRunner) -> None:
         "CREATE INDEX CONCURRENTLY users_email ON users (email);\n"
     )
     assert runner.invoke(app, ["lint", "--sql", str(fixed)]).exit_code == 0
+    warned = tmp_path / "0044.sql"
+    warned.write_text("SET lock_timeout = '1s';\nCREATE TABLE IF NOT EXISTS t (c varchar(3));\n")
+    assert runner.invoke(app, ["lint", "--sql", str(warned)]).exit_code == 1
+    assert runner.invoke(app, ["lint", "--sql", str(warned), "--fail-on", "error"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["lint", "--sql", str(migration), "--fail-on", "error"]).exit_code == 1
+    )
     assert runner.invoke(app, ["lint"]).exit_code == 2
     assert runner.invoke(app, ["lint", "--sql", str(tmp_path / "missing.sql")]).exit_code == 2
 

@@ -22,6 +22,13 @@ class LintFormat(StrEnum):
     json = "json"
 
 
+class FailOn(StrEnum):
+    """Which findings make `migrator lint` exit 1."""
+
+    warning = "warning"
+    error = "error"
+
+
 def _show(finding: LintFinding) -> None:
     colour = "red" if finding.severity == "error" else "yellow"
     where = f"{finding.location}: " if finding.location else ""
@@ -91,6 +98,12 @@ def register(app: typer.Typer) -> None:
                 help="With --sql: the runner wraps each file in one transaction.",
             ),
         ] = False,
+        fail_on: Annotated[
+            FailOn,
+            typer.Option(
+                "--fail-on", help="Exit 1 on any finding (warning) or on errors only (error)."
+            ),
+        ] = FailOn.warning,
     ) -> None:
         """Hold every statement of a plan (or SQL file) to the lint rules; exit 1 on findings."""
         if plan is not None and sql:
@@ -107,5 +120,5 @@ def register(app: typer.Typer) -> None:
                 assume_in_transaction=assume_in_transaction,
             )
         _report(result, fmt)
-        if not result.clean:
+        if result.fails(fail_on.value):
             raise typer.Exit(int(ExitCode.FINDINGS))

@@ -37,6 +37,15 @@ class LintResult:
         """No finding, and every operation was judged."""
         return not self.findings and not self.unlinted
 
+    def fails(self, fail_on: str = "warning") -> bool:
+        """True when the run should fail CI: any finding (``warning``), or only errors
+        (``error``); operations left unlinted always fail it."""
+        if self.unlinted:
+            return True
+        if fail_on == "error":
+            return any(f.severity == "error" for f in self.findings)
+        return bool(self.findings)
+
     def to_json(self) -> dict[str, Any]:
         """Plain data for --format json."""
         return {
