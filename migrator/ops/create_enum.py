@@ -35,6 +35,7 @@ class CreateEnum(Operation):
             raise ValidationFailed(f"{where}: value {', '.join(map(repr, twice))} listed twice")
         if (
             self.name in ctx.planned_types
+            or self.name in ctx.planned_tables
             or ctx.catalog.type_kind(ctx.schema, self.name) is not None
         ):
             raise ValidationFailed(f"{where}: a type named {ctx.schema}.{self.name} already exists")

@@ -71,6 +71,11 @@ class CreateTable(Operation):
                 f"{where}: a table, view, index or sequence named {ctx.schema}.{self.table} "
                 "already exists"
             )
+        if self.table in ctx.planned_types or ctx.catalog.type_kind(ctx.schema, self.table):
+            # A table brings a row type of its own name.
+            raise ValidationFailed(
+                f"{where}: a type named {ctx.schema}.{self.table} already exists"
+            )
         names = self._column_names()
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

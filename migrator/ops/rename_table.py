@@ -47,6 +47,8 @@ class RenameTable(Operation):
                 f"{where}: a table, view, index or sequence named {ctx.schema}.{self.to} "
                 "already exists"
             )
+        if self.to in ctx.planned_types or ctx.catalog.type_kind(ctx.schema, self.to):
+            raise ValidationFailed(f"{where}: a type named {ctx.schema}.{self.to} already exists")
         ctx.planned_tables[self.to] = ctx.column_names(self.from_)
         ctx.planned_relations.add(self.from_)
 
