@@ -147,8 +147,10 @@ def _rule_id(value: Any) -> Any:
     return value
 
 
-LintRuleId = Annotated[str, BeforeValidator(_rule_id)]
-LintReason = Annotated[str, BeforeValidator(_written_reason)]
+# The Field constraints only describe the keys in the JSON Schema (for editors); the
+# validators before them give the clear messages.
+LintRuleId = Annotated[str, BeforeValidator(_rule_id), Field(pattern=r"^M[0-9]{3}$")]
+LintReason = Annotated[str, BeforeValidator(_written_reason), Field(min_length=1)]
 
 
 class LintSettings(Strict):
