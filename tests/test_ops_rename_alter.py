@@ -623,7 +623,7 @@ def test_refusals(db: str, expand: str, message: str) -> None:
     if message == "":
         # duplicates make a unique index fail half-way: refused before anything runs
         q(db, "UPDATE users SET score = 1 WHERE id IN (1, 2, 3)")
-        message = "occur more than once"
+        message = "more than once"
     before = schema_dump(db)
     with pytest.raises(MigratorError) as info:
         commands.expand(parse_plan(plan_for(expand), "plan.yaml"), opts(db))

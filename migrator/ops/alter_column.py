@@ -521,18 +521,17 @@ class AlterColumn(Operation):
             sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
         if views:
             sqls.append(save_and_drop_views_sql(ctx.schema, self.table, col))
-        sqls += [
-            f"ALTER TABLE {t} DROP COLUMN {ident(col)}",
-            f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}",
-        ]
+        sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
+        if not_null:
+            # Still under the shadow's name, which the validated check names: no scan.
+            sqls += [
+                f"ALTER TABLE {t} ALTER COLUMN {ident(shadow)} SET NOT NULL",
+                f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
+            ]
+        sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
         default = default_sql(self.default) if self.default is not None else facts.default
         if default is not None:
             sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
-        if not_null:
-            sqls += [
-                f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET NOT NULL",
-                f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
-            ]
         sqls += self._restore_indexes(ctx, indexes)
         sqls += [
             f"ALTER TABLE {t} RENAME CONSTRAINT {ident(self.constraint_name(c.name))} "
