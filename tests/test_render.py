@@ -175,7 +175,23 @@ def test_render_is_deterministic(project: Path, tmp_path: Path) -> None:
 
 
 def test_alembic_upgrade_head_equals_migrator(project: Path, dbs: list[str]) -> None:
-    by_alembic, by_migrator = dbs
+    same_catalog(project, *dbs)
+
+
+def test_alembic_upgrade_head_equals_migrator_on_postgresql_15(
+    project: Path, pg15_server: Server
+) -> None:
+    """Rendered on the embedded 18, applied to 15: the same statements work there."""
+    urls = [pg15_server.create_database("rd") for _ in range(2)]
+    try:
+        same_catalog(project, *urls)
+    finally:
+        for url in urls:
+            pg15_server.drop_database(url)
+
+
+def same_catalog(project: Path, by_alembic: str, by_migrator: str) -> None:
+    dbs = [by_alembic, by_migrator]
     alembic(project, by_alembic, "upgrade", "head")
     assert version(by_alembic) == [revision_id("r2", "contract")]
     load_baseline(by_migrator)

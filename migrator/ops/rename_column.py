@@ -27,7 +27,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from migrator.errors import ValidationFailed
-from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
+from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Phase, Step, step
 from migrator.ops.shadow import (
     column_facts,
     column_indexes,
@@ -183,3 +183,7 @@ class RenameColumn(Operation):
                 f"{ident(self.to)}",
             )
         ]
+
+    def doomed(self) -> Sequence[Doomed]:
+        """The old name goes with the contract; the old version must have stopped using it."""
+        return (Doomed(self.table, self.from_),)
