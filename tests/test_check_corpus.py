@@ -6,6 +6,7 @@ an extra one a false alarm. See tests/corpus/README.md for the case format.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 import yaml
 
 from migrator.commands.check import CheckOptions, check
+from migrator.db.embedded import start
 from migrator.plan.loader import load_plan
 from migrator.verify.report import CheckReport, Finding
-from tests.support.servers import Server
+from migrator.verify.scratch import ScratchServer
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted((CORPUS / "cases").glob("*.yaml"))
@@ -56,8 +58,15 @@ def findings(report: CheckReport, *, must_pass: bool, severity: set[str]) -> lis
 
 
 @pytest.fixture(scope="module")
-def scratch(pg_server: Server) -> str:
-    return pg_server.admin_url
+def scratch() -> Iterator[str]:
+    """A scratch server of the module's own, as `migrator check` starts one: embedded, and
+    without fsync (it holds only copies), so the corpus spends its time checking."""
+    server = start()
+    try:
+        ScratchServer(server.url).make_disposable()
+        yield server.url
+    finally:
+        server.stop()
 
 
 def test_corpus_is_big_enough() -> None:

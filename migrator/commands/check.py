@@ -82,7 +82,9 @@ def _scratch(opts: CheckOptions) -> Iterator[ScratchServer]:
         return
     opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
     with embedded() as server:
-        yield ScratchServer(server.url)
+        scratch = ScratchServer(server.url)
+        scratch.make_disposable()
+        yield scratch
 
 
 def _queries(

@@ -124,7 +124,7 @@ def write_query_set(rows: Sequence[tuple[Any, ...]], out: Path, *, name: str) ->
     return CaptureResult(target, len(kept), sum(reasons.values()), skipped_reasons=reasons)
 
 
-def _start_with_pg_stat_statements(folder: Path) -> EmbeddedPostgres:
+def start_with_pg_stat_statements(folder: Path) -> EmbeddedPostgres:
     """An embedded server whose postgresql.conf preloads pg_stat_statements."""
     server = start(folder)
     # shared_preload_libraries takes effect only at server start: set it, then restart.
@@ -146,7 +146,7 @@ def capture_command(
     if not command:
         raise UsageError("no command to run: `migrator queries capture --out DIR -- COMMAND...`")
     with tempfile.TemporaryDirectory(prefix="migrator-capture-") as tmp:
-        server = _start_with_pg_stat_statements(Path(tmp))
+        server = start_with_pg_stat_statements(Path(tmp))
         try:
             app_url = server.create_database("app")
             with psycopg.connect(app_url, autocommit=True) as conn:
@@ -166,4 +166,10 @@ def capture_command(
             server.stop()
 
 
-__all__ = ["CaptureResult", "capture_command", "capture_from", "write_query_set"]
+__all__ = [
+    "CaptureResult",
+    "capture_command",
+    "capture_from",
+    "start_with_pg_stat_statements",
+    "write_query_set",
+]
