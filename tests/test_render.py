@@ -312,3 +312,12 @@ def test_cli(project: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(project / "r2.yaml"), "--out", str(tmp_path / "e")])
     assert result.exit_code == 2
     assert "render r1 first" in result.output
+
+
+def test_offline_sql(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`alembic upgrade head --sql` writes the statements out, autocommit blocks included."""
+    alembic(project, "postgresql://nobody@localhost/none", "upgrade", "head", True)
+    out = capsys.readouterr().out
+    assert "ALTER TABLE public.users ADD COLUMN contact_email text;" in out
+    assert "CREATE INDEX CONCURRENTLY orders_comment_idx" in out
+    assert out.count("Running upgrade") == 5
