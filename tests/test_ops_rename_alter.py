@@ -133,6 +133,9 @@ CASES = [
         old=[
             "INSERT INTO users (id, name, email) VALUES (1001, 'old', 'old@example.com')",
             "INSERT INTO users (id, name) VALUES (1002, 'old-default')",
+            # an application session whose search_path does not hold the table's schema
+            "SET search_path = ''; INSERT INTO public.users (id, email) "
+            "VALUES (1003, 'path@example.com')",
             "UPDATE users SET email = 'old2@example.com' WHERE id = 1001",
             "SELECT id, email FROM users WHERE email LIKE 'u1%' ORDER BY id",
             "SELECT count(*) FROM high_scores",
@@ -149,11 +152,12 @@ CASES = [
         both=[
             (
                 "SELECT id, left(email, 7), email = contact_email FROM users "
-                "WHERE id IN (5, 1001, 1002, 2001, 2002) ORDER BY id",
+                "WHERE id IN (5, 1001, 1002, 1003, 2001, 2002) ORDER BY id",
                 [
                     (5, "moved@e", True),
                     (1001, "old2@ex", True),
                     (1002, "nobody-", True),
+                    (1003, "path@ex", True),
                     (2001, "new2@ex", True),
                     (2002, "nobody-", True),
                 ],

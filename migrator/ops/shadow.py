@@ -448,7 +448,9 @@ def sync_function_sql(
     recompute = f"({changed}) OR " if changed else ""
     return (
         f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
-        "LANGUAGE plpgsql AS $migrator$\n"
+        # The plan's expressions were checked under migrator's search_path; the
+        # function keeps it, whatever search_path the application's sessions use.
+        "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
         f"DECLARE\n{declare}"
         "BEGIN\n"
         "  IF TG_OP = 'INSERT' THEN\n"
