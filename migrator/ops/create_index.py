@@ -22,7 +22,7 @@ from migrator.ops.live import (
     require_expression,
     require_table,
 )
-from migrator.ops.safe import build_index_step, create_index_sql, drop_index_sql, index_key
+from migrator.ops.safe import build_index_step, drop_index_sql, index_key
 from migrator.plan.types import Identifier
 
 
@@ -94,18 +94,6 @@ class CreateIndex(Operation):
             return len(keys) == len(self.columns)
         return [k.strip('"') for k in keys] == plain
 
-    def _create_sql(self, ctx: Context) -> str:
-        return create_index_sql(
-            ctx.schema,
-            self.table,
-            self.name,
-            self._keys(ctx),
-            unique=self.unique,
-            method=self.method,
-            where=self.where,
-            include=self.include,
-        )
-
     def expand(self, ctx: Context) -> Sequence[Step]:
         existing = ctx.catalog.index(ctx.schema, self.name)
         reuse = existing is not None and existing.valid and existing.table == self.table
@@ -119,9 +107,14 @@ class CreateIndex(Operation):
                 "create-index",
                 f"index {self.name} on {self.table}, built concurrently",
                 ctx.schema,
+                self.table,
                 self.name,
-                self._create_sql(ctx),
+                self._keys(ctx),
                 reuse=reuse,
+                unique=self.unique,
+                method=self.method,
+                where=self.where,
+                include=self.include,
             )
         ]
 

@@ -149,7 +149,18 @@ def drop_index_sql(schema: str, name: str) -> str:
 
 
 def build_index_step(
-    key: str, description: str, schema: str, name: str, create_sql: str, *, reuse: bool
+    key: str,
+    description: str,
+    schema: str,
+    table: str,
+    name: str,
+    keys: Sequence[str],
+    *,
+    reuse: bool,
+    unique: bool = False,
+    method: str = "btree",
+    where: str | None = None,
+    include: Sequence[str] = (),
 ) -> Step:
     """The autocommit block that builds an index concurrently.
 
@@ -159,12 +170,20 @@ def build_index_step(
     of that name; validation made sure the name is the plan's own), so a rerun, or the
     executor's retry after a lock timeout, builds afresh instead of skipping over it.
     """
+    create = create_index_sql(
+        schema,
+        table,
+        name,
+        keys,
+        unique=unique,
+        method=method,
+        where=where,
+        include=include,
+        if_not_exists=reuse,
+    )
     if reuse:
-        create_sql = create_sql.replace(
-            " INDEX CONCURRENTLY ", " INDEX CONCURRENTLY IF NOT EXISTS ", 1
-        )
-        return step(key, description, create_sql, autocommit=True)
-    return step(key, description, drop_index_sql(schema, name), create_sql, autocommit=True)
+        return step(key, description, create, autocommit=True)
+    return step(key, description, drop_index_sql(schema, name), create, autocommit=True)
 
 
 def unique_steps(
@@ -177,15 +196,16 @@ def unique_steps(
     reuse_index: bool = False,
 ) -> list[Step]:
     """UNIQUE without ACCESS EXCLUSIVE through the build: index first, then the constraint."""
-    create = create_index_sql(schema, table, name, [ident(c) for c in columns], unique=True)
     return [
         build_index_step(
             f"{key}-index",
             f"unique index {name} on {table}, built concurrently",
             schema,
+            table,
             name,
-            create,
+            [ident(c) for c in columns],
             reuse=reuse_index,
+            unique=True,
         ),
         step(
             f"{key}-constraint",
