@@ -548,6 +548,9 @@ def test_operation_release(case: Case, db: str) -> None:
     commands.expand(plan, opts(db, rec))
     expand_sql = [sql for _, sql, _ in rec.statements]
     assert [sql for _, sql, _ in dry.statements] == expand_sql  # it printed what then ran
+    expanded = schema_dump(db)
+    assert commands.expand(plan, opts(db)).ran == []  # a rerun has nothing left to do
+    assert schema_dump(db) == expanded
     for sql in case.old + case.new:
         q(db, sql)  # raises if the expanded schema breaks either version
 
