@@ -10,10 +10,13 @@ a concurrent writer that create_index does not block.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pglast
 import psycopg
@@ -1215,3 +1218,26 @@ def test_rename_table_contract_refuses_views_on_the_old_name(db: str) -> None:
     commands.complete(plan, opts(db))
     commands.contract(opts(db))
     assert q(db, "SELECT to_regclass('public.users') IS NULL") == [(True,)]
+
+
+def test_cli_refuses_a_drop_with_dependants_exit_2_one_line(db: str, tmp_path: Path) -> None:
+    """Through the CLI: exit 2, one line naming the dependants, nothing scheduled."""
+    q(db, BASE + "CREATE VIEW user_legacy AS SELECT id, legacy FROM users;")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(plan_text("[]", "- drop_column: {table: users, column: legacy}"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "migrator", *args, "--database-url", db],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert cli("expand", str(plan)).returncode == 0
+    proc = cli("complete", str(plan))
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "drop_column users.legacy: view user_legacy depends on column users.legacy" in lines[0]
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
