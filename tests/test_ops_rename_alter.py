@@ -645,30 +645,26 @@ def test_identity_column_rename_is_refused(db: str) -> None:
         )
 
 
-def test_drop_not_null_warns(db: str) -> None:
+def test_drop_not_null_and_backfill_order_are_warned(db: str) -> None:
     q(db, SEED)
-    notes: list[str] = []
+    warnings: list[str] = []
 
     class Warn(Observer):
         def warning(self, message: str) -> None:
-            notes.append(message)
-
-        def info(self, message: str) -> None:
-            notes.append(message)
+            warnings.append(message)
 
     plan = parse_plan(
-        plan_for("- alter_column: {table: users, column: email, nullable: true}"), "p.yaml"
+        plan_for(
+            "- alter_column: {table: users, column: email, nullable: true}\n"
+            "- rename_column: {table: users, from: name, to: full_name}"
+        ),
+        "p.yaml",
     )
-    from migrator.commands.phases import _context  # the context the phases build
-    from migrator.db.connection import connect, make_engine
-
-    engine = make_engine(db)
-    try:
-        with connect(engine) as conn:
-            ctx = _context(plan, conn)
-            op = plan.operations("expand")[0]
-            op.expand(ctx)
-            assert any("old version may now read NULLs" in n for n in ctx.notes)
-            conn.rollback()
-    finally:
-        engine.dispose()
+    commands.expand(plan, opts(db, Warn()))
+    assert any("old version may now read NULLs" in w for w in warnings), warnings
+    assert any("backfill before the switch" in w for w in warnings), warnings
+    assert q(
+        db,
+        "SELECT is_nullable FROM information_schema.columns "
+        "WHERE table_name = 'users' AND column_name = 'email'",
+    ) == [("YES",)]

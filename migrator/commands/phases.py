@@ -293,6 +293,8 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
                     op.validate_live(ctx)  # a half-done operation was validated before
                 steps += _keyed(index, op, op.expand(ctx))
             conn.rollback()
+        for note in dict.fromkeys(ctx.notes):  # what the operations want the user to know
+            opts.observer.warning(note)
         if not opts.dry_run:
             with s.conn() as conn:
                 STATE.start_release(conn, plan)

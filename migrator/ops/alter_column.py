@@ -404,6 +404,11 @@ class AlterColumn(Operation):
         assert self.type is not None
         t = ident(ctx.schema, self.table)
         shadow = self.shadow_name()
+        ctx.notes.append(
+            f"{self._where()}: {shadow} (the {self.type} column) is NULL on existing rows until "
+            "the backfill fills it; if the new version reads it, backfill before the switch "
+            "(backfill: {when: before_switch})"
+        )
         types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
         function = self.function_name(ctx)
         steps = [

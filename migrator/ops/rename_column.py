@@ -114,6 +114,11 @@ class RenameColumn(Operation):
                 f"ALTER TABLE {table} ADD COLUMN {ident(self.to)} {facts.type}{collate}",
             )
         ]
+        ctx.notes.append(
+            f"rename_column {self.table}.{self.from_}: {self.to} is NULL on existing rows "
+            "until the backfill copies them; the new version reads it, so backfill before "
+            "the switch (backfill: {when: before_switch})"
+        )
         types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
         function = self.function_name(ctx)
         steps.append(
