@@ -98,7 +98,7 @@ def render_table(report: CheckReport) -> None:
             )
         out.print(table)
     counts = report.counts()
-    lint = "" if report.lint_available else " (lint not available in this build)"
+    lint = "" if report.lint_available else " (lint skipped: --no-lint)"
     summary = (
         f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} informational"
         f"; before = {escape(report.before_source)}; {report.seconds:.1f}s{lint}"

@@ -10,9 +10,9 @@ audit log: the switch's gate reads that event.
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +20,11 @@ from typing import Any
 
 from migrator.commands.phases import Options, complete, contract, expand
 from migrator.db.connection import connect, make_engine
-from migrator.db.embedded import embedded
+from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.catalog import Catalog
 from migrator.engine.state import StateStore
 from migrator.errors import GateRefused, UsageError
+from migrator.lint import lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
@@ -75,16 +76,38 @@ class CheckOptions:
     lint: bool = True
 
 
-@contextmanager
-def _scratch(opts: CheckOptions) -> Iterator[ScratchServer]:
-    if opts.scratch_url is not None:
-        yield ScratchServer(opts.scratch_url)
-        return
-    opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
-    with embedded() as server:
+def _start_disposable() -> tuple[EmbeddedPostgres, ScratchServer]:
+    server = start()
+    try:
         scratch = ScratchServer(server.url)
         scratch.make_disposable()
-        yield scratch
+    except BaseException:
+        server.stop()
+        raise
+    return server, scratch
+
+
+@contextmanager
+def _scratch(opts: CheckOptions) -> Iterator[Callable[[], ScratchServer]]:
+    """The scratch server, as a function that waits for it: the embedded server starts in
+    the background while the query sets are parsed, and stops when the block ends."""
+    if opts.scratch_url is not None:
+        given = ScratchServer(opts.scratch_url)
+        yield lambda: given
+        return
+    opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-scratch") as pool:
+        future = pool.submit(_start_disposable)
+        try:
+            yield lambda: future.result()[1]
+        finally:
+            server: EmbeddedPostgres | None
+            try:
+                server, _ = future.result()
+            except Exception:  # it failed to start: the caller saw the error already
+                server = None
+            if server is not None:
+                server.stop()
 
 
 def _queries(
@@ -137,17 +160,11 @@ def _queries(
     return versions, problems
 
 
-def _lint(
-    plan: Plan, plan_path: Path, version: int, before_url: str | None
-) -> tuple[list[Finding], bool]:
-    """The lint's findings as check findings; (findings, whether the lint is available)."""
-    try:
-        lint_module = importlib.import_module("migrator.lint")
-    except ImportError:
-        return [], False
-    lint_plan = getattr(lint_module, "lint_plan", None)
-    if lint_plan is None:
-        return [], False
+def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> list[Finding]:
+    """The lint's findings on every statement the plan runs, as check findings.
+
+    The lint asks the ``before`` scratch database (the schema the plan starts from) what
+    it needs to know: row counts are nil there, the shapes are the real ones."""
     engine = make_engine(before_url) if before_url else None
     try:
         if engine is None:
@@ -176,7 +193,7 @@ def _lint(
                 sql=f.sql,
             )
         )
-    return out, True
+    return out
 
 
 def _live_version(url: str, plan: Plan) -> int:
@@ -204,23 +221,37 @@ def _live_version(url: str, plan: Plan) -> int:
 def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
     """Run the compatibility matrix and the lint; the report says whether the plan passes."""
     started = time.perf_counter()
+    timings: dict[str, float] = {}
+    mark = started
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[name] = round(now - mark, 3)
+        mark = now
+
     path = Path(plan_path)
-    versions, problems = _queries(plan, path)
-    changes = column_changes(plan)
-    search_path = tuple(dict.fromkeys((plan.schema_name, "public")))
     live_version = _live_version(opts.database_url, plan) if opts.database_url else None
-    with _scratch(opts) as server:
+    with _scratch(opts) as scratch_server:
+        versions, problems = _queries(plan, path)
+        changes = column_changes(plan)
+        search_path = tuple(dict.fromkeys((plan.schema_name, "public")))
+        lap("queries")
+        server = scratch_server()
         scratch_version = server.server_version()
+        lap("scratch server")
         with phase_databases(
             plan, path, server, _CommandPhases(), live_url=opts.database_url
         ) as dbs:
+            lap("phase databases")
             opts.observer.info(f"schema before the release: {dbs.source}")
             cells = run_matrix(dbs.urls, versions, changes, search_path, opts.observer)
+            lap("matrix")
             version = live_version or opts.pg_version or scratch_version
-            lint, lint_available = (
-                _lint(plan, path, version, dbs.urls["before"]) if opts.lint else ([], True)
-            )
+            lint = _lint(plan, path, version, dbs.urls["before"]) if opts.lint else []
+            lap("lint")
             source = dbs.source
+        lap("clean-up")
     report = CheckReport(
         release=plan.release,
         plan_hash=plan.digest(),
@@ -229,9 +260,10 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         server_version=live_version or scratch_version,
         cells=cells,
         lint=lint,
-        lint_available=lint_available,
+        lint_available=opts.lint,
         problems=problems,
         queries={k: len(v[1]) for k, v in versions.items()},
+        timings=timings,
     )
     report.seconds = time.perf_counter() - started
     if opts.database_url is not None:

@@ -38,6 +38,8 @@ class Query:
     tree: ast.Node | None = None  # the parsed statement; None when it does not parse
     error: str | None = None  # the parser's message when it does not parse
     error_line: int | None = None
+    # Every node of the tree, walked once and kept: each of the six cells reads it.
+    nodes: list[ast.Node] | None = field(default=None, repr=False, compare=False)
 
     @property
     def location(self) -> str:

@@ -105,10 +105,11 @@ class CheckReport:
     server_version: int
     cells: list[Cell] = field(default_factory=list)
     lint: list[Finding] = field(default_factory=list)
-    lint_available: bool = True
+    lint_available: bool = True  # False when the lint was skipped (--no-lint)
     problems: list[Finding] = field(default_factory=list)  # query-set and plan-level
     seconds: float = 0.0
     queries: dict[str, int] = field(default_factory=dict)  # version -> count
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     @property
     def findings(self) -> list[Finding]:
@@ -145,6 +146,7 @@ class CheckReport:
             "counts": self.counts(),
             "queries": self.queries,
             "seconds": round(self.seconds, 3),
+            "timings": self.timings,
             "lint_available": self.lint_available,
             "cells": [
                 {

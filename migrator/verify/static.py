@@ -152,14 +152,6 @@ def _walk(node: Any) -> Iterator[ast.Node]:
             yield from _walk(item)
 
 
-def _cte_names(tree: ast.Node) -> set[str]:
-    return {
-        n.ctename
-        for n in _walk(tree)
-        if isinstance(n, ast.CommonTableExpr) and n.ctename is not None
-    }
-
-
 def _returning(stmt: ast.Node) -> tuple[Any, ...]:
     clause = getattr(stmt, "returningClause", None)
     if clause is not None:
@@ -232,7 +224,13 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
     """Every static finding of one parsed query in one cell."""
     if query.tree is None:
         return []
-    ctes = _cte_names(query.tree)
+    if query.nodes is None:
+        query.nodes = list(_walk(query.tree))
+    ctes = {
+        n.ctename
+        for n in query.nodes
+        if isinstance(n, ast.CommonTableExpr) and n.ctename is not None
+    }
     findings: list[Finding] = []
 
     def resolve(rv: ast.RangeVar | None) -> Relation | None:
@@ -240,7 +238,7 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
             return None
         return ctx.snapshot.resolve(rv.schemaname, rv.relname)
 
-    for node in _walk(query.tree):
+    for node in query.nodes:
         if isinstance(node, ast.InsertStmt):
             rel = resolve(node.relation)
             if rel is not None:
