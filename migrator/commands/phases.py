@@ -745,6 +745,8 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
             for index, op in reversed(ops):
                 steps += _keyed(index, op, op.rollback(ctx))
             conn.rollback()
+        for note in dict.fromkeys(ctx.notes):  # what cannot be undone (an enum value)
+            opts.observer.warning(note)
         if not opts.dry_run:
             _phase(s, plan.release, "rolling_back")
             s.event("rollback.start", plan.release, plan.digest())
