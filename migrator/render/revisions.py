@@ -100,6 +100,11 @@ class RenderedPhase:
         return f"{self.revision}_{slug(self.release)}_{self.phase}.py"
 
 
+def _quoted(revision: str | None) -> str:
+    """A revision id as Python source, double-quoted like the rest of the file."""
+    return "None" if revision is None else f'"{revision}"'
+
+
 def _py(sql: str) -> str:
     """A Python string literal for SQL text, triple-quoted where that stays exact."""
     if '"""' not in sql and "\\" not in sql and not sql.endswith('"'):
@@ -171,7 +176,7 @@ def render_revision(rendered: RenderedPhase) -> str:
     else:
         down = ["    pass  # the upgrade changes nothing to undo"]
     notes = "".join(f"\nNote: {n}" for n in rendered.notes)
-    down_rev = repr(rendered.down_revision)
+    down_rev = _quoted(rendered.down_revision)
     return (
         f'"""{rendered.release}: {rendered.phase}\n\n'
         f"Rendered by `migrator render` from {rendered.source or 'the plan'}. Change the plan\n"
@@ -207,7 +212,7 @@ def render_baseline(sql: str, revision: str, down_revision: str | None, source: 
         "from __future__ import annotations\n\n"
         "from alembic import context, op\n\n"
         f'revision = "{revision}"\n'
-        f"down_revision = {down_revision!r}\n"
+        f"down_revision = {_quoted(down_revision)}\n"
         "branch_labels = None\n"
         "depends_on = None\n\n"
         f"BASELINE = {_py(sql)}\n\n\n"
@@ -285,7 +290,7 @@ def _url() -> str:
         raise SystemExit("set MIGRATOR_DATABASE_URL or pass -x url=postgresql://...")
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
     return url
 
 
