@@ -68,8 +68,12 @@ def set_clause(spec: BackfillSpec) -> str:
 
 
 def select_key(columns: tuple[KeyColumn, ...]) -> str:
-    """The key columns as text, for a SELECT list."""
-    return ", ".join(f"{ident(c.name)}::text" for c in columns)
+    """The key columns as text, for a SELECT list.
+
+    Aliased: an output column named like the key column would make ``ORDER BY key``
+    sort by the text (ORDER BY prefers output names), not in the index's order.
+    """
+    return ", ".join(f"{ident(c.name)}::text AS _key{i}" for i, c in enumerate(columns))
 
 
 def keyset_sql(spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, size: int) -> str:

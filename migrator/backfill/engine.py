@@ -412,7 +412,10 @@ class Backfill:
                             cursor, self.spec, self.walk, position, _key(rng.hi), size
                         )
                     self.store.checkpoint(conn, rng, batch.position, batch.updated, batch.last)
-                sizer.record(size, batch.seconds)
+                if not batch.last:
+                    # A range's last batch is cut short by the range's end: its time says
+                    # nothing about a full batch.
+                    sizer.record(size, batch.seconds)
                 return batch
             except DBAPIError as exc:
                 state = sqlstate(exc)

@@ -1,0 +1,445 @@
+"""Benchmark: migrator's backfill against the usual ways of filling a new column.
+
+    python bench/backfill.py                 # 10,000,000 rows on an embedded PostgreSQL
+    python bench/backfill.py --rows 1000000  # smaller
+    python bench/backfill.py --database-url postgresql://...  # a server of yours
+
+A table of ``--rows`` users is generated once into a template database, VACUUM ANALYZEd,
+and expanded by `migrator expand` (column ``phone`` added, sync trigger installed), the
+state every method starts from. Each method then runs on its own fresh copy of that
+template (CREATE DATABASE ... TEMPLATE, a file copy), after a CHECKPOINT:
+
+  (a) one plain UPDATE of the whole table, in one transaction: the limit;
+  (b) the pgroll algorithm: pgroll's row trigger (computes the new column on every
+      update; replaces migrator's), and batches of 1000 keys chosen by a CTE with
+      ORDER BY ... LIMIT ... FOR NO KEY UPDATE doing a no-op UPDATE (SET id = id), each
+      its own transaction;
+  (c) naive OFFSET batching: UPDATE ... WHERE id IN (SELECT id ... ORDER BY id
+      LIMIT 1000 OFFSET n), each its own transaction. It is quadratic, so it runs for at
+      most --offset-budget seconds and its rate is measured over the rows it reached
+      (an upper bound: it only slows down further on);
+  (d) `migrator backfill` (commands.backfill) with 1 and with 2 workers, plan defaults
+      (batch_size auto, target_batch_time 200ms, throttling on).
+
+Then (a) and (d, 1 worker) run again while a second process plays an OLTP workload on
+the same table (point reads and single-row updates by primary key, paced at
+--workload-rate per second), and the workload's latency is printed: idle (workload
+alone), during (a), during (d): p50, p99 and the longest single wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from migrator import commands
+from migrator.plan.loader import parse_plan
+
+PLAN = """
+release: bench-add-phone
+database: {lock_timeout: 1s, retries: 20}
+expand:
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "coalesce(legacy_phone, '')"
+"""
+FILL = "coalesce(legacy_phone, '')"
+
+SCHEMA = """
+CREATE TABLE users (
+    id           bigint PRIMARY KEY,
+    email        text NOT NULL,
+    legacy_phone text,
+    counter      integer NOT NULL DEFAULT 0,
+    created_at   timestamptz NOT NULL
+)
+"""
+LOAD = """
+INSERT INTO users (id, email, legacy_phone, created_at)
+SELECT g, 'user' || g || '@example.com',
+       CASE WHEN g %% 10 = 0 THEN NULL ELSE '+1555' || lpad(g::text, 8, '0') END,
+       timestamptz '2020-01-01' + g * interval '1 second'
+FROM generate_series(%s, %s) g
+"""
+
+PGROLL_TRIGGER = """
+CREATE OR REPLACE FUNCTION pgroll_users_phone_up() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  "id" users."id"%TYPE := NEW."id";
+  "email" users."email"%TYPE := NEW."email";
+  "legacy_phone" users."legacy_phone"%TYPE := NEW."legacy_phone";
+  "counter" users."counter"%TYPE := NEW."counter";
+  "created_at" users."created_at"%TYPE := NEW."created_at";
+  latest_schema text;
+  search_path text;
+BEGIN
+  SELECT current_setting INTO search_path FROM current_setting('search_path');
+  latest_schema := 'public_bench_add_phone';
+  IF search_path != latest_schema THEN
+    NEW."phone" = coalesce(legacy_phone, '');
+  END IF;
+  RETURN NEW;
+END; $$;
+CREATE TRIGGER pgroll_users_phone_up BEFORE INSERT OR UPDATE ON users
+FOR EACH ROW EXECUTE FUNCTION pgroll_users_phone_up();
+"""
+PGROLL_BATCH = """
+WITH batch AS (
+  SELECT id FROM users {after} ORDER BY id LIMIT 1000 FOR NO KEY UPDATE
+), update AS (
+  UPDATE users SET id = users.id FROM batch WHERE users.id = batch.id RETURNING users.id
+)
+SELECT max(id), count(*) FROM update
+"""
+OFFSET_BATCH = (
+    f"UPDATE users SET phone = {FILL} "
+    "WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 1000 OFFSET %s)"
+)
+
+
+# -- the server and its databases ------------------------------------------------------------
+
+
+class Server:
+    """Hands out database URLs on the embedded server or on --database-url's server."""
+
+    def __init__(self, url: str | None) -> None:
+        self.embedded: Any = None
+        if url is None:
+            from migrator.db.embedded import start
+
+            self.embedded = start()
+            url = self.embedded.url
+        self.admin = url
+        if self.embedded is not None:
+            # Ours alone: fewer forced checkpoints while 10M rows are rewritten (same for
+            # every method).
+            self.run("ALTER SYSTEM SET max_wal_size = '4GB'")
+            self.run("SELECT pg_reload_conf()")
+
+    def run(self, query: str, db: str | None = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url(db) if db else self.admin, autocommit=True) as conn:
+            cur = conn.execute(query.encode() if isinstance(query, str) else query)
+            return cur.fetchall() if cur.description else []
+
+    def url(self, db: str) -> str:
+        info = psycopg.conninfo.conninfo_to_dict(self.admin)
+        info["dbname"] = db
+        host, port, user = info.get("host", ""), info.get("port"), info.get("user", "postgres")
+        password = info.get("password")
+        auth = f"{user}:{password}@" if password else f"{user}@"
+        if str(host).startswith("/"):
+            return f"postgresql://{auth}/{db}?host={host}" + (f"&port={port}" if port else "")
+        return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{db}"
+
+    def copy(self, name: str, template: str) -> str:
+        self.drop(name)
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+            conn.execute("CHECKPOINT")
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def build_template(server: Server, rows: int) -> str:
+    """The users table, loaded, vacuumed, and expanded by migrator."""
+    server.drop("bench_tpl")
+    server.run("CREATE DATABASE bench_tpl")
+    url = server.url("bench_tpl")
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        chunk = 1_000_000
+        for first in range(1, rows + 1, chunk):
+            conn.execute(LOAD, (first, min(rows, first + chunk - 1)))
+        conn.execute("VACUUM (ANALYZE) users")
+    commands.expand(plan(), commands.Options(database_url=url))
+    size = server.run("SELECT pg_size_pretty(pg_total_relation_size('users'))", "bench_tpl")
+    print(f"template: {rows:,} rows, {size[0][0]}, built in {time.perf_counter() - started:.0f}s")
+    return url
+
+
+def plan() -> Any:
+    return parse_plan(PLAN, "bench-plan.yaml")
+
+
+# -- the methods -----------------------------------------------------------------------------
+
+
+def method_plain_update(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(f"UPDATE users SET phone = {FILL} WHERE phone IS NULL")
+        return cur.rowcount
+
+
+def method_pgroll(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (name,) in conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'users'::regclass AND NOT tgisinternal"
+        ).fetchall():
+            conn.execute(sql.SQL("DROP TRIGGER {} ON users").format(sql.Identifier(name)))
+        conn.execute(PGROLL_TRIGGER)
+        last: int | None = None
+        done = 0
+        while True:
+            if last is None:
+                row = conn.execute(PGROLL_BATCH.format(after="")).fetchone()
+            else:
+                row = conn.execute(PGROLL_BATCH.format(after="WHERE id > %s"), (last,)).fetchone()
+            if row is None or not row[1]:
+                return done
+            last, done = int(row[0]), done + int(row[1])
+
+
+def method_offset(url: str, budget: float) -> tuple[int, bool]:
+    started = time.perf_counter()
+    done, offset = 0, 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            cur = conn.execute(OFFSET_BATCH, (offset,))
+            if cur.rowcount <= 0:
+                return done, False
+            done += cur.rowcount
+            offset += 1000
+            if time.perf_counter() - started > budget:
+                return done, True
+
+
+def method_migrator(url: str, workers: int) -> int:
+    result = commands.backfill(plan(), commands.Options(database_url=url), workers=workers)
+    return result.rows
+
+
+def unfilled(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM users WHERE phone IS NULL").fetchone()
+        return int(row[0]) if row else -1
+
+
+# -- the OLTP workload (a second process) ------------------------------------------------------
+
+
+def workload(url: str, rows: int, rate: float, stop: Any, ready: Any, out: Any) -> None:
+    """Point reads and single-row updates by primary key, paced at ``rate`` per second.
+
+    Sends back (start time, seconds) for every operation.
+    """
+    rng = random.Random(7)
+    samples: list[tuple[float, float]] = []
+    interval = 1.0 / rate
+    with psycopg.connect(url, autocommit=True) as conn:
+        read = "SELECT id, email, legacy_phone, counter FROM users WHERE id = %s"
+        write = "UPDATE users SET counter = counter + 1 WHERE id = %s"
+        for i in range(20):  # warm up (psycopg prepares statements after a few runs)
+            conn.execute(read if i % 2 else write, (rng.randint(1, rows),))
+        ready.set()
+        due = time.perf_counter()
+        i = 0
+        while not stop.is_set():
+            key = rng.randint(1, rows)
+            wall, started = time.time(), time.perf_counter()
+            if i % 2:
+                conn.execute(read, (key,)).fetchone()
+            else:
+                conn.execute(write, (key,))
+            samples.append((wall, time.perf_counter() - started))
+            i += 1
+            due += interval
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                due = time.perf_counter()  # behind after a long wait: no catch-up burst
+    out.put(samples)
+
+
+class Workload:
+    """The workload process for one measurement."""
+
+    def __init__(self, url: str, rows: int, rate: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.stop, self.ready, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(
+            target=workload, args=(url, rows, rate, self.stop, self.ready, self.out)
+        )
+
+    def __enter__(self) -> Workload:
+        self.proc.start()
+        if not self.ready.wait(120):
+            raise RuntimeError("the workload process did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.samples: list[tuple[float, float]] = self.out.get(timeout=120)
+        self.proc.join(30)
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [s for t, s in self.samples if start <= t <= end]
+
+
+def latency(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {
+        "n": len(ordered),
+        "p50": statistics.median(ordered) * 1000,
+        "p99": p99 * 1000,
+        "max": ordered[-1] * 1000,
+    }
+
+
+# -- running it ------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--database-url", default=None, help="a server (default: embedded)")
+    parser.add_argument("--offset-budget", type=float, default=120.0)
+    parser.add_argument("--workload-rate", type=float, default=200.0)
+    parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument("--skip", default="", help="comma list of a,b,c,d1,d2,load to skip")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    rows = args.rows
+    server = Server(args.database_url)
+    try:
+        version = server.run("SHOW server_version")[0][0]
+        settings = {
+            name: server.run(f"SHOW {name}")[0][0]
+            for name in ("shared_buffers", "max_wal_size", "synchronous_commit")
+        }
+        print(
+            f"PostgreSQL {version}; {os.cpu_count()} cores (nproc), shared with other jobs; "
+            + ", ".join(f"{k}={v}" for k, v in settings.items())
+        )
+        build_template(server, rows)
+        results: dict[str, tuple[int, float, str]] = {}
+
+        def measure(label: str, fn: Callable[[str], Any], note: str = "") -> None:
+            url = server.copy("bench_run", "bench_tpl")
+            value, seconds = timed(lambda: fn(url))
+            done, partial = value if isinstance(value, tuple) else (value, False)
+            left = unfilled(url)
+            extra = note + (f"; partial: {done:,} rows in the budget" if partial else "")
+            if not partial and left:
+                extra += f"; {left:,} ROWS LEFT UNFILLED"
+            results[label] = (done, seconds, extra)
+            print(f"  {label:<34} {seconds:9.1f}s {done / seconds:12,.0f} rows/s  {extra}")
+            server.drop("bench_run")
+
+        print(f"\nfilling phone on {rows:,} rows (each method on a fresh copy):")
+        if "a" not in skip:
+            measure("(a) plain UPDATE", method_plain_update, "one transaction")
+        if "b" not in skip:
+            measure("(b) pgroll: trigger + CTE 1000", method_pgroll)
+        if "c" not in skip:
+            measure(
+                "(c) naive OFFSET 1000",
+                lambda url: method_offset(url, args.offset_budget),
+                f"budget {args.offset_budget:g}s",
+            )
+        if "d1" not in skip:
+            measure("(d) migrator, 1 worker", lambda url: method_migrator(url, 1))
+        if "d2" not in skip:
+            measure("(d) migrator, 2 workers", lambda url: method_migrator(url, 2))
+
+        def rate(label: str) -> float | None:
+            if label not in results:
+                return None
+            done, seconds, _ = results[label]
+            return done / seconds
+
+        print("\nratios (rows/s over rows/s):")
+        for d in ("(d) migrator, 1 worker", "(d) migrator, 2 workers"):
+            for base, target in (
+                ("(a) plain UPDATE", 1.2 if "1 worker" in d else 1.8),
+                ("(b) pgroll: trigger + CTE 1000", 1.6),
+                ("(c) naive OFFSET 1000", None),
+            ):
+                top, bottom = rate(d), rate(base)
+                if top is None or bottom is None:
+                    continue
+                goal = ""
+                if target is not None:
+                    verdict = "met" if top / bottom >= target else "NOT met"
+                    goal = f"  target >= {target}: {verdict}"
+                print(f"  {d[4:]:<20} / {base[:3]} = {top / bottom:5.2f}{goal}")
+
+        if "load" in skip:
+            return
+        print(
+            f"\nOLTP workload from a second process ({args.workload_rate:g} ops/s, "
+            "point reads + single-row updates by id), latency in ms:"
+        )
+        print(f"  {'':<26} {'ops':>7} {'p50':>8} {'p99':>8} {'longest':>9}   fill rows/s")
+        idle_p99 = None
+        for label, fn in (
+            ("idle (workload alone)", None),
+            ("during (a) plain UPDATE", method_plain_update),
+            ("during (d) migrator, 1 w", lambda url: method_migrator(url, 1)),
+        ):
+            url = server.copy("bench_run", "bench_tpl")
+            with Workload(url, rows, args.workload_rate) as load:
+                time.sleep(2.0)
+                start = time.time()
+                if fn is None:
+                    time.sleep(args.idle_seconds)
+                    fill = ""
+                else:
+                    value, seconds = timed(lambda fn=fn, url=url: fn(url))
+                    fill = f"{int(value) / seconds:12,.0f}"
+                end = time.time()
+            stats = latency(load.between(start, end))
+            if fn is None:
+                idle_p99 = stats["p99"]
+            ratio = f"  p99 {stats['p99'] / idle_p99:.1f}x idle" if idle_p99 and fn else ""
+            print(
+                f"  {label:<26} {stats['n']:7d} {stats['p50']:8.2f} {stats['p99']:8.2f} "
+                f"{stats['max']:9.1f}   {fill}{ratio}"
+            )
+            server.drop("bench_run")
+        print("  target: p99 during (d) <= 2x idle p99")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
