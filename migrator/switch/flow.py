@@ -74,7 +74,7 @@ class Switcher:
         smoke(self.settings.smoke, timing=self.timing, observer=self.observer)
 
     def forward(self, percents: list[int], *, current: Split) -> Split:
-        """Each step with its watch (smoke-test first). A failed probe moves all
+        """Each step with its watch (call `smoke` first). A failed probe moves all
         traffic back to blue and raises WatchFailed (exit 3)."""
         total = len(self.settings.steps)
         for percent in percents:
