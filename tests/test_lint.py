@@ -706,6 +706,12 @@ def test_cli_exit_codes_and_json(tmp_path: Path, runner: CliRunner) -> None:
     assert [f["rule"] for f in data["findings"]] == ["M014"]
     assert data["findings"][0]["line"] == 3
 
+    waived = tmp_path / "waived.yaml"
+    waived.write_text(plan_text(SUPPRESSED.format(reason='"settings holds 40 rows"')))
+    result = runner.invoke(app, ["lint", str(waived)])
+    assert result.exit_code == 0
+    assert f"{waived}:4:16: suppressed M023: settings holds 40 rows" in result.output
+
     bad = tmp_path / "bad.yaml"
     bad.write_text(plan_text(SUPPRESSED.format(reason='""')))
     result = runner.invoke(app, ["lint", str(bad)])

@@ -48,6 +48,11 @@ def _report(result: commands.LintResult, fmt: LintFormat) -> None:
         return
     for finding in result.findings:
         _show(finding)
+    for waived in result.suppressed:
+        where = f"{waived.location}: " if waived.location else ""
+        out.print(
+            f"[dim]{escape(where)}suppressed {waived.rule}: {escape(waived.suppressed or '')}[/]"
+        )
     for item in result.unlinted:
         out.print(f"[yellow]not linted:[/] {escape(item)}")
     errors = sum(1 for f in result.findings if f.severity == "error")
