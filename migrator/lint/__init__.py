@@ -3,18 +3,27 @@
 The rules, their ids (M001..M032), reasons and safe forms are defined once, in
 `migrator.lint.rules` (docs/lint-rules.md is generated from it). `lint_plan` judges a
 plan's operations (the steps of their expand, rollback and contract, `sql` text
-included); `lint_sql` judges a raw SQL migration file.
+included); `lint_plan_report` adds the suppressed findings and the operations that
+could not be built offline; `lint_sql` judges a raw SQL migration file.
 """
 
 from migrator.lint.findings import LintFinding
 from migrator.lint.rules import RULES, Rule, render_markdown
-from migrator.lint.sources import lint_plan, lint_sql, normalize_version
+from migrator.lint.sources import (
+    LintReport,
+    lint_plan,
+    lint_plan_report,
+    lint_sql,
+    normalize_version,
+)
 
 __all__ = [
     "RULES",
     "LintFinding",
+    "LintReport",
     "Rule",
     "lint_plan",
+    "lint_plan_report",
     "lint_sql",
     "normalize_version",
     "render_markdown",
