@@ -47,12 +47,16 @@ class Recorder(Observer):
     def __init__(self) -> None:
         self.statements: list[tuple[str, str, bool]] = []
         self.infos: list[str] = []
+        self.warnings: list[str] = []
 
     def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
         self.statements.append((step, sql, autocommit))
 
     def info(self, message: str) -> None:
         self.infos.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
 
 
 def opts(url: str, observer: Observer | None = None) -> commands.Options:
@@ -560,6 +564,7 @@ def test_operation_release(case: Case, db: str) -> None:
     commands.rollback(plan, opts(db, rec))
     after_rollback = schema_dump(db)
     if case.rollback_leaves:
+        assert any("PostgreSQL cannot drop an enum value" in w for w in rec.warnings)
         # PostgreSQL cannot drop an enum value: the rollback keeps the added values,
         # and nothing else may differ.
         assert "'ok'" in after_rollback and "'ecstatic'" in after_rollback
@@ -935,6 +940,10 @@ def test_invalid_index_is_dropped_and_rebuilt(db: str) -> None:
     sqls = [sql for _, sql, _ in rec.statements]
     assert sqls[0] == "DROP INDEX CONCURRENTLY IF EXISTS public.users_legacy_idx"
     assert sqls[1].startswith("CREATE UNIQUE INDEX CONCURRENTLY users_legacy_idx")
+    assert rec.warnings == [
+        "create_index users_legacy_idx: an INVALID index of that name, left by a failed "
+        "build, is dropped and built again"
+    ]
     assert q(
         db,
         "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'users_legacy_idx'::regclass",
