@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,11 +15,11 @@ from typer.testing import CliRunner
 
 from migrator.cli import app
 from migrator.commands.check import CHECK_FAILED, CHECK_PASSED, CheckOptions, check
+from migrator.db.embedded import start
 from migrator.errors import GateRefused, UsageError
 from migrator.plan.loader import load_plan
 from migrator.verify.report import CheckReport
-from migrator.verify.scratch import load_sql
-from tests.support.servers import Server
+from migrator.verify.scratch import ScratchServer, load_sql
 
 PAGILA = Path(__file__).parent / "corpus" / "pagila-schema.sql"
 
@@ -77,8 +78,14 @@ def write_release(folder: Path, new: str, baseline: Path | str = PAGILA) -> Path
 
 
 @pytest.fixture(scope="module")
-def scratch(pg_server: Server) -> str:
-    return pg_server.admin_url
+def scratch() -> Iterator[str]:
+    """A scratch server of the module's own, without fsync, as `migrator check` starts one."""
+    server = start()
+    try:
+        ScratchServer(server.url).make_disposable()
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +318,45 @@ def test_check_after_expand_on_the_live_database_is_refused(
     expand(plan, Options(database_url=fresh_db))
     with pytest.raises(GateRefused, match="already expanded on this database"):
         check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
+
+
+def test_junit_has_a_case_per_lint_finding() -> None:
+    from migrator.verify.report import Cell, Finding, QueryResult
+
+    report = CheckReport("r", "h", "plans/r.yaml", "baseline", 180000)
+    cell = Cell("old", "v1", "expanded", True)
+    cell.results.append(QueryResult("q1", "q/v1.sql", 3))
+    report.cells.append(cell)
+    report.lint += [
+        Finding(
+            check="lint",
+            rule="M001",
+            severity="error",
+            reason="CREATE INDEX blocks writes",
+            fix="CREATE INDEX CONCURRENTLY",
+            file="plans/r.yaml",
+            line=7,
+            column=5,
+        ),
+        Finding(
+            check="lint",
+            rule="M026",
+            severity="warning",
+            reason="json column",
+            fix="jsonb",
+            file="plans/r.yaml",
+            line=9,
+        ),
+    ]
+    root = ET.fromstring(report.to_junit())
+    lint = root.find("testsuite[@name='lint and query sets']")
+    assert lint is not None and lint.get("tests") == "2" and lint.get("failures") == "1"
+    m001, m026 = lint.findall("testcase")
+    assert m001.get("classname") == "migrator.lint.M001" and m001.get("line") == "7"
+    assert m001.find("failure") is not None and m026.find("failure") is None
+    assert "json column" in (m026.findtext("system-out") or "")
+    assert root.get("tests") == "3" and root.get("failures") == "1"
+    assert report.failed
+    (error, warning) = report.to_github()
+    assert error.startswith("::error file=plans/r.yaml,line=7,col=5,title=migrator check%3A M001::")
+    assert warning.startswith("::warning file=plans/r.yaml,line=9,")
