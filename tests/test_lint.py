@@ -197,6 +197,12 @@ CASES: list[tuple[str, int, str, str]] = [
     ("M023", 18, "UPDATE users SET flag = true", "UPDATE users SET flag = true WHERE id < 1000"),
     ("M023", 18, "DELETE FROM sessions", "DELETE FROM sessions WHERE expires < now()"),
     (
+        "M023",
+        18,
+        "WITH gone AS (DELETE FROM sessions RETURNING id) SELECT count(*) FROM gone",
+        "WITH gone AS (DELETE FROM sessions WHERE id < 100 RETURNING id) SELECT count(*) FROM gone",
+    ),
+    (
         "M024",
         11,
         "BEGIN; ALTER TYPE mood ADD VALUE 'calm'; COMMIT;",
@@ -275,6 +281,12 @@ CASES: list[tuple[str, int, str, str]] = [
         "BEGIN; ALTER TABLE users ADD COLUMN a int; ALTER TABLE orders ADD COLUMN b int; COMMIT;",
         "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT; "
         "BEGIN; ALTER TABLE orders ADD COLUMN b int; COMMIT;",
+    ),
+    (
+        "M032",
+        18,
+        "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; LOCK TABLE orders; COMMIT;",
+        "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; LOCK TABLE orders IN SHARE MODE; COMMIT;",
     ),
     (
         "M032",

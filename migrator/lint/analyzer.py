@@ -73,6 +73,8 @@ NONVOLATILE_FUNCTIONS = frozenset(
         "date_trunc",
     }
 )
+# LOCK TABLE's mode number for ACCESS EXCLUSIVE (lockdefs.h: AccessExclusiveLock).
+ACCESS_EXCLUSIVE_MODE = 8
 SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 # ALTER TABLE subcommands that take less than ACCESS EXCLUSIVE.
 WEAK_ALTERS = frozenset(
@@ -243,6 +245,18 @@ class _FuncNames(Visitor):
         self.other = True
 
 
+class _Writes(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[ast.UpdateStmt | ast.DeleteStmt] = []
+
+    def visit_UpdateStmt(self, ancestors: Any, node: ast.UpdateStmt) -> None:
+        self.found.append(node)
+
+    def visit_DeleteStmt(self, ancestors: Any, node: ast.DeleteStmt) -> None:
+        self.found.append(node)
+
+
 class _Strings(Visitor):
     def __init__(self) -> None:
         super().__init__()
@@ -377,6 +391,7 @@ class Analyzer:
             self._new_enum_value_used(stmt, state)
         if handler is not None:
             handler(stmt, unit, state, phase)
+        self._unbounded_writes(stmt)
         self._lock_timeout_rule(stmt, unit, state)
         self.remember(stmt)
         if unit.transactional:
@@ -437,6 +452,8 @@ class Analyzer:
         elif isinstance(node, ast.RefreshMatViewStmt) and not node.concurrent:
             if node.relation is not None:
                 found.append(_rel(node.relation))
+        elif isinstance(node, ast.LockStmt) and (node.mode or 0) >= ACCESS_EXCLUSIVE_MODE:
+            found += [_rel(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
         return [t for t in found if not self.new(t)]
 
     @staticmethod
@@ -826,26 +843,20 @@ class Analyzer:
         if tables:
             self.report("M023", stmt, f"TRUNCATE of {', '.join(tables)} in a migration")
 
-    def _on_UpdateStmt(
-        self, stmt: Stmt, unit: Unit, state: _UnitState, phase: LintPhase | None
-    ) -> None:
-        self._unbounded(stmt, "UPDATE")
-
-    def _on_DeleteStmt(
-        self, stmt: Stmt, unit: Unit, state: _UnitState, phase: LintPhase | None
-    ) -> None:
-        self._unbounded(stmt, "DELETE")
-
-    def _unbounded(self, stmt: Stmt, verb: str) -> None:
-        node = stmt.node
-        assert isinstance(node, ast.UpdateStmt | ast.DeleteStmt)
-        if node.whereClause is None and not self.new(_rel(node.relation)):
-            self.report(
-                "M023",
-                stmt,
-                f"{verb} of every row of {_rel(node.relation)} in one statement: row locks "
-                "on the whole table until it commits",
-            )
+    def _unbounded_writes(self, stmt: Stmt) -> None:
+        """Rule 23: UPDATE or DELETE without WHERE, at the top or inside a WITH."""
+        writes = _Writes()
+        writes(stmt.node)
+        for node in writes.found:
+            table = _rel(node.relation)
+            if node.whereClause is None and not self.new(table):
+                verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
+                self.report(
+                    "M023",
+                    stmt,
+                    f"{verb} of every row of {table} in one statement: row locks on the whole "
+                    "table until it commits",
+                )
 
     def _on_AlterEnumStmt(
         self, stmt: Stmt, unit: Unit, state: _UnitState, phase: LintPhase | None
