@@ -1034,3 +1034,25 @@ def test_every_operation_writes_sql_its_own_lint_passes(
         ("M014", "contract[3].set_not_null"),
         ("M014", "expand[2].add_column"),
     ]
+
+
+def test_dropping_a_foreign_key_known_from_the_catalog(live: tuple[Connection, str]) -> None:
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY)",
+        "CREATE TABLE orders (id int, user_id int CONSTRAINT orders_user_fk REFERENCES users, "
+        "CONSTRAINT orders_id_pos CHECK (id > 0))",
+    )
+    expand = plan_text(
+        "  - sql: {expand: 'ALTER TABLE orders DROP CONSTRAINT orders_user_fk', rollback: ''}\n"
+    )
+    (m022,) = lint_plan(parse_plan(expand, "p.yaml"), catalog=Catalog(conn))
+    assert m022.rule == "M022" and m022.severity == "error" and "orders_user_fk" in m022.message
+    check = expand.replace("orders_user_fk", "orders_id_pos")
+    assert lint_plan(parse_plan(check, "p.yaml"), catalog=Catalog(conn)) == []
+    contract = plan_text(
+        "  - sql: {expand: 'SELECT 1', rollback: ''}\n",
+        contract="  - sql: {contract: 'ALTER TABLE orders DROP CONSTRAINT orders_user_fk'}\n",
+    )
+    assert lint_plan(parse_plan(contract, "p.yaml"), catalog=Catalog(conn)) == []
