@@ -188,12 +188,16 @@ class Backfill:
         try:
             while True:
                 self._run_pass()
-                if walk.keyset or self._sweep_done(passes):
+                # A spec whose rows always "need" it (an update without `where`) cannot
+                # tell a missed row from a filled one: one pass is all it gets.
+                trivial = self.spec.needs.strip().lower() in ("true", "(true)")
+                if walk.keyset or trivial or self._sweep_done(passes):
                     break
                 passes += 1
             with connect(self.engine) as conn:
                 summary = self.store.summary(conn)
                 self._save(conn, summary, rate=None, final=True, started=started)
+            self._progress(summary, None)
         finally:
             self.engine.dispose()
         return Outcome(

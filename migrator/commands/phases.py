@@ -447,15 +447,30 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
             if release.phase in ("expanded", "switched"):
                 _phase(s, plan.release, "backfilling")
             opts.observer.step_started(key, spec.description)
-            outcome = Backfill(
-                s.engine,
-                spec,
-                release=plan.release,
-                key=key,
-                settings=settings,
-                observer=opts.observer,
-                restart=record is not None and record.status == "undone",
-            ).run()
+            try:
+                outcome = Backfill(
+                    s.engine,
+                    spec,
+                    release=plan.release,
+                    key=key,
+                    settings=settings,
+                    observer=opts.observer,
+                    restart=record is not None and record.status == "undone",
+                ).run()
+            except Exception as exc:
+                # Shown by `migrator status`; the checkpoint stays, so a rerun resumes.
+                with s.conn() as conn:
+                    STATE.mark_step(
+                        conn,
+                        plan.release,
+                        "backfill",
+                        key,
+                        position,
+                        spec.description,
+                        "failed",
+                        str(exc),
+                    )
+                raise
             with s.conn() as conn:
                 STATE.mark_step(
                     conn, plan.release, "backfill", key, position, spec.description, "done"
