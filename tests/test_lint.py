@@ -1056,3 +1056,18 @@ def test_dropping_a_foreign_key_known_from_the_catalog(live: tuple[Connection, s
         contract="  - sql: {contract: 'ALTER TABLE orders DROP CONSTRAINT orders_user_fk'}\n",
     )
     assert lint_plan(parse_plan(contract, "p.yaml"), catalog=Catalog(conn)) == []
+
+
+@pytest.mark.parametrize("form", ["list", "map"])
+def test_positions_of_contract_operations(form: str) -> None:
+    item = "  - sql: {contract: 'ALTER TABLE users ALTER COLUMN phone SET NOT NULL'}\n"
+    contract = (
+        item
+        if form == "list"
+        else "  not_before: 1h\n  operations:\n  " + item.replace("\n", "\n  ").rstrip(" ")
+    )
+    text = plan_text("  - sql: {expand: 'SELECT 1', rollback: ''}\n", contract=contract)
+    (m014,) = lint_plan(parse_plan(text, "p.yaml"), 18)
+    assert m014.operation == "contract[0].sql"
+    line = 5 if form == "list" else 7
+    assert (m014.line, m014.column) == (line, text.splitlines()[line - 1].index("ALTER") + 1)
