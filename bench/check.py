@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from migrator.commands.check import CheckOptions, _CommandPhases, check
+from migrator.commands.check import CheckOptions, CommandPhases, check
 from migrator.db.embedded import embedded
 from migrator.plan.loader import load_plan
 from migrator.verify.matrix import CELLS, run_matrix
@@ -140,7 +140,7 @@ def main() -> None:
         with embedded() as server:
             scratch = ScratchServer(server.url)
             scratch.make_disposable()
-            with phase_databases(plan, plan_path, scratch, _CommandPhases()) as dbs:
+            with phase_databases(plan, plan_path, scratch, CommandPhases()) as dbs:
                 bare_prepare_loop(dbs.urls, sqls)  # warm the caches for both
                 t = time.perf_counter()
                 run_matrix(dbs.urls, versions, column_changes(plan), ("public",))

@@ -88,8 +88,10 @@ def render_table(report: CheckReport) -> None:
         table.add_column("where", min_width=where_width)
         table.add_column("what, and the fix", ratio=1)
         for f in findings:
+            # A query without a name is named by its place, already shown.
+            name = f.query if f.query and not (f.file or "").endswith(f.query.split(":")[0]) else ""
             where = "\n".join(
-                escape(x) for x in (_where(f), f.query or f.rule or "", f.cell or "") if x
+                escape(x) for x in (_where(f), name or f.rule or "", f.cell or "") if x
             )
             table.add_row(
                 f"[{_STYLE[f.severity]}]{f.severity}[/]",

@@ -39,7 +39,7 @@ CHECK_FAILED = "check.failed"
 SCRATCH_ACTOR = "migrator check (scratch copy)"
 
 
-class _CommandPhases:
+class CommandPhases:
     """The verbs a real release uses, applied to a scratch database."""
 
     def expand(self, plan: Plan, url: str, observer: Observer) -> None:
@@ -241,7 +241,7 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         scratch_version = server.server_version()
         lap("scratch server")
         with phase_databases(
-            plan, path, server, _CommandPhases(), live_url=opts.database_url
+            plan, path, server, CommandPhases(), live_url=opts.database_url
         ) as dbs:
             lap("phase databases")
             opts.observer.info(f"schema before the release: {dbs.source}")
@@ -292,4 +292,11 @@ def record_result(url: str, plan: Plan, report: CheckReport, actor: str) -> None
         engine.dispose()
 
 
-__all__ = ["CHECK_FAILED", "CHECK_PASSED", "CheckOptions", "check", "record_result"]
+__all__ = [
+    "CHECK_FAILED",
+    "CHECK_PASSED",
+    "CheckOptions",
+    "CommandPhases",
+    "check",
+    "record_result",
+]

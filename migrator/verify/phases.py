@@ -27,13 +27,20 @@ from migrator.verify.scratch import ScratchServer, dump_schema, load_sql
 
 PhaseName = Literal["before", "expanded", "contracted"]
 PHASES: tuple[PhaseName, ...] = ("before", "expanded", "contracted")
+EMPTY = "an empty database"
 
 
 class PhaseBuildError(MigratorError):
     """The plan could not be applied to the scratch copy (the expand or contract failed)."""
 
-    def __init__(self, phase: str, cause: MigratorError) -> None:
-        super().__init__(f"building the {phase} schema on a scratch copy: {cause}")
+    def __init__(self, phase: str, cause: MigratorError, source: str = "") -> None:
+        hint = (
+            "; the schema before the release was an empty database: name it with "
+            "`baseline: schema.sql` in the plan, or pass --database-url"
+            if source == EMPTY
+            else ""
+        )
+        super().__init__(f"building the {phase} schema on a scratch copy: {cause}{hint}")
         self.exit_code = cause.exit_code
         self.phase = phase
 
@@ -155,16 +162,22 @@ def phase_databases(
                 source = f"baseline {baseline.name}"
             else:
                 server.create(before)
-                source = "an empty database"
+                source = EMPTY
             created.append(before)
             for earlier_path, earlier in chain:
                 try:
                     phases.expand(earlier, server.url(before), observer)
                     phases.complete_and_contract(earlier, server.url(before), observer)
                 except MigratorError as exc:
+                    hint = (
+                        f"; the chain starts from an empty database: add `baseline: "
+                        f"schema.sql` to {chain[0][0].name}, or pass --database-url"
+                        if source == EMPTY
+                        else ""
+                    )
                     raise UsageError(
                         f"applying the earlier plan {earlier_path.name} to build the schema "
-                        f"before {plan.release}: {exc}"
+                        f"before {plan.release}: {exc}{hint}"
                     ) from None
             if chain:
                 source += " + " + ", ".join(p.release for _, p in chain)
@@ -174,14 +187,14 @@ def phase_databases(
         try:
             phases.expand(plan, server.url(expanded), observer)
         except MigratorError as exc:
-            raise PhaseBuildError("expanded", exc) from None
+            raise PhaseBuildError("expanded", exc, source) from None
         contracted = names["contracted"]
         server.create(contracted, template=expanded)
         created.append(contracted)
         try:
             phases.complete_and_contract(plan, server.url(contracted), observer)
         except MigratorError as exc:
-            raise PhaseBuildError("contracted", exc) from None
+            raise PhaseBuildError("contracted", exc, source) from None
         yield PhaseDatabases(
             urls={phase: server.url(name) for phase, name in names.items()},
             source=source,

@@ -334,6 +334,11 @@ def _insert_not_null(
             if ctx.phase != "before"
             else f"the INSERT fails on the live schema already: write {names}"
         )
+    elif ctx.phase == "before":
+        fix = (
+            "nothing to do if the new version ships after the expand; this is what breaks "
+            "if it ships first"
+        )
     else:
         fix = f"write {names} in the new version's INSERT, or give the column a default"
     return [
