@@ -70,7 +70,7 @@ contract: {not_before: 0s, operations: []}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, pg_server: Server) -> Path:
     """Plans, the baseline and the rendered migrations/, once for the module."""
     root = tmp_path_factory.mktemp("render")
     (root / "baseline.sql").write_text(BASELINE)
@@ -82,7 +82,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (load_plan(root / "r2.yaml"), "plans/r2.yaml"),
             (load_plan(root / "r1.yaml"), "plans/r1.yaml"),
         ],
-        commands.RenderOptions(out=root / "migrations", baseline=root / "baseline.sql"),
+        commands.RenderOptions(
+            out=root / "migrations",
+            baseline=root / "baseline.sql",
+            scratch_url=pg_server.admin_url,  # test_cli covers the embedded server
+        ),
     )
     return root
 
@@ -157,13 +161,15 @@ def test_files_chain_by_after(project: Path) -> None:
         assert (project / "migrations" / name).exists()
 
 
-def test_render_is_deterministic(project: Path, tmp_path: Path) -> None:
+def test_render_is_deterministic(project: Path, tmp_path: Path, pg_server: Server) -> None:
     commands.render(
         [
             (load_plan(project / "r1.yaml"), "plans/r1.yaml"),
             (load_plan(project / "r2.yaml"), "plans/r2.yaml"),
         ],
-        commands.RenderOptions(out=tmp_path / "m", baseline=project / "baseline.sql"),
+        commands.RenderOptions(
+            out=tmp_path / "m", baseline=project / "baseline.sql", scratch_url=pg_server.admin_url
+        ),
     )
     mine = sorted(p.name for p in (tmp_path / "m" / "versions").glob("*.py"))
     theirs = sorted(p.name for p in (project / "migrations" / "versions").glob("*.py"))

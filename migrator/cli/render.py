@@ -47,6 +47,15 @@ def register(app: typer.Typer) -> None:
                 dir_okay=False,
             ),
         ] = None,
+        scratch_url: Annotated[
+            str | None,
+            typer.Option(
+                "--scratch-url",
+                envvar="MIGRATOR_SCRATCH_URL",
+                help="A server where render may create its scratch database (default: "
+                "an embedded PostgreSQL).",
+            ),
+        ] = None,
         as_json: Json = False,
     ) -> None:
         """Write <rev>_<release>_expand.py and _contract.py Alembic revisions for each plan."""
@@ -57,6 +66,7 @@ def register(app: typer.Typer) -> None:
                 out=out_dir,
                 database_url=database_url,
                 baseline=baseline,
+                scratch_url=scratch_url,
                 observer=ConsoleObserver(as_json=as_json, show_sql=False),
             ),
         )

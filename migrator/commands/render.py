@@ -5,7 +5,8 @@ alter_column carries over the column's indexes and constraints), so rendering ne
 database in the state the release starts from. Two ways to give one:
 
 - ``--database-url``: the database itself, read only (one plan; nothing is changed);
-- otherwise an embedded PostgreSQL, started in a temporary folder and loaded with the
+- otherwise a scratch database, on ``--scratch-url``'s server (created and dropped) or
+  on an embedded PostgreSQL started in a temporary folder, loaded with the
   ``--baseline`` SQL file (the schema before the first plan; pg_dump --schema-only
   output). Each plan is then rendered and also run there (expand, backfill, complete,
   contract), so the next plan is rendered against the schema the previous one left.
@@ -56,6 +57,7 @@ from migrator.render.revisions import (
     render_revision,
     revision_id,
 )
+from migrator.verify.scratch import ScratchServer
 
 
 @dataclass
@@ -65,6 +67,7 @@ class RenderOptions:
     out: Path = Path("migrations")
     database_url: str | None = None
     baseline: Path | None = None
+    scratch_url: str | None = None  # a server for the scratch database (default: embedded)
     observer: Observer = NULL_OBSERVER
 
 
@@ -113,7 +116,7 @@ def render(plans: Sequence[tuple[Plan, str]], opts: RenderOptions) -> RenderResu
     if opts.database_url:
         rendered = [_render_live(ordered[0][0], ordered[0][1], opts.database_url, down)]
     else:
-        rendered = _render_embedded(ordered, baseline_sql, down, opts.observer)
+        rendered = _render_scratch(ordered, baseline_sql, down, opts)
     versions.mkdir(parents=True, exist_ok=True)
     for phase in (p for pair in rendered for p in pair):
         for old in versions.glob(f"{phase.revision}_*.py"):
@@ -288,41 +291,59 @@ def _render_live(
     return before, after
 
 
-def _render_embedded(
+def _render_scratch(
+    plans: Sequence[tuple[Plan, str]],
+    baseline_sql: str | None,
+    down: str | None,
+    opts: RenderOptions,
+) -> list[tuple[RenderedPhase, RenderedPhase]]:
+    """A scratch database on the given server, or on an embedded one for the occasion."""
+    name = f"migrator_render_{uuid.uuid4().hex[:8]}"
+    if opts.scratch_url is not None:
+        server = ScratchServer(opts.scratch_url)
+        url = server.create(name)
+        try:
+            return _render_on(url, plans, baseline_sql, down, opts.observer)
+        finally:
+            server.drop(name)
+    with tempfile.TemporaryDirectory(prefix="migrator-render-") as folder, embedded(folder) as pg:
+        return _render_on(pg.create_database(name), plans, baseline_sql, down, opts.observer)
+
+
+def _render_on(
+    url: str,
     plans: Sequence[tuple[Plan, str]],
     baseline_sql: str | None,
     down: str | None,
     observer: Observer,
 ) -> list[tuple[RenderedPhase, RenderedPhase]]:
-    """On a scratch server: render each plan, then run it so the next one sees its result."""
+    """Render each plan, then run it so the next one is rendered against its result."""
     out = []
-    with tempfile.TemporaryDirectory(prefix="migrator-render-") as folder, embedded(folder) as pg:
-        url = pg.create_database(f"render_{uuid.uuid4().hex[:8]}")
-        if baseline_sql:
-            with psycopg.connect(url, autocommit=True) as raw:
-                raw.execute(baseline_sql.encode())
-        engine = make_engine(url)
-        try:
-            for plan, source in plans:
-                with connect(engine) as conn:
-                    before = _before(plan, conn, down, source)
-                    conn.rollback()
-                opts = Options(
-                    database_url=url,
-                    observer=observer,
-                    actor="migrator render",
-                    force=True,
-                    force_reason="rendering on a scratch server",
-                )
-                expand(plan, opts)
-                backfill(plan, opts)
-                with connect(engine) as conn:
-                    after = _after(plan, conn, source)
-                    conn.rollback()
-                complete(plan, opts)
-                contract(opts, plan.release)
-                out.append((before, after))
-                down = after.revision
-        finally:
-            engine.dispose()
+    if baseline_sql:
+        with psycopg.connect(url, autocommit=True) as raw:
+            raw.execute(baseline_sql.encode())
+    engine = make_engine(url)
+    try:
+        for plan, source in plans:
+            with connect(engine) as conn:
+                before = _before(plan, conn, down, source)
+                conn.rollback()
+            opts = Options(
+                database_url=url,
+                observer=observer,
+                actor="migrator render",
+                force=True,
+                force_reason="rendering on a scratch server",
+            )
+            expand(plan, opts)
+            backfill(plan, opts)
+            with connect(engine) as conn:
+                after = _after(plan, conn, source)
+                conn.rollback()
+            complete(plan, opts)
+            contract(opts, plan.release)
+            out.append((before, after))
+            down = after.revision
+    finally:
+        engine.dispose()
     return out
