@@ -4,6 +4,7 @@ and a writer process of both versions running throughout."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 import subprocess
@@ -218,6 +219,10 @@ def test_processes_cooperate_through_the_range_table(fresh_db: str, tmp_path: Pa
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
+        events = [json.loads(line) for line in out.decode().splitlines()]
+        progress = [e for e in events if e["event"] == "progress"]
+        assert progress and progress[-1]["total"] == 20000
+        assert {"rate", "eta", "batches"} <= set(progress[-1])
     assert wrong_rows(fresh_db) == 0
     assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NULL")[0][0] == 0
     processes = q(
