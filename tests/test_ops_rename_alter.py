@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -116,6 +117,8 @@ class Case:
     # Writes the rollback could not undo (values the old type or NOT NULL cannot hold).
     before_rollback: list[str] = field(default_factory=list)
     setup: str = ""
+    # Lint findings that are right for the case: (rule, the step kind it must be in).
+    lint: set[tuple[str, str]] = field(default_factory=set)
     # After the backfill: a query that counts rows not copied yet (must be 0).
     not_copied: str | None = None
     final: list[tuple[str, list[tuple[object, ...]]]] = field(default_factory=list)
@@ -379,6 +382,8 @@ CASES = [
             "DELETE FROM users WHERE id = 2001",
             "DELETE FROM orders WHERE amount > 9999",
         ],
+        # the rollback narrows the types back: a rewrite, and varchar again
+        lint={("M016", "rollback"), ("M017", "rollback")},
         old=["INSERT INTO users (id, name) VALUES (1001, 'old')"],
         new=[
             "INSERT INTO users (id, name) VALUES (2001, repeat('x', 100))",
@@ -413,6 +418,7 @@ CASES = [
         "- alter_column: {table: users, column: team, references: {table: teams, column: code}}\n"
         "- alter_column: {table: orders, column: amount, nullable: true}",
         before_rollback=["DELETE FROM users WHERE id = 2001"],
+        lint={("M015", "expand")},  # DROP NOT NULL: warned, as designed
         old=[
             "INSERT INTO users (id, name) VALUES (1001, 'old-1001')",
             "SELECT email FROM users WHERE id = 1001",
@@ -668,3 +674,22 @@ def test_drop_not_null_and_backfill_order_are_warned(db: str) -> None:
         "SELECT is_nullable FROM information_schema.columns "
         "WHERE table_name = 'users' AND column_name = 'email'",
     ) == [("YES",)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_lint_finds_nothing_unsafe(case: Case, db: str, tmp_path: Path) -> None:
+    """Every statement the operations write (expand, rollback, contract) passes the lint
+    of LINT-RULES.md, judged against the live catalog, but for the findings a case
+    expects (the rollback of an in-place widening narrows the type back with a rewrite;
+    DROP NOT NULL is warned about)."""
+    from migrator.commands.lint import lint
+
+    q(db, SEED)
+    if case.setup:
+        q(db, case.setup)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_for(case.expand))
+    result = lint(path, database_url=db)
+    assert not result.unlinted, result.unlinted
+    found = {(f.rule, f.message.split()[0]) for f in result.findings}
+    assert found == case.lint, [(f.rule, f.message) for f in result.findings]
