@@ -9,6 +9,7 @@ import multiprocessing
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from migrator import commands
+from migrator.errors import LockNotAcquired
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from migrator.plan.models import Plan
@@ -136,9 +138,14 @@ def test_walks_every_table_shape(fresh_db: str, shape: str) -> None:
     # Rows the new version already wrote: the backfill must keep them.
     q(fresh_db, "UPDATE users SET phone = 'v2' WHERE legacy_phone LIKE '%7'")
     kept = q(fresh_db, "SELECT count(*) FROM users WHERE phone = 'v2'")[0][0]
+    versions = q(fresh_db, "SELECT ctid, xmin::text FROM users WHERE phone = 'v2' ORDER BY 1")
     recorder = Recorder()
     result = commands.backfill(plan, opts(fresh_db, recorder))
     assert wrong_rows(fresh_db) == 0
+    # Rows that did not need it were not even rewritten (same tuple, same xmin).
+    assert q(fresh_db, "SELECT ctid, xmin::text FROM users WHERE phone = 'v2' ORDER BY 1") == (
+        versions
+    )
     assert q(fresh_db, "SELECT count(*) FROM users WHERE phone = 'v2'")[0][0] == kept > 0
     assert result.rows == 20000 - kept
     cp = checkpoint(fresh_db)
@@ -354,3 +361,42 @@ def test_ranges_follow_the_key_order_not_its_text(fresh_db: str) -> None:
     # Ranges hold similar shares of the table (a sample of many pages, not a few).
     sizes = [r[0] for r in q(fresh_db, "SELECT rows FROM migrator.backfill_ranges ORDER BY n")]
     assert max(sizes) < 4 * (20000 / len(sizes))
+
+
+def test_a_batch_that_meets_a_row_lock_times_out_and_retries(fresh_db: str) -> None:
+    q(fresh_db, SEEDS["composite"])
+    plan = make_plan(batch="2000")
+    commands.expand(plan, opts(fresh_db))
+    holder = psycopg.connect(fresh_db)
+    holder.execute("UPDATE users SET legacy_phone = 'held' WHERE tenant = 3 AND id = 10")
+    # The application's transaction commits 1.5s later; lock_timeout is 500ms.
+    timer = threading.Timer(1.5, holder.commit)
+    timer.start()
+    recorder = Recorder()
+    try:
+        commands.backfill(plan, opts(fresh_db, recorder))
+    finally:
+        timer.join()
+        holder.close()
+    assert recorder.retries and "lock timeout" in recorder.retries[0]
+    assert wrong_rows(fresh_db) == 0
+    assert q(fresh_db, "SELECT phone FROM users WHERE tenant = 3 AND id = 10") == [("held",)]
+
+
+def test_retries_exhausted_fail_the_step_and_keep_the_checkpoint(fresh_db: str) -> None:
+    q(fresh_db, SEEDS["composite"])
+    text = plan_text(batch="2000").replace("retries: 20", "retries: 1").replace("500ms", "100ms")
+    plan = parse_plan(text, "plan.yaml")
+    commands.expand(plan, opts(fresh_db))
+    with psycopg.connect(fresh_db) as holder:
+        holder.execute("SELECT * FROM users WHERE tenant = 6 FOR UPDATE")
+        with pytest.raises(LockNotAcquired, match="rerun to resume"):
+            commands.backfill(plan, opts(fresh_db))
+        holder.rollback()
+    step = q(fresh_db, "SELECT status, error FROM migrator.steps WHERE phase = 'backfill'")
+    assert step[0][0] == "failed" and "lock_timeout" in step[0][1]
+    before = q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NOT NULL")[0][0]
+    assert 0 < before < 20000
+    commands.backfill(plan, opts(fresh_db))
+    assert wrong_rows(fresh_db) == 0
+    assert q(fresh_db, "SELECT status FROM migrator.steps WHERE phase = 'backfill'") == [("done",)]

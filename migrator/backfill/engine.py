@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -421,7 +422,8 @@ class Backfill:
                     # nothing about a full batch.
                     sizer.record(size, batch.seconds)
                 return batch
-            except DBAPIError as exc:
+            except (DBAPIError, psycopg.Error) as exc:
+                # The raw cursor raises psycopg's errors, SQLAlchemy calls its own.
                 state = sqlstate(exc)
                 reason = describe_db_error(exc, self.engine.url)
                 if state in RETRYABLE and attempt < policy.retries:
