@@ -693,3 +693,32 @@ def test_lint_finds_nothing_unsafe(case: Case, db: str, tmp_path: Path) -> None:
     assert not result.unlinted, result.unlinted
     found = {(f.rule, f.message.split()[0]) for f in result.findings}
     assert found == case.lint, [(f.rule, f.message) for f in result.findings]
+
+
+def test_retype_under_a_foreign_key_from_a_partitioned_table(db: str, server: Server) -> None:
+    q(
+        db,
+        "CREATE TABLE p (id int PRIMARY KEY);"
+        "CREATE TABLE q (id int, pid int REFERENCES p (id)) PARTITION BY RANGE (id);"
+        "CREATE TABLE q1 PARTITION OF q FOR VALUES FROM (0) TO (100);"
+        "INSERT INTO p SELECT generate_series(1, 10); INSERT INTO q VALUES (1, 1), (2, 7);",
+    )
+    plan = parse_plan(plan_for("- alter_column: {table: p, column: id, type: bigint}"), "p.yaml")
+    if server.version < 180000:
+        with pytest.raises(MigratorError, match="q.q_pid_fkey on a partitioned table"):
+            commands.expand(plan, opts(db))
+        return
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db), plan.release)
+    assert q(
+        db,
+        "SELECT conrelid::regclass::text, pg_get_constraintdef(oid), convalidated "
+        "FROM pg_constraint WHERE contype = 'f' AND confrelid = 'p'::regclass ORDER BY 1",
+    ) == [
+        ("q", "FOREIGN KEY (pid) REFERENCES p(id)", True),
+        ("q1", "FOREIGN KEY (pid) REFERENCES p(id)", True),
+    ]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        q(db, "INSERT INTO q VALUES (3, 99)")

@@ -300,6 +300,19 @@ class AlterColumn(Operation):
             raise ValidationFailed(
                 f"{where}: column {self.shadow_name()} already exists in {self.table}"
             )
+        if ctx.server_version < 180000:
+            # PostgreSQL 18 first allows a NOT VALID foreign key on a partitioned table.
+            parted = [
+                f"{c.table}.{c.name}"
+                for c in column_constraints(ctx.catalog, facts)
+                if c.incoming and ctx.catalog.relation_kind(c.schema, c.table) == "p"
+            ]
+            if parted:
+                raise ValidationFailed(
+                    f"{where}: foreign key {', '.join(parted)} on a partitioned table points "
+                    "at the column; PostgreSQL before 18 cannot re-create it NOT VALID, so "
+                    "the type cannot be changed without a long lock there"
+                )
         others = other_dependants(ctx.catalog, facts)
         if others:
             raise ValidationFailed(

@@ -156,8 +156,10 @@ def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts
             "c.relname, k.confrelid = :t AND :a = ANY (k.confkey) "
             "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE (k.conrelid = :t AND :a = ANY (k.conkey) AND k.contype IN ('c', 'f')) "
-            "OR (k.contype = 'f' AND k.confrelid = :t AND :a = ANY (k.confkey)) "
+            # (a partition's copy of its parent's foreign key goes with the parent's)
+            "WHERE k.conparentid = 0 AND ("
+            "(k.conrelid = :t AND :a = ANY (k.conkey) AND k.contype IN ('c', 'f')) "
+            "OR (k.contype = 'f' AND k.confrelid = :t AND :a = ANY (k.confkey))) "
             "ORDER BY 6, k.conname"
         ),
         {"t": facts.table_oid, "a": facts.attnum},
