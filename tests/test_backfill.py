@@ -400,3 +400,25 @@ def test_retries_exhausted_fail_the_step_and_keep_the_checkpoint(fresh_db: str) 
     commands.backfill(plan, opts(fresh_db))
     assert wrong_rows(fresh_db) == 0
     assert q(fresh_db, "SELECT status FROM migrator.steps WHERE phase = 'backfill'") == [("done",)]
+
+
+def test_backfills_share_the_lock_other_commands_do_not(fresh_db: str) -> None:
+    from migrator.backfill.lease import SharedLock
+    from migrator.db.connection import make_engine
+    from migrator.engine.lock import AdvisoryLock
+
+    q(fresh_db, SEEDS["unique"])
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    engine = make_engine(fresh_db)
+    try:
+        with SharedLock(engine, "migrator backfill r1"):
+            with pytest.raises(LockNotAcquired, match="migrator backfill r1"):
+                commands.rollback(plan, opts(fresh_db))
+            commands.backfill(plan, opts(fresh_db))  # another backfill joins in
+        with AdvisoryLock(engine, "migrator expand r1"):
+            with pytest.raises(LockNotAcquired, match="migrator expand r1"):
+                commands.backfill(plan, opts(fresh_db))
+    finally:
+        engine.dispose()
+    assert wrong_rows(fresh_db) == 0
