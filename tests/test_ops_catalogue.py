@@ -1250,3 +1250,58 @@ def test_cli_refuses_a_drop_with_dependants_exit_2_one_line(db: str, tmp_path: P
     assert len(lines) == 1, proc.stderr
     assert "drop_column users.legacy: view user_legacy depends on column users.legacy" in lines[0]
     assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+
+
+OWN_PARTS = """
+CREATE TABLE metrics (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    raw int,
+    doubled int GENERATED ALWAYS AS (raw * 2) STORED,
+    tag text DEFAULT 'x' CHECK (tag <> '')
+);
+CREATE INDEX metrics_tag_idx ON metrics (tag);
+CREATE STATISTICS metrics_stats ON raw, tag FROM metrics;
+ALTER TABLE metrics ENABLE ROW LEVEL SECURITY;
+CREATE POLICY metrics_pol ON metrics USING (tag <> 'hidden');
+CREATE FUNCTION metrics_touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE TRIGGER metrics_touch BEFORE UPDATE ON metrics FOR EACH ROW EXECUTE FUNCTION metrics_touch();
+INSERT INTO metrics (raw) VALUES (1), (2);
+"""
+
+
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        (
+            "raw",
+            "generated column doubled of table metrics, statistics object metrics_stats "
+            "depend on column metrics.raw",
+        ),
+        (
+            "tag",
+            "constraint metrics_tag_check on table metrics, index metrics_tag_idx, policy "
+            "metrics_pol on table metrics, statistics object metrics_stats depend on column "
+            "metrics.tag",
+        ),
+    ],
+)
+def test_drop_column_names_generated_columns_policies_and_statistics(
+    db: str, column: str, message: str
+) -> None:
+    q(db, OWN_PARTS)
+    plan = parse_plan(plan_text("[]", f"- drop_column: {{table: metrics, column: {column}}}"))
+    commands.expand(plan, opts(db))
+    with pytest.raises(ValidationFailed) as err:
+        commands.complete(plan, opts(db))
+    assert message in str(err.value)
+
+
+def test_drop_table_takes_its_own_parts_without_refusal(db: str) -> None:
+    """Its own indexes, constraints, triggers, policies, statistics and generated columns
+    go with the table: nothing outside it depends on them, so nothing is refused."""
+    q(db, OWN_PARTS)
+    plan = parse_plan(plan_text("[]", "- drop_table: {table: metrics}"))
+    commands.expand(plan, opts(db))
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, "SELECT to_regclass('public.metrics') IS NULL") == [(True,)]

@@ -303,8 +303,10 @@ class ConstraintInfo:
     index: str | None
 
 
-# Dependants of a relation or column: views are named through their rewrite rule; the
-# relation's own parts, defaults, owned sequences and NOT NULL markers are left out.
+# Dependants of a relation or column: views are named through their rewrite rule, a
+# generated column through its expression; the relation's own parts (indexes,
+# constraints, triggers, policies, statistics, defaults), owned sequences and NOT NULL
+# markers are left out of a whole-relation drop.
 _DEPENDANTS_SQL = """
 WITH target AS (
     SELECT c.oid, a.attnum
@@ -317,6 +319,10 @@ SELECT CASE
            THEN (SELECT CASE v.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END
                         || v.oid::regclass::text
                  FROM pg_rewrite r JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid)
+         WHEN d.classid = 'pg_attrdef'::regclass
+           -- the expression of a generated column that reads this one
+           THEN replace(pg_describe_object(d.classid, d.objid, d.objsubid),
+                        'default value for column ', 'generated column ')
          ELSE pg_describe_object(d.classid, d.objid, d.objsubid)
        END
 FROM pg_depend d, target t
@@ -324,7 +330,7 @@ WHERE d.refclassid = 'pg_class'::regclass
   AND d.refobjid = t.oid
   AND d.deptype IN ('n', 'a')
   AND (:whole OR d.refobjsubid = t.attnum)
-  AND d.classid <> 'pg_attrdef'::regclass
+  AND NOT (d.classid = 'pg_attrdef'::regclass AND (d.deptype = 'a' OR :whole))
   AND NOT (d.classid = 'pg_class'::regclass
            AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
   AND NOT (d.classid = 'pg_rewrite'::regclass
@@ -340,4 +346,9 @@ WHERE d.refclassid = 'pg_class'::regclass
            AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = d.objid
                        AND i.indrelid = t.oid))
   AND NOT (:whole AND d.classid = 'pg_type'::regclass)
+  AND NOT (:whole AND d.classid = 'pg_policy'::regclass
+           AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.oid = d.objid AND p.polrelid = t.oid))
+  AND NOT (:whole AND d.classid = 'pg_statistic_ext'::regclass
+           AND EXISTS (SELECT 1 FROM pg_statistic_ext x WHERE x.oid = d.objid
+                       AND x.stxrelid = t.oid))
 """
