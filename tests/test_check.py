@@ -360,3 +360,10 @@ def test_junit_has_a_case_per_lint_finding() -> None:
     (error, warning) = report.to_github()
     assert error.startswith("::error file=plans/r.yaml,line=7,col=5,title=migrator check%3A M001::")
     assert warning.startswith("::warning file=plans/r.yaml,line=9,")
+
+
+def test_unreachable_scratch_server_exits_4_without_the_password(tmp_path: Path) -> None:
+    plan = write_release(tmp_path, NEW_GOOD)
+    code, output = cli("check", str(plan), "--scratch-url", "postgresql://u:s3cret@127.0.0.1:1/x")
+    assert code == 4
+    assert "cannot connect to the scratch server" in output and "s3cret" not in output

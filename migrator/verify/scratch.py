@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -109,18 +110,27 @@ class ScratchServer:
         """The URL of one database of this server."""
         return libpq_url(self.admin_url, database)
 
-    def _admin(self, statement: sql.Composed) -> None:
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(statement)
+            return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise DatabaseError(
-                f"scratch server {redact(self.admin_url)}: {str(exc).strip().splitlines()[0]}"
+                f"cannot connect to the scratch server {redact(self.admin_url)}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             ) from None
+
+    def _admin(self, statement: sql.Composed) -> None:
+        with self._connect() as conn:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                raise DatabaseError(
+                    f"scratch server {redact(self.admin_url)}: {str(exc).strip().splitlines()[0]}"
+                ) from None
 
     def exists(self, database: str) -> bool:
         """True when the database exists."""
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+        with self._connect() as conn:
             row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             return row.fetchone() is not None
 
@@ -156,14 +166,14 @@ class ScratchServer:
         started for itself loses nothing it needs in a crash, so it does without. Only
         ever called on a server check (or a test) started, never on one a user named.
         """
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+        with self._connect() as conn:
             for setting in ("fsync", "synchronous_commit", "full_page_writes"):
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
             conn.execute("SELECT pg_reload_conf()")
 
     def server_version(self) -> int:
         """server_version_num of the scratch server."""
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+        with self._connect() as conn:
             row = conn.execute("SHOW server_version_num").fetchone()
         if row is None:  # pragma: no cover - SHOW always answers
             raise UsageError("the scratch server did not report its version")
