@@ -327,3 +327,18 @@ def test_offline_sql(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "ALTER TABLE public.users ADD COLUMN contact_email text;" in out
     assert "CREATE INDEX CONCURRENTLY orders_comment_idx" in out
     assert out.count("Running upgrade") == 5
+
+
+def test_the_plans_own_baseline(project: Path, tmp_path: Path, pg_server: Server) -> None:
+    """`baseline:` in the first plan (relative to it) is used when --baseline is not given."""
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "schema.sql").write_text(BASELINE)
+    (tmp_path / "plans" / "r1.yaml").write_text("baseline: schema.sql\n" + R1)
+    commands.render(
+        [(load_plan(tmp_path / "plans" / "r1.yaml"), str(tmp_path / "plans" / "r1.yaml"))],
+        commands.RenderOptions(out=tmp_path / "m", scratch_url=pg_server.admin_url),
+    )
+    history = {r.revision: r for r in read_history(tmp_path / "m" / "versions")}
+    base = revision_id("baseline", "baseline")
+    assert history[revision_id("r1", "expand")].down_revision == base
+    assert "CREATE TABLE users" in history[base].path.read_text()

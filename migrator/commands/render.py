@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +92,20 @@ _SCHEMA_STEP = step(
 
 
 def render(plans: Sequence[tuple[Plan, str]], opts: RenderOptions) -> RenderResult:
-    """Write the expand and contract revisions of each plan (given with its source name)."""
+    """Write the expand and contract revisions of each plan (given with its file's path).
+
+    Without ``opts.baseline``, the first plan's own ``baseline:`` file (relative to the
+    plan) is the baseline, as for `migrator check`.
+    """
     if not plans:
         raise UsageError("render: give at least one plan")
     ordered = _in_order(plans)
+    first, first_path = ordered[0]
+    if opts.baseline is None and first.baseline is not None and not opts.database_url:
+        path = Path(first_path).parent / first.baseline
+        if not path.is_file():
+            raise UsageError(f"{first_path}: baseline {first.baseline!r} is not a file ({path})")
+        opts = replace(opts, baseline=path)
     if opts.database_url and len(ordered) > 1:
         raise UsageError(
             "render --database-url reads one plan against the database as it is; render "
