@@ -164,3 +164,32 @@ def test_preflight_returns_only_once_the_new_image_is_rolled_out(cluster: Cluste
     assert green.spec.template.spec.containers[0].image == "registry.test/api:v2"
     assert green.metadata.generation == 2
     assert green.status.observed_generation == 2 and green.status.available_replicas == 4
+
+
+def test_a_failed_watch_during_a_weighted_step_puts_blue_back_whole(
+    fresh_db: str, cluster: Cluster
+) -> None:
+    from migrator.switch import WatchFailed
+    from tests.support.switch_env import FakePrometheus
+
+    prometheus = FakePrometheus(0.0)
+    prometheus.bad_from = (3, 0.5)  # the third query, during step 1's watch, sees errors
+    try:
+        section = _section(cluster, steps=[25, 100])
+        section["watch"] = {
+            "duration": "2s",
+            "interval": "100ms",
+            "probes": [{"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}],
+        }
+        plan = switch_plan(section)
+        opts = ready_release(fresh_db, plan)
+        with pytest.raises(WatchFailed, match=r"step 1/2 \(25% green\).*gave 0.5, limit <= 0.1"):
+            commands.switch(plan, opts)
+    finally:
+        prometheus.stop()
+    assert cluster.selector() == {"app": "api", "version": "blue"}
+    blue = cluster.deployment("api-blue")
+    assert blue.spec.replicas == 4 and blue.status.available_replicas == 4
+    moves = [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)]
+    assert moves == [25, 0]
+    assert phase(fresh_db, plan.release) == "expanded"

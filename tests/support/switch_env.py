@@ -97,6 +97,7 @@ class FakePrometheus:
     def __init__(self, value: float | None = 0.0) -> None:
         self.value = value
         self.queries: list[str] = []
+        self.bad_from: tuple[int, float] | None = None  # (query number, value from then on)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,6 +107,8 @@ class FakePrometheus:
                     self.send_error(404)
                     return
                 owner.queries.append(parse_qs(url.query).get("query", [""])[0])
+                if owner.bad_from is not None and len(owner.queries) >= owner.bad_from[0]:
+                    owner.value = owner.bad_from[1]
                 result = (
                     []
                     if owner.value is None
