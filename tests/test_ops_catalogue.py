@@ -798,6 +798,7 @@ CREATE VIEW order_totals AS SELECT user_id, sum(amount) FROM orders GROUP BY use
 ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
 CREATE UNIQUE INDEX users_email_uidx ON users (email);
 CREATE TABLE subscriptions (email text REFERENCES users (email));
+CREATE TABLE user_history (at timestamptz, snapshot users);
 """
 )
 
@@ -812,7 +813,8 @@ DROP_REFUSALS = [
     (
         "drop_table",
         "- drop_table: {table: users}",
-        "drop_table users: constraint orders_user_fk on table orders, constraint "
+        "drop_table users: column snapshot of table user_history (of its row type), "
+        "constraint orders_user_fk on table orders, constraint "
         "profiles_user_name_fkey on table profiles, constraint subscriptions_email_fkey on table "
         "subscriptions, view user_names depend on table users",
     ),

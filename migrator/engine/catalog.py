@@ -351,4 +351,10 @@ WHERE d.refclassid = 'pg_class'::regclass
   AND NOT (:whole AND d.classid = 'pg_statistic_ext'::regclass
            AND EXISTS (SELECT 1 FROM pg_statistic_ext x WHERE x.oid = d.objid
                        AND x.stxrelid = t.oid))
+UNION
+-- a whole table also takes its row type: columns and functions of that type elsewhere
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid) || ' (of its row type)'
+FROM pg_depend d, target t JOIN pg_class c ON c.oid = t.oid
+WHERE :whole AND d.refclassid = 'pg_type'::regclass AND d.refobjid = c.reltype
+  AND d.deptype = 'n'
 """
