@@ -9,6 +9,7 @@ from typing import Any
 
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
+from migrator.plan.durations import format_duration
 from migrator.plan.models import SwitchSettings
 from migrator.switch.base import (
     ALL_BLUE,
@@ -90,6 +91,11 @@ class Switcher:
                 return "traffic was moved back to blue by someone else (a rollback?)"
             return None
 
+        w = self.settings.watch
+        self.observer.info(
+            f"watch: {label} for {format_duration(w.duration)}, "
+            f"{len(w.probes)} probe(s) every {format_duration(w.interval)}"
+        )
         started = self.timing.clock()
         try:
             failed = watch(
@@ -101,6 +107,7 @@ class Switcher:
         except WatchInterrupted as exc:
             raise GateRefused(f"switch stopped during the watch of {label}: {exc}") from exc
         if failed is None:
+            self.observer.info(f"watch: {label} passed")
             return
         elapsed = self.timing.clock() - started
         reason = f"watch failed: {failed.probe}: {failed.value} (limit {failed.limit})"
