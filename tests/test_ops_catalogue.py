@@ -572,6 +572,7 @@ def test_operation_release(case: Case, db: str) -> None:
             ",\n    'ecstatic'\n", "\n"
         )
     assert after_rollback == before, diff(before, after_rollback)
+    assert migrator_functions(db) == []  # sync trigger functions live there; gone too
     for sql in case.old:
         q(db, sql)  # the old version still works after the rollback
 
@@ -589,6 +590,12 @@ def test_operation_release(case: Case, db: str) -> None:
     for query, expected in case.final:
         assert q(db, query) == expected, query
     _check_forms(rec)
+    assert migrator_functions(db) == []
+
+
+def migrator_functions(url: str) -> list[tuple[object, ...]]:
+    """Functions in migrator's schema (pg_dump above leaves that schema out)."""
+    return q(url, "SELECT proname FROM pg_proc WHERE pronamespace::regnamespace::text = 'migrator'")
 
 
 def checksums(url: str, users: str, orders: str) -> list[tuple[object, ...]]:
