@@ -24,7 +24,10 @@ import pytest
 from pglast import ast
 
 from migrator import commands
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
 from migrator.errors import ExitCode, MigratorError, ValidationFailed
+from migrator.lint.sources import lint_plan
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import diff, schema_dump
@@ -1314,3 +1317,25 @@ def test_drop_table_takes_its_own_parts_without_refusal(db: str) -> None:
     commands.complete(plan, opts(db))
     commands.contract(opts(db))
     assert q(db, "SELECT to_regclass('public.metrics') IS NULL") == [(True,)]
+
+
+# What the linter rightly says about a case's plan (the author asked for it).
+EXPECTED_LINT = {
+    "add_enum_value": {"M024"},  # a value placed AFTER another changes the sort order
+    "drop_table": {"M022"},  # the table's rows are gone for good
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+    """Every statement an operation writes, held to LINT-RULES.md by migrator's own linter
+    against the live catalog: the lock each one takes is the one the rules allow."""
+    q(db, case.setup)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(plan, catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert {f.rule for f in findings} == EXPECTED_LINT.get(case.id, set()), findings
