@@ -23,10 +23,13 @@ The rest, without a type change:
   because refusing would leave no way to relax a column, and the catalog change itself is
   instant; the warning is the linter's to escalate;
 - ``default``: SET DEFAULT in the expand (no rewrite; it applies to new rows only);
-- ``check``: a CHECK named ``<table>_<column>_check``, NOT VALID, then validated in its own
-  transaction, both in the expand so bad rows are found before the switch;
-- ``unique``: a unique index built concurrently, then ADD CONSTRAINT ... USING INDEX;
-- ``references``: a foreign key added NOT VALID and validated separately.
+- ``check``, ``unique``, ``references`` tighten, so they wait for the contract (from the
+  moment it is added a constraint is enforced on new writes, and the old version's must
+  not start failing): a CHECK named ``<table>_<column>_check`` added NOT VALID and
+  validated in its own transaction; a unique index built concurrently, then ADD
+  CONSTRAINT ... USING INDEX; a foreign key added NOT VALID and validated separately.
+  Their names and the data are checked when the plan is validated (duplicates are
+  named), so a contract failing half-way is unlikely.
 
 What the column was before the expand (type, default, NOT NULL) is saved in a small
 function in migrator's schema, so the rollback puts it back exactly even though the
@@ -54,7 +57,6 @@ from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
     drop_constraint_step,
-    drop_unique_steps,
     not_null_check_name,
     not_null_steps,
     unique_steps,
@@ -375,30 +377,6 @@ class AlterColumn(Operation):
                     f"ALTER TABLE {t} ALTER COLUMN {col} SET DEFAULT {default_sql(self.default)}",
                 )
             )
-        if self.check is not None:
-            steps += [
-                add_check_step("check", ctx.schema, self.table, self.check_name(), self.check),
-                validate_step("validate-check", ctx.schema, self.table, self.check_name()),
-            ]
-        if self.unique:
-            steps += unique_steps(
-                "unique", ctx.schema, self.table, self.unique_name(), [self.column]
-            )
-        if self.references is not None:
-            ref = self.references
-            steps += [
-                add_foreign_key_step(
-                    "foreign-key",
-                    ctx.schema,
-                    self.table,
-                    self.fk_name(),
-                    [self.column],
-                    ref.table,
-                    [ref.column],
-                    ref.on_delete,
-                ),
-                validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
-            ]
         return steps
 
     def _retype_in_place(self, ctx: Context, facts: ColumnFacts, new_type: str, key: str) -> Step:
@@ -479,15 +457,40 @@ class AlterColumn(Operation):
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         facts = self._facts(ctx)
-        t = ident(ctx.schema, self.table)
         drop_saved = f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()"
         if self._shadowed(ctx):
             return self._swap_steps(ctx, facts, drop_saved)
+        # Tightening waits for the contract: a CHECK, UNIQUE or FOREIGN KEY is enforced
+        # on new writes from the moment it is added, and the old version's writes must
+        # not start failing while it runs.
         steps: list[Step] = []
+        if self.check is not None:
+            steps += [
+                add_check_step("check", ctx.schema, self.table, self.check_name(), self.check),
+                validate_step("validate-check", ctx.schema, self.table, self.check_name()),
+            ]
+        if self.unique:
+            steps += unique_steps(
+                "unique", ctx.schema, self.table, self.unique_name(), [self.column]
+            )
+        if self.references is not None:
+            ref = self.references
+            steps += [
+                add_foreign_key_step(
+                    "foreign-key",
+                    ctx.schema,
+                    self.table,
+                    self.fk_name(),
+                    [self.column],
+                    ref.table,
+                    [ref.column],
+                    ref.on_delete,
+                ),
+                validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
+            ]
         if self.nullable is False and not facts.not_null:
             steps += not_null_steps(ctx.schema, self.table, self.column)
         steps.append(step("forget", "drop the saved record of the column", drop_saved))
-        del t
         return steps
 
     def _swap_steps(self, ctx: Context, facts: ColumnFacts, drop_saved: str) -> list[Step]:
@@ -603,16 +606,6 @@ class AlterColumn(Operation):
         t = ident(ctx.schema, self.table)
         col = ident(self.column)
         steps: list[Step] = []
-        if self.references is not None:
-            steps.append(
-                drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.fk_name())
-            )
-        if self.unique:
-            steps += drop_unique_steps("drop-unique", ctx.schema, self.table, self.unique_name())
-        if self.check is not None:
-            steps.append(
-                drop_constraint_step("drop-check", ctx.schema, self.table, self.check_name())
-            )
         if self.default is not None:
             old = saved.get("default")
             steps.append(
