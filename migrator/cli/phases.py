@@ -169,9 +169,16 @@ def register(app: typer.Typer) -> None:
         accept_changed_plan: AcceptChangedPlan = False,
         json: Json = False,
     ) -> None:
-        """Undo the expand of a release that has not switched traffic."""
+        """All traffic back to blue in seconds; with none on green, undo the expand.
+
+        Refused once the contract has run: the old version could no longer work."""
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
-        _report(commands.rollback(read_plan(plan), opts), json, dry_run)
+        result = commands.rollback(read_plan(plan), opts)
+        if result.phase == "traffic-rollback" and not json:
+            out.print(f"[green]✓[/] {escape(result.ran[0])}")
+            out.print("  the schema stays expanded (v1 works with it); rerun to undo the expand")
+            return
+        _report(result, json, dry_run)
 
     @app.command()
     @handled

@@ -722,13 +722,17 @@ def _statement(data: dict[str, Any]) -> Statement:
 
 
 def rollback(plan: Plan, opts: Options) -> PhaseResult:
-    """Undo the expand of a release that has not switched traffic."""
+    """Move all traffic back to blue; with none on green, undo the expand.
+
+    The result's phase says which: ``traffic-rollback`` or ``rollback`` (the schema).
+    """
     result = PhaseResult(plan.release, "rollback")
     # Traffic first, lock-free and within seconds; the schema only once none is on green.
     from migrator.commands.switch import rollback_traffic
 
     moved = rollback_traffic(plan, opts)
     if moved is not None:
+        result.phase = "traffic-rollback"
         result.ran.append(moved.summary())
         return result
     with session(opts, "rollback", plan.release) as s:
