@@ -1339,3 +1339,25 @@ def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
     finally:
         engine.dispose()
     assert {f.rule for f in findings} == EXPECTED_LINT.get(case.id, set()), findings
+
+
+def test_contract_drop_on_a_renamed_table_is_not_refused_for_the_old_name_view(db: str) -> None:
+    """The view under the old name reads every column, but the contract drops it before
+    the plan's own drops run: it is not a dependant to refuse for."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            "- rename_table: {from: users, to: accounts}",
+            "- drop_column: {table: accounts, column: legacy}",
+        )
+    )
+    commands.expand(plan, opts(db))
+    assert q(db, "SELECT obj_description('users'::regclass, 'pg_class')") == [
+        ("migrator: the old name of accounts until the contract of r1",)
+    ]
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, "SELECT to_regclass('public.users') IS NULL") == [(True,)]
+    assert q(
+        db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'legacy'"
+    ) == [(0,)]

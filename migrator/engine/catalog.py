@@ -256,8 +256,9 @@ class Catalog:
         Read from pg_depend. For a whole relation only objects outside it count (its own
         indexes, constraints and triggers go with it); for a column, everything that
         uses it except its default, its owned sequence and its NOT NULL marker. Objects
-        migrator created itself (``_migrator_`` names) are left out: the contract halves
-        of the plan's own operations drop them first.
+        migrator created itself (``_migrator_`` names, rename_table's view under the old
+        name) are left out: the contract halves of the plan's own operations drop them
+        first.
         """
         rows = self.conn.execute(
             text(_DEPENDANTS_SQL),
@@ -334,7 +335,11 @@ WHERE d.refclassid = 'pg_class'::regclass
   AND NOT (d.classid = 'pg_class'::regclass
            AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))
   AND NOT (d.classid = 'pg_rewrite'::regclass
-           AND EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class = t.oid))
+           AND EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid
+                       AND (r.ev_class = t.oid
+                            -- rename_table's view under the old name: its contract drops it
+                            OR obj_description(r.ev_class, 'pg_class')
+                               LIKE 'migrator: the old name of %')))
   AND NOT (d.classid = 'pg_constraint'::regclass
            AND EXISTS (SELECT 1 FROM pg_constraint k WHERE k.oid = d.objid
                        AND (k.contype = 'n' OR k.conname LIKE '\\_migrator\\_%'

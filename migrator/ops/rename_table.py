@@ -21,6 +21,8 @@ from migrator.ops.live import refuse_dependants, require_table
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal
 
+COMPAT_VIEW_MARK = "migrator: the old name of"
+
 
 class RenameTable(Operation):
     """`rename_table`: the new name for the new version, a view under the old one."""
@@ -60,6 +62,10 @@ class RenameTable(Operation):
                 f"rename {self.from_} to {self.to}, view {self.from_} for the old version",
                 f"ALTER TABLE {old} RENAME TO {ident(self.to)}",
                 f"CREATE VIEW {old} AS SELECT * FROM {ident(ctx.schema, self.to)}",
+                # Marks the view as migrator's own, so a contract drop on the renamed
+                # table is not refused for it (this contract drops the view first).
+                f"COMMENT ON VIEW {old} IS "
+                + literal(f"{COMPAT_VIEW_MARK} {self.to} until the contract of {ctx.release}"),
             )
         ]
 
