@@ -79,7 +79,7 @@ class CheckOptions:
 def _start_disposable() -> tuple[EmbeddedPostgres, ScratchServer]:
     server = start()
     try:
-        scratch = ScratchServer(server.url)
+        scratch = ScratchServer(server.url, single_use=True)
         scratch.make_disposable()
     except BaseException:
         server.stop()

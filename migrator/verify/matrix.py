@@ -92,6 +92,36 @@ class Preparer:
             return exc, len(prefix)
         return None
 
+    def prepare_all(
+        self, sqls: list[str], batch: int = 32
+    ) -> list[tuple[psycopg.Error, int] | None]:
+        """`prepare` for each statement, in round trips of ``batch`` statements.
+
+        Most queries prepare fine, so a batch is sent as one message; when any of it fails
+        the transaction is rolled back and that batch alone is prepared one by one, so each
+        error is the statement's own, with its own position.
+        """
+        results: list[tuple[psycopg.Error, int] | None] = []
+        for start in range(0, len(sqls), batch):
+            chunk = sqls[start : start + batch]
+            names = range(self.count + 1, self.count + 1 + len(chunk))
+            self.count += len(chunk)
+            message = ";\n".join(
+                f"PREPARE migrator_check_{n} AS {sql}" for n, sql in zip(names, chunk, strict=True)
+            )
+            try:
+                # One simple-query message; bytes, so nothing is taken for a placeholder.
+                self.conn.execute(message.encode())
+            except psycopg.Error:
+                self.conn.rollback()
+                # Prepared statements outlive the rollback: forget the batch's first ones.
+                self.conn.execute(b"DEALLOCATE ALL")
+                self.conn.rollback()
+                results += [self.prepare(sql) for sql in chunk]
+                continue
+            results += [None] * len(chunk)
+        return results
+
     def finish(self) -> None:
         """Roll back and forget every prepared statement."""
         self.conn.rollback()
@@ -180,6 +210,9 @@ def run_cell(
         changes=changes,
     )
     cell = Cell(spec.version, version_name, spec.phase, spec.must_pass)
+    prepared = iter(
+        preparer.prepare_all([q.sql for q in queries if q.tree is not None and q.preparable])
+    )
     for query in queries:
         result = QueryResult(query.name, query.file, query.line)
         cell.results.append(result)
@@ -189,7 +222,7 @@ def run_cell(
         if not query.preparable:
             result.note = "not a statement PREPARE takes: checked by the parser only"
         else:
-            failed = preparer.prepare(query.sql)
+            failed = next(prepared)
             if failed is not None and failed[0].diag.sqlstate not in _PARAM_ONLY:
                 error = failed[0]
                 line, column = _position_line(query, error, failed[1])

@@ -157,13 +157,15 @@ def phase_databases(
             chain = earlier_plans(plan, plan_path)
             first_path, first = chain[0] if chain else (plan_path, plan)
             baseline = _baseline_path(first, first_path)
-            if baseline is not None:
+            if baseline is not None and not server.single_use:
                 server.create(before, template=_Cache.template_for(server, baseline))
-                source = f"baseline {baseline.name}"
+                created.append(before)
             else:
                 server.create(before)
-                source = EMPTY
-            created.append(before)
+                created.append(before)
+                if baseline is not None:
+                    load_sql(server.url(before), baseline)
+            source = f"baseline {baseline.name}" if baseline is not None else EMPTY
             for earlier_path, earlier in chain:
                 try:
                     phases.expand(earlier, server.url(before), observer)

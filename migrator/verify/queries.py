@@ -66,9 +66,12 @@ def _is_word(token: Any) -> bool:
 def normalise_placeholders(text: str) -> tuple[str, list[str]]:
     """``text`` with ``%(name)s``, ``%s`` and ``:name`` placeholders rewritten to ``$n``.
 
-    Returns the new text and, for each ``$n`` (index n-1), the name it was written with.
-    The same name gets the same number; existing ``$n`` keep theirs.
+    Returns the new text and, for each ``$n`` (index n-1), the name it was written with
+    (empty when the text needed no rewriting). The same name gets the same number;
+    existing ``$n`` keep theirs.
     """
+    if "%" not in text and ":" not in text:
+        return text, []  # only $n placeholders, if any: nothing to rewrite
     try:
         tokens = parser.scan(text)
     except pglast.parser.ParseError:

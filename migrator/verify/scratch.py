@@ -102,9 +102,12 @@ def load_sql(url: str, path: Path) -> None:
 class ScratchServer:
     """A server on which check creates, copies and drops its own databases."""
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, *, single_use: bool = False) -> None:
         self.admin_url = libpq_url(admin_url)
         self.token = uuid.uuid4().hex[:8]
+        # A server started for one check: caching a baseline as a template would only
+        # cost one more database copy.
+        self.single_use = single_use
 
     def url(self, database: str) -> str:
         """The URL of one database of this server."""
