@@ -722,3 +722,51 @@ def test_retype_under_a_foreign_key_from_a_partitioned_table(db: str, server: Se
     ]
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         q(db, "INSERT INTO q VALUES (3, 99)")
+
+
+def test_nothing_slow_runs_under_access_exclusive(db: str) -> None:
+    """A second connection samples pg_locks while the contract of a retype runs: the
+    validations and index builds are seen, and never while ACCESS EXCLUSIVE is held on the
+    table (LINT rule 32)."""
+    q(
+        db,
+        "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL CHECK (v >= 0));"
+        "CREATE TABLE ref (id int PRIMARY KEY, big_id int NOT NULL REFERENCES big (id));"
+        "INSERT INTO big SELECT g, g FROM generate_series(1, 60000) g;"
+        "INSERT INTO ref SELECT g, g FROM generate_series(1, 60000) g;",
+    )
+    plan = parse_plan(plan_for("- alter_column: {table: big, column: id, type: bigint}"), "p.yaml")
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    samples: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(db, autocommit=True) as conn:
+            while not stop.is_set():
+                rows = conn.execute(
+                    "SELECT l.mode, a.query FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.granted AND a.pid <> pg_backend_pid() "
+                    "AND l.relation IN ('big'::regclass, 'ref'::regclass) "
+                    "AND a.state = 'active'"
+                ).fetchall()
+                samples.extend((str(m), str(s)) for m, s in rows)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        commands.contract(opts(db), plan.release)
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+    slow = ("VALIDATE CONSTRAINT", "CREATE INDEX", "CREATE UNIQUE INDEX")
+    seen_slow = [s for m, s in samples if any(x in s for x in slow)]
+    assert seen_slow, f"the sampler saw no validation at all ({len(samples)} samples)"
+    under_ae = [s for m, s in samples if m == "AccessExclusiveLock" and any(x in s for x in slow)]
+    assert not under_ae, under_ae
+    assert q(
+        db,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'big'::regclass AND attname = 'id'",
+    ) == [("bigint",)]
