@@ -64,9 +64,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.shadow import (
     ColumnFacts,
-    ConstraintFacts,
     IndexFacts,
-    ViewFacts,
     binary_coercible,
     column_constraints,
     column_facts,
@@ -660,6 +658,3 @@ class AlterColumn(Operation):
 def cat_has(ctx: Context, table: str, column: str) -> bool:
     """True when the live table has the column."""
     return ctx.catalog.column(ctx.schema, table, column) is not None
-
-
-__all__ = ["AlterColumn", "ConstraintFacts", "ViewFacts"]
