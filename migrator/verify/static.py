@@ -39,7 +39,7 @@ class ColumnChange:
     schema: str
     table: str
     column: str
-    kind: Literal["rename", "retype"]
+    kind: Literal["rename", "retype", "copy"]
     detail: str
     carried: bool
     source: str
@@ -50,6 +50,8 @@ def column_changes(plan: Plan) -> list[ColumnChange]:
     """Every rename and retype of a column the plan's expand makes."""
     schema = plan.schema_name
     changes: list[ColumnChange] = []
+    raw: list[tuple[str, _Raw]] = []
+    triggers: set[tuple[str, str]] = set()
     for index, op in enumerate(plan.operations("expand")):
         where = f"expand[{index}] {op.op_name}"
         if isinstance(op, RenameColumn):
@@ -75,17 +77,40 @@ def column_changes(plan: Plan) -> list[ColumnChange]:
                 )
             )
         elif isinstance(op, RawSql) and op.expand_sql:
-            changes += _raw_sql_changes(op.expand_sql, schema, where)
+            found, made = _raw_sql_changes(op.expand_sql, schema)
+            raw += [(where, item) for item in found]
+            triggers |= made
+    # A trigger made by any raw step of the expand may carry the writes.
+    changes += [
+        ColumnChange(s, t, c, kind, detail, (s, t) in triggers, where, fix)  # type: ignore[arg-type]
+        for where, (s, t, c, kind, detail, fix) in raw
+    ]
     return changes
 
 
-def _raw_sql_changes(text: str, schema: str, where: str) -> list[ColumnChange]:
+_IN_PLACE_FIX = (
+    "do not rename or retype a column in place while the old version runs: add the new "
+    "column (add_column / alter_column with up:) and let a sync trigger carry the old "
+    "version's writes; drop the old column in the contract"
+)
+_COPY_FIX = (
+    "a one-time UPDATE copies only the rows there at expand time: fill the new column with "
+    "add_column `up:` (or use rename_column / alter_column), whose trigger also carries what "
+    "the old version writes later"
+)
+
+# (schema, table, column, kind, detail, fix) of a raw-SQL change, before its trigger is known
+_Raw = tuple[str, str, str, str, str, str]
+
+
+def _raw_sql_changes(text: str, schema: str) -> tuple[list[_Raw], set[tuple[str, str]]]:
+    """Columns a raw `sql` expand renames, retypes or copies, and the tables it triggers."""
     try:
         stmts = pglast.parse_sql(text)
     except pglast.parser.ParseError:
-        return []  # the lint reports SQL that does not parse
+        return [], set()  # the lint reports SQL that does not parse
     triggers: set[tuple[str, str]] = set()
-    found: list[tuple[str, str, str, str, str]] = []
+    found: list[_Raw] = []
     for raw in stmts:
         stmt = raw.stmt
         if isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
@@ -103,6 +128,7 @@ def _raw_sql_changes(text: str, schema: str, where: str) -> list[ColumnChange]:
                     str(stmt.subname),
                     "rename",
                     f"renamed in place to {stmt.newname}",
+                    _IN_PLACE_FIX,
                 )
             )
         elif isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
@@ -119,23 +145,34 @@ def _raw_sql_changes(text: str, schema: str, where: str) -> list[ColumnChange]:
                             str(cmd.name),
                             "retype",
                             "retyped in place",
+                            _IN_PLACE_FIX,
                         )
                     )
-    return [
-        ColumnChange(
-            s,
-            t,
-            c,
-            kind,  # type: ignore[arg-type]
-            detail,
-            (s, t) in triggers,
-            where,
-            "do not rename or retype a column in place while the old version runs: add the new "
-            "column (add_column / alter_column with up:) and let a sync trigger carry the old "
-            "version's writes; drop the old column in the contract",
-        )
-        for s, t, c, kind, detail in found
-    ]
+        elif isinstance(stmt, ast.UpdateStmt) and stmt.relation is not None:
+            # UPDATE t SET new = f(old): a rename or retype by copying, once.
+            rel = stmt.relation
+            for target in stmt.targetList or ():
+                if not isinstance(target, ast.ResTarget) or not target.name:
+                    continue
+                sources = {
+                    n.fields[-1].sval
+                    for n in _walk(target.val)
+                    if isinstance(n, ast.ColumnRef)
+                    and n.fields
+                    and isinstance(n.fields[-1], ast.String)
+                }
+                if len(sources) == 1 and (source := next(iter(sources))) != target.name:
+                    found.append(
+                        (
+                            rel.schemaname or schema,
+                            str(rel.relname),
+                            str(source),
+                            "copy",
+                            f"copies once into {target.name}",
+                            _COPY_FIX,
+                        )
+                    )
+    return found, triggers
 
 
 # -- walking the parse tree ------------------------------------------------------------------
