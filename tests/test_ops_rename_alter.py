@@ -451,6 +451,60 @@ CASES = [
 ]
 
 
+CASES.append(
+    Case(
+        "json columns (no equality operator): rename one, retype another to jsonb",
+        lint={("M026", "expand")},  # the copy of a json column is json too: warned
+        setup="ALTER TABLE users ADD COLUMN prefs json, ADD COLUMN meta json;"
+        "UPDATE users SET prefs = json_build_object('n', id), meta = json_build_object('m', id);",
+        expand="- rename_column: {table: users, from: prefs, to: settings}\n"
+        "- alter_column: {table: users, column: meta, type: jsonb}",
+        old=[
+            "INSERT INTO users (id, prefs, meta) VALUES (1001, '{\"a\": 1}', '{\"b\": 2}')",
+            "UPDATE users SET prefs = '{\"c\": 3}' WHERE id = 2",
+        ],
+        new=[
+            "INSERT INTO users (id, settings, _migrator_new_meta) "
+            "VALUES (2001, '{\"x\": 1}', '{\"y\": 2}')",
+            "UPDATE users SET settings = '{\"z\": 9}' WHERE id = 3",
+        ],
+        both=[
+            (
+                "SELECT id, prefs::text, settings::text FROM users "
+                "WHERE id IN (2, 3, 1001, 2001) ORDER BY id",
+                [
+                    (2, '{"c": 3}', '{"c": 3}'),
+                    (3, '{"z": 9}', '{"z": 9}'),
+                    (1001, '{"a": 1}', '{"a": 1}'),
+                    (2001, '{"x": 1}', '{"x": 1}'),
+                ],
+            ),
+            (
+                "SELECT id, meta::text, _migrator_new_meta::text FROM users "
+                "WHERE id IN (1001, 2001) ORDER BY id",
+                [(1001, '{"b": 2}', '{"b": 2}'), (2001, '{"y": 2}', '{"y": 2}')],
+            ),
+        ],
+        not_copied="SELECT count(*) FROM users WHERE settings::text IS DISTINCT FROM "
+        "prefs::text OR (_migrator_new_meta IS NULL AND meta IS NOT NULL)",
+        final=[
+            (
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'users'::regclass AND attname IN ('prefs', 'settings', "
+                "'meta') AND NOT attisdropped ORDER BY 1",
+                [("meta", "jsonb"), ("settings", "json")],
+            ),
+        ],
+        checksum_before="SELECT md5(string_agg(prefs::text || meta::jsonb::text, ',' "
+        "ORDER BY id)) "
+        "FROM users WHERE id BETWEEN 4 AND 60",
+        checksum_after="SELECT md5(string_agg(settings::text || meta::jsonb::text, ',' "
+        "ORDER BY id)) "
+        "FROM users WHERE id BETWEEN 4 AND 60",
+    )
+)
+
+
 def _run(url: str, case: Case) -> None:
     plan = parse_plan(plan_for(case.expand), "plan.yaml")
     q(url, SEED)

@@ -81,6 +81,7 @@ from migrator.ops.shadow import (
     shadow_index_steps,
     sync_function_sql,
     sync_trigger_step,
+    types_without_equality,
 )
 from migrator.plan.types import ColumnReference, Identifier
 from migrator.sqltext import ident, literal, short_name
@@ -420,6 +421,7 @@ class AlterColumn(Operation):
                     up=self._up(facts.type),
                     down=self._down(facts.type),
                     column_types=types,
+                    no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
                 ),
                 function,
             ),

@@ -35,6 +35,7 @@ from migrator.ops.shadow import (
     shadow_index_steps,
     sync_function_sql,
     sync_trigger_step,
+    types_without_equality,
 )
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, short_name
@@ -136,6 +137,7 @@ class RenameColumn(Operation):
                     up=ident(self.from_),
                     down=ident(self.from_),
                     column_types=types,
+                    no_equality=types_without_equality(ctx.catalog, [*types.values(), facts.type]),
                 ),
                 function,
             )
@@ -151,13 +153,18 @@ class RenameColumn(Operation):
         return steps
 
     def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:
+        old, new = ident(self.from_), ident(self.to)
+        needs = f"{new} IS DISTINCT FROM {old}"
+        facts = column_facts(ctx.catalog, ctx.schema, self.table, self.from_)
+        if facts is not None and types_without_equality(ctx.catalog, [facts.type]):
+            needs = f"{new}::text IS DISTINCT FROM {old}::text"  # json and the like
         return (
             BackfillSpec(
                 key="backfill",
                 schema=ctx.schema,
                 table=self.table,
-                set={self.to: ident(self.from_)},
-                needs=f"{ident(self.to)} IS DISTINCT FROM {ident(self.from_)}",
+                set={self.to: old},
+                needs=needs,
                 description=f"copy {self.table}.{self.from_} to {self.to}",
             ),
         )

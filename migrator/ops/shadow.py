@@ -427,14 +427,22 @@ def sync_function_sql(
     up: str,
     down: str,
     column_types: dict[str, str],
+    no_equality: frozenset[str] = frozenset(),
 ) -> str:
     """The trigger function that keeps ``column`` and ``shadow`` in step (see the module doc).
 
     ``up`` computes the shadow from the row; ``down`` computes the old column, its bare
     ``column`` meaning the shadow's (new) value. Both read columns by their bare names,
     as plan expressions do: each is declared as a variable holding the row's value.
+    Values of the types in ``no_equality`` (json, xml, point...) are compared as text.
     """
     col, sh = ident(column), ident(shadow)
+
+    def differ(a: str, b: str, type_sql: str) -> str:
+        if type_sql in no_equality:
+            return f"({a})::text IS DISTINCT FROM ({b})::text"
+        return f"{a} IS DISTINCT FROM {b}"
+
     up_reads = [c for c in column_refs(up) if c in column_types]
     down_reads = [c for c in column_refs(down) if c in column_types and c != column]
     declared = list(dict.fromkeys([*up_reads, *down_reads]))
@@ -446,7 +454,9 @@ def sync_function_sql(
         f"      NEW.{col} := ({down});\n"
         "    END;\n"
     )
-    changed = " OR ".join(f"NEW.{ident(c)} IS DISTINCT FROM OLD.{ident(c)}" for c in up_reads)
+    changed = " OR ".join(
+        differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", column_types[c]) for c in up_reads
+    )
     recompute = f"({changed}) OR " if changed else ""
     return (
         f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
@@ -458,13 +468,13 @@ def sync_function_sql(
         "  IF TG_OP = 'INSERT' THEN\n"
         f"    IF NEW.{sh} IS NULL THEN\n"
         f"      NEW.{sh} := ({up});\n"
-        f"    ELSIF NEW.{sh} IS DISTINCT FROM ({up}) THEN\n"
+        f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
         f"    {down_block}"
         "    END IF;\n"
-        f"  ELSIF NEW.{sh} IS DISTINCT FROM OLD.{sh} THEN\n"
+        f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
         "    -- the new version wrote the shadow; a value that agrees with the old column\n"
         "    -- (the backfill) leaves the old column as it is\n"
-        f"    IF NEW.{sh} IS DISTINCT FROM ({up}) THEN\n"
+        f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
         f"    {down_block}"
         "    END IF;\n"
         f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
@@ -475,6 +485,24 @@ def sync_function_sql(
         "END\n"
         "$migrator$"
     )
+
+
+def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
+    """The types among these that IS DISTINCT FROM cannot compare (no equality operator).
+
+    Asked of the server: each comparison is planned inside a savepoint rolled back.
+    """
+    missing = set()
+    for type_sql in dict.fromkeys(types):
+        try:
+            with cat.conn.begin_nested() as sp:
+                cat.conn.execute(
+                    text(f"EXPLAIN SELECT NULL::{type_sql} IS DISTINCT FROM NULL::{type_sql}")
+                )
+                sp.rollback()
+        except DBAPIError:
+            missing.add(type_sql)
+    return frozenset(missing)
 
 
 def sync_trigger_step(
