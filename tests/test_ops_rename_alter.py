@@ -824,3 +824,18 @@ def test_nothing_slow_runs_under_access_exclusive(db: str) -> None:
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = 'big'::regclass AND attname = 'id'",
     ) == [("bigint",)]
+
+
+def test_retype_under_an_exclusion_constraint_is_refused(db: str) -> None:
+    q(
+        db,
+        "CREATE TABLE booking (id int PRIMARY KEY, during tsrange, EXCLUDE USING gist (during WITH &&))",
+    )
+    before = schema_dump(db)
+    plan = parse_plan(
+        plan_for("- alter_column: {table: booking, column: during, type: tstzrange}"), "p.yaml"
+    )
+    with pytest.raises(MigratorError, match="exclusion constraint booking_during_excl") as info:
+        commands.expand(plan, opts(db))
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before

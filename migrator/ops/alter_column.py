@@ -314,6 +314,18 @@ class AlterColumn(Operation):
                     "at the column; PostgreSQL before 18 cannot re-create it NOT VALID, so "
                     "the type cannot be changed without a long lock there"
                 )
+        excluding = ctx.catalog.conn.execute(
+            text(
+                "SELECT string_agg(conname, ', ') FROM pg_constraint WHERE conrelid = :t "
+                "AND contype = 'x' AND :a = ANY (conkey)"
+            ),
+            {"t": facts.table_oid, "a": facts.attnum},
+        ).scalar()
+        if excluding:
+            raise ValidationFailed(
+                f"{where}: exclusion constraint {excluding} uses the column; it cannot be "
+                "added without a long lock (LINT rule 25), so the type cannot be swapped"
+            )
         others = other_dependants(ctx.catalog, facts)
         if others:
             raise ValidationFailed(
