@@ -685,6 +685,18 @@ REFUSALS = [
         "unknown type 'nosuchtype'",
     ),
     (
+        "an index of that name and shape was there before the release",
+        "- create_index: {table: users, name: users_name_idx, columns: [name]}",
+        "[]",
+        "an index named users_name_idx already exists on users",
+    ),
+    (
+        "a unique index of that name was there before the release",
+        "- add_unique: {table: users, name: users_email_uidx, columns: [email]}",
+        "[]",
+        "an index named users_email_uidx already exists on users",
+    ),
+    (
         "table named like a type",
         "- create_table: {table: mood, columns: [{name: a, type: int}]}",
         "[]",
@@ -773,6 +785,8 @@ REFUSAL_SETUP = (
 CREATE TYPE mood AS ENUM ('sad', 'happy');
 UPDATE users SET legacy = 'dup' WHERE id IN (1, 2, 3);
 UPDATE users SET legacy = 'twice' WHERE id IN (4, 5);
+CREATE INDEX users_name_idx ON users (name);
+CREATE UNIQUE INDEX users_email_uidx ON users (email);
 """
 )
 
@@ -1361,3 +1375,23 @@ def test_contract_drop_on_a_renamed_table_is_not_refused_for_the_old_name_view(d
     assert q(
         db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'legacy'"
     ) == [(0,)]
+
+
+def test_rerun_adopts_a_build_that_finished_but_was_not_recorded(db: str) -> None:
+    """A crash after CREATE INDEX CONCURRENTLY finished but before the step was recorded:
+    the index carries the release's mark, so the rerun keeps it (IF NOT EXISTS) instead of
+    refusing the name or building again; the mark is cleared once recorded."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text("- create_index: {table: users, name: users_name_idx, columns: [name]}")
+    )
+    q(db, "CREATE INDEX CONCURRENTLY users_name_idx ON users (name)")
+    q(db, "COMMENT ON INDEX users_name_idx IS 'migrator: built by release r1'")
+    oid = q(db, "SELECT 'users_name_idx'::regclass::oid")
+    rec = Recorder()
+    commands.expand(plan, opts(db, rec))
+    sqls = [sql for _, sql, _ in rec.statements]
+    assert sqls[0].startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS users_name_idx")
+    assert not any(sql.startswith("DROP INDEX") for sql in sqls)
+    assert q(db, "SELECT 'users_name_idx'::regclass::oid") == oid  # the same index, kept
+    assert q(db, "SELECT obj_description('users_name_idx'::regclass, 'pg_class')") == [(None,)]

@@ -143,7 +143,8 @@ class Catalog:
                 "(SELECT k.conname FROM pg_constraint k WHERE k.conindid = ic.oid "
                 " AND k.contype IN ('p', 'u', 'x') LIMIT 1), "
                 "ARRAY(SELECT pg_get_indexdef(ic.oid, g.n, true) "
-                "      FROM generate_series(1, i.indnkeyatts) AS g(n) ORDER BY g.n) "
+                "      FROM generate_series(1, i.indnkeyatts) AS g(n) ORDER BY g.n), "
+                "obj_description(ic.oid, 'pg_class') "
                 "FROM pg_class ic JOIN pg_namespace n ON n.oid = ic.relnamespace "
                 "JOIN pg_index i ON i.indexrelid = ic.oid "
                 "JOIN pg_class t ON t.oid = i.indrelid "
@@ -154,7 +155,9 @@ class Catalog:
         ).first()
         if row is None:
             return None
-        return IndexInfo(name, row[0], bool(row[1]), bool(row[2]), row[3], row[4], list(row[5]))
+        return IndexInfo(
+            name, row[0], bool(row[1]), bool(row[2]), row[3], row[4], list(row[5]), row[6]
+        )
 
     def constraint(self, schema: str, table: str, name: str) -> ConstraintInfo | None:
         """A constraint of a table by name, or None."""
@@ -292,6 +295,7 @@ class IndexInfo:
     method: str
     constraint: str | None
     keys: list[str]
+    comment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
+    is_ours,
     not_null_check_name,
     not_null_steps,
     unique_steps,
@@ -261,7 +262,8 @@ class AddColumn(Operation):
                 self.table,
                 unique,
                 [self.column.name],
-                reuse_index=_reusable_index(ctx, unique, self.table),
+                release=ctx.release,
+                reuse_index=is_ours(ctx.catalog.index(ctx.schema, unique), self.table, ctx.release),
             )
         return steps
 
@@ -402,10 +404,3 @@ class AddColumn(Operation):
             )
         )
         return steps
-
-
-def _reusable_index(ctx: Context, name: str, table: str) -> bool:
-    """True when a valid index of that name on the table is already there (an earlier
-    attempt built it but was not recorded): the rerun keeps it instead of rebuilding."""
-    found = ctx.catalog.index(ctx.schema, name)
-    return found is not None and found.valid and found.table == table

@@ -23,7 +23,7 @@ from migrator.ops.live import (
     require_columns,
     require_table,
 )
-from migrator.ops.safe import drop_unique_steps, unique_steps
+from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
 from migrator.plan.types import Identifier
 
 
@@ -45,19 +45,17 @@ class AddUnique(Operation):
         require_columns(ctx, where, self.table, self.columns)
         refuse_constraint_clash(ctx, where, self.table, self.name)
         existing = ctx.catalog.index(ctx.schema, self.name)
-        if existing is not None:
-            # Only a failed or unrecorded earlier build of this very index may stand there.
-            ours = (
-                existing.table == self.table
-                and existing.unique
-                and existing.constraint is None
-                and [k.strip('"') for k in existing.keys] == self.columns
+        if existing is not None and not (
+            existing.table == self.table
+            and existing.constraint is None
+            and (not existing.valid or is_ours(existing, self.table, ctx.release))
+        ):
+            # Only a failed (INVALID) or unrecorded (marked) earlier build of this very
+            # index may stand there; anything else is someone else's.
+            raise ValidationFailed(
+                f"{where}: an index named {self.name} already exists on {existing.table}"
             )
-            if not ours:
-                raise ValidationFailed(
-                    f"{where}: an index named {self.name} already exists on {existing.table}"
-                )
-        elif ctx.relation_taken(self.name):
+        if existing is None and ctx.relation_taken(self.name):
             raise ValidationFailed(
                 f"{where}: a relation named {ctx.schema}.{self.name} already exists"
             )
@@ -66,9 +64,14 @@ class AddUnique(Operation):
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         existing = ctx.catalog.index(ctx.schema, self.name)
-        reuse = existing is not None and existing.valid and existing.table == self.table
         return unique_steps(
-            "unique", ctx.schema, self.table, self.name, self.columns, reuse_index=reuse
+            "unique",
+            ctx.schema,
+            self.table,
+            self.name,
+            self.columns,
+            release=ctx.release,
+            reuse_index=is_ours(existing, self.table, ctx.release),
         )
 
     def rollback(self, ctx: Context) -> Sequence[Step]:

@@ -22,7 +22,13 @@ from migrator.ops.live import (
     require_expression,
     require_table,
 )
-from migrator.ops.safe import build_index_step, drop_index_sql, index_key
+from migrator.ops.safe import (
+    build_index_step,
+    drop_index_sql,
+    index_key,
+    is_ours,
+    unmark_index_sql,
+)
 from migrator.plan.types import Identifier
 
 
@@ -65,19 +71,16 @@ class CreateIndex(Operation):
         if self.where is not None:
             require_expression(ctx, f"{where}: where", self.table, self.where, "boolean")
         existing = ctx.catalog.index(ctx.schema, self.name)
-        if existing is not None:
-            if existing.table != self.table:
-                raise ValidationFailed(
-                    f"{where}: an index named {self.name} already exists on {existing.table}"
-                )
-            if existing.valid and not self._same_shape(ctx, existing.keys, existing.unique):
-                raise ValidationFailed(
-                    f"{where}: {self.table} already has an index named {self.name} "
-                    f"on ({', '.join(existing.keys)}), not on ({', '.join(self.columns)})"
-                )
-            # An INVALID one is a failed earlier build: the expand drops and rebuilds it.
-            # A valid one of the same shape is an earlier build not yet recorded: kept.
-        elif ctx.relation_taken(self.name):
+        if existing is not None and not (
+            existing.table == self.table
+            and (not existing.valid or is_ours(existing, self.table, ctx.release))
+        ):
+            raise ValidationFailed(
+                f"{where}: an index named {self.name} already exists on {existing.table}"
+            )
+        # An INVALID one on the table is a failed earlier build: dropped and built again.
+        # A valid one marked as this release's is an earlier build not yet recorded: kept.
+        if existing is None and ctx.relation_taken(self.name):
             raise ValidationFailed(
                 f"{where}: a relation named {ctx.schema}.{self.name} already exists"
             )
@@ -86,17 +89,9 @@ class CreateIndex(Operation):
             refuse_duplicates(ctx, where, self.table, plain)
         ctx.planned_relations.add(self.name)
 
-    def _same_shape(self, ctx: Context, keys: list[str], unique: bool) -> bool:
-        plain = self._plain_columns(ctx)
-        if unique != self.unique:
-            return False
-        if plain is None:
-            return len(keys) == len(self.columns)
-        return [k.strip('"') for k in keys] == plain
-
     def expand(self, ctx: Context) -> Sequence[Step]:
         existing = ctx.catalog.index(ctx.schema, self.name)
-        reuse = existing is not None and existing.valid and existing.table == self.table
+        reuse = is_ours(existing, self.table, ctx.release)
         if existing is not None and not existing.valid:
             ctx.notes.append(
                 f"create_index {self.name}: an INVALID index of that name, left by a failed "
@@ -110,12 +105,18 @@ class CreateIndex(Operation):
                 self.table,
                 self.name,
                 self._keys(ctx),
+                release=ctx.release,
                 reuse=reuse,
                 unique=self.unique,
                 method=self.method,
                 where=self.where,
                 include=self.include,
-            )
+            ),
+            step(
+                "unmark-index",
+                f"index {self.name} recorded: clear its build mark",
+                unmark_index_sql(ctx.schema, self.name),
+            ),
         ]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from migrator.ops.base import Step, step
 from migrator.plan.types import OnDelete
-from migrator.sqltext import ident, short_name
+from migrator.sqltext import ident, literal, short_name
+
+if TYPE_CHECKING:
+    from migrator.engine.catalog import IndexInfo
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -148,6 +152,31 @@ def drop_index_sql(schema: str, name: str) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}"
 
 
+def index_mark(release: str) -> str:
+    """The comment an index carries while its build is not yet recorded as done.
+
+    A rerun finding a valid index of the plan's name adopts it only with this mark: an
+    index that was there before the release is a name clash, never taken over (its
+    rollback would drop it).
+    """
+    return f"migrator: built by release {release}"
+
+
+def is_ours(found: IndexInfo | None, table: str, release: str) -> bool:
+    """True for a valid index on ``table`` that this release built (see `index_mark`)."""
+    return (
+        found is not None
+        and found.valid
+        and found.table == table
+        and found.comment == index_mark(release)
+    )
+
+
+def unmark_index_sql(schema: str, name: str) -> str:
+    """Clear the mark once the build is recorded: the final schema carries no trace."""
+    return f"COMMENT ON INDEX {ident(schema, name)} IS NULL"
+
+
 def build_index_step(
     key: str,
     description: str,
@@ -156,6 +185,7 @@ def build_index_step(
     name: str,
     keys: Sequence[str],
     *,
+    release: str | None,
     reuse: bool,
     unique: bool = False,
     method: str = "btree",
@@ -169,6 +199,8 @@ def build_index_step(
     Otherwise the block first drops what a failed attempt left behind (an INVALID index
     of that name; validation made sure the name is the plan's own), so a rerun, or the
     executor's retry after a lock timeout, builds afresh instead of skipping over it.
+    The block ends by marking the index as this release's (`index_mark`); the caller's
+    next, transactional step clears the mark.
     """
     create = create_index_sql(
         schema,
@@ -181,9 +213,14 @@ def build_index_step(
         include=include,
         if_not_exists=reuse,
     )
+    marks = (
+        [f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(release))}"]
+        if release is not None
+        else []
+    )
     if reuse:
-        return step(key, description, create, autocommit=True)
-    return step(key, description, drop_index_sql(schema, name), create, autocommit=True)
+        return step(key, description, create, *marks, autocommit=True)
+    return step(key, description, drop_index_sql(schema, name), create, *marks, autocommit=True)
 
 
 def unique_steps(
@@ -193,9 +230,14 @@ def unique_steps(
     name: str,
     columns: Sequence[str],
     *,
+    release: str | None = None,
     reuse_index: bool = False,
 ) -> list[Step]:
-    """UNIQUE without ACCESS EXCLUSIVE through the build: index first, then the constraint."""
+    """UNIQUE without ACCESS EXCLUSIVE through the build: index first, then the constraint.
+
+    With ``release`` the index is marked as the release's while it has no constraint
+    (see `index_mark`), so a rerun may adopt it; the constraint step clears the mark.
+    """
     return [
         build_index_step(
             f"{key}-index",
@@ -204,6 +246,7 @@ def unique_steps(
             table,
             name,
             [ident(c) for c in columns],
+            release=release,
             reuse=reuse_index,
             unique=True,
         ),
@@ -212,6 +255,7 @@ def unique_steps(
             f"UNIQUE {name} on {table} USING INDEX (no scan)",
             f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
             f"UNIQUE USING INDEX {ident(name)}",
+            *([unmark_index_sql(schema, name)] if release is not None else []),
         ),
     ]
 
