@@ -7,6 +7,7 @@ an extra one a false alarm. See tests/corpus/README.md for the case format.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,48 @@ def test_corpus_is_big_enough() -> None:
     assert labels.count("breaks") >= 15 and labels.count("safe") >= 15
 
 
+def run_case(case_file: Path, folder: Path, scratch: str) -> CheckReport:
+    """`migrator check` on one case, written out under ``folder``."""
+    case = yaml.safe_load(case_file.read_text())
+    path = write_case(case, case_file.stem, folder)
+    return check(load_plan(path), path, CheckOptions(scratch_url=scratch))
+
+
+@pytest.fixture(scope="module")
+def reports(
+    request: pytest.FixtureRequest, scratch: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[Path, CheckReport | BaseException]:
+    """The selected cases, checked two at a time: much of a check is the server's work,
+    so two run in little more than the time of one. The first runs alone, to load the
+    pagila template the others copy."""
+    selected = [
+        item.callspec.params["case_file"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
+
+    def one(case_file: Path) -> CheckReport | BaseException:
+        try:
+            return run_case(case_file, tmp_path_factory.mktemp(case_file.stem), scratch)
+        except BaseException as exc:  # reported by the case's own test
+            return exc
+
+    results: dict[Path, CheckReport | BaseException] = {}
+    if selected:
+        results[selected[0]] = one(selected[0])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results.update(zip(selected[1:], pool.map(one, selected[1:]), strict=True))
+    return results
+
+
 @pytest.mark.parametrize("case_file", CASES, ids=[p.stem for p in CASES])
-def test_case(case_file: Path, tmp_path: Path, scratch: str) -> None:
+def test_case(case_file: Path, reports: dict[Path, CheckReport | BaseException]) -> None:
     case = yaml.safe_load(case_file.read_text())
     assert case["label"] in ("breaks", "safe"), "label a case breaks or safe"
     assert str(case.get("reason", "")).strip(), "say why the case breaks or is safe"
-    path = write_case(case, case_file.stem, tmp_path)
-    report = check(load_plan(path), path, CheckOptions(scratch_url=scratch))
+    report = reports[case_file]
+    if isinstance(report, BaseException):
+        raise report
     everything = "\n".join(f"{f.severity}: {f.summary()}" for f in report.findings)
 
     assert findings(report, must_pass=True, severity={"error"}) == sorted(case.get("errors", [])), (
