@@ -252,6 +252,8 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
             lap("lint")
             source = dbs.source
         lap("clean-up")
+    if opts.scratch_url is None:
+        lap("server stop")
     report = CheckReport(
         release=plan.release,
         plan_hash=plan.digest(),
