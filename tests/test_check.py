@@ -367,3 +367,39 @@ def test_unreachable_scratch_server_exits_4_without_the_password(tmp_path: Path)
     code, output = cli("check", str(plan), "--scratch-url", "postgresql://u:s3cret@127.0.0.1:1/x")
     assert code == 4
     assert "cannot connect to the scratch server" in output and "s3cret" not in output
+
+
+def test_live_database_with_an_earlier_release_and_its_state(
+    tmp_path: Path, scratch: str, fresh_db: str
+) -> None:
+    """migrator's own schema (state tables, trigger functions) on the live database does
+    not get in the way: the dump leaves the state rows out, the scratch copy starts its own."""
+    from migrator.commands import Options, complete, contract, expand
+
+    load_sql(fresh_db, PAGILA)
+    first_dir = tmp_path / "first"
+    first_dir.mkdir()
+    first_path = write_release(first_dir, NEW_GOOD)
+    first = load_plan(first_path)
+    opts = Options(database_url=fresh_db, force=True, force_reason="test")
+    expand(first, opts)
+    complete(first, opts)
+    contract(opts, first.release)
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    (second_dir / "old.sql").write_text(
+        "SELECT customer_id, phone FROM customer WHERE customer_id = $1;\n"
+    )
+    (second_dir / "new.sql").write_text(
+        "SELECT customer_id, phone, vip FROM customer WHERE customer_id = $1;\n"
+    )
+    second_path = second_dir / "plan.yaml"
+    second_path.write_text(
+        f"release: 2027-01-vip\nafter: {first.release}\n"
+        "versions: {old: {name: v2, queries: old.sql}, new: {name: v3, queries: new.sql}}\n"
+        "expand:\n  - add_column: {table: customer, column: {name: vip, type: boolean, default: false}}\n"
+    )
+    second = load_plan(second_path)
+    report = check(second, second_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
+    assert not report.failed, [f.summary() for f in report.findings]
+    assert report.queries == {"old": 1, "new": 1}
