@@ -1003,26 +1003,48 @@ def test_failed_index_build_is_rebuilt_on_rerun(db: str) -> None:
     assert q(db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'users_legacy_key%'") == [(1,)]
 
 
-def test_create_index_does_not_block_writers(db: str) -> None:
-    """While create_index waits for an open transaction, another session still writes.
-
-    A plain CREATE INDEX would queue for SHARE behind the open writer and every later
-    INSERT would queue behind it; CONCURRENTLY takes SHARE UPDATE EXCLUSIVE only.
-    """
-    q(db, BASE)
-    plan = parse_plan(
-        plan_text(
+@pytest.mark.parametrize(
+    ("expand", "contract", "statement", "final"),
+    [
+        (
             "- create_index: {table: users, name: users_name_idx, columns: [name]}",
-            lock_timeout="20s",
-        )
-    )
+            "[]",
+            "CREATE INDEX CONCURRENTLY%",
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_name_idx'::regclass",
+        ),
+        (
+            "[]",
+            "- drop_index: {name: users_legacy_idx}",
+            "DROP INDEX CONCURRENTLY%",
+            "SELECT to_regclass('public.users_legacy_idx') IS NULL",
+        ),
+    ],
+    ids=["create_index", "drop_index"],
+)
+def test_index_builds_and_drops_do_not_block_writers(
+    db: str, expand: str, contract: str, statement: str, final: str
+) -> None:
+    """While the statement waits for an open transaction, another session still writes.
+
+    A plain CREATE INDEX would queue for SHARE (a plain DROP INDEX for ACCESS EXCLUSIVE)
+    behind the open writer, and every later INSERT would queue behind it; the
+    CONCURRENTLY forms take SHARE UPDATE EXCLUSIVE only.
+    """
+    q(db, BASE + "CREATE INDEX users_legacy_idx ON users (legacy);")
+    plan = parse_plan(plan_text(expand, contract, lock_timeout="20s"))
+    if contract != "[]":
+        commands.expand(plan, opts(db))
+        commands.complete(plan, opts(db))
     holder = psycopg.connect(db)
     holder.execute("INSERT INTO users (name) VALUES ('held open')")  # ROW EXCLUSIVE, open
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            commands.expand(plan, opts(db))
+            if contract == "[]":
+                commands.expand(plan, opts(db))
+            else:
+                commands.contract(opts(db))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -1035,13 +1057,13 @@ def test_create_index_does_not_block_writers(db: str) -> None:
                 db,
                 "SELECT l.mode, a.wait_event_type FROM pg_locks l JOIN pg_stat_activity a "
                 "ON a.pid = l.pid WHERE l.relation = 'users'::regclass "
-                "AND a.query LIKE 'CREATE INDEX CONCURRENTLY%'",
+                f"AND a.query LIKE '{statement}'",
             )
             if modes and modes[0][1] == "Lock":
                 break
             time.sleep(0.05)
         assert modes == [("ShareUpdateExclusiveLock", "Lock")], modes
-        # The build is waiting for the open transaction; writers are not waiting for it.
+        # The statement waits for the open transaction; writers do not wait for it.
         with psycopg.connect(db, autocommit=True) as writer:
             writer.execute("SET lock_timeout = '2s'")
             writer.execute("INSERT INTO users (name) VALUES ('not blocked')")
@@ -1053,9 +1075,7 @@ def test_create_index_does_not_block_writers(db: str) -> None:
         holder.close()
         worker.join(60)
     assert not errors, errors
-    assert q(
-        db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_name_idx'::regclass"
-    ) == [(True,)]
+    assert q(db, final) == [(True,)]
 
 
 def test_raw_sql_steps_split_by_the_parser(db: str) -> None:
