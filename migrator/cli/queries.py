@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from migrator.cli.common import ConsoleObserver, DatabaseUrl, err, handled, out
+from migrator.cli.common import ConsoleObserver, err, handled, out
 from migrator.errors import ExitCode, UsageError
 from migrator.verify.capture import CaptureResult, capture_command, capture_from
 
@@ -29,7 +29,15 @@ def capture(
             show_default=False,
         ),
     ] = None,
-    database_url: DatabaseUrl = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            # No MIGRATOR_DATABASE_URL here: where to capture from is said explicitly, so a
+            # CI job with the variable set can still capture a command's queries.
+            help="Capture from this database's pg_stat_statements (e.g. production's).",
+        ),
+    ] = None,
     name: Annotated[
         str, typer.Option("--name", help="File name of the query set.")
     ] = "captured.sql",
