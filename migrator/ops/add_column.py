@@ -205,9 +205,11 @@ class AddColumn(Operation):
                 raise ValidationFailed(
                     f"{where}: {self.table} already has a constraint named {name}"
                 )
-        for name in (self.unique_name(),):
-            if name is not None and ctx.relation_taken(name):
-                raise ValidationFailed(f"{where}: a relation named {name} already exists")
+        unique = self.unique_name()
+        if unique is not None:
+            if ctx.relation_taken(unique):
+                raise ValidationFailed(f"{where}: a relation named {unique} already exists")
+            ctx.planned_relations.add(unique)
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         table = ident(ctx.schema, self.table)
