@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -264,19 +263,27 @@ def test_second_migrator_process_exits_5(db: str, tmp_path: Path) -> None:
 
 
 def test_lock_timeout_is_retried_with_backoff(db: str) -> None:
-    """A long transaction holds a lock; expand waits, retries, and gets through."""
+    """A long transaction holds a lock; expand waits, retries, and gets through once the
+    transaction ends (here: right after the first retry is announced)."""
     blocker = psycopg.connect(db)
     blocker.execute("LOCK TABLE users IN ACCESS SHARE MODE")
-    released = threading.Timer(0.5, blocker.rollback)
-    released.start()
-    rec = Recorder()
+
+    class ReleaseOnRetry(Recorder):
+        def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+            super().retry(step, attempt, wait, reason)
+            assert "lock timeout" in reason
+            if attempt == 2:
+                blocker.rollback()
+
+    rec = ReleaseOnRetry()
     try:
         commands.expand(parse_plan(PLAN.replace("retries: 3", "retries: 8")), opts(db, rec))
     finally:
-        released.join()
         blocker.close()
-    assert rec.retries, "the expand should have waited for the lock at least once"
-    assert [a for a, _ in rec.retries] == list(range(1, len(rec.retries) + 1))
+    assert [a for a, _ in rec.retries] == [1, 2]
+    first, second = (w for _, w in rec.retries)
+    assert 0 < first and 0 < second  # backoff with jitter: each wait is positive
+    assert q(db, "SELECT count(*) FROM migrator.steps WHERE status = 'done'") == [(2,)]
 
 
 def test_lock_not_acquired_after_retries_exits_5(db: str) -> None:
