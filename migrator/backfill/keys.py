@@ -51,7 +51,8 @@ _INDEXES = """
 SELECT ic.relname AS index, i.indisprimary AS primary,
        array_agg(a.attname ORDER BY k.ord) AS names,
        array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord) AS types,
-       bool_and(a.attnotnull) AS not_null
+       bool_and(a.attnotnull) AS not_null,
+       bool_and(((i.indoption::int2[])[k.ord - 1] & 1) = 0) AS ascending
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -84,7 +85,8 @@ def choose_walk(conn: Connection, schema: str, table: str) -> Walk:
         columns = tuple(KeyColumn(n, t) for n, t in zip(row["names"], row["types"], strict=True))
         if row["primary"]:
             return Walk("primary key", columns, row["index"])
-        if row["not_null"]:
+        # A DESC column would make the walk's ORDER BY disagree with the index.
+        if row["not_null"] and row["ascending"]:
             candidates.append(Walk("unique key", columns, row["index"]))
     if candidates:
         # The narrowest key makes the cheapest comparisons; the name breaks ties stably.
