@@ -839,3 +839,65 @@ def test_retype_under_an_exclusion_constraint_is_refused(db: str) -> None:
         commands.expand(plan, opts(db))
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before
+
+
+def test_dry_run_changes_nothing_and_prints_every_step(db: str) -> None:
+    q(db, SEED)
+    before = schema_dump(db)
+    plan = parse_plan(
+        plan_for(
+            "- rename_column: {table: users, from: email, to: contact_email}\n"
+            "- alter_column: {table: users, column: score, type: integer}\n"
+            "- alter_column: {table: users, column: name, type: text}"
+        ),
+        "p.yaml",
+    )
+    rec = Recorder()
+    dry = commands.Options(database_url=db, observer=rec, dry_run=True)
+    commands.expand(plan, dry)
+    assert schema_dump(db) == before
+    steps = {step_key for step_key, _, _ in rec.statements}
+    assert {
+        "0.rename_column.sync-trigger",
+        "1.alter_column.add-shadow",
+        "2.alter_column.retype",
+    } <= steps
+
+
+def test_expand_stopped_by_a_lock_resumes_and_rolls_back_clean(db: str) -> None:
+    """A long transaction holds the table: the expand gives up after its retries (exit 5),
+    having changed only what it recorded; rerun, it finishes; rolled back, nothing is left."""
+    from migrator.errors import LockNotAcquired
+
+    q(db, SEED)
+    before = schema_dump(db)
+    text = plan_for(
+        "- alter_column: {table: orders, column: amount, type: 'numeric(9,2)'}\n"
+        "- rename_column: {table: users, from: email, to: contact_email}\n"
+        "- alter_column: {table: users, column: score, type: integer}"
+    ).replace("lock_timeout: 2s, retries: 2", "lock_timeout: 100ms, retries: 1")
+    plan = parse_plan(text, "p.yaml")
+    with psycopg.connect(db) as blocker:
+        blocker.execute("LOCK TABLE users IN ACCESS SHARE MODE")  # as a long report would
+        with pytest.raises(LockNotAcquired) as info:
+            commands.expand(plan, opts(db))
+        assert info.value.exit_code == ExitCode.INTERRUPTED
+        blocker.rollback()
+    # the first operation (on orders) went through and is recorded; users is untouched
+    assert q(
+        db,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'users'::regclass "
+        "AND attname LIKE '\\_migrator%' AND NOT attisdropped",
+    ) == [(0,)]
+    assert q(
+        db,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'orders'::regclass AND attname = 'amount'",
+    ) == [("numeric(9,2)",)]
+    result = commands.expand(plan, opts(db))
+    assert not any(k.startswith("0.") for k in result.ran), result.ran  # done before
+    assert "1.rename_column.sync-trigger" in result.ran
+    assert q(db, "SELECT count(*) FROM users WHERE _migrator_new_score IS NULL") == [(60,)]
+    commands.rollback(plan, opts(db))
+    after = schema_dump(db)
+    assert after == before, diff(before, after)
