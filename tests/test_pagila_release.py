@@ -6,8 +6,9 @@ in place, and adds columns, an index, a check, an enum, a table and a unique con
 It expands (both versions' reads and writes work), rolls back to an identical catalog,
 expands again, backfills, completes and contracts; the data that was there is intact.
 
-pagila's dump uses PostgreSQL 18 (uuidv7(), a VIRTUAL generated column) and pgvector;
-it is loaded with the pgvector table and the OWNER statements left out (split by pglast).
+pagila's dump uses pgvector and PostgreSQL 18 (uuidv7(), a VIRTUAL generated column): it
+is loaded with the pgvector table and the OWNER statements left out (split by pglast),
+and on PostgreSQL 15 with gen_random_uuid() and a STORED generated column instead.
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ CHECKSUM = (
 )
 
 
-def load_pagila(url: str) -> None:
-    statements = [s for s in pglast.split(SCHEMA.read_text()) if not any(x in s for x in _LEFT_OUT)]
+def load_pagila(url: str, version: int = 180000) -> None:
+    text = SCHEMA.read_text()
+    if version < 180000:
+        text = text.replace("DEFAULT uuidv7()", "DEFAULT gen_random_uuid()")
+        text = text.replace(") VIRTUAL", ") STORED")
+    statements = [s for s in pglast.split(text) if not any(x in s for x in _LEFT_OUT)]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute((";\n".join(statements) + ";").encode())
     with psycopg.connect(url, autocommit=True) as conn:
@@ -82,16 +87,21 @@ def q(url: str, query: str) -> list[tuple[object, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+@pytest.fixture(params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def pagila(pg_server: Server) -> Iterator[str]:
+def pagila(server: Server) -> Iterator[str]:
     if not SCHEMA.exists():
         pytest.skip(f"the pagila dataset is not at {SCHEMA}")
-    if pg_server.version < 180000:
-        pytest.skip("pagila's dump uses PostgreSQL 18 (uuidv7(), VIRTUAL generated columns)")
-    url = pg_server.create_database("pagila")
-    load_pagila(url)
+    url = server.create_database("pagila")
+    load_pagila(url, server.version)
     yield url
-    pg_server.drop_database(url)
+    server.drop_database(url)
 
 
 OLD_VERSION = [
