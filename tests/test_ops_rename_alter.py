@@ -901,3 +901,18 @@ def test_expand_stopped_by_a_lock_resumes_and_rolls_back_clean(db: str) -> None:
     commands.rollback(plan, opts(db))
     after = schema_dump(db)
     assert after == before, diff(before, after)
+
+
+def test_retype_under_a_rule_is_refused(db: str) -> None:
+    q(db, SEED)
+    q(
+        db,
+        "CREATE TABLE score_log (v smallint);"
+        "CREATE RULE log_scores AS ON UPDATE TO users DO ALSO "
+        "INSERT INTO score_log VALUES (NEW.score)",
+    )
+    plan = parse_plan(
+        plan_for("- alter_column: {table: users, column: score, type: integer}"), "p.yaml"
+    )
+    with pytest.raises(MigratorError, match="rule log_scores on table users"):
+        commands.expand(plan, opts(db))

@@ -218,8 +218,11 @@ def other_dependants(cat: Catalog, facts: ColumnFacts) -> list[str]:
             "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) "
             "FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass "
             "AND d.refobjid = :t AND d.refobjsubid = :a AND d.deptype IN ('n', 'a') "
-            "AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_attrdef'::regclass, "
-            "  'pg_constraint'::regclass) "
+            "AND d.classid NOT IN ('pg_attrdef'::regclass, 'pg_constraint'::regclass) "
+            # views are re-created; a rule on the table itself is not
+            "AND NOT (d.classid = 'pg_rewrite'::regclass AND EXISTS (SELECT 1 FROM pg_rewrite r "
+            "  JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid "
+            "  AND v.relkind IN ('v', 'm') AND r.ev_class <> :t)) "
             "AND NOT (d.classid = 'pg_class'::regclass AND EXISTS (SELECT 1 FROM pg_class x "
             "  WHERE x.oid = d.objid AND x.relkind IN ('S', 'i'))) "
             "AND NOT (d.classid = 'pg_trigger'::regclass AND EXISTS (SELECT 1 FROM pg_trigger g "
