@@ -534,6 +534,15 @@ def _run(url: str, case: Case) -> None:
     for sql, rows in case.final:
         assert q(url, sql) == rows, sql
     assert q(url, case.checksum_after) == checksum
+    # nothing of the transition is left, not even in a name
+    assert q(
+        url,
+        "SELECT (SELECT count(*) FROM pg_constraint WHERE conname LIKE '%\\_migrator%'), "
+        "(SELECT count(*) FROM pg_class WHERE relname LIKE '\\_migrator%'), "
+        "(SELECT count(*) FROM pg_trigger WHERE tgname LIKE '\\_migrator%'), "
+        "(SELECT count(*) FROM pg_proc WHERE proname LIKE '%before' "
+        " AND pronamespace = 'migrator'::regnamespace)",
+    ) == [(0, 0, 0, 0)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

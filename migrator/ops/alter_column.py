@@ -562,6 +562,19 @@ class AlterColumn(Operation):
                 f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
             ]
         sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
+        if not_null:
+            # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
+            # column's own name back (a no-op before 18, where NOT NULL has no name).
+            sqls.append(
+                _NOT_NULL_NAME
+                % {
+                    "table": literal(t),
+                    "column": literal(col),
+                    "name": literal(
+                        self._not_null_name(ctx, facts) or f"{self.table}_{col}_not_null"
+                    ),
+                }
+            )
         default = default_sql(self.default) if self.default is not None else facts.default
         if default is not None:
             sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
@@ -588,6 +601,17 @@ class AlterColumn(Operation):
                 )
             )
         return steps
+
+    def _not_null_name(self, ctx: Context, facts: ColumnFacts) -> str | None:
+        """The name of the column's NOT NULL constraint (PostgreSQL 18), if it has one."""
+        value = ctx.catalog.conn.execute(
+            text(
+                "SELECT conname FROM pg_constraint WHERE conrelid = :t AND contype = 'n' "
+                "AND conkey = ARRAY[:a]::int2[]"
+            ),
+            {"t": facts.table_oid, "a": facts.attnum},
+        ).scalar()
+        return str(value) if value else None
 
     def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
         t = ident(ctx.schema, self.table)
@@ -672,3 +696,18 @@ class AlterColumn(Operation):
 def cat_has(ctx: Context, table: str, column: str) -> bool:
     """True when the live table has the column."""
     return ctx.catalog.column(ctx.schema, table, column) is not None
+
+
+_NOT_NULL_NAME = """DO $migrator$
+DECLARE
+  current_name text;
+BEGIN
+  SELECT k.conname INTO current_name FROM pg_constraint k
+  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+  WHERE k.conrelid = to_regclass(%(table)s) AND k.contype = 'n' AND a.attname = %(column)s;
+  IF current_name IS NOT NULL AND current_name <> %(name)s THEN
+    EXECUTE format('ALTER TABLE %%s RENAME CONSTRAINT %%I TO %%I', %(table)s, current_name,
+                   %(name)s);
+  END IF;
+END
+$migrator$"""
