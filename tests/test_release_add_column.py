@@ -398,3 +398,28 @@ def test_cli_release_end_to_end(db: str, tmp_path: Path) -> None:
     assert "contracted" in proc.stdout
     started = time.monotonic()
     assert time.monotonic() - started < 60
+
+
+def test_index_and_foreign_key_on_a_column_added_earlier_in_the_plan(db: str) -> None:
+    """The PLAN-FORMAT example: add a column, then index it and reference it, in one plan."""
+    q(db, "CREATE TABLE teams (id int PRIMARY KEY); INSERT INTO teams VALUES (1)")
+    plan = parse_plan(
+        PLAN.replace("backfill: {batch_size: 100}\n", "")
+        + """  - create_index: {table: users, name: users_phone_idx, columns: [phone]}
+  - add_column:
+      table: users
+      column: {name: team_id, type: int}
+  - add_foreign_key:
+      table: users
+      name: users_team_fk
+      columns: [team_id]
+      references: {table: teams, columns: [id]}
+"""
+    )
+    commands.expand(plan, opts(db))
+    assert q(
+        db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_phone_idx'::regclass"
+    ) == [(True,)]
+    assert q(db, "SELECT convalidated FROM pg_constraint WHERE conname = 'users_team_fk'") == [
+        (False,)
+    ]

@@ -35,13 +35,10 @@ from migrator.plan.models import Plan
 
 PLAN = Path(__file__).with_name("2026-11-add-phone.yaml")
 
+BASELINE = Path(__file__).with_name("baseline.sql")
+
+# The users table as v1 left it (the plan's baseline), with rows in it.
 SEED = """
-CREATE TABLE users (
-    id           bigserial PRIMARY KEY,
-    name         text NOT NULL,
-    email        text NOT NULL,
-    legacy_phone text
-);
 INSERT INTO users (name, email, legacy_phone)
 SELECT 'user ' || g, 'user' || g || '@example.com',
        CASE WHEN g % 10 = 0 THEN NULL ELSE '+1-555-' || lpad(g::text, 7, '0') END
@@ -148,6 +145,7 @@ def write_plan(folder: Path, front: Front, green: App) -> Path:
     for version in ("old", "new"):
         queries = PLAN.parent / data["versions"][version]["queries"]
         data["versions"][version]["queries"] = str(queries)
+    data["baseline"] = str(BASELINE)
     path = folder / PLAN.name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -165,7 +163,9 @@ def environment(
         engine = make_engine(database_url)
         stack.callback(engine.dispose)
         with connect(engine) as conn, conn.begin():
-            conn.connection.cursor().execute(SEED.format(rows=int(rows)))
+            cursor = conn.connection.cursor()
+            cursor.execute(BASELINE.read_text())
+            cursor.execute(SEED.format(rows=int(rows)))
         blue = start_app("v1", database_url)
         stack.callback(blue.stop)
         green = start_app("v2", database_url)

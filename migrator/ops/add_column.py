@@ -144,6 +144,8 @@ class AddColumn(Operation):
             )
         if self.table in ctx.planned_tables:
             ctx.planned_tables[self.table] = [*existing, self.column.name]
+        else:
+            ctx.planned_columns.setdefault(self.table, []).append(self.column.name)
 
     def _validate_constraints(self, ctx: Context, where: str, columns: list[str]) -> None:
         """The column's check, references and unique, and the final ones."""

@@ -105,6 +105,9 @@ class Context:
     planned_tables: dict[str, list[str]] = field(default_factory=dict)
     planned_types: set[str] = field(default_factory=set)
     planned_relations: set[str] = field(default_factory=set)
+    # Columns earlier operations add to tables that exist already (add_column, the new
+    # name of rename_column): an index or constraint on them later in the plan is fine.
+    planned_columns: dict[str, list[str]] = field(default_factory=dict)
 
     def table_known(self, table: str) -> bool:
         """True when the table exists, or an earlier operation of the plan creates it."""
@@ -114,7 +117,8 @@ class Context:
         """The columns of a live or planned table."""
         if table in self.planned_tables:
             return self.planned_tables[table]
-        return [c.name for c in self.catalog.columns(self.schema, table)]
+        live = [c.name for c in self.catalog.columns(self.schema, table)]
+        return live + [c for c in self.planned_columns.get(table, []) if c not in live]
 
     def type_known(self, type_sql: str) -> bool:
         """True when PostgreSQL knows the type, or an earlier operation creates it."""

@@ -68,6 +68,8 @@ def refuse_duplicates(ctx: Context, where: str, table: str, columns: Sequence[st
     """Refuse a unique index over data that already holds duplicates, saying which."""
     if table in ctx.planned_tables:
         return
+    if set(columns) & set(ctx.planned_columns.get(table, [])):
+        return  # a column the plan adds holds no values yet (the index build would fail)
     count, sample = ctx.catalog.duplicates(ctx.schema, table, list(columns))
     if count:
         shown = "; ".join(f"({value}) in {rows} rows" for value, rows in sample)

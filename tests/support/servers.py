@@ -101,11 +101,32 @@ class Debian15Server(Server):
             self.user = "postgres" if _user_exists("postgres") else "embedded_postgres"
             pw = pwd.getpwnam(self.user)
             os.chown(self.folder, pw.pw_uid, pw.pw_gid)
-        self._run([str(PG15_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--no-sync"])
-        self._run([str(PG15_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l",
-                   str(self.folder / "log"), "-o",
-                   f"-k {self.folder} -h '' -c fsync=off", "start"])
+        self._run(
+            [
+                str(PG15_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+        self._run(
+            [
+                str(PG15_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(self.folder / "log"),
+                "-o",
+                f"-k {self.folder} -h '' -c fsync=off",
+                "start",
+            ]
+        )
         self.admin_url = f"postgresql://postgres@/postgres?host={self.folder}&port=5432"
         self.version = _server_version(self.admin_url)
 
@@ -116,8 +137,9 @@ class Debian15Server(Server):
 
     def stop(self) -> None:
         try:
-            self._run([str(PG15_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                       "-w", "stop"])
+            self._run(
+                [str(PG15_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+            )
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
