@@ -422,3 +422,24 @@ def test_backfills_share_the_lock_other_commands_do_not(fresh_db: str) -> None:
     finally:
         engine.dispose()
     assert wrong_rows(fresh_db) == 0
+
+
+def test_auto_batch_size_follows_the_target_time() -> None:
+    from migrator.backfill.sizing import BatchSizer
+
+    sizer = BatchSizer(fixed=None, target=0.2, start=1000, low=10, high=50_000)
+    sizer.record(1000, 0.1)  # twice as fast as the target: double
+    assert sizer.size == 2000
+    sizer.record(2000, 0.25)  # a little slow: a little smaller
+    assert sizer.size == 1600
+    sizer.record(1600, 5.0)  # one very slow batch halves it, no more
+    assert sizer.size == 800
+    for _ in range(20):
+        sizer.record(sizer.size, 0.001)
+    assert sizer.size == 50_000  # capped
+    sizer.shrink()
+    assert sizer.size == 25_000
+    fixed = BatchSizer(fixed=300, target=0.2, start=1000, low=10, high=50_000)
+    fixed.record(300, 9.0)
+    fixed.shrink()
+    assert fixed.size == 300
