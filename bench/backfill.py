@@ -21,6 +21,9 @@ template (CREATE DATABASE ... TEMPLATE, a file copy), after a CHECKPOINT:
   (d) `migrator backfill` (commands.backfill) with 1 and with 2 workers, plan defaults
       (batch_size auto, target_batch_time 200ms, throttling on).
 
+Under load, (d) also runs once with --short-batches (target_batch_time 50ms by default,
+not the plan default), to show what shorter row-lock holds do to the workload.
+
 Then (a) and (d, 1 worker) run again while a second process plays an OLTP workload on
 the same table (point reads and single-row updates by primary key, paced at
 --workload-rate per second), and the workload's latency is printed: idle (workload
@@ -234,8 +237,13 @@ def method_offset(url: str, budget: float) -> tuple[int, bool]:
                 return done, True
 
 
-def method_migrator(url: str, workers: int) -> int:
-    result = commands.backfill(plan(), commands.Options(database_url=url), workers=workers)
+def method_migrator(url: str, workers: int, target: str | None = None) -> int:
+    chosen = (
+        plan()
+        if target is None
+        else parse_plan(PLAN + f"backfill: {{target_batch_time: {target}}}\n", "bench-plan.yaml")
+    )
+    result = commands.backfill(chosen, commands.Options(database_url=url), workers=workers)
     return result.rows
 
 
@@ -354,6 +362,11 @@ def main() -> None:
     parser.add_argument("--offset-budget", type=float, default=120.0)
     parser.add_argument("--workload-rate", type=float, default=200.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--short-batches",
+        default="50ms",
+        help="also run (d) under load with this target_batch_time ('' to skip)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of a, b, d (median)")
     parser.add_argument("--skip", default="", help="comma list of a,b,c,d1,d2,load to skip")
     args = parser.parse_args()
@@ -449,6 +462,14 @@ def main() -> None:
             ("during (a) plain UPDATE", method_plain_update),
             ("during (d) migrator, 1 w", lambda url: method_migrator(url, 1)),
         ]
+        if args.short_batches:
+            # Not the default: shorter batches hold each row lock for less time.
+            phases.append(
+                (
+                    f"during (d), {args.short_batches} batches",
+                    lambda url: method_migrator(url, 1, args.short_batches),
+                )
+            )
         for label, fn in phases:
             url = server.copy("bench_run", "bench_tpl")
             with Workload(url, rows, args.workload_rate) as load:
