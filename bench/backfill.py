@@ -243,7 +243,9 @@ def method_migrator(url: str, workers: int, target: str | None = None) -> int:
         if target is None
         else parse_plan(PLAN + f"backfill: {{target_batch_time: {target}}}\n", "bench-plan.yaml")
     )
-    result = commands.backfill(chosen, commands.Options(database_url=url), workers=workers)
+    # A different target_batch_time is a changed plan: say that it is meant.
+    options = commands.Options(database_url=url, accept_changed_plan=target is not None)
+    result = commands.backfill(chosen, options, workers=workers)
     return result.rows
 
 
