@@ -423,3 +423,18 @@ def test_index_and_foreign_key_on_a_column_added_earlier_in_the_plan(db: str) ->
     assert q(db, "SELECT convalidated FROM pg_constraint WHERE conname = 'users_team_fk'") == [
         (False,)
     ]
+
+
+def test_a_contract_with_nothing_to_do_ends_the_release(db: str) -> None:
+    plan = parse_plan(
+        PLAN.replace("      final: {nullable: false}\n", "").replace(
+            "      up: \"coalesce(legacy_phone, 'unknown')\"\n", ""
+        )
+    )
+    for run in (commands.expand, commands.backfill, commands.complete):
+        run(plan, opts(db))
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+    (result,) = commands.contract(opts(db))
+    assert result.ran == []
+    assert q(db, "SELECT phase FROM migrator.releases") == [("contracted",)]
+    assert commands.contract(opts(db)) == []

@@ -598,6 +598,15 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
         if release_name is not None and release_name not in releases:
             raise GateRefused(f"no release named {release_name}", gate="release-exists")
         pending = [r for r in records if r.status != "done"]
+        # A completed release whose contract has nothing to do is contracted at once.
+        scheduled = {r.release for r in records}
+        for release in releases.values():
+            wanted = release_name is None or release.name == release_name
+            if wanted and release.phase == "completed" and release.name not in scheduled:
+                if not opts.dry_run:
+                    _phase(s, release.name, "contracted")
+                    s.event("contract.done", release.name, release.plan_hash, steps=[])
+                results.append(PhaseResult(release.name, "contract"))
         for name in dict.fromkeys(r.release for r in pending):
             release = releases[name]
             mine = [r for r in pending if r.release == name]
