@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine
@@ -123,14 +124,7 @@ class Executor:
         assert self.engine is not None
         with connect(self.engine) as conn:
             with conn.begin():
-                cursor = conn.connection.cursor()
-                for setting in self._settings():
-                    cursor.execute(f"SET LOCAL {setting}")
-                for statement in step.statements:
-                    self.observer.statement(
-                        statement.sql, step=name, autocommit=False, dry_run=False
-                    )
-                    cursor.execute(statement.sql)
+                self._execute(conn.connection.cursor(), name, step, "SET LOCAL")
                 if on_done is not None:
                     on_done(conn)
 
@@ -145,13 +139,7 @@ class Executor:
             auto = conn.execution_options(isolation_level="AUTOCOMMIT")
             cursor = auto.connection.cursor()
             try:
-                for setting in self._settings():
-                    cursor.execute(f"SET {setting}")
-                for statement in step.statements:
-                    self.observer.statement(
-                        statement.sql, step=name, autocommit=True, dry_run=False
-                    )
-                    cursor.execute(statement.sql)
+                self._execute(cursor, name, step, "SET")
             finally:
                 cursor.execute("RESET lock_timeout")
                 cursor.execute("RESET statement_timeout")
@@ -159,6 +147,17 @@ class Executor:
             with connect(self.engine) as conn:
                 on_done(conn)
                 conn.commit()
+
+    def _execute(self, cursor: Any, name: str, step: Step, set_command: str) -> None:
+        """The timeouts (``SET LOCAL`` in a transaction, ``SET`` in autocommit), then the
+        step's statements, each told to the observer as it starts."""
+        for setting in self._settings():
+            cursor.execute(f"{set_command} {setting}")
+        for statement in step.statements:
+            self.observer.statement(
+                statement.sql, step=name, autocommit=step.autocommit, dry_run=False
+            )
+            cursor.execute(statement.sql)
 
 
 def _ms(seconds: float) -> str:
