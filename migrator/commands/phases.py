@@ -604,6 +604,8 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
             wanted = release_name is None or release.name == release_name
             if wanted and release.phase == "completed" and release.name not in scheduled:
                 if not opts.dry_run:
+                    with s.conn() as conn:
+                        history.after_contract(release.name, opts.observer)(conn)
                     _phase(s, release.name, "contracted")
                     s.event("contract.done", release.name, release.plan_hash, steps=[])
                 results.append(PhaseResult(release.name, "contract"))
