@@ -689,12 +689,13 @@ def _contract_conditions(
 ) -> list[Condition]:
     """Every condition the contract of one release waits for, checked in turn."""
     with s.conn() as conn:
-        return _contract_conditions_for(conn, release, records, now)
+        return contract_conditions(conn, release, records, now)
 
 
-def _contract_conditions_for(
+def contract_conditions(
     conn: Connection, release: Release, records: list[ContractRecord], now: datetime
 ) -> list[Condition]:
+    """The verdict of every condition a release's contract waits for (status shows them)."""
     plan = Plan.model_validate(release.plan)
     stored = records[0].conditions if records else {}
     doomed = [Doomed(t, c) for t, c in stored.get("doomed", [])]

@@ -21,7 +21,7 @@ from migrator.commands.check import CHECK_PASSED, CheckOptions, check
 from migrator.commands.phases import Options, backfill, complete, expand
 from migrator.commands.switch import switch
 from migrator.db.connection import connect, make_engine
-from migrator.errors import FindingsError, GateRefused, MigratorError
+from migrator.errors import FindingsError, MigratorError
 from migrator.plan.models import Plan
 from migrator.switch import REAL_TIME, Timing
 
@@ -120,4 +120,4 @@ def release(
     return result
 
 
-__all__ = ["GateRefused", "ReleaseResult", "phase_order", "release"]
+__all__ = ["ReleaseResult", "phase_order", "release"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from migrator.commands.phases import STATE, Options, _contract_conditions_for
+from migrator.commands.phases import STATE, Options, contract_conditions
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import ContractRecord, Release
 
@@ -45,7 +45,7 @@ def _timeline(conn: Connection, release: Release) -> list[dict[str, Any]]:
 
 def _blocked_by(conn: Connection, release: Release, pending: list[ContractRecord]) -> list[str]:
     now = conn.execute(text("SELECT now()")).scalar_one()
-    verdicts = _contract_conditions_for(conn, release, pending, now)
+    verdicts = contract_conditions(conn, release, pending, now)
     return [f"{c.name}: {c.detail}" for c in verdicts if not c.ok]
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -81,7 +81,6 @@ class Environment:
     front: Front
     load: Load
     plan_path: Path
-    stack: ExitStack = field(default_factory=ExitStack)
 
     def plan(self) -> Plan:
         """The example plan with a switch section for this front."""
@@ -175,7 +174,7 @@ def environment(
         load = Load(front.port, rows).start()
         stack.callback(load.stop)
         plan_path = write_plan(folder, front, green)
-        yield Environment(database_url, folder, rows, blue, green, front, load, plan_path, stack)
+        yield Environment(database_url, folder, rows, blue, green, front, load, plan_path)
 
 
 @dataclass
