@@ -438,3 +438,16 @@ def test_a_contract_with_nothing_to_do_ends_the_release(db: str) -> None:
     assert result.ran == []
     assert q(db, "SELECT phase FROM migrator.releases") == [("contracted",)]
     assert commands.contract(opts(db)) == []
+
+
+def test_contract_stopped_after_its_last_step_is_finished_by_a_rerun(db: str) -> None:
+    """Killed between the last contract step and the phase change: the rerun ends it."""
+    plan = parse_plan(PLAN)
+    for run in (commands.expand, commands.backfill, commands.complete):
+        run(plan, opts(db))
+    commands.contract(opts(db))
+    # What a kill at that moment leaves: every step done, the release still contracting.
+    q(db, "UPDATE migrator.releases SET phase = 'contracting'")
+    (result,) = commands.contract(opts(db))
+    assert result.ran == []
+    assert q(db, "SELECT phase FROM migrator.releases") == [("contracted",)]

@@ -58,20 +58,22 @@ def phase(url: str) -> str | None:
         return row[0] if row else None
 
 
-def run_killing(
-    args: list[str], url: str, rng: random.Random, targets: list[set[str | None]]
-) -> list[str]:
-    """Run a migrator command, SIGKILL it once in each target phase (at a random moment
-    after the release enters it), then let it finish. Returns the phases of the kills."""
+Target = tuple[set[str | None], float]
+
+
+def run_killing(args: list[str], url: str, rng: random.Random, targets: list[Target]) -> list[str]:
+    """Run a migrator command, SIGKILL it once in each target phase (at a random moment,
+    at most the target's delay after the release enters it: short phases get short
+    delays), then let it finish. Returns the phases of the kills."""
     killed = []
-    for target in [*targets, None]:
+    for target, delay in [*targets, (None, 0.0)]:
         proc = migrator(*args, url=url)
         if target is not None:
             deadline = time.monotonic() + 120
             while proc.poll() is None and phase(url) not in target:
                 assert time.monotonic() < deadline, f"never reached {target}"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.4))
+            time.sleep(rng.uniform(0.0, delay))
             if proc.poll() is None:
                 at = str(phase(url))
                 proc.send_signal(signal.SIGKILL)
@@ -98,12 +100,18 @@ def test_release_killed_and_resumed_under_load() -> None:
             ["release", str(env.plan_path)],
             url,
             rng,
-            [{None}, {"expanding", "expanded"}, {"switching"}, {"switching"}, {"backfilling"}],
+            [
+                ({None}, 1.5),  # during check, which starts its own scratch server
+                ({"expanding", "expanded"}, 0.02),
+                ({"switching"}, 0.4),  # the watch: 2 s per step
+                ({"switching"}, 0.4),
+                ({"backfilling"}, 0.03),
+            ],
         )
         assert phase(url) == "completed"
 
         env.blue.stop()  # v1 is retired; its connections close
-        seen += run_killing(["contract"], url, rng, [{"contracting"}])
+        seen += run_killing(["contract"], url, rng, [({"contracting"}, 0.01)])
         assert phase(url) == "contracted"
 
         time.sleep(0.3)

@@ -598,11 +598,13 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
         if release_name is not None and release_name not in releases:
             raise GateRefused(f"no release named {release_name}", gate="release-exists")
         pending = [r for r in records if r.status != "done"]
-        # A completed release whose contract has nothing to do is contracted at once.
-        scheduled = {r.release for r in records}
+        # A release whose contract has nothing (left) to do is contracted at once: one
+        # with no contract steps, or one whose last run was stopped after its last step.
+        unfinished = {r.release for r in pending}
         for release in releases.values():
             wanted = release_name is None or release.name == release_name
-            if wanted and release.phase == "completed" and release.name not in scheduled:
+            ending = release.phase in ("completed", "contracting")
+            if wanted and ending and release.name not in unfinished:
                 if not opts.dry_run:
                     with s.conn() as conn:
                         history.after_contract(release.name, opts.observer)(conn)
