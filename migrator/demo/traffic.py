@@ -64,7 +64,13 @@ class Load:
 
     def _run(self, n: int) -> None:
         rng = random.Random(n)
-        with httpx.Client(base_url=self.base, timeout=10.0) as client:
+        # A new connection per request: a graceful nginx reload closes idle keep-alive
+        # connections, and a client that reuses one meets a reset before its request is
+        # read. Real clients retry that (HTTP allows it for idempotent requests); counting
+        # it here would count nginx's reload, not the release. docs/switch.md has the
+        # keep-alive figures.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=self.base, timeout=10.0, limits=limits) as client:
             count = 0
             while not self._stop.is_set():
                 count += 1
