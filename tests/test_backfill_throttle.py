@@ -16,7 +16,7 @@ from migrator import commands
 from migrator.backfill import throttle
 from migrator.backfill.engine import Backfill, settings_from_plan
 from migrator.backfill.throttle import Limits, Readings, decide
-from migrator.commands.phases import _context, backfill_specs
+from migrator.commands.phases import backfill_specs, operation_context
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import StateStore
 from tests.test_backfill import Recorder, make_plan, opts, q, wrong_rows
@@ -104,7 +104,7 @@ def prepared(url: str, plan: Any) -> tuple[Any, str, Any]:
     commands.expand(plan, opts(url))
     engine = make_engine(url)
     with connect(engine) as conn:
-        ((key, spec),) = backfill_specs(plan, _context(plan, conn))
+        ((key, spec),) = backfill_specs(plan, operation_context(plan, conn))
         StateStore().mark_step(conn, plan.release, "backfill", key, 0, "fill", "running")
         conn.commit()
     return spec, key, engine

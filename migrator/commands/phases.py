@@ -134,7 +134,8 @@ def _release(s: Session, name: str) -> Release | None:
         return STATE.release(conn, name)
 
 
-def _context(plan: Plan, conn: Connection) -> Context:
+def operation_context(plan: Plan, conn: Connection) -> Context:
+    """What the plan's operations may know while they build statements on ``conn``."""
     catalog = Catalog(conn)
     return Context(
         schema=plan.schema_name,
@@ -144,7 +145,8 @@ def _context(plan: Plan, conn: Connection) -> Context:
     )
 
 
-def _keyed(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:
+def keyed_steps(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:
+    """Steps with the keys the state store records them by (``0.add_column.add-column``)."""
     return [(f"{index}.{op.op_name}.{st.key}", st) for st in steps]
 
 
@@ -282,7 +284,7 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
                 if release and release.phase != "rolled_back"
                 else {}
             )
-            ctx = _context(plan, conn)
+            ctx = operation_context(plan, conn)
             steps: list[tuple[str, Step]] = []
             for index, op in enumerate(plan.operations("expand")):
                 prefix = f"{index}.{op.op_name}."
@@ -291,7 +293,7 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
                     continue  # all done on an earlier run
                 if not any(v == "done" for v in mine.values()):
                     op.validate_live(ctx)  # a half-done operation was validated before
-                steps += _keyed(index, op, op.expand(ctx))
+                steps += keyed_steps(index, op, op.expand(ctx))
             conn.rollback()
         for note in dict.fromkeys(ctx.notes):  # what the operations want the user to know
             opts.observer.warning(note)
@@ -419,7 +421,7 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
     with _backfill_session(opts, plan.release) as s:
         release = _require_release(s, plan, "backfill")
         with s.conn() as conn:
-            ctx = _context(plan, conn)
+            ctx = operation_context(plan, conn)
             specs = backfill_specs(plan, ctx)
             records = {r.key: r for r in STATE.steps(conn, plan.release, "backfill")}
             for _, spec in specs:
@@ -488,9 +490,9 @@ def contract_steps(plan: Plan, ctx: Context) -> list[tuple[str, Step]]:
     """The contract: the contract halves of the expand operations, then `contract:`."""
     steps: list[tuple[str, Step]] = []
     for index, op in enumerate(plan.operations("expand")):
-        steps += _keyed(index, op, op.contract(ctx))
+        steps += keyed_steps(index, op, op.contract(ctx))
     for index, op in enumerate(plan.operations("contract")):
-        steps += [(f"c{k}", st) for k, st in _keyed(index, op, op.contract(ctx))]
+        steps += [(f"c{k}", st) for k, st in keyed_steps(index, op, op.contract(ctx))]
     return steps
 
 
@@ -520,7 +522,7 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
 
             require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
         with s.conn() as conn:
-            ctx = _context(plan, conn)
+            ctx = operation_context(plan, conn)
             expand_status = STATE.step_status(conn, plan.release, "expand")
             backfill_status = STATE.step_status(conn, plan.release, "backfill")
             todo_backfills = [
@@ -637,7 +639,7 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
             # column): check again before the first step, so a refusal changes nothing.
             attempted = {r.key for r in records if r.release == name and r.status != "scheduled"}
             with s.conn() as conn:
-                validate_contract_ops(stored_plan, _context(stored_plan, conn), attempted)
+                validate_contract_ops(stored_plan, operation_context(stored_plan, conn), attempted)
                 conn.rollback()
             executor = s.executor(stored_plan)
             if not opts.dry_run:
@@ -772,11 +774,11 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
             )
         _check_plan_hash(s, plan, release)
         with s.conn() as conn:
-            ctx = _context(plan, conn)
+            ctx = operation_context(plan, conn)
             steps: list[tuple[str, Step]] = []
             ops = list(enumerate(plan.operations("expand")))
             for index, op in reversed(ops):
-                steps += _keyed(index, op, op.rollback(ctx))
+                steps += keyed_steps(index, op, op.rollback(ctx))
             conn.rollback()
         for note in dict.fromkeys(ctx.notes):  # what cannot be undone (an enum value)
             opts.observer.warning(note)

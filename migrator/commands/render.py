@@ -37,13 +37,14 @@ from migrator.commands.phases import (
     contract,
     contract_steps,
     expand,
+    keyed_steps,
+    operation_context,
 )
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import embedded
-from migrator.engine.catalog import Catalog
 from migrator.errors import UsageError
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import BackfillSpec, Context, Operation, Step, step
+from migrator.ops.base import BackfillSpec, Step, step
 from migrator.plan.models import Plan
 from migrator.render.revisions import (
     ALEMBIC_INI,
@@ -223,31 +224,17 @@ def _write_environment(out: Path) -> list[str]:
 # -- computing the steps ------------------------------------------------------------------------
 
 
-def _context(plan: Plan, conn: Connection) -> Context:
-    catalog = Catalog(conn)
-    return Context(
-        schema=plan.schema_name,
-        release=plan.release,
-        catalog=catalog,
-        server_version=catalog.server_version,
-    )
-
-
-def _keyed(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:
-    return [(f"{index}.{op.op_name}.{st.key}", st) for st in steps]
-
-
 def _before(plan: Plan, conn: Connection, down: str | None, source: str) -> RenderedPhase:
     """The expand revision: expand steps and backfills up, rollback steps down."""
-    ctx = _context(plan, conn)
+    ctx = operation_context(plan, conn)
     ups: list[tuple[str, Step]] = [("migrator-schema", _SCHEMA_STEP)]
     ops = list(enumerate(plan.operations("expand")))
     for index, op in ops:
         op.validate_live(ctx)
-        ups += _keyed(index, op, op.expand(ctx))
+        ups += keyed_steps(index, op, op.expand(ctx))
     downs: list[tuple[str, Step]] = []
     for index, op in reversed(ops):
-        downs += _keyed(index, op, op.rollback(ctx))
+        downs += keyed_steps(index, op, op.rollback(ctx))
     fills: list[tuple[str, BackfillSpec, list[tuple[str, str]]]] = []
     for key, spec in backfill_specs(plan, ctx):
         keys = ctx.catalog.primary_key(spec.schema, spec.table)
@@ -269,7 +256,7 @@ def _before(plan: Plan, conn: Connection, down: str | None, source: str) -> Rend
 
 def _after(plan: Plan, conn: Connection, source: str) -> RenderedPhase:
     """The contract revision, from the catalog as the expand leaves it."""
-    ctx = _context(plan, conn)
+    ctx = operation_context(plan, conn)
     return RenderedPhase(
         release=plan.release,
         phase="contract",
