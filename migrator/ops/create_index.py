@@ -24,7 +24,7 @@ from migrator.ops.live import (
 )
 from migrator.ops.safe import (
     build_index_step,
-    drop_index_sql,
+    drop_index_step,
     index_key,
     is_ours,
     unmark_index_sql,
@@ -121,10 +121,7 @@ class CreateIndex(Operation):
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         return [
-            step(
-                "drop-index",
-                f"drop index {self.name} concurrently",
-                drop_index_sql(ctx.schema, self.name),
-                autocommit=True,
+            drop_index_step(
+                "drop-index", f"drop index {self.name} concurrently", ctx.schema, self.name
             )
         ]

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase, Step
 from migrator.ops.live import refuse_dependants
-from migrator.ops.safe import drop_index_sql
+from migrator.ops.safe import drop_index_step
 from migrator.plan.types import Identifier
 
 
@@ -47,10 +47,7 @@ class DropIndex(Operation):
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         return [
-            step(
-                "drop-index",
-                f"drop index {self.name} concurrently",
-                drop_index_sql(ctx.schema, self.name),
-                autocommit=True,
+            drop_index_step(
+                "drop-index", f"drop index {self.name} concurrently", ctx.schema, self.name
             )
         ]

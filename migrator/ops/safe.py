@@ -152,6 +152,11 @@ def drop_index_sql(schema: str, name: str) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}"
 
 
+def drop_index_step(key: str, description: str, schema: str, name: str) -> Step:
+    """A step dropping an index concurrently, in its own autocommit block."""
+    return step(key, description, drop_index_sql(schema, name), autocommit=True)
+
+
 def index_mark(release: str) -> str:
     """The comment an index carries while its build is not yet recorded as done.
 
@@ -264,10 +269,5 @@ def drop_unique_steps(key: str, schema: str, table: str, name: str) -> list[Step
     """Undo `unique_steps`: the constraint (which takes its index), then a lone index."""
     return [
         drop_constraint_step(f"{key}-constraint", schema, table, name),
-        step(
-            f"{key}-index",
-            f"drop index {name} if it is still there",
-            drop_index_sql(schema, name),
-            autocommit=True,
-        ),
+        drop_index_step(f"{key}-index", f"drop index {name} if it is still there", schema, name),
     ]
