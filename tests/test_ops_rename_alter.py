@@ -623,6 +623,83 @@ def test_concurrent_writers_end_consistent(
     assert isinstance(writes, int) and writes > 0
 
 
+def calls(url: str, function: str, *statements: str) -> int:
+    """Run statements in one session that counts function calls, then read the count."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET track_functions = 'all'")
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    rows = q(
+        url,
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+        f"WHERE schemaname = 'migrator' AND funcname = '{function}'",
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("expand", "function", "backfill_batch", "old_write", "new_write", "check"),
+    [
+        (
+            "- rename_column: {table: users, from: email, to: contact_email}",
+            "public_users_email_contact_email_sync",
+            "UPDATE users SET contact_email = email "
+            "WHERE id <= 30 AND contact_email IS DISTINCT FROM email",
+            "UPDATE users SET email = 'old' || id || '@example.com' WHERE id IN (41, 42)",
+            "UPDATE users SET contact_email = 'new' || id || '@example.com' WHERE id = 43",
+            "SELECT count(*) FROM users WHERE id IN (41, 42, 43) AND email = contact_email",
+        ),
+        (
+            "- alter_column:\n"
+            "    table: users\n"
+            "    column: price\n"
+            "    type: numeric(10,2)\n"
+            "    up: price::numeric / 100\n"
+            "    down: (price * 100)::bigint::text",
+            "public_users_price_retype",
+            'UPDATE users SET "_migrator_new_price" = (price::numeric / 100) '
+            'WHERE id <= 30 AND "_migrator_new_price" IS NULL',
+            "UPDATE users SET price = '777' WHERE id IN (41, 42)",
+            'UPDATE users SET "_migrator_new_price" = 8.5 WHERE id = 43',
+            "SELECT count(*) FROM users WHERE id IN (41, 42, 43) "
+            'AND price::numeric / 100 = "_migrator_new_price"',
+        ),
+    ],
+    ids=["rename_column", "alter_column"],
+)
+def test_sync_function_runs_only_when_it_has_work(
+    db: str,
+    expand: str,
+    function: str,
+    backfill_batch: str,
+    old_write: str,
+    new_write: str,
+    check: str,
+) -> None:
+    """The UPDATE trigger's WHEN condition keeps PL/pgSQL out of the application's
+    unrelated updates and out of the backfill's own batches; writes from either version
+    to the synced columns still run it, once per row."""
+    q(db, SEED)
+    commands.expand(parse_plan(plan_for(expand), "plan.yaml"), opts(db))
+    start = calls(db, function)
+    assert (
+        calls(
+            db,
+            function,
+            backfill_batch,
+            # On rows the backfill did: a row not copied yet is copied by any update.
+            "UPDATE users SET name = name || '!' WHERE id <= 20",
+            "UPDATE users SET score = score + 1 WHERE id <= 20",
+        )
+        == start
+    )
+    assert calls(db, function, old_write, new_write) == start + 3
+    assert q(db, check) == [(3,)]
+    # A row the backfill has not reached yet: any update copies it.
+    assert calls(db, function, "UPDATE users SET name = 'x' WHERE id = 50") == start + 4
+
+
 # -- statement forms ---------------------------------------------------------------------------
 
 

@@ -100,6 +100,64 @@ def test_whole_release_on_postgresql_15(pg15_server) -> None:  # type: ignore[no
         pg15_server.drop_database(url)
 
 
+def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
+    """The triggers' WHEN conditions keep PL/pgSQL out of every write that does not need
+    it: the backfill's own UPDATE, the new version's writes, and updates that leave the
+    source column alone. Counted by the server (track_functions)."""
+    plan = parse_plan(PLAN)
+    commands.expand(plan, opts(db))
+
+    def calls(*statements: str) -> int:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("SET track_functions = 'all'")
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute("SELECT pg_stat_force_next_flush()")
+        # A new session: the counters flushed by the last one, not a cached snapshot.
+        row = q(
+            db,
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+            "WHERE schemaname = 'migrator' AND funcname = 'public_users_phone_sync'",
+        )
+        return int(row[0][0])
+
+    start = calls()
+    # The new version writes phone itself; unrelated updates leave legacy_phone alone.
+    assert (
+        calls(
+            "INSERT INTO users (name, legacy_phone, phone) VALUES ('v2', 'x', 'mine')",
+            "UPDATE users SET name = name || '!' WHERE id <= 10",
+            "UPDATE users SET phone = 'set' WHERE id = 11",
+            "UPDATE users SET legacy_phone = 'both', phone = 'both' WHERE id = 12",
+        )
+        == start
+    )
+    # The old version's writes call it, once per row.
+    assert (
+        calls(
+            "INSERT INTO users (name, legacy_phone) VALUES ('v1', 'y')",
+            "UPDATE users SET legacy_phone = 'changed' WHERE id IN (13, 14)",
+        )
+        == start + 3
+    )
+    assert q(db, "SELECT phone FROM users WHERE id IN (13, 14) OR name = 'v1' ORDER BY id") == [
+        ("changed",)
+    ] * 2 + [("y",)]
+    # A batch of the backfill (the statement the batcher writes) sets phone itself: no
+    # call for any of its 100 rows.
+    assert (
+        calls(
+            "UPDATE public.users SET phone = (coalesce(legacy_phone, 'unknown')) "
+            "WHERE (id) > (CAST('100' AS bigint)) AND (id) <= (CAST('200' AS bigint)) "
+            "AND (phone IS NULL)"
+        )
+        == start + 3
+    )
+    assert q(db, "SELECT count(*) FROM users WHERE id BETWEEN 101 AND 200 AND phone IS NULL") == [
+        (0,)
+    ]
+
+
 def whole_release(db: str) -> None:
     plan = parse_plan(PLAN)
     before = catalog(db)

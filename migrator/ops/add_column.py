@@ -67,8 +67,12 @@ class AddColumn(Operation):
         return None
 
     def trigger_name(self) -> str:
-        """The sync trigger on the table (trigger names are per table)."""
+        """The sync trigger on inserts (trigger names are per table)."""
         return short_name(self.column.name, "sync", prefix="_migrator_")
+
+    def update_trigger_name(self) -> str:
+        """The sync trigger on updates."""
+        return short_name(self.column.name, "sync", "update", prefix="_migrator_")
 
     def function_name(self, ctx: Context) -> str:
         """The trigger function, kept in migrator's own schema."""
@@ -236,9 +240,7 @@ class AddColumn(Operation):
                     "sync-trigger",
                     f"trigger filling {self.table}.{self.column.name} on old-version writes",
                     self._function_sql(ctx, fill),
-                    f"DROP TRIGGER IF EXISTS {ident(self.trigger_name())} ON {table}",
-                    f"CREATE TRIGGER {ident(self.trigger_name())} BEFORE INSERT OR UPDATE "
-                    f"ON {table} FOR EACH ROW EXECUTE FUNCTION {self.function_name(ctx)}()",
+                    *self._trigger_sql(ctx, fill),
                 )
             )
         check = self.check_constraint_name()
@@ -271,6 +273,47 @@ class AddColumn(Operation):
             )
         return steps
 
+    def _sources(self, ctx: Context, fill: str) -> list[str]:
+        """The table's other columns the fill expression reads."""
+        others = {name for name in ctx.column_names(self.table) if name != self.column.name}
+        return [name for name in column_refs(fill) if name in others]
+
+    def _update_condition(self, ctx: Context, fill: str) -> str | None:
+        """When an UPDATE must recompute the column: the statement left it alone (the old
+        version does not know it) and changed what it is computed from. A value the new
+        version wrote is never overwritten. None when it reads no column."""
+        target = ident(self.column.name)
+        sources = self._sources(ctx, fill)
+        if not sources:
+            return None
+        changed = " OR ".join(f"NEW.{ident(s)} IS DISTINCT FROM OLD.{ident(s)}" for s in sources)
+        return f"NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND ({changed})"
+
+    def _trigger_sql(self, ctx: Context, fill: str) -> list[str]:
+        """The two row triggers, each filtered by a WHEN condition.
+
+        The conditions are the function's own, checked by the executor before any
+        PL/pgSQL runs: a write that leaves the source columns alone (most of the
+        application's), or that sets the column itself (the new version's, the
+        backfill's) costs a comparison, not a function call.
+        """
+        table = ident(ctx.schema, self.table)
+        target = ident(self.column.name)
+        function = self.function_name(ctx)
+        statements = [
+            f"DROP TRIGGER IF EXISTS {ident(self.trigger_name())} ON {table}",
+            f"DROP TRIGGER IF EXISTS {ident(self.update_trigger_name())} ON {table}",
+            f"CREATE TRIGGER {ident(self.trigger_name())} BEFORE INSERT ON {table} "
+            f"FOR EACH ROW WHEN (NEW.{target} IS NULL) EXECUTE FUNCTION {function}()",
+        ]
+        condition = self._update_condition(ctx, fill)
+        if condition is not None:
+            statements.append(
+                f"CREATE TRIGGER {ident(self.update_trigger_name())} BEFORE UPDATE ON {table} "
+                f"FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION {function}()"
+            )
+        return statements
+
     def _function_sql(self, ctx: Context, fill: str) -> str:
         target = ident(self.column.name)
         table = ident(ctx.schema, self.table)
@@ -282,15 +325,12 @@ class AddColumn(Operation):
         declare = "".join(
             f"  {ident(name)} {table}.{ident(name)}%TYPE := NEW.{ident(name)};\n" for name in others
         )
-        sources = [name for name in column_refs(fill) if name in others]
-        changed = " OR ".join(f"NEW.{ident(s)} IS DISTINCT FROM OLD.{ident(s)}" for s in sources)
-        # On UPDATE, recompute only when the statement left the column alone (the old
-        # version does not know it) and changed what it is computed from; a value the
-        # new version wrote is never overwritten.
+        # The triggers' WHEN conditions filter the rows; the function checks them again,
+        # so it stays right on its own.
+        condition = self._update_condition(ctx, fill)
         update_branch = (
-            f"  ELSIF NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND ({changed}) THEN\n"
-            f"    NEW.{target} := ({fill});\n"
-            if sources
+            f"  ELSIF {condition} THEN\n    NEW.{target} := ({fill});\n"
+            if condition is not None
             else ""
         )
         return (
@@ -392,6 +432,8 @@ class AddColumn(Operation):
             key,
             f"drop the sync trigger on {self.table}",
             f"DROP TRIGGER IF EXISTS {ident(self.trigger_name())} ON {ident(ctx.schema, self.table)}",
+            f"DROP TRIGGER IF EXISTS {ident(self.update_trigger_name())} "
+            f"ON {ident(ctx.schema, self.table)}",
             f"DROP FUNCTION IF EXISTS {self.function_name(ctx)}()",
         )
 

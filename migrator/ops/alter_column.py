@@ -79,7 +79,6 @@ from migrator.ops.shadow import (
     restore_views_sql,
     save_and_drop_views_sql,
     shadow_index_steps,
-    sync_function_sql,
     sync_trigger_step,
     types_without_equality,
 )
@@ -425,17 +424,14 @@ class AlterColumn(Operation):
                 ctx.schema,
                 self.table,
                 self.trigger_name(),
-                sync_function_sql(
-                    function,
-                    column=self.column,
-                    shadow=shadow,
-                    shadow_type=self.type,
-                    up=self._up(facts.type),
-                    down=self._down(facts.type),
-                    column_types=types,
-                    no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
-                ),
                 function,
+                column=self.column,
+                shadow=shadow,
+                shadow_type=self.type,
+                up=self._up(facts.type),
+                down=self._down(facts.type),
+                column_types=types,
+                no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
             ),
         ]
         steps += shadow_index_steps(

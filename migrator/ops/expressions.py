@@ -9,6 +9,7 @@ from typing import Any
 
 import pglast
 from pglast import ast
+from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 
@@ -43,6 +44,36 @@ def column_refs(expression: str) -> list[str]:
     visitor = _ColumnRefs()
     visitor(parse_expression(expression))
     return visitor.names
+
+
+class _Qualifier(Visitor):
+    def __init__(self, columns: set[str], alias: str) -> None:
+        super().__init__()
+        self.columns, self.alias = columns, alias
+        self.subquery = False
+
+    def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
+        self.subquery = True
+
+    def visit_ColumnRef(self, ancestors: Any, node: ast.ColumnRef) -> None:
+        fields = list(node.fields or ())
+        if (
+            len(fields) == 1
+            and isinstance(fields[0], ast.String)
+            and fields[0].sval in self.columns
+        ):
+            node.fields = (ast.String(sval=self.alias), fields[0])
+
+
+def qualified(expression: str, columns: set[str], alias: str = "new") -> str | None:
+    """The expression with its bare column names read from ``alias`` (``NEW.col``), for
+    a trigger's WHEN condition; None when it holds a subquery, which WHEN refuses."""
+    node = parse_expression(expression)
+    visitor = _Qualifier(columns, alias)
+    visitor(node)
+    if visitor.subquery:
+        return None
+    return str(RawStream()(node))
 
 
 def is_constant(expression: str | int | float | bool) -> bool:

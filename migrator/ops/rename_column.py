@@ -33,7 +33,6 @@ from migrator.ops.shadow import (
     column_indexes,
     drop_sync_sql,
     shadow_index_steps,
-    sync_function_sql,
     sync_trigger_step,
     types_without_equality,
 )
@@ -129,17 +128,14 @@ class RenameColumn(Operation):
                 ctx.schema,
                 self.table,
                 self.trigger_name(),
-                sync_function_sql(
-                    function,
-                    column=self.from_,
-                    shadow=self.to,
-                    shadow_type=facts.type,
-                    up=ident(self.from_),
-                    down=ident(self.from_),
-                    column_types=types,
-                    no_equality=types_without_equality(ctx.catalog, [*types.values(), facts.type]),
-                ),
                 function,
+                column=self.from_,
+                shadow=self.to,
+                shadow_type=facts.type,
+                up=ident(self.from_),
+                down=ident(self.from_),
+                column_types=types,
+                no_equality=types_without_equality(ctx.catalog, [*types.values(), facts.type]),
             )
         )
         steps += shadow_index_steps(

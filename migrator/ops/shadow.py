@@ -2,7 +2,7 @@
 
 Both operations give the new version a second column beside the old one while both
 versions run, and keep the two in step in both directions with one BEFORE INSERT OR
-UPDATE row trigger. The old version keeps writing the old column and never mentions the
+UPDATE row trigger (two, in fact: the UPDATE one filtered by a WHEN condition). The old version keeps writing the old column and never mentions the
 new one; the new version writes the new one. The trigger decides which side a write
 came from by what changed, never by which version sent it (no views per version, no
 search_path):
@@ -40,8 +40,8 @@ from sqlalchemy.exc import DBAPIError
 
 from migrator.engine.catalog import Catalog
 from migrator.ops.base import Step, step
-from migrator.ops.expressions import column_refs
-from migrator.sqltext import ident, literal
+from migrator.ops.expressions import column_refs, qualified
+from migrator.sqltext import ident, literal, short_name
 
 # -- the catalog ----------------------------------------------------------------------------
 
@@ -422,6 +422,13 @@ def _not_valid(con: ast.Constraint) -> str:
 # -- the sync trigger -------------------------------------------------------------------------
 
 
+def _differ(a: str, b: str, type_sql: str, no_equality: frozenset[str]) -> str:
+    """``a IS DISTINCT FROM b``, compared as text for types without equality."""
+    if type_sql in no_equality:
+        return f"({a})::text IS DISTINCT FROM ({b})::text"
+    return f"{a} IS DISTINCT FROM {b}"
+
+
 def sync_function_sql(
     function: str,
     column: str,
@@ -442,9 +449,7 @@ def sync_function_sql(
     col, sh = ident(column), ident(shadow)
 
     def differ(a: str, b: str, type_sql: str) -> str:
-        if type_sql in no_equality:
-            return f"({a})::text IS DISTINCT FROM ({b})::text"
-        return f"{a} IS DISTINCT FROM {b}"
+        return _differ(a, b, type_sql, no_equality)
 
     up_reads = [c for c in column_refs(up) if c in column_types]
     down_reads = [c for c in column_refs(down) if c in column_types and c != column]
@@ -490,6 +495,45 @@ def sync_function_sql(
     )
 
 
+def sync_update_condition(
+    column: str,
+    shadow: str,
+    shadow_type: str,
+    up: str,
+    column_types: dict[str, str],
+    no_equality: frozenset[str] = frozenset(),
+) -> str:
+    """The WHEN condition of the UPDATE trigger: exactly the rows the function changes.
+
+    Checked by the executor before any PL/pgSQL runs, so an update that leaves both
+    columns and what ``up`` reads alone (most of the application's), and the backfill's
+    own update (a shadow set to exactly ``up`` of the row), cost a comparison, not a
+    function call. The function checks it all again, so it stays right on its own.
+    """
+    col, sh = ident(column), ident(shadow)
+
+    def differ(a: str, b: str, type_sql: str) -> str:
+        return _differ(a, b, type_sql, no_equality)
+
+    up_reads = [c for c in column_refs(up) if c in column_types]
+    changed = [differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", column_types[c]) for c in up_reads]
+    shadow_changed = differ(f"NEW.{sh}", f"OLD.{sh}", shadow_type)
+    up_of_new = qualified(up, set(column_types))
+    # The shadow changed: the function acts unless it changed to exactly ``up``.
+    wrote_shadow = (
+        f"({shadow_changed} AND {differ(f'NEW.{sh}', f'({up_of_new})', shadow_type)})"
+        if up_of_new is not None
+        else shadow_changed
+    )
+    recompute = " OR ".join([*changed, f"(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL)"])
+    return f"{wrote_shadow} OR (NOT ({shadow_changed}) AND ({recompute}))"
+
+
+def update_trigger_name(trigger: str) -> str:
+    """The UPDATE half of a sync trigger (``trigger`` is the INSERT half)."""
+    return short_name(trigger, "update")
+
+
 def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
     """The types among these that IS DISTINCT FROM cannot compare (no equality operator).
 
@@ -514,25 +558,45 @@ def sync_trigger_step(
     schema: str,
     table: str,
     trigger: str,
-    function_sql: str,
     function: str,
+    *,
+    column: str,
+    shadow: str,
+    shadow_type: str,
+    up: str,
+    down: str,
+    column_types: dict[str, str],
+    no_equality: frozenset[str] = frozenset(),
 ) -> Step:
-    """Create (or replace) the function and the trigger, in one transaction."""
+    """Create (or replace) the function and its two triggers, in one transaction.
+
+    INSERT always runs the function; UPDATE runs it only when `sync_update_condition`
+    holds.
+    """
     t = ident(schema, table)
+    update = update_trigger_name(trigger)
+    condition = sync_update_condition(column, shadow, shadow_type, up, column_types, no_equality)
     return step(
         key,
         description,
-        function_sql,
+        sync_function_sql(
+            function, column, shadow, shadow_type, up, down, column_types, no_equality
+        ),
         f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {t}",
-        f"CREATE TRIGGER {ident(trigger)} BEFORE INSERT OR UPDATE ON {t} "
+        f"DROP TRIGGER IF EXISTS {ident(update)} ON {t}",
+        f"CREATE TRIGGER {ident(trigger)} BEFORE INSERT ON {t} "
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
+        f"CREATE TRIGGER {ident(update)} BEFORE UPDATE ON {t} "
+        f"FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION {function}()",
     )
 
 
 def drop_sync_sql(schema: str, table: str, trigger: str, function: str) -> list[str]:
-    """Drop the trigger and its function; rerunnable."""
+    """Drop the triggers and their function; rerunnable."""
+    t = ident(schema, table)
     return [
-        f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {ident(schema, table)}",
+        f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {t}",
+        f"DROP TRIGGER IF EXISTS {ident(update_trigger_name(trigger))} ON {t}",
         f"DROP FUNCTION IF EXISTS {function}()",
     ]
 
