@@ -50,6 +50,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migrator import commands
+from migrator.backfill import engine
 from migrator.plan.loader import parse_plan
 
 PLAN = """
@@ -237,7 +238,9 @@ def method_offset(url: str, budget: float) -> tuple[int, bool]:
                 return done, True
 
 
-def method_migrator(url: str, workers: int, target: str | None = None) -> int:
+def method_migrator(
+    url: str, workers: int, target: str | None = None, *, one_pass: bool = False
+) -> int:
     chosen = (
         plan()
         if target is None
@@ -245,8 +248,15 @@ def method_migrator(url: str, workers: int, target: str | None = None) -> int:
     )
     # A different target_batch_time is a changed plan: say that it is meant.
     options = commands.Options(database_url=url, accept_changed_plan=target is not None)
-    result = commands.backfill(chosen, options, workers=workers)
-    return result.rows
+    if not one_pass:
+        return commands.backfill(chosen, options, workers=workers).rows
+    # The walk before two passes, for comparison: each range in one pass.
+    passes = engine.Backfill.passes
+    engine.Backfill.passes = lambda self, conn: 1  # type: ignore[method-assign]
+    try:
+        return commands.backfill(chosen, options, workers=workers).rows
+    finally:
+        engine.Backfill.passes = passes  # type: ignore[method-assign]
 
 
 def unfilled(url: str) -> int:
@@ -347,6 +357,7 @@ B = "(b) pgroll: trigger + CTE 1000"
 C = "(c) naive OFFSET 1000"
 D1 = "(d) migrator, 1 worker"
 D2 = "(d) migrator, 2 workers"
+D1P = "(d) 1 worker, one pass"
 
 # -- running it ------------------------------------------------------------------------------
 
@@ -370,7 +381,7 @@ def main() -> None:
         help="also run (d) under load with this target_batch_time ('' to skip)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of a, b, d (median)")
-    parser.add_argument("--skip", default="", help="comma list of a,b,c,d1,d2,load to skip")
+    parser.add_argument("--skip", default="", help="comma list of a,b,c,d1,d2,d1p,load to skip")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     rows = args.rows
@@ -390,10 +401,18 @@ def main() -> None:
 
         def measure(label: str, fn: Callable[[str], Any], note: str = "") -> None:
             url = server.copy("bench_run", "bench_tpl")
+            lsn = server.run("SELECT pg_current_wal_lsn()")[0][0]
             value, seconds = timed(lambda: fn(url))
+            wal = float(server.run(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')")[0][0])
             done, cut = value if isinstance(value, tuple) else (value, False)
             left = unfilled(url)
-            extra = note + (f"; partial: {done:,} rows in the budget" if cut else "")
+            size = server.run(
+                "SELECT pg_size_pretty(pg_total_relation_size('users'))", "bench_run"
+            )[0][0]
+            extra = f"WAL {wal / max(done, 1):4.0f} B/row, table {size}"
+            extra += (f"; {note}" if note else "") + (
+                f"; partial: {done:,} rows in the budget" if cut else ""
+            )
             if not cut and left:
                 extra += f"; {left:,} ROWS LEFT UNFILLED"
             results.setdefault(label, []).append(done / seconds)
@@ -418,6 +437,8 @@ def main() -> None:
                 measure(D1, lambda url: method_migrator(url, 1))
             if "d2" not in skip:
                 measure(D2, lambda url: method_migrator(url, 2))
+            if "d1p" not in skip:
+                measure(D1P, lambda url: method_migrator(url, 1, one_pass=True))
 
         def rate(label: str) -> float | None:
             runs = results.get(label)

@@ -155,14 +155,82 @@ def test_walks_every_table_shape(fresh_db: str, shape: str) -> None:
     assert recorder.progress_events, "no progress reported"
 
 
+def hot_share_and_growth(url: str, shape: str, before_backfill: str = "") -> tuple[float, float]:
+    """Backfill a table of ``shape`` (vacuumed: pages full) and return the share of
+    updates that were heap-only and how much the table grew."""
+    q(url, SEEDS[shape])
+    q(url, "VACUUM (ANALYZE) users")
+    plan = make_plan()
+    commands.expand(plan, opts(url))
+    if before_backfill:
+        q(url, before_backfill)
+    pages = q(url, "SELECT pg_relation_size('users')")[0][0]
+    counters = (
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+        "WHERE relid = 'public.users'::regclass"
+    )
+    before = q(url, counters)[0]
+    result = commands.backfill(plan, opts(url))
+    assert wrong_rows(url) == 0
+    # The engine's sessions report their counts as they end: wait for them.
+    deadline = time.monotonic() + 10
+    while True:
+        upd, hot = (a - b for a, b in zip(q(url, counters)[0], before, strict=True))
+        if upd >= result.rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert upd == result.rows
+    grown = q(url, "SELECT pg_relation_size('users')")[0][0] / pages - 1
+    return hot / upd, grown
+
+
+@pytest.mark.parametrize("shape", ["composite", "text-uuid", "ctid"])
+def test_two_passes_make_most_second_pass_updates_heap_only(fresh_db: str, shape: str) -> None:
+    """The first pass fills about half of each page's rows; committed, their old
+    versions are pruned, and the second pass finds room on the page: HOT updates, with
+    no new index entries. (Measured here: 39% to 84% of all updates, by table shape.)"""
+    hot, _ = hot_share_and_growth(fresh_db, shape)
+    assert checkpoint(fresh_db)["passes"] == 2
+    assert q(fresh_db, "SELECT DISTINCT pass FROM migrator.backfill_ranges") == [(2,)]
+    assert hot > 0.25, f"only {hot:.0%} of the updates were heap-only"
+
+
+def test_one_pass_when_an_index_covers_the_filled_column(fresh_db: str) -> None:
+    """HOT is impossible when the fill changes an indexed column: one pass, no second walk."""
+    hot, _ = hot_share_and_growth(
+        fresh_db, "composite", "CREATE INDEX users_phone_lower ON users (lower(phone))"
+    )
+    assert checkpoint(fresh_db)["passes"] == 1
+    assert hot == 0
+
+
+def test_state_made_before_two_passes_is_upgraded(fresh_db: str) -> None:
+    """A state schema initialised by a migrator without passes gains the column (its
+    ranges are walked in one pass, as they were), and init stays rerunnable."""
+    q(fresh_db, SEEDS["composite"])
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    q(fresh_db, "ALTER TABLE migrator.backfill_ranges DROP COLUMN pass")
+    commands.backfill(plan, opts(fresh_db))
+    assert wrong_rows(fresh_db) == 0
+    assert q(
+        fresh_db,
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'migrator.backfill_ranges'::regclass "
+        "AND attname = 'pass' AND NOT attisdropped",
+    ) == [(1,)]
+
+
 def test_batch_size_auto_adapts_to_target_time(fresh_db: str) -> None:
     q(fresh_db, SEEDS["composite"])
     plan = make_plan()
     commands.expand(plan, opts(fresh_db))
     commands.backfill(plan, opts(fresh_db))
-    batches = q(fresh_db, "SELECT sum(batches) FROM migrator.backfill_ranges")[0][0]
-    # 20k rows from a first batch of 1000 that grows: far fewer than 20 batches of 1000.
-    assert batches < 20
+    batches, ranges = q(fresh_db, "SELECT sum(batches), count(*) FROM migrator.backfill_ranges")[0]
+    # 20k rows in ranges of about 1250, each walked twice, from a first batch of 1000
+    # that grows: a range's pass soon takes one batch, not two.
+    assert ranges == 16
+    assert batches < 2 * 2 * ranges * 0.75
+    assert checkpoint(fresh_db)["batch_size"] > 1000
     assert wrong_rows(fresh_db) == 0
 
 

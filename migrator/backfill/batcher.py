@@ -85,11 +85,18 @@ def keyset_sql(spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, s
     )
 
 
-def update_keys_sql(spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None) -> str:
-    """The UPDATE of one key range, touching only rows that still need it."""
+def _only(only: str | None) -> str:
+    return f" AND ({only})" if only else ""
+
+
+def update_keys_sql(
+    spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, only: str | None = None
+) -> str:
+    """The UPDATE of one key range, touching only rows that still need it (and, in a
+    first pass, only the rows ``only`` chooses)."""
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
-        f"WHERE {key_bounds(walk, lo, hi)} AND ({spec.needs})"
+        f"WHERE {key_bounds(walk, lo, hi)} AND ({spec.needs}){_only(only)}"
     )
 
 
@@ -100,6 +107,7 @@ def keyset_batch(
     lo: Key | None,
     range_hi: Key | None,
     size: int,
+    only: str | None = None,
 ) -> Batch:
     """Fill the next ``size`` keys after ``lo`` (at most up to ``range_hi``)."""
     started = time.perf_counter()
@@ -110,7 +118,7 @@ def keyset_batch(
     else:
         hi = [str(v) for v in row]
         last = hi == range_hi
-    cursor.execute(update_keys_sql(spec, walk, lo, hi))
+    cursor.execute(update_keys_sql(spec, walk, lo, hi, only))
     updated = max(int(cursor.rowcount), 0)
     # An open-ended range that ran out of rows stays open: keys inserted later beyond
     # it belong to the writers (the trigger fills the old version's).
@@ -125,17 +133,22 @@ def relation_pages_sql(spec: BackfillSpec) -> str:
     )
 
 
-def update_pages_sql(spec: BackfillSpec, first: int, end: int) -> str:
+def update_pages_sql(spec: BackfillSpec, first: int, end: int, only: str | None = None) -> str:
     """The UPDATE of heap pages ``first <= page < end``."""
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
         f"WHERE ctid >= {literal(f'({int(first)},0)')}::tid "
-        f"AND ctid < {literal(f'({int(end)},0)')}::tid AND ({spec.needs})"
+        f"AND ctid < {literal(f'({int(end)},0)')}::tid AND ({spec.needs}){_only(only)}"
     )
 
 
 def ctid_batch(
-    cursor: Any, spec: BackfillSpec, first: int, range_end: int | None, pages: int
+    cursor: Any,
+    spec: BackfillSpec,
+    first: int,
+    range_end: int | None,
+    pages: int,
+    only: str | None = None,
 ) -> Batch:
     """Fill heap pages ``first`` to ``first + pages`` (at most up to ``range_end``).
 
@@ -149,6 +162,6 @@ def ctid_batch(
     else:
         end = min(end, range_end)
         last = end >= range_end
-    cursor.execute(update_pages_sql(spec, first, end))
+    cursor.execute(update_pages_sql(spec, first, end, only))
     updated = max(int(cursor.rowcount), 0)
     return Batch(updated, end, last, time.perf_counter() - started)

@@ -5,7 +5,8 @@ One call of `Backfill.run` fills one `BackfillSpec`:
 - `prepare` chooses the walk (primary key, unique NOT NULL key, or ctid pages) and,
   the first time, splits the table into ranges in ``migrator.backfill_ranges``;
 - ``workers`` threads, each on its own session, claim ranges (other processes on the
-  same release claim from the same table) and walk them in batches. Every batch is
+  same release claim from the same table) and walk them in batches, in two passes
+  where that lets most updates stay on their page (`Backfill.passes`). Every batch is
   one short transaction: ``SET LOCAL lock_timeout``, the UPDATE of rows that still need
   it, and the range's checkpoint, committed together. A batch that loses a lock race
   (or a deadlock) is rolled back and retried with backoff, half as big;
@@ -39,7 +40,7 @@ from sqlalchemy.pool import NullPool
 
 from migrator.backfill import throttle
 from migrator.backfill.batcher import Batch, ctid_batch, keyset_batch, scalar
-from migrator.backfill.keys import Walk, choose_walk
+from migrator.backfill.keys import Walk, choose_walk, first_pass_rows, indexed_columns
 from migrator.backfill.ranges import Range, RangeStore, Summary, plan_ranges
 from migrator.backfill.sizing import BatchSizer
 from migrator.db.connection import connect, describe_db_error, sqlstate
@@ -78,6 +79,7 @@ class Settings:
     workers: int = 1
     ranges_per_worker: int = 4
     min_ranges: int = 16
+    two_passes: bool = True  # where it pays: see `Backfill.passes`
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class Backfill:
             connect_args={"application_name": "migrator backfill", "connect_timeout": 10},
         )
         self.walk: Walk | None = None
+        self.first_pass: str | None = None
+        self.pass_count = 1
         self.total = 0
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._shared = _Shared()
@@ -152,6 +156,7 @@ class Backfill:
                 same_walk = stored.get("walk") == _walk_json(walk)
                 if self.store.exists(conn) and same_walk and not self.restart:
                     self.total = int(stored.get("total") or 0)
+                    self.pass_count = int(stored.get("passes") or 1)
                 else:
                     # First run, or the table's key changed since: positions on the old
                     # walk mean nothing now, so plan again (only rows needing it are
@@ -162,7 +167,8 @@ class Backfill:
                         self.settings.workers * self.settings.ranges_per_worker,
                     )
                     bounds, self.total = plan_ranges(conn, self.spec, walk, count)
-                    self.store.create(conn, bounds)
+                    passes = self.pass_count = self.passes(conn)
+                    self.store.create(conn, bounds, first_pass=3 - passes)
                     STATE.save_checkpoint(
                         conn,
                         self.release,
@@ -173,11 +179,36 @@ class Backfill:
                             "rows": 0,
                             "total": self.total,
                             "ranges": len(bounds),
+                            "passes": passes,
                             "updated_at": _now(),
                         },
                     )
         self.walk = walk
+        self.first_pass = first_pass_rows(walk)
         return walk
+
+    def passes(self, conn: Connection) -> int:
+        """How many passes each range is walked in: 2 where it pays, else 1.
+
+        A table loaded densely has no room on its pages: updating a row puts the new
+        version on another page, and every index gets a new entry for it (and the old
+        page a WAL-logged tuple lock). So the first pass fills about half the rows of
+        each page (`keys.first_pass_rows`); once committed, their old versions are dead,
+        and the second pass, walking the same range again, finds the pages pruned and
+        puts most of the other half's new versions on their own page: heap-only tuple
+        (HOT) updates, with no index entry, a smaller WAL record, and no growth of the
+        table. The range's first pass is long done by then (other workers' batches too,
+        which would otherwise still hold the old versions visible).
+
+        One pass when HOT is impossible (an index covers a column the fill writes) or
+        when a second pass would fill rows twice (a fill whose rows always need it).
+        """
+        if not self.settings.two_passes:
+            return 1
+        if self.spec.needs.strip().lower() in ("true", "(true)"):
+            return 1
+        indexed = indexed_columns(conn, self.spec.schema, self.spec.table)
+        return 1 if indexed & set(self.spec.set) else 2
 
     # -- running -----------------------------------------------------------------------
 
@@ -312,6 +343,7 @@ class Backfill:
             "batches": summary.batches,
             "ranges": summary.ranges,
             "ranges_done": summary.done,
+            "passes": self.pass_count,
             "workers": self.settings.workers,
             "batch_size": self._shared.batch_size,
             "throttle": self._shared.decision.reason or self._shared.decision.action,
@@ -330,7 +362,8 @@ class Backfill:
                 conn.commit()
                 with shared.lock:
                     shared.pids.add(pid)
-                sizer = self._sizer()
+                # One sizer per pass: a first-pass batch fills half the rows it walks.
+                sizers = {1: self._sizer(), 2: self._sizer()}
                 while not shared.stop.is_set():
                     rng = self.store.claim(conn, worker)
                     if rng is None:
@@ -339,7 +372,7 @@ class Backfill:
                         # Other workers hold the rest; one may die and free its range.
                         shared.stop.wait(IDLE_POLL)
                         continue
-                    self._walk_range(conn, rng, sizer)
+                    self._walk_range(conn, rng, sizers)
                     self.store.release_claim(conn, rng)
         except BaseException as exc:
             with shared.lock:
@@ -360,18 +393,22 @@ class Backfill:
             high=500_000 if keyset else 20_000,
         )
 
-    def _walk_range(self, conn: Connection, rng: Range, sizer: BatchSizer) -> None:
+    def _walk_range(self, conn: Connection, rng: Range, sizers: dict[int, BatchSizer]) -> None:
         shared = self._shared
-        position = rng.start
+        position, pass_ = rng.start, rng.pass_
         while not shared.stop.is_set():
             if not self._obey_throttle():
                 return
-            batch = self._batch(conn, rng, position, sizer)
+            batch = self._batch(conn, rng, position, sizers[pass_], pass_)
             with shared.lock:
                 shared.rows_here += batch.updated
-                shared.batch_size = sizer.size
+                shared.batch_size = sizers[pass_].size
             if batch.last:
-                return
+                if pass_ == 2:
+                    return
+                # The checkpoint moved the range to its second pass, from its start.
+                position, pass_ = rng.lo, 2
+                continue
             position = batch.position
             if self.settings.pause:
                 shared.stop.wait(self.settings.pause)
@@ -395,9 +432,13 @@ class Backfill:
             return not shared.stop.is_set()
         return False
 
-    def _batch(self, conn: Connection, rng: Range, position: Any, sizer: BatchSizer) -> Batch:
-        """One batch and its checkpoint in one transaction, retried on lock races."""
+    def _batch(
+        self, conn: Connection, rng: Range, position: Any, sizer: BatchSizer, pass_: int
+    ) -> Batch:
+        """One batch of pass ``pass_`` and its checkpoint in one transaction, retried on
+        lock races."""
         policy = self.settings.policy
+        only = self.first_pass if pass_ == 1 else None
         attempt = 0
         while True:
             size = sizer.size
@@ -408,14 +449,20 @@ class Backfill:
                     cursor.execute(f"SET LOCAL lock_timeout = {literal(timeout)}")
                     if self.walk is not None and not self.walk.keyset:
                         batch = ctid_batch(
-                            cursor, self.spec, int(position or 0), _int(rng.hi), size
+                            cursor, self.spec, int(position or 0), _int(rng.hi), size, only
                         )
                     else:
                         assert self.walk is not None
                         batch = keyset_batch(
-                            cursor, self.spec, self.walk, position, _key(rng.hi), size
+                            cursor, self.spec, self.walk, position, _key(rng.hi), size, only
                         )
-                    self.store.checkpoint(conn, rng, batch.position, batch.updated, batch.last)
+                    if pass_ == 1 and batch.last:
+                        # The first pass is over: the second starts at the range's start.
+                        self.store.checkpoint(conn, rng, None, batch.updated, False, 2)
+                    else:
+                        self.store.checkpoint(
+                            conn, rng, batch.position, batch.updated, batch.last, pass_
+                        )
                 if not batch.last:
                     # A range's last batch is cut short by the range's end: its time says
                     # nothing about a full batch.

@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from migrator.errors import ValidationFailed
+from migrator.ops.expressions import column_refs
 from migrator.sqltext import ident
 
 Kind = Literal["primary key", "unique key", "ctid"]
@@ -97,3 +98,51 @@ def choose_walk(conn: Connection, schema: str, table: str) -> Walk:
             "unique NOT NULL key cannot be walked by ctid; add a key"
         )
     return Walk("ctid")
+
+
+_INDEXED = """
+SELECT a.attname AS name, NULL AS expression
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) AS k(attnum)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = :s AND c.relname = :t
+UNION ALL
+SELECT NULL, pg_get_expr(e.expr, i.indrelid)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL (VALUES (i.indexprs), (i.indpred)) AS e(expr)
+WHERE n.nspname = :s AND c.relname = :t AND e.expr IS NOT NULL
+"""
+
+
+def indexed_columns(conn: Connection, schema: str, table: str) -> set[str]:
+    """The columns any index of the table covers, reads in an expression, or filters on.
+
+    An UPDATE that changes none of them can be a heap-only tuple (HOT) update: the new
+    version stays on its page when there is room, and no index gets a new entry.
+    """
+    names: set[str] = set()
+    for name, expression in conn.execute(text(_INDEXED), {"s": schema, "t": table}):
+        if name is not None:
+            names.add(str(name))
+        elif expression is not None:
+            names.update(column_refs(str(expression)))
+    return names
+
+
+_INTEGER_TYPES = ("smallint", "integer", "bigint")
+
+
+def first_pass_rows(walk: Walk) -> str:
+    """The condition choosing about half the rows of every heap page, for a first pass.
+
+    A single integer key alternates along its pages when the table was loaded in key
+    order and is spread evenly over them when it was not; any other walk takes every
+    other line pointer of each page.
+    """
+    if walk.keyset and len(walk.columns) == 1 and walk.columns[0].type in _INTEGER_TYPES:
+        return f"{ident(walk.columns[0].name)} % 2 <> 0"
+    return "((ctid::text::point)[1])::integer % 2 <> 0"

@@ -39,7 +39,11 @@ Position = Key | int | None
 
 @dataclass(frozen=True)
 class Range:
-    """One claimed range: ``lo < key <= hi`` (keys) or ``lo <= page < hi`` (ctid)."""
+    """One claimed range: ``lo < key <= hi`` (keys) or ``lo <= page < hi`` (ctid).
+
+    ``pass_`` is the pass being walked: 1 fills about half the rows of each page, 2 the
+    rest (`migrator.backfill.engine` says why); ``position`` is within that pass.
+    """
 
     n: int
     lo: Position
@@ -47,6 +51,7 @@ class Range:
     position: Position
     status: str
     rows: int
+    pass_: int = 2
 
     @property
     def start(self) -> Position:
@@ -163,15 +168,17 @@ class RangeStore:
         ).first()
         return found is not None
 
-    def create(self, conn: Connection, bounds: list[tuple[Position, Position]]) -> None:
-        """Insert the planned ranges (pending, no position yet)."""
+    def create(
+        self, conn: Connection, bounds: list[tuple[Position, Position]], first_pass: int = 2
+    ) -> None:
+        """Insert the planned ranges (pending, no position yet, at ``first_pass``)."""
         for n, (lo, hi) in enumerate(bounds):
             conn.execute(
                 text(
-                    "INSERT INTO migrator.backfill_ranges (release, phase, key, n, lo, hi) "
-                    "VALUES (:r, :ph, :k, :n, CAST(:lo AS jsonb), CAST(:hi AS jsonb))"
+                    "INSERT INTO migrator.backfill_ranges (release, phase, key, n, lo, hi, pass) "
+                    "VALUES (:r, :ph, :k, :n, CAST(:lo AS jsonb), CAST(:hi AS jsonb), :ps)"
                 ),
-                self._params(n=n, lo=json.dumps(lo), hi=json.dumps(hi)),
+                self._params(n=n, lo=json.dumps(lo), hi=json.dumps(hi), ps=first_pass),
             )
 
     def delete(self, conn: Connection) -> None:
@@ -181,11 +188,11 @@ class RangeStore:
         )
 
     def reset(self, conn: Connection) -> None:
-        """Walk every range again from its start (a sweep after a ctid pass)."""
+        """Walk every range again from its start, in one pass (a sweep after a ctid walk)."""
         conn.execute(
             text(
                 "UPDATE migrator.backfill_ranges SET status = 'pending', position = NULL, "
-                f"updated_at = now() WHERE {self._where}"
+                f"pass = 2, updated_at = now() WHERE {self._where}"
             ),
             self._params(),
         )
@@ -201,7 +208,8 @@ class RangeStore:
         while True:
             row = conn.execute(
                 text(
-                    "SELECT n, lo, hi, position, status, rows FROM migrator.backfill_ranges "
+                    "SELECT n, lo, hi, position, status, rows, pass "
+                    "FROM migrator.backfill_ranges "
                     f"WHERE {self._where} AND status <> 'done' AND n <> ALL(:tried) "
                     "ORDER BY status = 'running', n LIMIT 1 FOR UPDATE SKIP LOCKED"
                 ),
@@ -232,6 +240,7 @@ class RangeStore:
                 _position(row.position),
                 "running",
                 int(row.rows),
+                int(row[6]),
             )
 
     def release_claim(self, conn: Connection, rng: Range) -> None:
@@ -246,17 +255,23 @@ class RangeStore:
         return f"{self.release}|{self.phase}|{self.key}|{n}"
 
     def checkpoint(
-        self, conn: Connection, rng: Range, position: Position, rows: int, done: bool
+        self,
+        conn: Connection,
+        rng: Range,
+        position: Position,
+        rows: int,
+        done: bool,
+        pass_: int = 2,
     ) -> None:
-        """Record a finished batch, in the batch's own transaction."""
+        """Record a finished batch of pass ``pass_``, in the batch's own transaction."""
         conn.execute(
             text(
                 "UPDATE migrator.backfill_ranges SET position = CAST(:p AS jsonb), "
-                "rows = rows + :u, batches = batches + 1, updated_at = now(), "
+                "rows = rows + :u, batches = batches + 1, updated_at = now(), pass = :ps, "
                 "status = CASE WHEN :d THEN 'done' ELSE 'running' END "
                 f"WHERE {self._where} AND n = :n"
             ),
-            self._params(p=json.dumps(position), u=rows, d=done, n=rng.n),
+            self._params(p=json.dumps(position), u=rows, d=done, n=rng.n, ps=pass_),
         )
 
     def summary(self, conn: Connection) -> Summary:

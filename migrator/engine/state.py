@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS migrator.backfill_ranges (
     lo         jsonb,
     hi         jsonb,
     position   jsonb,
+    pass       smallint NOT NULL DEFAULT 2,
     status     text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done')),
     rows       bigint NOT NULL DEFAULT 0,
     batches    integer NOT NULL DEFAULT 0,
@@ -116,6 +117,24 @@ CREATE TABLE IF NOT EXISTS migrator.query_baseline (
 INSERT INTO migrator.meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')
     ON CONFLICT (key) DO NOTHING;
 """
+
+# What a state schema made by an earlier migrator lacks; each statement checks first, so
+# a run that finds it done takes no lock.
+_UPGRADES = (
+    # The backfill's two passes (migrator.backfill.engine): databases initialised before
+    # them have ranges walked in one.
+    """DO $migrator$
+BEGIN
+  IF NOT EXISTS (
+    SELECT FROM pg_attribute
+    WHERE attrelid = 'migrator.backfill_ranges'::regclass AND attname = 'pass'
+      AND NOT attisdropped
+  ) THEN
+    ALTER TABLE migrator.backfill_ranges ADD COLUMN pass smallint NOT NULL DEFAULT 2;
+  END IF;
+END
+$migrator$""",
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,8 @@ class StateStore:
         for statement in _DDL.split(";\n"):
             if statement.strip():
                 conn.execute(text(statement).execution_options(no_parameters=True))
+        for statement in _UPGRADES:
+            conn.execute(text(statement).execution_options(no_parameters=True))
 
     # -- releases ----------------------------------------------------------------------
 
