@@ -25,6 +25,7 @@ from migrator.errors import ExitCode, MigratorError
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import diff, schema_dump
+from tests.support.functions import calls
 from tests.support.servers import Server
 
 
@@ -623,21 +624,6 @@ def test_concurrent_writers_end_consistent(
     assert isinstance(writes, int) and writes > 0
 
 
-def calls(url: str, function: str, *statements: str) -> int:
-    """Run statements in one session that counts function calls, then read the count."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET track_functions = 'all'")
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
-        conn.execute("SELECT pg_stat_force_next_flush()")
-    rows = q(
-        url,
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-        f"WHERE schemaname = 'migrator' AND funcname = '{function}'",
-    )
-    return int(rows[0][0])  # type: ignore[call-overload]
-
-
 @pytest.mark.parametrize(
     ("expand", "function", "backfill_batch", "old_write", "new_write", "check"),
     [
@@ -682,10 +668,11 @@ def test_sync_function_runs_only_when_it_has_work(
     to the synced columns still run it, once per row."""
     q(db, SEED)
     commands.expand(parse_plan(plan_for(expand), "plan.yaml"), opts(db))
-    start = calls(db, function)
+    start = calls(db, "migrator", function)
     assert (
         calls(
             db,
+            "migrator",
             function,
             backfill_batch,
             # On rows the backfill did: a row not copied yet is copied by any update.
@@ -694,10 +681,10 @@ def test_sync_function_runs_only_when_it_has_work(
         )
         == start
     )
-    assert calls(db, function, old_write, new_write) == start + 3
+    assert calls(db, "migrator", function, old_write, new_write) == start + 3
     assert q(db, check) == [(3,)]
     # A row the backfill has not reached yet: any update copies it.
-    assert calls(db, function, "UPDATE users SET name = 'x' WHERE id = 50") == start + 4
+    assert calls(db, "migrator", function, "UPDATE users SET name = 'x' WHERE id = 50") == start + 4
 
 
 # -- statement forms ---------------------------------------------------------------------------

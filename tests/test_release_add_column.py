@@ -17,6 +17,7 @@ from migrator.engine.lock import AdvisoryLock
 from migrator.errors import GateRefused, LockNotAcquired, ValidationFailed
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
+from tests.support.functions import calls as function_calls
 
 PLAN = """
 release: 2026-11-add-phone
@@ -108,18 +109,7 @@ def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
     commands.expand(plan, opts(db))
 
     def calls(*statements: str) -> int:
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("SET track_functions = 'all'")
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-            conn.execute("SELECT pg_stat_force_next_flush()")
-        # A new session: the counters flushed by the last one, not a cached snapshot.
-        row = q(
-            db,
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-            "WHERE schemaname = 'migrator' AND funcname = 'public_users_phone_sync'",
-        )
-        return int(row[0][0])
+        return function_calls(db, "migrator", "public_users_phone_sync", *statements)
 
     start = calls()
     # The new version writes phone itself; unrelated updates leave legacy_phone alone.

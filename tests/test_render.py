@@ -342,3 +342,27 @@ def test_the_plans_own_baseline(project: Path, tmp_path: Path, pg_server: Server
     base = revision_id("baseline", "baseline")
     assert history[revision_id("r1", "expand")].down_revision == base
     assert "CREATE TABLE users" in history[base].path.read_text()
+
+
+def test_the_committed_migrations_are_what_render_writes(tmp_path: Path, pg_server: Server) -> None:
+    """migrations/ in this repository is the example releases rendered: rendering them
+    again gives the same files (so a change to what an operation runs shows up there)."""
+    repo = Path(__file__).resolve().parents[1]
+    names = ["plans/2026-11-add-phone.yaml", "plans/2026-12-contact-email.yaml"]
+    commands.render(
+        [(load_plan(repo / name), name) for name in names],
+        commands.RenderOptions(
+            out=tmp_path / "m",
+            baseline=repo / "plans" / "baseline.sql",
+            scratch_url=pg_server.admin_url,
+        ),
+    )
+    mine = sorted(p.name for p in (tmp_path / "m" / "versions").glob("*.py"))
+    committed = sorted(p.name for p in (repo / "migrations" / "versions").glob("*.py"))
+    assert mine == committed
+    for name in mine:
+        fresh = (tmp_path / "m" / "versions" / name).read_text()
+        assert fresh == (repo / "migrations" / "versions" / name).read_text(), (
+            f"migrations/versions/{name} is stale: run `migrator render {' '.join(names)} "
+            "--baseline plans/baseline.sql`"
+        )

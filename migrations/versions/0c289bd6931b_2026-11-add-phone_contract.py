@@ -36,6 +36,7 @@ def upgrade() -> None:
     _execute('ALTER TABLE public.users DROP CONSTRAINT IF EXISTS _migrator_users_phone_not_null')
     # 0.add_column.drop-sync-trigger: drop the sync trigger on users
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync ON public.users')
+    _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync_update ON public.users')
     _execute('DROP FUNCTION IF EXISTS migrator.public_users_phone_sync()')
 
 

@@ -29,6 +29,7 @@ def upgrade() -> None:
     _execute("SET lock_timeout = '1000ms'")
     # 0.rename_column.swap: users.email becomes contact_email; the copy and the trigger go
     _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync ON public.users')
+    _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync_update ON public.users')
     _execute('DROP FUNCTION IF EXISTS migrator.public_users_email_contact_email_sync()')
     _execute('ALTER TABLE public.users DROP COLUMN contact_email')
     _execute('ALTER TABLE public.users RENAME COLUMN email TO contact_email')

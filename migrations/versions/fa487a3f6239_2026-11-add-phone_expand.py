@@ -51,7 +51,9 @@ BEGIN
 END
 $migrator$""")
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync ON public.users')
-    _execute('CREATE TRIGGER _migrator_phone_sync BEFORE INSERT OR UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION migrator.public_users_phone_sync()')
+    _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync_update ON public.users')
+    _execute('CREATE TRIGGER _migrator_phone_sync BEFORE INSERT ON public.users FOR EACH ROW WHEN (NEW.phone IS NULL) EXECUTE FUNCTION migrator.public_users_phone_sync()')
+    _execute('CREATE TRIGGER _migrator_phone_sync_update BEFORE UPDATE ON public.users FOR EACH ROW WHEN (NEW.phone IS NOT DISTINCT FROM OLD.phone AND (NEW.legacy_phone IS DISTINCT FROM OLD.legacy_phone)) EXECUTE FUNCTION migrator.public_users_phone_sync()')
     # 0.add_column.backfill: fill users.phone (batches, each committed)
     with op.get_context().autocommit_block():
         _execute("""DO $migrator$
@@ -78,6 +80,7 @@ def downgrade() -> None:
     _execute("SET lock_timeout = '1000ms'")
     # 0.add_column.drop-sync-trigger: drop the sync trigger on users
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync ON public.users')
+    _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync_update ON public.users')
     _execute('DROP FUNCTION IF EXISTS migrator.public_users_phone_sync()')
     # 0.add_column.drop-column: drop users.phone
     _execute('ALTER TABLE IF EXISTS public.users DROP COLUMN IF EXISTS phone')

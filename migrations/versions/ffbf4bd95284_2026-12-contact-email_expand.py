@@ -66,7 +66,9 @@ BEGIN
 END
 $migrator$""")
     _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync ON public.users')
-    _execute('CREATE TRIGGER _migrator_email_contact_email_sync BEFORE INSERT OR UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION migrator.public_users_email_contact_email_sync()')
+    _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync_update ON public.users')
+    _execute('CREATE TRIGGER _migrator_email_contact_email_sync BEFORE INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION migrator.public_users_email_contact_email_sync()')
+    _execute('CREATE TRIGGER _migrator_email_contact_email_sync_update BEFORE UPDATE ON public.users FOR EACH ROW WHEN ((NEW.contact_email IS DISTINCT FROM OLD.contact_email AND NEW.contact_email IS DISTINCT FROM (new.email)) OR (NOT (NEW.contact_email IS DISTINCT FROM OLD.contact_email) AND (NEW.email IS DISTINCT FROM OLD.email OR (NEW.contact_email IS NULL AND NEW.email IS NOT NULL)))) EXECUTE FUNCTION migrator.public_users_email_contact_email_sync()')
     # 0.rename_column.backfill: copy users.email to contact_email (batches, each committed)
     with op.get_context().autocommit_block():
         _execute("""DO $migrator$
@@ -93,5 +95,6 @@ def downgrade() -> None:
     _execute("SET lock_timeout = '1000ms'")
     # 0.rename_column.drop-column: drop users.contact_email, its trigger and index copies
     _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync ON public.users')
+    _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync_update ON public.users')
     _execute('DROP FUNCTION IF EXISTS migrator.public_users_email_contact_email_sync()')
     _execute('ALTER TABLE public.users DROP COLUMN IF EXISTS contact_email')

@@ -125,6 +125,20 @@ def keyset_batch(
     return Batch(updated, hi if hi is not None else lo, last, time.perf_counter() - started)
 
 
+def keyset_batch_to(
+    cursor: Any,
+    spec: BackfillSpec,
+    walk: Walk,
+    lo: Key | None,
+    hi: Key,
+    only: str | None = None,
+) -> Batch:
+    """Fill ``lo < key <= hi``, bounds already known (a batch an earlier pass found)."""
+    started = time.perf_counter()
+    cursor.execute(update_keys_sql(spec, walk, lo, hi, only))
+    return Batch(max(int(cursor.rowcount), 0), hi, False, time.perf_counter() - started)
+
+
 def relation_pages_sql(spec: BackfillSpec) -> str:
     """The table's current size in pages."""
     name = literal(ident(spec.schema, spec.table))

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from migrator.backfill import throttle
-from migrator.backfill.batcher import Batch, ctid_batch, keyset_batch, scalar
+from migrator.backfill.batcher import Batch, ctid_batch, keyset_batch, keyset_batch_to, scalar
 from migrator.backfill.keys import Walk, choose_walk, first_pass_rows, indexed_columns
 from migrator.backfill.ranges import Range, RangeStore, Summary, plan_ranges
 from migrator.backfill.sizing import BatchSizer
@@ -396,13 +396,23 @@ class Backfill:
     def _walk_range(self, conn: Connection, rng: Range, sizers: dict[int, BatchSizer]) -> None:
         shared = self._shared
         position, pass_ = rng.start, rng.pass_
+        # Where the first pass's batches ended: the second pass walks the same slices
+        # without looking for their ends again. (That look, an index scan, is cheap on
+        # untouched pages but costs a heap visit per key once the first pass has
+        # touched them.) Kept in memory: a second pass resumed elsewhere looks again.
+        ends: deque[Any] = deque()
+        # Only a first pass walked here from the range's start tells the slices from it.
+        whole = rng.pass_ == 1 and rng.position is None and bool(self.walk and self.walk.keyset)
         while not shared.stop.is_set():
             if not self._obey_throttle():
                 return
-            batch = self._batch(conn, rng, position, sizers[pass_], pass_)
+            planned = ends.popleft() if pass_ == 2 and ends else None
+            batch = self._batch(conn, rng, position, sizers[pass_], pass_, planned)
             with shared.lock:
                 shared.rows_here += batch.updated
                 shared.batch_size = sizers[pass_].size
+            if pass_ == 1 and whole and not batch.last:
+                ends.append(batch.position)
             if batch.last:
                 if pass_ == 2:
                     return
@@ -433,10 +443,16 @@ class Backfill:
         return False
 
     def _batch(
-        self, conn: Connection, rng: Range, position: Any, sizer: BatchSizer, pass_: int
+        self,
+        conn: Connection,
+        rng: Range,
+        position: Any,
+        sizer: BatchSizer,
+        pass_: int,
+        planned: Any = None,
     ) -> Batch:
         """One batch of pass ``pass_`` and its checkpoint in one transaction, retried on
-        lock races."""
+        lock races. A key walk's batch ends at ``planned`` when it is given."""
         policy = self.settings.policy
         only = self.first_pass if pass_ == 1 else None
         attempt = 0
@@ -451,6 +467,11 @@ class Backfill:
                         batch = ctid_batch(
                             cursor, self.spec, int(position or 0), _int(rng.hi), size, only
                         )
+                    elif planned is not None:
+                        assert self.walk is not None
+                        batch = keyset_batch_to(
+                            cursor, self.spec, self.walk, position, planned, only
+                        )
                     else:
                         assert self.walk is not None
                         batch = keyset_batch(
@@ -463,9 +484,9 @@ class Backfill:
                         self.store.checkpoint(
                             conn, rng, batch.position, batch.updated, batch.last, pass_
                         )
-                if not batch.last:
+                if not batch.last and planned is None:
                     # A range's last batch is cut short by the range's end: its time says
-                    # nothing about a full batch.
+                    # nothing about a full batch (nor does one of planned length).
                     sizer.record(size, batch.seconds)
                 return batch
             except (DBAPIError, psycopg.Error) as exc:

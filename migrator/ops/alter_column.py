@@ -65,6 +65,7 @@ from migrator.ops.safe import (
 from migrator.ops.shadow import (
     ColumnFacts,
     IndexFacts,
+    ShadowSync,
     binary_coercible,
     column_constraints,
     column_facts,
@@ -425,13 +426,15 @@ class AlterColumn(Operation):
                 self.table,
                 self.trigger_name(),
                 function,
-                column=self.column,
-                shadow=shadow,
-                shadow_type=self.type,
-                up=self._up(facts.type),
-                down=self._down(facts.type),
-                column_types=types,
-                no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
+                ShadowSync(
+                    column=self.column,
+                    shadow=shadow,
+                    shadow_type=self.type,
+                    up=self._up(facts.type),
+                    down=self._down(facts.type),
+                    column_types=types,
+                    no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
+                ),
             ),
         ]
         steps += shadow_index_steps(

@@ -29,6 +29,7 @@ from pydantic import Field
 from migrator.errors import ValidationFailed
 from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Phase, Step, step
 from migrator.ops.shadow import (
+    ShadowSync,
     column_facts,
     column_indexes,
     drop_sync_sql,
@@ -129,13 +130,15 @@ class RenameColumn(Operation):
                 self.table,
                 self.trigger_name(),
                 function,
-                column=self.from_,
-                shadow=self.to,
-                shadow_type=facts.type,
-                up=ident(self.from_),
-                down=ident(self.from_),
-                column_types=types,
-                no_equality=types_without_equality(ctx.catalog, [*types.values(), facts.type]),
+                ShadowSync(
+                    column=self.from_,
+                    shadow=self.to,
+                    shadow_type=facts.type,
+                    up=ident(self.from_),
+                    down=ident(self.from_),
+                    column_types=types,
+                    no_equality=types_without_equality(ctx.catalog, [*types.values(), facts.type]),
+                ),
             )
         )
         steps += shadow_index_steps(

@@ -422,111 +422,106 @@ def _not_valid(con: ast.Constraint) -> str:
 # -- the sync trigger -------------------------------------------------------------------------
 
 
-def _differ(a: str, b: str, type_sql: str, no_equality: frozenset[str]) -> str:
-    """``a IS DISTINCT FROM b``, compared as text for types without equality."""
-    if type_sql in no_equality:
-        return f"({a})::text IS DISTINCT FROM ({b})::text"
-    return f"{a} IS DISTINCT FROM {b}"
-
-
-def sync_function_sql(
-    function: str,
-    column: str,
-    shadow: str,
-    shadow_type: str,
-    up: str,
-    down: str,
-    column_types: dict[str, str],
-    no_equality: frozenset[str] = frozenset(),
-) -> str:
-    """The trigger function that keeps ``column`` and ``shadow`` in step (see the module doc).
+@dataclass(frozen=True)
+class ShadowSync:
+    """What keeps ``column`` and ``shadow`` in step: one trigger function, called by a
+    BEFORE INSERT trigger and a BEFORE UPDATE trigger filtered by `update_condition`.
 
     ``up`` computes the shadow from the row; ``down`` computes the old column, its bare
     ``column`` meaning the shadow's (new) value. Both read columns by their bare names,
-    as plan expressions do: each is declared as a variable holding the row's value.
-    Values of the types in ``no_equality`` (json, xml, point...) are compared as text.
+    as plan expressions do. Values of the types in ``no_equality`` (json, xml, point...)
+    are compared as text.
     """
-    col, sh = ident(column), ident(shadow)
 
-    def differ(a: str, b: str, type_sql: str) -> str:
-        return _differ(a, b, type_sql, no_equality)
+    column: str
+    shadow: str
+    shadow_type: str
+    up: str
+    down: str
+    column_types: dict[str, str]
+    no_equality: frozenset[str] = frozenset()
 
-    up_reads = [c for c in column_refs(up) if c in column_types]
-    down_reads = [c for c in column_refs(down) if c in column_types and c != column]
-    declared = list(dict.fromkeys([*up_reads, *down_reads]))
-    declare = "".join(f"  {ident(c)} {column_types[c]} := NEW.{ident(c)};\n" for c in declared)
-    down_block = (
-        "DECLARE\n"
-        f"      {col} {shadow_type} := NEW.{sh};\n"
-        "    BEGIN\n"
-        f"      NEW.{col} := ({down});\n"
-        "    END;\n"
-    )
-    changed = " OR ".join(
-        differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", column_types[c]) for c in up_reads
-    )
-    recompute = f"({changed}) OR " if changed else ""
-    return (
-        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
-        # The plan's expressions were checked under migrator's search_path; the
-        # function keeps it, whatever search_path the application's sessions use.
-        "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
-        f"DECLARE\n{declare}"
-        "BEGIN\n"
-        "  IF TG_OP = 'INSERT' THEN\n"
-        f"    IF NEW.{sh} IS NULL THEN\n"
-        f"      NEW.{sh} := ({up});\n"
-        f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-        f"    {down_block}"
-        "    END IF;\n"
-        f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
-        "    -- the new version wrote the shadow; a value that agrees with the old column\n"
-        "    -- (the backfill) leaves the old column as it is\n"
-        f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-        f"    {down_block}"
-        "    END IF;\n"
-        f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
-        "    -- the old version wrote, or the row is not backfilled yet\n"
-        f"    NEW.{sh} := ({up});\n"
-        "  END IF;\n"
-        "  RETURN NEW;\n"
-        "END\n"
-        "$migrator$"
-    )
+    def _differ(self, a: str, b: str, type_sql: str) -> str:
+        """``a IS DISTINCT FROM b``, compared as text for types without equality."""
+        if type_sql in self.no_equality:
+            return f"({a})::text IS DISTINCT FROM ({b})::text"
+        return f"{a} IS DISTINCT FROM {b}"
 
+    def _up_reads(self) -> list[str]:
+        return [c for c in column_refs(self.up) if c in self.column_types]
 
-def sync_update_condition(
-    column: str,
-    shadow: str,
-    shadow_type: str,
-    up: str,
-    column_types: dict[str, str],
-    no_equality: frozenset[str] = frozenset(),
-) -> str:
-    """The WHEN condition of the UPDATE trigger: exactly the rows the function changes.
+    def function_sql(self, function: str) -> str:
+        """The trigger function (see the module doc). Each column the expressions read is
+        declared as a variable holding the row's value."""
+        col, sh, differ = ident(self.column), ident(self.shadow), self._differ
+        up, down, shadow_type, types = self.up, self.down, self.shadow_type, self.column_types
+        up_reads = self._up_reads()
+        down_reads = [c for c in column_refs(down) if c in types and c != self.column]
+        declared = list(dict.fromkeys([*up_reads, *down_reads]))
+        declare = "".join(f"  {ident(c)} {types[c]} := NEW.{ident(c)};\n" for c in declared)
+        down_block = (
+            "DECLARE\n"
+            f"      {col} {shadow_type} := NEW.{sh};\n"
+            "    BEGIN\n"
+            f"      NEW.{col} := ({down});\n"
+            "    END;\n"
+        )
+        changed = " OR ".join(
+            differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", types[c]) for c in up_reads
+        )
+        recompute = f"({changed}) OR " if changed else ""
+        return (
+            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
+            # The plan's expressions were checked under migrator's search_path; the
+            # function keeps it, whatever search_path the application's sessions use.
+            "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
+            f"DECLARE\n{declare}"
+            "BEGIN\n"
+            "  IF TG_OP = 'INSERT' THEN\n"
+            f"    IF NEW.{sh} IS NULL THEN\n"
+            f"      NEW.{sh} := ({up});\n"
+            f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+            f"    {down_block}"
+            "    END IF;\n"
+            f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
+            "    -- the new version wrote the shadow; a value that agrees with the old column\n"
+            "    -- (the backfill) leaves the old column as it is\n"
+            f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+            f"    {down_block}"
+            "    END IF;\n"
+            f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
+            "    -- the old version wrote, or the row is not backfilled yet\n"
+            f"    NEW.{sh} := ({up});\n"
+            "  END IF;\n"
+            "  RETURN NEW;\n"
+            "END\n"
+            "$migrator$"
+        )
 
-    Checked by the executor before any PL/pgSQL runs, so an update that leaves both
-    columns and what ``up`` reads alone (most of the application's), and the backfill's
-    own update (a shadow set to exactly ``up`` of the row), cost a comparison, not a
-    function call. The function checks it all again, so it stays right on its own.
-    """
-    col, sh = ident(column), ident(shadow)
+    def update_condition(self) -> str:
+        """The WHEN condition of the UPDATE trigger: exactly the rows the function changes.
 
-    def differ(a: str, b: str, type_sql: str) -> str:
-        return _differ(a, b, type_sql, no_equality)
-
-    up_reads = [c for c in column_refs(up) if c in column_types]
-    changed = [differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", column_types[c]) for c in up_reads]
-    shadow_changed = differ(f"NEW.{sh}", f"OLD.{sh}", shadow_type)
-    up_of_new = qualified(up, set(column_types))
-    # The shadow changed: the function acts unless it changed to exactly ``up``.
-    wrote_shadow = (
-        f"({shadow_changed} AND {differ(f'NEW.{sh}', f'({up_of_new})', shadow_type)})"
-        if up_of_new is not None
-        else shadow_changed
-    )
-    recompute = " OR ".join([*changed, f"(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL)"])
-    return f"{wrote_shadow} OR (NOT ({shadow_changed}) AND ({recompute}))"
+        Checked by the executor before any PL/pgSQL runs, so an update that leaves both
+        columns and what ``up`` reads alone (most of the application's), and the
+        backfill's own update (a shadow set to exactly ``up`` of the row), cost a
+        comparison, not a function call. The function checks it all again, so it stays
+        right on its own.
+        """
+        col, sh, differ = ident(self.column), ident(self.shadow), self._differ
+        changed = [
+            differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", self.column_types[c])
+            for c in self._up_reads()
+        ]
+        shadow_changed = differ(f"NEW.{sh}", f"OLD.{sh}", self.shadow_type)
+        up_of_new = qualified(self.up, set(self.column_types))
+        # The shadow changed: the function acts unless it changed to exactly ``up``.
+        wrote_shadow = (
+            f"({shadow_changed} AND {differ(f'NEW.{sh}', f'({up_of_new})', self.shadow_type)})"
+            if up_of_new is not None
+            else shadow_changed
+        )
+        recompute = " OR ".join([*changed, f"(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL)"])
+        return f"{wrote_shadow} OR (NOT ({shadow_changed}) AND ({recompute}))"
 
 
 def update_trigger_name(trigger: str) -> str:
@@ -559,35 +554,21 @@ def sync_trigger_step(
     table: str,
     trigger: str,
     function: str,
-    *,
-    column: str,
-    shadow: str,
-    shadow_type: str,
-    up: str,
-    down: str,
-    column_types: dict[str, str],
-    no_equality: frozenset[str] = frozenset(),
+    sync: ShadowSync,
 ) -> Step:
-    """Create (or replace) the function and its two triggers, in one transaction.
-
-    INSERT always runs the function; UPDATE runs it only when `sync_update_condition`
-    holds.
-    """
+    """Create (or replace) the function and its two triggers, in one transaction."""
     t = ident(schema, table)
     update = update_trigger_name(trigger)
-    condition = sync_update_condition(column, shadow, shadow_type, up, column_types, no_equality)
     return step(
         key,
         description,
-        sync_function_sql(
-            function, column, shadow, shadow_type, up, down, column_types, no_equality
-        ),
+        sync.function_sql(function),
         f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {t}",
         f"DROP TRIGGER IF EXISTS {ident(update)} ON {t}",
         f"CREATE TRIGGER {ident(trigger)} BEFORE INSERT ON {t} "
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         f"CREATE TRIGGER {ident(update)} BEFORE UPDATE ON {t} "
-        f"FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION {function}()",
+        f"FOR EACH ROW WHEN ({sync.update_condition()}) EXECUTE FUNCTION {function}()",
     )
 
 
