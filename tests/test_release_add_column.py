@@ -103,8 +103,8 @@ def test_whole_release_on_postgresql_15(pg15_server) -> None:  # type: ignore[no
 
 def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
     """The triggers' WHEN conditions keep PL/pgSQL out of every write that does not need
-    it: the backfill's own UPDATE, the new version's writes, and updates that leave the
-    source column alone. Counted by the server (track_functions)."""
+    it: the backfill's own UPDATE, the new version's writes, and updates of filled rows
+    that leave the source column alone. Counted by the server (track_functions)."""
     plan = parse_plan(PLAN)
     commands.expand(plan, opts(db))
 
@@ -112,27 +112,6 @@ def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
         return function_calls(db, "migrator", "public_users_phone_sync", *statements)
 
     start = calls()
-    # The new version writes phone itself; unrelated updates leave legacy_phone alone.
-    assert (
-        calls(
-            "INSERT INTO users (name, legacy_phone, phone) VALUES ('v2', 'x', 'mine')",
-            "UPDATE users SET name = name || '!' WHERE id <= 10",
-            "UPDATE users SET phone = 'set' WHERE id = 11",
-            "UPDATE users SET legacy_phone = 'both', phone = 'both' WHERE id = 12",
-        )
-        == start
-    )
-    # The old version's writes call it, once per row.
-    assert (
-        calls(
-            "INSERT INTO users (name, legacy_phone) VALUES ('v1', 'y')",
-            "UPDATE users SET legacy_phone = 'changed' WHERE id IN (13, 14)",
-        )
-        == start + 3
-    )
-    assert q(db, "SELECT phone FROM users WHERE id IN (13, 14) OR name = 'v1' ORDER BY id") == [
-        ("changed",)
-    ] * 2 + [("y",)]
     # A batch of the backfill (the statement the batcher writes) sets phone itself: no
     # call for any of its 100 rows.
     assert (
@@ -141,11 +120,37 @@ def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
             "WHERE (id) > (CAST('100' AS bigint)) AND (id) <= (CAST('200' AS bigint)) "
             "AND (phone IS NULL)"
         )
-        == start + 3
+        == start
     )
     assert q(db, "SELECT count(*) FROM users WHERE id BETWEEN 101 AND 200 AND phone IS NULL") == [
         (0,)
     ]
+    # On filled rows: the new version writes phone itself; other updates leave
+    # legacy_phone alone.
+    assert (
+        calls(
+            "INSERT INTO users (name, legacy_phone, phone) VALUES ('v2', 'x', 'mine')",
+            "UPDATE users SET name = name || '!' WHERE id BETWEEN 101 AND 110",
+            "UPDATE users SET phone = 'set' WHERE id = 111",
+            "UPDATE users SET legacy_phone = 'both', phone = 'both' WHERE id = 112",
+        )
+        == start
+    )
+    # The old version's writes call it, once per row.
+    assert (
+        calls(
+            "INSERT INTO users (name, legacy_phone) VALUES ('v1', 'y')",
+            "UPDATE users SET legacy_phone = 'changed' WHERE id IN (113, 114)",
+        )
+        == start + 3
+    )
+    assert q(db, "SELECT phone FROM users WHERE id IN (113, 114) OR name = 'v1' ORDER BY id") == [
+        ("changed",)
+    ] * 2 + [("y",)]
+    # A row the backfill has not reached is filled by any update, even one that moves
+    # its key behind the walk (where the walk would never look again).
+    assert calls("UPDATE users SET id = -id WHERE id = 501") == start + 4
+    assert q(db, "SELECT phone FROM users WHERE id = -501") == [("p501",)]
 
 
 def whole_release(db: str) -> None:

@@ -44,7 +44,7 @@ BEGIN
     IF NEW.phone IS NULL THEN
       NEW.phone := (coalesce(legacy_phone, ''));
     END IF;
-  ELSIF NEW.phone IS NOT DISTINCT FROM OLD.phone AND (NEW.legacy_phone IS DISTINCT FROM OLD.legacy_phone) THEN
+  ELSIF (NEW.phone IS NULL AND OLD.phone IS NULL) OR (NEW.phone IS NOT DISTINCT FROM OLD.phone AND (NEW.legacy_phone IS DISTINCT FROM OLD.legacy_phone)) THEN
     NEW.phone := (coalesce(legacy_phone, ''));
   END IF;
   RETURN NEW;
@@ -53,7 +53,7 @@ $migrator$""")
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync ON public.users')
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync_update ON public.users')
     _execute('CREATE TRIGGER _migrator_phone_sync BEFORE INSERT ON public.users FOR EACH ROW WHEN (NEW.phone IS NULL) EXECUTE FUNCTION migrator.public_users_phone_sync()')
-    _execute('CREATE TRIGGER _migrator_phone_sync_update BEFORE UPDATE ON public.users FOR EACH ROW WHEN (NEW.phone IS NOT DISTINCT FROM OLD.phone AND (NEW.legacy_phone IS DISTINCT FROM OLD.legacy_phone)) EXECUTE FUNCTION migrator.public_users_phone_sync()')
+    _execute('CREATE TRIGGER _migrator_phone_sync_update BEFORE UPDATE ON public.users FOR EACH ROW WHEN ((NEW.phone IS NULL AND OLD.phone IS NULL) OR (NEW.phone IS NOT DISTINCT FROM OLD.phone AND (NEW.legacy_phone IS DISTINCT FROM OLD.legacy_phone))) EXECUTE FUNCTION migrator.public_users_phone_sync()')
     # 0.add_column.backfill: fill users.phone (batches, each committed)
     with op.get_context().autocommit_block():
         _execute("""DO $migrator$

@@ -278,16 +278,23 @@ class AddColumn(Operation):
         others = {name for name in ctx.column_names(self.table) if name != self.column.name}
         return [name for name in column_refs(fill) if name in others]
 
-    def _update_condition(self, ctx: Context, fill: str) -> str | None:
-        """When an UPDATE must recompute the column: the statement left it alone (the old
-        version does not know it) and changed what it is computed from. A value the new
-        version wrote is never overwritten. None when it reads no column."""
+    def _update_condition(self, ctx: Context, fill: str) -> str:
+        """When an UPDATE must compute the column.
+
+        - The row was never filled (the backfill has not reached it): any update fills
+          it, so a row whose key moves behind the backfill's walk is not left behind.
+        - The statement left the column alone (the old version does not know it) and
+          changed what it is computed from.
+
+        A value the new version wrote is never overwritten.
+        """
         target = ident(self.column.name)
+        unfilled = f"NEW.{target} IS NULL AND OLD.{target} IS NULL"
         sources = self._sources(ctx, fill)
         if not sources:
-            return None
+            return unfilled
         changed = " OR ".join(f"NEW.{ident(s)} IS DISTINCT FROM OLD.{ident(s)}" for s in sources)
-        return f"NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND ({changed})"
+        return f"({unfilled}) OR (NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND ({changed}))"
 
     def _trigger_sql(self, ctx: Context, fill: str) -> list[str]:
         """The two row triggers, each filtered by a WHEN condition.
@@ -306,12 +313,11 @@ class AddColumn(Operation):
             f"CREATE TRIGGER {ident(self.trigger_name())} BEFORE INSERT ON {table} "
             f"FOR EACH ROW WHEN (NEW.{target} IS NULL) EXECUTE FUNCTION {function}()",
         ]
-        condition = self._update_condition(ctx, fill)
-        if condition is not None:
-            statements.append(
-                f"CREATE TRIGGER {ident(self.update_trigger_name())} BEFORE UPDATE ON {table} "
-                f"FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION {function}()"
-            )
+        statements.append(
+            f"CREATE TRIGGER {ident(self.update_trigger_name())} BEFORE UPDATE ON {table} "
+            f"FOR EACH ROW WHEN ({self._update_condition(ctx, fill)}) "
+            f"EXECUTE FUNCTION {function}()"
+        )
         return statements
 
     def _function_sql(self, ctx: Context, fill: str) -> str:
@@ -327,11 +333,8 @@ class AddColumn(Operation):
         )
         # The triggers' WHEN conditions filter the rows; the function checks them again,
         # so it stays right on its own.
-        condition = self._update_condition(ctx, fill)
         update_branch = (
-            f"  ELSIF {condition} THEN\n    NEW.{target} := ({fill});\n"
-            if condition is not None
-            else ""
+            f"  ELSIF {self._update_condition(ctx, fill)} THEN\n    NEW.{target} := ({fill});\n"
         )
         return (
             f"CREATE OR REPLACE FUNCTION {self.function_name(ctx)}() RETURNS trigger\n"
