@@ -511,3 +511,14 @@ def test_auto_batch_size_follows_the_target_time() -> None:
     fixed.record(300, 9.0)
     fixed.shrink()
     assert fixed.size == 300
+
+
+def test_bitmap_scans_only_where_no_subquery_wants_its_index() -> None:
+    """A batch's UPDATE turns index scans off (a bitmap heap scan reads each page once)
+    unless the fill or its condition holds a subquery, whose lookups need them."""
+    from migrator.backfill.batcher import _plain
+
+    assert _plain("phone IS NULL", ("coalesce(legacy_phone, '')",))
+    assert not _plain("phone IS NULL", ("(SELECT name FROM teams WHERE teams.id = team_id)",))
+    assert not _plain("team_id IN (SELECT id FROM teams)", ("'x'",))
+    assert not _plain("EXISTS (SELECT 1 FROM teams)", ("'x'",))

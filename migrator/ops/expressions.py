@@ -76,6 +76,22 @@ def qualified(expression: str, columns: set[str], alias: str = "new") -> str | N
     return str(RawStream()(node))
 
 
+class _SubLinks(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+
+    def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
+        self.found = True
+
+
+def has_subquery(expression: str) -> bool:
+    """True when the expression holds a subquery (``(SELECT ...)``, ``EXISTS``, ``IN``)."""
+    visitor = _SubLinks()
+    visitor(parse_expression(expression))
+    return visitor.found
+
+
 def is_constant(expression: str | int | float | bool) -> bool:
     """True for a literal (possibly cast), which ADD COLUMN ... DEFAULT stores without a rewrite."""
     if not isinstance(expression, str):
