@@ -207,7 +207,10 @@ class Backfill:
             return 1
         if self.spec.needs.strip().lower() in ("true", "(true)"):
             return 1
-        indexed = indexed_columns(conn, self.spec.schema, self.spec.table)
+        try:
+            indexed = indexed_columns(conn, self.spec.schema, self.spec.table)
+        except ValueError:  # an index expression pglast cannot read: assume the worst
+            return 1
         return 1 if indexed & set(self.spec.set) else 2
 
     # -- running -----------------------------------------------------------------------
