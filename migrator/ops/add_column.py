@@ -300,25 +300,22 @@ class AddColumn(Operation):
         """The two row triggers, each filtered by a WHEN condition.
 
         The conditions are the function's own, checked by the executor before any
-        PL/pgSQL runs: a write that leaves the source columns alone (most of the
-        application's), or that sets the column itself (the new version's, the
-        backfill's) costs a comparison, not a function call.
+        PL/pgSQL runs: a write that sets the column itself (the new version's, the
+        backfill's), or an update of a filled row that leaves the source columns alone
+        (most of the application's), costs a comparison, not a function call.
         """
         table = ident(ctx.schema, self.table)
         target = ident(self.column.name)
         function = self.function_name(ctx)
-        statements = [
+        return [
             f"DROP TRIGGER IF EXISTS {ident(self.trigger_name())} ON {table}",
             f"DROP TRIGGER IF EXISTS {ident(self.update_trigger_name())} ON {table}",
             f"CREATE TRIGGER {ident(self.trigger_name())} BEFORE INSERT ON {table} "
             f"FOR EACH ROW WHEN (NEW.{target} IS NULL) EXECUTE FUNCTION {function}()",
-        ]
-        statements.append(
             f"CREATE TRIGGER {ident(self.update_trigger_name())} BEFORE UPDATE ON {table} "
             f"FOR EACH ROW WHEN ({self._update_condition(ctx, fill)}) "
-            f"EXECUTE FUNCTION {function}()"
-        )
-        return statements
+            f"EXECUTE FUNCTION {function}()",
+        ]
 
     def _function_sql(self, ctx: Context, fill: str) -> str:
         target = ident(self.column.name)

@@ -1,11 +1,12 @@
 """Shadow columns kept in step by triggers: what `rename_column` and `alter_column` share.
 
 Both operations give the new version a second column beside the old one while both
-versions run, and keep the two in step in both directions with one BEFORE INSERT OR
-UPDATE row trigger (two, in fact: the UPDATE one filtered by a WHEN condition). The old version keeps writing the old column and never mentions the
-new one; the new version writes the new one. The trigger decides which side a write
-came from by what changed, never by which version sent it (no views per version, no
-search_path):
+versions run, and keep the two in step in both directions with one trigger function,
+called by a BEFORE INSERT and a BEFORE UPDATE row trigger (the UPDATE one filtered by
+a WHEN condition, `ShadowSync.update_condition`). The old version keeps writing the
+old column and never mentions the new one; the new version writes the new one. The
+function decides which side a write came from by what changed, never by which version
+sent it (no views per version, no search_path):
 
 - INSERT: the shadow has no default, so a NULL shadow means the writer did not set it
   (the old version, or the new one relying on the old column's default): the shadow is
