@@ -221,15 +221,19 @@ def test_state_made_before_two_passes_is_upgraded(fresh_db: str) -> None:
 
 
 def test_batch_size_auto_adapts_to_target_time(fresh_db: str) -> None:
-    q(fresh_db, SEEDS["composite"])
+    q(
+        fresh_db,
+        "CREATE TABLE users (id int PRIMARY KEY, legacy_phone text);"
+        "INSERT INTO users SELECT g, 'p' || g FROM generate_series(1, 200000) g",
+    )
     plan = make_plan()
     commands.expand(plan, opts(fresh_db))
     commands.backfill(plan, opts(fresh_db))
     batches, ranges = q(fresh_db, "SELECT sum(batches), count(*) FROM migrator.backfill_ranges")[0]
-    # 20k rows in ranges of about 1250, each walked twice, from a first batch of 1000
-    # that grows: a range's pass soon takes one batch, not two.
-    assert ranges == 16
-    assert batches < 2 * 2 * ranges * 0.75
+    # 200k rows in ranges of about 4200, each walked twice, from a first batch of 1000
+    # that grows (a pass would take 5 batches of 1000 a range): it grew.
+    assert ranges == 48
+    assert batches < 2 * ranges * 5 * 0.75
     assert checkpoint(fresh_db)["batch_size"] > 1000
     assert wrong_rows(fresh_db) == 0
 

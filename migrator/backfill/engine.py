@@ -78,7 +78,9 @@ class Settings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     workers: int = 1
     ranges_per_worker: int = 4
-    min_ranges: int = 16
+    # Enough ranges that the workers finish together: the last range of one worker is
+    # walked alone (16 ranges: 2 workers 412-430k rows/s on 10M rows; 48: 449-458k).
+    min_ranges: int = 48
     two_passes: bool = True  # where it pays: see `Backfill.passes`
 
 
