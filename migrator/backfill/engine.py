@@ -168,7 +168,8 @@ class Backfill:
                         self.settings.min_ranges,
                         self.settings.workers * self.settings.ranges_per_worker,
                     )
-                    bounds, self.total = plan_ranges(conn, self.spec, walk, count)
+                    floor = self.settings.workers * self.settings.ranges_per_worker
+                    bounds, self.total = plan_ranges(conn, self.spec, walk, count, floor)
                     passes = self.pass_count = self.passes(conn)
                     self.store.create(conn, bounds, first_pass=3 - passes)
                     STATE.save_checkpoint(

@@ -82,10 +82,16 @@ def _pages(conn: Connection, spec: BackfillSpec) -> int:
     return int(value)
 
 
+MIN_RANGE_ROWS = 1000
+
+
 def plan_ranges(
-    conn: Connection, spec: BackfillSpec, walk: Walk, count: int
+    conn: Connection, spec: BackfillSpec, walk: Walk, count: int, floor: int = 1
 ) -> tuple[list[tuple[Position, Position]], int]:
     """Split the table into about ``count`` ranges; also estimate the rows to fill.
+
+    A small table gets fewer ranges, of at least MIN_RANGE_ROWS rows to fill each (a
+    range's passes must each be worth a batch), but never fewer than ``floor``.
 
     Key boundaries are quantiles of a TABLESAMPLE of the key (about SAMPLE_PAGES pages
     whatever the table's size). The estimate is an exact count on a small table, else
@@ -113,6 +119,7 @@ def plan_ranges(
         rows = reltuples if reltuples > 0 else len(sample) * 100.0 / percent
         share = sum(1 for r in sample if r[-1]) / len(sample) if sample else 1.0
         total = int(rows * share)
+    count = max(floor, min(count, total // MIN_RANGE_ROWS))
     if not walk.keyset:
         step = max(1, math.ceil(pages / max(count, 1)))
         starts = list(range(0, max(pages, 1), step))
