@@ -81,7 +81,6 @@ class Settings:
     # Enough ranges that the workers finish together: the last range of one worker is
     # walked alone (16 ranges: 2 workers 412-430k rows/s on 10M rows; 48: 449-458k).
     min_ranges: int = 48
-    two_passes: bool = True  # where it pays: see `Backfill.passes`
 
 
 @dataclass(frozen=True)
@@ -190,6 +189,11 @@ class Backfill:
         self.first_pass = first_pass_rows(walk)
         return walk
 
+    def _always_needed(self) -> bool:
+        """A spec whose rows always "need" it (an update without ``where``): it cannot
+        tell a filled row from one still to fill, so no row may be walked twice."""
+        return self.spec.needs.strip().lower() in ("true", "(true)")
+
     def passes(self, conn: Connection) -> int:
         """How many passes each range is walked in: 2 where it pays, else 1.
 
@@ -206,9 +210,7 @@ class Backfill:
         One pass when HOT is impossible (an index covers a column the fill writes) or
         when a second pass would fill rows twice (a fill whose rows always need it).
         """
-        if not self.settings.two_passes:
-            return 1
-        if self.spec.needs.strip().lower() in ("true", "(true)"):
+        if self._always_needed():
             return 1
         try:
             indexed = indexed_columns(conn, self.spec.schema, self.spec.table)
@@ -226,10 +228,8 @@ class Backfill:
         try:
             while True:
                 self._run_pass()
-                # A spec whose rows always "need" it (an update without `where`) cannot
-                # tell a missed row from a filled one: one pass is all it gets.
-                trivial = self.spec.needs.strip().lower() in ("true", "(true)")
-                if walk.keyset or trivial or self._sweep_done(passes):
+                # A spec whose rows are always needed gets one sweep, as it gets one pass.
+                if walk.keyset or self._always_needed() or self._sweep_done(passes):
                     break
                 passes += 1
             with connect(self.engine) as conn:

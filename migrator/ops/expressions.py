@@ -50,10 +50,6 @@ class _Qualifier(Visitor):
     def __init__(self, columns: set[str], alias: str) -> None:
         super().__init__()
         self.columns, self.alias = columns, alias
-        self.subquery = False
-
-    def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
-        self.subquery = True
 
     def visit_ColumnRef(self, ancestors: Any, node: ast.ColumnRef) -> None:
         fields = list(node.fields or ())
@@ -68,11 +64,10 @@ class _Qualifier(Visitor):
 def qualified(expression: str, columns: set[str], alias: str = "new") -> str | None:
     """The expression with its bare column names read from ``alias`` (``NEW.col``), for
     a trigger's WHEN condition; None when it holds a subquery, which WHEN refuses."""
-    node = parse_expression(expression)
-    visitor = _Qualifier(columns, alias)
-    visitor(node)
-    if visitor.subquery:
+    if has_subquery(expression):
         return None
+    node = parse_expression(expression)
+    _Qualifier(columns, alias)(node)
     return str(RawStream()(node))
 
 
