@@ -161,11 +161,23 @@ def keyset_batch_to(
     lo: Key | None,
     hi: Key,
     only: str | None = None,
+    *,
+    last: bool = False,
 ) -> Batch:
-    """Fill ``lo < key <= hi``, bounds already known (a batch an earlier pass found)."""
+    """Fill ``lo < key <= hi``, bounds already known (a batch an earlier pass found,
+    or a step along a dense integer key); ``last`` when ``hi`` ends the range."""
     started = time.perf_counter()
     updated = _update_range(cursor, spec, update_keys_sql(spec, walk, lo, hi, only))
-    return Batch(updated, hi, False, time.perf_counter() - started)
+    return Batch(updated, hi, last, time.perf_counter() - started)
+
+
+def step_end(lo: Key, size: int, range_hi: Key) -> tuple[Key, bool]:
+    """The end of a batch ``size`` values on from ``lo`` along a dense integer key, at
+    most the range's end; True when it is the range's end."""
+    end = int(lo[0]) + max(int(size), 1)
+    if end >= int(range_hi[0]):
+        return range_hi, True
+    return [str(end)], False
 
 
 def relation_pages_sql(spec: BackfillSpec) -> str:

@@ -135,14 +135,47 @@ def indexed_columns(conn: Connection, schema: str, table: str) -> set[str]:
 
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 
+# Keys per row at most, for a key to be walked by arithmetic steps (`dense_integer_key`).
+DENSE_KEYS_PER_ROW = 2.0
 
-def first_pass_rows(walk: Walk) -> str:
-    """The condition choosing about half the rows of every heap page, for a first pass.
+
+def dense_integer_key(conn: Connection, schema: str, table: str, walk: Walk) -> bool:
+    """True when the walk's key is one integer column the rows fill densely.
+
+    A batch of such a key can end ``size`` values on from where it starts, with no
+    index walk to find the end: the keys are unique, so the batch holds at most
+    ``size`` rows, and dense, so not many fewer. (Finding each end by counting keys
+    through the index took 12% of a backfill of 3M rows.) Dense: the table's rows
+    (``pg_class.reltuples``, known once the table was vacuumed or analyzed) are at
+    least half the span from the smallest key to the largest.
+    """
+    if not walk.keyset or len(walk.columns) != 1 or walk.columns[0].type not in _INTEGER_TYPES:
+        return False
+    column = ident(walk.columns[0].name)
+    row = conn.execute(
+        text(
+            f"SELECT min({column}), max({column}), "
+            "(SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t) "
+            f"FROM {ident(schema, table)}"
+        ),
+        {"s": schema, "t": table},
+    ).one()
+    low, high, rows = row
+    if low is None or rows is None or rows <= 0:
+        return False
+    return (int(high) - int(low) + 1) <= DENSE_KEYS_PER_ROW * float(rows)
+
+
+def pass_rows(walk: Walk, index: int, passes: int) -> str:
+    """The condition choosing the rows of pass ``index`` (from 0) of ``passes``, any but
+    the last: about one in ``passes`` of the rows of every heap page.
 
     A single integer key alternates along its pages when the table was loaded in key
-    order and is spread evenly over them when it was not; any other walk takes every
-    other line pointer of each page.
+    order and is spread evenly over them when it was not; any other walk counts the
+    line pointers of each page. (A negative key matches no early pass: the last pass,
+    which takes every row still needing it, fills it.)
     """
     if walk.keyset and len(walk.columns) == 1 and walk.columns[0].type in _INTEGER_TYPES:
-        return f"{ident(walk.columns[0].name)} % 2 <> 0"
-    return "((ctid::text::point)[1])::integer % 2 <> 0"
+        return f"{ident(walk.columns[0].name)} % {int(passes)} = {int(index)}"
+    return f"((ctid::text::point)[1])::integer % {int(passes)} = {int(index)}"
