@@ -283,6 +283,36 @@ def test_a_step_over_a_gap_does_not_grow_the_next(
         assert hi2 - hi <= hi - lo, f"the step after the empty ({lo}, {hi}] grew"
 
 
+def test_a_worker_takes_the_passes_of_two_ranges_in_turn(
+    fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Range 0's second pass waits for range 1's first: by then no batch that could
+    still see the old versions range 0's first pass left is running."""
+    from migrator.backfill import engine
+
+    order: list[tuple[int, int]] = []
+    original = engine.Backfill._batch
+
+    def recording(
+        self: Any, conn: Any, rng: Any, position: Any, sizer: Any, pass_: int, *a: Any
+    ) -> Any:
+        if not order or order[-1] != (rng.n, pass_):
+            order.append((rng.n, pass_))
+        return original(self, conn, rng, position, sizer, pass_, *a)
+
+    monkeypatch.setattr(engine.Backfill, "_batch", recording)
+    q(fresh_db, SEEDS["composite"])
+    q(fresh_db, "VACUUM (ANALYZE) users")
+    plan = make_plan()
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    assert wrong_rows(fresh_db) == 0
+    first = engine.FINAL_PASS + 1 - engine.HOT_PASSES
+    passes = range(first, engine.FINAL_PASS + 1)
+    assert order[: 2 * len(passes)] == [(n, p) for p in passes for n in (0, 1)]
+    assert order[2 * len(passes)] == (2, first)
+
+
 def test_sparse_or_unknown_keys_are_not_stepped(fresh_db: str) -> None:
     from migrator.backfill.keys import choose_walk, dense_integer_key
     from migrator.db.connection import make_engine

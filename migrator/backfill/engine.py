@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,9 @@ IDLE_POLL = 0.3
 MAX_PASSES = 5
 # Passes over each range where HOT updates are possible (`Backfill.passes`).
 HOT_PASSES = 3
+# Ranges a worker holds at once, walking their passes in turn (`Backfill._work`).
+RANGES_IN_TURN = 2
+_DONE = object()
 # The number every range's last pass has in ``migrator.backfill_ranges.pass``: with N
 # passes a range starts at FINAL_PASS + 1 - N (so ranges stored by a migrator that
 # walked them in one or two passes read the same).
@@ -402,16 +405,33 @@ class Backfill:
                     shared.pids.add(pid)
                 # One sizer per pass: an early pass's batch fills a share of what it walks.
                 sizers: defaultdict[int, BatchSizer] = defaultdict(self._sizer)
+                # The ranges this worker walks, their passes taken in turn: a range's
+                # next pass starts a whole pass of the other range after its last one
+                # ended, when the batches other workers were running then are over too.
+                # (Started at once, it finds the pages the last batch touched still
+                # unpruned: those old versions stay visible to a batch that began before
+                # that commit, and HOT fails. 2 workers, 10M rows, 3 runs each: 54% of
+                # the updates HOT in turn, as with one worker, against 42-47% range by
+                # range; the rows/s did not change measurably.)
+                walks: deque[tuple[Range, Iterator[None]]] = deque()
                 while not shared.stop.is_set():
-                    rng = self.store.claim(conn, worker)
-                    if rng is None:
+                    while len(walks) < RANGES_IN_TURN:
+                        held = [rng.n for rng, _ in walks]
+                        claimed = self.store.claim(conn, worker, skip=held)
+                        if claimed is None:
+                            break
+                        walks.append((claimed, self._walk_range(conn, claimed, sizers)))
+                    if not walks:
                         if self.store.summary(conn).finished:
                             return
                         # Other workers hold the rest; one may die and free its range.
                         shared.stop.wait(IDLE_POLL)
                         continue
-                    self._walk_range(conn, rng, sizers)
-                    self.store.release_claim(conn, rng)
+                    rng, passes = walks.popleft()
+                    if next(passes, _DONE) is _DONE:
+                        self.store.release_claim(conn, rng)
+                    else:
+                        walks.append((rng, passes))
         except BaseException as exc:
             with shared.lock:
                 shared.errors.append(exc)
@@ -431,7 +451,10 @@ class Backfill:
             high=500_000 if keyset else 20_000,
         )
 
-    def _walk_range(self, conn: Connection, rng: Range, sizers: dict[int, BatchSizer]) -> None:
+    def _walk_range(
+        self, conn: Connection, rng: Range, sizers: dict[int, BatchSizer]
+    ) -> Iterator[None]:
+        """Walk a claimed range to its end; yields after each pass but the last."""
         shared = self._shared
         position, pass_ = rng.start, rng.pass_
         # Where the first pass's batches ended: later passes walk the same slices
@@ -459,6 +482,7 @@ class Backfill:
                     return
                 # The checkpoint moved the range to its next pass, from its start.
                 position, pass_, done = rng.lo, pass_ + 1, 0
+                yield
                 continue
             position = batch.position
             if self.settings.pause:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,14 +205,16 @@ class RangeStore:
             self._params(),
         )
 
-    def claim(self, conn: Connection, worker: str) -> Range | None:
+    def claim(self, conn: Connection, worker: str, skip: Sequence[int] = ()) -> Range | None:
         """Claim a range nobody is walking, or None; commits.
 
         One candidate row at a time is locked (SKIP LOCKED passes over the ones other
         claimers are looking at); the range's advisory lock then says whether a live
-        worker is on it. A 'running' range whose lock is free lost its worker.
+        worker is on it. A 'running' range whose lock is free lost its worker. ``skip``:
+        the ranges this session holds already (its advisory locks are its own to take
+        again, so they would not tell).
         """
-        tried: list[int] = []
+        tried: list[int] = list(skip)
         while True:
             row = conn.execute(
                 text(
