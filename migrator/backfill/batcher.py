@@ -1,7 +1,8 @@
 """One batch: the SQL that fills one slice of a range, in the caller's transaction.
 
 Keyset batches are ranges of the walking key, as gh-ost chunks a table: find the key
-``size`` rows ahead with an index-only walk, then update ``lo < key <= hi`` in one
+``size`` rows ahead with an index-only walk (or, along a dense integer key, ``size``
+values ahead by arithmetic), then update ``lo < key <= hi`` in one
 statement (no join against a list of keys, no OFFSET over the whole table). Heap page
 batches update ``ctid`` ranges, which PostgreSQL 14+ reads with a TID Range Scan.
 
@@ -95,7 +96,7 @@ def update_keys_sql(
     spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, only: str | None = None
 ) -> str:
     """The UPDATE of one key range, touching only rows that still need it (and, in a
-    first pass, only the rows ``only`` chooses)."""
+    pass but the last, only the rows ``only`` chooses)."""
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
         f"WHERE {key_bounds(walk, lo, hi)} AND ({spec.needs}){_only(only)}"

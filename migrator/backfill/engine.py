@@ -5,8 +5,9 @@ One call of `Backfill.run` fills one `BackfillSpec`:
 - `prepare` chooses the walk (primary key, unique NOT NULL key, or ctid pages) and,
   the first time, splits the table into ranges in ``migrator.backfill_ranges``;
 - ``workers`` threads, each on its own session, claim ranges (other processes on the
-  same release claim from the same table) and walk them in batches, in two passes
-  where that lets most updates stay on their page (`Backfill.passes`). Every batch is
+  same release claim from the same table) and walk them in batches, in three passes
+  where that lets most updates stay on their page (`Backfill.passes`), two ranges'
+  passes in turn. Every batch is
   one short transaction: ``SET LOCAL lock_timeout``, the UPDATE of rows that still need
   it, and the range's checkpoint, committed together. A batch that loses a lock race
   (or a deadlock) is rolled back and retried with backoff, half as big;

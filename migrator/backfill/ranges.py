@@ -42,8 +42,9 @@ Position = Key | int | None
 class Range:
     """One claimed range: ``lo < key <= hi`` (keys) or ``lo <= page < hi`` (ctid).
 
-    ``pass_`` is the pass being walked: 1 fills about half the rows of each page, 2 the
-    rest (`migrator.backfill.engine` says why); ``position`` is within that pass.
+    ``pass_`` is the pass being walked: earlier passes fill a share of the rows of each
+    page, 2 (the last) the rest (`migrator.backfill.engine` says why); ``position`` is
+    within that pass.
     """
 
     n: int
