@@ -450,8 +450,9 @@ def main() -> None:
                 print(f" round {round_ + 1} of {args.repeat}:")
             # Each round starts one method later: what a run leaves behind (a checkpoint
             # under way, WAL segments to recycle or to create anew) falls on a different
-            # method each time. (Seen: (d) 337k rows/s after (c), which writes little,
-            # and 308-311k after (b), which writes 5 GB.)
+            # method each time, not always on the same one. (Seen once: (d) 337k rows/s
+            # after (c), which writes little, 308-311k after (b), which writes 5 GB; the
+            # next run had 334k right after (b), so the order is not all of the noise.)
             shift = round_ % max(len(methods), 1)
             for _, label, fn, note in methods[shift:] + methods[:shift]:
                 measure(label, fn, note)
