@@ -339,7 +339,8 @@ def test_sparse_or_unknown_keys_are_not_stepped(fresh_db: str) -> None:
     assert found == {"dense": True, "sparse": False, "texts": False, "unseen": False}
 
 
-def test_batch_size_auto_adapts_to_target_time(fresh_db: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_size_auto_adapts_to_target_time(fresh_db: str, workers: int) -> None:
     q(
         fresh_db,
         "CREATE TABLE users (id int PRIMARY KEY, legacy_phone text);"
@@ -347,12 +348,13 @@ def test_batch_size_auto_adapts_to_target_time(fresh_db: str) -> None:
     )
     plan = make_plan()
     commands.expand(plan, opts(fresh_db))
-    commands.backfill(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db), workers=workers)
     batches, ranges = q(fresh_db, "SELECT sum(batches), count(*) FROM migrator.backfill_ranges")[0]
-    # 200k rows in ranges of about 4200, each walked twice, from a first batch of 1000
-    # that grows (a pass would take 5 batches of 1000 a range): it grew.
-    assert ranges == 48
-    assert batches < 2 * ranges * 5 * 0.75
+    # 48 ranges per worker; with 1 worker 200k rows in ranges of about 4200, each
+    # walked in three passes, from a first batch of 1000 that grows (a pass would take
+    # 5 batches of 1000 a range): it grew.
+    assert ranges == 48 * workers
+    assert batches < HOT_PASSES * ranges * 5 * 0.75
     assert checkpoint(fresh_db)["batch_size"] > 1000
     assert wrong_rows(fresh_db) == 0
 
