@@ -19,6 +19,8 @@ from migrator.sqltext import ident
 
 Kind = Literal["primary key", "unique key", "ctid"]
 
+_INTEGER_TYPES = ("smallint", "integer", "bigint")
+
 
 @dataclass(frozen=True)
 class KeyColumn:
@@ -40,6 +42,13 @@ class Walk:
     def keyset(self) -> bool:
         """True for key ranges, False for heap page ranges."""
         return self.kind != "ctid"
+
+    @property
+    def integer_key(self) -> KeyColumn | None:
+        """The key's column when the walk is by one smallint/integer/bigint column."""
+        if self.keyset and len(self.columns) == 1 and self.columns[0].type in _INTEGER_TYPES:
+            return self.columns[0]
+        return None
 
     def describe(self) -> str:
         """For messages and the checkpoint: ``primary key (a, b)``, ``ctid``."""
@@ -133,8 +142,6 @@ def indexed_columns(conn: Connection, schema: str, table: str) -> set[str]:
     return names
 
 
-_INTEGER_TYPES = ("smallint", "integer", "bigint")
-
 # Keys per row at most, for a key to be walked by arithmetic steps (`dense_integer_key`).
 DENSE_KEYS_PER_ROW = 2.0
 
@@ -149,9 +156,10 @@ def dense_integer_key(conn: Connection, schema: str, table: str, walk: Walk) -> 
     (``pg_class.reltuples``, known once the table was vacuumed or analyzed) are at
     least half the span from the smallest key to the largest.
     """
-    if not walk.keyset or len(walk.columns) != 1 or walk.columns[0].type not in _INTEGER_TYPES:
+    key = walk.integer_key
+    if key is None:
         return False
-    column = ident(walk.columns[0].name)
+    column = ident(key.name)
     row = conn.execute(
         text(
             f"SELECT min({column}), max({column}), "
@@ -176,6 +184,7 @@ def pass_rows(walk: Walk, index: int, passes: int) -> str:
     line pointers of each page. (A negative key matches no early pass: the last pass,
     which takes every row still needing it, fills it.)
     """
-    if walk.keyset and len(walk.columns) == 1 and walk.columns[0].type in _INTEGER_TYPES:
-        return f"{ident(walk.columns[0].name)} % {int(passes)} = {int(index)}"
+    key = walk.integer_key
+    if key is not None:
+        return f"{ident(key.name)} % {int(passes)} = {int(index)}"
     return f"((ctid::text::point)[1])::integer % {int(passes)} = {int(index)}"
