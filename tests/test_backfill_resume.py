@@ -123,3 +123,46 @@ def _status_shows_progress(url: str) -> bool:
     )
     assert '"rate"' in as_json.stdout and '"updated_at"' in as_json.stdout
     return True
+
+
+def test_sigterm_stops_after_the_batches_under_way_exits_5_and_resumes(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """What a Kubernetes Job's pod gets when it is deleted: the run stops cleanly."""
+    rows = 10_000  # the rerun walks it all again, at 20 ms a batch
+    q(fresh_db, SEED.replace(f"generate_series(1, {ROWS})", f"generate_series(1, {rows})"))
+    text = plan_text(batch=str(BATCH), pause="20ms")
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    commands.expand(parse_plan(text, str(path)), opts(fresh_db))
+    q(fresh_db, "UPDATE users SET phone = 'v2' WHERE id % 17 = 0")  # the new version's
+    want = expected(fresh_db)
+    proc = subprocess.Popen(
+        cli("backfill", str(path), "--database-url", fresh_db, "--workers", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while filled(fresh_db) <= rows // 17 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5, err
+    assert "interrupted; run the same command again to resume" in err
+    assert rows // 17 < filled(fresh_db) < rows
+    # No session of the stopped run is left behind, holding rows or the lock.
+    assert q(
+        fresh_db,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'migrator%' "
+        "AND pid <> pg_backend_pid()",
+    ) == [(0,)]
+    done = subprocess.run(
+        cli("backfill", str(path), "--database-url", fresh_db),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert q(fresh_db, "SELECT tenant, id, phone FROM users ORDER BY tenant, id") == want

@@ -8,8 +8,10 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +103,10 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # SIGTERM (a Kubernetes pod or a CI job being stopped) stops like Ctrl-C: the
+        # batch or step under way ends or rolls back, and the exit code says "rerun".
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
         try:
             return func(*args, **kwargs)
         except MigratorError as exc:
@@ -116,6 +122,9 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
                 f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                 ExitCode.RUNTIME,
             )
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         raise AssertionError("unreachable")
 
     return wrapper
