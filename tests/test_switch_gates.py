@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from migrator import commands
 from migrator.cli import app
 from migrator.commands.phases import STATE
+from migrator.commands.release import phase_order
 from migrator.db.connection import connect, make_engine
 from migrator.errors import ExitCode, GateRefused
+from migrator.plan.models import Plan
 from tests.support.switch_env import (
     SEED_SQL,
     phase,
@@ -249,3 +251,45 @@ def test_back_to_blue_needs_no_passing_check(fresh_db: str, tmp_path: Path) -> N
         commands.switch(plan, opts)
     commands.switch(plan, opts, to="blue")
     assert state.read_text() == "0\n"
+
+
+def test_switch_waits_for_the_copy_a_renamed_column_needs(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = Plan.model_validate(
+        {
+            "release": "r-rename",
+            "expand": [{"rename_column": {"table": "users", "from": "name", "to": "full_name"}}],
+            "switch": _section(state),
+        }
+    )
+    opts = ready_release(fresh_db, plan)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 50) g")
+    with pytest.raises(GateRefused) as refused:
+        commands.switch(plan, opts)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert (
+        "backfill not done: copy users.name to full_name; the new version reads the new name"
+        in str(refused.value)
+    )
+    assert state.read_text() == "0\n"
+    assert traffic_events(fresh_db, plan.release) == []
+    commands.backfill(plan, opts)
+    commands.switch(plan, opts)
+    assert state.read_text() == "100\n"
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE full_name IS NULL").fetchone() == (0,)
+
+
+def test_release_fills_a_renamed_column_before_the_switch() -> None:
+    rename = {"rename_column": {"table": "users", "from": "name", "to": "full_name"}}
+    add = {"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}
+    switch = {"command": {"to_green": "true", "to_blue": "true"}}
+    order = [
+        phase_order(Plan.model_validate({"release": "r", "expand": ops, "switch": switch}))
+        for ops in ([add], [add, rename])
+    ]
+    assert order == [
+        ["check", "expand", "switch", "backfill", "complete"],
+        ["check", "expand", "backfill", "switch", "complete"],
+    ]

@@ -193,3 +193,83 @@ def test_a_manual_rollback_during_the_watch_stops_the_switch(fresh_db: str, tmp_
         for e in traffic_events(fresh_db, plan.release)
     ]
     assert moves == [(50, "step 1/2"), (0, "rollback")]
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing in migrator catches it, nothing is cleaned up."""
+
+
+def _kill() -> None:
+    raise Killed
+
+
+def _watched(url: str, release: str) -> list[int]:
+    from migrator.commands.phases import STATE
+    from migrator.db.connection import connect, make_engine
+
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            events = STATE.events(conn, release)
+    finally:
+        engine.dispose()
+    return [e["details"]["green"] for e in events if e["action"] == "switch.watched"]
+
+
+def _killed_during_the_last_watch(
+    fresh_db: str, tmp_path: Path, green: ColourServer
+) -> tuple[Any, Path, Any]:
+    plan, state = _plan(tmp_path, [{"http": {"url": f"{green.url}/healthz"}}], steps=[50, 100])
+    opts = ready_release(fresh_db, plan)
+    clock = FakeTime()
+    clock.at(600.0 + 60.0, _kill)  # a minute into the watch of step 2
+    with pytest.raises(Killed):
+        commands.switch(plan, opts, timing=clock.timing)
+    assert state.read_text() == "100\n"
+    assert phase(fresh_db, plan.release) == "switching"
+    assert _watched(fresh_db, plan.release) == [50]
+    return plan, state, opts
+
+
+def test_a_switch_killed_during_its_last_watch_watches_again_when_rerun(
+    fresh_db: str, tmp_path: Path, green: ColourServer
+) -> None:
+    plan, state, opts = _killed_during_the_last_watch(fresh_db, tmp_path, green)
+    clock = FakeTime()
+    commands.switch(plan, opts, timing=clock.timing)
+    assert clock.now >= 600.0  # the whole watch, not the nine minutes left
+    assert _watched(fresh_db, plan.release) == [50, 100]
+    assert phase(fresh_db, plan.release) == "switched"
+    moves = [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)]
+    assert moves == [50, 100]  # no traffic moved by the rerun
+    # Watched to the end now: another rerun has nothing to watch.
+    again = FakeTime()
+    commands.switch(plan, opts, timing=again.timing)
+    assert again.now == 0.0
+
+
+def test_a_failed_probe_in_the_resumed_watch_moves_all_traffic_back(
+    fresh_db: str, tmp_path: Path, green: ColourServer
+) -> None:
+    plan, state, opts = _killed_during_the_last_watch(fresh_db, tmp_path, green)
+    clock = FakeTime()
+    clock.at(30.0, lambda: setattr(green, "health_status", 502))
+    with pytest.raises(WatchFailed, match=r"step 2/2 \(100% green\), resumed failed after"):
+        commands.switch(plan, opts, timing=clock.timing)
+    assert state.read_text() == "0\n"
+    assert phase(fresh_db, plan.release) == "expanded"
+
+
+def test_a_step_watched_to_the_end_is_not_watched_again(
+    fresh_db: str, tmp_path: Path, green: ColourServer
+) -> None:
+    plan, state = _plan(tmp_path, [{"http": {"url": f"{green.url}/healthz"}}], steps=[50, 100])
+    opts = ready_release(fresh_db, plan)
+    first = FakeTime()
+    commands.switch(plan, opts, step=1, timing=first.timing)
+    assert first.now == pytest.approx(600.0, abs=15.0)
+    second = FakeTime()
+    commands.switch(plan, opts, timing=second.timing)
+    assert second.now == pytest.approx(600.0, abs=15.0)  # step 2's watch only
+    assert _watched(fresh_db, plan.release) == [50, 100]
+    assert state.read_text() == "100\n"

@@ -369,12 +369,18 @@ def _gate_earlier_contracts(s: Session, plan: Plan) -> None:
     s.opts.observer.warning(message)
 
 
+def _operation_specs(plan: Plan, ctx: Context) -> list[tuple[str, Operation, BackfillSpec]]:
+    """The backfills of the plan's operations, each with its step key and operation."""
+    return [
+        (f"{index}.{op.op_name}.{spec.key}", op, spec)
+        for index, op in enumerate(plan.operations("expand"))
+        for spec in op.backfills(ctx)
+    ]
+
+
 def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
     """Every backfill of the plan: the `up` of each operation, then `backfill.updates`."""
-    specs: list[tuple[str, BackfillSpec]] = []
-    for index, op in enumerate(plan.operations("expand")):
-        for spec in op.backfills(ctx):
-            specs.append((f"{index}.{op.op_name}.{spec.key}", spec))
+    specs = [(key, spec) for key, _, spec in _operation_specs(plan, ctx)]
     for index, update in enumerate(plan.backfill.updates):
         specs.append(
             (
@@ -390,6 +396,20 @@ def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
             )
         )
     return specs
+
+
+def unfilled_before_switch(plan: Plan, conn: Connection) -> list[str]:
+    """The backfills the new version needs done before it gets traffic (see
+    `Operation.fills_before_switch`) that are not done yet, described."""
+    if not any(op.fills_before_switch for op in plan.operations("expand")):
+        return []
+    ctx = operation_context(plan, conn)
+    done = {r.key for r in STATE.steps(conn, plan.release, "backfill") if r.status == "done"}
+    return [
+        spec.description or key
+        for key, op, spec in _operation_specs(plan, ctx)
+        if op.fills_before_switch and key not in done
+    ]
 
 
 @contextmanager
@@ -737,6 +757,16 @@ def _statement(data: dict[str, Any]) -> Statement:
     return Statement(str(data["sql"]), bool(data.get("autocommit", False)))
 
 
+def rollback_steps(plan: Plan, conn: Connection) -> tuple[list[tuple[str, Step]], list[str]]:
+    """The steps that undo the plan's expand on this database, last operation first,
+    and the notes on what they cannot undo."""
+    ctx = operation_context(plan, conn)
+    steps: list[tuple[str, Step]] = []
+    for index, op in reversed(list(enumerate(plan.operations("expand")))):
+        steps += keyed_steps(index, op, op.rollback(ctx))
+    return steps, list(dict.fromkeys(ctx.notes))
+
+
 def rollback(plan: Plan, opts: Options) -> PhaseResult:
     """Move all traffic back to blue; with none on green, undo the expand.
 
@@ -774,13 +804,9 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
             )
         _check_plan_hash(s, plan, release)
         with s.conn() as conn:
-            ctx = operation_context(plan, conn)
-            steps: list[tuple[str, Step]] = []
-            ops = list(enumerate(plan.operations("expand")))
-            for index, op in reversed(ops):
-                steps += keyed_steps(index, op, op.rollback(ctx))
+            steps, notes = rollback_steps(plan, conn)
             conn.rollback()
-        for note in dict.fromkeys(ctx.notes):  # what cannot be undone (an enum value)
+        for note in notes:  # what cannot be undone (an enum value)
             opts.observer.warning(note)
         if not opts.dry_run:
             _phase(s, plan.release, "rolling_back")

@@ -1,7 +1,8 @@
 """`migrator release PLAN`: the whole release in one command, gate after gate.
 
 check -> expand -> switch -> backfill -> complete (the backfill goes before the switch
-when the plan says `backfill.when: before_switch`). `check` runs first: it works on
+when the plan says `backfill.when: before_switch`, or renames a column: the new version
+reads the new name). `check` runs first: it works on
 scratch copies of the live schema, so it proves both versions' queries before anything
 changes. Each phase is the same function as its own verb and skips what is done, so a
 rerun resumes where the last run stopped. The first gate that fails stops the release
@@ -42,7 +43,9 @@ class ReleaseResult:
 def phase_order(plan: Plan) -> list[str]:
     """The phases `release` runs, in order, for this plan."""
     traffic = ["switch"] if plan.switch is not None else []
-    if plan.backfill.when == "before_switch":
+    if plan.backfill.when == "before_switch" or any(
+        op.fills_before_switch for op in plan.operations("expand")
+    ):
         middle = ["backfill", *traffic]
     else:
         middle = [*traffic, "backfill"]

@@ -23,6 +23,7 @@ from migrator.commands.phases import (
     _check_plan_hash,
     _release,
     session,
+    unfilled_before_switch,
 )
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import Release
@@ -32,6 +33,7 @@ from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, 
 from migrator.switch.flow import Move, Switcher
 
 TRAFFIC_EVENT = "switch.traffic"
+WATCHED_EVENT = "switch.watched"
 CONTRACTED = ("contracting", "contracted")
 NOT_EXPANDED = ("expanding", "rolling_back", "rolled_back")
 SWITCH_PHASES = ("expanded", "switching", "switched")
@@ -92,6 +94,34 @@ def _recorder(engine: Engine, opts: Options, plan: Plan) -> Any:
     return record
 
 
+def _watch_recorder(engine: Engine, opts: Options, plan: Plan) -> Any:
+    def watched(split: Split) -> None:
+        with connect(engine) as conn:
+            STATE.event(
+                conn, opts.actor, WATCHED_EVENT, plan.release, plan.digest(), **split.as_dict()
+            )
+            conn.commit()
+
+    return watched
+
+
+def _watched(engine: Engine, release: str, current: Split) -> bool:
+    """Whether the split traffic is at was watched to the end: the last traffic change
+    recorded is followed by a passed watch of this split. Not so after a run killed or
+    interrupted during a watch, or traffic moved by other means."""
+    with connect(engine) as conn:
+        if not STATE.exists(conn):
+            return False
+        events = [
+            e for e in STATE.events(conn, release) if e["action"] in (TRAFFIC_EVENT, WATCHED_EVENT)
+        ]
+    return bool(
+        events
+        and events[-1]["action"] == WATCHED_EVENT
+        and int(events[-1]["details"]["green"]) == current.green
+    )
+
+
 def _set_phase(
     engine: Engine, release: Release | None, phase: str, allowed: tuple[str, ...]
 ) -> None:
@@ -106,8 +136,9 @@ def _set_phase(
 
 
 def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
-    """Expand applied and check passed for this plan's hash; --force skips, recorded.
-    Back to blue needs neither: blue works on the expanded schema until the contract."""
+    """Expand applied, the backfills the new version needs first done, and check passed
+    for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
+    works on the expanded schema until the contract."""
     release = _release(s, plan.release)
     if release is not None and release.phase in CONTRACTED:
         raise GateRefused(
@@ -131,6 +162,15 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
                 f"expand steps of {plan.release} not done: {', '.join(undone) or 'all'}; "
                 "rerun `migrator expand`"
             )
+        else:
+            with s.conn() as conn:
+                unfilled = unfilled_before_switch(plan, conn)
+            if unfilled:
+                problems.append(
+                    f"backfill not done: {'; '.join(unfilled)}; the new version reads "
+                    "the new name, NULL on existing rows until then: run `migrator "
+                    "backfill` first"
+                )
     with s.conn() as conn:
         events = STATE.events(conn) if STATE.exists(conn) else []
     checks = [
@@ -194,14 +234,32 @@ def switch(
             percents = [settings.steps[step - 1]]
         else:
             percents = [p for p in settings.steps if p > current.green]
+        # Traffic already partly or wholly on green that no run watched to the end (a
+        # run killed or interrupted during its watch): watch it before going on.
+        resume = (
+            to == "green"
+            and current.green > 0
+            and all(p >= current.green for p in percents)
+            and not _watched(s.engine, plan.release, current)
+        )
+        forward = [p for p in percents if p != current.green] if to == "green" else percents
         if opts.dry_run:
-            for p in percents:
+            if resume:
+                opts.observer.info(f"would watch {current} first: no run watched it to the end")
+            for p in forward:
                 opts.observer.info(f"would move traffic to {Split(p)} via {backend.describe()}")
             result.after = current.as_dict()
             return result
         backend.preflight()
         record = _recorder(s.engine, opts, plan)
-        switcher = Switcher(backend, settings, record, timing=timing, observer=opts.observer)
+        switcher = Switcher(
+            backend,
+            settings,
+            record,
+            timing=timing,
+            observer=opts.observer,
+            watched=_watch_recorder(s.engine, opts, plan),
+        )
         s.event(
             "switch.start",
             plan.release,
@@ -214,16 +272,23 @@ def switch(
             if to == "blue":
                 after = switcher.move(ALL_BLUE, "switch --to blue", before=current)
                 _set_phase(s.engine, release, "expanded", ("switching", "switched"))
-            elif not percents or percents == [current.green]:
-                opts.observer.info(f"traffic is already {current}")
-                after = current
-                if current.green == 100:  # e.g. a run that died before recording it
-                    _set_phase(s.engine, release, "switched", ("expanded", "switching"))
             else:
-                switcher.smoke()
-                _set_phase(s.engine, release, "switching", SWITCH_PHASES)
-                after = switcher.forward(percents, current=current)
-                if after.green == 100:
+                if resume:
+                    _set_phase(s.engine, release, "switching", SWITCH_PHASES)
+                    switcher.resume(current)
+                if forward:
+                    switcher.smoke()
+                    _set_phase(s.engine, release, "switching", SWITCH_PHASES)
+                    after = switcher.forward(forward, current=current)
+                else:
+                    if not resume:
+                        opts.observer.info(f"traffic is already {current}")
+                    after = current
+                if after.green == 100 and (
+                    forward or resume or release.phase in ("expanded", "switching")
+                ):
+                    # Also for a run that died after its last watch passed, before
+                    # recording it.
                     backend.after_watch()
                     _set_phase(s.engine, release, "switched", SWITCH_PHASES)
         except Exception:

@@ -175,6 +175,9 @@ class Operation(Strict):
     op_name: ClassVar[str]
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     where_it_belongs: ClassVar[str] = ""
+    fills_before_switch: ClassVar[bool] = False
+    """The new version reads what `backfills` fills as data it already has (the new
+    name of a renamed column): no traffic moves to it before the fill is done."""
 
     lint: LintSettings | None = Field(
         default=None,

@@ -45,6 +45,7 @@ class RenameColumn(Operation):
     """`rename_column`: the old name for the old version, the new one for the new."""
 
     op_name: ClassVar[str] = "rename_column"
+    fills_before_switch: ClassVar[bool] = True
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     table: Identifier
     from_: Identifier = Field(alias="from")
@@ -117,8 +118,8 @@ class RenameColumn(Operation):
         ]
         ctx.notes.append(
             f"rename_column {self.table}.{self.from_}: {self.to} is NULL on existing rows "
-            "until the backfill copies them; the new version reads it, so backfill before "
-            "the switch (backfill: {when: before_switch})"
+            "until the backfill copies them; the new version reads it, so `migrator switch` "
+            "waits for `migrator backfill` (`migrator release` runs it before the switch)"
         )
         types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
         function = self.function_name(ctx)

@@ -24,6 +24,7 @@ from migrator.switch.smoke import smoke
 from migrator.switch.watch import WatchInterrupted, watch
 
 Recorder = Callable[["Move"], None]
+Watched = Callable[[Split], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Switcher:
     record: Recorder
     timing: Timing = REAL_TIME
     observer: Observer = NULL_OBSERVER
+    watched: Watched | None = None
+    """Told each split whose watch passed (the audit log keeps it, so that a rerun
+    knows whether the split it finds traffic at was watched to the end)."""
     moves: list[Move] = field(default_factory=list)
 
     def move(self, to: Split, reason: str, before: Split | None = None) -> Split:
@@ -84,6 +88,19 @@ class Switcher:
             self._watch(current, f"step {number}/{total} ({percent}% green)")
         return current
 
+    def resume(self, current: Split) -> None:
+        """Watch the split traffic is at, which no run watched to the end (one was
+        killed or interrupted during its watch, or traffic was moved by other means).
+        A failed probe moves all traffic back to blue and raises WatchFailed."""
+        percent = current.green
+        steps = self.settings.steps
+        label = (
+            f"step {steps.index(percent) + 1}/{len(steps)} ({percent}% green), resumed"
+            if percent in steps
+            else f"{current}, resumed"
+        )
+        self._watch(current, label)
+
     def _watch(self, expected: Split, label: str) -> None:
         def still_ours() -> str | None:
             now = self.backend.current()
@@ -108,6 +125,8 @@ class Switcher:
             raise GateRefused(f"switch stopped during the watch of {label}: {exc}") from exc
         if failed is None:
             self.observer.info(f"watch: {label} passed")
+            if self.watched is not None:
+                self.watched(expected)
             return
         elapsed = self.timing.clock() - started
         reason = f"watch failed: {failed.probe}: {failed.value} (limit {failed.limit})"
