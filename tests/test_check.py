@@ -307,16 +307,47 @@ def test_live_database_schema_and_the_audit_event(
     ]
 
 
-def test_check_after_expand_on_the_live_database_is_refused(
+def test_check_after_expand_rebuilds_the_schema_before_with_the_rollback(
     tmp_path: Path, scratch: str, fresh_db: str
 ) -> None:
     from migrator.commands import Options, expand
+    from migrator.commands.phases import STATE
+    from migrator.db.connection import connect, make_engine
 
     load_sql(fresh_db, PAGILA)
     plan_path = write_release(tmp_path, NEW_GOOD)
     plan = load_plan(plan_path)
     expand(plan, Options(database_url=fresh_db))
-    with pytest.raises(GateRefused, match="already expanded on this database"):
+    report = check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
+    assert report.before_source == (
+        "the live schema (pg_dump --schema-only), with the expand of 2026-12-phone undone "
+        "(its rollback)"
+    )
+    assert not report.failed, [f.summary() for f in report.findings]
+    (tmp_path / "queries" / "v2.yaml").write_text(NEW_BAD)
+    assert check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch)).failed
+    with psycopg.connect(fresh_db) as conn:
+        # the live database keeps its expand: only the scratch copy was rolled back
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'customer' AND column_name = 'phone'"
+        ).fetchone() == (1,)
+        assert conn.execute(
+            "SELECT phase FROM migrator.releases WHERE name = '2026-12-phone'"
+        ).fetchone() == ("expanded",)
+        verdicts = conn.execute(
+            "SELECT action FROM migrator.events WHERE action LIKE 'check.%' ORDER BY id"
+        ).fetchall()
+    assert verdicts == [(CHECK_PASSED,), (CHECK_FAILED,)]
+    # Half expanded, the live schema is neither before nor after: refused.
+    engine = make_engine(fresh_db)
+    try:
+        with connect(engine) as conn:
+            STATE.set_phase(conn, plan.release, "expanding")
+            conn.commit()
+    finally:
+        engine.dispose()
+    with pytest.raises(GateRefused, match="is expanding on this database.*`migrator expand`"):
         check(plan, plan_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
 
 

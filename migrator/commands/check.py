@@ -4,8 +4,9 @@ Builds the schema before, after the expand and after the contract on scratch dat
 (the embedded PostgreSQL unless a scratch server is named), runs the compatibility matrix
 over the old and new query sets, adds the lint's findings, and returns one `CheckReport`.
 Nothing here touches the database named by ``database_url`` except to read its schema
-(pg_dump --schema-only) and, when the check passes, to record ``check.passed`` in the
-audit log: the switch's gate reads that event.
+(pg_dump --schema-only) and to record ``check.passed`` (or ``check.failed``) in the
+audit log: the switch's gate reads that event. Where the release is already expanded
+there, the schema before it is that schema with the plan's rollback run on the copy.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator.commands.phases import Options, complete, contract, expand
+from migrator.commands.phases import Options, complete, contract, expand, rollback_steps
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.catalog import Catalog
+from migrator.engine.executor import Executor
 from migrator.engine.state import StateStore
 from migrator.errors import GateRefused, UsageError
 from migrator.lint import lint_plan
@@ -56,6 +58,18 @@ class CommandPhases:
         )
         complete(plan, opts)
         contract(opts, plan.release)
+
+    def undo_expand(self, plan: Plan, url: str, observer: Observer) -> None:
+        engine = make_engine(url)
+        try:
+            with connect(engine) as conn:
+                steps, _ = rollback_steps(plan, conn)
+                conn.rollback()
+            executor = Executor(engine, observer=observer)
+            for key, st in steps:
+                executor.run(key, st)
+        finally:
+            engine.dispose()
 
 
 @dataclass
@@ -196,8 +210,13 @@ def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> 
     return out
 
 
-def _live_version(url: str, plan: Plan) -> int:
-    """The live server's version; refuses a database this release already changed."""
+EXPANDED = ("expanded", "switching", "switched", "backfilling", "backfilled")
+
+
+def _live_version(url: str, plan: Plan) -> tuple[int, bool]:
+    """The live server's version, and whether this release is expanded there (then the
+    schema before it is rebuilt on the scratch copy with the plan's rollback); refuses
+    a database where the release is half expanded, or past its switch window."""
     state = StateStore()
     engine = make_engine(url)
     try:
@@ -206,16 +225,28 @@ def _live_version(url: str, plan: Plan) -> int:
             release = state.release(conn, plan.release) if state.exists(conn) else None
     finally:
         engine.dispose()
-    if release is not None and release.phase != "rolled_back":
-        # Its live schema is no longer the schema before the release: expanding it again
-        # on the scratch copy would prove nothing (or fail on what already exists).
-        raise GateRefused(
-            f"release {plan.release} is already {release.phase} on this database, so its "
-            "schema is not the one before the release; run check before `migrator expand`, "
-            "or without --database-url (from the plan's baseline: or earlier plans)",
-            gate="check-before-expand",
-        )
-    return version
+    if release is None or release.phase == "rolled_back":
+        return version, False
+    if release.phase in EXPANDED:
+        if release.plan_hash != plan.digest():
+            raise GateRefused(
+                f"the plan of release {plan.release} changed since it was expanded on this "
+                f"database (stored hash {release.plan_hash[:12]}, file "
+                f"{plan.digest()[:12]}), so its rollback may not undo that expand; revert "
+                "the change, or accept it first (`migrator expand --accept-changed-plan`)",
+                gate="plan-unchanged",
+            )
+        return version, True
+    raise GateRefused(
+        f"release {plan.release} is {release.phase} on this database, so neither its "
+        "schema nor its rollback gives the schema before the release; "
+        + (
+            "finish it with `migrator expand` first"
+            if release.phase in ("expanding", "rolling_back")
+            else "check it without --database-url (from the plan's baseline: or earlier plans)"
+        ),
+        gate="check-before-expand",
+    )
 
 
 def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
@@ -231,7 +262,9 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         mark = now
 
     path = Path(plan_path)
-    live_version = _live_version(opts.database_url, plan) if opts.database_url else None
+    live_version, live_expanded = (
+        _live_version(opts.database_url, plan) if opts.database_url else (None, False)
+    )
     with _scratch(opts) as scratch_server:
         versions, problems = _queries(plan, path)
         changes = column_changes(plan)
@@ -241,7 +274,12 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         scratch_version = server.server_version()
         lap("scratch server")
         with phase_databases(
-            plan, path, server, CommandPhases(), live_url=opts.database_url
+            plan,
+            path,
+            server,
+            CommandPhases(),
+            live_url=opts.database_url,
+            live_expanded=live_expanded,
         ) as dbs:
             lap("phase databases")
             opts.observer.info(f"schema before the release: {dbs.source}")

@@ -55,6 +55,10 @@ class Phases(Protocol):
     def complete_and_contract(self, plan: Plan, url: str, observer: Observer) -> None:
         """Complete the release and run its contract now (forced: a scratch copy)."""
 
+    def undo_expand(self, plan: Plan, url: str, observer: Observer) -> None:
+        """Run the statements of the plan's rollback on ``url``, a copy of a database
+        the plan was expanded on (no state there: its rows are not copied)."""
+
 
 @dataclass
 class PhaseDatabases:
@@ -136,10 +140,15 @@ def phase_databases(
     phases: Phases,
     *,
     live_url: str | None = None,
+    live_expanded: bool = False,
     observer: Observer = NULL_OBSERVER,
     keep: bool = False,
 ) -> Iterator[PhaseDatabases]:
-    """Build the three phase databases; they are dropped when the block ends."""
+    """Build the three phase databases; they are dropped when the block ends.
+
+    ``live_expanded``: the plan is already expanded on the live database, so ``before``
+    is its schema with the plan's rollback run on the copy.
+    """
     prefix = f"migrator_check_{server.token}"
     names = {phase: f"{prefix}_{phase}" for phase in PHASES}
     created: list[str] = []
@@ -153,6 +162,12 @@ def phase_databases(
                 dump = Path(tmp) / "schema.sql"
                 dump_schema(live_url, dump)
                 load_sql(url, dump)
+            if live_expanded:
+                source += f", with the expand of {plan.release} undone (its rollback)"
+                try:
+                    phases.undo_expand(plan, url, observer)
+                except MigratorError as exc:
+                    raise PhaseBuildError("before", exc, source) from None
         else:
             chain = earlier_plans(plan, plan_path)
             first_path, first = chain[0] if chain else (plan_path, plan)
