@@ -1106,12 +1106,24 @@ def test_raw_sql_steps_split_by_the_parser(db: str) -> None:
 
 
 def test_migrator_error_lines_name_the_operation(db: str) -> None:
-    """The CLI prints str(error): the operation and the object at fault, on one line."""
+    """The CLI prints str(error): where the operation is in the plan file, the operation
+    and the object at fault, on one line."""
     q(db, BASE)
-    plan = parse_plan(plan_text("- add_unique: {table: users, name: u, columns: [nope]}"))
+    text = plan_text(
+        "- create_index: {table: users, name: users_name_idx, columns: [name]}\n"
+        "- add_unique: {table: users, name: u, columns: [nope]}",
+        "- drop_column: {table: nowhere, column: x}",
+    )
+    plan = parse_plan(text, "plans/r1.yaml")
     with pytest.raises(MigratorError) as err:
         commands.expand(plan, opts(db))
-    assert str(err.value) == "add_unique u: public.users has no column nope"
+    assert str(err.value) == "plans/r1.yaml:5:5: add_unique u: public.users has no column nope"
+    assert text.splitlines()[4].startswith("  - add_unique")
+    fixed = parse_plan(text.replace("columns: [nope]", "columns: [name]"), "plans/r1.yaml")
+    commands.expand(fixed, opts(db))
+    with pytest.raises(MigratorError) as err:
+        commands.complete(fixed, opts(db))
+    assert str(err.value).startswith("plans/r1.yaml:9:7: drop_column"), str(err.value)
 
 
 def test_rollback_after_a_failed_expand_undoes_what_ran_and_skips_the_rest(db: str) -> None:
@@ -1195,7 +1207,7 @@ def test_final_unique_duplicates_refused_at_complete(db: str) -> None:
     with pytest.raises(ValidationFailed) as err:
         commands.complete(plan, opts(db))
     assert str(err.value) == (
-        "add_column users.slug: final.unique: 1 value of (slug) in users occurs more than "
+        "<plan>:4:5: add_column users.slug: final.unique: 1 value of (slug) in users occurs more than "
         "once: ('same') in 2 rows; remove the duplicates first"
     )
     assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
@@ -1264,7 +1276,7 @@ def test_rename_table_contract_refuses_views_on_the_old_name(db: str) -> None:
     with pytest.raises(ValidationFailed) as err:
         commands.complete(plan, opts(db))
     assert str(err.value) == (
-        "rename_table users -> accounts: contract: view user_emails depends on view users "
+        "<plan>:4:5: rename_table users -> accounts: contract: view user_emails depends on view users "
         "(the old name, dropped by the contract); drop or change it first "
         "(migrator never drops with CASCADE)"
     )

@@ -28,6 +28,7 @@ from migrator.engine.state import ContractRecord, Release, StateStore
 from migrator.errors import GateRefused, MigratorError, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statement, Step
+from migrator.plan.loader import plan_positions
 from migrator.plan.models import Plan
 from migrator.render import history
 
@@ -148,6 +149,20 @@ def operation_context(plan: Plan, conn: Connection) -> Context:
 def keyed_steps(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:
     """Steps with the keys the state store records them by (``0.add_column.add-column``)."""
     return [(f"{index}.{op.op_name}.{st.key}", st) for st in steps]
+
+
+@contextmanager
+def at_operation(plan: Plan, section: str, index: int, op: Operation) -> Iterator[None]:
+    """Name the operation's place in the plan file (``file:line:column``) in a
+    ValidationFailed raised for it, where the plan was read from a file."""
+    try:
+        yield
+    except ValidationFailed as exc:
+        positions = plan_positions(plan)
+        mark = positions.operation(section, index, op.op_name) if positions else None
+        if positions is not None and mark is not None:
+            exc.message = f"{positions.source}:{mark.line}:{mark.column}: {exc.message}"
+        raise
 
 
 def _check_plan_hash(s: Session, plan: Plan, release: Release | None) -> None:
@@ -291,9 +306,10 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
                 mine = {k: v for k, v in done.items() if k.startswith(prefix)}
                 if mine and all(v == "done" for v in mine.values()):
                     continue  # all done on an earlier run
-                if not any(v == "done" for v in mine.values()):
-                    op.validate_live(ctx)  # a half-done operation was validated before
-                steps += keyed_steps(index, op, op.expand(ctx))
+                with at_operation(plan, "expand", index, op):
+                    if not any(v == "done" for v in mine.values()):
+                        op.validate_live(ctx)  # a half-done operation was validated before
+                    steps += keyed_steps(index, op, op.expand(ctx))
             conn.rollback()
         for note in dict.fromkeys(ctx.notes):  # what the operations want the user to know
             opts.observer.warning(note)
@@ -510,9 +526,11 @@ def contract_steps(plan: Plan, ctx: Context) -> list[tuple[str, Step]]:
     """The contract: the contract halves of the expand operations, then `contract:`."""
     steps: list[tuple[str, Step]] = []
     for index, op in enumerate(plan.operations("expand")):
-        steps += keyed_steps(index, op, op.contract(ctx))
+        with at_operation(plan, "expand", index, op):
+            steps += keyed_steps(index, op, op.contract(ctx))
     for index, op in enumerate(plan.operations("contract")):
-        steps += [(f"c{k}", st) for k, st in keyed_steps(index, op, op.contract(ctx))]
+        with at_operation(plan, "contract", index, op):
+            steps += [(f"c{k}", st) for k, st in keyed_steps(index, op, op.contract(ctx))]
     return steps
 
 
@@ -527,7 +545,8 @@ def validate_contract_ops(plan: Plan, ctx: Context, attempted: set[str] | None =
         prefix = f"c{index}.{op.op_name}."
         if attempted and any(k.startswith(prefix) for k in attempted):
             continue
-        op.validate_live(ctx)
+        with at_operation(plan, "contract", index, op):
+            op.validate_live(ctx)
 
 
 def complete(plan: Plan, opts: Options) -> PhaseResult:

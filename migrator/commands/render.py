@@ -31,6 +31,7 @@ from sqlalchemy import Connection
 
 from migrator.commands.phases import (
     Options,
+    at_operation,
     backfill,
     backfill_specs,
     complete,
@@ -230,8 +231,9 @@ def _before(plan: Plan, conn: Connection, down: str | None, source: str) -> Rend
     ups: list[tuple[str, Step]] = [("migrator-schema", _SCHEMA_STEP)]
     ops = list(enumerate(plan.operations("expand")))
     for index, op in ops:
-        op.validate_live(ctx)
-        ups += keyed_steps(index, op, op.expand(ctx))
+        with at_operation(plan, "expand", index, op):
+            op.validate_live(ctx)
+            ups += keyed_steps(index, op, op.expand(ctx))
     downs: list[tuple[str, Step]] = []
     for index, op in reversed(ops):
         downs += keyed_steps(index, op, op.rollback(ctx))

@@ -95,10 +95,9 @@ class _PlanLinter:
     # positions ---------------------------------------------------------------------------
 
     def _path(self, section: str, index: int) -> tuple[str | int, ...]:
-        if section == "contract" and self.positions is not None:
-            if ("contract", "operations", index) in self.positions.keys:
-                return ("contract", "operations", index)
-        return (section, index)
+        if self.positions is None:
+            return (section, index)
+        return self.positions.operation_path(section, index)
 
     def _mark(self, path: tuple[str | int, ...]) -> Mark | None:
         if self.positions is None:
@@ -106,8 +105,7 @@ class _PlanLinter:
         return self.positions.keys.get(path)
 
     def _source(self, section: str, index: int, op: Operation, context: str) -> Source:
-        path = (*self._path(section, index), op.op_name)
-        mark = self._mark(path) or self._mark(self._path(section, index))
+        mark = self.positions.operation(section, index, op.op_name) if self.positions else None
         return Source(
             operation=f"{section}[{index}].{op.op_name}",
             file=self.positions.source if self.positions else None,

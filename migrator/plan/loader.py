@@ -240,6 +240,18 @@ class PlanPositions:
     keys: dict[Loc, Mark]
     values: dict[Loc, Mark]
 
+    def operation_path(self, section: str, index: int) -> Loc:
+        """Where operation ``index`` of ``section`` sits: ``contract:`` is a list or a map
+        with ``operations:``."""
+        if section == "contract" and ("contract", "operations", index) in self.keys:
+            return ("contract", "operations", index)
+        return (section, index)
+
+    def operation(self, section: str, index: int, op_name: str) -> Mark | None:
+        """The mark of an operation's key (``- add_column:``), else of its list item."""
+        path = self.operation_path(section, index)
+        return self.keys.get((*path, op_name)) or self.keys.get(path)
+
 
 # Positions live beside the (frozen) Plan, keyed by identity and dropped with the plan,
 # so the plan's fields, equality and digest stay exactly what the YAML says.
