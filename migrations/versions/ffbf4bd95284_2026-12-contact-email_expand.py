@@ -2,7 +2,7 @@
 
 Rendered by `migrator render` from plans/2026-12-contact-email.yaml. Change the plan
 and render again rather than editing this file.
-Note: rename_column users.email: contact_email is NULL on existing rows until the backfill copies them; the new version reads it, so backfill before the switch (backfill: {when: before_switch})
+Note: rename_column users.email: contact_email is NULL on existing rows until the backfill copies them; the new version reads it, so run the backfill before the switch (`migrator switch` waits for it; `migrator release` runs it first)
 
 Revision ID: ffbf4bd95284
 Revises: 0c289bd6931b

@@ -118,8 +118,9 @@ class RenameColumn(Operation):
         ]
         ctx.notes.append(
             f"rename_column {self.table}.{self.from_}: {self.to} is NULL on existing rows "
-            "until the backfill copies them; the new version reads it, so `migrator switch` "
-            "waits for `migrator backfill` (`migrator release` runs it before the switch)"
+            "until the backfill copies them; the new version reads it, so run the backfill "
+            "before the switch (`migrator switch` waits for it; `migrator release` runs it "
+            "first)"
         )
         types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
         function = self.function_name(ctx)
