@@ -647,3 +647,48 @@ def test_bitmap_scans_only_where_no_subquery_wants_its_index() -> None:
     assert not _plain("phone IS NULL", ("(SELECT name FROM teams WHERE teams.id = team_id)",))
     assert not _plain("team_id IN (SELECT id FROM teams)", ("'x'",))
     assert not _plain("EXISTS (SELECT 1 FROM teams)", ("'x'",))
+
+
+def test_backfill_updates_run_batched_touch_only_matching_rows_and_resume(fresh_db: str) -> None:
+    """`backfill.updates`: a data migration of its own, next to the operations' fills."""
+    q(
+        fresh_db,
+        "CREATE TABLE users (id int PRIMARY KEY, legacy_phone text);"
+        "CREATE TABLE orders (id bigint PRIMARY KEY, currency text, note text);"
+        "INSERT INTO orders SELECT g, CASE WHEN g % 3 = 0 THEN 'USD' END, 'n' || g "
+        "FROM generate_series(1, 5000) g",
+    )
+    text = """
+release: r-updates
+expand:
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "legacy_phone"
+backfill:
+  batch_size: 200
+  updates:
+    - table: orders
+      set: {currency: "'EUR'", note: "note || '!'"}
+      where: currency IS NULL
+"""
+    plan = parse_plan(text, "plan.yaml")
+    commands.expand(plan, opts(fresh_db))
+    result = commands.backfill(plan, opts(fresh_db))
+    assert "update.0.orders" in result.ran
+    assert q(fresh_db, "SELECT currency, count(*) FROM orders GROUP BY 1 ORDER BY 1") == [
+        ("EUR", 3334),
+        ("USD", 1666),
+    ]
+    # Only the rows `where` named were touched: the others keep their note.
+    assert q(fresh_db, "SELECT count(*) FROM orders WHERE note LIKE '%!'") == [(3334,)]
+    assert q(fresh_db, "SELECT count(*) FROM orders WHERE currency = 'USD' AND note LIKE '%!'") == [
+        (0,)
+    ]
+    batches = q(
+        fresh_db,
+        "SELECT sum(batches) FROM migrator.backfill_ranges WHERE key = 'update.0.orders'",
+    )[0][0]
+    assert batches is not None and batches >= 5000 // 200
+    again = commands.backfill(plan, opts(fresh_db))
+    assert "update.0.orders" in again.skipped
