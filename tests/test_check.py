@@ -228,6 +228,8 @@ def test_cli_formats_json_junit_github(tmp_path: Path, scratch: str) -> None:
     data = json.loads(output)
     assert data["passed"] is False and data["counts"]["error"] == 3
     assert {c["phase"] for c in data["cells"]} == {"before", "expanded", "contracted"}
+    code, output = cli("check", str(plan), "--scratch-url", scratch, "--json")
+    assert code == 1 and json.loads(output)["counts"] == data["counts"]
     junit = tmp_path / "report.xml"
     code, output = cli(
         "check", str(plan), "--scratch-url", scratch, "-f", "junit", "-o", str(junit)

@@ -717,6 +717,15 @@ def test_cli_exit_codes_and_json(tmp_path: Path, runner: CliRunner) -> None:
     assert data["server_version"] == 110000 and data["clean"] is False
     assert [f["rule"] for f in data["findings"]] == ["M014"]
     assert data["findings"][0]["line"] == 3
+    # Written as check takes it too: 11.22 and 110022 are PostgreSQL 11.
+    for written in ("11.22", "110022"):
+        result = runner.invoke(
+            app, ["lint", str(dirty), "--pg-version", written, "--format", "json"]
+        )
+        assert result.exit_code == 1, result.output
+        assert json.loads(result.output)["server_version"] == 110000
+    result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "eleven"])
+    assert result.exit_code == 2 and "--pg-version" in result.output
 
     waived = tmp_path / "waived.yaml"
     waived.write_text(plan_text(SUPPRESSED.format(reason='"settings holds 40 rows"')))

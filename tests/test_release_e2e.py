@@ -97,7 +97,7 @@ def test_release_killed_and_resumed_under_load() -> None:
     with environment(rows=50_000) as env:
         url = env.database_url
         seen = run_killing(
-            ["release", str(env.plan_path)],
+            ["release", str(env.plan_path), "--workers", "2"],
             url,
             rng,
             [

@@ -94,7 +94,12 @@ def test_switch_without_a_passing_check_for_this_plan_is_refused(
         commands.switch(plan, opts)
     assert state.read_text() == "0\n"
     assert traffic_events(fresh_db, plan.release) == []
-    record_check(fresh_db, plan, "check.passed")
+    # A check run with --no-lint proved the queries but not the lock safety.
+    record_check(fresh_db, plan, "check.passed", lint_available=False)
+    with pytest.raises(GateRefused, match=r"passed for this plan without its lint"):
+        commands.switch(plan, opts)
+    assert state.read_text() == "0\n"
+    record_check(fresh_db, plan, "check.passed", lint_available=True)
     commands.switch(plan, opts)
     assert state.read_text() == "100\n"
 
@@ -227,8 +232,14 @@ def test_cli_switch_exit_codes(fresh_db: str, tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert '"after": {"blue": 0, "green": 100}' in done.output
     assert state.read_text() == "100\n"
+    rehearsal = runner.invoke(app, ["rollback", str(path), *url, "--dry-run"])
+    assert rehearsal.exit_code == 0, rehearsal.output
+    assert "would move all traffic to blue" in rehearsal.output
+    assert "✓" not in rehearsal.output  # nothing moved, and it does not say so
+    assert state.read_text() == "100\n"
     back = runner.invoke(app, ["rollback", str(path), *url])
     assert back.exit_code == 0, back.output
+    assert "✓ traffic 100% green -> 0% green" in back.output
     assert state.read_text() == "0\n"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,9 +15,11 @@ from migrator.cli.common import (
     ConsoleObserver,
     DatabaseUrl,
     PlanPath,
+    ScratchUrl,
     actor,
     handled,
     out,
+    parse_pg_version,
     read_plan,
 )
 from migrator.commands.check import CheckOptions, check
@@ -34,20 +35,6 @@ class Format(StrEnum):
     json = "json"
     junit = "junit"
     github = "github"
-
-
-def parse_pg_version(value: str | None) -> int | None:
-    """``15``, ``15.4`` or ``150004`` as server_version_num."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", value.strip())
-    if not match:
-        raise UsageError(f"--pg-version {value!r}: expected e.g. 15, 15.4 or 150004")
-    major = int(match.group(1))
-    if major >= 10000:
-        return major
-    minor = int(match.group(2) or 0)
-    return major * 10000 + minor
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -133,17 +120,15 @@ def register(app: typer.Typer) -> None:
                 help="Judge the lint by this server version (e.g. 15) when no --database-url.",
             ),
         ] = None,
-        scratch_url: Annotated[
-            str | None,
-            typer.Option(
-                "--scratch-url",
-                envvar="MIGRATOR_SCRATCH_URL",
-                help="A server where check may create scratch databases (default: embedded).",
-            ),
-        ] = None,
+        scratch_url: ScratchUrl = None,
         lint: Annotated[bool, typer.Option("--lint/--no-lint", help="Run the lint too.")] = True,
+        as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     ) -> None:
         """Prove the old and new versions' queries work at every phase; lint the plan."""
+        if as_json:
+            if format not in (Format.table, Format.json):
+                raise UsageError(f"--json and --format {format.value}: give one of them")
+            format = Format.json
         loaded = read_plan(plan)
         if format == Format.table and output is not None:
             raise UsageError("--output takes --format json, junit or github")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import re
 import signal
 import socket
 import sys
@@ -49,6 +50,25 @@ DatabaseUrl = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+ScratchUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--scratch-url",
+        envvar="MIGRATOR_SCRATCH_URL",
+        help="A server where migrator may create and drop scratch databases (default: an "
+        "embedded PostgreSQL started for the run).",
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help="Backfill sessions splitting the table's key range. Other processes running "
+        "the same backfill (pods of a Job) join in and share the ranges.",
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")
 ]
@@ -86,6 +106,20 @@ def require_url(url: str | None) -> str:
 def read_plan(path: Path) -> Plan:
     """Load a plan (errors carry file:line:column)."""
     return load_plan(path)
+
+
+def parse_pg_version(value: str | None) -> int | None:
+    """``15``, ``15.4`` or ``150004`` as server_version_num."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", value.strip())
+    if not match:
+        raise UsageError(f"--pg-version {value!r}: expected e.g. 15, 15.4 or 150004")
+    major = int(match.group(1))
+    if major >= 10000:
+        return major
+    minor = int(match.group(2) or 0)
+    return major * 10000 + minor
 
 
 def check_force(force: bool, reason: str) -> None:

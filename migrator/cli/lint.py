@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from migrator import commands
-from migrator.cli.common import DatabaseUrl, emit_json, handled, out
+from migrator.cli.common import DatabaseUrl, emit_json, handled, out, parse_pg_version
 from migrator.errors import ExitCode, UsageError
 from migrator.lint import LintFinding
 
@@ -84,12 +84,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         pg_version: Annotated[
-            int | None,
+            str | None,
             typer.Option(
                 "--pg-version",
-                min=9,
-                help="Server major version the verdicts follow offline (default: the "
-                "server's with --database-url, else 18).",
+                help="Server version the verdicts follow offline, e.g. 15, 15.4 or 150004 "
+                "(default: the server's with --database-url, else 18).",
             ),
         ] = None,
         fmt: Annotated[
@@ -115,12 +114,16 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give either a plan or --sql FILE, not both")
         if plan is None and not sql:
             raise UsageError("give a plan, or --sql FILE for raw SQL migrations")
+        version = parse_pg_version(pg_version)
+        major = version // 10000 if version is not None else None
+        if major is not None and major < 9:
+            raise UsageError(f"--pg-version {pg_version}: migrator knows PostgreSQL 9 and later")
         if plan is not None:
-            result = commands.lint(plan, pg_version=pg_version, database_url=database_url)
+            result = commands.lint(plan, pg_version=major, database_url=database_url)
         else:
             result = commands.lint_sql_files(
                 sql or [],
-                pg_version=pg_version,
+                pg_version=major,
                 database_url=database_url,
                 assume_in_transaction=assume_in_transaction,
             )

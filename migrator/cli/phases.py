@@ -18,6 +18,7 @@ from migrator.cli.common import (
     Json,
     PlanPath,
     Reason,
+    Workers,
     actor,
     check_force,
     emit_json,
@@ -102,16 +103,7 @@ def register(app: typer.Typer) -> None:
         dry_run: DryRun = False,
         accept_changed_plan: AcceptChangedPlan = False,
         json: Json = False,
-        workers: Annotated[
-            int,
-            typer.Option(
-                "--workers",
-                min=1,
-                max=64,
-                help="Sessions splitting the table's key range. Other processes running the "
-                "same backfill (pods of a Job) join in and share the ranges.",
-            ),
-        ] = 1,
+        workers: Workers = 1,
     ) -> None:
         """Fill new columns for existing rows, in small batches, while both versions run."""
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
@@ -175,6 +167,8 @@ def register(app: typer.Typer) -> None:
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
         result = commands.rollback(read_plan(plan), opts)
         if result.phase == "traffic-rollback" and not json:
+            if dry_run:  # what would move was said above; nothing moved
+                return
             out.print(f"[green]✓[/] {escape(result.ran[0])}")
             out.print("  the schema stays expanded (v1 works with it); rerun to undo the expand")
             return

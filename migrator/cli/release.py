@@ -11,6 +11,8 @@ from migrator.cli.common import (
     DatabaseUrl,
     Json,
     PlanPath,
+    ScratchUrl,
+    Workers,
     actor,
     emit_json,
     handled,
@@ -33,6 +35,8 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseUrl = None,
         accept_changed_plan: AcceptChangedPlan = False,
         json: Json = False,
+        scratch_url: ScratchUrl = None,
+        workers: Workers = 1,
     ) -> None:
         """The whole release: check, expand, switch, backfill, complete; rerun to resume.
 
@@ -46,7 +50,7 @@ def register(app: typer.Typer) -> None:
         )
         if not json:
             out.print(f"release {escape(loaded.release)}: {' -> '.join(phase_order(loaded))}")
-        result = run_release(loaded, plan, opts)
+        result = run_release(loaded, plan, opts, scratch_url=scratch_url, workers=workers)
         if json:
             emit_json({"event": "result", **result.to_json()})
         else:

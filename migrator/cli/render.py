@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from migrator.cli.common import ConsoleObserver, Json, emit_json, handled, out, read_plan
+from migrator.cli.common import (
+    ConsoleObserver,
+    Json,
+    ScratchUrl,
+    emit_json,
+    handled,
+    out,
+    read_plan,
+)
 from migrator.commands.render import RenderOptions, render
 
 
@@ -47,15 +55,7 @@ def register(app: typer.Typer) -> None:
                 dir_okay=False,
             ),
         ] = None,
-        scratch_url: Annotated[
-            str | None,
-            typer.Option(
-                "--scratch-url",
-                envvar="MIGRATOR_SCRATCH_URL",
-                help="A server where render may create its scratch database (default: "
-                "an embedded PostgreSQL).",
-            ),
-        ] = None,
+        scratch_url: ScratchUrl = None,
         as_json: Json = False,
     ) -> None:
         """Write <rev>_<release>_expand.py and _contract.py Alembic revisions for each plan."""

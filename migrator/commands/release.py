@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
-from migrator.commands.check import CHECK_PASSED, CheckOptions, check
+from migrator.commands.check import CheckOptions, check
 from migrator.commands.phases import Options, backfill, complete, expand
-from migrator.commands.switch import switch
+from migrator.commands.switch import check_problem, switch
 from migrator.db.connection import connect, make_engine
 from migrator.errors import FindingsError, MigratorError
 from migrator.plan.models import Plan
@@ -53,19 +51,11 @@ def phase_order(plan: Plan) -> list[str]:
 
 
 def _check_passed(url: str, plan: Plan) -> bool:
+    """Whether the switch's check gate is open for this plan (see `check_problem`)."""
     engine = make_engine(url)
     try:
         with connect(engine) as conn:
-            if conn.execute(text("SELECT to_regclass('migrator.events')")).scalar() is None:
-                return False
-            row = conn.execute(
-                text(
-                    "SELECT 1 FROM migrator.events WHERE action = :a AND plan_hash = :h "
-                    "AND release = :r LIMIT 1"
-                ),
-                {"a": CHECK_PASSED, "h": plan.digest(), "r": plan.release},
-            ).first()
-            return row is not None
+            return check_problem(conn, plan) is None
     finally:
         engine.dispose()
 
@@ -77,6 +67,7 @@ def release(
     *,
     timing: Timing = REAL_TIME,
     scratch_url: str | None = None,
+    workers: int = 1,
 ) -> ReleaseResult:
     """Run the release's phases in order, stopping at the first gate that fails."""
     result = ReleaseResult(plan.release)
@@ -106,7 +97,7 @@ def release(
         "check": run_check,
         "expand": lambda: expand(plan, opts),
         "switch": lambda: switch(plan, opts, timing=timing),
-        "backfill": lambda: backfill(plan, opts),
+        "backfill": lambda: backfill(plan, opts, workers=workers),
         "complete": lambda: complete(plan, opts),
     }
     for name in phase_order(plan):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from migrator.commands.phases import (
     STATE,
@@ -135,6 +135,27 @@ def _set_phase(
         conn.commit()
 
 
+def check_problem(conn: Connection, plan: Plan) -> str | None:
+    """What keeps the check gate shut for this plan, or None: the latest check verdict
+    for its hash must be a pass, from a check that ran its lint."""
+    events = STATE.events(conn) if STATE.exists(conn) else []
+    checks = [
+        e for e in events if e["action"].startswith("check.") and e["plan_hash"] == plan.digest()
+    ]
+    if not checks or checks[-1]["action"] != "check.passed":
+        verdict = "failed" if checks else "has not run"
+        return (
+            f"`migrator check` {verdict} for this plan (hash {plan.digest()[:12]}); run "
+            "`migrator check PLAN --database-url ...` and fix what it finds"
+        )
+    if checks[-1]["details"].get("lint_available") is False:
+        return (
+            "`migrator check` passed for this plan without its lint (--no-lint); run it "
+            "with the lint: the lock-safety rules are part of the gate"
+        )
+    return None
+
+
 def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
     """Expand applied, the backfills the new version needs first done, and check passed
     for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
@@ -172,16 +193,9 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
                     "backfill` first"
                 )
     with s.conn() as conn:
-        events = STATE.events(conn) if STATE.exists(conn) else []
-    checks = [
-        e for e in events if e["action"].startswith("check.") and e["plan_hash"] == plan.digest()
-    ]
-    if not checks or checks[-1]["action"] != "check.passed":
-        verdict = "failed" if checks else "has not run"
-        problems.append(
-            f"`migrator check` {verdict} for this plan (hash {plan.digest()[:12]}); run "
-            "`migrator check PLAN --database-url ...` and fix what it finds"
-        )
+        unchecked = check_problem(conn, plan)
+    if unchecked:
+        problems.append(unchecked)
     if problems and not opts.force:
         raise GateRefused(f"cannot switch {plan.release}: " + "; ".join(problems), gate="switch")
     if problems:

@@ -389,7 +389,7 @@ def switch_plan(switch: dict[str, Any], release: str = "r-switch") -> Any:
     )
 
 
-def record_check(url: str, plan: Any, action: str = "check.passed") -> None:
+def record_check(url: str, plan: Any, action: str = "check.passed", **details: Any) -> None:
     """What `migrator check` records when it passes (or fails) for a plan."""
     from migrator.commands.phases import STATE
     from migrator.db.connection import connect, make_engine
@@ -398,7 +398,7 @@ def record_check(url: str, plan: Any, action: str = "check.passed") -> None:
     try:
         with connect(engine) as conn:
             STATE.init(conn)
-            STATE.event(conn, "test", action, plan.release, plan.digest())
+            STATE.event(conn, "test", action, plan.release, plan.digest(), **details)
             conn.commit()
     finally:
         engine.dispose()
