@@ -30,7 +30,7 @@ from migrator.engine.state import Release
 from migrator.errors import GateRefused, UsageError
 from migrator.plan.models import Plan, SwitchSettings
 from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, make_backend
-from migrator.switch.flow import Move, Switcher
+from migrator.switch.flow import Recorder, Switcher, Watched
 
 TRAFFIC_EVENT = "switch.traffic"
 WATCHED_EVENT = "switch.watched"
@@ -83,26 +83,18 @@ def _current(backend: TrafficBackend, engine: Engine, release: str) -> Split:
     return backend.current() or _last_recorded(engine, release) or ALL_BLUE
 
 
-def _recorder(engine: Engine, opts: Options, plan: Plan) -> Any:
-    def record(move: Move) -> None:
-        with connect(engine) as conn:
-            STATE.event(
-                conn, opts.actor, TRAFFIC_EVENT, plan.release, plan.digest(), **move.details()
-            )
-            conn.commit()
-
-    return record
+def _log(engine: Engine, opts: Options, plan: Plan, action: str, details: dict[str, Any]) -> None:
+    with connect(engine) as conn:
+        STATE.event(conn, opts.actor, action, plan.release, plan.digest(), **details)
+        conn.commit()
 
 
-def _watch_recorder(engine: Engine, opts: Options, plan: Plan) -> Any:
-    def watched(split: Split) -> None:
-        with connect(engine) as conn:
-            STATE.event(
-                conn, opts.actor, WATCHED_EVENT, plan.release, plan.digest(), **split.as_dict()
-            )
-            conn.commit()
+def _recorder(engine: Engine, opts: Options, plan: Plan) -> Recorder:
+    return lambda move: _log(engine, opts, plan, TRAFFIC_EVENT, move.details())
 
-    return watched
+
+def _watch_recorder(engine: Engine, opts: Options, plan: Plan) -> Watched:
+    return lambda split: _log(engine, opts, plan, WATCHED_EVENT, split.as_dict())
 
 
 def _watched(engine: Engine, release: str, current: Split) -> bool:
