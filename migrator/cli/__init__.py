@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from migrator import __version__
 from migrator.cli import check as check_cli
@@ -13,9 +15,11 @@ from migrator.cli import lint as lint_cli
 from migrator.cli import release as release_cli
 from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
-from migrator.cli.common import Settings
+from migrator.cli.common import Settings, err
+from migrator.cli.config import DEFAULT_FILE, KEYS, config_path, default_map, read_config
 from migrator.cli.plan import plan_app
 from migrator.cli.queries import queries_app
+from migrator.errors import ExitCode, UsageError
 
 app = typer.Typer(
     name="migrator",
@@ -35,6 +39,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     debug: Annotated[
         bool,
         typer.Option("--debug", envvar="MIGRATOR_DEBUG", help="Show tracebacks on errors."),
@@ -42,9 +47,27 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="MIGRATOR_CONFIG",
+            dir_okay=False,
+            help=f"Option defaults ({', '.join(KEYS)}); default: ./{DEFAULT_FILE} if present. "
+            "Flags and MIGRATOR_* variables come first.",
+        ),
+    ] = None,
 ) -> None:
     """Zero-downtime blue-green releases on PostgreSQL."""
     Settings.debug = debug
+    path = config_path(config)
+    if path is not None:
+        try:
+            values = read_config(path)
+        except UsageError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+        ctx.default_map = default_map(ctx.command, values)
 
 
 phases.register(app)

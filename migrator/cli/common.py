@@ -99,7 +99,10 @@ def actor() -> str:
 def require_url(url: str | None) -> str:
     """The database URL, or a usage error that says how to give one."""
     if not url:
-        raise UsageError("no database: pass --database-url or set MIGRATOR_DATABASE_URL")
+        raise UsageError(
+            "no database: pass --database-url, set MIGRATOR_DATABASE_URL, or put database_url "
+            "in migrator.yaml"
+        )
     return url
 
 

@@ -1,0 +1,108 @@
+"""The config file: option defaults below flags and MIGRATOR_* variables, with every
+mistake named at its file, line and column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from migrator.cli import app
+from migrator.cli.config import default_map, read_config
+from migrator.errors import ExitCode, UsageError
+
+# Nothing listens on port 1 of loopback: a URL that fails at once, naming its host.
+NOWHERE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+
+
+def _status(runner: CliRunner, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "status"])
+    return result.exit_code, result.output
+
+
+def test_file_then_environment_then_flag(
+    fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MIGRATOR_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MIGRATOR_CONFIG", raising=False)
+    runner = CliRunner()
+    code, output = _status(runner)
+    assert code == ExitCode.BAD_INPUT and "database_url in migrator.yaml" in output
+
+    (tmp_path / "migrator.yaml").write_text(f"database_url: {fresh_db}\n")
+    code, output = _status(runner)
+    assert code == 0, output
+    assert "no releases" in output
+
+    # The variable comes before the file...
+    monkeypatch.setenv("MIGRATOR_DATABASE_URL", NOWHERE)
+    code, output = _status(runner)
+    assert code == ExitCode.RUNTIME and "127.0.0.1" in output, output
+    # ...and the flag before both.
+    result = runner.invoke(app, ["status", "--database-url", fresh_db])
+    assert result.exit_code == 0, result.output
+
+
+def test_config_named_by_flag_or_variable(
+    fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MIGRATOR_DATABASE_URL", raising=False)
+    elsewhere = tmp_path / "conf" / "prod.yaml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(f"# the release database\ndatabase_url: '{fresh_db}'\n")
+    runner = CliRunner()
+    code, output = _status(runner, "--config", str(elsewhere))
+    assert code == 0, output
+    monkeypatch.setenv("MIGRATOR_CONFIG", str(elsewhere))
+    code, output = _status(runner)
+    assert code == 0, output
+    monkeypatch.setenv("MIGRATOR_CONFIG", str(tmp_path / "missing.yaml"))
+    code, output = _status(runner)
+    assert code == ExitCode.BAD_INPUT and "missing.yaml does not exist" in output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("database_url: x\ndatabse_url: y\n", "c.yaml:2:1: unknown key 'databse_url'"),
+        ("scratch_url: 5432\n", "c.yaml:1:14: scratch_url takes a string"),
+        ("database_url: [a, b]\n", "c.yaml:1:15: database_url takes a string"),
+        ("- database_url: x\n", "c.yaml:1:1: a config file is a map of option: value"),
+        ("database_url: 'x\n", "c.yaml:2:1: invalid YAML"),
+    ],
+)
+def test_mistakes_are_named_at_file_line_column(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as err:
+        read_config(path)
+    assert str(err.value).startswith(f"{tmp_path}/{message}"), str(err.value)
+
+
+def test_cli_exits_2_on_a_bad_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "migrator.yaml").write_text("database-url: x\n")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "migrator.yaml:1:1: unknown key 'database-url'" in result.output
+
+
+def test_an_empty_file_sets_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "migrator.yaml"
+    path.write_text("# nothing yet\n")
+    assert read_config(path) == {}
+
+
+def test_only_options_that_read_the_variable_take_the_file() -> None:
+    """render and queries capture ignore MIGRATOR_DATABASE_URL on purpose (they would read
+    production); the file must not hand them the URL either."""
+    defaults = default_map(typer.main.get_command(app), {"database_url": "u", "scratch_url": "s"})
+    assert defaults["status"] == {"database_url": "u"}
+    assert defaults["backfill"] == {"database_url": "u"}
+    assert defaults["check"] == {"database_url": "u", "scratch_url": "s"}
+    assert defaults["render"] == {"scratch_url": "s"}
+    assert "capture" not in defaults.get("queries", {})
