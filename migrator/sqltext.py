@@ -27,6 +27,19 @@ def literal(value: object) -> str:
     return psql.Literal(value).as_string()
 
 
+def schema_first_sql(schema: str, *, local: bool) -> str | None:
+    """The statement that puts ``schema`` first on the session's search_path, before
+    what the role has (extensions' schemas stay reachable), so names a plan writes bare
+    (a type in a column spec, a function in an ``up``) resolve in the plan's schema.
+    None for ``public``, which the default search_path has already."""
+    if schema == "public":
+        return None
+    return (
+        f"SELECT set_config('search_path', {literal(ident(schema))} || ', ' || "
+        f"current_setting('search_path'), {'true' if local else 'false'})"
+    )
+
+
 def short_name(*parts: str, prefix: str = "", limit: int = MAX_IDENTIFIER) -> str:
     """A readable name for an object migrator creates, kept under PostgreSQL's 63 bytes.
 

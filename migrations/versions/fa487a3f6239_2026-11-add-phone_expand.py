@@ -33,7 +33,7 @@ def upgrade() -> None:
     _execute('ALTER TABLE public.users ADD COLUMN phone text')
     # 0.add_column.sync-trigger: trigger filling users.phone on old-version writes
     _execute("""CREATE OR REPLACE FUNCTION migrator.public_users_phone_sync() RETURNS trigger
-LANGUAGE plpgsql AS $migrator$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$
 DECLARE
   id public.users.id%TYPE := NEW.id;
   name public.users.name%TYPE := NEW.name;

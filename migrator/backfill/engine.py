@@ -65,7 +65,7 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import BackfillSpec
 from migrator.plan.durations import format_duration
 from migrator.plan.models import Plan
-from migrator.sqltext import ident, literal
+from migrator.sqltext import ident, literal, schema_first_sql
 
 # Lock timeouts, deadlocks and serialization failures: the batch is safe to redo.
 RETRYABLE = {LOCK_NOT_AVAILABLE, "40P01", "40001"}
@@ -151,6 +151,8 @@ class Backfill:
         restart: bool = False,
     ) -> None:
         self.spec = spec
+        # Names the spec's expressions write bare resolve in its schema first.
+        self._schema_first = schema_first_sql(spec.schema, local=True)
         self.release = release
         self.key = key
         self.settings = settings or Settings()
@@ -530,6 +532,8 @@ class Backfill:
                     cursor = conn.connection.cursor()
                     timeout = f"{round(self.settings.lock_timeout * 1000)}ms"
                     cursor.execute(f"SET LOCAL lock_timeout = {literal(timeout)}")
+                    if self._schema_first is not None:
+                        cursor.execute(self._schema_first)
                     if self.walk is not None and not self.walk.keyset:
                         batch = ctid_batch(
                             cursor, self.spec, int(position or 0), _int(rng.hi), size, only

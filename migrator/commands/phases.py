@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from migrator.backfill.engine import Backfill
 from migrator.backfill.engine import settings_from_plan as backfill_settings
@@ -31,6 +31,7 @@ from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statemen
 from migrator.plan.loader import plan_positions
 from migrator.plan.models import Plan
 from migrator.render import history
+from migrator.sqltext import schema_first_sql
 
 STATE = StateStore()
 
@@ -81,6 +82,7 @@ class Session:
         db = plan.database if plan else None
         return Executor(
             self.engine,
+            schema=plan.schema_name if plan else "public",
             lock_timeout=db.lock_timeout if db else 1.0,
             statement_timeout=db.statement_timeout if db else 0.0,
             policy=RetryPolicy(retries=db.retries if db else 10),
@@ -136,7 +138,11 @@ def _release(s: Session, name: str) -> Release | None:
 
 
 def operation_context(plan: Plan, conn: Connection) -> Context:
-    """What the plan's operations may know while they build statements on ``conn``."""
+    """What the plan's operations may know while they build statements on ``conn``
+    (whose transaction gets the plan's schema first on its search_path)."""
+    schema_first = schema_first_sql(plan.schema_name, local=True)
+    if schema_first is not None:
+        conn.execute(text(schema_first))
     catalog = Catalog(conn)
     return Context(
         schema=plan.schema_name,

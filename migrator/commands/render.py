@@ -251,6 +251,7 @@ def _before(plan: Plan, conn: Connection, down: str | None, source: str) -> Rend
         downgrade=downs,
         backfills=fills,
         lock_timeout_ms=round(plan.database.lock_timeout * 1000),
+        schema=plan.schema_name,
         source=source,
         notes=list(dict.fromkeys(ctx.notes)),
     )
@@ -270,6 +271,7 @@ def _after(plan: Plan, conn: Connection, source: str) -> RenderedPhase:
             "cannot be undone by a downgrade (restore from a backup, or write a new release)"
         ),
         lock_timeout_ms=round(plan.database.lock_timeout * 1000),
+        schema=plan.schema_name,
         source=source,
         notes=list(dict.fromkeys(ctx.notes)),
     )

@@ -30,7 +30,7 @@ from migrator.errors import LockNotAcquired, StepFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import Step
 from migrator.plan.durations import format_duration
-from migrator.sqltext import literal
+from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -63,6 +63,8 @@ class Executor:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     observer: Observer = NULL_OBSERVER
     dry_run: bool = False
+    schema: str = "public"
+    """The plan's schema, put first on the search_path while a step runs."""
 
     def _settings(self) -> list[str]:
         return [
@@ -143,6 +145,7 @@ class Executor:
             finally:
                 cursor.execute("RESET lock_timeout")
                 cursor.execute("RESET statement_timeout")
+                cursor.execute("RESET search_path")
         if on_done is not None:
             with connect(self.engine) as conn:
                 on_done(conn)
@@ -153,6 +156,9 @@ class Executor:
         step's statements, each told to the observer as it starts."""
         for setting in self._settings():
             cursor.execute(f"{set_command} {setting}")
+        schema_first = schema_first_sql(self.schema, local=set_command == "SET LOCAL")
+        if schema_first is not None:
+            cursor.execute(schema_first)
         for statement in step.statements:
             self.observer.statement(
                 statement.sql, step=name, autocommit=step.autocommit, dry_run=False

@@ -18,7 +18,7 @@ from pydantic import Field
 from migrator.errors import ValidationFailed
 from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
 from migrator.ops.create_table import SERIAL_TYPES
-from migrator.ops.expressions import column_refs, default_sql, is_constant
+from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
     add_check_step,
@@ -132,9 +132,14 @@ class AddColumn(Operation):
                 column_refs(fill)
             except ValueError as exc:
                 raise ValidationFailed(f"{where}: up: {exc}") from None
+            # A table, or a type, an earlier operation of the plan creates is not there
+            # to try the expression on; the expand's transaction tries it for real.
+            planned_type = any(
+                ctx.type_planned(name) for name in [self.column.type, *type_names(fill)]
+            )
             problem = (
                 None
-                if self.table in ctx.planned_tables
+                if self.table in ctx.planned_tables or planned_type
                 else cat.expression_error(ctx.schema, self.table, fill, self.column.type)
             )
             if problem:
@@ -335,7 +340,9 @@ class AddColumn(Operation):
         )
         return (
             f"CREATE OR REPLACE FUNCTION {self.function_name(ctx)}() RETURNS trigger\n"
-            "LANGUAGE plpgsql AS $migrator$\n"
+            # The plan's expression was checked with the plan's schema first on the
+            # search_path; the function keeps that, whatever the application's is.
+            "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
             f"DECLARE\n{declare}"
             "BEGIN\n"
             f"  IF TG_OP = 'INSERT' THEN\n"

@@ -120,12 +120,16 @@ class Context:
         live = [c.name for c in self.catalog.columns(self.schema, table)]
         return live + [c for c in self.planned_columns.get(table, []) if c not in live]
 
+    def type_planned(self, type_sql: str) -> bool:
+        """True when an earlier operation of the plan creates the type."""
+        bare = type_sql.strip().removesuffix("[]").strip()
+        return (
+            bare in self.planned_types or bare.removeprefix(f"{self.schema}.") in self.planned_types
+        )
+
     def type_known(self, type_sql: str) -> bool:
         """True when PostgreSQL knows the type, or an earlier operation creates it."""
-        bare = type_sql.strip().removesuffix("[]").strip()
-        if bare in self.planned_types or bare.removeprefix(f"{self.schema}.") in self.planned_types:
-            return True
-        return self.catalog.type_exists(type_sql)
+        return self.type_planned(type_sql) or self.catalog.type_exists(type_sql)
 
     def relation_taken(self, name: str) -> bool:
         """True when a table, view, index or sequence of that name exists or is planned."""

@@ -46,6 +46,26 @@ def column_refs(expression: str) -> list[str]:
     return visitor.names
 
 
+class _TypeNames(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def visit_TypeName(self, ancestors: Any, node: ast.TypeName) -> None:
+        parts = [f.sval for f in node.names or () if isinstance(f, ast.String) and f.sval]
+        name = ".".join(parts)
+        if parts and name not in self.names:
+            self.names.append(name)
+
+
+def type_names(expression: str) -> list[str]:
+    """The type names an expression casts to (``'x'::mood`` gives ``mood``; built-in types
+    come qualified as PostgreSQL spells them, ``pg_catalog.int4``)."""
+    visitor = _TypeNames()
+    visitor(parse_expression(expression))
+    return visitor.names
+
+
 class _Qualifier(Visitor):
     def __init__(self, columns: set[str], alias: str) -> None:
         super().__init__()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.ops.base import BackfillSpec, Step
-from migrator.sqltext import ident
+from migrator.sqltext import ident, schema_first_sql
 
 BASELINE = "baseline"
 
@@ -91,6 +91,7 @@ class RenderedPhase:
     backfills: list[tuple[str, BackfillSpec, list[tuple[str, str]]]] = field(default_factory=list)
     downgrade_refused: str | None = None
     lock_timeout_ms: int = 1000
+    schema: str = "public"
     source: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -146,8 +147,11 @@ def backfill_sql(spec: BackfillSpec, keys: list[tuple[str, str]], batch: int = 1
     )
 
 
-def _body(steps: Sequence[tuple[str, Step]], lock_timeout_ms: int) -> list[str]:
+def _body(steps: Sequence[tuple[str, Step]], lock_timeout_ms: int, schema: str) -> list[str]:
     lines = [f"    _execute(\"SET lock_timeout = '{int(lock_timeout_ms)}ms'\")"]
+    schema_first = schema_first_sql(schema, local=False)
+    if schema_first is not None:  # as migrator's own runs do (names the plan writes bare)
+        lines.append(f"    _execute({_py(schema_first)})")
     for key, st in steps:
         lines.append(f"    # {key}: {st.description}")
         if st.autocommit:
@@ -160,7 +164,7 @@ def _body(steps: Sequence[tuple[str, Step]], lock_timeout_ms: int) -> list[str]:
 
 def render_revision(rendered: RenderedPhase) -> str:
     """The text of one revision file."""
-    up = _body(rendered.upgrade, rendered.lock_timeout_ms)
+    up = _body(rendered.upgrade, rendered.lock_timeout_ms, rendered.schema)
     for key, spec, keys in rendered.backfills:
         up.append(f"    # {key}: {spec.description or 'backfill'} (batches, each committed)")
         sql = backfill_sql(spec, keys)
@@ -172,7 +176,7 @@ def render_revision(rendered: RenderedPhase) -> str:
     if rendered.downgrade_refused:
         down = [f"    raise RuntimeError({rendered.downgrade_refused!r})"]
     elif rendered.downgrade:
-        down = _body(rendered.downgrade, rendered.lock_timeout_ms)
+        down = _body(rendered.downgrade, rendered.lock_timeout_ms, rendered.schema)
     else:
         down = ["    pass  # the upgrade changes nothing to undo"]
     notes = "".join(f"\nNote: {n}" for n in rendered.notes)
