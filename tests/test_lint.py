@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -726,6 +727,24 @@ def test_cli_exit_codes_and_json(tmp_path: Path, runner: CliRunner) -> None:
         assert json.loads(result.output)["server_version"] == 110000
     result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "eleven"])
     assert result.exit_code == 2 and "--pg-version" in result.output
+
+    # For CI: GitHub annotations at the file, line and column; JUnit with a failure each.
+    result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "11", "--format", "github"])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"::error file={dirty},line=3,col=5,title=migrator lint%3A M014")
+    assert "Safe form: " in line
+    result = runner.invoke(app, ["lint", str(dirty), "--pg-version", "11", "--format", "junit"])
+    assert result.exit_code == 1
+    suite = ET.fromstring(result.output.split("\n", 1)[1]).find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    case = suite.find("testcase")
+    assert case is not None and case.get("classname") == "migrator.lint.M014"
+    assert case.get("line") == "3" and case.find("failure") is not None
+    result = runner.invoke(app, ["lint", str(clean), "--format", "junit"])
+    assert result.exit_code == 0
+    suite = ET.fromstring(result.output.split("\n", 1)[1]).find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("1", "0")
 
     waived = tmp_path / "waived.yaml"
     waived.write_text(plan_text(SUPPRESSED.format(reason='"settings holds 40 rows"')))

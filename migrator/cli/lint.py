@@ -20,6 +20,8 @@ class LintFormat(StrEnum):
 
     text = "text"
     json = "json"
+    junit = "junit"
+    github = "github"
 
 
 class FailOn(StrEnum):
@@ -42,9 +44,16 @@ def _show(finding: LintFinding) -> None:
     out.print(f"    [dim]safe form:[/] {escape(finding.safe_form)}")
 
 
-def _report(result: commands.LintResult, fmt: LintFormat) -> None:
+def _report(result: commands.LintResult, fmt: LintFormat, fail_on: str) -> None:
     if fmt is LintFormat.json:
         emit_json(result.to_json())
+        return
+    if fmt is LintFormat.junit:
+        typer.echo(result.to_junit(fail_on))
+        return
+    if fmt is LintFormat.github:
+        for line in result.to_github(fail_on):
+            typer.echo(line)
         return
     for finding in result.findings:
         _show(finding)
@@ -92,7 +101,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         fmt: Annotated[
-            LintFormat, typer.Option("--format", help="Output format.")
+            LintFormat, typer.Option("--format", help="text, json, junit or github (annotations).")
         ] = LintFormat.text,
         database_url: DatabaseUrl = None,
         assume_in_transaction: Annotated[
@@ -127,6 +136,6 @@ def register(app: typer.Typer) -> None:
                 database_url=database_url,
                 assume_in_transaction=assume_in_transaction,
             )
-        _report(result, fmt)
+        _report(result, fmt, fail_on.value)
         if result.fails(fail_on.value):
             raise typer.Exit(int(ExitCode.FINDINGS))

@@ -8,6 +8,7 @@ changed in the database: every question is read-only and rolled back.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from migrator.errors import UsageError
 from migrator.lint import LintFinding, lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 from migrator.plan.loader import load_plan
+from migrator.verify.report import github_data, github_property
 
 
 @dataclass
@@ -56,6 +58,62 @@ class LintResult:
             "suppressed": [f.to_json() for f in self.suppressed],
             "unlinted": list(self.unlinted),
         }
+
+    def _failing(self, finding: LintFinding, fail_on: str) -> bool:
+        return fail_on == "warning" or finding.severity == "error"
+
+    def to_github(self, fail_on: str = "warning") -> list[str]:
+        """GitHub workflow commands: an annotation per finding at its file, line and
+        column (``::error`` for what fails the run), and one per operation not linted."""
+        lines = []
+        for f in self.findings:
+            level = "error" if self._failing(f, fail_on) else "warning"
+            props = [f"file={github_property(f.file or self.source)}"]
+            props += [f"line={f.line}"] if f.line else []
+            props += [f"col={f.column}"] if f.column else []
+            props.append(f"title={github_property(f'migrator lint: {f.rule} ({f.severity})')}")
+            body = f"{f.message} Safe form: {f.safe_form}"
+            lines.append(f"::{level} {','.join(props)}::{github_data(body)}")
+        for item in self.unlinted:
+            props = [f"file={github_property(self.source)}", "title=migrator lint%3A not linted"]
+            lines.append(f"::error {','.join(props)}::{github_data(item)}")
+        return lines
+
+    def to_junit(self, fail_on: str = "warning") -> str:
+        """JUnit XML: a case per finding (a failure when it fails the run), one per
+        operation not linted (a failure), and one passing case when there is neither."""
+        root = ET.Element("testsuites", name=f"migrator lint {self.source}")
+        suite = ET.SubElement(root, "testsuite", name=f"lint {self.source}")
+        failures = 0
+        for f in self.findings:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                name=f"{f.rule} {f.location or self.source}",
+                classname=f"migrator.lint.{f.rule}",
+                file=f.file or self.source,
+                line=str(f.line or 0),
+            )
+            text = f"{f.severity}: {f.message}\nsql: {f.sql}\nsafe form: {f.safe_form}"
+            if self._failing(f, fail_on):
+                failure = ET.SubElement(case, "failure", message=f.message, type=f.rule)
+                failure.text = text
+                failures += 1
+            else:
+                ET.SubElement(case, "system-out").text = text
+        for item in self.unlinted:
+            case = ET.SubElement(suite, "testcase", name=f"not linted: {item}")
+            ET.SubElement(case, "failure", message=item, type="not-linted")
+            failures += 1
+        if not self.findings and not self.unlinted:
+            ET.SubElement(suite, "testcase", name=f"lint {self.source}", classname="migrator.lint")
+        tests = max(1, len(self.findings) + len(self.unlinted))
+        for element in (root, suite):
+            element.set("tests", str(tests))
+            element.set("failures", str(failures))
+            element.set("errors", "0")
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 
 @contextmanager

@@ -247,15 +247,15 @@ class CheckReport:
             level = {"error": "error", "warning": "warning", "info": "notice"}[f.severity]
             if f.severity == "error" and not f.must_pass:
                 level = "notice"
-            props = [f"file={_gh_property(f.file or self.plan_file)}"]
+            props = [f"file={github_property(f.file or self.plan_file)}"]
             if f.line:
                 props.append(f"line={f.line}")
             if f.column:
                 props.append(f"col={f.column}")
             title = f"migrator check: {f.rule or f.check}" + (f" [{f.cell}]" if f.cell else "")
-            props.append(f"title={_gh_property(title)}")
+            props.append(f"title={github_property(title)}")
             body = (f"{f.query}: " if f.query else "") + f"{f.reason} Fix: {f.fix}"
-            lines.append(f"::{level} {','.join(props)}::{_gh_data(body)}")
+            lines.append(f"::{level} {','.join(props)}::{github_data(body)}")
         return lines
 
 
@@ -266,13 +266,23 @@ def _suite_counts(element: ET.Element, tests: int, failures: int, skipped: int) 
     element.set("skipped", str(skipped))
 
 
-def _gh_data(text: str) -> str:
+def github_data(text: str) -> str:
+    """A workflow command's message, escaped as GitHub reads it."""
     # The escaping GitHub's toolkit applies (@actions/core command.ts).
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _gh_property(text: str) -> str:
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+def github_property(text: str) -> str:
+    """A workflow command's property value (file, title), escaped."""
+    return github_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-__all__ = ["Cell", "CheckReport", "Finding", "QueryResult", "Severity"]
+__all__ = [
+    "Cell",
+    "CheckReport",
+    "Finding",
+    "QueryResult",
+    "Severity",
+    "github_data",
+    "github_property",
+]
