@@ -65,7 +65,7 @@ class CommandPhases:
             with connect(engine) as conn:
                 steps, _ = rollback_steps(plan, conn)
                 conn.rollback()
-            executor = Executor(engine, observer=observer)
+            executor = Executor(engine, observer=observer, schema=plan.schema_name)
             for key, st in steps:
                 executor.run(key, st)
         finally:
