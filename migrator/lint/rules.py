@@ -362,6 +362,9 @@ def render_markdown() -> str:
         "built from the live catalog (alter_column, rename_column) is reported as not "
         "linted (give `--database-url`, or run `migrator check`), and the run is not clean; the rules marked *database* below apply only "
         "with a database (`migrator check` always has one).",
+        "- **Output**: `--format text` (default), `json`, `junit` (a case per finding, a "
+        "failure for each that fails the run) or `github` (an annotation per finding at its "
+        "file, line and column; `::error` for what fails the run, `::warning` for the rest).",
         "- **Exit codes**: 0 clean, 1 findings (errors or warnings; `--fail-on error` for "
         "errors only) or operations not linted, 2 bad plan or usage (an empty or missing "
         "suppression reason, an unknown rule id, SQL that does not parse).",
