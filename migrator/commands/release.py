@@ -2,11 +2,11 @@
 
 check -> expand -> switch -> backfill -> complete (the backfill goes before the switch
 when the plan says `backfill.when: before_switch`, or renames a column: the new version
-reads the new name). `check` runs first: it works on
-scratch copies of the live schema, so it proves both versions' queries before anything
-changes. Each phase is the same function as its own verb and skips what is done, so a
-rerun resumes where the last run stopped. The first gate that fails stops the release
-with its message; nothing after it runs.
+reads the new name). `check` runs first: it works on scratch copies of the live schema,
+so it proves both versions' queries before anything changes. Each phase is the same
+function as its own verb and skips what is done, so a rerun resumes where the last run
+stopped. The first gate that fails stops the release with its message; nothing after it
+runs.
 """
 
 from __future__ import annotations
