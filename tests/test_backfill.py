@@ -692,3 +692,33 @@ backfill:
     assert batches is not None and batches >= 5000 // 200
     again = commands.backfill(plan, opts(fresh_db))
     assert "update.0.orders" in again.skipped
+
+
+@pytest.mark.parametrize(
+    ("shape", "where"),
+    [
+        ("composite", "(tenant, id) > (:lo) AND (tenant, id) <= (:hi)"),
+        ("ctid", "ctid >= '(:first,0)'::tid AND ctid < '(:end,0)'::tid"),
+    ],
+)
+def test_dry_run_shows_a_batchs_update_and_changes_nothing(
+    fresh_db: str, tmp_path: Path, shape: str, where: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from migrator.cli import app
+
+    q(fresh_db, SEEDS[shape])
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_text())
+    commands.expand(parse_plan(plan_text(), str(path)), opts(fresh_db))
+    result = CliRunner().invoke(
+        app, ["backfill", str(path), "--database-url", fresh_db, "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert f"UPDATE public.users SET phone = ({UP}) WHERE {where} AND (phone IS NULL)" in flat, (
+        result.output
+    )
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NOT NULL") == [(0,)]
+    assert q(fresh_db, "SELECT count(*) FROM migrator.steps WHERE phase = 'backfill'") == [(0,)]

@@ -181,6 +181,20 @@ def step_end(lo: Key, size: int, range_hi: Key) -> tuple[Key, bool]:
     return [str(end)], False
 
 
+def batch_template(spec: BackfillSpec, walk: Walk) -> str:
+    """The UPDATE one batch runs, its range left as ``:lo``/``:hi`` (key values) or
+    ``:first``/``:end`` (heap pages): what ``--dry-run`` shows."""
+    if walk.keyset:
+        cols = _columns(walk)
+        where = f"({cols}) > (:lo) AND ({cols}) <= (:hi)"
+    else:
+        where = "ctid >= '(:first,0)'::tid AND ctid < '(:end,0)'::tid"
+    return (
+        f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
+        f"WHERE {where} AND ({spec.needs})"
+    )
+
+
 def relation_pages_sql(spec: BackfillSpec) -> str:
     """The table's current size in pages."""
     name = literal(ident(spec.schema, spec.table))

@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from migrator.backfill.batcher import batch_template
 from migrator.backfill.engine import Backfill
 from migrator.backfill.engine import settings_from_plan as backfill_settings
+from migrator.backfill.keys import choose_walk
 from migrator.backfill.lease import SharedLock, lock_init
 from migrator.db.connection import connect, make_engine
 from migrator.engine import conditions
@@ -480,8 +482,14 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
                 continue
             if opts.dry_run:
                 size = settings.batch_size or f"auto ({plan.backfill.target_batch_time:g}s)"
+                with s.conn() as conn:
+                    walk = choose_walk(conn, spec.schema, spec.table)
                 opts.observer.info(
-                    f"-- {key}: {spec.description} in batches of {size}, {workers} worker(s)"
+                    f"-- {key}: {spec.description} in batches of {size}, {workers} worker(s), "
+                    f"by {walk.describe()}; each batch, its own transaction:"
+                )
+                opts.observer.statement(
+                    batch_template(spec, walk), step=key, autocommit=False, dry_run=True
                 )
                 continue
             with s.conn() as conn:
