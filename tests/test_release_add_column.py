@@ -269,6 +269,19 @@ def test_dry_run_leaves_catalog_untouched(db: str) -> None:
     assert q(db, "SELECT to_regnamespace('migrator')") == [(None,)]
 
 
+def test_complete_dry_run_shows_the_contract_sql_and_schedules_nothing(db: str) -> None:
+    plan = parse_plan(PLAN)
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    rec = Recorder()
+    commands.complete(plan, opts(db, rec, dry_run=True))
+    assert any("VALIDATE CONSTRAINT" in s for s in rec.statements), rec.statements
+    assert any("SET NOT NULL" in s for s in rec.statements), rec.statements
+    assert any("DROP TRIGGER" in s for s in rec.statements), rec.statements
+    assert q(db, "SELECT count(*) FROM migrator.contracts") == [(0,)]
+    assert q(db, "SELECT phase FROM migrator.releases") == [("backfilled",)]
+
+
 def test_validation_refuses_and_changes_nothing(db: str) -> None:
     before = catalog(db)
     for text, message in [

@@ -606,7 +606,12 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
             )
         for key, st in steps:
             result.statements += [x.sql for x in st.statements]
-            opts.observer.info(f"scheduled {key}: {st.description}")
+            if not opts.dry_run:
+                opts.observer.info(f"scheduled {key}: {st.description}")
+                continue
+            opts.observer.info(f"-- would schedule {key}: {st.description}")
+            for x in st.statements:
+                opts.observer.statement(x.sql, step=key, autocommit=x.autocommit, dry_run=True)
         if opts.dry_run:
             return result
         with s.conn() as conn:
