@@ -94,9 +94,3 @@ class LockNotAcquired(MigratorError):
     """Another migrator holds the advisory lock, or DDL could not get its lock in time."""
 
     exit_code = ExitCode.INTERRUPTED
-
-
-class Interrupted(MigratorError):
-    """The run was interrupted; rerunning the same command resumes it."""
-
-    exit_code = ExitCode.INTERRUPTED
