@@ -588,6 +588,9 @@ def test_retries_exhausted_fail_the_step_and_keep_the_checkpoint(fresh_db: str) 
         holder.rollback()
     step = q(fresh_db, "SELECT status, error FROM migrator.steps WHERE phase = 'backfill'")
     assert step[0][0] == "failed" and "lock_timeout" in step[0][1]
+    failed = q(fresh_db, "SELECT details FROM migrator.events WHERE action = 'backfill.failed'")
+    assert len(failed) == 1 and "lock_timeout" in failed[0][0]["error"], failed
+    assert failed[0][0]["step"] == "0.add_column.backfill"
     before = q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NOT NULL")[0][0]
     assert 0 < before < 20000
     commands.backfill(plan, opts(fresh_db))

@@ -1145,6 +1145,14 @@ def test_rollback_after_a_failed_expand_undoes_what_ran_and_skips_the_rest(db: s
     with pytest.raises(MigratorError, match="division by zero"):
         commands.expand(plan, opts(db))
     assert q(db, "SELECT to_regclass('public.users_name_idx') IS NOT NULL") == [(True,)]
+    # The audit log says who ran what and that it failed, and where.
+    failed = q(
+        db,
+        "SELECT details->>'step', details->>'error' FROM migrator.events "
+        "WHERE action = 'expand.failed'",
+    )
+    assert len(failed) == 1 and failed[0][0] == "1.sql.expand-1", failed
+    assert "division by zero" in failed[0][1]
     commands.rollback(plan, opts(db))
     after = schema_dump(db)
     assert after == before, diff(before, after)

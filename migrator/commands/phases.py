@@ -242,6 +242,15 @@ def _run_steps(
             d: str = st.description,
         ) -> None:
             STATE.mark_step(conn, plan.release, phase, k, p, d, "failed", reason)
+            STATE.event(
+                conn,
+                s.opts.actor,
+                f"{phase}.failed",
+                plan.release,
+                plan.digest(),
+                step=k,
+                error=reason,
+            )
 
         on_done = mark("done")
         if last is not None and position == len(steps) - 1:
@@ -521,6 +530,15 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
                         spec.description,
                         "failed",
                         str(exc),
+                    )
+                    STATE.event(
+                        conn,
+                        opts.actor,
+                        "backfill.failed",
+                        plan.release,
+                        plan.digest(),
+                        step=key,
+                        error=str(exc),
                     )
                 raise
             with s.conn() as conn:
