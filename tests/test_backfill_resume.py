@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from migrator import commands
 from migrator.backfill.engine import HOT_PASSES
 from migrator.plan.loader import parse_plan
@@ -125,10 +127,12 @@ def _status_shows_progress(url: str) -> bool:
     return True
 
 
-def test_sigterm_stops_after_the_batches_under_way_exits_5_and_resumes(
-    fresh_db: str, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_ends_the_batches_under_way_exits_5_and_resumes(
+    fresh_db: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    """What a Kubernetes Job's pod gets when it is deleted: the run stops cleanly."""
+    """SIGTERM is what a Kubernetes Job's pod gets when it is deleted, SIGINT is Ctrl-C:
+    either way the run stops cleanly and says so."""
     rows = 10_000  # the rerun walks it all again, at 20 ms a batch
     q(fresh_db, SEED.replace(f"generate_series(1, {ROWS})", f"generate_series(1, {rows})"))
     text = plan_text(batch=str(BATCH), pause="20ms")
@@ -147,7 +151,7 @@ def test_sigterm_stops_after_the_batches_under_way_exits_5_and_resumes(
     while filled(fresh_db) <= rows // 17 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 5, err
     assert "interrupted; run the same command again to resume" in err
