@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from migrator import commands
@@ -246,6 +247,13 @@ def test_a_switch_killed_during_its_last_watch_watches_again_when_rerun(
     again = FakeTime()
     commands.switch(plan, opts, timing=again.timing)
     assert again.now == 0.0
+    # A release switched by a migrator that did not record its watches is not watched
+    # again either: `switched` is only set once the watch passed.
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM migrator.events WHERE action = 'switch.watched'")
+    older = FakeTime()
+    commands.switch(plan, opts, timing=older.timing)
+    assert older.now == 0.0
 
 
 def test_a_failed_probe_in_the_resumed_watch_moves_all_traffic_back(

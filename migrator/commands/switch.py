@@ -241,11 +241,14 @@ def switch(
         else:
             percents = [p for p in settings.steps if p > current.green]
         # Traffic already partly or wholly on green that no run watched to the end (a
-        # run killed or interrupted during its watch): watch it before going on.
+        # run killed or interrupted during its watch): watch it before going on. A
+        # release `switched` with all traffic on green was watched (the phase is set
+        # after the watch), also by migrators that did not record `switch.watched`.
         resume = (
             to == "green"
             and current.green > 0
             and all(p >= current.green for p in percents)
+            and not (release.phase == "switched" and current.green == 100)
             and not _watched(s.engine, plan.release, current)
         )
         forward = [p for p in percents if p != current.green] if to == "green" else percents
