@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from migrator.errors import UsageError
+from migrator.files import read_text
 
 DEFAULT_FILE = "migrator.yaml"
 ENVIRONMENT = {"database_url": "MIGRATOR_DATABASE_URL", "scratch_url": "MIGRATOR_SCRATCH_URL"}
@@ -37,12 +38,7 @@ def _where(path: Path, node: yaml.Node) -> str:
 
 def read_config(path: Path) -> dict[str, str]:
     """The option defaults a config file sets (an empty file sets none)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    text = read_text(path, "config file")
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.errors import UsageError
+from migrator.files import read_text
 from migrator.lint import LintFinding, lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 from migrator.plan.loader import load_plan
@@ -169,12 +170,7 @@ def lint_sql_files(
         if catalog is not None and pg_version is None:
             result.server_version = catalog.server_version
         for path in paths:
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UsageError(f"SQL file {path} does not exist") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot read SQL file {path}: {exc}") from None
+            text = read_text(path, "SQL file")
             found = lint_sql(
                 text,
                 result.server_version,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
 
 from migrator.errors import PlanError
+from migrator.files import read_text
 from migrator.ops import REGISTRY
 from migrator.plan.models import Plan, placement_errors
 
@@ -273,11 +274,4 @@ def plan_positions(plan: Plan) -> PlanPositions | None:
 
 def load_plan(path: str | Path) -> Plan:
     """Read and parse a plan file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(f"plan file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read plan file {path}: {exc}") from None
-    return parse_plan(text, str(path))
+    return parse_plan(read_text(path, "plan file", PlanError), str(path))
