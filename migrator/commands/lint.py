@@ -22,7 +22,7 @@ from migrator.files import read_text
 from migrator.lint import LintFinding, lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 from migrator.plan.loader import load_plan
-from migrator.verify.report import github_data, github_property
+from migrator.verify.report import github_data, github_property, suite_counts
 
 
 @dataclass
@@ -110,9 +110,7 @@ class LintResult:
             ET.SubElement(suite, "testcase", name=f"lint {self.source}", classname="migrator.lint")
         tests = max(1, len(self.findings) + len(self.unlinted))
         for element in (root, suite):
-            element.set("tests", str(tests))
-            element.set("failures", str(failures))
-            element.set("errors", "0")
+            suite_counts(element, tests, failures, 0)
         ET.indent(root)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
 

@@ -206,7 +206,7 @@ class CheckReport:
                         [f"{f.severity}: {f.summary()}" for f in others]
                         + ([result.note] if result.note else [])
                     )
-            _suite_counts(suite, len(cell.results), s_fail, s_skip)
+            suite_counts(suite, len(cell.results), s_fail, s_skip)
             total += len(cell.results)
             failures += s_fail
             skipped += s_skip
@@ -230,10 +230,10 @@ class CheckReport:
                 else:
                     out = ET.SubElement(case, "system-out")
                     out.text = f"{f.severity}: {f.summary()}"
-            _suite_counts(suite, len(extra), s_fail, 0)
+            suite_counts(suite, len(extra), s_fail, 0)
             total += len(extra)
             failures += s_fail
-        _suite_counts(root, total, failures, skipped)
+        suite_counts(root, total, failures, skipped)
         root.set("time", f"{self.seconds:.3f}")
         ET.indent(root)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
@@ -259,7 +259,8 @@ class CheckReport:
         return lines
 
 
-def _suite_counts(element: ET.Element, tests: int, failures: int, skipped: int) -> None:
+def suite_counts(element: ET.Element, tests: int, failures: int, skipped: int) -> None:
+    """A JUnit suite's (or the root's) counts."""
     element.set("tests", str(tests))
     element.set("failures", str(failures))
     element.set("errors", "0")
@@ -285,4 +286,5 @@ __all__ = [
     "Severity",
     "github_data",
     "github_property",
+    "suite_counts",
 ]
