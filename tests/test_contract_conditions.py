@@ -10,9 +10,9 @@ import pytest
 from migrator import commands
 from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.conditions import touches
+from migrator.engine.steps import Doomed
 from migrator.errors import GateRefused
 from migrator.observer import Observer
-from migrator.ops.base import Doomed
 from migrator.plan.loader import parse_plan
 
 PLAN = """

@@ -63,7 +63,7 @@ def test_a_whole_release_in_the_plans_schema(fresh_db: str, schema: str) -> None
 
 
 def test_rendered_revisions_put_the_plans_schema_first_too() -> None:
-    from migrator.ops.base import step
+    from migrator.engine.steps import step
     from migrator.render.revisions import RenderedPhase, render_revision
 
     steps = [("0.sql.expand", step("expand", "x", "ALTER TABLE users ADD COLUMN m mood"))]

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from migrator.backfill.keys import KeyColumn, Walk
-from migrator.ops.base import BackfillSpec
+from migrator.engine.steps import BackfillSpec
 from migrator.ops.expressions import has_subquery
 from migrator.sqltext import ident, literal
 

@@ -58,12 +58,12 @@ from migrator.backfill.keys import (
 from migrator.backfill.ranges import Range, RangeStore, Summary, plan_ranges
 from migrator.backfill.sizing import BatchSizer
 from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.durations import format_duration
 from migrator.engine.executor import LOCK_NOT_AVAILABLE, RetryPolicy
 from migrator.engine.state import StateStore
+from migrator.engine.steps import BackfillSpec
 from migrator.errors import LockNotAcquired, StepFailed, UsageError
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import BackfillSpec
-from migrator.plan.durations import format_duration
 from migrator.plan.models import Plan
 from migrator.sqltext import ident, literal, schema_first_sql
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, text
 
 from migrator.backfill.batcher import Key, scalar, select_key
 from migrator.backfill.keys import Walk
-from migrator.ops.base import BackfillSpec
+from migrator.engine.steps import BackfillSpec
 from migrator.sqltext import ident, literal
 
 # First half of the two-key advisory locks on ranges: "mbfr". The second half is a

@@ -27,9 +27,10 @@ from migrator.engine.conditions import Condition
 from migrator.engine.executor import Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
 from migrator.engine.state import ContractRecord, Release, StateStore
+from migrator.engine.steps import BackfillSpec, Doomed, Statement, Step
 from migrator.errors import GateRefused, MigratorError, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Statement, Step
+from migrator.ops.base import Context, Operation
 from migrator.plan.loader import plan_positions
 from migrator.plan.models import Plan
 from migrator.render import history
@@ -186,7 +187,7 @@ def _check_plan_hash(s: Session, plan: Plan, release: Release | None) -> None:
         )
     if not s.opts.dry_run:
         with s.conn() as conn:
-            STATE.update_plan(conn, plan)
+            STATE.update_plan(conn, plan.release, plan.canonical(), plan.digest())
             STATE.event(
                 conn,
                 s.opts.actor,
@@ -332,7 +333,7 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
             opts.observer.warning(note)
         if not opts.dry_run:
             with s.conn() as conn:
-                STATE.start_release(conn, plan)
+                STATE.start_release(conn, plan.release, plan.after, plan.canonical(), plan.digest())
                 STATE.event(conn, opts.actor, "expand.start", plan.release, plan.digest())
         _run_steps(
             s,

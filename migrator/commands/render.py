@@ -43,9 +43,9 @@ from migrator.commands.phases import (
 )
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import embedded
+from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import UsageError
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import BackfillSpec, Step, step
 from migrator.plan.models import Plan
 from migrator.render.revisions import (
     ALEMBIC_INI,

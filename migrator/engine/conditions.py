@@ -17,7 +17,7 @@ from pglast import ast
 from pglast.visitors import Visitor
 from sqlalchemy import Connection, text
 
-from migrator.ops.base import Doomed
+from migrator.engine.steps import Doomed
 
 
 @dataclass(frozen=True)

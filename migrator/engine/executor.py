@@ -26,10 +26,10 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.durations import format_duration
+from migrator.engine.steps import Step
 from migrator.errors import LockNotAcquired, StepFailed
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.base import Step
-from migrator.plan.durations import format_duration
 from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"

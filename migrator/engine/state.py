@@ -13,8 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from migrator.plan.models import Plan
-
 SCHEMA_VERSION = 1
 
 FINISHED_PHASES = ("completed", "contracting", "contracted", "rolled_back")
@@ -244,14 +242,19 @@ class StateStore:
         )
         return Release(**row) if row else None
 
-    def start_release(self, conn: Connection, plan: Plan) -> None:
-        """Insert the release, or reopen a rolled-back one (its old steps are cleared)."""
-        params = {
-            "n": plan.release,
-            "a": plan.after,
-            "p": json.dumps(plan.canonical()),
-            "h": plan.digest(),
-        }
+    def start_release(
+        self,
+        conn: Connection,
+        release: str,
+        after: str | None,
+        plan: dict[str, Any],
+        plan_hash: str,
+    ) -> None:
+        """Insert the release, or reopen a rolled-back one (its old steps are cleared).
+
+        ``plan`` is the plan's canonical document, ``plan_hash`` its digest.
+        """
+        params = {"n": release, "a": after, "p": json.dumps(plan), "h": plan_hash}
         conn.execute(
             text(
                 "DELETE FROM migrator.steps WHERE release = :n AND EXISTS "
@@ -271,14 +274,16 @@ class StateStore:
             params,
         )
 
-    def update_plan(self, conn: Connection, plan: Plan) -> None:
-        """Store a changed plan the user accepted."""
+    def update_plan(
+        self, conn: Connection, release: str, plan: dict[str, Any], plan_hash: str
+    ) -> None:
+        """Store a changed plan the user accepted (its canonical document and digest)."""
         conn.execute(
             text(
                 "UPDATE migrator.releases SET plan = CAST(:p AS jsonb), plan_hash = :h, "
                 "updated_at = now() WHERE name = :n"
             ),
-            {"p": json.dumps(plan.canonical()), "h": plan.digest(), "n": plan.release},
+            {"p": json.dumps(plan), "h": plan_hash, "n": release},
         )
 
     def set_phase(self, conn: Connection, release: str, phase: str) -> None:

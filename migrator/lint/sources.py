@@ -17,13 +17,14 @@ import pglast
 from pglast import ast, enums
 
 from migrator.engine.catalog import Catalog
+from migrator.engine.steps import Step
 from migrator.errors import MigratorError, PlanError, ValidationFailed
 from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
 from migrator.lint.findings import LintFinding
 from migrator.lint.live import Live
 from migrator.lint.offline import OfflineCatalog
 from migrator.lint.rules import RULES
-from migrator.ops import Context, Operation, Phase, Step
+from migrator.ops import Context, Operation, Phase
 from migrator.ops.sql import RawSql
 from migrator.plan.loader import Mark, PlanPositions, plan_positions
 from migrator.plan.models import Plan

@@ -12,7 +12,7 @@ from migrator.ops.add_enum_value import AddEnumValue
 from migrator.ops.add_foreign_key import AddForeignKey
 from migrator.ops.add_unique import AddUnique
 from migrator.ops.alter_column import AlterColumn
-from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Statement, Step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.create_enum import CreateEnum
 from migrator.ops.create_index import CreateIndex
 from migrator.ops.create_table import CreateTable
@@ -50,10 +50,7 @@ REGISTRY: dict[str, type[Operation]] = {
 
 __all__ = [
     "REGISTRY",
-    "BackfillSpec",
     "Context",
     "Operation",
     "Phase",
-    "Statement",
-    "Step",
 ]

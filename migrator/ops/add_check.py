@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.engine.steps import Step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import refuse_constraint_clash, require_expression, require_table
 from migrator.ops.safe import add_check_step, drop_constraint_step, validate_step
 from migrator.plan.types import Identifier

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.create_table import SERIAL_TYPES
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.live import refuse_duplicates

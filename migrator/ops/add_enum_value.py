@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal
 

@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import refuse_constraint_clash, require_columns, require_table
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.plan.types import Identifier, OnDelete, TableReference

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import (
     refuse_constraint_clash,
     refuse_duplicates,

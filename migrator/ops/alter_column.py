@@ -44,8 +44,9 @@ from typing import ClassVar
 
 from sqlalchemy import text
 
+from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import BackfillSpec, Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.expressions import default_sql
 from migrator.ops.live import (
     refuse_constraint_clash,

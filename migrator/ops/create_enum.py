@@ -11,8 +11,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal
 

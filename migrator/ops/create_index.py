@@ -14,8 +14,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import (
     refuse_duplicates,
     require_columns,

@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.expressions import column_refs, default_sql
 from migrator.ops.live import require_columns, require_table
 from migrator.plan.types import ColumnSpec, Identifier, OnDelete, Strict, TableReference

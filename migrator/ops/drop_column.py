@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
+from migrator.engine.steps import Doomed, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import refuse_dependants, require_columns, require_table
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import refuse_dependants
 from migrator.ops.safe import drop_index_step
 from migrator.plan.types import Identifier

@@ -26,8 +26,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import BackfillSpec, Doomed, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import BackfillSpec, Context, Doomed, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.shadow import (
     ShadowSync,
     column_facts,

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.steps import Doomed, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Doomed, Operation, Phase, Step, step
+from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.live import refuse_dependants, require_table
 from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from migrator.ops.base import Step, step
+from migrator.engine.steps import Step, step
 from migrator.plan.types import OnDelete
 from migrator.sqltext import ident, literal, short_name
 

@@ -40,7 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from migrator.engine.catalog import Catalog
-from migrator.ops.base import Step, step
+from migrator.engine.steps import Step, step
 from migrator.ops.expressions import column_refs, qualified
 from migrator.sqltext import ident, literal, short_name
 

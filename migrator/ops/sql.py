@@ -17,8 +17,9 @@ import pglast
 from pglast import ast
 from pydantic import Field
 
+from migrator.engine.steps import Statement, Step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase, Statement, Step
+from migrator.ops.base import Context, Operation, Phase
 
 
 def _needs_autocommit(node: ast.Node) -> bool:

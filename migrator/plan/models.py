@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from migrator.durations import Duration
 from migrator.ops import REGISTRY, Operation, Phase
-from migrator.plan.durations import Duration
 from migrator.plan.types import Identifier, Strict
 
 # -- operation items ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrator.ops.base import BackfillSpec, Step
+from migrator.engine.steps import BackfillSpec, Step
 from migrator.sqltext import ident, schema_first_sql
 
 BASELINE = "baseline"

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrator.durations import format_duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.durations import format_duration
 from migrator.plan.models import SwitchSettings
 from migrator.switch.base import (
     ALL_BLUE,
