@@ -464,10 +464,9 @@ def test_no_false_alarm_on_tables_created_in_the_same_file() -> None:
     assert lint_sql(text, 18) == []
 
 
-PAGILA = ROOT.parent / "shared" / "datasets" / "pagila" / "pagila-schema.sql"
+PAGILA = ROOT / "tests" / "corpus" / "pagila-schema.sql"
 
 
-@pytest.mark.skipif(not PAGILA.exists(), reason="../shared/datasets/pagila is not beside the repo")
 def test_a_real_schema_written_by_others_raises_no_false_alarm() -> None:
     # pagila's pg_dump as one migration: everything it touches it created itself, so the
     # only finding is the CHECK on its `year` domain (a warning, and a true one).
@@ -1046,7 +1045,6 @@ contract:
 """
 
 
-@pytest.mark.skipif(not PAGILA.exists(), reason="../shared/datasets/pagila is not beside the repo")
 @pytest.mark.parametrize("version", [None, 12])
 def test_every_operation_writes_sql_its_own_lint_passes(
     live: tuple[Connection, str], version: int | None

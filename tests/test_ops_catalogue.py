@@ -515,7 +515,7 @@ CASES = [
 
 
 def _check_forms(rec: Recorder) -> None:
-    """The lock-safe forms of LINT-RULES.md, on every statement a phase ran."""
+    """The lock-safe forms of docs/lint-rules.md, on every statement a phase ran."""
     steps: dict[str, list[tuple[str, bool]]] = {}
     for step_key, sql, autocommit in rec.statements:
         steps.setdefault(step_key, []).append((sql.upper(), autocommit))
@@ -1382,7 +1382,7 @@ EXPECTED_LINT = {
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
-    """Every statement an operation writes, held to LINT-RULES.md by migrator's own linter
+    """Every statement an operation writes, held to docs/lint-rules.md by migrator's own linter
     against the live catalog: the lock each one takes is the one the rules allow."""
     q(db, case.setup)
     plan = parse_plan(plan_text(case.expand, case.contract))

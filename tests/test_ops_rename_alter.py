@@ -806,7 +806,7 @@ def test_drop_not_null_and_backfill_order_are_warned(db: str) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_lint_finds_nothing_unsafe(case: Case, db: str, tmp_path: Path) -> None:
     """Every statement the operations write (expand, rollback, contract) passes the lint
-    of LINT-RULES.md, judged against the live catalog, but for the findings a case
+    of docs/lint-rules.md, judged against the live catalog, but for the findings a case
     expects (the rollback of an in-place widening narrows the type back with a rewrite;
     DROP NOT NULL is warned about)."""
     from migrator.commands.lint import lint

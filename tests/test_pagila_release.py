@@ -26,7 +26,7 @@ from tests.support.catalog_snapshot import diff, schema_dump
 from tests.support.servers import Server
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT.parent / "shared" / "datasets" / "pagila" / "pagila-schema.sql"
+SCHEMA = ROOT / "tests" / "corpus" / "pagila-schema.sql"
 PLAN = ROOT / "plans" / "examples" / "pagila-catalogue.yaml"
 
 # Statements the embedded server cannot run (no pgvector) or that name a role it lacks.
@@ -96,8 +96,6 @@ def server(request: pytest.FixtureRequest) -> Server:
 
 @pytest.fixture
 def pagila(server: Server) -> Iterator[str]:
-    if not SCHEMA.exists():
-        pytest.skip(f"the pagila dataset is not at {SCHEMA}")
     url = server.create_database("pagila")
     load_pagila(url, server.version)
     yield url

@@ -467,7 +467,7 @@ def test_cli_release_end_to_end(db: str, tmp_path: Path) -> None:
 
 
 def test_index_and_foreign_key_on_a_column_added_earlier_in_the_plan(db: str) -> None:
-    """The PLAN-FORMAT example: add a column, then index it and reference it, in one plan."""
+    """The plan-format example (docs/plan-format.md): add a column, then index it and reference it, in one plan."""
     q(db, "CREATE TABLE teams (id int PRIMARY KEY); INSERT INTO teams VALUES (1)")
     plan = parse_plan(
         PLAN.replace("backfill: {batch_size: 100}\n", "")
