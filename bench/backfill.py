@@ -54,7 +54,7 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from migrator import commands
-from migrator.backfill import engine
+from migrator.backfill import runner
 from migrator.plan.loader import parse_plan
 
 PLAN = """
@@ -259,12 +259,12 @@ def method_migrator(
     if not one_pass:
         return commands.backfill(chosen, options, workers=workers).rows
     # The walk before passes, for comparison: each range in one pass.
-    passes = engine.Backfill.passes
-    engine.Backfill.passes = lambda self, conn: 1  # type: ignore[method-assign]
+    passes = runner.Backfill.passes
+    runner.Backfill.passes = lambda self, conn: 1  # type: ignore[method-assign]
     try:
         return commands.backfill(chosen, options, workers=workers).rows
     finally:
-        engine.Backfill.passes = passes  # type: ignore[method-assign]
+        runner.Backfill.passes = passes  # type: ignore[method-assign]
 
 
 def unfilled(url: str) -> int:

@@ -1,4 +1,4 @@
-"""The backfill engine on a real PostgreSQL: how it walks tables (composite keys,
+"""The backfill runner on a real PostgreSQL: how it walks tables (composite keys,
 unique keys, ctid pages), what it never overwrites, workers and cooperating processes,
 and a writer process of both versions running throughout."""
 
@@ -9,7 +9,6 @@ import multiprocessing
 import random
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 from migrator import commands
-from migrator.backfill.engine import HOT_PASSES
+from migrator.backfill.runner import HOT_PASSES
 from migrator.errors import LockNotAcquired
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
@@ -230,17 +229,17 @@ def test_state_made_before_two_passes_is_upgraded(fresh_db: str) -> None:
 
 def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any, int, bool]]:
     """Each batch whose end was known before it ran: (lo, hi, rows updated, last)."""
-    from migrator.backfill import engine
+    from migrator.backfill import runner
 
     seen: list[tuple[Any, Any, int, bool]] = []
-    original = engine.keyset_batch_to
+    original = runner.keyset_batch_to
 
     def recording(cursor: Any, spec: Any, walk: Any, lo: Any, hi: Any, *a: Any, **k: Any) -> Any:
         batch = original(cursor, spec, walk, lo, hi, *a, **k)
         seen.append((lo, hi, batch.updated, batch.last))
         return batch
 
-    monkeypatch.setattr(engine, "keyset_batch_to", recording)
+    monkeypatch.setattr(runner, "keyset_batch_to", recording)
     return seen
 
 
@@ -288,10 +287,10 @@ def test_a_worker_takes_the_passes_of_two_ranges_in_turn(
 ) -> None:
     """Range 0's second pass waits for range 1's first: by then no batch that could
     still see the old versions range 0's first pass left is running."""
-    from migrator.backfill import engine
+    from migrator.backfill import runner
 
     order: list[tuple[int, int]] = []
-    original = engine.Backfill._batch
+    original = runner.Backfill._batch
 
     def recording(
         self: Any, conn: Any, rng: Any, position: Any, sizer: Any, pass_: int, *a: Any
@@ -300,15 +299,15 @@ def test_a_worker_takes_the_passes_of_two_ranges_in_turn(
             order.append((rng.n, pass_))
         return original(self, conn, rng, position, sizer, pass_, *a)
 
-    monkeypatch.setattr(engine.Backfill, "_batch", recording)
+    monkeypatch.setattr(runner.Backfill, "_batch", recording)
     q(fresh_db, SEEDS["composite"])
     q(fresh_db, "VACUUM (ANALYZE) users")
     plan = make_plan()
     commands.expand(plan, opts(fresh_db))
     commands.backfill(plan, opts(fresh_db))
     assert wrong_rows(fresh_db) == 0
-    first = engine.FINAL_PASS + 1 - engine.HOT_PASSES
-    passes = range(first, engine.FINAL_PASS + 1)
+    first = runner.FINAL_PASS + 1 - runner.HOT_PASSES
+    passes = range(first, runner.FINAL_PASS + 1)
     assert order[: 2 * len(passes)] == [(n, p) for p in passes for n in (0, 1)]
     assert order[2 * len(passes)] == (2, first)
 
@@ -562,14 +561,20 @@ def test_a_batch_that_meets_a_row_lock_times_out_and_retries(fresh_db: str) -> N
     commands.expand(plan, opts(fresh_db))
     holder = psycopg.connect(fresh_db)
     holder.execute("UPDATE users SET legacy_phone = 'held' WHERE tenant = 3 AND id = 10")
-    # The application's transaction commits 1.5s later; lock_timeout is 500ms.
-    timer = threading.Timer(1.5, holder.commit)
-    timer.start()
-    recorder = Recorder()
+
+    class CommitOnRetry(Recorder):
+        # The application's transaction commits once a batch has timed out on its lock
+        # (lock_timeout is 500ms): the event, not a timer, so a slow machine that
+        # reaches the row late still meets the lock.
+        def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+            super().retry(step, attempt, wait, reason)
+            if holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                holder.commit()
+
+    recorder = CommitOnRetry()
     try:
         commands.backfill(plan, opts(fresh_db, recorder))
     finally:
-        timer.join()
         holder.close()
     assert recorder.retries and "lock timeout" in recorder.retries[0]
     assert wrong_rows(fresh_db) == 0

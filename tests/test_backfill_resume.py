@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from migrator import commands
-from migrator.backfill.engine import HOT_PASSES
+from migrator.backfill.runner import HOT_PASSES
 from migrator.plan.loader import parse_plan
 from tests.test_backfill import checkpoint, opts, plan_text, q
 

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from migrator import commands
 from migrator.backfill import throttle
-from migrator.backfill.engine import Backfill, settings_from_plan
+from migrator.backfill.runner import Backfill, settings_from_plan
 from migrator.backfill.throttle import Limits, Readings, decide
 from migrator.commands.phases import backfill_specs, operation_context
 from migrator.db.connection import connect, make_engine

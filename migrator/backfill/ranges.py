@@ -43,7 +43,7 @@ class Range:
     """One claimed range: ``lo < key <= hi`` (keys) or ``lo <= page < hi`` (ctid).
 
     ``pass_`` is the pass being walked: earlier passes fill a share of the rows of each
-    page, 2 (the last) the rest (`migrator.backfill.engine` says why); ``position`` is
+    page, 2 (the last) the rest (`migrator.backfill.runner` says why); ``position`` is
     within that pass.
     """
 

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from migrator.backfill.batcher import batch_template
-from migrator.backfill.engine import Backfill
-from migrator.backfill.engine import settings_from_plan as backfill_settings
 from migrator.backfill.keys import choose_walk
 from migrator.backfill.lease import SharedLock, lock_init
+from migrator.backfill.runner import Backfill
+from migrator.backfill.runner import settings_from_plan as backfill_settings
 from migrator.db.connection import connect, make_engine
 from migrator.engine import conditions
 from migrator.engine.catalog import Catalog

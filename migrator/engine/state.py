@@ -119,7 +119,7 @@ INSERT INTO migrator.meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSIO
 # What a state schema made by an earlier migrator lacks; each statement checks first, so
 # a run that finds it done takes no lock.
 _UPGRADES = (
-    # The backfill's passes (migrator.backfill.engine): databases initialised before
+    # The backfill's passes (migrator.backfill.runner): databases initialised before
     # them have ranges walked in one.
     """DO $migrator$
 BEGIN

@@ -1,4 +1,4 @@
-"""The backfill engine: workers walking claimed ranges, throttled, checkpointed.
+"""The backfill runner: workers walking claimed ranges, throttled, checkpointed.
 
 One call of `Backfill.run` fills one `BackfillSpec`:
 
