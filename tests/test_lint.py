@@ -1097,3 +1097,14 @@ def test_positions_of_contract_operations(form: str) -> None:
     assert m014.operation == "contract[0].sql"
     line = 5 if form == "list" else 7
     assert (m014.line, m014.column) == (line, text.splitlines()[line - 1].index("ALTER") + 1)
+
+
+def test_each_statement_kind_has_its_checks_registered() -> None:
+    # The dispatch is by node type: a CREATE INDEX goes through the index checks, and
+    # the lock checks see every statement (registered for ast.Node).
+    from migrator.lint.registry import registered
+
+    table = registered()
+    assert "create_index" in table["IndexStmt"] and "drop_index" in table["DropStmt"]
+    assert "alter_table" in table["AlterTableStmt"] and "reindex" in table["ReindexStmt"]
+    assert {"lock_timeout", "unbounded_writes"} <= set(table["Node"])

@@ -20,8 +20,8 @@ from migrator.engine.catalog import Catalog
 from migrator.engine.steps import Step
 from migrator.errors import MigratorError, PlanError, ValidationFailed
 from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
+from migrator.lint.catalog_questions import Live
 from migrator.lint.findings import LintFinding
-from migrator.lint.live import Live
 from migrator.lint.offline import OfflineCatalog
 from migrator.lint.rules import RULES
 from migrator.ops import Context, Operation, Phase

@@ -1,0 +1,253 @@
+"""Columns added or retyped: rules M011, M012, M013, M016, M017, M026 (and the column
+options M005, M006, M008, M009 judge on ADD COLUMN).
+
+Called from `alter_table` for ALTER TABLE ... ADD COLUMN / ALTER COLUMN TYPE, and from
+`create` for the columns of CREATE TABLE.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pglast import ast, enums
+
+from migrator.lint.model import (
+    FuncNames,
+    Stmt,
+    Unit,
+    is_null,
+    parse_type,
+    type_mods,
+    type_name,
+    type_sql,
+)
+
+if TYPE_CHECKING:
+    from migrator.lint.analyzer import Analyzer
+
+CT = enums.ConstrType
+
+# Functions PostgreSQL marks volatile that defaults commonly use: a DEFAULT calling one
+# is evaluated per row, so ADD COLUMN rewrites the table.
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random",
+        "random_normal",
+        "gen_random_uuid",
+        "uuidv4",
+        "uuidv7",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "gen_random_bytes",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "setval",
+        "txid_current",
+        "pg_current_xact_id",
+    }
+)
+# Stable or immutable built-ins seen in defaults: evaluated once by ADD COLUMN (11+).
+NONVOLATILE_FUNCTIONS = frozenset(
+    {
+        "now",
+        "statement_timestamp",
+        "transaction_timestamp",
+        "current_setting",
+        "lower",
+        "upper",
+        "length",
+        "concat",
+        "to_char",
+        "to_jsonb",
+        "jsonb_build_object",
+        "json_build_object",
+        "array_length",
+        "coalesce",
+        "make_interval",
+        "date_trunc",
+    }
+)
+SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+
+
+def binary_coercible(old: ast.TypeName, new: ast.TypeName) -> bool:
+    """True when changing a column from ``old`` to ``new`` needs no rewrite."""
+    o, n = type_name(old), type_name(new)
+    om, nm = type_mods(old), type_mods(new)
+    if o == n and om == nm:
+        return True
+    if o in ("varchar", "text") and n == "text":
+        return True
+    if o in ("varchar", "text") and n == "varchar":
+        return not nm or (o == "varchar" and bool(om) and nm[0] >= om[0])
+    if o == n == "numeric":
+        if not nm:
+            return True
+        return bool(om) and len(nm) == len(om) and nm[0] >= om[0] and nm[1:] == om[1:]
+    if o == n == "varbit":
+        return not nm or (bool(om) and nm[0] >= om[0])
+    return o == "cidr" and n == "inet"
+
+
+def add_column(
+    a: Analyzer, stmt: Stmt, unit: Unit, schema: str, table: str, col: ast.ColumnDef, new: bool
+) -> None:
+    """Rules 5, 6, 8, 9, 11, 12, 13 (and 17, 26) for ALTER TABLE ... ADD COLUMN."""
+    name = col.colname or ""
+    a.tracker.columns.add((table, name))
+    if col.typeName is not None:
+        a.tracker.column_types[(table, name)] = col.typeName
+    column_type_rules(a, stmt, table, col)
+    if new:
+        return
+    constraints = [c for c in col.constraints or () if isinstance(c, ast.Constraint)]
+    kinds = {c.contype for c in constraints}
+    default = next((c.raw_expr for c in constraints if c.contype == CT.CONSTR_DEFAULT), None)
+    default = default if default is not None else col.raw_default
+    if col.typeName is not None and type_name(col.typeName) in SERIAL_TYPES:
+        a.report("M013", stmt, f"adds {type_name(col.typeName)} column {table}.{name}: a rewrite")
+    if CT.CONSTR_IDENTITY in kinds or (col.identity and col.identity != "\x00"):
+        a.report("M013", stmt, f"adds identity column {table}.{name}: a rewrite")
+    for c in constraints:
+        if c.contype == CT.CONSTR_GENERATED and c.generated_kind != "v":
+            a.report("M013", stmt, f"adds stored generated column {table}.{name}: a rewrite")
+        if c.contype == CT.CONSTR_FOREIGN and not c.skip_validation:
+            a.report(
+                "M005",
+                stmt,
+                f"adds {table}.{name} with REFERENCES: the new foreign key is validated "
+                "by a scan while both tables are locked",
+            )
+        if c.contype == CT.CONSTR_CHECK and not c.skip_validation:
+            a.report(
+                "M006",
+                stmt,
+                f"adds {table}.{name} with a CHECK: validated by a full scan under "
+                "ACCESS EXCLUSIVE",
+            )
+        if c.contype == CT.CONSTR_UNIQUE:
+            a.report("M008", stmt, f"adds {table}.{name} UNIQUE: index built under AE")
+        if c.contype == CT.CONSTR_PRIMARY:
+            a.report("M009", stmt, f"adds {table}.{name} PRIMARY KEY: index built under AE")
+    if default is not None and not is_null(default):
+        volatile_default(a, stmt, table, name, default)
+    not_null = col.is_not_null or CT.CONSTR_NOTNULL in kinds or CT.CONSTR_PRIMARY in kinds
+    if not_null and (default is None or is_null(default)):
+        a.report(
+            "M012",
+            stmt,
+            f"adds {table}.{name} NOT NULL with no DEFAULT: fails on existing rows, and the "
+            "old version's INSERTs (which do not name it) fail",
+        )
+
+
+def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: ast.Node) -> None:
+    """Rule 11: a DEFAULT that rewrites the table (volatile; before 11, any)."""
+    if a.version < 110000:
+        a.report(
+            "M011",
+            stmt,
+            f"adds {table}.{column} with a DEFAULT: before PostgreSQL 11 (server "
+            f"{a.version // 10000}) that rewrites the table",
+        )
+        return
+    finder = FuncNames()
+    finder(default)
+    names = set(finder.names)
+    if names & VOLATILE_FUNCTIONS or finder.other:
+        volatile = sorted(names & VOLATILE_FUNCTIONS) or ["a subquery"]
+        a.report(
+            "M011",
+            stmt,
+            f"adds {table}.{column} with a volatile DEFAULT ({', '.join(volatile)}): "
+            "evaluated per row, a rewrite of the table",
+        )
+        return
+    unknown = sorted(names - NONVOLATILE_FUNCTIONS)
+    if not unknown:
+        return
+    verdict = a.live.volatile_functions(unknown) if a.live is not None else None
+    if verdict:
+        a.report(
+            "M011",
+            stmt,
+            f"adds {table}.{column} with a DEFAULT calling a volatile function "
+            f"({', '.join(unknown)}): a rewrite of the table",
+        )
+    elif verdict is None:
+        a.report(
+            "M011",
+            stmt,
+            f"adds {table}.{column} with a DEFAULT calling {', '.join(unknown)}; if it is "
+            "volatile the table is rewritten (give --database-url to know)",
+            "warning",
+        )
+
+
+def alter_type(
+    a: Analyzer, stmt: Stmt, schema: str, table: str, column: str, col: ast.ColumnDef, new: bool
+) -> None:
+    """Rule 16: ALTER COLUMN ... TYPE that is not binary-coercible (and 17, 26)."""
+    target = col.typeName
+    if target is None:
+        return
+    column_type_rules(a, stmt, table, col, column)
+    old = a.tracker.column_types.get((table, column))
+    a.tracker.column_types[(table, column)] = target
+    if new:
+        return
+    if old is None and a.live is not None:
+        text = a.live.column_type(schema, table, column)
+        old = parse_type(text) if text else None
+    using = col.raw_default is not None
+    if old is not None:
+        if binary_coercible(old, target) and not using:
+            return
+        a.report(
+            "M016",
+            stmt,
+            f"changes {table}.{column} from {type_sql(old)} to {type_sql(target)}: not "
+            "binary-coercible, so the table and its indexes are rewritten under ACCESS "
+            "EXCLUSIVE",
+        )
+        return
+    if not using and type_name(target) in ("text", "varchar"):
+        a.report(
+            "M016",
+            stmt,
+            f"changes {table}.{column} to {type_sql(target)}: without a rewrite only from "
+            "varchar/text (give --database-url to know the current type)",
+            "warning",
+        )
+        return
+    a.report(
+        "M016",
+        stmt,
+        f"changes the type of {table}.{column} to {type_sql(target)}: a rewrite under "
+        "ACCESS EXCLUSIVE, and clients of the old type break",
+    )
+
+
+def column_type_rules(
+    a: Analyzer, stmt: Stmt, table: str, col: ast.ColumnDef, column: str | None = None
+) -> None:
+    """Rules 17 (varchar(n), char(n)) and 26 (json) for a column's type."""
+    if col.typeName is None:
+        return
+    name = column or col.colname
+    base = type_name(col.typeName)
+    if base in ("varchar", "bpchar") and type_mods(col.typeName):
+        a.report(
+            "M017",
+            stmt,
+            f"{table}.{name} is {type_sql(col.typeName)}: changing the length later "
+            "needs ACCESS EXCLUSIVE; use text with a CHECK on length",
+        )
+    if base == "json":
+        a.report(
+            "M026",
+            stmt,
+            f"{table}.{name} is json: no equality operator, DISTINCT and GROUP BY fail; use jsonb",
+        )

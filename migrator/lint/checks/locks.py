@@ -1,0 +1,219 @@
+"""Locks held too long or waited for without a timeout: rules M029 and M032.
+
+These read every statement: which existing tables it locks ACCESS EXCLUSIVE, whether it
+is slow (a scan, a rewrite, a build, data changes), and the lock_timeout in force.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pglast import ast, enums
+
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, is_zero, names, rel
+from migrator.lint.registry import on
+
+if TYPE_CHECKING:
+    from migrator.lint.analyzer import Analyzer
+
+AT = enums.AlterTableType
+CT = enums.ConstrType
+OT = enums.ObjectType
+
+# LOCK TABLE's mode number for ACCESS EXCLUSIVE (lockdefs.h: AccessExclusiveLock).
+ACCESS_EXCLUSIVE_MODE = 8
+# ALTER TABLE subcommands that take less than ACCESS EXCLUSIVE.
+WEAK_ALTERS = frozenset(
+    {
+        AT.AT_ValidateConstraint,
+        AT.AT_SetStatistics,
+        AT.AT_SetOptions,
+        AT.AT_ResetOptions,
+        AT.AT_ClusterOn,
+        AT.AT_DropCluster,
+        AT.AT_EnableTrig,
+        AT.AT_EnableAlwaysTrig,
+        AT.AT_EnableReplicaTrig,
+        AT.AT_DisableTrig,
+        AT.AT_EnableTrigAll,
+        AT.AT_DisableTrigAll,
+        AT.AT_EnableTrigUser,
+        AT.AT_DisableTrigUser,
+        AT.AT_AttachPartition,
+        AT.AT_DetachPartitionFinalize,
+        AT.AT_ReplicaIdentity,
+    }
+)
+
+
+def vacuum_full(node: ast.VacuumStmt) -> bool:
+    """VACUUM (FULL) or VACUUM FULL."""
+    return any(isinstance(o, ast.DefElem) and o.defname == "full" for o in node.options or ())
+
+
+def alter_is_ae(cmd: ast.Node) -> bool:
+    """An ALTER TABLE subcommand that takes ACCESS EXCLUSIVE."""
+    if not isinstance(cmd, ast.AlterTableCmd):
+        return False
+    if cmd.subtype in WEAK_ALTERS:
+        return False
+    if cmd.subtype == AT.AT_DetachPartition:
+        return not (isinstance(cmd.def_, ast.PartitionCmd) and cmd.def_.concurrent)
+    if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
+        # A foreign key takes SHARE ROW EXCLUSIVE, not ACCESS EXCLUSIVE.
+        return cmd.def_.contype != CT.CONSTR_FOREIGN
+    return True
+
+
+def ae_tables(a: Analyzer, node: ast.Node) -> list[str]:
+    """Existing tables this statement locks ACCESS EXCLUSIVE."""
+    found: list[str] = []
+    if isinstance(node, ast.AlterTableStmt) and node.objtype == OT.OBJECT_TABLE:
+        strong = [c for c in node.cmds or () if alter_is_ae(c)]
+        if strong and node.relation is not None:
+            found.append(rel(node.relation))
+    elif isinstance(node, ast.RenameStmt) and node.relation is not None:
+        if node.renameType in (OT.OBJECT_TABLE, OT.OBJECT_COLUMN, OT.OBJECT_TABCONSTRAINT):
+            found.append(rel(node.relation))
+    elif isinstance(node, ast.DropStmt) and not node.concurrent:
+        if node.removeType == OT.OBJECT_TABLE:
+            found += [names(o)[-1] for o in node.objects or ()]
+        elif node.removeType == OT.OBJECT_INDEX:
+            for o in node.objects or ():
+                index = names(o)[-1]
+                found.append(a.index_table(index, names(o)[:-1]) or index)
+        elif node.removeType == OT.OBJECT_TRIGGER:
+            found += [names(o)[-2] for o in node.objects or () if len(names(o)) >= 2]
+    elif isinstance(node, ast.TruncateStmt):
+        found += [rel(r) for r in node.relations or ()]
+    elif isinstance(node, ast.ClusterStmt) and node.relation is not None:
+        found.append(rel(node.relation))
+    elif isinstance(node, ast.VacuumStmt) and vacuum_full(node):
+        found += [rel(r.relation) for r in node.rels or () if r.relation is not None]
+    elif isinstance(node, ast.RefreshMatViewStmt) and not node.concurrent:
+        if node.relation is not None:
+            found.append(rel(node.relation))
+    elif isinstance(node, ast.LockStmt) and (node.mode or 0) >= ACCESS_EXCLUSIVE_MODE:
+        found += [rel(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
+    return [t for t in found if not a.new(t)]
+
+
+def slow(a: Analyzer, node: ast.Node) -> str | None:
+    """What makes a statement slow (a scan, a rewrite, a build, data changes)."""
+    if isinstance(node, ast.UpdateStmt | ast.DeleteStmt) and node.relation is not None:
+        if not a.new(rel(node.relation)):
+            return f"{type(node).__name__[:-4].upper()} of {rel(node.relation)}"
+    if isinstance(node, ast.InsertStmt) and node.relation is not None:
+        sel = node.selectStmt
+        if isinstance(sel, ast.SelectStmt) and sel.fromClause:
+            return f"INSERT ... SELECT into {rel(node.relation)}"
+    if isinstance(node, ast.IndexStmt) and node.relation is not None:
+        if not node.concurrent and not a.new(rel(node.relation)):
+            return f"building index {node.idxname or ''} on {rel(node.relation)}"
+    if isinstance(node, ast.AlterTableStmt) and node.relation is not None:
+        table = rel(node.relation)
+        if a.new(table):
+            return None
+        for cmd in node.cmds or ():
+            if not isinstance(cmd, ast.AlterTableCmd):
+                continue
+            if cmd.subtype == AT.AT_ValidateConstraint:
+                return f"validating {cmd.name} (a full scan of {table})"
+            if cmd.subtype == AT.AT_AlterColumnType:
+                return f"changing the type of {table}.{cmd.name}"
+    if isinstance(node, ast.ClusterStmt | ast.RefreshMatViewStmt | ast.ReindexStmt):
+        return type(node).__name__.removesuffix("Stmt")
+    return None
+
+
+def takes_strong_lock(a: Analyzer, node: ast.Node) -> bool:
+    """The statement waits for a lock that queues the table's traffic behind it."""
+    if ae_tables(a, node):
+        return True
+    if isinstance(node, ast.IndexStmt) and node.relation is not None:
+        return not node.concurrent and not a.new(rel(node.relation))
+    if isinstance(node, ast.AlterTableStmt) and node.relation is not None:
+        return not a.new(rel(node.relation))
+    return False
+
+
+@on(ast.Node, stage="first")
+def slow_work_under_access_exclusive(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 32: slow work while the transaction holds ACCESS EXCLUSIVE."""
+    reason = slow(a, stmt.node)
+    if reason and state.ae_tables and unit.transactional:
+        a.report(
+            "M032",
+            stmt,
+            f"{reason} while this transaction holds ACCESS EXCLUSIVE on "
+            f"{', '.join(state.ae_tables)}: every query on it waits until the commit",
+        )
+
+
+@on(ast.Node, stage="last")
+def lock_timeout(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 29: nothing may wait for a lock without a lock_timeout."""
+    node = stmt.node
+    if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() == "lock_timeout":
+        off = node.kind in (
+            enums.VariableSetKind.VAR_RESET,
+            enums.VariableSetKind.VAR_SET_DEFAULT,
+        ) or is_zero(node.args)
+        if a.managed:
+            if off:
+                a.report(
+                    "M029",
+                    stmt,
+                    "turns off the lock_timeout migrator sets for every step: a DDL "
+                    "statement waiting for its lock would queue all traffic behind it",
+                )
+            return
+        if node.is_local:
+            state.local_lock_timeout = not off
+        else:
+            a.tracker.lock_timeout = not off
+        return
+    if not takes_strong_lock(a, node):
+        return
+    if a.managed:
+        if a.plan_lock_timeout is not None and a.plan_lock_timeout <= 0:
+            a.report(
+                "M029",
+                stmt,
+                "the plan sets database.lock_timeout to 0: this statement may wait for "
+                "its lock forever, with every query on the table queued behind it",
+            )
+        return
+    if not (a.tracker.lock_timeout or state.local_lock_timeout):
+        a.report(
+            "M029",
+            stmt,
+            "takes a strong lock with no lock_timeout set before it: while it waits, "
+            "every query on the table queues behind it",
+        )
+        # One finding per file is enough to say it.
+        a.tracker.lock_timeout = True
+
+
+@on(ast.Node, stage="last")
+def access_exclusive_on_many_tables(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 32: ACCESS EXCLUSIVE on several existing tables in one transaction."""
+    if not unit.transactional:
+        return
+    for table in ae_tables(a, stmt.node):
+        if table not in state.ae_tables:
+            state.ae_tables.append(table)
+    if len(state.ae_tables) > 1 and not state.reported_many_ae:
+        state.reported_many_ae = True
+        a.report(
+            "M032",
+            stmt,
+            f"one transaction takes ACCESS EXCLUSIVE on {len(state.ae_tables)} tables "
+            f"({', '.join(state.ae_tables)}): longer stalls and deadlocks",
+        )

@@ -1,0 +1,45 @@
+"""Data changes in a migration: rule M023 (TRUNCATE, UPDATE or DELETE of every row)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pglast import ast
+
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, Writes, rel
+from migrator.lint.registry import on
+
+if TYPE_CHECKING:
+    from migrator.lint.analyzer import Analyzer
+
+
+@on(ast.TruncateStmt)
+def truncate(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 23: TRUNCATE of an existing table."""
+    node = stmt.node
+    assert isinstance(node, ast.TruncateStmt)
+    tables = [rel(r) for r in node.relations or () if not a.new(r.relname)]
+    if tables:
+        a.report("M023", stmt, f"TRUNCATE of {', '.join(tables)} in a migration")
+
+
+# Every statement: an UPDATE or DELETE may sit inside a WITH of any statement.
+@on(ast.Node, stage="after")
+def unbounded_writes(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 23: UPDATE or DELETE without WHERE, at the top or inside a WITH."""
+    writes = Writes()
+    writes(stmt.node)
+    for node in writes.found:
+        table = rel(node.relation)
+        if node.whereClause is None and not a.new(table):
+            verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
+            a.report(
+                "M023",
+                stmt,
+                f"{verb} of every row of {table} in one statement: row locks on the whole "
+                "table until it commits",
+            )

@@ -1,0 +1,246 @@
+"""What the lint's checks read: statements, the units they run in, and what is known so far.
+
+A `Stmt` is one pglast parse tree with its SQL text and its `Source` (where the plan or
+file wrote it); a `Unit` is the statements of one transaction, or one statement that
+runs alone. The `Tracker` holds what earlier statements of the same plan or file created
+or proved; `UnitState` what the current transaction holds. The helpers below read names
+and types out of parse trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pglast
+from pglast import ast, enums
+from pglast.visitors import Visitor
+
+from migrator.sqltext import ident
+
+LintPhase = Literal["expand", "contract", "rollback"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where statements come from, and what the plan suppresses there."""
+
+    operation: str | None = None
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    context: str = ""
+    ignore: dict[str, str] = field(default_factory=dict)
+
+    def location_text(self) -> str:
+        """``file:line:column`` where known, else the operation's name."""
+        if self.file and self.line:
+            return f"{self.file}:{self.line}:{self.column or 1}"
+        return self.operation or self.file or "<sql>"
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One parsed statement, its SQL text, and where it stands."""
+
+    node: ast.Node
+    sql: str
+    source: Source
+
+
+@dataclass
+class Unit:
+    """Statements that share one transaction, or one statement run alone."""
+
+    statements: list[Stmt]
+    transactional: bool
+
+
+@dataclass
+class Tracker:
+    """What the statements seen so far created or proved."""
+
+    tables: set[str] = field(default_factory=set)
+    columns: set[tuple[str, str]] = field(default_factory=set)
+    column_types: dict[tuple[str, str], ast.TypeName] = field(default_factory=dict)
+    types: set[str] = field(default_factory=set)
+    indexes: dict[str, str | None] = field(default_factory=dict)
+    not_null_checks: dict[tuple[str, str], str] = field(default_factory=dict)
+    validated_not_null: set[tuple[str, str]] = field(default_factory=set)
+    validated_tables: set[str] = field(default_factory=set)
+    foreign_keys: set[tuple[str, str]] = field(default_factory=set)
+    matviews: set[str] = field(default_factory=set)
+    lock_timeout: bool = False
+
+
+@dataclass
+class UnitState:
+    """What one transaction holds while its statements are judged."""
+
+    ae_tables: list[str] = field(default_factory=list)
+    added: set[tuple[str, str]] = field(default_factory=set)
+    renamed_tables: list[tuple[str, Stmt]] = field(default_factory=list)
+    views: set[str] = field(default_factory=set)
+    dropped_columns: set[tuple[str, str]] = field(default_factory=set)
+    new_enum_values: dict[str, str] = field(default_factory=dict)
+    local_lock_timeout: bool = False
+    reported_many_ae: bool = False
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def rel(node: ast.RangeVar | None) -> str:
+    """The bare name of a relation ("" where there is none)."""
+    return (node.relname or "") if node is not None else ""
+
+
+def name_of(node: ast.Node | None) -> str:
+    """The text of a String node ("" for anything else)."""
+    return node.sval if isinstance(node, ast.String) and node.sval else ""
+
+
+def names(nodes: Any) -> list[str]:
+    """The texts of a list of String nodes (a qualified name)."""
+    return [name_of(n) for n in nodes or ()]
+
+
+def quote(name: str) -> str:
+    """An identifier quoted for SQL the lint sends to the database."""
+    return ident(name)
+
+
+# -- types -------------------------------------------------------------------------------
+
+
+def type_name(tn: ast.TypeName) -> str:
+    """The bare name of a type (``varchar``, ``int4``, ``mood``)."""
+    return names(tn.names)[-1]
+
+
+def type_mods(tn: ast.TypeName) -> list[int]:
+    """The integer type modifiers (``varchar(20)`` -> [20])."""
+    mods = []
+    for m in tn.typmods or ():
+        if isinstance(m, ast.A_Const) and isinstance(m.val, ast.Integer):
+            mods.append(int(m.val.ival or 0))
+    return mods
+
+
+def type_sql(tn: ast.TypeName) -> str:
+    """A type as short text for messages."""
+    mods = type_mods(tn)
+    return type_name(tn) + (f"({', '.join(map(str, mods))})" if mods else "")
+
+
+def parse_type(text: str) -> ast.TypeName | None:
+    """A type written as SQL (as format_type gives it) as a parse tree."""
+    try:
+        (raw,) = pglast.parse_sql(f"SELECT NULL::{text}")
+    except (pglast.parser.ParseError, ValueError):
+        return None
+    select = raw.stmt
+    assert isinstance(select, ast.SelectStmt) and select.targetList
+    target = select.targetList[0]
+    if isinstance(target, ast.ResTarget) and isinstance(target.val, ast.TypeCast):
+        return target.val.typeName
+    return None
+
+
+# -- expressions -------------------------------------------------------------------------
+
+
+class FuncNames(Visitor):
+    """The functions an expression calls (lower-cased), and whether it has a subquery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.other = False
+
+    def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
+        self.names.append(names(node.funcname)[-1].lower())
+
+    def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
+        self.other = True
+
+
+class Writes(Visitor):
+    """The UPDATE and DELETE statements of a tree (at the top or inside a WITH)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[ast.UpdateStmt | ast.DeleteStmt] = []
+
+    def visit_UpdateStmt(self, ancestors: Any, node: ast.UpdateStmt) -> None:
+        self.found.append(node)
+
+    def visit_DeleteStmt(self, ancestors: Any, node: ast.DeleteStmt) -> None:
+        self.found.append(node)
+
+
+class Strings(Visitor):
+    """The string constants of a tree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[str] = []
+
+    def visit_A_Const(self, ancestors: Any, node: ast.A_Const) -> None:
+        if isinstance(node.val, ast.String) and node.val.sval is not None:
+            self.values.append(node.val.sval)
+
+
+def null_test_column(expr: ast.Node | None) -> str | None:
+    """``col IS NOT NULL`` -> col."""
+    if (
+        isinstance(expr, ast.NullTest)
+        and expr.nulltesttype == enums.NullTestType.IS_NOT_NULL
+        and isinstance(expr.arg, ast.ColumnRef)
+    ):
+        return names(expr.arg.fields)[-1]
+    return None
+
+
+def null_test_of(expression: str) -> str | None:
+    """The column of an expression written as SQL that is ``col IS NOT NULL``."""
+    try:
+        (raw,) = pglast.parse_sql(f"SELECT {expression}")
+    except (pglast.parser.ParseError, ValueError):
+        return None
+    select = raw.stmt
+    if isinstance(select, ast.SelectStmt) and select.targetList:
+        target = select.targetList[0]
+        if isinstance(target, ast.ResTarget):
+            return null_test_column(target.val)
+    return None
+
+
+def is_null(node: ast.Node) -> bool:
+    """The constant NULL."""
+    return isinstance(node, ast.A_Const) and bool(node.isnull)
+
+
+def is_zero(args: Any) -> bool:
+    """A setting's value that is zero (``0``, ``'0ms'``, ``'0s'``)."""
+    for arg in args or ():
+        if isinstance(arg, ast.A_Const):
+            value = arg.val
+            if isinstance(value, ast.Integer) and value.ival == 0:
+                return True
+            if isinstance(value, ast.String) and (value.sval or "").strip() in ("0", "0ms", "0s"):
+                return True
+    return False
+
+
+def statements_of(text: str) -> Iterator[tuple[ast.Node, str, int]]:
+    """Each statement of SQL text: its parse tree, its text, and its character offset.
+
+    Raises pglast's ParseError for text that does not parse.
+    """
+    for raw in pglast.parse_sql(text):
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else len(text)
+        if raw.stmt is not None:
+            yield raw.stmt, text[start:end].strip(), start
