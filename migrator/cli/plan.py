@@ -1,13 +1,26 @@
-"""`migrator plan ...`: validate a plan, print the JSON Schema."""
+"""`migrator plan ...`: validate a plan, print the JSON Schema, write new plans."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from migrator.cli.common import Json, PlanPath, emit_json, handled, out, read_plan
+from migrator.cli.common import (
+    ConsoleObserver,
+    DatabaseUrl,
+    Json,
+    PlanPath,
+    ScratchUrl,
+    emit_json,
+    handled,
+    out,
+    read_plan,
+)
+from migrator.errors import ExitCode, UsageError
 from migrator.plan.models import json_schema
 
 plan_app = typer.Typer(help="Work with release plans.", no_args_is_help=True)
@@ -32,3 +45,94 @@ def validate(plan: PlanPath, json_output: Json = False) -> None:
 def schema() -> None:
     """Print the plan's JSON Schema (for editors and CI)."""
     typer.echo(json.dumps(json_schema(), indent=2))
+
+
+PlansDir = Annotated[
+    Path,
+    typer.Option("--plans-dir", file_okay=False, help="Where the plans are, and the new one goes."),
+]
+Renames = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rename",
+        help="TABLE.OLD=NEW (a column) or OLD=NEW (a table): this drop + add pair is a rename. "
+        "Repeatable.",
+    ),
+]
+Fills = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fill",
+        help="TABLE.COLUMN=EXPR: the SQL expression rows already there get for a new NOT NULL "
+        "column. Repeatable.",
+    ),
+]
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise UsageError(f"{flag} {value}: expected NAME=VALUE")
+        pairs[key.strip()] = rest.strip()
+    return pairs
+
+
+def _report_written(path: Path, placeholders: list[Any]) -> None:
+    if not placeholders:
+        out.print(f"[green]✓[/] wrote {escape(str(path))}; review it, then `migrator check` it")
+        return
+    out.print(f"wrote {escape(str(path))} with {len(placeholders)} placeholder(s) to fill in:")
+    for p in placeholders:
+        out.print(f"  {escape(str(path))}:{p.line}:{p.column}: write {escape(p.what)}")
+    raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+@plan_app.command("new")
+@handled
+def new(
+    name: Annotated[str, typer.Argument(help="The release name; the plan is PLANS_DIR/NAME.yaml.")],
+    from_models: Annotated[
+        str,
+        typer.Option(
+            "--from-models",
+            help="MODULE:ATTR, a SQLAlchemy MetaData or declarative base (imported from the "
+            "working directory).",
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    scratch_url: ScratchUrl = None,
+    plans_dir: PlansDir = Path("plans"),
+    rename: Renames = None,
+    fill: Fills = None,
+) -> None:
+    """Write a plan that turns the schema before the release into the models' schema.
+
+    The schema before is the database of --database-url, else the chain of plans in
+    --plans-dir built on a scratch database the way `migrator check` builds it.
+    Exit 1 when the plan has placeholders left to fill in."""
+    # Imported here: the authoring package pulls in Alembic's autogenerate.
+    from migrator.authoring import write_plan
+    from migrator.authoring.models import NewPlan, draft_from_models, scratch_server
+    from migrator.commands.check import CommandPhases
+
+    observer = ConsoleObserver()
+    request = NewPlan(
+        release=name,
+        plans_dir=plans_dir,
+        database_url=database_url,
+        renames=_pairs(rename, "--rename"),
+        fills=_pairs(fill, "--fill"),
+        search_path=[str(Path.cwd())],
+        observer=observer,
+    )
+    if database_url is not None:
+        draft = draft_from_models(from_models, request)
+    else:
+        with scratch_server(scratch_url, observer) as server:
+            draft = draft_from_models(
+                from_models, request, scratch=lambda: server, phases=CommandPhases()
+            )
+    path, placeholders = write_plan(draft, plans_dir)
+    _report_written(path, placeholders)

@@ -26,6 +26,9 @@ from migrator.plan.models import Plan, placement_errors
 
 Loc = tuple[str | int, ...]
 
+PLACEHOLDER_TAG = "!fill"
+"""The YAML tag of a value the plan's author must still write (see docs/authoring.md)."""
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -66,6 +69,14 @@ class _Builder:
                 self.marks[(*path, index)] = self.mark(item)
                 items.append(self.build(item, (*path, index)))
             return items
+        if node.tag == PLACEHOLDER_TAG:
+            # `migrator plan new` / `plan import` leave what they cannot decide as a
+            # tagged value; the plan is not runnable until a person writes it.
+            raise self.error(
+                f"placeholder left by migrator: write {node.value} here (in place of the "
+                f"{PLACEHOLDER_TAG} value)",
+                self.mark(node),
+            )
         return self.constructor.construct_object(node, deep=True)
 
     def error(self, message: str, mark: Mark) -> PlanError:

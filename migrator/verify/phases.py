@@ -132,6 +132,48 @@ class _Cache:
         return name
 
 
+def before_database(
+    plan: Plan,
+    plan_path: Path,
+    server: ScratchServer,
+    phases: Phases,
+    name: str,
+    *,
+    observer: Observer = NULL_OBSERVER,
+) -> str:
+    """Create database ``name`` on ``server`` holding the schema before ``plan``: its
+    chain of earlier plans applied from the first one's ``baseline:`` (or from empty).
+    Returns where the schema came from; the caller drops the database."""
+    chain = earlier_plans(plan, plan_path)
+    first_path, first = chain[0] if chain else (plan_path, plan)
+    baseline = _baseline_path(first, first_path)
+    if baseline is not None and not server.single_use:
+        server.create(name, template=_Cache.template_for(server, baseline))
+    else:
+        server.create(name)
+        if baseline is not None:
+            load_sql(server.url(name), baseline)
+    source = f"baseline {baseline.name}" if baseline is not None else EMPTY
+    for earlier_path, earlier in chain:
+        try:
+            phases.expand(earlier, server.url(name), observer)
+            phases.complete_and_contract(earlier, server.url(name), observer)
+        except MigratorError as exc:
+            hint = (
+                f"; the chain starts from an empty database: add `baseline: "
+                f"schema.sql` to {chain[0][0].name}, or pass --database-url"
+                if source == EMPTY
+                else ""
+            )
+            raise UsageError(
+                f"applying the earlier plan {earlier_path.name} to build the schema "
+                f"before {plan.release}: {exc}{hint}"
+            ) from None
+    if chain:
+        source += " + " + ", ".join(p.release for _, p in chain)
+    return source
+
+
 @contextmanager
 def phase_databases(
     plan: Plan,
@@ -169,35 +211,8 @@ def phase_databases(
                 except MigratorError as exc:
                     raise PhaseBuildError("before", exc, source) from None
         else:
-            chain = earlier_plans(plan, plan_path)
-            first_path, first = chain[0] if chain else (plan_path, plan)
-            baseline = _baseline_path(first, first_path)
-            if baseline is not None and not server.single_use:
-                server.create(before, template=_Cache.template_for(server, baseline))
-                created.append(before)
-            else:
-                server.create(before)
-                created.append(before)
-                if baseline is not None:
-                    load_sql(server.url(before), baseline)
-            source = f"baseline {baseline.name}" if baseline is not None else EMPTY
-            for earlier_path, earlier in chain:
-                try:
-                    phases.expand(earlier, server.url(before), observer)
-                    phases.complete_and_contract(earlier, server.url(before), observer)
-                except MigratorError as exc:
-                    hint = (
-                        f"; the chain starts from an empty database: add `baseline: "
-                        f"schema.sql` to {chain[0][0].name}, or pass --database-url"
-                        if source == EMPTY
-                        else ""
-                    )
-                    raise UsageError(
-                        f"applying the earlier plan {earlier_path.name} to build the schema "
-                        f"before {plan.release}: {exc}{hint}"
-                    ) from None
-            if chain:
-                source += " + " + ", ".join(p.release for _, p in chain)
+            created.append(before)
+            source = before_database(plan, plan_path, server, phases, before, observer=observer)
         expanded = names["expanded"]
         server.create(expanded, template=before)
         created.append(expanded)
@@ -228,6 +243,7 @@ __all__ = [
     "PhaseBuildError",
     "PhaseDatabases",
     "Phases",
+    "before_database",
     "earlier_plans",
     "phase_databases",
 ]
