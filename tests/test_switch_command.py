@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from migrator.plan.models import CommandBackend
 from migrator.switch import ALL_BLUE, Split, SwitchFailed
-from migrator.switch.command import Command
+from migrator.switch.command import Command, CommandSettings
 
 
 def _backend(tmp_path: Path, **extra: object) -> tuple[Command, Path]:
     state = tmp_path / "lb-state"
     state.write_text("0\n")
-    settings = CommandBackend.model_validate(
+    settings = CommandSettings.model_validate(
         {
             "to_green": f"echo {{percent}} > {state} && echo blue={{blue_percent}} >&2",
             "to_blue": f"echo 0 > {state}",

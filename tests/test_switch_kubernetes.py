@@ -14,9 +14,8 @@ import pytest
 
 from migrator import commands
 from migrator.errors import GateRefused
-from migrator.plan.models import KubernetesBackend
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
-from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes
+from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes, KubernetesSettings
 from tests.support.kmock_cluster import NS, Cluster
 from tests.support.switch_env import phase, ready_release, switch_plan, traffic_events
 
@@ -44,7 +43,7 @@ def _section(cluster: Cluster, **extra: Any) -> dict[str, Any]:
 
 
 def _backend(cluster: Cluster, **kube: Any) -> Kubernetes:
-    settings = KubernetesBackend.model_validate(_section(cluster, kube=kube)["kubernetes"])
+    settings = KubernetesSettings.model_validate(_section(cluster, kube=kube)["kubernetes"])
     return Kubernetes(settings, poll=0.02)
 
 
@@ -144,7 +143,7 @@ def test_an_unreachable_cluster_is_a_runtime_failure(tmp_path: Path) -> None:
         "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
         "users: [{name: u, user: {}}]\ncontexts: [{name: t, context: {cluster: c, user: u}}]\n"
     )
-    settings = KubernetesBackend.model_validate(
+    settings = KubernetesSettings.model_validate(
         {
             "service": "api",
             "selector": {"key": "version", "blue": "blue", "green": "green"},

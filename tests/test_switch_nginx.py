@@ -13,9 +13,8 @@ import pytest
 
 from migrator import commands
 from migrator.errors import ExitCode
-from migrator.plan.models import NginxBackend
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed, WatchFailed
-from migrator.switch.nginx import Nginx, render
+from migrator.switch.nginx import Nginx, NginxSettings, render
 from tests.support.switch_env import (
     NGINX,
     ColourServer,
@@ -79,7 +78,7 @@ def _answers(url: str, n: int = 40) -> dict[str, int]:
 
 
 def test_render_weights_give_each_pool_its_share() -> None:
-    settings = NginxBackend(
+    settings = NginxSettings(
         upstream_file="/x", upstream="api", blue=["b1:1", "b2:1"], green=["g1:1"]
     )
     text = render(settings, Split(25))
@@ -165,7 +164,7 @@ def test_config_nginx_refuses_is_restored_and_nothing_moves(
     nginx: NginxServer, colours: tuple[ColourServer, ColourServer]
 ) -> None:
     blue, _ = colours
-    settings = NginxBackend.model_validate(
+    settings = NginxSettings.model_validate(
         nginx.backend_settings([blue.address], ["127.0.0.1:notaport"])
     )
     backend = Nginx(settings)
@@ -189,7 +188,7 @@ def test_preflight_refuses_an_upstream_file_it_does_not_recognise(
         f"upstream api {{ server {blue.address}; server 10.0.0.9:80; }}\n"
     )
     backend = Nginx(
-        NginxBackend.model_validate(nginx.backend_settings([blue.address], [green.address]))
+        NginxSettings.model_validate(nginx.backend_settings([blue.address], [green.address]))
     )
     with pytest.raises(Exception, match="lists neither exactly the blue servers"):
         backend.preflight()

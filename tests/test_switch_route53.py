@@ -11,9 +11,8 @@ from moto import mock_aws
 
 from migrator import commands
 from migrator.errors import ExitCode, GateRefused
-from migrator.plan.models import Route53Backend
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, Timing
-from migrator.switch.route53 import Route53
+from migrator.switch.route53 import Route53, Route53Settings
 from tests.support.switch_env import ready_release, switch_plan, traffic_events
 
 NAME = "api.example.com."
@@ -77,7 +76,7 @@ def _weights(aws: Any, zone: str) -> dict[str, tuple[int, int, str]]:
 
 def test_weighted_steps_move_the_weights_by_set_identifier(aws: Any) -> None:
     zone = _zone(aws)
-    backend = Route53(Route53Backend.model_validate(_settings(zone)))
+    backend = Route53(Route53Settings.model_validate(_settings(zone)))
     backend.preflight()
     assert backend.current() == ALL_BLUE
     assert backend.set_split(Split(10)) == Split(10)
@@ -91,7 +90,7 @@ def test_weighted_steps_move_the_weights_by_set_identifier(aws: Any) -> None:
 
 def test_a_missing_green_record_is_created_by_the_first_step(aws: Any) -> None:
     zone = _zone(aws, green=False)
-    backend = Route53(Route53Backend.model_validate(_settings(zone)))
+    backend = Route53(Route53Settings.model_validate(_settings(zone)))
     backend.preflight()
     backend.set_split(Split(50))
     assert _weights(aws, zone)["green"] == (50, 60, "192.0.2.2")
@@ -99,7 +98,7 @@ def test_a_missing_green_record_is_created_by_the_first_step(aws: Any) -> None:
 
 def test_preflight_refuses_a_ttl_above_max_ttl_and_says_how_to_lower_it(aws: Any) -> None:
     zone = _zone(aws, ttl=86400)
-    backend = Route53(Route53Backend.model_validate(_settings(zone)))
+    backend = Route53(Route53Settings.model_validate(_settings(zone)))
     with pytest.raises(GateRefused) as refused:
         backend.preflight()
     message = str(refused.value)
@@ -114,7 +113,7 @@ def test_preflight_refuses_when_blue_has_no_record(aws: Any) -> None:
     zone = _zone(aws)
     settings = _settings(zone, blue={"set_identifier": "bleu", "value": "192.0.2.1"})
     with pytest.raises(GateRefused, match="SetIdentifier 'bleu'.*found: blue, green"):
-        Route53(Route53Backend.model_validate(settings)).preflight()
+        Route53(Route53Settings.model_validate(settings)).preflight()
 
 
 class _Pending:
@@ -143,7 +142,7 @@ def test_set_split_waits_for_insync(aws: Any) -> None:
     client = _Pending(aws, polls=3)
     now = [0.0]
     timing = Timing(clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    backend = Route53(Route53Backend.model_validate(_settings(zone)), client=client, timing=timing)
+    backend = Route53(Route53Settings.model_validate(_settings(zone)), client=client, timing=timing)
     backend.set_split(ALL_GREEN)
     assert client.calls == 3
 
@@ -153,7 +152,7 @@ def test_insync_that_never_comes_is_a_failure(aws: Any) -> None:
     client = _Pending(aws, polls=10**6)
     now = [0.0]
     timing = Timing(clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    settings = Route53Backend.model_validate(_settings(zone, sync_timeout="30s"))
+    settings = Route53Settings.model_validate(_settings(zone, sync_timeout="30s"))
     with pytest.raises(Exception, match="still PENDING after 30.0s"):
         Route53(settings, client=client, timing=timing).set_split(ALL_GREEN)
 

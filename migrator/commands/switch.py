@@ -30,7 +30,7 @@ from migrator.engine.state import Release
 from migrator.errors import GateRefused, UsageError
 from migrator.plan.models import Plan, SwitchSettings
 from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, make_backend
-from migrator.switch.flow import Recorder, Switcher, Watched
+from migrator.switch.flow import MoveRecorder, Switcher, Watched
 
 TRAFFIC_EVENT = "switch.traffic"
 WATCHED_EVENT = "switch.watched"
@@ -89,7 +89,7 @@ def _log(engine: Engine, opts: Options, plan: Plan, action: str, details: dict[s
         conn.commit()
 
 
-def _recorder(engine: Engine, opts: Options, plan: Plan) -> Recorder:
+def _recorder(engine: Engine, opts: Options, plan: Plan) -> MoveRecorder:
     return lambda move: _log(engine, opts, plan, TRAFFIC_EVENT, move.details())
 
 

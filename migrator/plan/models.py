@@ -2,7 +2,8 @@
 
 Strict throughout: an unknown key is an error, values are not coerced. Operation items
 are maps with exactly one key, the operation's name; their models come from the
-operation registry, so an operation is declared in one place only.
+operation registry, so an operation is declared in one place only. Likewise the
+switch's backend keys and their models come from the switch registry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import (
 from migrator.durations import Duration
 from migrator.ops import REGISTRY, Operation, Phase
 from migrator.plan.types import Identifier, Strict
+from migrator.switch.registry import REGISTRY as SWITCH_REGISTRY
 
 # -- operation items ---------------------------------------------------------------------
 
@@ -199,144 +201,27 @@ class Watch(Strict):
     probes: list[Probe] = Field(default_factory=list)
 
 
-class KubernetesSelector(Strict):
-    """The service selector label and its blue and green values."""
-
-    key: str
-    blue: str
-    green: str
+# -- the switch: the backends' keys come from the switch registry -------------------------
 
 
-class BlueDeployment(Strict):
-    """The blue (old) deployment."""
+class _SwitchCommon(Strict):
+    """What every switch section has besides its one backend."""
 
-    deployment: str
-
-
-class GreenDeployment(Strict):
-    """The green (new) deployment, and the image to roll out to it."""
-
-    deployment: str
-    image: str | None = None
-    container: str | None = Field(
-        default=None, description="the container whose image is set (default: the first)"
-    )
-
-
-class KubernetesBackend(Strict):
-    """Switch by patching a Service's selector (weighted steps by replica counts)."""
-
-    namespace: str = "default"
-    service: str
-    selector: KubernetesSelector
-    blue: BlueDeployment
-    green: GreenDeployment
-    blue_after_switch: Literal["keep", "zero"] = "keep"
-    context: str | None = Field(default=None, description="kubeconfig context to use")
-    kubeconfig: str | None = Field(
-        default=None, description="kubeconfig file (default: in-cluster, else ~/.kube/config)"
-    )
-    shared_selector: dict[str, str] = Field(
-        default_factory=dict,
-        description="labels both versions carry (e.g. {app: api}); needed for weighted steps, "
-        "which select both deployments and set the split by replica counts",
-    )
-    rollout_timeout: Duration = Field(
-        default=600.0, description="how long to wait for a deployment rollout"
-    )
-
-
-class NginxBackend(Strict):
-    """Switch by rewriting an nginx upstream file and reloading nginx."""
-
-    upstream_file: str
-    upstream: str
-    blue: list[str] = Field(min_length=1)
-    green: list[str] = Field(min_length=1)
-    binary: str = Field(default="nginx", description="the nginx executable")
-    config: str | None = Field(
-        default=None, description="nginx's main config file (-c), for the test and the reload"
-    )
-    test_command: str | None = Field(default=None, description="replaces `nginx [-c config] -t`")
-    reload_command: str | None = Field(
-        default=None, description="replaces `nginx [-c config] -s reload`"
-    )
-    timeout: Duration = Field(default=30.0, description="for the test and the reload")
-    pid_file: str | None = Field(
-        default=None,
-        description="nginx's pid file, to wait until new workers took over after a reload "
-        "(default: the `pid` of the main config, else /run/nginx.pid)",
-    )
-
-
-class Route53Target(Strict):
-    """One weighted record set."""
-
-    set_identifier: str
-    value: str
-
-
-class Route53Backend(Strict):
-    """Switch by weighting Route53 record sets."""
-
-    zone_id: str
-    name: str
-    type: str = "A"
-    max_ttl: int = Field(default=60, ge=0)
-    blue: Route53Target
-    green: Route53Target
-    region: str | None = Field(default=None, description="AWS region for the client")
-    sync_timeout: Duration = Field(default=300.0, description="how long to wait for INSYNC")
-
-
-class CommandBackend(Strict):
-    """Switch with shell commands, for any other load balancer."""
-
-    to_green: str = Field(
-        description="moves traffic to green; `{percent}` (and `{blue_percent}`) are replaced "
-        "by the step's split"
-    )
-    to_blue: str = Field(description="moves all traffic back to blue")
-    status: str | None = Field(
-        default=None,
-        description="prints the percent of traffic on green (0-100, or blue/green); without "
-        "it the last recorded split is used",
-    )
-    timeout: Duration = 60.0
-
-
-class SwitchSettings(Strict):
-    """``switch:``: exactly one traffic backend, the steps, smoke tests and the watch."""
-
-    kubernetes: KubernetesBackend | None = None
-    nginx: NginxBackend | None = None
-    route53: Route53Backend | None = None
-    command: CommandBackend | None = None
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [100])
     smoke: list[Probe] = Field(default_factory=list)
     watch: Watch = Field(default_factory=Watch)
 
     @model_validator(mode="after")
-    def _one_backend(self) -> SwitchSettings:
-        backends = [b for b in BACKENDS if getattr(self, b) is not None]
+    def _one_backend(self) -> _SwitchCommon:
+        backends = [b for b in SWITCH_REGISTRY if getattr(self, b) is not None]
         if len(backends) != 1:
             raise ValueError(
-                f"switch takes exactly one backend of {', '.join(BACKENDS)}"
+                f"switch takes exactly one backend of {', '.join(SWITCH_REGISTRY)}"
                 + (f"; got {', '.join(backends)}" if backends else "")
             )
-        return self
-
-    @model_validator(mode="after")
-    def _weighted_kubernetes_needs_shared_selector(self) -> SwitchSettings:
-        if (
-            self.kubernetes is not None
-            and self.steps != [100]
-            and not (self.kubernetes.shared_selector)
-        ):
-            raise ValueError(
-                "weighted steps on kubernetes need kubernetes.shared_selector (labels both "
-                "versions carry, e.g. {app: api}): the split is set by replica counts"
-            )
+        error = SWITCH_REGISTRY[backends[0]].steps_error(self.backend, self.steps)
+        if error:
+            raise ValueError(error)
         return self
 
     @field_validator("steps")
@@ -353,10 +238,26 @@ class SwitchSettings(Strict):
     @property
     def backend_name(self) -> str:
         """The one backend this plan uses."""
-        return next(b for b in BACKENDS if getattr(self, b) is not None)
+        return next(b for b in SWITCH_REGISTRY if getattr(self, b) is not None)
+
+    @property
+    def backend(self) -> Any:
+        """The settings of that backend (its model from the registry)."""
+        return getattr(self, self.backend_name)
 
 
-BACKENDS = ("kubernetes", "nginx", "route53", "command")
+if TYPE_CHECKING:
+    SwitchSettings = _SwitchCommon
+else:
+    SwitchSettings = create_model(
+        "SwitchSettings",
+        __base__=_SwitchCommon,
+        __doc__="``switch:``: exactly one traffic backend, the steps, smoke tests and the watch.",
+        **{
+            name: (kind.settings | None, Field(default=None, description=kind.settings.__doc__))
+            for name, kind in SWITCH_REGISTRY.items()
+        },
+    )
 
 
 class ContractSection(Strict):

@@ -1,10 +1,11 @@
-"""Traffic: backends behind one protocol (kubernetes, nginx, route53, command), smoke
-tests, the watch window, and the automatic move back to blue."""
+"""Traffic: backends behind one protocol (registry.py names them), smoke tests, the
+watch window, and the automatic move back to blue."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.models import SwitchSettings
 from migrator.switch.base import (
     ALL_BLUE,
     ALL_GREEN,
@@ -17,27 +18,18 @@ from migrator.switch.base import (
     WatchFailed,
 )
 
+if TYPE_CHECKING:
+    from migrator.plan.models import SwitchSettings
+
 
 def make_backend(
     settings: SwitchSettings, *, timing: Timing = REAL_TIME, observer: Observer = NULL_OBSERVER
 ) -> TrafficBackend:
     """The backend the plan's switch section names."""
-    if settings.kubernetes is not None:
-        from migrator.switch.kubernetes import Kubernetes
+    from migrator.switch.registry import REGISTRY
 
-        return Kubernetes(settings.kubernetes, timing=timing, observer=observer)
-    if settings.nginx is not None:
-        from migrator.switch.nginx import Nginx
-
-        return Nginx(settings.nginx)
-    if settings.route53 is not None:
-        from migrator.switch.route53 import Route53
-
-        return Route53(settings.route53, timing=timing)
-    assert settings.command is not None  # the model allows exactly one backend
-    from migrator.switch.command import Command
-
-    return Command(settings.command)
+    kind = REGISTRY[settings.backend_name]
+    return kind.factory(settings.backend, timing, observer)
 
 
 __all__ = [

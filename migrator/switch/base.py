@@ -2,7 +2,8 @@
 
 Every backend answers the same four questions (preflight, current split, set the
 split, describe), so the switch flow, the watch and the rollback never know which
-load balancer they drive.
+load balancer they drive. `BackendKind` is what a backend module registers: its YAML
+name, its settings model and how to build it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
 
 from migrator.errors import GateRefused, MigratorError
+from migrator.observer import Observer
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -76,6 +80,27 @@ class TrafficBackend(Protocol):
 
     def after_watch(self) -> None:
         """Called when all traffic is on green and the watch passed (e.g. scale blue)."""
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def _any_steps(settings: Any, steps: list[int]) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class BackendKind(Generic[S]):
+    """One traffic backend as a plan names it (see migrator/switch/registry.py)."""
+
+    name: str
+    """The key under ``switch:``."""
+    settings: type[S]
+    """The model of that key's value."""
+    factory: Callable[[S, Timing, Observer], TrafficBackend]
+    """Builds the backend; heavy clients (kubernetes, boto3) are imported only here."""
+    steps_error: Callable[[S, list[int]], str | None] = _any_steps
+    """Why these settings cannot take these steps, or None."""
 
 
 class SwitchFailed(MigratorError):

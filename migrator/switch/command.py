@@ -12,8 +12,27 @@ import os
 import signal
 import subprocess
 
-from migrator.plan.models import CommandBackend
-from migrator.switch.base import Split, SwitchFailed
+from pydantic import Field
+
+from migrator.durations import Duration
+from migrator.plan.types import Strict
+from migrator.switch.base import BackendKind, Split, SwitchFailed
+
+
+class CommandSettings(Strict):
+    """Switch with shell commands, for any other load balancer."""
+
+    to_green: str = Field(
+        description="moves traffic to green; `{percent}` (and `{blue_percent}`) are replaced "
+        "by the step's split"
+    )
+    to_blue: str = Field(description="moves all traffic back to blue")
+    status: str | None = Field(
+        default=None,
+        description="prints the percent of traffic on green (0-100, or blue/green); without "
+        "it the last recorded split is used",
+    )
+    timeout: Duration = 60.0
 
 
 class Command:
@@ -21,7 +40,7 @@ class Command:
 
     name = "command"
 
-    def __init__(self, settings: CommandBackend) -> None:
+    def __init__(self, settings: CommandSettings) -> None:
         self.settings = settings
 
     def describe(self) -> str:
@@ -92,3 +111,6 @@ class Command:
 
     def after_watch(self) -> None:
         """Nothing to do."""
+
+
+BACKEND = BackendKind("command", CommandSettings, lambda s, timing, observer: Command(s))

@@ -23,7 +23,8 @@ from migrator.switch.base import (
 from migrator.switch.smoke import smoke
 from migrator.switch.watch import WatchInterrupted, watch
 
-Recorder = Callable[["Move"], None]
+MoveRecorder = Callable[["Move"], None]
+"""Keeps one traffic change (the audit log's switch.traffic event)."""
 Watched = Callable[[Split], None]
 
 
@@ -54,7 +55,7 @@ class Switcher:
 
     backend: TrafficBackend
     settings: SwitchSettings
-    record: Recorder
+    record: MoveRecorder
     timing: Timing = REAL_TIME
     observer: Observer = NULL_OBSERVER
     watched: Watched | None = None

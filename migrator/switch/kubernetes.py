@@ -22,19 +22,86 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from pydantic import Field
+
+from migrator.durations import Duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.models import KubernetesBackend
-from migrator.switch.base import ALL_BLUE, ALL_GREEN, REAL_TIME, Split, SwitchFailed, Timing
+from migrator.plan.types import Strict
+from migrator.switch.base import (
+    ALL_BLUE,
+    ALL_GREEN,
+    REAL_TIME,
+    BackendKind,
+    Split,
+    SwitchFailed,
+    Timing,
+)
 
 ORIGINAL_REPLICAS = "migrator.io/original-replicas"
 
 T = TypeVar("T")
 
 
-def api_client(settings: KubernetesBackend) -> Any:
+class KubernetesSelector(Strict):
+    """The service selector label and its blue and green values."""
+
+    key: str
+    blue: str
+    green: str
+
+
+class BlueDeployment(Strict):
+    """The blue (old) deployment."""
+
+    deployment: str
+
+
+class GreenDeployment(Strict):
+    """The green (new) deployment, and the image to roll out to it."""
+
+    deployment: str
+    image: str | None = None
+    container: str | None = Field(
+        default=None, description="the container whose image is set (default: the first)"
+    )
+
+
+class KubernetesSettings(Strict):
+    """Switch by patching a Service's selector (weighted steps by replica counts)."""
+
+    namespace: str = "default"
+    service: str
+    selector: KubernetesSelector
+    blue: BlueDeployment
+    green: GreenDeployment
+    blue_after_switch: Literal["keep", "zero"] = "keep"
+    context: str | None = Field(default=None, description="kubeconfig context to use")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig file (default: in-cluster, else ~/.kube/config)"
+    )
+    shared_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels both versions carry (e.g. {app: api}); needed for weighted steps, "
+        "which select both deployments and set the split by replica counts",
+    )
+    rollout_timeout: Duration = Field(
+        default=600.0, description="how long to wait for a deployment rollout"
+    )
+
+
+def _steps_error(settings: KubernetesSettings, steps: list[int]) -> str | None:
+    if steps != [100] and not settings.shared_selector:
+        return (
+            "weighted steps on kubernetes need kubernetes.shared_selector (labels both "
+            "versions carry, e.g. {app: api}): the split is set by replica counts"
+        )
+    return None
+
+
+def api_client(settings: KubernetesSettings) -> Any:
     """An ApiClient from the plan's kubeconfig, else in-cluster, else ~/.kube/config."""
     from kubernetes import client, config
 
@@ -60,7 +127,7 @@ class Kubernetes:
 
     def __init__(
         self,
-        settings: KubernetesBackend,
+        settings: KubernetesSettings,
         *,
         client: Any = None,
         timing: Timing = REAL_TIME,
@@ -365,3 +432,11 @@ class Kubernetes:
             self._scale(blue, 0, wait=False)
         elif self._replicas(blue) < self._original(blue):
             self._scale(blue, self._original(blue), wait=False)
+
+
+BACKEND = BackendKind(
+    "kubernetes",
+    KubernetesSettings,
+    lambda s, timing, observer: Kubernetes(s, timing=timing, observer=observer),
+    _steps_error,
+)

@@ -18,9 +18,36 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import Field
+
+from migrator.durations import Duration
 from migrator.errors import GateRefused
-from migrator.plan.models import NginxBackend
-from migrator.switch.base import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
+from migrator.plan.types import Strict
+from migrator.switch.base import ALL_BLUE, ALL_GREEN, BackendKind, Split, SwitchFailed
+
+
+class NginxSettings(Strict):
+    """Switch by rewriting an nginx upstream file and reloading nginx."""
+
+    upstream_file: str
+    upstream: str
+    blue: list[str] = Field(min_length=1)
+    green: list[str] = Field(min_length=1)
+    binary: str = Field(default="nginx", description="the nginx executable")
+    config: str | None = Field(
+        default=None, description="nginx's main config file (-c), for the test and the reload"
+    )
+    test_command: str | None = Field(default=None, description="replaces `nginx [-c config] -t`")
+    reload_command: str | None = Field(
+        default=None, description="replaces `nginx [-c config] -s reload`"
+    )
+    timeout: Duration = Field(default=30.0, description="for the test and the reload")
+    pid_file: str | None = Field(
+        default=None,
+        description="nginx's pid file, to wait until new workers took over after a reload "
+        "(default: the `pid` of the main config, else /run/nginx.pid)",
+    )
+
 
 _MARK = "# migrator: green="
 _MARK_RE = re.compile(r"^# migrator: green=(\d{1,3})\b", re.MULTILINE)
@@ -28,7 +55,7 @@ _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)", re.MULTILINE)
 _PID_RE = re.compile(r"^\s*pid\s+([^;]+);", re.MULTILINE)
 
 
-def render(settings: NginxBackend, split: Split) -> str:
+def render(settings: NginxSettings, split: Split) -> str:
     """The upstream block for a split, with a comment that records the split."""
     lines = [
         f"{_MARK}{split.green} blue={split.blue} (written by migrator switch; do not edit)",
@@ -91,7 +118,7 @@ class Nginx:
 
     name = "nginx"
 
-    def __init__(self, settings: NginxBackend) -> None:
+    def __init__(self, settings: NginxSettings) -> None:
         self.settings = settings
         self.path = Path(settings.upstream_file)
 
@@ -215,4 +242,14 @@ class Nginx:
         """Nothing to retire: the blue servers are simply not in the upstream."""
 
 
-__all__ = ["ALL_BLUE", "ALL_GREEN", "Nginx", "render", "write_atomically"]
+BACKEND = BackendKind("nginx", NginxSettings, lambda s, timing, observer: Nginx(s))
+
+__all__ = [
+    "ALL_BLUE",
+    "ALL_GREEN",
+    "BACKEND",
+    "Nginx",
+    "NginxSettings",
+    "render",
+    "write_atomically",
+]

@@ -9,12 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field
 
+from migrator.durations import Duration
 from migrator.errors import GateRefused
-from migrator.plan.models import Route53Backend, Route53Target
-from migrator.switch.base import REAL_TIME, Split, SwitchFailed, Timing
+from migrator.plan.types import Strict
+from migrator.switch.base import REAL_TIME, BackendKind, Split, SwitchFailed, Timing
+
+
+class Route53Target(Strict):
+    """One weighted record set."""
+
+    set_identifier: str
+    value: str
+
+
+class Route53Settings(Strict):
+    """Switch by weighting Route53 record sets."""
+
+    zone_id: str
+    name: str
+    type: str = "A"
+    max_ttl: int = Field(default=60, ge=0)
+    blue: Route53Target
+    green: Route53Target
+    region: str | None = Field(default=None, description="AWS region for the client")
+    sync_timeout: Duration = Field(default=300.0, description="how long to wait for INSYNC")
+
+
+def _aws_errors() -> tuple[type[Exception], ...]:
+    """botocore's failures, imported only when the backend talks to AWS."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
 
 
 def _fqdn(name: str) -> str:
@@ -27,7 +54,7 @@ class Route53:
     name = "route53"
 
     def __init__(
-        self, settings: Route53Backend, *, client: Any = None, timing: Timing = REAL_TIME
+        self, settings: Route53Settings, *, client: Any = None, timing: Timing = REAL_TIME
     ) -> None:
         self.settings = settings
         self.timing = timing
@@ -37,6 +64,8 @@ class Route53:
     def client(self) -> Any:
         """The boto3 Route53 client (credentials from the usual AWS chain)."""
         if self._client is None:
+            import boto3
+
             self._client = boto3.client("route53", region_name=self.settings.region)
         return self._client
 
@@ -67,7 +96,7 @@ class Route53:
                 kwargs["StartRecordType"] = page["NextRecordType"]
                 if page.get("NextRecordIdentifier"):
                     kwargs["StartRecordIdentifier"] = page["NextRecordIdentifier"]
-        except (ClientError, BotoCoreError) as exc:
+        except _aws_errors() as exc:
             raise SwitchFailed(f"route53: cannot list {s.name} in {s.zone_id}: {exc}") from exc
 
     def preflight(self) -> None:
@@ -138,7 +167,7 @@ class Route53:
                 HostedZoneId=s.zone_id, ChangeBatch=batch
             )
             self._wait_insync(answer["ChangeInfo"]["Id"], answer["ChangeInfo"]["Status"])
-        except (ClientError, BotoCoreError) as exc:
+        except _aws_errors() as exc:
             raise SwitchFailed(f"route53: change of {_fqdn(s.name)} failed: {exc}") from exc
         return split
 
@@ -157,3 +186,8 @@ class Route53:
 
     def after_watch(self) -> None:
         """Nothing to retire: blue's record stays at weight 0 as the rollback target."""
+
+
+BACKEND = BackendKind(
+    "route53", Route53Settings, lambda s, timing, observer: Route53(s, timing=timing)
+)
