@@ -17,7 +17,7 @@ from migrator.errors import GateRefused
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
 from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes, KubernetesSettings
 from tests.support.kmock_cluster import NS, Cluster
-from tests.support.switch_env import phase, ready_release, switch_plan, traffic_events
+from tests.support.switch_env import SleptTime, phase, ready_release, switch_plan, traffic_events
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_a_failed_watch_during_a_weighted_step_puts_blue_back_whole(
         plan = switch_plan(section)
         opts = ready_release(fresh_db, plan)
         with pytest.raises(WatchFailed, match=r"step 1/2 \(25% green\).*gave 0.5, limit <= 0.1"):
-            commands.switch(plan, opts)
+            commands.switch(plan, opts, timing=SleptTime().timing)
     finally:
         prometheus.stop()
     assert cluster.selector() == {"app": "api", "version": "blue"}

@@ -20,6 +20,7 @@ from tests.support.switch_env import (
     ColourServer,
     LoadGenerator,
     NginxServer,
+    SleptTime,
     phase,
     ready_release,
     switch_plan,
@@ -135,16 +136,16 @@ def test_failed_watch_moves_traffic_back_to_blue_under_load(
 
     load = LoadGenerator(nginx.url, rate=300)
 
-    import threading
+    # Green's health goes bad during the watch, once green has served pages.
+    time = SleptTime()
 
     def break_green() -> None:
-        green.health_status = 503
+        if green.pages > 0:
+            green.health_status = 503
 
-    timer = threading.Timer(0.5, break_green)
-    timer.start()
+    time.after_sleep = break_green
     with pytest.raises(WatchFailed) as failed:
-        commands.switch(plan, opts)
-    timer.join()
+        commands.switch(plan, opts, timing=time.timing)
     report = load.stop()
 
     assert failed.value.exit_code == ExitCode.REFUSED

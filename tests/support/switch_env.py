@@ -8,6 +8,8 @@
 - `LoadGenerator`: a separate process sending paced GETs through nginx, counting
   failures, slow answers and which colour answered.
 - `FakePrometheus`: answers /api/v1/query with a value the test sets.
+- `SleptTime`: a clock that moves only while the code sleeps, for watches that must
+  count their rounds however busy the machine is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from migrator.switch import Timing
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
@@ -55,6 +59,7 @@ class ColourServer:
         self.health_failures = 0  # the next this many /healthz answers are 503
         self.delay = delay
         self.hits = 0
+        self.pages = 0  # GETs other than /healthz: traffic, not probes
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +71,7 @@ class ColourServer:
                     time.sleep(owner.delay)
                 body = owner.colour.encode()
                 healthz = self.path.startswith("/healthz")
+                owner.pages += not healthz
                 status = owner.health_status if healthz else owner.status
                 if healthz and owner.health_failures > 0:
                     owner.health_failures -= 1
@@ -89,6 +95,27 @@ class ColourServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SleptTime:
+    """A clock that moves only by what the code sleeps, and a sleep that really sleeps
+    (so servers and controller threads move meanwhile): a watch of 2s every 100ms is 20
+    rounds however busy the machine is, where on the wall clock it could be two.
+    `after_sleep`, if set, runs after each sleep: a test's hook into the watch."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.after_sleep: Any = None
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+        self.now += seconds
+        if self.after_sleep is not None:
+            self.after_sleep()
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(clock=lambda: self.now, sleep=self.sleep)
 
 
 class FakePrometheus:
