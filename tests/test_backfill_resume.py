@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -156,6 +157,22 @@ def test_a_stop_signal_ends_the_batches_under_way_exits_5_and_resumes(
     assert proc.returncode == 5, err
     assert "interrupted; run the same command again to resume" in err
     assert rows // 17 < filled(fresh_db) < rows
+    # `migrator status` shows the rows actually filled: the checkpoint was written on
+    # the way out, not left at the last progress report.
+    shown = subprocess.run(
+        cli("status", "--database-url", fresh_db, "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    (step,) = [
+        st for st in json.loads(shown.stdout)["releases"][0]["steps"] if st["phase"] == "backfill"
+    ]
+    assert step["status"] == "running"
+    assert step["checkpoint"]["rows"] == filled(fresh_db) - len(
+        [r for r in want if r[1] % 17 == 0]
+    ), step["checkpoint"]
     # No session of the stopped run is left behind, holding rows or the lock.
     assert q(
         fresh_db,

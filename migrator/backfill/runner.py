@@ -274,6 +274,13 @@ class Backfill:
                 summary = self.store.summary(conn)
                 self._save(conn, summary, rate=None, final=True, started=started)
             self._progress(summary, None)
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failed batch: the workers have stopped, each after
+            # its batch in flight, so the ranges hold the truth; write it to the step's
+            # checkpoint on the way out, or `migrator status` would show the rows of
+            # the last report, up to REPORT_INTERVAL old.
+            self._save_on_the_way_out()
+            raise
         finally:
             self.engine.dispose()
         return Outcome(
@@ -347,6 +354,15 @@ class Backfill:
             else:
                 verb = "pausing" if decision.action == "pause" else "slowing down"
                 self.observer.warning(f"backfill {self.key}: {verb}: {decision.reason}")
+
+    def _save_on_the_way_out(self) -> None:
+        if self.walk is None:
+            return
+        try:
+            with connect(self.engine) as conn:
+                self._save(conn, self.store.summary(conn), rate=None)
+        except Exception:
+            pass  # the error under way is the one to report
 
     def _progress(self, summary: Summary, rate: float | None) -> None:
         left = max(self.total - summary.rows, 0)
