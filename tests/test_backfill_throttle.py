@@ -16,7 +16,8 @@ from migrator import commands
 from migrator.backfill import throttle
 from migrator.backfill.runner import Backfill, settings_from_plan
 from migrator.backfill.throttle import Limits, Readings, decide
-from migrator.commands.phases import backfill_specs, operation_context
+from migrator.commands.backfill import backfill_specs
+from migrator.commands.session import operation_context
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import StateStore
 from tests.test_backfill import Recorder, make_plan, opts, q, wrong_rows

@@ -313,7 +313,7 @@ def test_check_after_expand_rebuilds_the_schema_before_with_the_rollback(
     tmp_path: Path, scratch: str, fresh_db: str
 ) -> None:
     from migrator.commands import Options, expand
-    from migrator.commands.phases import STATE
+    from migrator.commands.session import STATE
     from migrator.db.connection import connect, make_engine
 
     load_sql(fresh_db, PAGILA)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from migrator import commands
 from migrator.cli import app
-from migrator.commands.phases import STATE
 from migrator.commands.release import phase_order
+from migrator.commands.session import STATE
 from migrator.db.connection import connect, make_engine
 from migrator.errors import ExitCode, GateRefused
 from migrator.plan.models import Plan

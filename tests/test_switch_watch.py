@@ -205,7 +205,7 @@ def _kill() -> None:
 
 
 def _watched(url: str, release: str) -> list[int]:
-    from migrator.commands.phases import STATE
+    from migrator.commands.session import STATE
     from migrator.db.connection import connect, make_engine
 
     engine = make_engine(url)

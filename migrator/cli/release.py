@@ -20,9 +20,9 @@ from migrator.cli.common import (
     read_plan,
     require_url,
 )
-from migrator.commands.phases import Options
 from migrator.commands.release import phase_order
 from migrator.commands.release import release as run_release
+from migrator.commands.session import Options
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator.commands.phases import Options, complete, contract, expand, rollback_steps
+from migrator.commands.complete import complete
+from migrator.commands.contract import contract
+from migrator.commands.expand import expand
+from migrator.commands.rollback import rollback_steps
+from migrator.commands.session import Options
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.catalog import Catalog

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrator.commands.backfill import backfill
 from migrator.commands.check import CheckOptions, check
-from migrator.commands.phases import Options, backfill, complete, expand
+from migrator.commands.complete import complete
+from migrator.commands.expand import expand
+from migrator.commands.session import Options
 from migrator.commands.switch import check_problem, switch
 from migrator.db.connection import connect, make_engine
 from migrator.errors import FindingsError, MigratorError

@@ -29,18 +29,11 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection
 
-from migrator.commands.phases import (
-    Options,
-    at_operation,
-    backfill,
-    backfill_specs,
-    complete,
-    contract,
-    contract_steps,
-    expand,
-    keyed_steps,
-    operation_context,
-)
+from migrator.commands.backfill import backfill, backfill_specs
+from migrator.commands.complete import complete
+from migrator.commands.contract import contract, contract_steps
+from migrator.commands.expand import expand
+from migrator.commands.session import Options, at_operation, keyed_steps, operation_context
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import embedded
 from migrator.engine.steps import BackfillSpec, Step, step

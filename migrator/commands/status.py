@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from migrator.commands.phases import STATE, Options, contract_conditions
+from migrator.commands.contract import contract_conditions
+from migrator.commands.session import STATE, Options
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import ContractRecord, Release
 

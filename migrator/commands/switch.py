@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 
-from migrator.commands.phases import (
+from migrator.commands.backfill import unfilled_before_switch
+from migrator.commands.session import (
     STATE,
     Options,
     Session,
-    _check_plan_hash,
-    _release,
+    check_plan_hash,
+    find_release,
     session,
-    unfilled_before_switch,
 )
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import Release
@@ -152,7 +152,7 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
     """Expand applied, the backfills the new version needs first done, and check passed
     for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
     works on the expanded schema until the contract."""
-    release = _release(s, plan.release)
+    release = find_release(s, plan.release)
     if release is not None and release.phase in CONTRACTED:
         raise GateRefused(
             f"cannot switch {plan.release}: its contract has run ({release.phase}); "
@@ -166,7 +166,7 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
         state = "has not been expanded" if release is None else f"is {release.phase}"
         problems.append(f"release {plan.release} {state}; run `migrator expand` first")
     else:
-        _check_plan_hash(s, plan, release)
+        check_plan_hash(s, plan, release)
         with s.conn() as conn:
             status = STATE.step_status(conn, plan.release, "expand")
         undone = sorted(k for k, v in status.items() if v != "done")
@@ -313,7 +313,7 @@ def switch(
             raise
         result.after = after.as_dict()
         result.moves = [m.details() for m in switcher.moves]
-        final = _release(s, plan.release)
+        final = find_release(s, plan.release)
         result.phase = final.phase if final else None
         s.event("switch.done", plan.release, plan.digest(), to=result.after)
     return result

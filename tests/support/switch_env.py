@@ -418,7 +418,7 @@ def switch_plan(switch: dict[str, Any], release: str = "r-switch") -> Any:
 
 def record_check(url: str, plan: Any, action: str = "check.passed", **details: Any) -> None:
     """What `migrator check` records when it passes (or fails) for a plan."""
-    from migrator.commands.phases import STATE
+    from migrator.commands.session import STATE
     from migrator.db.connection import connect, make_engine
 
     engine = make_engine(url)
@@ -449,7 +449,7 @@ def ready_release(url: str, plan: Any, *, check: bool = True) -> Any:
 
 def traffic_events(url: str, release: str) -> list[dict[str, Any]]:
     """The recorded traffic changes of a release, oldest first."""
-    from migrator.commands.phases import STATE
+    from migrator.commands.session import STATE
     from migrator.db.connection import connect, make_engine
 
     engine = make_engine(url)

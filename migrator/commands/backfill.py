@@ -1,0 +1,185 @@
+"""`migrator backfill`: fill the new structures for existing rows, batched and
+resumable, under migrator's lock held shared so backfill processes run side by side.
+Also the backfills a plan has, and those the switch waits for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+
+from migrator.backfill.batcher import batch_template
+from migrator.backfill.keys import choose_walk
+from migrator.backfill.lease import SharedLock, lock_init
+from migrator.backfill.runner import Backfill
+from migrator.backfill.runner import settings_from_plan as backfill_settings
+from migrator.commands.session import (
+    STATE,
+    Options,
+    PhaseResult,
+    Session,
+    operation_context,
+    phase_forward,
+    require_release,
+    set_phase,
+)
+from migrator.db.connection import make_engine
+from migrator.engine.catalog import Catalog
+from migrator.engine.steps import BackfillSpec
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context, Operation
+from migrator.plan.models import Plan
+
+
+def _operation_specs(plan: Plan, ctx: Context) -> list[tuple[str, Operation, BackfillSpec]]:
+    """The backfills of the plan's operations, each with its step key and operation."""
+    return [
+        (f"{index}.{op.op_name}.{spec.key}", op, spec)
+        for index, op in enumerate(plan.operations("expand"))
+        for spec in op.backfills(ctx)
+    ]
+
+
+def backfill_specs(plan: Plan, ctx: Context) -> list[tuple[str, BackfillSpec]]:
+    """Every backfill of the plan: the `up` of each operation, then `backfill.updates`."""
+    specs = [(key, spec) for key, _, spec in _operation_specs(plan, ctx)]
+    for index, update in enumerate(plan.backfill.updates):
+        specs.append(
+            (
+                f"update.{index}.{update.table}",
+                BackfillSpec(
+                    key=f"update.{index}",
+                    schema=plan.schema_name,
+                    table=update.table,
+                    set=dict(update.set),
+                    needs=update.where or "true",
+                    description=f"update {update.table}",
+                ),
+            )
+        )
+    return specs
+
+
+def unfilled_before_switch(plan: Plan, conn: Connection) -> list[str]:
+    """The backfills the new version needs done before it gets traffic (see
+    `Operation.fills_before_switch`) that are not done yet, described."""
+    if not any(op.fills_before_switch for op in plan.operations("expand")):
+        return []
+    ctx = operation_context(plan, conn)
+    done = {r.key for r in STATE.steps(conn, plan.release, "backfill") if r.status == "done"}
+    return [
+        spec.description or key
+        for key, op, spec in _operation_specs(plan, ctx)
+        if op.fills_before_switch and key not in done
+    ]
+
+
+@contextmanager
+def _backfill_session(opts: Options, release: str) -> Iterator[Session]:
+    """Like `session`, but migrator's lock is held shared: backfill processes of a
+    release (pods of a Job) run side by side; other commands still exclude them."""
+    engine = make_engine(opts.database_url)
+    try:
+        s = Session(engine, opts, "backfill")
+        if opts.dry_run:
+            yield s
+            return
+        with SharedLock(engine, f"migrator backfill {release}"):
+            with s.conn() as conn:
+                lock_init(conn)
+                STATE.init(conn)
+            yield s
+    finally:
+        engine.dispose()
+
+
+def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
+    """Fill the new structures for existing rows: batched, throttled, resumable.
+
+    ``workers`` sessions of this process split the table's key range; other processes
+    running the same backfill claim the ranges left, so they cooperate.
+    """
+    result = PhaseResult(plan.release, "backfill")
+    with _backfill_session(opts, plan.release) as s:
+        release = require_release(s, plan, "backfill")
+        with s.conn() as conn:
+            ctx = operation_context(plan, conn)
+            specs = backfill_specs(plan, ctx)
+            records = {r.key: r for r in STATE.steps(conn, plan.release, "backfill")}
+            for _, spec in specs:
+                if not Catalog(conn).table_exists(spec.schema, spec.table):
+                    raise ValidationFailed(
+                        f"backfill: table {spec.schema}.{spec.table} does not exist"
+                    )
+        settings = backfill_settings(plan, workers)  # refuses workers < 1
+        for position, (key, spec) in enumerate(specs):
+            record = records.get(key)
+            if record is not None and record.status == "done":
+                opts.observer.step_skipped(key, spec.description)
+                result.skipped.append(key)
+                continue
+            if opts.dry_run:
+                size = settings.batch_size or f"auto ({plan.backfill.target_batch_time:g}s)"
+                with s.conn() as conn:
+                    walk = choose_walk(conn, spec.schema, spec.table)
+                opts.observer.info(
+                    f"-- {key}: {spec.description} in batches of {size}, {workers} worker(s), "
+                    f"by {walk.describe()}; each batch, its own transaction:"
+                )
+                opts.observer.statement(
+                    batch_template(spec, walk), step=key, autocommit=False, dry_run=True
+                )
+                continue
+            with s.conn() as conn:
+                STATE.mark_step(
+                    conn, plan.release, "backfill", key, position, spec.description, "running"
+                )
+            if release.phase in ("expanded", "switched"):
+                set_phase(s, plan.release, "backfilling")
+            opts.observer.step_started(key, spec.description)
+            try:
+                outcome = Backfill(
+                    s.engine,
+                    spec,
+                    release=plan.release,
+                    key=key,
+                    settings=settings,
+                    observer=opts.observer,
+                    restart=record is not None and record.status == "undone",
+                ).run()
+            except Exception as exc:
+                # Shown by `migrator status`; the checkpoint stays, so a rerun resumes.
+                with s.conn() as conn:
+                    STATE.mark_step(
+                        conn,
+                        plan.release,
+                        "backfill",
+                        key,
+                        position,
+                        spec.description,
+                        "failed",
+                        str(exc),
+                    )
+                    STATE.event(
+                        conn,
+                        opts.actor,
+                        "backfill.failed",
+                        plan.release,
+                        plan.digest(),
+                        step=key,
+                        error=str(exc),
+                    )
+                raise
+            with s.conn() as conn:
+                STATE.mark_step(
+                    conn, plan.release, "backfill", key, position, spec.description, "done"
+                )
+            opts.observer.step_done(key, spec.description, outcome.seconds)
+            result.ran.append(key)
+            result.rows += outcome.rows
+        if not opts.dry_run:
+            phase_forward(s, plan.release, "backfilled")
+            s.event("backfill.done", plan.release, plan.digest(), rows=result.rows)
+    return result
