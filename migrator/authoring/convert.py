@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ClauseElement
 
 from migrator.authoring.draft import Entry, Fill, Section
+from migrator.authoring.sqlverdict import lint_verdict
 from migrator.errors import UsageError
 from migrator.sqltext import ident, literal, short_name
 
@@ -200,6 +201,7 @@ class Converter:
         self.choices = choices
         self.source = source
         self.entries: list[Entry] = []
+        self.problems: list[tuple[ops.MigrateOperation, str]] = []
 
     def entry(
         self, section: Section, op_name: str, body: dict[str, Any], origin: ops.MigrateOperation
@@ -267,16 +269,18 @@ class Converter:
         notes: dict[int, str] = {}
         for drop in leaves:
             if isinstance(drop, ops.DropColumnOp):
-                old = drop.to_column()
+                # A revision's drop_column does not say the type: any added column may match.
+                old = drop.to_column().type
+                known = not isinstance(old, sa.types.NullType)
                 for add in leaves:
                     if (
                         isinstance(add, ops.AddColumnOp)
                         and add.table_name == drop.table_name
-                        and type_sql(add.column.type) == type_sql(old.type)
+                        and (not known or type_sql(add.column.type) == type_sql(old))
                     ):
                         text = (
                             f"possible rename: {drop.table_name}.{drop.column_name} disappears while "
-                            f"{add.column.name} ({type_sql(old.type)}) appears. As written this "
+                            f"{add.column.name} ({type_sql(add.column.type)}) appears. As written this "
                             f"LOSES DATA: {drop.column_name} is dropped with its values and "
                             f"{add.column.name} starts empty. If it is a rename, run again with "
                             f"--rename {drop.table_name}.{drop.column_name}={add.column.name}"
@@ -303,7 +307,11 @@ class Converter:
         leaves = self._apply_renames(flatten(operations))
         notes = self._possible_renames(leaves)
         for op in leaves:
-            made = self.one(op)
+            try:
+                made = self.one(op)
+            except Unsupported as exc:
+                self.problems.append((op, str(exc)))
+                continue
             if id(op) in notes:
                 for entry in made:
                     entry.notes.append(notes[id(op)])
@@ -327,7 +335,9 @@ class Converter:
                 op.add,
             )
             old, new = op.drop.to_column(), op.add.column
-            if type_sql(old.type) != type_sql(new.type) or bool(old.nullable) != bool(new.nullable):
+            if not isinstance(old.type, sa.types.NullType) and (
+                type_sql(old.type) != type_sql(new.type) or bool(old.nullable) != bool(new.nullable)
+            ):
                 entry.notes.append(
                     f"the model also changes the column ({type_sql(old.type)}, "
                     f"{'NULL' if old.nullable else 'NOT NULL'} -> {type_sql(new.type)}, "
@@ -337,6 +347,22 @@ class Converter:
         else:
             assert isinstance(op.drop, ops.DropTableOp)
             self.entry("expand", "rename_table", {"from": op.drop.table_name, "to": op.new}, op.add)
+
+    def _ExecuteSQLOp(self, op: ops.ExecuteSQLOp) -> None:
+        statement = clause_sql(op.sqltext)
+        entry = self.entry(
+            "expand",
+            "sql",
+            {
+                "expand": statement,
+                "rollback": Fill(
+                    "the SQL that undoes this statement while the old version runs "
+                    '(or "" when there is nothing to undo)'
+                ),
+            },
+            op,
+        )
+        entry.notes.append(lint_verdict(statement))
 
     def _CreateTableOp(self, op: ops.CreateTableOp) -> None:
         name, body, notes = _create_table(op)

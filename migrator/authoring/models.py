@@ -23,7 +23,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import ops
 from sqlalchemy.engine import Connection
 
-from migrator.authoring.convert import Choices, Converter, Unsupported
+from migrator.authoring.convert import Choices, Converter
 from migrator.authoring.draft import Draft
 from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import start
@@ -237,10 +237,12 @@ def draft_from_models(
                     in_place=_in_place(conn, "public"),
                 )
                 converter = Converter(choices, _source(target, obj))
-                try:
-                    converter.convert(operations)
-                except Unsupported as exc:
-                    raise UsageError(f"--from-models {target}: {exc}") from None
+                converter.convert(operations)
+                if converter.problems:
+                    raise UsageError(
+                        f"--from-models {target}: no safe plan operation for "
+                        + "; ".join(reason for _, reason in converter.problems)
+                    )
                 conn.rollback()
         finally:
             engine.dispose()

@@ -136,3 +136,56 @@ def new(
             )
     path, placeholders = write_plan(draft, plans_dir)
     _report_written(path, placeholders)
+
+
+import_app = typer.Typer(help="Write a plan from existing migrations.", no_args_is_help=True)
+plan_app.add_typer(import_app, name="import")
+
+Release = Annotated[
+    str | None,
+    typer.Option("--release", help="The release name (the plan is PLANS_DIR/NAME.yaml)."),
+]
+
+
+@import_app.command("alembic")
+@handled
+def import_alembic(
+    revisions: Annotated[
+        str | None,
+        typer.Argument(help="REV, or BASE:HEAD (BASE excluded); default: every revision."),
+    ] = None,
+    release: Release = None,
+    alembic_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--alembic-config", dir_okay=False, help="alembic.ini (default ./alembic.ini)."
+        ),
+    ] = None,
+    script_location: Annotated[
+        str | None,
+        typer.Option("--script-location", help="The revision scripts' folder (over alembic.ini)."),
+    ] = None,
+    plans_dir: PlansDir = Path("plans"),
+    rename: Renames = None,
+    fill: Fills = None,
+) -> None:
+    """Write a plan doing what Alembic revisions' upgrade() do, in lock-safe forms.
+
+    The revisions are read, not run: no database is needed. Exit 1 when the plan has
+    placeholders left to fill in (the rollback of an op.execute, say)."""
+    from migrator.authoring import write_plan
+    from migrator.authoring.alembic_import import AlembicImport, draft_from_alembic
+
+    draft = draft_from_alembic(
+        AlembicImport(
+            release=release,
+            plans_dir=plans_dir,
+            spec=revisions,
+            config=alembic_config,
+            location=script_location,
+            fills=_pairs(fill, "--fill"),
+            renames=_pairs(rename, "--rename"),
+        )
+    )
+    path, placeholders = write_plan(draft, plans_dir)
+    _report_written(path, placeholders)
