@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from migrator.cli import lint as lint_cli
 from migrator.cli import release as release_cli
 from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
-from migrator.cli.common import Settings, err
+from migrator.cli.common import Settings, err, scrubbed_output
 from migrator.cli.config import DEFAULT_FILE, KEYS, config_path, default_map, read_config
 from migrator.cli.plan import plan_app
 from migrator.cli.queries import queries_app
@@ -83,4 +84,5 @@ app.add_typer(queries_app, name="queries")
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    with scrubbed_output(sys.argv):
+        app()

@@ -8,15 +8,17 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import os
 import re
 import signal
 import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TextIO, TypeVar
 
 import psycopg
 import typer
@@ -24,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import DBAPIError
 
-from migrator.db.connection import describe_db_error
+from migrator.db.connection import describe_db_error, remember_secrets, scrub_secrets
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.observer import Observer
 from migrator.plan.loader import load_plan
@@ -96,8 +98,54 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class _Scrubbing:
+    """A text stream that writes through `scrub_secrets`: no password the process was
+    given (a URL, a conninfo string) reaches the terminal, a log or a --json reader."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(scrub_secrets(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+URL_OPTIONS = ("--database-url", "--scratch-url")
+URL_VARIABLES = ("MIGRATOR_DATABASE_URL", "MIGRATOR_SCRATCH_URL")
+
+
+@contextmanager
+def scrubbed_output(argv: Sequence[str]) -> Iterator[None]:
+    """Run with stdout and stderr scrubbed of the passwords in the URLs given on the
+    command line or in MIGRATOR_* variables (and any the core meets later)."""
+    for name in URL_VARIABLES:
+        remember_secrets(os.environ.get(name, ""))
+    for index, arg in enumerate(argv):
+        for option in URL_OPTIONS:
+            if arg == option and index + 1 < len(argv):
+                remember_secrets(argv[index + 1])
+            elif arg.startswith(option + "="):
+                remember_secrets(arg.split("=", 1)[1])
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Scrubbing(sys.stdout)
+    sys.stderr = _Scrubbing(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def require_url(url: str | None) -> str:
     """The database URL, or a usage error that says how to give one."""
+    if url:
+        remember_secrets(url)
     if not url:
         raise UsageError(
             "no database: pass --database-url, set MIGRATOR_DATABASE_URL, or put database_url "

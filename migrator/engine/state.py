@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from migrator.db.connection import scrub_secrets, scrub_value
+
 SCHEMA_VERSION = 1
 
 FINISHED_PHASES = ("completed", "contracting", "contracted", "rolled_back")
@@ -347,7 +349,8 @@ class StateStore:
                 "pos": position,
                 "d": description,
                 "s": status,
-                "e": error,
+                # No password reaches the audit: an error may quote a connection string.
+                "e": scrub_secrets(error) if error else error,
             },
         )
 
@@ -426,7 +429,7 @@ class StateStore:
                 "done_at = CASE WHEN :s = 'done' THEN now() END "
                 "WHERE release = :r AND key = :k"
             ),
-            {"s": status, "e": error, "r": release, "k": key},
+            {"s": status, "e": scrub_secrets(error) if error else error, "r": release, "k": key},
         )
 
     # -- events --------------------------------------------------------------------------
@@ -451,7 +454,7 @@ class StateStore:
                 "a": actor,
                 "ac": action,
                 "h": plan_hash,
-                "d": json.dumps(details, default=str),
+                "d": json.dumps(scrub_value(details), default=str),
             },
         )
 
