@@ -39,6 +39,7 @@ from migrator.switch.base import (
     SwitchFailed,
     Timing,
 )
+from migrator.switch.kube import KubeAccess, api_client
 
 ORIGINAL_REPLICAS = "migrator.io/original-replicas"
 
@@ -69,7 +70,7 @@ class GreenDeployment(Strict):
     )
 
 
-class KubernetesSettings(Strict):
+class KubernetesSettings(KubeAccess):
     """Switch by patching a Service's selector (weighted steps by replica counts)."""
 
     namespace: str = "default"
@@ -78,10 +79,6 @@ class KubernetesSettings(Strict):
     blue: BlueDeployment
     green: GreenDeployment
     blue_after_switch: Literal["keep", "zero"] = "keep"
-    context: str | None = Field(default=None, description="kubeconfig context to use")
-    kubeconfig: str | None = Field(
-        default=None, description="kubeconfig file (default: in-cluster, else ~/.kube/config)"
-    )
     shared_selector: dict[str, str] = Field(
         default_factory=dict,
         description="labels both versions carry (e.g. {app: api}); needed for weighted steps, "
@@ -99,25 +96,6 @@ def _steps_error(settings: KubernetesSettings, steps: list[int]) -> str | None:
             "versions carry, e.g. {app: api}): the split is set by replica counts"
         )
     return None
-
-
-def api_client(settings: KubernetesSettings) -> Any:
-    """An ApiClient from the plan's kubeconfig, else in-cluster, else ~/.kube/config."""
-    from kubernetes import client, config
-
-    if settings.kubeconfig is None:
-        try:
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            return client.ApiClient(cfg)
-        except config.ConfigException:
-            pass  # not in a pod: fall back to the user's kubeconfig
-    try:
-        return config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=settings.kubeconfig, context=settings.context
-        )
-    except (config.ConfigException, OSError) as exc:
-        raise SwitchFailed(f"kubernetes: cannot load the kubeconfig: {exc}") from exc
 
 
 class Kubernetes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrator.switch import command, kubernetes, nginx, route53
+from migrator.switch import command, gateway_api, kubernetes, nginx, route53
 from migrator.switch.base import BackendKind
 
 REGISTRY: dict[str, BackendKind[Any]] = {
@@ -20,6 +20,7 @@ REGISTRY: dict[str, BackendKind[Any]] = {
         nginx.BACKEND,
         route53.BACKEND,
         command.BACKEND,
+        gateway_api.BACKEND,
     )
 }
 

@@ -24,8 +24,39 @@ CONTROLLER_AGENT = "test-deployment-controller"
 DEPLOYMENTS = "apps/v1/deployments"
 
 
+VERBS = {"FETCH": "get", "LIST": "list", "WATCH": "watch", "CREATE": "create", "DELETE": "delete"}
+
+
 class ApiServer(kmock.KubernetesEmulator):
-    """kmock, plus what the real API server does on a spec change: generation + 1."""
+    """kmock, plus what the real API server does on a spec change (generation + 1) and
+    RBAC's answer to a request no rule allows (403, for the (verb, resource) pairs in
+    `forbidden`; resource as RBAC writes it, e.g. ``httproutes`` or ``rollouts/status``)."""
+
+    forbidden: set[tuple[str, str]]
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.forbidden = set()
+
+    async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.action is not None:
+            verb = VERBS.get(request.action.name) or (
+                "update" if str(request.method.value).upper() == "PUT" else "patch"
+            )
+            resource = request.resource.plural + (
+                f"/{request.subresource}" if request.subresource else ""
+            )
+            if (verb, resource) in self.forbidden:
+                group = request.resource.group or "core"
+                raise kmock.KubernetesError(
+                    status=403,
+                    reason="Forbidden",
+                    message=f'{resource}.{group} "{request.name}" is forbidden: User '
+                    f'"system:serviceaccount:{NS}:migrator" cannot {verb} resource '
+                    f'"{resource}" in API group "{request.resource.group}" in the '
+                    f'namespace "{request.namespace}"',
+                )
+        return await super()._handle(request)
 
     async def _serve_update(self, request: Any) -> Any:
         if (
@@ -42,7 +73,14 @@ class ApiServer(kmock.KubernetesEmulator):
 class Cluster:
     """kmock on a loopback port in its own thread, and a deployment controller."""
 
-    def __init__(self, tmp: Path, *, blue_replicas: int = 4, green_replicas: int = 4) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        blue_replicas: int = 4,
+        green_replicas: int = 4,
+        controller: bool = True,
+    ) -> None:
         self._ready = threading.Event()
         self._box: dict[str, Any] = {}
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
@@ -76,9 +114,11 @@ class Cluster:
         self.poll = 0.01  # seconds between the controller's looks
         self.bad_images: set[str] = set()
         self.lag = 3  # polls before the controller reacts to a new generation
+        self.custom = k8s.CustomObjectsApi(self.api)
         self._stop = threading.Event()
         self._controller = threading.Thread(target=self._control, daemon=True)
-        self._controller.start()
+        if controller:  # the custom-object backends need no deployment controller
+            self._controller.start()
 
     async def _serve(self) -> None:
         async with ApiServer() as emulator, kmock_apps.Server(emulator) as server:
@@ -123,7 +163,8 @@ class Cluster:
 
     def stop(self) -> None:
         self._stop.set()
-        self._controller.join(5)
+        if self._controller.is_alive():
+            self._controller.join(5)
         self._box["loop"].call_soon_threadsafe(self._box["stop"].set)
         self._thread.join(10)
         self.api.close()
