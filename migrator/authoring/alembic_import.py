@@ -22,7 +22,7 @@ from alembic.util import CommandError
 
 from migrator.authoring.convert import Choices, Converter
 from migrator.authoring.draft import Draft
-from migrator.authoring.models import plan_head
+from migrator.authoring.models import live_choices, plan_head
 from migrator.errors import UsageError
 
 
@@ -130,6 +130,7 @@ class AlembicImport:
     location: str | None = None
     fills: dict[str, str] = field(default_factory=dict)
     renames: dict[str, str] = field(default_factory=dict)
+    database_url: str | None = None
 
 
 def draft_from_alembic(request: AlembicImport) -> Draft:
@@ -140,9 +141,10 @@ def draft_from_alembic(request: AlembicImport) -> Draft:
     release = request.release or f"alembic-{scripts[-1].revision}"
     draft = Draft(release, plan_head(request.plans_dir, release))
     where = {id(op): f"{w} (Alembic revision {s.revision})" for op, w, s in recorded}
-    choices = Choices(renames=dict(request.renames), fills=dict(request.fills))
-    converter = Converter(choices, lambda op: "from " + where.get(id(op), "?"))
-    converter.convert(op for op, _, _ in recorded)
+    start = Choices(renames=dict(request.renames), fills=dict(request.fills))
+    with live_choices(request.database_url, start) as choices:
+        converter = Converter(choices, lambda op: "from " + where.get(id(op), "?"))
+        converter.convert(op for op, _, _ in recorded)
     if converter.problems:
         at = {id(op): (w, s.revision) for op, w, s in recorded}
         listed = [

@@ -37,13 +37,15 @@ class Choices:
     ``fills``: ``table.column`` -> SQL expression for the rows already there.
     ``casts(old, new)``: whether PostgreSQL casts a value of type old to new (None: not
     known, no database). ``in_place(table, column, new_type)``: the change is
-    binary-coercible, done in place without up/down.
+    binary-coercible, done in place without up/down. ``current_type(table, column)``:
+    the column's type in the database, where the source does not say it.
     """
 
     renames: dict[str, str] = field(default_factory=dict)
     fills: dict[str, str] = field(default_factory=dict)
     casts: Callable[[str, str], bool] | None = None
     in_place: Callable[[str, str, str], bool] | None = None
+    current_type: Callable[[str, str], str | None] | None = None
     used_renames: set[str] = field(default_factory=set)
     used_fills: set[str] = field(default_factory=set)
 
@@ -171,11 +173,14 @@ def _create_table(op: ops.CreateTableOp) -> tuple[str, dict[str, Any], list[str]
             )
         elif isinstance(constraint, sa.ForeignKeyConstraint):
             cols = [c.parent.name for c in constraint.elements]
+            # The referenced table need not be in this MetaData (a SQL file, a revision):
+            # the column specification says its name.
+            targets = [e.target_fullname.split(".") for e in constraint.elements]
             fk: dict[str, Any] = {
                 "columns": cols,
                 "references": {
-                    "table": constraint.elements[0].column.table.name,
-                    "columns": [e.column.name for e in constraint.elements],
+                    "table": targets[0][-2],
+                    "columns": [t[-1] for t in targets],
                 },
             }
             if _on_delete(constraint.ondelete):
@@ -269,14 +274,16 @@ class Converter:
         notes: dict[int, str] = {}
         for drop in leaves:
             if isinstance(drop, ops.DropColumnOp):
-                # A revision's drop_column does not say the type: any added column may match.
+                # A revision's or a SQL file's drop does not say the type; those say
+                # plainly what they drop, so only a comparison's drops are matched.
                 old = drop.to_column().type
-                known = not isinstance(old, sa.types.NullType)
+                if isinstance(old, sa.types.NullType):
+                    continue
                 for add in leaves:
                     if (
                         isinstance(add, ops.AddColumnOp)
                         and add.table_name == drop.table_name
-                        and (not known or type_sql(add.column.type) == type_sql(old))
+                        and type_sql(add.column.type) == type_sql(old)
                     ):
                         text = (
                             f"possible rename: {drop.table_name}.{drop.column_name} disappears while "
@@ -303,7 +310,12 @@ class Converter:
 
     # -- one operation ---------------------------------------------------------------------
 
-    def convert(self, operations: Iterable[ops.MigrateOperation]) -> list[Entry]:
+    def convert(
+        self,
+        operations: Iterable[ops.MigrateOperation],
+        remarks: dict[int, list[str]] | None = None,
+    ) -> list[Entry]:
+        """Convert; ``remarks`` adds notes to the entries of an operation (by id)."""
         leaves = self._apply_renames(flatten(operations))
         notes = self._possible_renames(leaves)
         for op in leaves:
@@ -312,8 +324,9 @@ class Converter:
             except Unsupported as exc:
                 self.problems.append((op, str(exc)))
                 continue
-            if id(op) in notes:
-                for entry in made:
+            for entry in made:
+                entry.notes += (remarks or {}).get(id(op), [])
+                if id(op) in notes:
                     entry.notes.append(notes[id(op)])
         return self.entries
 
@@ -347,6 +360,9 @@ class Converter:
         else:
             assert isinstance(op.drop, ops.DropTableOp)
             self.entry("expand", "rename_table", {"from": op.drop.table_name, "to": op.new}, op.add)
+
+    def _DirectEntry(self, op: DirectEntry) -> None:
+        self.entry(op.section, op.op_name, op.body, op)
 
     def _ExecuteSQLOp(self, op: ops.ExecuteSQLOp) -> None:
         statement = clause_sql(op.sqltext)
@@ -389,7 +405,7 @@ class Converter:
                 body["up"] = Fill(
                     f"an SQL expression over the row of {op.table_name} giving {column.name} "
                     f"for the rows already there and the rows the old version writes (NOT "
-                    f"NULL, no default in the model); or pass --fill {key}=EXPR"
+                    f"NULL, no default); or pass --fill {key}=EXPR"
                 )
             else:
                 notes.append(
@@ -485,6 +501,8 @@ class Converter:
             new = type_sql(op.modify_type)
             body["type"] = new
             old = type_sql(op.existing_type) if op.existing_type is not None else None
+            if old is None and self.choices.current_type is not None:
+                old = self.choices.current_type(table, column)
             in_place = self.choices.in_place
             if old is not None and in_place is not None and in_place(table, column, new):
                 # The expand is catalog-only; its rollback back to the old type is not,
@@ -498,6 +516,12 @@ class Converter:
                 notes.append(
                     f"{old} -> {new} is done in place; rolling it back rewrites {table} under "
                     "ACCESS EXCLUSIVE (the lint finding M016 is suppressed for that reason)"
+                )
+            elif op.kw.get("postgresql_using"):
+                body["up"] = clause_sql(op.kw["postgresql_using"])
+                body["down"] = Fill(
+                    f"an SQL expression turning {column} (here the new {new} value) back into "
+                    f"{old or 'the old type'}, for the rows the old version reads"
                 )
             elif old is not None:
                 self._up_down(body, notes, table, column, old, new)
@@ -560,6 +584,15 @@ class Converter:
 
 
 @dataclass
+class DirectEntry(ops.MigrateOperation):
+    """A plan operation found directly (a RENAME statement), not through Alembic."""
+
+    section: Section
+    op_name: str
+    body: dict[str, Any]
+
+
+@dataclass
 class RenamePair(ops.MigrateOperation):
     """A drop + add pair the author named as one rename."""
 
@@ -575,4 +608,12 @@ def unused_choices(choices: Choices) -> list[str]:
     return unused
 
 
-__all__ = ["Choices", "Converter", "Unsupported", "clause_sql", "flatten", "type_sql"]
+__all__ = [
+    "Choices",
+    "Converter",
+    "DirectEntry",
+    "Unsupported",
+    "clause_sql",
+    "flatten",
+    "type_sql",
+]

@@ -127,6 +127,35 @@ def _in_place(conn: Connection, schema: str) -> Callable[[str, str, str], bool]:
     return in_place
 
 
+def _current_type(conn: Connection, schema: str) -> Callable[[str, str], str | None]:
+    def current(table: str, column: str) -> str | None:
+        facts = column_facts(Catalog(conn), schema, table, column)
+        return facts.type if facts is not None else None
+
+    return current
+
+
+@contextmanager
+def live_choices(url: str | None, choices: Choices) -> Iterator[Choices]:
+    """``choices`` with the database's answers (casts, in-place changes, current types)
+    for the length of the block; unchanged without a URL. Read-only: rolled back."""
+    if url is None:
+        yield choices
+        return
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            choices.casts = _casts(conn)
+            choices.in_place = _in_place(conn, "public")
+            choices.current_type = _current_type(conn, "public")
+            try:
+                yield choices
+            finally:
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
 def _ignore_state(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     # Tables of the database that the models never had and that are no application's:
     # Alembic's own version table.

@@ -138,6 +138,16 @@ def new(
     _report_written(path, placeholders)
 
 
+LiveSchema = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="MIGRATOR_DATABASE_URL",
+        help="Optional, read only: the database the plan will run on, for what the files do "
+        "not say (a column's current type, whether PostgreSQL casts it, in-place changes).",
+    ),
+]
+
 import_app = typer.Typer(help="Write a plan from existing migrations.", no_args_is_help=True)
 plan_app.add_typer(import_app, name="import")
 
@@ -168,6 +178,7 @@ def import_alembic(
     plans_dir: PlansDir = Path("plans"),
     rename: Renames = None,
     fill: Fills = None,
+    database_url: LiveSchema = None,
 ) -> None:
     """Write a plan doing what Alembic revisions' upgrade() do, in lock-safe forms.
 
@@ -185,6 +196,38 @@ def import_alembic(
             location=script_location,
             fills=_pairs(fill, "--fill"),
             renames=_pairs(rename, "--rename"),
+            database_url=database_url,
+        )
+    )
+    path, placeholders = write_plan(draft, plans_dir)
+    _report_written(path, placeholders)
+
+
+@import_app.command("sql")
+@handled
+def import_sql(
+    files: Annotated[list[Path], typer.Argument(help="SQL files, read in order.", dir_okay=False)],
+    release: Annotated[
+        str, typer.Option("--release", help="The release name (the plan is PLANS_DIR/NAME.yaml).")
+    ],
+    plans_dir: PlansDir = Path("plans"),
+    fill: Fills = None,
+    database_url: LiveSchema = None,
+) -> None:
+    """Write a plan doing what DDL files do, in lock-safe forms (parsed by pglast).
+
+    Statements with no plan operation become `sql` operations with the lint's verdict.
+    Exit 1 when the plan has placeholders left to fill in."""
+    from migrator.authoring import write_plan
+    from migrator.authoring.sql_import import SqlImport, draft_from_sql
+
+    draft = draft_from_sql(
+        SqlImport(
+            release=release,
+            plans_dir=plans_dir,
+            files=files,
+            fills=_pairs(fill, "--fill"),
+            database_url=database_url,
         )
     )
     path, placeholders = write_plan(draft, plans_dir)
