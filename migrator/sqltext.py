@@ -7,23 +7,34 @@ Expressions written in a plan are SQL by design and are passed through unchanged
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import TYPE_CHECKING
 
-from psycopg import sql as psql
-from sqlalchemy.dialects import postgresql
-
-_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+if TYPE_CHECKING:
+    from sqlalchemy.sql.compiler import IdentifierPreparer
 
 MAX_IDENTIFIER = 63
 
 
+@functools.cache
+def _preparer() -> IdentifierPreparer:
+    # Imported on first use: loading a plan (`migrator plan validate`) needs no SQLAlchemy.
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+
+
 def ident(*parts: str) -> str:
     """A quoted, dot-joined name: ``ident("public", "users")`` -> ``public.users``."""
-    return ".".join(_PREPARER.quote(part) for part in parts)
+    preparer = _preparer()
+    return ".".join(preparer.quote(part) for part in parts)
 
 
 def literal(value: object) -> str:
     """A value as an SQL literal, quoted by psycopg."""
+    from psycopg import sql as psql
+
     return psql.Literal(value).as_string()
 
 

@@ -1,88 +1,73 @@
-"""The `migrator` command line: Typer over the plain functions of migrator.commands."""
+"""The `migrator` command line: Typer over the plain functions of migrator.commands.
+
+`main()` is the entry point. This module stays small and imports nothing heavy, so that
+`main()` owns Ctrl-C before Typer, rich or a verb's libraries load: an interrupt at
+start-up is one line and exit 5 as it is later. The app itself is in `root.py`; each verb
+imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-import typer
-from rich.markup import escape
+from migrator.errors import ExitCode
 
-from migrator import __version__
-from migrator.cli import check as check_cli
-from migrator.cli import demo, phases
-from migrator.cli import lint as lint_cli
-from migrator.cli import release as release_cli
-from migrator.cli import render as render_cli
-from migrator.cli import switch as switch_cli
-from migrator.cli.common import Settings, err, scrubbed_output
-from migrator.cli.config import DEFAULT_FILE, KEYS, config_path, default_map, read_config
-from migrator.cli.plan import plan_app
-from migrator.cli.queries import queries_app
-from migrator.errors import ExitCode, UsageError
+if TYPE_CHECKING:
+    from types import FrameType
 
-app = typer.Typer(
-    name="migrator",
-    help="Zero-downtime blue-green releases on PostgreSQL: expand, check, switch, backfill, "
-    "contract.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+    from migrator.cli.root import app as app
+
+INTERRUPTED = "interrupted; run the same command again to resume"
+CLOSED_PIPE = 128 + 13
+"""The exit status of a writer whose reader left (what a shell shows for SIGPIPE)."""
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"migrator {__version__}")
-        raise typer.Exit()
+def stop_at_once(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM outside a running verb: nothing is under way that needs unwinding,
+    and a KeyboardInterrupt in the middle of an import would end in a traceback."""
+    os.write(2, f"error: {INTERRUPTED}\n".encode())
+    os._exit(ExitCode.INTERRUPTED)
 
 
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    debug: Annotated[
-        bool,
-        typer.Option("--debug", envvar="MIGRATOR_DEBUG", help="Show tracebacks on errors."),
-    ] = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            envvar="MIGRATOR_CONFIG",
-            dir_okay=False,
-            help=f"Option defaults ({', '.join(KEYS)}); default: ./{DEFAULT_FILE} if present. "
-            "Flags and MIGRATOR_* variables come first.",
-        ),
-    ] = None,
-) -> None:
-    """Zero-downtime blue-green releases on PostgreSQL."""
-    Settings.debug = debug
-    path = config_path(config)
-    if path is not None:
-        try:
-            values = read_config(path)
-        except UsageError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
-        ctx.default_map = default_map(ctx.command, values)
+def reader_gone(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a pipe whose reading end is closed (poll says POLLERR)."""
+    try:
+        poll = select.poll()
+        poll.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or not a file
+        return False
 
 
-phases.register(app)
-switch_cli.register(app)
-release_cli.register(app)
-demo.register(app)
-app.add_typer(plan_app, name="plan")
-check_cli.register(app)
-lint_cli.register(app)
-render_cli.register(app)
-app.add_typer(queries_app, name="queries")
+def closed_pipe(stream: IO[str] | None = None) -> NoReturn:
+    """End quietly because the reader of stdout (or ``stream``) is gone:
+    `migrator plan schema | head -1`."""
+    # The interpreter flushes the stream on its way out; into /dev/null it cannot fail again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+    except (OSError, ValueError):  # not a file (a test runner's buffer)
+        pass
+    raise SystemExit(CLOSED_PIPE)
 
 
 def main() -> None:
     """Console-script entry point."""
-    with scrubbed_output(sys.argv):
-        app()
+    signal.signal(signal.SIGINT, stop_at_once)
+    signal.signal(signal.SIGTERM, stop_at_once)
+    from migrator.cli.root import run
+
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    # `from migrator.cli import app` (the tests' way in) builds the app on first use only.
+    if name == "app":
+        from migrator.cli.root import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from migrator.cli.common import (
     ConsoleObserver,
@@ -17,15 +15,17 @@ from migrator.cli.common import (
     PlanPath,
     ScratchUrl,
     actor,
+    escape,
     handled,
     out,
     parse_pg_version,
     read_plan,
 )
-from migrator.commands.check import CheckOptions, check
 from migrator.errors import ExitCode, UsageError
 from migrator.observer import NULL_OBSERVER
-from migrator.verify.report import CheckReport, Finding
+
+if TYPE_CHECKING:
+    from migrator.verify.report import CheckReport, Finding
 
 
 class Format(StrEnum):
@@ -46,6 +46,8 @@ def _where(f: Finding) -> str:
 
 def render_table(report: CheckReport) -> None:
     """The human report: the matrix, then each finding with its place and its fix."""
+    from rich.table import Table
+
     matrix = Table(
         title=f"check {escape(report.release)}: queries at each phase", title_justify="left"
     )
@@ -125,6 +127,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     ) -> None:
         """Prove the old and new versions' queries work at every phase; lint the plan."""
+        from migrator.commands.check import CheckOptions, check
+
         if as_json:
             if format not in (Format.table, Format.json):
                 raise UsageError(f"--json and --format {format.value}: give one of them")

@@ -1,12 +1,14 @@
 """What every command of the CLI shares: options, output, error handling.
 
 The CLI is the only layer that prints, reads the environment, or imports rich/typer.
+Nothing here imports a database or domain library at start-up: a verb does, when it runs.
 """
 
 from __future__ import annotations
 
 import functools
 import getpass
+import inspect
 import json
 import os
 import re
@@ -18,28 +20,71 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TextIO, TypeVar
 
-import psycopg
 import typer
-from rich.console import Console
-from rich.markup import escape
-from sqlalchemy.exc import DBAPIError
 
-from migrator.db.connection import describe_db_error, remember_secrets, scrub_secrets
+from migrator.cli import INTERRUPTED, closed_pipe, reader_gone
+from migrator.db.secrets import remember_secrets, scrub_secrets
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.observer import Observer
-from migrator.plan.loader import load_plan
-from migrator.plan.models import Plan
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from migrator.plan.models import Plan
+
+
+class Output:
+    """stdout or stderr as a rich Console, made on first use: rich takes a good part of
+    the start-up time, which `--help` and a verb that fails early need not pay."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self.stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        """The rich Console itself (for a progress bar)."""
+        from rich.console import Console
+
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # rich's own ends with exit 1, which says "findings" here.
+                self.quiet = True
+                closed_pipe(self.file)
+
+        return _Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+
+    def print(self, *objects: Any, end: str = "\n") -> None:
+        """Console.print: rich markup, escaped where the text is not ours."""
+        self.console.print(*objects, end=end)
+
+
+out = Output(stderr=False)
+err = Output(stderr=True)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (rich.markup.escape, imported when first used)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 class Settings:
     """Process-wide CLI settings from the top-level options."""
 
     debug: bool = False
+
+
+# Every verb takes --debug after its name too (`migrator expand PLAN --debug`); hidden,
+# since the help lists it once, before the verb. `handled` adds it.
+_DEBUG = inspect.Parameter(
+    "debug",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option("--debug", hidden=True)],
+)
 
 
 DatabaseUrl = Annotated[
@@ -156,6 +201,8 @@ def require_url(url: str | None) -> str:
 
 def read_plan(path: Path) -> Plan:
     """Load a plan (errors carry file:line:column)."""
+    from migrator.plan.loader import load_plan
+
     return load_plan(path)
 
 
@@ -184,35 +231,74 @@ R = TypeVar("R")
 
 
 def handled(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn every failure into one line on stderr and the documented exit code."""
+    """Turn every failure into one line on stderr and the documented exit code; accept
+    --debug after the verb."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        # SIGTERM (a Kubernetes pod or a CI job being stopped) stops like Ctrl-C: the
-        # batch or step under way ends or rolls back, and the exit code says "rerun".
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
+        if kwargs.pop(_DEBUG.name, False):
+            Settings.debug = True
         try:
-            return func(*args, **kwargs)
+            with _interruptible():
+                return func(*args, **kwargs)
         except MigratorError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
+            _fail(INTERRUPTED, ExitCode.INTERRUPTED)
         except typer.Exit:
             raise
-        except (DBAPIError, psycopg.Error) as exc:
-            _fail(f"database error: {describe_db_error(exc)}", ExitCode.RUNTIME)
-        except Exception as exc:  # a bug or an unexpected library error
+        except Exception as exc:
+            if isinstance(exc, BrokenPipeError) and reader_gone(sys.stdout):
+                closed_pipe()
+            database = _database_error(exc)
+            if database is not None:
+                _fail(f"database error: {database}", ExitCode.RUNTIME)
+            # a bug or an unexpected library error
             _fail(
                 f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                 ExitCode.RUNTIME,
             )
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
         raise AssertionError("unreachable")
 
+    signature = inspect.signature(func, eval_str=True)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), _DEBUG]
+    )
+    wrapper.__annotations__ = {**func.__annotations__, "debug": _DEBUG.annotation}
     return wrapper
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a Kubernetes pod or a CI job being stopped) raise
+    KeyboardInterrupt while a verb runs, so the batch or step under way ends or rolls back
+    and the exit code says "rerun". Before and after, `main()`'s handler ends the process
+    at once: nothing is under way then."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, signal.default_int_handler) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(stop, handler)
+
+
+def _database_error(exc: Exception) -> str | None:
+    """One line for an error of SQLAlchemy or psycopg, None for any other. Neither is
+    imported for this: an error of theirs means the verb has imported them already."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    psycopg = sys.modules.get("psycopg")
+    if (sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.DBAPIError)) or (
+        psycopg is not None and isinstance(exc, psycopg.Error)
+    ):
+        from migrator.db.connection import describe_db_error
+
+        return describe_db_error(exc)
+    return None
 
 
 def _fail(message: str, code: ExitCode) -> None:

@@ -17,9 +17,7 @@ line and column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from migrator.errors import UsageError
 from migrator.files import read_text
@@ -31,6 +29,9 @@ ENVIRONMENT = {"database_url": "MIGRATOR_DATABASE_URL", "scratch_url": "MIGRATOR
 MIGRATOR_DATABASE_URL on purpose (they would read production), ignore the file too."""
 KEYS = tuple(ENVIRONMENT)
 
+if TYPE_CHECKING:
+    import yaml
+
 
 def _where(path: Path, node: yaml.Node) -> str:
     return f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
@@ -38,6 +39,8 @@ def _where(path: Path, node: yaml.Node) -> str:
 
 def read_config(path: Path) -> dict[str, str]:
     """The option defaults a config file sets (an empty file sets none)."""
+    import yaml
+
     text = read_text(path, "config file")
     try:
         root = yaml.compose(text)

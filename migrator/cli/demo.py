@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from migrator import demo as demo_core
 from migrator.cli.common import ConsoleObserver, Json, emit_json, handled, out
 from migrator.errors import FindingsError
 
@@ -28,6 +27,8 @@ def register(app: typer.Typer) -> None:
 
         v1 and v2 of a small users service run behind a switch (nginx where installed),
         with a load running throughout; the release adds users.phone."""
+        from migrator import demo as demo_core
+
         result = demo_core.run(
             rows=rows, observer=ConsoleObserver(as_json=json), prefer_nginx=nginx
         )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from migrator import commands
-from migrator.cli.common import DatabaseUrl, emit_json, handled, out, parse_pg_version
+from migrator.cli.common import DatabaseUrl, emit_json, escape, handled, out, parse_pg_version
 from migrator.errors import ExitCode, UsageError
-from migrator.lint import LintFinding
+
+if TYPE_CHECKING:
+    from migrator.commands.lint import LintResult
+    from migrator.lint import LintFinding
 
 
 class LintFormat(StrEnum):
@@ -44,7 +45,7 @@ def _show(finding: LintFinding) -> None:
     out.print(f"    [dim]safe form:[/] {escape(finding.safe_form)}")
 
 
-def _report(result: commands.LintResult, fmt: LintFormat, fail_on: str) -> None:
+def _report(result: LintResult, fmt: LintFormat, fail_on: str) -> None:
     if fmt is LintFormat.json:
         emit_json(result.to_json())
         return
@@ -127,10 +128,13 @@ def register(app: typer.Typer) -> None:
         major = version // 10000 if version is not None else None
         if major is not None and major < 9:
             raise UsageError(f"--pg-version {pg_version}: migrator knows PostgreSQL 9 and later")
+        from migrator.commands.lint import lint as lint_plan
+        from migrator.commands.lint import lint_sql_files
+
         if plan is not None:
-            result = commands.lint(plan, pg_version=major, database_url=database_url)
+            result = lint_plan(plan, pg_version=major, database_url=database_url)
         else:
-            result = commands.lint_sql_files(
+            result = lint_sql_files(
                 sql or [],
                 pg_version=major,
                 database_url=database_url,

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from migrator.cli.common import (
     ConsoleObserver,
@@ -16,12 +15,12 @@ from migrator.cli.common import (
     PlanPath,
     ScratchUrl,
     emit_json,
+    escape,
     handled,
     out,
     read_plan,
 )
 from migrator.errors import ExitCode, UsageError
-from migrator.plan.models import json_schema
 
 plan_app = typer.Typer(help="Work with release plans.", no_args_is_help=True)
 
@@ -44,6 +43,8 @@ def validate(plan: PlanPath, json_output: Json = False) -> None:
 @handled
 def schema() -> None:
     """Print the plan's JSON Schema (for editors and CI)."""
+    from migrator.plan.models import json_schema
+
     typer.echo(json.dumps(json_schema(), indent=2))
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from migrator.cli.common import ConsoleObserver, out
+from migrator.cli.common import ConsoleObserver, escape, out
 
 
 class BackfillObserver(ConsoleObserver):
@@ -30,7 +29,7 @@ class BackfillObserver(ConsoleObserver):
                 TextColumn("{task.fields[counts]}"),
                 TextColumn("[dim]{task.fields[speed]}"),
                 TextColumn("[dim]{task.fields[note]}"),
-                console=out,
+                console=out.console,
                 transient=False,
             )
             self._bar.start()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from migrator.cli.common import ConsoleObserver, err, handled, out
+from migrator.cli.common import ConsoleObserver, err, escape, handled, out
 from migrator.errors import ExitCode, UsageError
-from migrator.verify.capture import CaptureResult, capture_command, capture_from
+
+if TYPE_CHECKING:
+    from migrator.verify.capture import CaptureResult
 
 queries_app = typer.Typer(help="Work with query sets.", no_args_is_help=True)
 
@@ -47,6 +48,8 @@ def capture(
     Either from a live database (--database-url), or by running a command after `--`
     against a fresh embedded PostgreSQL with pg_stat_statements loaded.
     """
+    from migrator.verify.capture import capture_command, capture_from
+
     if command and database_url:
         raise UsageError("give either --database-url or a command after --, not both")
     if command:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 
 from migrator.cli.common import (
     AcceptChangedPlan,
@@ -15,14 +14,12 @@ from migrator.cli.common import (
     Workers,
     actor,
     emit_json,
+    escape,
     handled,
     out,
     read_plan,
     require_url,
 )
-from migrator.commands.release import phase_order
-from migrator.commands.release import release as run_release
-from migrator.commands.session import Options
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +38,10 @@ def register(app: typer.Typer) -> None:
         """The whole release: check, expand, switch, backfill, complete; rerun to resume.
 
         Stops at the first gate that fails, with a message that names it."""
+        from migrator.commands.release import phase_order
+        from migrator.commands.release import release as run_release
+        from migrator.commands.session import Options
+
         loaded = read_plan(plan)
         opts = Options(
             database_url=require_url(database_url),

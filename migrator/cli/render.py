@@ -6,18 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from migrator.cli.common import (
     ConsoleObserver,
     Json,
     ScratchUrl,
     emit_json,
+    escape,
     handled,
     out,
     read_plan,
 )
-from migrator.commands.render import RenderOptions, render
 
 
 def register(app: typer.Typer) -> None:
@@ -59,6 +58,8 @@ def register(app: typer.Typer) -> None:
         as_json: Json = False,
     ) -> None:
         """Write <rev>_<release>_expand.py and _contract.py Alembic revisions for each plan."""
+        from migrator.commands.render import RenderOptions, render
+
         loaded = [(read_plan(p), str(p)) for p in plans]
         result = render(
             loaded,

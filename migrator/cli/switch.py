@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
-from rich.markup import escape
 
-from migrator import commands
 from migrator.cli.common import (
     AcceptChangedPlan,
     ConsoleObserver,
@@ -20,6 +18,7 @@ from migrator.cli.common import (
     actor,
     check_force,
     emit_json,
+    escape,
     handled,
     out,
     read_plan,
@@ -52,11 +51,14 @@ def register(app: typer.Typer) -> None:
         """Smoke-test green, move traffic step by step and watch each step; a failed probe
         moves all traffic back to blue (exit 3). Needs the expand applied and a passing
         `migrator check` for this plan."""
+        from migrator.commands.session import Options
+        from migrator.commands.switch import switch as run_switch
+
         check_force(force, reason)
         if to not in ("green", "blue"):
             raise UsageError(f"--to takes green or blue, not {to!r}")
         target: Literal["green", "blue"] = "green" if to == "green" else "blue"
-        opts = commands.Options(
+        opts = Options(
             database_url=require_url(database_url),
             observer=ConsoleObserver(as_json=json),
             dry_run=dry_run,
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             force_reason=reason,
         )
-        result = commands.switch(read_plan(plan), opts, to=target, step=step)
+        result = run_switch(read_plan(plan), opts, to=target, step=step)
         if json:
             emit_json({"event": "result", **result.to_json()})
         elif not dry_run:

@@ -42,8 +42,7 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
-from sqlalchemy import text
-
+# SQLAlchemy is imported in the methods that read the catalog: a plan loads without it.
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
@@ -160,6 +159,8 @@ class AlterColumn(Operation):
 
     def _expanded(self, ctx: Context) -> bool:
         """True once the expand saved the column (the catalog shows the expanded state)."""
+        from sqlalchemy import text
+
         name = short_name(ctx.schema, self.table, self.column, "before")
         exists = ctx.catalog.conn.execute(
             text(
@@ -172,6 +173,8 @@ class AlterColumn(Operation):
 
     def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
         """The column as it was before the expand: the saved record, or the live column."""
+        from sqlalchemy import text
+
         if self._expanded(ctx):
             raw = ctx.catalog.conn.execute(text(f"SELECT {self.saved_name(ctx)}()")).scalar_one()
             return dict(json.loads(raw))
@@ -267,6 +270,8 @@ class AlterColumn(Operation):
             refuse_constraint_clash(ctx, where, self.table, self.fk_name())
 
     def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
+        from sqlalchemy import text
+
         where = self._where()
         assert self.type is not None
         if not ctx.catalog.type_exists(self.type):
@@ -604,6 +609,8 @@ class AlterColumn(Operation):
 
     def _not_null_name(self, ctx: Context, facts: ColumnFacts) -> str | None:
         """The name of the column's NOT NULL constraint (PostgreSQL 18), if it has one."""
+        from sqlalchemy import text
+
         value = ctx.catalog.conn.execute(
             text(
                 "SELECT conname FROM pg_constraint WHERE conrelid = :t AND contype = 'n' "

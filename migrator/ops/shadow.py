@@ -30,19 +30,19 @@ rewriting that carries an index, CHECK or foreign key from one column to another
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pglast
 from pglast import ast
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
-from migrator.engine.catalog import Catalog
 from migrator.engine.steps import Step, step
 from migrator.ops.expressions import column_refs, qualified
 from migrator.sqltext import ident, literal, short_name
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a catalog is read: plans load without it
+    from migrator.engine.catalog import Catalog
 
 # -- the catalog ----------------------------------------------------------------------------
 
@@ -68,6 +68,8 @@ class ColumnFacts:
 
 def column_facts(cat: Catalog, schema: str, table: str, column: str) -> ColumnFacts | None:
     """One column of a table, or None when the table or the column is absent."""
+    from sqlalchemy import text
+
     row = cat.conn.execute(
         text(
             "SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, "
@@ -120,6 +122,8 @@ class IndexFacts:
 
 def column_indexes(cat: Catalog, facts: ColumnFacts) -> list[IndexFacts]:
     """Every index of the table whose keys, INCLUDE list, expressions or predicate use it."""
+    from sqlalchemy import text
+
     rows = cat.conn.execute(
         text(
             "SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisprimary, "
@@ -151,6 +155,8 @@ class ConstraintFacts:
 
 def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts]:
     """CHECKs and foreign keys of the table over the column, and foreign keys referencing it."""
+    from sqlalchemy import text
+
     rows = cat.conn.execute(
         text(
             "SELECT k.conname, k.contype::text, pg_get_constraintdef(k.oid), n.nspname, "
@@ -204,6 +210,8 @@ ORDER BY max(deps.depth), n.nspname, c.relname
 
 def dependent_views(cat: Catalog, facts: ColumnFacts) -> list[ViewFacts]:
     """Views over the column, those nearest the table first (the order to create them)."""
+    from sqlalchemy import text
+
     rows = cat.conn.execute(text(_VIEWS_SQL), {"t": facts.table_oid, "a": facts.attnum}).all()
     return [ViewFacts(r[0], r[1], r[2], r[3], r[4], list(r[5]), r[6]) for r in rows]
 
@@ -214,6 +222,8 @@ def other_dependants(cat: Catalog, facts: ColumnFacts) -> list[str]:
     Indexes, constraints, views, the default and the owned sequence are handled; anything
     else is named so the plan author can deal with it, never dropped behind CASCADE.
     """
+    from sqlalchemy import text
+
     rows = cat.conn.execute(
         text(
             "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) "
@@ -237,6 +247,8 @@ def other_dependants(cat: Catalog, facts: ColumnFacts) -> list[str]:
 
 def owned_sequence(cat: Catalog, schema: str, table: str, column: str) -> str | None:
     """The sequence the column owns (serial), quoted, or None."""
+    from sqlalchemy import text
+
     value = cat.conn.execute(
         text("SELECT pg_get_serial_sequence(:t, :c)"),
         {"t": ident(schema, table), "c": column},
@@ -250,6 +262,9 @@ def type_typmod(cat: Catalog, type_sql: str) -> tuple[int, int] | None:
     PostgreSQL 17 has to_regtypemod(); for older servers a temporary table inside a
     savepoint that is rolled back answers the same question, without a trace.
     """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with cat.conn.begin_nested() as sp:
             cat.conn.execute(
@@ -279,6 +294,8 @@ def binary_coercible(cat: Catalog, facts: ColumnFacts, new_type: str) -> bool:
     numeric(q>=p,s), timestamp precision up), or a cast pg_cast marks binary ('b') to a
     type without a limit (varchar(n) to text). Anything else needs the shadow column.
     """
+    from sqlalchemy import text
+
     target = type_typmod(cat, new_type)
     if target is None:
         return False
@@ -322,6 +339,9 @@ def expression_error_with(
     For `down`: its bare column name means the new-typed value. Planned, never run,
     inside a savepoint that is rolled back.
     """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     cols = [c.name for c in cat.columns(schema, table) if c.name != column]
     select = ", ".join([*(ident(c) for c in cols), f"NULL::{column_type} AS {ident(column)}"])
     sql = (
@@ -535,6 +555,9 @@ def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
 
     Asked of the server: each comparison is planned inside a savepoint rolled back.
     """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     missing = set()
     for type_sql in dict.fromkeys(types):
         try:

@@ -1,14 +1,12 @@
-"""The release verbs: init, expand, backfill, complete, contract, rollback, status."""
+"""The lifecycle verbs, one phase each: init, expand, backfill, complete, contract,
+rollback, and status to see where a release is. (`release` runs them all: release.py.)"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from migrator import commands
 from migrator.cli.common import (
     AcceptChangedPlan,
     ConsoleObserver,
@@ -22,12 +20,15 @@ from migrator.cli.common import (
     actor,
     check_force,
     emit_json,
+    escape,
     handled,
     out,
     read_plan,
     require_url,
 )
-from migrator.cli.progress import BackfillObserver
+
+if TYPE_CHECKING:
+    from migrator.commands.session import Options, PhaseResult
 
 
 def _options(
@@ -38,9 +39,11 @@ def _options(
     accept: bool = False,
     force: bool = False,
     reason: str = "",
-) -> commands.Options:
+) -> Options:
+    from migrator.commands.session import Options
+
     check_force(force, reason)
-    return commands.Options(
+    return Options(
         database_url=require_url(url),
         observer=ConsoleObserver(as_json=as_json),
         dry_run=dry_run,
@@ -51,7 +54,7 @@ def _options(
     )
 
 
-def _report(result: commands.PhaseResult, as_json: bool, dry_run: bool) -> None:
+def _report(result: PhaseResult, as_json: bool, dry_run: bool) -> None:
     if as_json:
         emit_json({"event": "result", **result.to_json()})
         return
@@ -72,7 +75,9 @@ def register(app: typer.Typer) -> None:
     @handled
     def init(database_url: DatabaseUrl = None) -> None:
         """Create migrator's state schema in the database (safe to rerun)."""
-        commands.init(_options(database_url))
+        from migrator.commands.session import init
+
+        init(_options(database_url))
         out.print("[green]✓[/] state schema `migrator` is ready")
 
     @app.command()
@@ -91,9 +96,11 @@ def register(app: typer.Typer) -> None:
         json: Json = False,
     ) -> None:
         """Add what the new version needs; nothing the old version uses changes."""
+        from migrator.commands.expand import expand
+
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
         opts.strict = strict
-        _report(commands.expand(read_plan(plan), opts), json, dry_run)
+        _report(expand(read_plan(plan), opts), json, dry_run)
 
     @app.command()
     @handled
@@ -106,9 +113,12 @@ def register(app: typer.Typer) -> None:
         workers: Workers = 1,
     ) -> None:
         """Fill new columns for existing rows, in small batches, while both versions run."""
+        from migrator.cli.progress import BackfillObserver
+        from migrator.commands.backfill import backfill
+
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
         opts.observer = BackfillObserver(as_json=json)
-        _report(commands.backfill(read_plan(plan), opts, workers=workers), json, dry_run)
+        _report(backfill(read_plan(plan), opts, workers=workers), json, dry_run)
 
     @app.command()
     @handled
@@ -122,6 +132,8 @@ def register(app: typer.Typer) -> None:
         json: Json = False,
     ) -> None:
         """Mark the release done and schedule its contract for the next release."""
+        from migrator.commands.complete import complete
+
         opts = _options(
             database_url,
             as_json=json,
@@ -130,7 +142,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             reason=reason,
         )
-        _report(commands.complete(read_plan(plan), opts), json, dry_run)
+        _report(complete(read_plan(plan), opts), json, dry_run)
 
     @app.command()
     @handled
@@ -145,8 +157,10 @@ def register(app: typer.Typer) -> None:
         json: Json = False,
     ) -> None:
         """Run the due contract steps: drop what only the old version needed, tighten."""
+        from migrator.commands.contract import contract
+
         opts = _options(database_url, as_json=json, dry_run=dry_run, force=force, reason=reason)
-        results = commands.contract(opts, release)
+        results = contract(opts, release)
         if not results and not json:
             out.print("nothing to contract")
         for result in results:
@@ -164,8 +178,10 @@ def register(app: typer.Typer) -> None:
         """All traffic back to blue in seconds; with none on green, undo the expand.
 
         Refused once the contract has run: the old version could no longer work."""
+        from migrator.commands.rollback import rollback
+
         opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
-        result = commands.rollback(read_plan(plan), opts)
+        result = rollback(read_plan(plan), opts)
         if result.phase == "traffic-rollback" and not json:
             if dry_run:  # what would move was said above; nothing moved
                 return
@@ -180,7 +196,9 @@ def register(app: typer.Typer) -> None:
         """Timeline of releases: phases, steps, traffic, backfill progress, contracts due.
 
         Each contract due lists what still blocks it."""
-        result = commands.status(_options(database_url))
+        from migrator.commands.status import status
+
+        result = status(_options(database_url))
         if json:
             emit_json(result.to_json())
             return
@@ -203,6 +221,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _show_release(release: dict[str, Any]) -> None:
+    from rich.table import Table
+
     out.print(
         f"\n[bold]{escape(release['name'])}[/] [cyan]{release['phase']}[/]"
         f"  plan {release['plan_hash'][:12]}  started {release['created_at']}"

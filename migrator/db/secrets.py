@@ -1,0 +1,112 @@
+"""Passwords remembered and scrubbed: no password migrator was given reaches an output.
+
+`remember_secrets` takes the passwords out of a URL or libpq conninfo string (in the
+userinfo, in the query string, in keyword form, also in strings that do not parse);
+`scrub_secrets` removes every remembered one from a text. Kept apart from connection.py
+so the CLI's output scrubber imports neither SQLAlchemy nor psycopg at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote
+
+MASK = "***"
+_SECRET_KEYS = ("password", "sslpassword")
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+# ``password=...`` in keyword form or in a query string: quoted ('a b\'c') or bare.
+_KEYWORD = re.compile(r"(?:^|[\s?&;])(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&#;]*)")
+
+
+def _userinfo_secrets(value: str) -> set[str]:
+    """What stands after ``user:`` before an ``@``, in anything URL-like, parseable or
+    not (``postgresql//u:pw@h/d``, ``u:pw@h``): cut at the last ``//`` and at the last
+    ``/`` or blank before the ``@``, since a password may hold a bare ``/``."""
+    found: set[str] = set()
+    for at in (m.start() for m in re.finditer("@", value)):
+        head = value[:at]
+        head = head[max(head.rfind(" "), head.rfind("\t"), head.rfind("\n")) + 1 :]
+        for cut in (head.rfind("//") + 2 if "//" in head else 0, head.rfind("/") + 1):
+            userinfo = head[cut:]
+            if ":" in userinfo:
+                found.add(userinfo.split(":", 1)[1])
+    return found
+
+
+def _variants(secret: str) -> set[str]:
+    """A password as it may be written: itself, percent-encoded or -decoded, and
+    escaped as JSON and Python write strings."""
+    out = {secret, unquote(secret), quote(secret, safe=""), quote_plus(secret)}
+    out |= {json.dumps(v)[1:-1] for v in list(out)} | {repr(v)[1:-1] for v in list(out)}
+    return {v for v in out if v}
+
+
+def secrets_in(value: str) -> set[str]:
+    """The passwords a URL or conninfo string holds, however it is spelled."""
+    found = _userinfo_secrets(value)
+    for match in _KEYWORD.finditer(value):
+        raw = match.group(1)
+        if raw.startswith("'") and raw.endswith("'") and len(raw) >= 2:
+            found.add(raw)
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        found.add(raw)
+    if not value.strip():  # no variable set, no option given: nothing to parse
+        return set()
+    # Imported here: the CLI remembers the URLs it is given before any verb runs, and
+    # `migrator --help` or `plan validate` need neither library otherwise.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(value)
+    except ArgumentError:
+        pass
+    else:
+        if parsed.password:
+            found.add(str(parsed.password))
+        for key in _SECRET_KEYS:
+            query = parsed.query.get(key)
+            for item in (query,) if isinstance(query, str) else query or ():
+                found.add(item)
+    if "=" in value and "://" not in value:
+        try:
+            info = conninfo_to_dict(value)
+        except psycopg.Error:
+            pass
+        else:
+            found |= {str(info[key]) for key in _SECRET_KEYS if info.get(key)}
+    return {variant for secret in found if secret for variant in _variants(secret)}
+
+
+def remember_secrets(value: str) -> None:
+    """Remember the passwords ``value`` holds, so `scrub_secrets` removes them anywhere."""
+    found = secrets_in(value)
+    with _SECRETS_LOCK:
+        _SECRETS.update(found)
+
+
+def scrub_secrets(message: str) -> str:
+    """``message`` with every remembered password replaced by ***."""
+    with _SECRETS_LOCK:
+        known = sorted(_SECRETS, key=len, reverse=True)
+    for secret in known:
+        if secret in message:
+            message = message.replace(secret, MASK)
+    return message
+
+
+def scrub_value(value: Any) -> Any:
+    """`scrub_secrets` through the strings of JSON-like data (for audit records)."""
+    if isinstance(value, str):
+        return scrub_secrets(value)
+    if isinstance(value, dict):
+        return {scrub_value(k): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_value(v) for v in value]
+    return value
