@@ -513,7 +513,9 @@ def test_backfill_under_a_writer_of_both_versions(fresh_db: str, walk: str) -> N
     for proc in procs:
         proc.start()
     try:
-        deadline = time.monotonic() + 30
+        # A limit for a writer that never starts, not a pace: spawned processes on a
+        # busy machine took over 30 s to write 200 rows here.
+        deadline = time.monotonic() + 180
         while count.value < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         before = count.value

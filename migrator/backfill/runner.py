@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,6 +108,9 @@ class Settings:
     # one range at a time); 96 against 48, same run, 3 runs each: 467-501k against
     # 439-467k (three passes, two ranges in turn).
     planned_ranges_per_worker: int = 48
+    # The plan's max_retained_wal (a size, a share, "off"; None: the default share),
+    # turned into ``limits.max_retained_wal`` when the run starts (`throttle`).
+    retained_wal: int | str | None = "off"
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class Backfill:
         key: str,
         settings: Settings | None = None,
         observer: Observer = NULL_OBSERVER,
-        reader: Reader = throttle.read,
+        reader: Reader | None = None,
         restart: bool = False,
     ) -> None:
         self.spec = spec
@@ -157,7 +160,9 @@ class Backfill:
         self.key = key
         self.settings = settings or Settings()
         self.observer = observer
-        self.reader = reader
+        self.reader: Reader = reader or throttle.ServerReader()
+        self.limits = self.settings.limits
+        self._unreadable_told = False
         self.restart = restart
         self.store = RangeStore(release, key)
         # Sessions of its own (not the caller's pool): one per worker, held for the run.
@@ -301,6 +306,7 @@ class Backfill:
         ]
         # Look before the first batch: a lagging replica stops the run from the start.
         with connect(self.engine) as conn:
+            self._resolve_limits(conn)
             self._decide(conn, [])
         for thread in threads:
             thread.start()
@@ -339,9 +345,24 @@ class Backfill:
                 for thread in threads:
                     thread.join(MONITOR_INTERVAL / len(threads))
 
+    def _resolve_limits(self, conn: Connection) -> None:
+        """The slots' WAL limit, read once a run (a share of the disk's free space)."""
+        if self.limits is not self.settings.limits:
+            return
+        limit, how = throttle.retained_wal_limit(conn, self.settings.retained_wal)
+        self.limits = replace(self.settings.limits, max_retained_wal=limit)
+        if self.settings.retained_wal != "off":
+            with self._observe:
+                self.observer.info(f"backfill {self.key}: {how}")
+
     def _decide(self, conn: Connection, pids: list[int]) -> None:
         shared = self._shared
-        decision = throttle.decide(self.reader(conn, pids), self.settings.limits, shared.decision)
+        readings = self.reader(conn, pids)
+        if readings.unreadable and not self._unreadable_told:
+            self._unreadable_told = True
+            with self._observe:
+                self.observer.warning(f"backfill {self.key}: {readings.unreadable}")
+        decision = throttle.decide(readings, self.limits, shared.decision)
         if decision.action != shared.decision.action:
             self._tell_throttle(decision)
         with shared.lock:
@@ -687,7 +708,9 @@ def settings_from_plan(plan: Plan, workers: int = 1) -> Settings:
             max_active_sessions=cfg.max_active_sessions,
             max_lock_waits=cfg.max_lock_waits,
             target_batch_time=cfg.target_batch_time,
+            max_replication_lag_bytes=cfg.max_replication_lag_bytes,
         ),
+        retained_wal=cfg.max_retained_wal,
         policy=RetryPolicy(retries=plan.database.retries),
         workers=workers,
     )

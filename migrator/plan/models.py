@@ -26,6 +26,7 @@ from pydantic import (
 from migrator.durations import Duration
 from migrator.ops import REGISTRY, Operation, Phase
 from migrator.plan.types import Identifier, Strict
+from migrator.sizes import Size, SizeOrShare
 from migrator.switch.registry import REGISTRY as SWITCH_REGISTRY
 
 # -- operation items ---------------------------------------------------------------------
@@ -139,6 +140,17 @@ class BackfillSettings(Strict):
     max_replication_lag: Duration = Field(
         default=10.0,
         description="pause while a replica in pg_stat_replication replays further behind",
+    )
+    max_replication_lag_bytes: Size | None = Field(
+        default=None,
+        description="pause while a replica has more WAL than this still to replay (read "
+        "even while its replay is paused, when the time lag goes stale); unset: not checked",
+    )
+    max_retained_wal: SizeOrShare | None = Field(
+        default=None,
+        description="pause while a replication slot holds more WAL than this on the primary; "
+        "a size, a share of the free space of the WAL's disk, or off; unset: 10% of that "
+        "free space where migrator can read it, else off",
     )
     max_active_sessions: int | None = Field(
         default=None,
