@@ -20,7 +20,7 @@ from migrator.cli import app
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.errors import PlanError
-from migrator.lint import RULES, LintFinding, lint_plan, lint_sql, render_markdown
+from migrator.lint import RULES, Finding, lint_plan, lint_sql, render_markdown
 from migrator.lint.sources import lint_plan_report
 from migrator.plan.loader import parse_plan
 from tests.support.servers import Server
@@ -28,7 +28,7 @@ from tests.support.servers import Server
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rules_of(findings: list[LintFinding]) -> set[str]:
+def rules_of(findings: list[Finding]) -> set[str]:
     return {f.rule for f in findings}
 
 
@@ -1108,3 +1108,17 @@ def test_each_statement_kind_has_its_checks_registered() -> None:
     assert "create_index" in table["IndexStmt"] and "drop_index" in table["DropStmt"]
     assert "alter_table" in table["AlterTableStmt"] and "reindex" in table["ReindexStmt"]
     assert {"lock_timeout", "unbounded_writes"} <= set(table["Node"])
+
+
+def test_lint_and_check_report_one_finding_type() -> None:
+    from migrator.verify.report import CheckReport
+    from migrator.verify.report import Finding as CheckFinding
+
+    (found,) = lint_sql("CREATE INDEX i ON users (email)", 18, assume_in_transaction=True)
+    assert isinstance(found, CheckFinding) and found.check == "lint" and found.rule == "M001"
+    assert found.message == found.reason and found.safe_form == found.fix
+    # check writes the lint's finding with the same writer it uses for its own
+    report = CheckReport("r", "h", "plan.yaml", "x", 180000)
+    report.lint.append(found)
+    (line,) = report.to_github()
+    assert line.startswith("::error file=plan.yaml,line=1,col=1,title=migrator check%3A M001::")

@@ -13,7 +13,7 @@ from migrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from migrator.commands.lint import LintResult
-    from migrator.lint import LintFinding
+    from migrator.findings import Finding
 
 
 class LintFormat(StrEnum):
@@ -32,15 +32,15 @@ class FailOn(StrEnum):
     error = "error"
 
 
-def _show(finding: LintFinding) -> None:
+def _show(finding: Finding) -> None:
     colour = "red" if finding.severity == "error" else "yellow"
-    where = f"{finding.location}: " if finding.location else ""
+    where = f"{finding.position}: " if finding.position else ""
     op = f" [{finding.operation}]" if finding.operation else ""
     out.print(
         f"{escape(where)}[bold {colour}]{finding.severity}[/] "
         f"[bold]{finding.rule}[/]{escape(op)}: {escape(finding.message)}"
     )
-    sql = " ".join(finding.sql.split())
+    sql = " ".join((finding.sql or "").split())
     out.print(f"    [dim]sql:[/] {escape(sql if len(sql) <= 200 else sql[:197] + '...')}")
     out.print(f"    [dim]safe form:[/] {escape(finding.safe_form)}")
 
@@ -59,7 +59,7 @@ def _report(result: LintResult, fmt: LintFormat, fail_on: str) -> None:
     for finding in result.findings:
         _show(finding)
     for waived in result.suppressed:
-        where = f"{waived.location}: " if waived.location else ""
+        where = f"{waived.position}: " if waived.position else ""
         out.print(
             f"[dim]{escape(where)}suppressed {waived.rule}: {escape(waived.suppressed or '')}[/]"
         )

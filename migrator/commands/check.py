@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,24 +194,17 @@ def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> 
     finally:
         if engine is not None:
             engine.dispose()
-    out: list[Finding] = []
-    for f in raw:
-        if getattr(f, "suppressed", None):
-            continue
-        out.append(
-            Finding(
-                check="lint",
-                rule=f.rule,
-                severity=f.severity,
-                reason=f.message + (f" ({f.operation})" if f.operation else ""),
-                fix=f.safe_form,
-                file=f.file or str(plan_path),
-                line=f.line,
-                column=f.column,
-                sql=f.sql,
-            )
+    # Check names the operation in the reason and the plan where the lint knows no file.
+    return [
+        replace(
+            f,
+            reason=f.reason + (f" ({f.operation})" if f.operation else ""),
+            file=f.file or str(plan_path),
+            operation=None,
         )
-    return out
+        for f in raw
+        if not f.suppressed
+    ]
 
 
 EXPANDED = ("expanded", "switching", "switched", "backfilling", "backfilled")

@@ -19,10 +19,20 @@ from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.errors import UsageError
 from migrator.files import read_text
-from migrator.lint import LintFinding, lint_sql, normalize_version
+from migrator.findings import (
+    LINT,
+    Finding,
+    finding_json,
+    github_annotation,
+    github_data,
+    github_property,
+    junit_case,
+    junit_document,
+    suite_counts,
+)
+from migrator.lint import lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 from migrator.plan.loader import load_plan
-from migrator.verify.report import github_data, github_property, suite_counts
 
 
 @dataclass
@@ -31,8 +41,8 @@ class LintResult:
 
     source: str
     server_version: int
-    findings: list[LintFinding] = field(default_factory=list)
-    suppressed: list[LintFinding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    suppressed: list[Finding] = field(default_factory=list)
     unlinted: list[str] = field(default_factory=list)
 
     @property
@@ -55,26 +65,21 @@ class LintResult:
             "source": self.source,
             "server_version": self.server_version,
             "clean": self.clean,
-            "findings": [f.to_json() for f in self.findings],
-            "suppressed": [f.to_json() for f in self.suppressed],
+            "findings": [finding_json(f, LINT) for f in self.findings],
+            "suppressed": [finding_json(f, LINT) for f in self.suppressed],
             "unlinted": list(self.unlinted),
         }
 
-    def _failing(self, finding: LintFinding, fail_on: str) -> bool:
+    def _failing(self, finding: Finding, fail_on: str) -> bool:
         return fail_on == "warning" or finding.severity == "error"
 
     def to_github(self, fail_on: str = "warning") -> list[str]:
         """GitHub workflow commands: an annotation per finding at its file, line and
         column (``::error`` for what fails the run), and one per operation not linted."""
-        lines = []
-        for f in self.findings:
-            level = "error" if self._failing(f, fail_on) else "warning"
-            props = [f"file={github_property(f.file or self.source)}"]
-            props += [f"line={f.line}"] if f.line else []
-            props += [f"col={f.column}"] if f.column else []
-            props.append(f"title={github_property(f'migrator lint: {f.rule} ({f.severity})')}")
-            body = f"{f.message} Safe form: {f.safe_form}"
-            lines.append(f"::{level} {','.join(props)}::{github_data(body)}")
+        lines = [
+            github_annotation(f, LINT, self.source, self._failing(f, fail_on))
+            for f in self.findings
+        ]
         for item in self.unlinted:
             props = [f"file={github_property(self.source)}", "title=migrator lint%3A not linted"]
             lines.append(f"::error {','.join(props)}::{github_data(item)}")
@@ -87,21 +92,9 @@ class LintResult:
         suite = ET.SubElement(root, "testsuite", name=f"lint {self.source}")
         failures = 0
         for f in self.findings:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                name=f"{f.rule} {f.location or self.source}",
-                classname=f"migrator.lint.{f.rule}",
-                file=f.file or self.source,
-                line=str(f.line or 0),
-            )
-            text = f"{f.severity}: {f.message}\nsql: {f.sql}\nsafe form: {f.safe_form}"
-            if self._failing(f, fail_on):
-                failure = ET.SubElement(case, "failure", message=f.message, type=f.rule)
-                failure.text = text
-                failures += 1
-            else:
-                ET.SubElement(case, "system-out").text = text
+            failing = self._failing(f, fail_on)
+            junit_case(suite, f, LINT, self.source, failing)
+            failures += failing
         for item in self.unlinted:
             case = ET.SubElement(suite, "testcase", name=f"not linted: {item}")
             ET.SubElement(case, "failure", message=item, type="not-linted")
@@ -111,8 +104,7 @@ class LintResult:
         tests = max(1, len(self.findings) + len(self.unlinted))
         for element in (root, suite):
             suite_counts(element, tests, failures, 0)
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+        return junit_document(root)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ included); `lint_plan_report` adds the suppressed findings and the operations th
 could not be built offline; `lint_sql` judges a raw SQL migration file.
 """
 
-from migrator.lint.findings import LintFinding
+from migrator.findings import Finding
 from migrator.lint.rules import RULES, Rule, render_markdown
 from migrator.lint.sources import (
     LintReport,
@@ -19,7 +19,7 @@ from migrator.lint.sources import (
 
 __all__ = [
     "RULES",
-    "LintFinding",
+    "Finding",
     "LintReport",
     "Rule",
     "lint_plan",

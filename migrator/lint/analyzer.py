@@ -15,9 +15,9 @@ import copy
 
 from pglast import ast, enums
 
+from migrator.findings import Finding
 from migrator.lint import checks as _checks  # noqa: F401  (registers the checks)
 from migrator.lint.catalog_questions import Live
-from migrator.lint.findings import LintFinding
 from migrator.lint.model import (
     LintPhase,
     Source,
@@ -55,7 +55,7 @@ class Analyzer:
         self.managed = managed
         self.plan_lock_timeout = lock_timeout
         self.tracker = Tracker()
-        self.findings: list[LintFinding] = []
+        self.findings: list[Finding] = []
         self._seen: set[tuple[str, str | None, str, str]] = set()
         self._recent: dict[str | None, list[Stmt]] = {}
 
@@ -73,11 +73,12 @@ class Analyzer:
         self._seen.add(key)
         prefix = f"{src.context}: " if src.context else ""
         self.findings.append(
-            LintFinding(
+            Finding(
+                check="lint",
                 rule=rule_id,
                 severity=severity or rule.severity,
-                message=f"{prefix}{message}",
-                safe_form=rule.safe_form,
+                reason=f"{prefix}{message}",
+                fix=rule.safe_form,
                 sql=stmt.sql,
                 operation=src.operation,
                 file=src.file,

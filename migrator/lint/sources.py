@@ -19,9 +19,9 @@ from pglast import ast, enums
 from migrator.engine.catalog import Catalog
 from migrator.engine.steps import Step
 from migrator.errors import MigratorError, PlanError, ValidationFailed
+from migrator.findings import Finding
 from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
 from migrator.lint.catalog_questions import Live
-from migrator.lint.findings import LintFinding
 from migrator.lint.offline import OfflineCatalog
 from migrator.lint.rules import RULES
 from migrator.ops import Context, Operation, Phase
@@ -280,17 +280,17 @@ class LintReport:
     database, with the reason: they were not judged.
     """
 
-    findings: list[LintFinding]
+    findings: list[Finding]
     unlinted: list[str]
     server_version: int
 
     @property
-    def active(self) -> list[LintFinding]:
+    def active(self) -> list[Finding]:
         """The findings that count."""
         return [f for f in self.findings if f.suppressed is None]
 
     @property
-    def suppressed(self) -> list[LintFinding]:
+    def suppressed(self) -> list[Finding]:
         """The findings the plan suppresses, with their reasons."""
         return [f for f in self.findings if f.suppressed is not None]
 
@@ -301,7 +301,7 @@ def lint_plan(
     catalog: Catalog | None = None,
     *,
     include_suppressed: bool = False,
-) -> list[LintFinding]:
+) -> list[Finding]:
     """Every statement the plan will run, held to the rules of docs/lint-rules.md.
 
     ``server_version`` is a major version (``11``) or server_version_num (``110000``);
@@ -361,7 +361,7 @@ def lint_sql(
     assume_in_transaction: bool = False,
     schema: str = "public",
     include_suppressed: bool = False,
-) -> list[LintFinding]:
+) -> list[Finding]:
     """A raw SQL migration held to the rules, as psql would run it.
 
     Statements between BEGIN and COMMIT share a transaction; the others run alone, unless
@@ -490,7 +490,7 @@ def _sql_suppressions(text: str, file: str | None, starts: list[int]) -> dict[in
     return waivers
 
 
-def in_order(findings: list[LintFinding]) -> list[LintFinding]:
+def in_order(findings: list[Finding]) -> list[Finding]:
     """Findings in file order (stable: one statement's findings keep their order)."""
     return sorted(findings, key=lambda f: (f.file or "", f.line or 1 << 30, f.column or 0))
 

@@ -1,55 +1,30 @@
 """What `migrator check` found, and the machine formats it is written in.
 
 A `CheckReport` holds the matrix cells (a version's queries at one phase), every finding
-(query findings and lint findings alike), and renders itself as JSON data, JUnit XML (one
-test case per query and cell, and per lint finding) and GitHub workflow annotations. The
-human table is drawn by the CLI, the only layer that imports rich.
+(query findings and lint findings alike, one `migrator.findings.Finding` type), and
+renders itself as JSON data, JUnit XML (one test case per query and cell, and per lint
+finding) and GitHub workflow annotations, with the writers lint uses too. The human
+table is drawn by the CLI, the only layer that imports rich.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-Severity = Literal["error", "warning", "info"]
-
-
-@dataclass
-class Finding:
-    """One problem: what, where, for which version at which phase, why, and the fix."""
-
-    check: str  # prepare | syntax | insert-not-null | unsynced-write | select-star | ...
-    severity: Severity
-    reason: str
-    fix: str
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    query: str | None = None
-    version: str | None = None  # "old (v1)" / "new (v2)"
-    phase: str | None = None
-    must_pass: bool = True
-    sql: str | None = None
-    rule: str | None = None  # lint rule id
-
-    @property
-    def location(self) -> str:
-        """``file:line`` (or what is known of it)."""
-        if self.file is None:
-            return "(plan)"
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-    @property
-    def cell(self) -> str | None:
-        """``version@phase``."""
-        return f"{self.version}@{self.phase}" if self.version and self.phase else None
-
-    def summary(self) -> str:
-        """One line: location, cell, reason, fix."""
-        where = f" [{self.cell}]" if self.cell else ""
-        name = f" {self.query}" if self.query else ""
-        return f"{self.location}:{name}{where} {self.reason} (fix: {self.fix})"
+from migrator.findings import (
+    CHECK,
+    Finding,
+    Severity,
+    finding_json,
+    github_annotation,
+    github_data,
+    github_property,
+    junit_case,
+    junit_document,
+    suite_counts,
+)
 
 
 @dataclass
@@ -159,9 +134,7 @@ class CheckReport:
                 }
                 for c in self.cells
             ],
-            "findings": [
-                {k: v for k, v in asdict(f).items() if v is not None} for f in self.findings
-            ],
+            "findings": [finding_json(f, CHECK) for f in self.findings],
         }
 
     # -- JUnit --------------------------------------------------------------------------
@@ -215,67 +188,24 @@ class CheckReport:
             suite = ET.SubElement(root, "testsuite", name="lint and query sets")
             s_fail = 0
             for f in extra:
-                case = ET.SubElement(
-                    suite,
-                    "testcase",
-                    name=f"{f.rule or f.check} {f.location}" + (f" {f.query}" if f.query else ""),
-                    classname=f"migrator.lint.{f.rule}" if f.rule else f"migrator.check.{f.check}",
-                    file=f.file or self.plan_file,
-                    line=str(f.line or 0),
-                )
-                if f.severity == "error":
-                    failure = ET.SubElement(case, "failure", message=f.reason, type=f.check)
-                    failure.text = f.summary()
-                    s_fail += 1
-                else:
-                    out = ET.SubElement(case, "system-out")
-                    out.text = f"{f.severity}: {f.summary()}"
+                failing = f.severity == "error"
+                junit_case(suite, f, CHECK, self.plan_file, failing)
+                s_fail += failing
             suite_counts(suite, len(extra), s_fail, 0)
             total += len(extra)
             failures += s_fail
         suite_counts(root, total, failures, skipped)
         root.set("time", f"{self.seconds:.3f}")
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+        return junit_document(root)
 
     # -- GitHub -------------------------------------------------------------------------
 
     def to_github(self) -> list[str]:
         """GitHub workflow commands: one ``::error``/``::warning``/``::notice`` per finding."""
-        lines: list[str] = []
-        for f in self.findings:
-            level = {"error": "error", "warning": "warning", "info": "notice"}[f.severity]
-            if f.severity == "error" and not f.must_pass:
-                level = "notice"
-            props = [f"file={github_property(f.file or self.plan_file)}"]
-            if f.line:
-                props.append(f"line={f.line}")
-            if f.column:
-                props.append(f"col={f.column}")
-            title = f"migrator check: {f.rule or f.check}" + (f" [{f.cell}]" if f.cell else "")
-            props.append(f"title={github_property(title)}")
-            body = (f"{f.query}: " if f.query else "") + f"{f.reason} Fix: {f.fix}"
-            lines.append(f"::{level} {','.join(props)}::{github_data(body)}")
-        return lines
-
-
-def suite_counts(element: ET.Element, tests: int, failures: int, skipped: int) -> None:
-    """A JUnit suite's (or the root's) counts."""
-    element.set("tests", str(tests))
-    element.set("failures", str(failures))
-    element.set("errors", "0")
-    element.set("skipped", str(skipped))
-
-
-def github_data(text: str) -> str:
-    """A workflow command's message, escaped as GitHub reads it."""
-    # The escaping GitHub's toolkit applies (@actions/core command.ts).
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def github_property(text: str) -> str:
-    """A workflow command's property value (file, title), escaped."""
-    return github_data(text).replace(":", "%3A").replace(",", "%2C")
+        return [
+            github_annotation(f, CHECK, self.plan_file, f.severity == "error" and f.must_pass)
+            for f in self.findings
+        ]
 
 
 __all__ = [
