@@ -296,6 +296,52 @@ CASES: list[tuple[str, int, str, str]] = [
         "BEGIN; ALTER TABLE users ADD COLUMN a int; COMMIT; "
         "BEGIN; UPDATE users SET a = 1 WHERE id < 100; COMMIT;",
     ),
+    # Options written with a boolean value are read by their value.
+    ("M028", 18, "REINDEX (CONCURRENTLY false) INDEX i", "REINDEX (CONCURRENTLY) INDEX i"),
+    ("M028", 18, "REINDEX (CONCURRENTLY off) TABLE t", "REINDEX (CONCURRENTLY on) TABLE t"),
+    ("M028", 18, "VACUUM (FULL true) t", "VACUUM (FULL false) t"),
+    ("M028", 18, "VACUUM (FULL 1) t", "VACUUM (FULL 0, ANALYZE) t"),
+    (
+        "M003",
+        18,
+        "BEGIN; REINDEX (CONCURRENTLY true) INDEX i; COMMIT;",
+        "REINDEX (CONCURRENTLY) INDEX i",
+    ),
+    # Rerunnability of what runs outside a transaction.
+    ("M030", 18, "ALTER TABLE t DROP COLUMN c", "ALTER TABLE t DROP COLUMN IF EXISTS c"),
+    ("M030", 18, "ALTER TABLE t DROP CONSTRAINT c", "ALTER TABLE t DROP CONSTRAINT IF EXISTS c"),
+    (
+        "M030",
+        18,
+        "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID",
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS c, ADD CONSTRAINT c CHECK (a > 0) NOT VALID",
+    ),
+    (
+        "M030",
+        18,
+        "ALTER TABLE t ADD CONSTRAINT t_fk FOREIGN KEY (a) REFERENCES u NOT VALID",
+        "ALTER TABLE t DROP CONSTRAINT IF EXISTS t_fk; "
+        "ALTER TABLE t ADD CONSTRAINT t_fk FOREIGN KEY (a) REFERENCES u NOT VALID",
+    ),
+    (
+        "M030",
+        18,
+        "CREATE TEMP TABLE scratch (a int)",
+        "CREATE TEMP TABLE scratch (a int) ON COMMIT DROP",
+    ),
+    # A generated or identity column is computed: NOT NULL needs no DEFAULT.
+    (
+        "M012",
+        18,
+        "ALTER TABLE t ADD COLUMN c int NOT NULL",
+        "ALTER TABLE t ADD COLUMN c int NOT NULL GENERATED ALWAYS AS (a * 2) STORED",
+    ),
+    (
+        "M012",
+        18,
+        "ALTER TABLE t ADD COLUMN c bigint NOT NULL",
+        "ALTER TABLE t ADD COLUMN c bigint NOT NULL GENERATED ALWAYS AS IDENTITY",
+    ),
 ]
 
 # Rules that need data from a live database; they have their own tests below.
@@ -1114,11 +1160,39 @@ def test_lint_and_check_report_one_finding_type() -> None:
     from migrator.verify.report import CheckReport
     from migrator.verify.report import Finding as CheckFinding
 
-    (found,) = lint_sql("CREATE INDEX i ON users (email)", 18, assume_in_transaction=True)
+    sql = "SET lock_timeout = '1s'; CREATE INDEX i ON users (email)"
+    (found,) = lint_sql(sql, 18, assume_in_transaction=True)
     assert isinstance(found, CheckFinding) and found.check == "lint" and found.rule == "M001"
     assert found.message == found.reason and found.safe_form == found.fix
     # check writes the lint's finding with the same writer it uses for its own
     report = CheckReport("r", "h", "plan.yaml", "x", 180000)
     report.lint.append(found)
     (line,) = report.to_github()
-    assert line.startswith("::error file=plan.yaml,line=1,col=1,title=migrator check%3A M001::")
+    assert line.startswith("::error file=plan.yaml,line=1,col=26,title=migrator check%3A M001::")
+
+
+def test_reindex_system_is_not_told_to_use_concurrently(fresh_db: str) -> None:
+    # PostgreSQL refuses to reindex its catalogs concurrently (the server says so).
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="system catalogs"):
+        _run(fresh_db, "REINDEX (CONCURRENTLY) SYSTEM")
+    (plain,) = [f for f in lint_sql("REINDEX SYSTEM", 18) if f.rule == "M028"]
+    assert "has no CONCURRENTLY form" in plain.message and "maintenance window" in plain.message
+    (refused,) = [f for f in lint_sql("REINDEX (CONCURRENTLY) SYSTEM", 18) if f.rule == "M028"]
+    assert "fails with CONCURRENTLY" in refused.message
+    assert "REINDEX SYSTEM has no concurrent form" in refused.safe_form
+    # while a table's REINDEX is still pointed at CONCURRENTLY, which it has
+    (table,) = [f for f in lint_sql("REINDEX TABLE t", 18) if f.rule == "M028"]
+    assert "blocks writes" in table.message
+
+
+def test_boolean_options_mean_what_the_server_reads(fresh_db: str) -> None:
+    # The forms the cases above judge as not full / not concurrent run as such.
+    _run(fresh_db, "CREATE TABLE t (a int)", "CREATE INDEX i ON t (a)")
+    _run(fresh_db, "VACUUM (FULL false) t", "REINDEX (CONCURRENTLY false) INDEX i")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("BEGIN")
+        # not concurrent, so it is allowed inside a transaction block
+        conn.execute("REINDEX (CONCURRENTLY false) INDEX i")
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+            conn.execute("REINDEX (CONCURRENTLY) INDEX i")
+        conn.execute("ROLLBACK")

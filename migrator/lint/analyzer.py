@@ -129,9 +129,13 @@ class Analyzer:
         """True for a table created earlier by the same plan or file."""
         return table in self.tracker.tables
 
+    def earlier(self, stmt: Stmt) -> list[Stmt]:
+        """The statements the same operation (or file) ran before this one."""
+        return list(self._recent.get(stmt.source.operation, []))
+
     def dropped_before(self, stmt: Stmt, index: str) -> bool:
         """True when the same operation drops the index (IF EXISTS) before this statement."""
-        for other in self._recent.get(stmt.source.operation, []):
+        for other in self.earlier(stmt):
             node = other.node
             if (
                 isinstance(node, ast.DropStmt)

@@ -217,6 +217,26 @@ def null_test_of(expression: str) -> str | None:
     return None
 
 
+def option_on(options: Any, name: str) -> bool:
+    """A boolean option of a statement's option list, read by its value as PostgreSQL
+    does (defGetBoolean): ``(FULL)`` is on, ``(FULL false)``, ``(FULL off)``, ``(FULL 0)``
+    are off."""
+    for option in options or ():
+        if not isinstance(option, ast.DefElem) or option.defname != name:
+            continue
+        value = option.arg
+        if value is None:
+            return True
+        if isinstance(value, ast.Boolean):
+            return bool(value.boolval)
+        if isinstance(value, ast.Integer):
+            return bool(value.ival)
+        if isinstance(value, ast.String):
+            return (value.sval or "").lower() in ("true", "on")
+        return True
+    return False
+
+
 def is_null(node: ast.Node) -> bool:
     """The constant NULL."""
     return isinstance(node, ast.A_Const) and bool(node.isnull)

@@ -285,7 +285,8 @@ RULES: dict[str, Rule] = _rules(
         "REINDEX, VACUUM FULL, CLUSTER or REFRESH MATERIALIZED VIEW without CONCURRENTLY",
         "ACCESS EXCLUSIVE (REINDEX: blocks writes) for the whole rebuild",
         "REINDEX ... CONCURRENTLY (PostgreSQL 12+), REFRESH MATERIALIZED VIEW CONCURRENTLY, "
-        "pg_repack instead of VACUUM FULL / CLUSTER",
+        "pg_repack instead of VACUUM FULL / CLUSTER; REINDEX SYSTEM has no concurrent form: "
+        "a maintenance window, not a release",
     ),
     Rule(
         "M029",

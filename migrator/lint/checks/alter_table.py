@@ -1,7 +1,7 @@
 """ALTER TABLE: constraints, NOT NULL, drops and partitions, one subcommand at a time.
 
 Rules M005..M010, M014, M015, M021, M022 (foreign keys), M025 and M027, and M030 for
-ADD COLUMN; ADD COLUMN and ALTER COLUMN TYPE are judged in `columns`.
+ADD COLUMN, ADD CONSTRAINT, DROP COLUMN and DROP CONSTRAINT; ADD COLUMN and ALTER COLUMN TYPE are judged in `columns`.
 """
 
 from __future__ import annotations
@@ -67,6 +67,14 @@ def subcommand(
             a.not_rerunnable(stmt, "ADD COLUMN without IF NOT EXISTS")
     elif sub == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
         add_constraint(a, stmt, state, schema, table, cmd.def_, new)
+        name = cmd.def_.conname or ""
+        if not unit.transactional and not constraint_dropped_before(a, stmt, table, cmd):
+            a.not_rerunnable(
+                stmt,
+                f"ADD CONSTRAINT {name} fails on a rerun (the constraint exists)"
+                if name
+                else "ADD CONSTRAINT with no name adds a second copy on a rerun",
+            )
     elif sub == AT.AT_ValidateConstraint:
         validate_constraint(a, stmt, state, table, cmd.name or "")
     elif sub == AT.AT_SetNotNull:
@@ -83,10 +91,38 @@ def subcommand(
         alter_type(a, stmt, schema, table, cmd.name or "", cmd.def_, new)
     elif sub == AT.AT_DropColumn:
         drop_column(a, stmt, state, table, cmd.name or "", new, phase)
+        if not unit.transactional and not cmd.missing_ok:
+            a.not_rerunnable(stmt, f"DROP COLUMN {cmd.name} without IF EXISTS")
     elif sub == AT.AT_DropConstraint:
         drop_constraint(a, stmt, schema, table, cmd.name or "", new, phase)
+        if not unit.transactional and not cmd.missing_ok:
+            a.not_rerunnable(stmt, f"DROP CONSTRAINT {cmd.name} without IF EXISTS")
     elif sub in (AT.AT_AttachPartition, AT.AT_DetachPartition):
         partition(a, stmt, unit, table, cmd, new)
+
+
+def constraint_dropped_before(a: Analyzer, stmt: Stmt, table: str, cmd: ast.AlterTableCmd) -> bool:
+    """True when a DROP CONSTRAINT IF EXISTS of the same name comes before the ADD, in the
+    same statement or earlier in the same operation: then the ADD reruns cleanly."""
+    con = cmd.def_
+    name = con.conname if isinstance(con, ast.Constraint) else None
+    if not name:
+        return False
+    for other in [*a.earlier(stmt), stmt]:
+        node = other.node
+        if not isinstance(node, ast.AlterTableStmt) or rel(node.relation) != table:
+            continue
+        for earlier in node.cmds or ():
+            if earlier is cmd:
+                return False
+            if (
+                isinstance(earlier, ast.AlterTableCmd)
+                and earlier.subtype == AT.AT_DropConstraint
+                and earlier.missing_ok
+                and earlier.name == name
+            ):
+                return True
+    return False
 
 
 def validate_constraint(a: Analyzer, stmt: Stmt, state: UnitState, table: str, name: str) -> None:

@@ -134,7 +134,11 @@ def add_column(
     if default is not None and not is_null(default):
         volatile_default(a, stmt, table, name, default)
     not_null = col.is_not_null or CT.CONSTR_NOTNULL in kinds or CT.CONSTR_PRIMARY in kinds
-    if not_null and (default is None or is_null(default)):
+    # A generated or identity column is computed for every row, old ones included.
+    computed = bool(kinds & {CT.CONSTR_GENERATED, CT.CONSTR_IDENTITY}) or (
+        bool(col.identity) and col.identity != "\x00"
+    )
+    if not_null and not computed and (default is None or is_null(default)):
         a.report(
             "M012",
             stmt,

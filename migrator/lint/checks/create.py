@@ -37,7 +37,13 @@ def create_table(
             if element.typeName is not None:
                 a.tracker.column_types[(table, colname)] = element.typeName
             column_type_rules(a, stmt, table, element)
-    if not unit.transactional and not node.if_not_exists:
+    # A temporary table dropped at commit is gone when its statement ends: it reruns.
+    dropped_at_commit = (
+        node.relation is not None
+        and node.relation.relpersistence == "t"
+        and node.oncommit == enums.OnCommitAction.ONCOMMIT_DROP
+    )
+    if not unit.transactional and not node.if_not_exists and not dropped_at_commit:
         a.not_rerunnable(stmt, f"CREATE TABLE {table} without IF NOT EXISTS")
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
-from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, is_zero, names, rel
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, is_zero, names, option_on, rel
 from migrator.lint.registry import on
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ WEAK_ALTERS = frozenset(
 
 
 def vacuum_full(node: ast.VacuumStmt) -> bool:
-    """VACUUM (FULL) or VACUUM FULL."""
-    return any(isinstance(o, ast.DefElem) and o.defname == "full" for o in node.options or ())
+    """VACUUM (FULL) or VACUUM FULL (not ``VACUUM (FULL false)``)."""
+    return option_on(node.options, "full")
 
 
 def alter_is_ae(cmd: ast.Node) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pglast import ast
+from pglast import ast, enums
 
 from migrator.lint.checks.locks import vacuum_full
-from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, rel
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, option_on, rel
 from migrator.lint.registry import on
 
 if TYPE_CHECKING:
@@ -19,10 +19,22 @@ def reindex(a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPh
     """Rule 28: REINDEX without CONCURRENTLY; M003: REINDEX CONCURRENTLY in a transaction."""
     node = stmt.node
     assert isinstance(node, ast.ReindexStmt)
-    concurrent = any(
-        isinstance(p, ast.DefElem) and p.defname == "concurrently" for p in node.params or ()
-    )
+    concurrent = option_on(node.params, "concurrently")
     target = rel(node.relation) if node.relation is not None else (node.name or "")
+    if node.kind == enums.ReindexObjectType.REINDEX_OBJECT_SYSTEM:
+        # PostgreSQL refuses to reindex system catalogs concurrently: no safe form here.
+        a.report(
+            "M028",
+            stmt,
+            "REINDEX SYSTEM locks the system catalogs, which every query reads, and "
+            + (
+                "fails with CONCURRENTLY (PostgreSQL cannot reindex catalogs concurrently)"
+                if concurrent
+                else "has no CONCURRENTLY form"
+            )
+            + ": it belongs in a maintenance window, not in a release",
+        )
+        return
     if not concurrent:
         if node.relation is not None and a.new(rel(node.relation)):
             return
