@@ -28,9 +28,10 @@ from migrator.commands.session import (
 from migrator.db.connection import connect, make_engine
 from migrator.engine.state import Release
 from migrator.errors import GateRefused, UsageError
-from migrator.plan.models import Plan, SwitchSettings
+from migrator.plan.models import Plan
 from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, make_backend
 from migrator.switch.flow import MoveRecorder, Switcher, Watched
+from migrator.switch.settings import SwitchSettings
 
 TRAFFIC_EVENT = "switch.traffic"
 WATCHED_EVENT = "switch.watched"

@@ -18,6 +18,7 @@ from pydantic import Field
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import ColumnSpec, FinalColumn, Identifier
 from migrator.ops.create_table import SERIAL_TYPES
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.live import refuse_duplicates
@@ -30,7 +31,6 @@ from migrator.ops.safe import (
     unique_steps,
     validate_step,
 )
-from migrator.plan.types import ColumnSpec, FinalColumn, Identifier
 from migrator.sqltext import ident, short_name
 
 

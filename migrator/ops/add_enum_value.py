@@ -17,7 +17,7 @@ from typing import ClassVar
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
-from migrator.plan.types import Identifier
+from migrator.ops.columns import Identifier
 from migrator.sqltext import ident, literal
 
 

@@ -17,9 +17,9 @@ from pydantic import Field
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier, OnDelete, TableReference
 from migrator.ops.live import refuse_constraint_clash, require_columns, require_table
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
-from migrator.plan.types import Identifier, OnDelete, TableReference
 
 
 class AddForeignKey(Operation):

@@ -18,6 +18,7 @@ from pydantic import Field
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier
 from migrator.ops.live import (
     refuse_constraint_clash,
     refuse_duplicates,
@@ -25,7 +26,6 @@ from migrator.ops.live import (
     require_table,
 )
 from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
-from migrator.plan.types import Identifier
 
 
 class AddUnique(Operation):

@@ -46,6 +46,7 @@ from typing import ClassVar
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import ColumnReference, Identifier
 from migrator.ops.expressions import default_sql
 from migrator.ops.live import (
     refuse_constraint_clash,
@@ -83,7 +84,6 @@ from migrator.ops.shadow import (
     sync_trigger_step,
     types_without_equality,
 )
-from migrator.plan.types import ColumnReference, Identifier
 from migrator.sqltext import ident, literal, short_name
 
 

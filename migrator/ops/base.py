@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field
 
 from migrator.engine.steps import BackfillSpec, Doomed, Step
 from migrator.errors import ValidationFailed
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog

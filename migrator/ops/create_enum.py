@@ -14,7 +14,7 @@ from pydantic import Field
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
-from migrator.plan.types import Identifier
+from migrator.ops.columns import Identifier
 from migrator.sqltext import ident, literal
 
 

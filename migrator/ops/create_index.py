@@ -17,6 +17,7 @@ from pydantic import Field
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier
 from migrator.ops.live import (
     refuse_duplicates,
     require_columns,
@@ -30,7 +31,6 @@ from migrator.ops.safe import (
     is_ours,
     unmark_index_sql,
 )
-from migrator.plan.types import Identifier
 
 
 class CreateIndex(Operation):

@@ -17,10 +17,11 @@ from pydantic import Field, model_validator
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import ColumnSpec, Identifier, OnDelete, TableReference
 from migrator.ops.expressions import column_refs, default_sql
 from migrator.ops.live import require_columns, require_table
-from migrator.plan.types import ColumnSpec, Identifier, OnDelete, Strict, TableReference
 from migrator.sqltext import ident, short_name
+from migrator.strict import Strict
 
 SERIAL_TYPES = frozenset({"smallserial", "serial", "bigserial", "serial2", "serial4", "serial8"})
 

@@ -14,9 +14,9 @@ from typing import ClassVar
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier
 from migrator.ops.live import refuse_dependants
 from migrator.ops.safe import drop_index_step
-from migrator.plan.types import Identifier
 
 
 class DropIndex(Operation):

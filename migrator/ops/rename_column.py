@@ -29,6 +29,7 @@ from pydantic import Field
 from migrator.engine.steps import BackfillSpec, Doomed, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier
 from migrator.ops.shadow import (
     ShadowSync,
     column_facts,
@@ -38,7 +39,6 @@ from migrator.ops.shadow import (
     sync_trigger_step,
     types_without_equality,
 )
-from migrator.plan.types import Identifier
 from migrator.sqltext import ident, short_name
 
 

@@ -18,8 +18,8 @@ from pydantic import Field
 from migrator.engine.steps import Doomed, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.columns import Identifier
 from migrator.ops.live import refuse_dependants, require_table
-from migrator.plan.types import Identifier
 from migrator.sqltext import ident, literal
 
 COMPAT_VIEW_MARK = "migrator: the old name of"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from migrator.engine.steps import Step, step
-from migrator.plan.types import OnDelete
+from migrator.ops.columns import OnDelete
 from migrator.sqltext import ident, literal, short_name
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
 """The release plan: models (`models`), YAML loading with positions (`loader`).
 
-Kept free of imports, so `migrator.ops` can use the shared plan types without a cycle.
+The plan is composed from the operations' and the traffic backends' registries, so it
+sits above both; their shared model base is `migrator.strict`.
 """

@@ -19,7 +19,7 @@ from migrator.switch.base import (
 )
 
 if TYPE_CHECKING:
-    from migrator.plan.models import SwitchSettings
+    from migrator.switch.settings import SwitchSettings
 
 
 def make_backend(

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from migrator.durations import Duration
 from migrator.errors import GateRefused
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import Split, SwitchFailed
 
 _DENIED = {

@@ -15,7 +15,7 @@ import subprocess
 from pydantic import Field
 
 from migrator.durations import Duration
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import BackendKind, Split, SwitchFailed
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from migrator.durations import format_duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.models import SwitchSettings
 from migrator.switch.base import (
     ALL_BLUE,
     REAL_TIME,
@@ -20,6 +19,7 @@ from migrator.switch.base import (
     TrafficBackend,
     WatchFailed,
 )
+from migrator.switch.settings import SwitchSettings
 from migrator.switch.smoke import smoke
 from migrator.switch.watch import WatchInterrupted, watch
 

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from migrator.durations import Duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import Split, SwitchFailed
 
 _NAME = r"^[A-Za-z0-9._:-]+$"  # what HAProxy accepts; no space or ';' to split a command

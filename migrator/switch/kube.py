@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from migrator.errors import GateRefused
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import SwitchFailed
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from pydantic import Field
 from migrator.durations import Duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import (
     ALL_BLUE,
     ALL_GREEN,

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from migrator.durations import Duration
 from migrator.errors import GateRefused
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import ALL_BLUE, ALL_GREEN, BackendKind, Split, SwitchFailed
 
 

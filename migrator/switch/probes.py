@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from migrator.plan.models import HttpProbe, Probe, PrometheusProbe
 from migrator.switch.base import Timing
+from migrator.switch.settings import HttpProbe, Probe, PrometheusProbe
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from migrator.durations import Duration
 from migrator.errors import GateRefused
-from migrator.plan.types import Strict
+from migrator.strict import Strict
 from migrator.switch.base import REAL_TIME, BackendKind, Split, SwitchFailed, Timing
 
 

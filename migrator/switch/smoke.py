@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.models import Probe
 from migrator.switch.base import REAL_TIME, SmokeFailed, Timing
 from migrator.switch.probes import ProbeResult, check
+from migrator.switch.settings import Probe
 
 
 def smoke(

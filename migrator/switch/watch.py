@@ -11,9 +11,9 @@ from collections.abc import Callable
 import httpx
 
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.plan.models import Watch
 from migrator.switch.base import REAL_TIME, Timing
 from migrator.switch.probes import ProbeResult, check
+from migrator.switch.settings import Watch
 
 
 def watch(

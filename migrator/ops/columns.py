@@ -1,17 +1,12 @@
-"""Pieces of the plan format shared by the plan models and the operations."""
+"""The column vocabulary operations share: column specs, references, what a contract tightens."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class Strict(BaseModel):
-    """Every plan model: unknown keys are errors, values are not coerced, nothing mutates."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
-
+from migrator.strict import Strict
 
 Identifier = str
 OnDelete = Literal["no action", "restrict", "cascade", "set null", "set default"]
