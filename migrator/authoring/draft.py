@@ -65,8 +65,12 @@ class Draft:
     def render(self) -> tuple[str, list[Placeholder]]:
         """The YAML text and the placeholders in it."""
         writer = _Writer()
-        for line in self.header:
-            writer.comment(line, 0)
+        writer.comment(
+            textwrap.fill(
+                " ".join(self.header), 88, break_on_hyphens=False, break_long_words=False
+            ),
+            0,
+        )
         writer.line(f"release: {_scalar(self.release)}")
         if self.after is not None:
             writer.line(f"after: {_scalar(self.after)}")

@@ -108,11 +108,11 @@ def _source(target: str, obj: Any) -> Callable[[ops.MigrateOperation], str]:
 def _casts(conn: Connection) -> Callable[[str, str], bool]:
     def casts(src: str, dst: str) -> bool:
         # PostgreSQL itself answers: a cast of a typed NULL plans only where a cast exists.
-        with conn.begin_nested():
-            try:
+        try:
+            with conn.begin_nested():  # a failed try rolls back to its savepoint only
                 conn.exec_driver_sql(f"SELECT CAST(CAST(NULL AS {src}) AS {dst})")
-            except sa.exc.DBAPIError:
-                return False
+        except sa.exc.DBAPIError:
+            return False
         return True
 
     return casts

@@ -117,7 +117,10 @@ def new(
     from migrator.authoring import write_plan
     from migrator.authoring.models import NewPlan, draft_from_models, scratch_server
     from migrator.commands.check import CommandPhases
+    from migrator.observer import Observer
 
+    # Building the schema before runs earlier plans' phases; their statements are not
+    # this command's output.
     observer = ConsoleObserver()
     request = NewPlan(
         release=name,
@@ -126,7 +129,7 @@ def new(
         renames=_pairs(rename, "--rename"),
         fills=_pairs(fill, "--fill"),
         search_path=[str(Path.cwd())],
-        observer=observer,
+        observer=Observer(),
     )
     if database_url is not None:
         draft = draft_from_models(from_models, request)
