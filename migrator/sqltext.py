@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import IdentifierPreparer
+    from sqlalchemy.sql.elements import TextClause
 
 MAX_IDENTIFIER = 63
 
@@ -29,6 +30,15 @@ def ident(*parts: str) -> str:
     """A quoted, dot-joined name: ``ident("public", "users")`` -> ``public.users``."""
     preparer = _preparer()
     return ".".join(preparer.quote(part) for part in parts)
+
+
+def text(sql: str) -> TextClause:
+    """``sqlalchemy.text(sql)``, imported on first use: modules that ask the catalog
+    (engine/catalog.py, the lint's questions) import without SQLAlchemy, for the lint
+    of a file and `plan validate`, which never connect."""
+    from sqlalchemy import text as sqlalchemy_text
+
+    return sqlalchemy_text(sql)
 
 
 def literal(value: object) -> str:

@@ -86,6 +86,15 @@ def test_plan_validate_imports_no_database_or_cloud_library(tmp_path: Path) -> N
     assert not modules & HEAVY, modules & HEAVY
 
 
+def test_lint_of_a_file_imports_no_database_or_cloud_library(
+    tmp_path: Path, one_statement: Path
+) -> None:
+    code, modules = _imported(tmp_path, "lint", "--sql", str(one_statement))
+    assert code == int(ExitCode.FINDINGS)  # the statement takes a lock without lock_timeout
+    assert "pglast" in modules  # the statement was really parsed
+    assert not modules & HEAVY, modules & HEAVY
+
+
 # -- Ctrl-C at any moment -------------------------------------------------------------------
 
 

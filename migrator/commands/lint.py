@@ -13,10 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migrator.db.connection import connect, make_engine
-from migrator.engine.catalog import Catalog
 from migrator.errors import UsageError
 from migrator.files import read_text
 from migrator.findings import (
@@ -33,6 +31,9 @@ from migrator.findings import (
 from migrator.lint import lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 from migrator.plan.loader import load_plan
+
+if TYPE_CHECKING:
+    from migrator.engine.catalog import Catalog
 
 
 @dataclass
@@ -112,6 +113,10 @@ def _catalog(database_url: str | None) -> Iterator[Catalog | None]:
     if not database_url:
         yield None
         return
+    # Imported here: the lint of a file or a plan without a database needs no SQLAlchemy.
+    from migrator.db.connection import connect, make_engine
+    from migrator.engine.catalog import Catalog
+
     engine = make_engine(database_url)
     try:
         with connect(engine) as conn:

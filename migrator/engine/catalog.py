@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psycopg
-from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
+from migrator.sqltext import ident, text
 
-from migrator.sqltext import ident
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,8 @@ class Catalog:
 
     def type_exists(self, type_sql: str) -> bool:
         """True when PostgreSQL knows the type as written (typmods included)."""
+        from sqlalchemy.exc import DBAPIError
+
         try:
             with self.conn.begin_nested():
                 value = self.conn.execute(text("SELECT to_regtype(:t)"), {"t": type_sql}).scalar()
@@ -119,6 +121,9 @@ class Catalog:
 
         The expression is planned (never run) inside a savepoint that is rolled back.
         """
+        import psycopg
+        from sqlalchemy.exc import DBAPIError
+
         value = f"({expression})"
         if cast_to:
             value = f"{value}::{cast_to}"

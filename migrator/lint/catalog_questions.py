@@ -7,12 +7,12 @@ database lacks) never spoils the caller's transaction; the answer is then None.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
+from migrator.sqltext import ident, text
 
-from migrator.sqltext import ident
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 T = TypeVar("T")
 
@@ -24,6 +24,8 @@ class Live:
         self.conn = conn
 
     def _ask(self, question: Callable[[], T]) -> T | None:
+        from sqlalchemy.exc import DBAPIError
+
         try:
             with self.conn.begin_nested() as savepoint:
                 answer = question()
