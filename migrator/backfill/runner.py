@@ -57,7 +57,7 @@ from migrator.backfill.keys import (
 )
 from migrator.backfill.ranges import Range, RangeStore, Summary, plan_ranges
 from migrator.backfill.sizing import BatchSizer
-from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.db.connection import connect, describe_db_error, note_statement, sqlstate
 from migrator.durations import format_duration
 from migrator.engine.executor import LOCK_NOT_AVAILABLE, RetryPolicy
 from migrator.engine.state import StateStore
@@ -608,6 +608,8 @@ class Backfill:
             except (DBAPIError, psycopg.Error) as exc:
                 # The raw cursor raises psycopg's errors, SQLAlchemy calls its own.
                 state = sqlstate(exc)
+                if not isinstance(exc, DBAPIError):
+                    note_statement(exc, "UPDATE")  # a batch: names a missing privilege
                 reason = describe_db_error(exc, self.engine.url)
                 if state in RETRYABLE and attempt < policy.retries:
                     attempt += 1

@@ -11,6 +11,7 @@ live in secrets.py, which the CLI imports at start-up without SQLAlchemy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,15 +103,76 @@ def make_engine(url: str, *, application_name: str = APPLICATION_NAME) -> Engine
     )
 
 
+STATEMENT_NOTE = "migrator statement: "
+INSUFFICIENT_PRIVILEGE = "42501"
+_DENIED = re.compile(r"permission denied for (\w+(?: \w+)?) (.+)$")
+_OWNER = re.compile(r"must be owner of (\w+(?: \w+)?) (.+)$")
+_VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def note_statement(exc: BaseException, sql: str) -> None:
+    """Keep the statement that failed with its error, for `describe_db_error`."""
+    exc.add_note(STATEMENT_NOTE + sql)
+
+
+def _statement_of(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.statement:
+        return str(exc.statement)
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith(STATEMENT_NOTE):
+            return note[len(STATEMENT_NOTE) :]
+    return ""
+
+
+def privilege_needed(message: str, detail: str | None, statement: str) -> str | None:
+    """The privilege a ``permission denied`` (42501) asks for, as a GRANT would name it.
+
+    The server names the object, not the privilege; the statement's first words tell
+    which (no parsing: CREATE needs CREATE, UPDATE needs UPDATE, ...)."""
+    words = statement.split()
+    verb = words[0].upper() if words else ""
+    owner = _OWNER.search(message)
+    if owner:
+        return f"ownership of {owner.group(1)} {owner.group(2)}"
+    denied = _DENIED.search(message)
+    if not denied:
+        return None
+    kind, name = denied.group(1).upper(), denied.group(2)
+    if kind == "DATABASE":
+        wanted = "CONNECT" if "CONNECT" in (detail or "") or not verb else "CREATE"
+        if verb == "CREATE" and len(words) > 1 and words[1].upper() != "SCHEMA":
+            wanted = "CONNECT"
+        return f"{wanted} ON DATABASE {name}"
+    if kind == "SCHEMA":
+        return f"{'CREATE' if verb == 'CREATE' else 'USAGE'} ON SCHEMA {name}"
+    if kind in ("TABLE", "VIEW", "MATERIALIZED VIEW", "RELATION"):
+        privilege = verb if verb in _VERBS else "SELECT"
+        if verb == "CREATE" and "TRIGGER" in statement.upper()[:40]:
+            privilege = "TRIGGER"
+        return f"{privilege} ON TABLE {name}"
+    if kind == "SEQUENCE":
+        return f"USAGE ON SEQUENCE {name}"
+    if kind == "FUNCTION":
+        return f"EXECUTE ON FUNCTION {name}"
+    return None
+
+
 def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
-    """One line for a database error: SQLSTATE, the server's message, no password."""
+    """One line for a database error: SQLSTATE, the server's message, no password; for
+    a missing privilege, the privilege (docs/privileges.md has the GRANTs)."""
     orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(orig, psycopg.Error):
         diag = orig.diag
         primary = diag.message_primary or str(orig).strip().splitlines()[-1]
         state = f" [{diag.sqlstate}]" if diag.sqlstate else ""
         detail = f" ({diag.message_detail})" if diag.message_detail else ""
-        return scrub(f"{primary}{detail}{state}", url)
+        needed = ""
+        if diag.sqlstate == INSUFFICIENT_PRIVILEGE:
+            statement = _statement_of(exc) or _statement_of(orig)
+            privilege = privilege_needed(primary, diag.message_detail, statement)
+            if privilege:
+                needed = f": the role needs {privilege} (see docs/privileges.md)"
+        return scrub(f"{primary}{detail}{state}{needed}", url)
     text = str(orig).strip().splitlines()
     return scrub(text[0] if text else type(orig).__name__, url)
 

@@ -25,7 +25,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from migrator.db.connection import connect, describe_db_error, sqlstate
+from migrator.db.connection import connect, describe_db_error, note_statement, sqlstate
 from migrator.durations import format_duration
 from migrator.engine.steps import Step
 from migrator.errors import LockNotAcquired, StepFailed
@@ -163,7 +163,11 @@ class Executor:
             self.observer.statement(
                 statement.sql, step=name, autocommit=step.autocommit, dry_run=False
             )
-            cursor.execute(statement.sql)
+            try:
+                cursor.execute(statement.sql)
+            except psycopg.Error as exc:
+                note_statement(exc, statement.sql)  # names a missing privilege
+                raise
 
 
 def _ms(seconds: float) -> str:
