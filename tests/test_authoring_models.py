@@ -58,6 +58,7 @@ class User(Base):
     status: Mapped[str] = mapped_column(sa.Text, server_default=sa.text("'active'"))
     phone: Mapped[str] = mapped_column(sa.Text)                        # NOT NULL, --fill
     code: Mapped[str | None] = mapped_column(sa.String(20))
+    age: Mapped[int | None] = mapped_column(sa.CheckConstraint("age >= 0", name="users_age_check"))
     __table_args__ = (sa.UniqueConstraint("code", name="users_code_key"),)
     # legacy: dropped
 
@@ -180,6 +181,7 @@ def test_round_trip_v1_to_v2(work: Path, fresh_db: str, pg_server: Any) -> None:
     assert "up: \"'+1-' || id\"" in expand and "final:\n        nullable: false" in expand
     assert "create_index:" in expand and "add_unique:" in expand
     assert "type: bigint" in expand and "up: score::bigint" in expand
+    assert "name: age\n        type: integer\n        check: age >= 0" in expand
     validated = CliRunner().invoke(app, ["plan", "validate", str(path)])
     assert validated.exit_code == 0, validated.output
 
@@ -193,6 +195,10 @@ def test_round_trip_v1_to_v2(work: Path, fresh_db: str, pg_server: Any) -> None:
     assert q(fresh_db, "SELECT sum(score) FROM users") == [(1275,)]
     assert q(fresh_db, "SELECT count(*) FROM users WHERE phone = '+1-' || id") == [(50,)]
     assert q(fresh_db, "SELECT DISTINCT status FROM users") == [("active",)]
+    # Alembic does not compare CHECK constraints: the one on the new column is looked up.
+    assert q(
+        fresh_db, "SELECT convalidated FROM pg_constraint WHERE conname = 'users_age_check'"
+    ) == [(True,)]
 
 
 def test_without_rename_the_drop_and_add_say_they_lose_data(work: Path, fresh_db: str) -> None:

@@ -416,7 +416,33 @@ class Converter:
         elif key in self.choices.fills:
             self.choices.used_fills.add(key)
             body["up"] = self.choices.fills[key]
+        # Alembic's comparison does not compare CHECK constraints; one declared on the new
+        # column comes with it: as the column's `check` where PostgreSQL's own name for it
+        # is the constraint's name (add_column names it so), else as add_check.
+        checks = sorted(
+            (c for c in column.constraints if isinstance(c, sa.CheckConstraint)),
+            key=lambda c: str(c.name or ""),
+        )
+        own = short_name(op.table_name, column.name, "check")
+        later: list[sa.CheckConstraint] = []
+        for constraint in checks:
+            if "check" not in spec and constraint.name in (None, own):
+                spec["check"] = clause_sql(constraint.sqltext)
+            else:
+                later.append(constraint)
         self.entry("expand", "add_column", body, op).notes.extend(notes)
+        for constraint in later:
+            name = _constraint_name(constraint, op.table_name, [column.name], "check")
+            self.entry(
+                "expand",
+                "add_check",
+                {
+                    "table": op.table_name,
+                    "name": name,
+                    "expression": clause_sql(constraint.sqltext),
+                },
+                op,
+            )
 
     def _DropColumnOp(self, op: ops.DropColumnOp) -> None:
         self.entry(
