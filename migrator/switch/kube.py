@@ -61,13 +61,15 @@ class Access:
 
     def __str__(self) -> str:
         kind = f"{self.resource}.{self.group}" if self.group else self.resource
-        return f"{self.verb} {kind} {self.name}"
+        return f"{self.verb} {kind} {self.name}".rstrip()
 
     def rule(self) -> str:
         """The Role rule that allows it, as it is written in rbac.yaml."""
+        # A list names no object, and RBAC cannot narrow it by name.
+        names = f'resourceNames: ["{self.name}"], ' if self.verb != "list" else ""
         return (
             f'{{apiGroups: ["{self.group}"], resources: ["{self.resource}"], '
-            f'resourceNames: ["{self.name}"], verbs: ["{self.verb}"]}}'
+            f'{names}verbs: ["{self.verb}"]}}'
         )
 
 
@@ -111,6 +113,7 @@ class CustomObjects:
         plural: str,
         client: Any = None,
     ) -> None:
+        """`client`: an ApiClient, or a function that gives one (shared with another kind)."""
         self.backend = backend
         self.settings = settings
         self.namespace = namespace
@@ -118,22 +121,27 @@ class CustomObjects:
         self._client = client
         self._api: Any = None
 
+    def client(self) -> Any:
+        """The ApiClient on the plan's cluster (built on first use)."""
+        if self._client is None:
+            self._client = api_client(self.settings, self.backend)
+        elif callable(self._client):
+            self._client = self._client()
+        return self._client
+
     def api(self) -> Any:
-        """CustomObjectsApi on the plan's cluster (built on first use)."""
+        """CustomObjectsApi on that client."""
         if self._api is None:
             from kubernetes import client
 
-            api = self._client or api_client(self.settings, self.backend)
-            self._api = client.CustomObjectsApi(api)
+            self._api = client.CustomObjectsApi(self.client())
         return self._api
 
     def kind(self, group: str, version: str, plural: str) -> CustomObjects:
         """Another kind in the same namespace, on the same client."""
-        other = CustomObjects(
-            self.backend, self.settings, self.namespace, group, version, plural, self._client
+        return CustomObjects(
+            self.backend, self.settings, self.namespace, group, version, plural, self.client
         )
-        other._api = self._api
-        return other
 
     def get(self, name: str) -> dict[str, Any]:
         """The object, as plain data."""
@@ -155,7 +163,7 @@ class CustomObjects:
         found = call(
             self.backend,
             self.namespace,
-            Access("list", self.group, self.plural, "*"),
+            Access("list", self.group, self.plural, ""),
             self.api().list_namespaced_custom_object,
             self.group,
             self.version,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrator.switch import command, gateway_api, kubernetes, nginx, route53
+from migrator.switch import argo_rollouts, command, gateway_api, istio, kubernetes, nginx, route53
 from migrator.switch.base import BackendKind
 
 REGISTRY: dict[str, BackendKind[Any]] = {
@@ -21,6 +21,8 @@ REGISTRY: dict[str, BackendKind[Any]] = {
         route53.BACKEND,
         command.BACKEND,
         gateway_api.BACKEND,
+        istio.BACKEND,
+        argo_rollouts.BACKEND,
     )
 }
 

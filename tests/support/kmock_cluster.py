@@ -33,12 +33,19 @@ class ApiServer(kmock.KubernetesEmulator):
     `forbidden`; resource as RBAC writes it, e.g. ``httproutes`` or ``rollouts/status``)."""
 
     forbidden: set[tuple[str, str]]
+    client_count: int  # requests from anyone but the test's controllers
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.forbidden = set()
+        self.client_count = 0
 
     async def _handle(self, request: Any) -> Any:
+        if request.headers.get("User-Agent") != CONTROLLER_AGENT:
+            self.client_count += 1
+        # kmock matches every request against all the requests it kept (O(n) a request,
+        # O(n^2) a test): a controller polling every 10ms made a test crawl. Keep the last.
+        del self._requests[:-16]
         if request.resource is not None and request.action is not None:
             verb = VERBS.get(request.action.name) or (
                 "update" if str(request.method.value).upper() == "PUT" else "patch"
@@ -172,11 +179,8 @@ class Cluster:
 
     def client_requests(self) -> int:
         """How many requests reached the API from anyone but the controller."""
-        return sum(
-            1
-            for r in list(self.emulator._requests)
-            if r.headers.get("User-Agent") != CONTROLLER_AGENT
-        )
+        count: int = self.emulator.client_count
+        return count
 
 
 def _deployment(colour: str, replicas: int) -> dict[str, Any]:
@@ -231,3 +235,164 @@ def _status(dep: Any, generation: int, bad_images: set[str]) -> dict[str, Any]:
             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
         ],
     }
+
+
+# -- Argo Rollouts ---------------------------------------------------------------------------
+
+ROLLOUTS = "argoproj.io/v1alpha1/rollouts"
+REPLICASETS = "apps/v1/replicasets"
+OLD_HASH, NEW_HASH = "6f9c7d5b8", "7d4b9c6f5"
+
+
+def rollout(strategy: str, *, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Rollout whose template was just changed (new pod hash), as its controller leaves
+    it at the first pause: a canary paused at its first pause step, a blueGreen at its
+    pre-promotion pause."""
+    status: dict[str, Any] = {
+        "phase": "Paused",
+        "message": "CanaryPauseStep" if strategy == "canary" else "BlueGreenPause",
+        "stableRS": OLD_HASH,
+        "currentPodHash": NEW_HASH,
+        "pauseConditions": [
+            {
+                "reason": "CanaryPauseStep" if strategy == "canary" else "BlueGreenPause",
+                "startTime": "2026-12-05T12:00:00Z",
+            }
+        ],
+        "controllerPause": True,
+    }
+    spec_strategy: dict[str, Any]
+    if strategy == "canary":
+        steps = steps or []
+        first_pause = next(i for i, s in enumerate(steps) if "pause" in s)
+        status["currentStepIndex"] = first_pause
+        spec_strategy = {"canary": {"steps": steps}}
+    else:
+        status["blueGreen"] = {"activeSelector": OLD_HASH, "previewSelector": NEW_HASH}
+        spec_strategy = {
+            "blueGreen": {
+                "activeService": "api-active",
+                "previewService": "api-preview",
+                "autoPromotionEnabled": False,
+            }
+        }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "api", "namespace": NS, "generation": 2},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "api"}},
+            "strategy": spec_strategy,
+            "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": []}},
+        },
+        "status": status,
+    }
+
+
+def replicaset(pod_hash: str, replicas: int, available: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": f"api-{pod_hash}", "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "api", "rollouts-pod-template-hash": pod_hash}},
+            "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": []}},
+        },
+        "status": {"replicas": replicas, "availableReplicas": available},
+    }
+
+
+class RolloutController:
+    """Plays the Argo Rollouts controller for one Rollout, through the API, some polls
+    after each change: a canary runs its steps from `currentStepIndex` to the next pause
+    step (or to the end, where the new pod hash becomes stable); a promoted blueGreen
+    switches its active selector; an abort puts the stable version back (canary index 0,
+    blueGreen active = stable) and marks the Rollout Degraded, as Argo does."""
+
+    def __init__(self, cluster: Cluster, *, lag: int = 3) -> None:
+        self.api = k8s.CustomObjectsApi(cluster._controller_api)
+        self.lag = lag
+        self.poll = 0.01
+        self.acted: list[str] = []  # what the controller did, in order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _get(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.api.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", NS, "rollouts", "api"
+        )
+        return found
+
+    def _status(self, status: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object_status(
+            "argoproj.io", "v1alpha1", NS, "rollouts", "api", {"status": status}
+        )
+
+    def _next(self, ro: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """What the controller would do now, or None."""
+        spec, status = ro["spec"], ro.get("status") or {}
+        paused = bool(status.get("pauseConditions") or spec.get("paused"))
+        done = status.get("stableRS") == status.get("currentPodHash")
+        if status.get("abort"):
+            if status.get("phase") == "Degraded":
+                return None
+            aborted = {"phase": "Degraded", "message": "RolloutAborted", "pauseConditions": None}
+            if "canary" in spec["strategy"]:
+                return "abort", {**aborted, "currentStepIndex": 0}
+            active = {"activeSelector": status["stableRS"]}
+            return "abort", {**aborted, "blueGreen": {**status["blueGreen"], **active}}
+        if paused or done:
+            return None
+        if "blueGreen" in spec["strategy"]:
+            bg = {**status["blueGreen"], "activeSelector": status["currentPodHash"]}
+            return "promote", {
+                "blueGreen": bg,
+                "stableRS": status["currentPodHash"],
+                "phase": "Healthy",
+                "message": None,
+                "controllerPause": None,
+            }
+        steps = spec["strategy"]["canary"]["steps"]
+        index = int(status.get("currentStepIndex") or 0)
+        if index < len(steps) and "pause" in steps[index]:
+            index += 1  # unpaused at a pause step: promoted past it
+        while index < len(steps) and "pause" not in steps[index]:
+            index += 1  # setWeight steps take effect at once here (no traffic router)
+        if index >= len(steps):
+            return "complete", {
+                "currentStepIndex": len(steps),
+                "stableRS": status["currentPodHash"],
+                "phase": "Healthy",
+                "message": None,
+            }
+        pause = [{"reason": "CanaryPauseStep", "startTime": "2026-12-05T12:00:00Z"}]
+        return f"pause at {index}", {
+            "currentStepIndex": index,
+            "pauseConditions": pause,
+            "phase": "Paused",
+            "message": "CanaryPauseStep",
+        }
+
+    def _run(self) -> None:
+        waited = 0
+        while not self._stop.is_set():
+            try:
+                action = self._next(self._get())
+            except Exception:
+                action = None
+            if action is None:
+                waited = 0
+            else:
+                waited += 1
+                if waited >= self.lag:
+                    waited = 0
+                    self.acted.append(action[0])
+                    self._status(action[1])
+            time.sleep(self.poll)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

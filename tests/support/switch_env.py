@@ -104,12 +104,18 @@ class SleptTime:
     `after_sleep`, if set, runs after each sleep: a test's hook into the watch."""
 
     def __init__(self) -> None:
-        self.now = 0.0
+        self.micros = 0
         self.after_sleep: Any = None
+
+    @property
+    def now(self) -> float:
+        return self.micros / 1e6
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
-        self.now += seconds
+        # Whole microseconds, at least one: float seconds summed can stall, a watch's last
+        # tiny remainder (5e-17s) then adding nothing to the clock, and it never ends.
+        self.micros += max(1, round(seconds * 1e6))
         if self.after_sleep is not None:
             self.after_sleep()
 
