@@ -20,9 +20,18 @@ import pytest
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
+from migrator import commands
 from migrator.errors import ExitCode, GateRefused
-from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
+from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed, WatchFailed
 from migrator.switch.alb import Alb, AlbSettings
+from tests.support.switch_env import (
+    FakePrometheus,
+    SleptTime,
+    phase,
+    ready_release,
+    switch_plan,
+    traffic_events,
+)
 
 REGION = "eu-west-1"
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "aws" / "alb-switch-policy.json"
@@ -366,3 +375,85 @@ def test_boto3_is_imported_only_when_the_backend_talks_to_aws() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- through `migrator switch` -----------------------------------------------------------
+
+STEPS = [1, 5, 25, 50, 100]
+
+
+@pytest.fixture
+def prometheus() -> Iterator[FakePrometheus]:
+    server = FakePrometheus(0.0)
+    yield server
+    server.stop()
+
+
+def _plan(aws: Aws, prometheus: FakePrometheus) -> Any:
+    # Three rounds a watch (0, 125, 250 ms of slept time), one query each.
+    return switch_plan(
+        {
+            "alb": _settings(aws),
+            "steps": STEPS,
+            "watch": {
+                "duration": "250ms",
+                "interval": "125ms",
+                "probes": [
+                    {"prometheus": {"url": prometheus.url, "query": "error_rate", "max": 0.01}}
+                ],
+            },
+        }
+    )
+
+
+def test_stepped_switch_and_manual_rollback_record_every_change(
+    aws: Aws, prometheus: FakePrometheus, fresh_db: str
+) -> None:
+    plan = _plan(aws, prometheus)
+    opts = ready_release(fresh_db, plan)
+    result = commands.switch(plan, opts, timing=SleptTime().timing)
+    assert [m["to"]["green"] for m in result.moves] == STEPS
+    assert aws.weights() == {"blue": 0, "green": 100}
+    assert len(prometheus.queries) == 3 * len(STEPS)
+    assert phase(fresh_db, plan.release) == "switched"
+
+    back = commands.rollback(plan, opts)
+    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    assert aws.weights() == {"blue": 100, "green": 0}
+    assert phase(fresh_db, plan.release) == "expanded"
+    events = traffic_events(fresh_db, plan.release)
+    assert [e["details"]["to"]["green"] for e in events] == [*STEPS, 0]
+    assert all(e["details"]["backend"] == f"alb listener {aws.listener}" for e in events)
+
+
+def test_failed_watch_moves_all_traffic_back_to_blue(
+    aws: Aws, prometheus: FakePrometheus, fresh_db: str
+) -> None:
+    plan = _plan(aws, prometheus)
+    opts = ready_release(fresh_db, plan)
+    prometheus.bad_from = (8, 0.2)  # the second round of step 3's watch
+    with pytest.raises(WatchFailed) as failed:
+        commands.switch(plan, opts, timing=SleptTime().timing)
+    assert failed.value.exit_code == ExitCode.REFUSED
+    message = str(failed.value)
+    assert message.startswith("watch of step 3/5 (25% green) failed")
+    assert "prometheus 'error_rate' gave 0.2, limit <= 0.01" in message
+    assert "moved back to blue" in message
+    assert aws.weights() == {"blue": 100, "green": 0}
+    assert phase(fresh_db, plan.release) == "expanded"
+    events = traffic_events(fresh_db, plan.release)
+    assert [e["details"]["to"]["green"] for e in events] == [1, 5, 25, 0]
+    assert events[-1]["details"]["reason"].startswith("watch failed: prometheus ")
+
+
+def test_switch_refused_by_the_preflight_moves_nothing(
+    aws: Aws, prometheus: FakePrometheus, fresh_db: str
+) -> None:
+    plan = _plan(aws, prometheus)
+    opts = ready_release(fresh_db, plan)
+    aws.ec2.stop_instances(InstanceIds=aws.green_instances)
+    with pytest.raises(GateRefused, match="has no healthy target") as refused:
+        commands.switch(plan, opts)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert aws.weights() == {"blue": 100, "green": 0}
+    assert traffic_events(fresh_db, plan.release) == []

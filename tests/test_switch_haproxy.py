@@ -12,11 +12,21 @@ from typing import Any
 
 import pytest
 
+from migrator import commands
 from migrator.errors import ExitCode, GateRefused
-from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
+from migrator.plan.loader import parse_plan
+from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed, WatchFailed, make_backend
 from migrator.switch.haproxy import HAProxy, HAProxySettings, Server, split_of, weights
 from tests.support.haproxy_env import HAPROXY, NO_HAPROXY, HAProxyServer
-from tests.support.switch_env import ColourServer, LoadGenerator
+from tests.support.switch_env import (
+    ColourServer,
+    LoadGenerator,
+    SleptTime,
+    phase,
+    ready_release,
+    switch_plan,
+    traffic_events,
+)
 
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason=NO_HAPROXY)
 
@@ -246,3 +256,157 @@ def test_a_reload_loses_the_runtime_change_and_current_says_so(
     haproxy.reload()  # the config still says blue 100, green 0
     assert backend.current() == ALL_BLUE
     assert _answers(haproxy.url, 10) == {"blue": 10}
+
+
+# -- through `migrator switch` -----------------------------------------------------------
+
+STEPS = [1, 5, 25, 50, 100]
+
+
+def _section(
+    haproxy: HAProxyServer, colours: tuple[ColourServer, ColourServer], **extra: Any
+) -> dict[str, Any]:
+    _, green = colours
+    return {
+        "haproxy": haproxy.backend_settings(),
+        "steps": STEPS,
+        "smoke": [{"http": {"url": f"{green.url}/healthz", "timeout": "1s", "retries": 1}}],
+        # Binary-exact times: SleptTime adds them up, and a remainder like 0.3 - 3 * 0.1
+        # (5e-17) is lost when added to the clock, so that watch would never end.
+        "watch": {
+            "duration": "500ms",
+            "interval": "125ms",
+            "probes": [{"http": {"url": f"{haproxy.url}/", "expect_status": 200}}],
+        },
+        **extra,
+    }
+
+
+def test_a_plan_names_the_haproxy_backend() -> None:
+    plan = parse_plan(
+        "release: r\nswitch:\n  haproxy: {socket: /run/haproxy/admin.sock, backend: api,"
+        " blue: [b1, b2], green: [g1]}\n  steps: [1, 5, 25, 50, 100]\n",
+        "p.yaml",
+    )
+    assert plan.switch is not None
+    backend = make_backend(plan.switch)
+    assert backend.describe() == "haproxy backend api via /run/haproxy/admin.sock"
+
+
+@needs_haproxy
+def test_stepped_switch_watches_each_step_and_manual_rollback_lose_no_request(
+    fresh_db: str, haproxy: HAProxyServer, colours: tuple[ColourServer, ColourServer]
+) -> None:
+    plan = switch_plan(_section(haproxy, colours))
+    opts = ready_release(fresh_db, plan)
+    assert _answers(haproxy.url) == {"blue": 40}
+
+    load = LoadGenerator(haproxy.url, rate=300)
+    result = commands.switch(plan, opts, timing=SleptTime().timing)
+    on_green = _answers(haproxy.url)
+    back = commands.rollback(plan, opts)
+    report = load.stop()
+
+    assert result.after == {"blue": 0, "green": 100}
+    assert [m["to"]["green"] for m in result.moves] == STEPS
+    assert on_green == {"green": 40}
+    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    assert _answers(haproxy.url) == {"blue": 40}
+    assert haproxy.weights() == {"blue1": (100, "ready"), "green1": (0, "drain")}
+    assert report.failed == 0, report.errors
+    assert report.colours.get("blue", 0) > 0 and report.colours.get("green", 0) > 0
+    assert phase(fresh_db, plan.release) == "expanded"
+    events = traffic_events(fresh_db, plan.release)
+    moves = [(e["details"]["from"]["green"], e["details"]["to"]["green"]) for e in events]
+    assert moves == [(0, 1), (1, 5), (5, 25), (25, 50), (50, 100), (100, 0)]
+    assert [e["details"]["reason"] for e in events][:2] == ["step 1/5", "step 2/5"]
+    assert all(
+        e["details"]["backend"] == f"haproxy backend api via {haproxy.socket}" for e in events
+    )
+
+
+@needs_haproxy
+def test_failed_watch_moves_traffic_back_to_blue_under_load(
+    fresh_db: str, haproxy: HAProxyServer, colours: tuple[ColourServer, ColourServer]
+) -> None:
+    _, green = colours
+    section = _section(haproxy, colours)
+    # The watch probes green's health check, which goes bad in the watch of 25% while
+    # its pages still work (HAProxy checks the port only, so it keeps sending to green):
+    # every request lost here would be lost by the switch itself.
+    section["watch"]["probes"] = [{"http": {"url": f"{green.url}/healthz"}}]
+    plan = switch_plan(section)
+    opts = ready_release(fresh_db, plan)
+    reader = _backend(haproxy)
+
+    load = LoadGenerator(haproxy.url, rate=300)
+    time = SleptTime()
+
+    def break_green() -> None:
+        if green.pages > 0 and reader.current() == Split(25):
+            green.health_status = 503
+
+    time.after_sleep = break_green
+    with pytest.raises(WatchFailed) as failed:
+        commands.switch(plan, opts, timing=time.timing)
+    report = load.stop()
+
+    assert failed.value.exit_code == ExitCode.REFUSED
+    message = str(failed.value)
+    assert message.startswith("watch of step 3/5 (25% green) failed")
+    assert f"http {green.url}/healthz" in message and "status 503" in message
+    assert "moved back to blue" in message
+    assert _answers(haproxy.url) == {"blue": 40}
+    assert haproxy.weights() == {"blue1": (100, "ready"), "green1": (0, "drain")}
+    assert report.failed == 0, report.errors
+    assert report.colours.get("green", 0) > 0
+    assert phase(fresh_db, plan.release) == "expanded"
+    events = traffic_events(fresh_db, plan.release)
+    assert [e["details"]["to"]["green"] for e in events] == [1, 5, 25, 0]
+    assert events[-1]["details"]["reason"].startswith("watch failed: http ")
+
+
+@needs_haproxy
+def test_manual_rollback_during_a_watch_stops_the_switch_and_loses_no_request(
+    fresh_db: str, haproxy: HAProxyServer, colours: tuple[ColourServer, ColourServer]
+) -> None:
+    plan = switch_plan(_section(haproxy, colours))
+    opts = ready_release(fresh_db, plan)
+    reader = _backend(haproxy)
+    rolled: list[Any] = []
+
+    load = LoadGenerator(haproxy.url, rate=300)
+    time = SleptTime()
+
+    def operator_rolls_back() -> None:
+        # `migrator rollback` from another terminal while 50% is being watched.
+        if not rolled and reader.current() == Split(50):
+            rolled.append(commands.rollback(plan, opts))
+
+    time.after_sleep = operator_rolls_back
+    with pytest.raises(GateRefused) as stopped:
+        commands.switch(plan, opts, timing=time.timing)
+    report = load.stop()
+
+    assert "switch stopped during the watch of step 4/5 (50% green)" in str(stopped.value)
+    assert "moved back to blue by someone else" in str(stopped.value)
+    assert rolled and "50% green -> 0% green" in rolled[0].ran[0]
+    assert _answers(haproxy.url) == {"blue": 40}
+    assert report.failed == 0, report.errors
+    assert phase(fresh_db, plan.release) == "expanded"
+    reasons = [e["details"]["reason"] for e in traffic_events(fresh_db, plan.release)]
+    assert reasons == ["step 1/5", "step 2/5", "step 3/5", "step 4/5", "rollback"]
+
+
+@needs_haproxy
+def test_switch_refused_by_the_preflight_moves_nothing(
+    fresh_db: str, haproxy: HAProxyServer, colours: tuple[ColourServer, ColourServer]
+) -> None:
+    plan = switch_plan(_section(haproxy, colours))
+    opts = ready_release(fresh_db, plan)
+    haproxy.command("set server api/green1 state maint")
+    with pytest.raises(GateRefused, match="green server api/green1 is in MAINT") as refused:
+        commands.switch(plan, opts)
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert haproxy.weights() == {"blue1": (100, "ready"), "green1": (0, "maint")}
+    assert traffic_events(fresh_db, plan.release) == []

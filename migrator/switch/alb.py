@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from migrator.durations import Duration
 from migrator.errors import GateRefused
 from migrator.strict import Strict
-from migrator.switch.base import Split, SwitchFailed
+from migrator.switch.base import BackendKind, Split, SwitchFailed
 
 _DENIED = {
     "AccessDenied",
@@ -241,4 +241,6 @@ class Alb:
         """Nothing to retire: blue's target group stays in the action at weight 0."""
 
 
-__all__ = ["Alb", "AlbSettings", "AlbTarget"]
+BACKEND = BackendKind("alb", AlbSettings, lambda s, timing, observer: Alb(s))
+
+__all__ = ["BACKEND", "Alb", "AlbSettings", "AlbTarget"]

@@ -20,7 +20,7 @@ from migrator.durations import Duration
 from migrator.errors import GateRefused
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.strict import Strict
-from migrator.switch.base import Split, SwitchFailed
+from migrator.switch.base import BackendKind, Split, SwitchFailed
 
 _NAME = r"^[A-Za-z0-9._:-]+$"  # what HAProxy accepts; no space or ';' to split a command
 MAX_WEIGHT = 256  # HAProxy's limit for an absolute weight
@@ -355,4 +355,8 @@ def _hint(answer: str) -> str:
     return ""
 
 
-__all__ = ["MAX_WEIGHT", "HAProxy", "HAProxySettings", "Server", "split_of", "weights"]
+BACKEND = BackendKind(
+    "haproxy", HAProxySettings, lambda s, timing, observer: HAProxy(s, observer=observer)
+)
+
+__all__ = ["BACKEND", "MAX_WEIGHT", "HAProxy", "HAProxySettings", "Server", "split_of", "weights"]

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrator.switch import argo_rollouts, command, gateway_api, istio, kubernetes, nginx, route53
+from migrator.switch import (
+    alb,
+    argo_rollouts,
+    command,
+    gateway_api,
+    haproxy,
+    istio,
+    kubernetes,
+    nginx,
+    route53,
+)
 from migrator.switch.base import BackendKind
 
 REGISTRY: dict[str, BackendKind[Any]] = {
@@ -23,6 +33,8 @@ REGISTRY: dict[str, BackendKind[Any]] = {
         gateway_api.BACKEND,
         istio.BACKEND,
         argo_rollouts.BACKEND,
+        haproxy.BACKEND,
+        alb.BACKEND,
     )
 }
 
