@@ -102,6 +102,32 @@ class Catalog:
             return False
         return value is not None
 
+    def type_spelling(self, type_sql: str) -> str | None:
+        """The server's own spelling of a type as written (format_type: ``varchar(20)``
+        becomes ``character varying(20)``, a visible user type loses its schema), or None
+        when it is no type.
+
+        A temporary table inside a savepoint that is rolled back answers it on every
+        version (to_regtypemod() is PostgreSQL 17+), without a trace.
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            with self.conn.begin_nested() as sp:
+                self.conn.execute(
+                    text(f"CREATE TEMPORARY TABLE _migrator_typmod (v {type_sql}) ON COMMIT DROP")
+                )
+                value = self.conn.execute(
+                    text(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = '_migrator_typmod'::regclass AND attname = 'v'"
+                    )
+                ).scalar()
+                sp.rollback()
+        except DBAPIError:
+            return None
+        return None if value is None else str(value)
+
     def constraint_exists(self, schema: str, table: str, name: str) -> bool:
         """True when the table has a constraint of that name."""
         row = self.conn.execute(

@@ -19,7 +19,6 @@ from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import ColumnSpec, FinalColumn, Identifier
-from migrator.ops.create_table import SERIAL_TYPES
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
@@ -31,6 +30,7 @@ from migrator.ops.safe import (
     unique_steps,
     validate_step,
 )
+from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, short_name
 
 
@@ -118,7 +118,7 @@ class AddColumn(Operation):
             raise ValidationFailed(
                 f"{where}: column {self.column.name} already exists in {ctx.schema}.{self.table}"
             )
-        if self.column.type.lower() in SERIAL_TYPES:
+        if is_serial(self.column.type):
             raise ValidationFailed(
                 f"{where}: a {self.column.type} column on an existing table rewrites it under "
                 "ACCESS EXCLUSIVE; add a plain bigint column with `up` (a backfill) and set its "

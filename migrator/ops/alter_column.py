@@ -2,9 +2,10 @@
 
 A type change never rewrites the table under ACCESS EXCLUSIVE (LINT rule 16):
 
-- binary-coercible changes (varchar(n) to text, a wider varchar or numeric precision,
-  whatever pg_cast marks binary) are done in place by the expand: a catalog-only ALTER
-  TYPE; views over the column are re-created in the same transaction;
+- changes that rewrite nothing (`migrator.pgtypes.rewrites`: varchar(n) to text, a wider
+  varchar, numeric or timestamp precision, pg_cast's binary casts) are done in place by
+  the expand: a catalog-only ALTER TYPE; views over the column are re-created in the
+  same transaction;
 - any other change gets a shadow column of the new type, kept in step both ways by a
   trigger with the plan's ``up`` (old to new) and ``down`` (new to old; its bare column
   name means the new value), both defaulting to casts; copies of the column's indexes
@@ -67,7 +68,6 @@ from migrator.ops.shadow import (
     ColumnFacts,
     IndexFacts,
     ShadowSync,
-    binary_coercible,
     column_constraints,
     column_facts,
     column_indexes,
@@ -84,6 +84,7 @@ from migrator.ops.shadow import (
     sync_trigger_step,
     types_without_equality,
 )
+from migrator.pgtypes import rewrites
 from migrator.sqltext import ident, literal, short_name
 
 
@@ -185,7 +186,15 @@ class AlterColumn(Operation):
 
     def _in_place(self, ctx: Context, facts: ColumnFacts) -> bool:
         assert self.type is not None
-        return binary_coercible(ctx.catalog, facts, self.type)
+        # Both types as the server spells them (a user type by its visible name), so
+        # pgtypes judges the change; where it cannot know (domains, user types,
+        # timestamp <-> timestamptz) the shadow column is the safe way.
+        spelled = ctx.catalog.type_spelling(self.type)
+        return spelled is not None and rewrites(facts.type, spelled) is False
+
+    def retypes_in_place(self, ctx: Context) -> bool:
+        """True when the type change is a catalog-only ALTER TYPE (no shadow column)."""
+        return self.type is not None and self._in_place(ctx, self._facts(ctx))
 
     def _shadowed(self, ctx: Context) -> bool:
         """True when the expand made (or makes) a shadow column."""

@@ -20,10 +20,9 @@ from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import ColumnSpec, Identifier, OnDelete, TableReference
 from migrator.ops.expressions import column_refs, default_sql
 from migrator.ops.live import require_columns, require_table
+from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, short_name
 from migrator.strict import Strict
-
-SERIAL_TYPES = frozenset({"smallserial", "serial", "bigserial", "serial2", "serial4", "serial8"})
 
 
 class ForeignKeyConstraint(Strict):
@@ -84,7 +83,7 @@ class CreateTable(Operation):
             raise ValidationFailed(f"{where}: column {', '.join(twice)} is declared twice")
         for col in self.columns:
             # serial is no type but CREATE TABLE shorthand; on a new, empty table it is fine.
-            if col.type.lower() in SERIAL_TYPES:
+            if is_serial(col.type):
                 continue
             if not ctx.type_known(col.type):
                 raise ValidationFailed(f"{where}: column {col.name}: unknown type {col.type!r}")

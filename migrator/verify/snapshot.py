@@ -26,7 +26,6 @@ class Column:
 
     name: str
     type: str
-    base_type: str  # the type without its modifier: varchar(20) -> character varying
     not_null: bool
     has_default: bool
     identity: bool
@@ -80,11 +79,6 @@ class Snapshot:
     phase: str
     relations: dict[tuple[str, str], Relation]
     search_path: tuple[str, ...]
-    binary_casts: set[tuple[str, str]] = field(default_factory=set)
-
-    def binary_coercible(self, source: str, target: str) -> bool:
-        """True when a value of base type ``source`` is stored unchanged as ``target``."""
-        return source == target or (source, target) in self.binary_casts
 
     def resolve(self, schema: str | None, name: str) -> Relation | None:
         """A relation as a query names it: qualified, or found along the search path."""
@@ -114,9 +108,8 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         rel = Relation(str(schema), str(name), str(kind), int(updatable))
         relations[(rel.schema, rel.name)] = rel
         by_oid[int(oid)] = rel
-    for oid, name, type_, base, not_null, has_default, identity, generated in conn.execute(
+    for oid, name, type_, not_null, has_default, identity, generated in conn.execute(
         "SELECT a.attrelid::int8, a.attname, format_type(a.atttypid, a.atttypmod), "
-        "format_type(a.atttypid, NULL), "
         "a.attnotnull, a.atthasdef, a.attidentity <> '', a.attgenerated <> '' "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -129,7 +122,6 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
                 Column(
                     str(name),
                     str(type_),
-                    str(base),
                     bool(not_null),
                     bool(has_default),
                     bool(identity),
@@ -160,14 +152,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         found = by_oid.get(int(oid))
         if found is not None:
             found.before_insert_triggers.append(str(name))
-    casts = {
-        (str(a), str(b))
-        for a, b in conn.execute(
-            "SELECT format_type(castsource, NULL), format_type(casttarget, NULL) "
-            "FROM pg_cast WHERE castmethod = 'b'"
-        ).fetchall()
-    }
-    return Snapshot(phase, relations, search_path, casts)
+    return Snapshot(phase, relations, search_path)
 
 
 __all__ = ["Column", "Relation", "Snapshot", "take"]

@@ -24,6 +24,7 @@ from pglast.enums import AlterTableType, ObjectType
 from migrator.ops.alter_column import AlterColumn
 from migrator.ops.rename_column import RenameColumn
 from migrator.ops.sql import RawSql
+from migrator.pgtypes import rewrites
 from migrator.plan.models import Plan
 from migrator.verify.queries import Query
 from migrator.verify.report import Finding, Severity
@@ -456,7 +457,7 @@ def _unsynced(query: Query, ctx: CellContext, rel: Relation, written: list[str])
     for change in ctx.changes:
         if change.carried or (change.schema, change.table) != (rel.schema, rel.name):
             continue
-        if change.kind == "retype" and _coercible(ctx, rel, change.column):
+        if change.kind == "retype" and _in_place_retype_keeps_writes(ctx, rel, change.column):
             continue
         if change.column in written:
             findings.append(
@@ -474,14 +475,20 @@ def _unsynced(query: Query, ctx: CellContext, rel: Relation, written: list[str])
     return findings
 
 
-def _coercible(ctx: CellContext, rel: Relation, column: str) -> bool:
-    """An in-place retype the old version's values still fit unchanged (varchar -> text)."""
+def _in_place_retype_keeps_writes(ctx: CellContext, rel: Relation, column: str) -> bool:
     before = ctx.before.resolve(rel.schema, rel.name)
     old = before.column(column) if before is not None else None
     new = rel.column(column)
     if old is None or new is None:
         return False
-    return ctx.snapshot.binary_coercible(old.base_type, new.base_type)
+    return retype_keeps_writes(old.type, new.type)
+
+
+def retype_keeps_writes(old_type: str, new_type: str) -> bool:
+    """True when a column retyped in place from ``old_type`` to ``new_type`` stores the
+    old version's values unchanged: the change rewrites nothing (varchar -> text), as
+    `migrator.pgtypes.rewrites` knows it; where it cannot tell, the finding stands."""
+    return rewrites(old_type, new_type) is False
 
 
 def _star(
@@ -527,4 +534,10 @@ def _star(
     return findings
 
 
-__all__ = ["CellContext", "ColumnChange", "column_changes", "static_findings"]
+__all__ = [
+    "CellContext",
+    "ColumnChange",
+    "column_changes",
+    "retype_keeps_writes",
+    "static_findings",
+]
