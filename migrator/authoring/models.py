@@ -30,7 +30,7 @@ from migrator.db.embedded import start
 from migrator.engine.catalog import Catalog
 from migrator.errors import PlanError, UsageError
 from migrator.observer import NULL_OBSERVER, Observer
-from migrator.ops.shadow import binary_coercible, column_facts
+from migrator.pgtypes import rewrites
 from migrator.plan.loader import load_plan
 from migrator.plan.models import Plan
 from migrator.verify.phases import Phases, before_database
@@ -120,17 +120,19 @@ def _casts(conn: Connection) -> Callable[[str, str], bool]:
 
 def _in_place(conn: Connection, schema: str) -> Callable[[str, str, str], bool]:
     def in_place(table: str, column: str, new_type: str) -> bool:
+        # As alter_column decides it: both types as the server spells them, to pgtypes.
         cat = Catalog(conn)
-        facts = column_facts(cat, schema, table, column)
-        return facts is not None and binary_coercible(cat, facts, new_type)
+        live = cat.column(schema, table, column)
+        spelled = cat.type_spelling(new_type)
+        return live is not None and spelled is not None and rewrites(live.type, spelled) is False
 
     return in_place
 
 
 def _current_type(conn: Connection, schema: str) -> Callable[[str, str], str | None]:
     def current(table: str, column: str) -> str | None:
-        facts = column_facts(Catalog(conn), schema, table, column)
-        return facts.type if facts is not None else None
+        live = Catalog(conn).column(schema, table, column)
+        return live.type if live is not None else None
 
     return current
 
