@@ -457,3 +457,11 @@ def test_switch_refused_by_the_preflight_moves_nothing(
     assert refused.value.exit_code == ExitCode.REFUSED
     assert aws.weights() == {"blue": 100, "green": 0}
     assert traffic_events(fresh_db, plan.release) == []
+
+
+def test_the_deploy_example_is_a_valid_switch_section() -> None:
+    import yaml
+
+    example = POLICY.parent / "switch-alb.example.yaml"
+    plan = switch_plan(yaml.safe_load(example.read_text())["switch"])
+    assert plan.switch is not None and plan.switch.backend_name == "alb"

@@ -410,3 +410,21 @@ def test_switch_refused_by_the_preflight_moves_nothing(
     assert refused.value.exit_code == ExitCode.REFUSED
     assert haproxy.weights() == {"blue1": (100, "ready"), "green1": (0, "maint")}
     assert traffic_events(fresh_db, plan.release) == []
+
+
+def test_the_deploy_examples_are_a_valid_switch_section_and_haproxy_config() -> None:
+    import subprocess
+
+    import yaml
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    section = yaml.safe_load((deploy / "haproxy" / "switch.example.yaml").read_text())
+    plan = switch_plan(section["switch"])
+    assert plan.switch is not None and plan.switch.backend_name == "haproxy"
+    if HAPROXY is not None:
+        check = subprocess.run(
+            [HAPROXY, "-c", "-f", str(deploy / "haproxy" / "haproxy.cfg")],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
