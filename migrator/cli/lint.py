@@ -118,6 +118,14 @@ def register(app: typer.Typer) -> None:
                 "--fail-on", help="Exit 1 on any finding (warning) or on errors only (error)."
             ),
         ] = FailOn.warning,
+        enable: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--enable",
+                help="Apply an optional rule too (repeatable), e.g. --enable M041.",
+                metavar="RULE",
+            ),
+        ] = None,
     ) -> None:
         """Hold every statement of a plan (or SQL file) to the lint rules; exit 1 on findings."""
         if plan is not None and sql:
@@ -132,13 +140,16 @@ def register(app: typer.Typer) -> None:
         from migrator.commands.lint import lint_sql_files
 
         if plan is not None:
-            result = lint_plan(plan, pg_version=major, database_url=database_url)
+            result = lint_plan(
+                plan, pg_version=major, database_url=database_url, enable=enable or []
+            )
         else:
             result = lint_sql_files(
                 sql or [],
                 pg_version=major,
                 database_url=database_url,
                 assume_in_transaction=assume_in_transaction,
+                enable=enable or [],
             )
         _report(result, fmt, fail_on.value)
         if result.fails(fail_on.value):

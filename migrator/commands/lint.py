@@ -133,11 +133,13 @@ def lint(
     *,
     pg_version: int | None = None,
     database_url: str | None = None,
+    enable: Sequence[str] = (),
 ) -> LintResult:
-    """Lint every statement a plan will run (expand, rollback, contract, `sql` text)."""
+    """Lint every statement a plan will run (expand, rollback, contract, `sql` text);
+    ``enable`` names optional rules to apply too."""
     plan = load_plan(plan_path)
     with _catalog(database_url) as catalog:
-        report = lint_plan_report(plan, pg_version, catalog)
+        report = lint_plan_report(plan, pg_version, catalog, enable=enable)
     return LintResult(
         source=str(plan_path),
         server_version=report.server_version,
@@ -153,6 +155,7 @@ def lint_sql_files(
     pg_version: int | None = None,
     database_url: str | None = None,
     assume_in_transaction: bool = False,
+    enable: Sequence[str] = (),
 ) -> LintResult:
     """Lint raw SQL migration files, each as psql would run it (or in one transaction)."""
     if not paths:
@@ -173,6 +176,7 @@ def lint_sql_files(
                 catalog=catalog,
                 assume_in_transaction=assume_in_transaction,
                 include_suppressed=True,
+                enable=enable,
             )
             result.findings += [f for f in found if f.suppressed is None]
             result.suppressed += [f for f in found if f.suppressed is not None]

@@ -12,6 +12,7 @@ locking rules meant for live tables.
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 
 from pglast import ast, enums
 
@@ -46,6 +47,8 @@ class Analyzer:
         live: Live | None = None,
         managed: bool = True,
         lock_timeout: float | None = 1.0,
+        statement_timeout: float | None = None,
+        enable: Collection[str] = (),
     ) -> None:
         self.version = server_version
         self.schema = schema
@@ -54,6 +57,9 @@ class Analyzer:
         # sets lock_timeout. Otherwise a raw SQL file: its own BEGIN/COMMIT, its own SETs.
         self.managed = managed
         self.plan_lock_timeout = lock_timeout
+        self.plan_statement_timeout = statement_timeout
+        # The optional rules asked for (the others always apply).
+        self.enabled = frozenset(enable)
         self.tracker = Tracker()
         self.findings: list[Finding] = []
         self._seen: set[tuple[str, str | None, str, str]] = set()
@@ -66,6 +72,8 @@ class Analyzer:
     ) -> None:
         """Record a finding of one rule on one statement (once)."""
         rule = RULES[rule_id]
+        if rule.optional and rule_id not in self.enabled:
+            return
         src = stmt.source
         key = (rule_id, src.operation, stmt.sql, message)
         if key in self._seen:

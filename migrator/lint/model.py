@@ -71,7 +71,9 @@ class Tracker:
     validated_tables: set[str] = field(default_factory=set)
     foreign_keys: set[tuple[str, str]] = field(default_factory=set)
     matviews: set[str] = field(default_factory=set)
+    temp_tables: set[str] = field(default_factory=set)
     lock_timeout: bool = False
+    statement_timeout: bool = False
 
 
 @dataclass
@@ -85,6 +87,7 @@ class UnitState:
     dropped_columns: set[tuple[str, str]] = field(default_factory=set)
     new_enum_values: dict[str, str] = field(default_factory=dict)
     local_lock_timeout: bool = False
+    local_statement_timeout: bool = False
     reported_many_ae: bool = False
 
 

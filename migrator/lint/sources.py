@@ -10,7 +10,7 @@ statements between BEGIN and COMMIT share a transaction, the others run alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import pglast
@@ -18,12 +18,12 @@ from pglast import ast, enums
 
 from migrator.engine.catalog import Catalog
 from migrator.engine.steps import Step
-from migrator.errors import MigratorError, PlanError, ValidationFailed
+from migrator.errors import MigratorError, PlanError, UsageError, ValidationFailed
 from migrator.findings import Finding
 from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
 from migrator.lint.catalog_questions import Live
 from migrator.lint.offline import OfflineCatalog
-from migrator.lint.rules import RULES
+from migrator.lint.rules import RULES, last_id, optional_ids
 from migrator.ops import Context, Operation, Phase
 from migrator.ops.sql import RawSql
 from migrator.plan.loader import Mark, PlanPositions, plan_positions
@@ -72,7 +72,9 @@ def _parse(text: str, where: str | Callable[[int], str]) -> list[tuple[ast.Node,
 
 
 class _PlanLinter:
-    def __init__(self, plan: Plan, version: int, catalog: Catalog | None) -> None:
+    def __init__(
+        self, plan: Plan, version: int, catalog: Catalog | None, enable: Collection[str] = ()
+    ) -> None:
         self.plan = plan
         self.positions = plan_positions(plan)
         self.version = version
@@ -91,6 +93,8 @@ class _PlanLinter:
             live=live,
             managed=True,
             lock_timeout=plan.database.lock_timeout,
+            statement_timeout=plan.database.statement_timeout,
+            enable=enable,
         )
 
     # positions ---------------------------------------------------------------------------
@@ -131,7 +135,7 @@ class _PlanLinter:
                             else f"{section}[{index}].{op.op_name}"
                         )
                         raise PlanError(
-                            f"lint.ignore: no lint rule {rule_id}; the rules are M001..M032 "
+                            f"lint.ignore: no lint rule {rule_id}; the rules are M001..{last_id()} "
                             "(docs/lint-rules.md)",
                             location=where,
                         )
@@ -301,6 +305,7 @@ def lint_plan(
     catalog: Catalog | None = None,
     *,
     include_suppressed: bool = False,
+    enable: Collection[str] = (),
 ) -> list[Finding]:
     """Every statement the plan will run, held to the rules of docs/lint-rules.md.
 
@@ -312,22 +317,28 @@ def lint_plan(
     are left out unless ``include_suppressed``. Raises PlanError for an unknown rule id
     in a suppression or SQL that does not parse, ValidationFailed for an operation that
     cannot build its statements against the catalog. With no catalog, see
-    `lint_plan_report` for the operations that could not be built offline.
+    `lint_plan_report` for the operations that could not be built offline. ``enable``
+    names the optional rules to apply (they are off otherwise).
     """
-    report = lint_plan_report(plan, server_version, catalog)
+    report = lint_plan_report(plan, server_version, catalog, enable=enable)
     return list(report.findings) if include_suppressed else report.active
 
 
 def lint_plan_report(
-    plan: Plan, server_version: int | None = None, catalog: Catalog | None = None
+    plan: Plan,
+    server_version: int | None = None,
+    catalog: Catalog | None = None,
+    *,
+    enable: Collection[str] = (),
 ) -> LintReport:
     """`lint_plan`, with the suppressed findings and the operations left unlinted."""
+    check_enabled(enable)
     live = _live(catalog)
     version = normalize_version(server_version)
     if version is None and live is not None:
         version = live.server_version()
     version = version or DEFAULT_VERSION
-    linter = _PlanLinter(plan, version, catalog)
+    linter = _PlanLinter(plan, version, catalog, enable)
     linter.check_suppressions()
     expand_ops = list(enumerate(plan.operations("expand")))
     for index, op in expand_ops:
@@ -361,6 +372,7 @@ def lint_sql(
     assume_in_transaction: bool = False,
     schema: str = "public",
     include_suppressed: bool = False,
+    enable: Collection[str] = (),
 ) -> list[Finding]:
     """A raw SQL migration held to the rules, as psql would run it.
 
@@ -370,13 +382,20 @@ def lint_sql(
     ``-- migrator-lint: ignore M023 <reason>`` suppresses one rule for the statement that
     follows it (the reason is required). Raises PlanError naming file:line:column for SQL
     that does not parse, or a suppression comment without a reason or with an unknown id.
+    ``enable`` names the optional rules to apply (they are off otherwise).
     """
+    check_enabled(enable)
     live = _live(catalog)
     version = normalize_version(server_version)
     if version is None and live is not None:
         version = live.server_version()
     analyzer = Analyzer(
-        version or DEFAULT_VERSION, schema=schema, live=live, managed=False, lock_timeout=None
+        version or DEFAULT_VERSION,
+        schema=schema,
+        live=live,
+        managed=False,
+        lock_timeout=None,
+        enable=enable,
     )
 
     statements = _parse_file(text, file)
@@ -476,7 +495,7 @@ def _sql_suppressions(text: str, file: str | None, starts: list[int]) -> dict[in
         if rule not in RULES:
             raise PlanError(
                 f"migrator-lint: ignore: no lint rule {rule or '(none)'}; the rules are "
-                "M001..M032 (docs/lint-rules.md)",
+                f"M001..{last_id()} (docs/lint-rules.md)",
                 location=where,
             )
         if not reason:
@@ -488,6 +507,17 @@ def _sql_suppressions(text: str, file: str | None, starts: list[int]) -> dict[in
         if following:
             waivers.setdefault(following[0], {})[rule] = reason
     return waivers
+
+
+def check_enabled(enable: Collection[str]) -> None:
+    """Refuse to enable a rule that is not an optional one (UsageError, exit 2)."""
+    optional = optional_ids()
+    for rule_id in enable:
+        if rule_id not in optional:
+            raise UsageError(
+                f"--enable {rule_id}: the optional rules are {', '.join(optional)} "
+                "(the others always apply; docs/lint-rules.md)"
+            )
 
 
 def in_order(findings: list[Finding]) -> list[Finding]:

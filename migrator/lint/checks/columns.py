@@ -1,5 +1,5 @@
-"""Columns added or retyped: rules M011, M012, M013, M016, M017, M026 (and the column
-options M005, M006, M008, M009 judge on ADD COLUMN).
+"""Columns added or retyped: rules M011, M012, M013, M016, M017, M026, M034, M035 and
+M036 (and the column options M005, M006, M008, M009 judge on ADD COLUMN).
 
 Called from `alter_table` for ALTER TABLE ... ADD COLUMN / ALTER COLUMN TYPE, and from
 `create` for the columns of CREATE TABLE.
@@ -16,7 +16,9 @@ from migrator.lint.model import (
     Stmt,
     Unit,
     is_null,
+    names,
     parse_type,
+    rel,
     type_mods,
     type_name,
     type_sql,
@@ -70,6 +72,8 @@ NONVOLATILE_FUNCTIONS = frozenset(
     }
 )
 SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+# 16- and 32-bit integers (as the parser names them): too small for a busy table's key.
+SMALL_KEY_TYPES = frozenset({"int2", "int4", "serial", "serial4", "smallserial", "serial2"})
 
 
 def binary_coercible(old: ast.TypeName, new: ast.TypeName) -> bool:
@@ -100,6 +104,8 @@ def add_column(
     if col.typeName is not None:
         a.tracker.column_types[(table, name)] = col.typeName
     column_type_rules(a, stmt, table, col)
+    for column, references in key_columns([col], []):
+        key_type_rule(a, stmt, table, column, references)
     if new:
         return
     constraints = [c for c in col.constraints or () if isinstance(c, ast.Constraint)]
@@ -159,9 +165,9 @@ def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: 
         return
     finder = FuncNames()
     finder(default)
-    names = set(finder.names)
-    if names & VOLATILE_FUNCTIONS or finder.other:
-        volatile = sorted(names & VOLATILE_FUNCTIONS) or ["a subquery"]
+    called = set(finder.names)
+    if called & VOLATILE_FUNCTIONS or finder.other:
+        volatile = sorted(called & VOLATILE_FUNCTIONS) or ["a subquery"]
         a.report(
             "M011",
             stmt,
@@ -169,7 +175,7 @@ def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: 
             "evaluated per row, a rewrite of the table",
         )
         return
-    unknown = sorted(names - NONVOLATILE_FUNCTIONS)
+    unknown = sorted(called - NONVOLATILE_FUNCTIONS)
     if not unknown:
         return
     verdict = a.live.volatile_functions(unknown) if a.live is not None else None
@@ -255,3 +261,56 @@ def column_type_rules(
             stmt,
             f"{table}.{name} is json: no equality operator, DISTINCT and GROUP BY fail; use jsonb",
         )
+    if base in SERIAL_TYPES and a.version >= 100000:
+        a.report(
+            "M035",
+            stmt,
+            f"{table}.{name} is {base}: an identity column does the same without a "
+            "separately owned sequence",
+        )
+    if base == "timestamp":
+        a.report(
+            "M036",
+            stmt,
+            f"{table}.{name} is timestamp without time zone: values from sessions in other "
+            "time zones cannot be compared; use timestamptz",
+        )
+
+
+def key_type_rule(a: Analyzer, stmt: Stmt, table: str, column: str, references: str | None) -> None:
+    """Rule 34: a new key column that is int or smallint: a primary key, or a column
+    referencing a key the same plan or file creates (``references``). A column
+    referencing an existing key has to match that key's type: widening is the key's own
+    change, so it is not judged here. Only columns the plan or file adds are judged."""
+    if references is not None and not a.new(references):
+        return
+    tn = a.tracker.column_types.get((table, column))
+    if tn is None or type_name(tn) not in SMALL_KEY_TYPES:
+        return
+    role = "primary key" if references is None else f"column referencing {references}"
+    a.report(
+        "M034",
+        stmt,
+        f"{table}.{column} is {type_sql(tn)} for a {role}: it runs out on a busy table, and "
+        "widening it later rewrites every table that uses it; use bigint",
+    )
+
+
+def key_columns(
+    table_columns: list[ast.ColumnDef], constraints: list[ast.Constraint]
+) -> list[tuple[str, str | None]]:
+    """The key columns among columns and table constraints, each with the table it
+    references (None for a primary key)."""
+    found: list[tuple[str, str | None]] = []
+    for col in table_columns:
+        for c in col.constraints or ():
+            if isinstance(c, ast.Constraint) and c.contype == CT.CONSTR_PRIMARY:
+                found.append((col.colname or "", None))
+            elif isinstance(c, ast.Constraint) and c.contype == CT.CONSTR_FOREIGN:
+                found.append((col.colname or "", rel(c.pktable)))
+    for con in constraints:
+        if con.contype == CT.CONSTR_PRIMARY:
+            found += [(k, None) for k in names(con.keys)]
+        elif con.contype == CT.CONSTR_FOREIGN:
+            found += [(k, rel(con.pktable)) for k in names(con.fk_attrs)]
+    return found

@@ -2,7 +2,7 @@
 
 Statements on a table created earlier in the same plan or file are not held to the
 locking rules; this module records those tables, and applies the column-type rules
-(M017, M026) and M030 to CREATE TABLE.
+(M017, M026, M034, M035, M036) and M030 to CREATE TABLE.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
-from migrator.lint.checks.columns import column_type_rules
+from migrator.lint.checks.columns import column_type_rules, key_columns, key_type_rule
 from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, rel
 from migrator.lint.registry import on
 
@@ -30,6 +30,8 @@ def create_table(
     assert isinstance(node, ast.CreateStmt)
     table = rel(node.relation)
     a.tracker.tables.add(table)
+    if node.relation is not None and node.relation.relpersistence == "t":
+        a.tracker.temp_tables.add(table)
     for element in node.tableElts or ():
         if isinstance(element, ast.ColumnDef):
             colname = element.colname or ""
@@ -37,6 +39,10 @@ def create_table(
             if element.typeName is not None:
                 a.tracker.column_types[(table, colname)] = element.typeName
             column_type_rules(a, stmt, table, element)
+    columns = [e for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
+    constraints = [e for e in node.tableElts or () if isinstance(e, ast.Constraint)]
+    for column, references in key_columns(columns, constraints):
+        key_type_rule(a, stmt, table, column, references)
     # A temporary table dropped at commit is gone when its statement ends: it reruns.
     dropped_at_commit = (
         node.relation is not None

@@ -1,4 +1,5 @@
-"""DROP TABLE and the other DROPs (DROP INDEX is in `indexes`): rules M022 and M030."""
+"""DROP TABLE, DROP DATABASE and the other DROPs (DROP INDEX is in `indexes`): rules
+M022, M030 and M037."""
 
 from __future__ import annotations
 
@@ -60,4 +61,18 @@ def drop_table(a: Analyzer, stmt: Stmt, parts: list[str], phase: LintPhase | Non
         stmt,
         f"drops table {table}{held} {where}",
         "error" if phase else "warning",
+    )
+
+
+@on(ast.DropdbStmt)
+def drop_database(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 37: DROP DATABASE."""
+    node = stmt.node
+    assert isinstance(node, ast.DropdbStmt)
+    a.report(
+        "M037",
+        stmt,
+        f"DROP DATABASE {node.dbname}: every table and row in it is gone, with no rollback",
     )

@@ -1,7 +1,8 @@
-"""Locks held too long or waited for without a timeout: rules M029 and M032.
+"""Locks held too long, taken by hand, or waited for without a timeout: rules M029,
+M032, M039 (COMMENT ON), M040 (LOCK TABLE) and M042 (statement_timeout, optional).
 
-These read every statement: which existing tables it locks ACCESS EXCLUSIVE, whether it
-is slow (a scan, a rewrite, a build, data changes), and the lock_timeout in force.
+Most read every statement: which existing tables it locks ACCESS EXCLUSIVE, whether it
+is slow (a scan, a rewrite, a build, data changes), and the timeouts in force.
 """
 
 from __future__ import annotations
@@ -20,8 +21,20 @@ AT = enums.AlterTableType
 CT = enums.ConstrType
 OT = enums.ObjectType
 
-# LOCK TABLE's mode number for ACCESS EXCLUSIVE (lockdefs.h: AccessExclusiveLock).
+# LOCK TABLE's mode numbers (lockdefs.h): ShareLock, the weakest that blocks writes, and
+# AccessExclusiveLock.
+SHARE_MODE = 5
 ACCESS_EXCLUSIVE_MODE = 8
+LOCK_MODES = {
+    1: "ACCESS SHARE",
+    2: "ROW SHARE",
+    3: "ROW EXCLUSIVE",
+    4: "SHARE UPDATE EXCLUSIVE",
+    5: "SHARE",
+    6: "SHARE ROW EXCLUSIVE",
+    7: "EXCLUSIVE",
+    8: "ACCESS EXCLUSIVE",
+}
 # ALTER TABLE subcommands that take less than ACCESS EXCLUSIVE.
 WEAK_ALTERS = frozenset(
     {
@@ -217,3 +230,89 @@ def access_exclusive_on_many_tables(
             f"one transaction takes ACCESS EXCLUSIVE on {len(state.ae_tables)} tables "
             f"({', '.join(state.ae_tables)}): longer stalls and deadlocks",
         )
+
+
+@on(ast.CommentStmt)
+def comment_on(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 39: COMMENT ON a table, column or constraint of an existing table."""
+    node = stmt.node
+    assert isinstance(node, ast.CommentStmt)
+    parts: list[str] = names(node.object) if isinstance(node.object, tuple | list) else []
+    if node.objtype == OT.OBJECT_TABLE and parts:
+        table = parts[-1]
+    elif node.objtype in (OT.OBJECT_COLUMN, OT.OBJECT_TABCONSTRAINT) and len(parts) >= 2:
+        table = parts[-2]
+    else:
+        return
+    # A transaction that already holds ACCESS EXCLUSIVE on it waits for nothing more.
+    if a.new(table) or table in state.ae_tables:
+        return
+    a.report(
+        "M039",
+        stmt,
+        f"COMMENT ON takes SHARE UPDATE EXCLUSIVE on {table}: it waits behind any VACUUM "
+        "or index build on it, and later DDL waits behind it",
+    )
+
+
+@on(ast.LockStmt)
+def lock_table(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 40: LOCK TABLE in a mode that blocks writes, on an existing table."""
+    node = stmt.node
+    assert isinstance(node, ast.LockStmt)
+    mode = node.mode or ACCESS_EXCLUSIVE_MODE
+    if mode < SHARE_MODE:
+        return
+    tables = [rel(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
+    tables = [t for t in tables if not a.new(t)]
+    if tables:
+        blocked = "every read and write" if mode == ACCESS_EXCLUSIVE_MODE else "every write"
+        a.report(
+            "M040",
+            stmt,
+            f"LOCK TABLE {', '.join(tables)} IN {LOCK_MODES.get(mode, str(mode))} MODE blocks "
+            f"{blocked} until the transaction ends",
+        )
+
+
+@on(ast.Node, stage="last")
+def statement_timeout(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 42 (optional): locking or slow work with no statement_timeout to bound it."""
+    if "M042" not in a.enabled:
+        return
+    node = stmt.node
+    if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() == "statement_timeout":
+        off = node.kind in (
+            enums.VariableSetKind.VAR_RESET,
+            enums.VariableSetKind.VAR_SET_DEFAULT,
+        ) or is_zero(node.args)
+        if node.is_local:
+            state.local_statement_timeout = not off
+        else:
+            a.tracker.statement_timeout = not off
+        return
+    if not (takes_strong_lock(a, node) or slow(a, node)):
+        return
+    if a.tracker.statement_timeout or state.local_statement_timeout:
+        return
+    if a.managed and a.plan_statement_timeout:
+        return
+    a.report(
+        "M042",
+        stmt,
+        (
+            "the plan sets no database.statement_timeout: "
+            if a.managed
+            else "no statement_timeout is set before it: "
+        )
+        + "nothing stops this statement, and the locks it holds, if it runs far longer "
+        "than expected",
+    )
+    # One finding per plan or file is enough to say it.
+    a.tracker.statement_timeout = True

@@ -1,4 +1,5 @@
-"""Data changes in a migration: rule M023 (TRUNCATE, UPDATE or DELETE of every row)."""
+"""Data changes in a migration: rules M023 (TRUNCATE, UPDATE or DELETE of every row) and
+M038 (a column assigned twice in one UPDATE)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,29 @@ def unbounded_writes(
                 f"{verb} of every row of {table} in one statement: row locks on the whole "
                 "table until it commits",
             )
+
+
+@on(ast.Node, stage="after")
+def column_assigned_twice(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 38: an UPDATE that sets the same column twice (the server refuses it)."""
+    writes = Writes()
+    writes(stmt.node)
+    for node in writes.found:
+        if not isinstance(node, ast.UpdateStmt):
+            continue
+        seen: set[str] = set()
+        for target in node.targetList or ():
+            # SET d.x = 1, d.y = 2 sets two fields of one composite column: allowed.
+            if not isinstance(target, ast.ResTarget) or target.indirection or not target.name:
+                continue
+            if target.name in seen:
+                a.report(
+                    "M038",
+                    stmt,
+                    f"UPDATE of {rel(node.relation)} sets {target.name} twice: PostgreSQL "
+                    "refuses it (multiple assignments to same column)",
+                )
+                break
+            seen.add(target.name)

@@ -1,0 +1,96 @@
+"""Names: rules M033 (identifiers longer than 63 bytes) and M041 (tables named without
+their schema, optional)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pglast
+from pglast import ast
+from pglast.visitors import Visitor
+
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState
+from migrator.lint.registry import on
+
+if TYPE_CHECKING:
+    from migrator.lint.analyzer import Analyzer
+
+# NAMEDATALEN - 1: the scanner truncates longer identifiers (with only a NOTICE).
+MAX_IDENTIFIER_BYTES = 63
+
+
+def long_identifiers(sql: str) -> list[str]:
+    """The identifiers of SQL text longer than 63 bytes, as written.
+
+    Read from PostgreSQL's own scanner: the parse tree already holds them truncated.
+    """
+    found: list[str] = []
+    for token in pglast.parser.scan(sql):
+        if token.name != "IDENT":
+            continue
+        text = sql[token.start : token.end + 1]
+        if text.startswith('"') and text.endswith('"'):
+            name = text[1:-1].replace('""', '"')
+        else:
+            name = text.lower()
+        if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES and name not in found:
+            found.append(name)
+    return found
+
+
+@on(ast.Node)
+def identifier_too_long(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 33: an identifier PostgreSQL truncates."""
+    for name in long_identifiers(stmt.sql):
+        size = len(name.encode("utf-8"))
+        a.report(
+            "M033",
+            stmt,
+            f"identifier {name[:20]}... is {size} bytes: PostgreSQL keeps only the first "
+            f"{MAX_IDENTIFIER_BYTES} ({name.encode('utf-8')[:MAX_IDENTIFIER_BYTES].decode('utf-8', 'ignore')})",
+        )
+
+
+class _Relations(Visitor):
+    """The relations a statement names, and the names its WITH defines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relations: list[ast.RangeVar] = []
+        self.ctes: set[str] = set()
+
+    def visit_RangeVar(self, ancestors: Any, node: ast.RangeVar) -> None:
+        self.relations.append(node)
+
+    def visit_CommonTableExpr(self, ancestors: Any, node: ast.CommonTableExpr) -> None:
+        if node.ctename:
+            self.ctes.add(node.ctename)
+
+
+@on(ast.Node)
+def unqualified_table_name(
+    a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
+) -> None:
+    """Rule 41 (optional): tables named without a schema depend on the search_path."""
+    if "M041" not in a.enabled:
+        return
+    found = _Relations()
+    found(stmt.node)
+    bare: list[str] = []
+    for relation in found.relations:
+        name = relation.relname or ""
+        # A temporary table lives in the session's own schema: it has no other name.
+        temporary = relation.relpersistence == "t" or name in a.tracker.temp_tables
+        if relation.schemaname or name in found.ctes or temporary:
+            continue
+        if name and name not in bare:
+            bare.append(name)
+    if bare:
+        a.report(
+            "M041",
+            stmt,
+            f"names {', '.join(bare)} without a schema: which table that is depends on the "
+            "session's search_path",
+        )
