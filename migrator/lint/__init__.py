@@ -1,7 +1,8 @@
-"""Lock-safety and compatibility lint: every statement a plan will run, held to 32 rules.
+"""Lock-safety and compatibility lint: every statement a plan will run, held to the rules.
 
-The rules, their ids (M001..M032), reasons and safe forms are defined once, in
-`migrator.lint.rules` (docs/lint-rules.md is generated from it). `lint_plan` judges a
+The rules, their ids (M001..M042; the optional ones are off unless enabled), reasons
+and safe forms are defined once, in `migrator.lint.rules` (docs/lint-rules.md is
+generated from it). `lint_plan` judges a
 plan's operations (the steps of their expand, rollback and contract, `sql` text
 included); `lint_plan_report` adds the suppressed findings and the operations that
 could not be built offline; `lint_sql` judges a raw SQL migration file.

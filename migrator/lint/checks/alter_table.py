@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
-from migrator.lint.checks.columns import add_column, alter_type, key_columns, key_type_rule
+from migrator.lint.checks.columns import add_column, alter_type, key_columns, key_type_rules
 from migrator.lint.checks.indexes import report_duplicates
 from migrator.lint.model import (
     LintPhase,
@@ -198,9 +198,9 @@ def add_constraint(
             a.tracker.validated_tables.add(table)
     if con.contype == CT.CONSTR_FOREIGN:
         a.tracker.foreign_keys.add((table, name))
-    for column, references in key_columns([], [con]):
-        if (table, column) in a.tracker.columns:  # a key column the plan adds
-            key_type_rule(a, stmt, table, column, references)
+    # Only the key columns the plan or file adds are judged.
+    added = [k for k in key_columns([], [con]) if (table, k[0]) in a.tracker.columns]
+    key_type_rules(a, stmt, table, added)
     if new:
         return
     keys = names(con.keys)

@@ -104,8 +104,7 @@ def add_column(
     if col.typeName is not None:
         a.tracker.column_types[(table, name)] = col.typeName
     column_type_rules(a, stmt, table, col)
-    for column, references in key_columns([col], []):
-        key_type_rule(a, stmt, table, column, references)
+    key_type_rules(a, stmt, table, key_columns([col], []))
     if new:
         return
     constraints = [c for c in col.constraints or () if isinstance(c, ast.Constraint)]
@@ -294,6 +293,16 @@ def key_type_rule(a: Analyzer, stmt: Stmt, table: str, column: str, references: 
         f"{table}.{column} is {type_sql(tn)} for a {role}: it runs out on a busy table, and "
         "widening it later rewrites every table that uses it; use bigint",
     )
+
+
+def key_type_rules(a: Analyzer, stmt: Stmt, table: str, keys: list[tuple[str, str | None]]) -> None:
+    """Rule 34 for the key columns of one statement. A primary key column that also
+    references an existing key is bounded by that key, so it is judged as a reference."""
+    bound = {column for column, references in keys if references and not a.new(references)}
+    for column, references in keys:
+        if references is None and column in bound:
+            continue
+        key_type_rule(a, stmt, table, column, references)
 
 
 def key_columns(

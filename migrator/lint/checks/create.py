@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
-from migrator.lint.checks.columns import column_type_rules, key_columns, key_type_rule
+from migrator.lint.checks.columns import column_type_rules, key_columns, key_type_rules
 from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, rel
 from migrator.lint.registry import on
 
@@ -41,8 +41,7 @@ def create_table(
             column_type_rules(a, stmt, table, element)
     columns = [e for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
     constraints = [e for e in node.tableElts or () if isinstance(e, ast.Constraint)]
-    for column, references in key_columns(columns, constraints):
-        key_type_rule(a, stmt, table, column, references)
+    key_type_rules(a, stmt, table, key_columns(columns, constraints))
     # A temporary table dropped at commit is gone when its statement ends: it reruns.
     dropped_at_commit = (
         node.relation is not None
