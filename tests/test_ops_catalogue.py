@@ -493,7 +493,7 @@ CASES = [
         expand="""
         - sql:
             expand: |
-              CREATE TABLE notes (id int PRIMARY KEY, body text);
+              CREATE TABLE notes (id bigint PRIMARY KEY, body text);
               INSERT INTO notes VALUES (1, 'semi;colon -- not a comment');
               CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body);
               COMMENT ON TABLE notes IS 'made by raw SQL';
@@ -1377,6 +1377,9 @@ def test_drop_table_takes_its_own_parts_without_refusal(db: str) -> None:
 EXPECTED_LINT = {
     "add_enum_value": {"M024"},  # a value placed AFTER another changes the sort order
     "drop_table": {"M022"},  # the table's rows are gone for good
+    # The example's bigserial id: a warning (prefer identity); create_table's column
+    # types have no identity form yet, so a plan suppresses it with its reason.
+    "create_table": {"M035"},
 }
 
 
