@@ -6,6 +6,9 @@ requests see meanwhile. Everything runs on loopback and stops by itself.
   Baseline: the bare operator move, no migrator: write the upstream file, `nginx -s
   reload`. Measured: the time until the command returns, the time until every answer
   comes from the target colour, and the failed and slow requests in each window.
+- haproxy: a real HAProxy in front of the same two servers, the same load. Baseline:
+  the bare operator move through the runtime API, no migrator: on one socat line, the
+  target side `ready` at weight 100, then the other side at weight 0 and drained.
 - kmock: the kubernetes backend against the kmock emulator. Baseline: the bare
   selector patch (`kubectl patch service ...`) with the same client.
 
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from migrator import commands
 from migrator.db.embedded import start as start_embedded
+from tests.support.haproxy_env import HAPROXY, HAProxyServer
 from tests.support.kmock_cluster import NS, Cluster
 from tests.support.switch_env import (
     NGINX,
@@ -165,6 +169,87 @@ def bench_nginx(url: str, runs: int, rate: float, keepalive: bool) -> list[list[
     return rows
 
 
+def bench_haproxy(url: str, runs: int, rate: float) -> list[list[str]]:
+    blue, green = ColourServer("blue"), ColourServer("green")
+    haproxy = HAProxyServer({"blue1": blue.address}, {"green1": green.address})
+    rows: list[list[str]] = []
+    try:
+        section = {"haproxy": haproxy.backend_settings(), "watch": {"duration": 0, "interval": 1}}
+        plan = switch_plan(section, release="bench-haproxy")
+        opts = ready_release(url, plan)
+
+        def bare(target: str) -> Callable[[], None]:
+            other = "blue1" if target == "green1" else "green1"
+
+            def move() -> None:
+                # What migrator does, by hand on one socat line: the target ready at
+                # weight 100, then the other side at 0 and drained.
+                haproxy.command(
+                    f"set server api/{target} state ready; set weight api/{target} 100; "
+                    f"set weight api/{other} 0; set server api/{other} state drain"
+                )
+
+            return move
+
+        windows: list[Window] = []
+        load = LoadGenerator(haproxy.url, rate=rate, threads=8, max_seconds=600)
+        time.sleep(0.5)
+        for _ in range(runs):
+            for label, target, action in (
+                ("baseline", "green", bare("green1")),
+                ("baseline", "blue", bare("blue1")),
+                ("migrator", "green", lambda: commands.switch(plan, opts)),
+                ("migrator", "blue", lambda: commands.rollback(plan, opts)),
+            ):
+                w = Window(label, target)
+                w.run(action)
+                windows.append(w)
+                time.sleep(1.0)  # same pacing as nginx
+        report = load.stop()
+        horizon = 1.0
+        for target, what in (("green", "to 100% green"), ("blue", "back to 100% blue")):
+            figures: dict[str, dict[str, float]] = {}
+            for label in ("baseline", "migrator"):
+                mine = [w for w in windows if w.label == label and w.target == target]
+                settled = [_settled(report, w, horizon) for w in mine]
+                counts = [_requests(report, w, horizon) for w in mine]
+                figures[label] = {
+                    "returned": _median_ms([w.returned - w.start for w in mine]),
+                    "settled": _median_ms([s for s in settled if s is not None]),
+                    "sent": sum(c[0] for c in counts),
+                    "failed": sum(c[1] for c in counts),
+                    "slow": sum(c[2] for c in counts),
+                }
+            b, m = figures["baseline"], figures["migrator"]
+            rows.append(
+                [
+                    f"haproxy {what}",
+                    f"{b['returned']:.1f} ms",
+                    f"{m['returned']:.1f} ms",
+                    f"{m['returned'] / b['returned']:.1f}x",
+                    f"{b['settled']:.1f} ms",
+                    f"{m['settled']:.1f} ms",
+                    f"{m['settled'] / b['settled']:.1f}x" if b["settled"] else "-",
+                    f"{int(b['failed'])}/{int(b['sent'])}, slow {int(b['slow'])}",
+                    f"{int(m['failed'])}/{int(m['sent'])}, slow {int(m['slow'])}",
+                ]
+            )
+        achieved = report.sent / max(report.timeline[-1][0], 1e-9) if report.timeline else 0.0
+        print(
+            f"haproxy load (new connection per request): {report.sent} requests at "
+            f"{achieved:.0f}/s achieved (asked {rate:.0f}/s), {report.failed} failed, "
+            f"{report.slow} slower than {SLOW * 1000:.0f} ms, "
+            f"max latency {report.max_latency * 1000:.1f} ms"
+        )
+        if report.errors:
+            print("  first failures:", "; ".join(report.errors[:5]))
+    finally:
+        haproxy.stop()
+        blue.stop()
+        green.stop()
+    return rows
+
+
 def bench_kmock(url: str, runs: int) -> list[list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp))
@@ -233,7 +318,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--only", choices=["nginx", "kmock"], default=None)
+    parser.add_argument("--only", choices=["nginx", "haproxy", "kmock"], default=None)
     args = parser.parse_args()
 
     server = None
@@ -247,6 +332,11 @@ def main() -> None:
         print(f"switch benchmark: {args.runs} runs each, medians; loopback only")
         nginx_rows: list[list[str]] = []
         kmock_rows: list[list[str]] = []
+        haproxy_rows: list[list[str]] = []
+        if HAPROXY is None:
+            print("haproxy: not installed, skipped (apt-get install haproxy)")
+        elif args.only in (None, "haproxy"):
+            haproxy_rows = bench_haproxy(make_db("bench_haproxy"), args.runs, args.rate)
         if NGINX is None:
             print("nginx: not installed, skipped (apt-get install nginx)")
         elif args.only in (None, "nginx"):
@@ -271,6 +361,15 @@ def main() -> None:
             " | migrator | ratio | failed/sent (slow) baseline | migrator"
         )
         for row in nginx_rows:
+            print(" | ".join(row))
+    if haproxy_rows:
+        print()
+        print(
+            "haproxy rows (new connection per request; baseline: one runtime API line):\n"
+            "move | returns: baseline | migrator | ratio | all answers from target: baseline"
+            " | migrator | ratio | failed/sent (slow) baseline | migrator"
+        )
+        for row in haproxy_rows:
             print(" | ".join(row))
 
 

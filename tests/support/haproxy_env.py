@@ -160,6 +160,7 @@ class HAProxyServer:
     def reload(self) -> None:
         """What a config reload does to runtime changes: a new process from the config
         file (the runtime weights are gone)."""
+        assert HAPROXY is not None
         self.stop(keep_dir=True)
         self._log = self.log.open("ab")
         self.proc = subprocess.Popen(
