@@ -25,7 +25,6 @@ from migrator.lint.catalog_questions import Live
 from migrator.lint.offline import OfflineCatalog
 from migrator.lint.rules import RULES, last_id, optional_ids
 from migrator.ops import Context, Operation, Phase
-from migrator.ops.sql import RawSql
 from migrator.plan.loader import Mark, PlanPositions, plan_positions
 from migrator.plan.models import Plan
 
@@ -168,8 +167,9 @@ class _PlanLinter:
             # Judging its rollback or contract without its expand would raise false alarms.
             self.unlinted.append(f"{label} ({phase}): its expand could not be built")
             return
-        if isinstance(op, RawSql):
-            self._raw_sql(section, index, op, phase)
+        text = op.written_sql(phase)
+        if text is not None:
+            self._written_sql(section, index, op, phase, text)
             return
         for st in self._steps(op, phase, section, index):
             self._run_step(st, self._source(section, index, op, f"{phase} step {st.key}"), phase)
@@ -191,10 +191,10 @@ class _PlanLinter:
         for unit in units:
             self.analyzer.run(unit, phase)
 
-    def _raw_sql(self, section: str, index: int, op: RawSql, phase: LintPhase) -> None:
-        """A `sql` operation: its text for the phase, split into steps as the op does."""
-        field = {"expand": "expand_sql", "contract": "contract_sql", "rollback": "rollback_sql"}
-        text = getattr(op, field[phase])
+    def _written_sql(
+        self, section: str, index: int, op: Operation, phase: LintPhase, text: str
+    ) -> None:
+        """SQL the plan wrote (a `sql` operation): split into steps as the op does."""
         if not text:
             return
         source = self._source(section, index, op, f"{phase} SQL")
@@ -212,7 +212,7 @@ class _PlanLinter:
                 rest.append(sql)
         if not rest:
             return
-        remaining = op.model_copy(update={field[phase]: ";\n".join(rest)})
+        remaining = op.with_written_sql(phase, ";\n".join(rest))
         for st in self._steps(remaining, phase, section, index):
             self._run_step(st, source, phase, place)
 

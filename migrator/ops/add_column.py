@@ -17,7 +17,7 @@ from pydantic import Field
 
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import ColumnSpec, FinalColumn, Identifier
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.live import refuse_duplicates
@@ -50,6 +50,19 @@ class AddColumn(Operation):
 
     def describe(self) -> str:
         return f"add column {self.table}.{self.column.name}"
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        # synced: a trigger fills the column on the rows the old version writes.
+        return (
+            ChangedColumn(
+                self.table,
+                self.column.name,
+                "add",
+                f"added as {self.column.type}",
+                "expand",
+                synced=self._fill_expression() is not None,
+            ),
+        )
 
     # -- names -------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from typing import ClassVar
 # SQLAlchemy is imported in the methods that read the catalog: a plan loads without it.
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import ColumnReference, Identifier
 from migrator.ops.expressions import default_sql
 from migrator.ops.live import (
@@ -106,6 +106,17 @@ class AlterColumn(Operation):
 
     def describe(self) -> str:
         return f"alter column {self.table}.{self.column}"
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        if self.type is None:
+            return ()
+        # A shadow column kept in step both ways (up/down default to casts), or a change
+        # that rewrites nothing done in place: the old version's writes are carried.
+        return (
+            ChangedColumn(
+                self.table, self.column, "retype", f"retyped to {self.type}", "expand", synced=True
+            ),
+        )
 
     # -- names ---------------------------------------------------------------------------
 

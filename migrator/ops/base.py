@@ -3,11 +3,15 @@
 Each operation kind is one module under ``migrator/ops`` with one class. The class is
 the YAML model (its fields are the keys the plan takes) and knows its lifecycle:
 
-- ``validate(ctx)``: check the plan against the live catalog; raise `ValidationFailed`.
+- ``validate_live(ctx)``: check the plan against the live catalog; raise `ValidationFailed`.
 - ``expand(ctx)``: the steps that add what the new version needs.
 - ``backfills(ctx)``: the data the expand leaves to fill in batches.
 - ``contract(ctx)``: the steps that remove what only the old version needed.
 - ``rollback(ctx)``: the steps that undo the expand, while the old version is live.
+
+And what others ask of an operation instead of asking which class it is:
+``doomed()`` (what the contract removes), ``column_changes()`` (columns it adds,
+renames, retypes, copies or drops) and ``written_sql(phase)`` (SQL the plan wrote).
 
 A step is a group of statements that run in one transaction, or, where PostgreSQL
 refuses a transaction (CREATE INDEX CONCURRENTLY), in one explicit autocommit block.
@@ -30,6 +34,30 @@ if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
 
 Phase = Literal["expand", "contract"]
+StepPhase = Literal["expand", "contract", "rollback"]
+ChangeKind = Literal["add", "drop", "rename", "retype", "copy", "trigger"]
+
+
+@dataclass(frozen=True)
+class ChangedColumn:
+    """One thing an operation does to a table's columns (`Operation.column_changes`).
+
+    ``kind``: ``add``, ``drop``, ``rename`` (``detail`` says to what), ``retype``,
+    ``copy`` (a one-time UPDATE of another column from this one), or ``trigger``: SQL
+    written in the plan creates a trigger on the table (``column`` is None), which may
+    carry writes between columns. ``synced``: True when migrator's own trigger keeps the
+    old and the new column in step while both versions run; False when nothing does;
+    None when only a trigger written in the plan's SQL could. ``schema`` None is the
+    plan's schema. ``phase`` is when it happens.
+    """
+
+    table: str
+    column: str | None
+    kind: ChangeKind
+    detail: str
+    phase: Phase
+    synced: bool | None = False
+    schema: str | None = None
 
 
 @dataclass
@@ -152,6 +180,26 @@ class Operation(Strict):
     def rollback(self, ctx: Context) -> Sequence[Step]:
         """Steps that undo the expand, in the order to run them."""
         return ()
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        """What this operation does to columns, asked without a database.
+
+        `migrator check` reads it to find the old version's writes that no trigger
+        carries to the new version's column.
+        """
+        return ()
+
+    def written_sql(self, phase: StepPhase) -> str | None:
+        """SQL text the plan wrote for a phase and the operation runs as written (``sql``).
+
+        None when the operation builds its statements itself. The lint points its
+        findings at lines of this text.
+        """
+        return None
+
+    def with_written_sql(self, phase: StepPhase, text: str) -> Operation:
+        """A copy that runs ``text`` as the phase's SQL (for operations with `written_sql`)."""
+        raise TypeError(f"{self.op_name} runs no SQL written in the plan")
 
     def doomed(self) -> Sequence[Doomed]:
         """What this operation's contract removes that the old version may still use.

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from migrator.engine.steps import Doomed, Step, step
-from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.live import refuse_dependants, require_columns, require_table
 from migrator.sqltext import ident
@@ -31,6 +31,9 @@ class DropColumn(Operation):
 
     def describe(self) -> str:
         return f"drop column {self.table}.{self.column}"
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        return (ChangedColumn(self.table, self.column, "drop", "dropped", "contract"),)
 
     def validate_live(self, ctx: Context) -> None:
         where = f"drop_column {self.table}.{self.column}"

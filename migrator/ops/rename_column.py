@@ -28,7 +28,7 @@ from pydantic import Field
 
 from migrator.engine.steps import BackfillSpec, Doomed, Step, step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.shadow import (
     ShadowSync,
@@ -54,6 +54,14 @@ class RenameColumn(Operation):
 
     def describe(self) -> str:
         return f"rename column {self.table}.{self.from_} to {self.to}"
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        # Both names are kept in step both ways while both versions run.
+        return (
+            ChangedColumn(
+                self.table, self.from_, "rename", f"renamed to {self.to}", "expand", synced=True
+            ),
+        )
 
     # -- names -------------------------------------------------------------------------
 

@@ -10,16 +10,17 @@ the transactions, and a stray COMMIT would silently split a step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import pglast
 from pglast import ast
+from pglast.enums import AlterTableType, ObjectType
 from pydantic import Field
 
 from migrator.engine.steps import Statement, Step
 from migrator.errors import ValidationFailed
-from migrator.ops.base import Context, Operation, Phase
+from migrator.ops.base import ChangedColumn, Context, Operation, Phase, StepPhase
 
 
 def _needs_autocommit(node: ast.Node) -> bool:
@@ -84,6 +85,104 @@ def group_steps(prefix: str, statements: Sequence[Statement]) -> list[Step]:
     return steps
 
 
+def _walk(node: Any) -> Iterator[ast.Node]:
+    """Every node of a parse tree, depth first."""
+    if isinstance(node, ast.Node):
+        yield node
+        for name in node:  # pglast nodes iterate over their attribute names
+            yield from _walk(getattr(node, name))
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _walk(item)
+
+
+def sql_column_changes(text: str, phase: Phase) -> list[ChangedColumn]:
+    """Columns an SQL text renames or retypes in place, or copies into another column
+    with an UPDATE, and the tables it creates triggers on. Nothing for SQL that does
+    not parse (the lint reports it)."""
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError:
+        return []
+    found: list[ChangedColumn] = []
+    for raw in stmts:
+        stmt = raw.stmt
+        if isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
+            rel = stmt.relation
+            found.append(
+                ChangedColumn(
+                    str(rel.relname),
+                    None,
+                    "trigger",
+                    f"trigger {stmt.trigname}",
+                    phase,
+                    None,
+                    rel.schemaname,
+                )
+            )
+        elif (
+            isinstance(stmt, ast.RenameStmt)
+            and stmt.renameType == ObjectType.OBJECT_COLUMN
+            and stmt.relation is not None
+        ):
+            rel = stmt.relation
+            found.append(
+                ChangedColumn(
+                    str(rel.relname),
+                    str(stmt.subname),
+                    "rename",
+                    f"renamed in place to {stmt.newname}",
+                    phase,
+                    None,
+                    rel.schemaname,
+                )
+            )
+        elif isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
+            rel = stmt.relation
+            for cmd in stmt.cmds or ():
+                if (
+                    isinstance(cmd, ast.AlterTableCmd)
+                    and cmd.subtype == AlterTableType.AT_AlterColumnType
+                ):
+                    found.append(
+                        ChangedColumn(
+                            str(rel.relname),
+                            str(cmd.name),
+                            "retype",
+                            "retyped in place",
+                            phase,
+                            None,
+                            rel.schemaname,
+                        )
+                    )
+        elif isinstance(stmt, ast.UpdateStmt) and stmt.relation is not None:
+            # UPDATE t SET new = f(old): a rename or retype by copying, once.
+            rel = stmt.relation
+            for target in stmt.targetList or ():
+                if not isinstance(target, ast.ResTarget) or not target.name:
+                    continue
+                sources = {
+                    n.fields[-1].sval
+                    for n in _walk(target.val)
+                    if isinstance(n, ast.ColumnRef)
+                    and n.fields
+                    and isinstance(n.fields[-1], ast.String)
+                }
+                if len(sources) == 1 and (source := next(iter(sources))) != target.name:
+                    found.append(
+                        ChangedColumn(
+                            str(rel.relname),
+                            str(source),
+                            "copy",
+                            f"copies once into {target.name}",
+                            phase,
+                            None,
+                            rel.schemaname,
+                        )
+                    )
+    return found
+
+
 class RawSql(Operation):
     """`sql`: SQL text for the expand, the contract and the rollback."""
 
@@ -96,6 +195,25 @@ class RawSql(Operation):
 
     def describe(self) -> str:
         return "raw SQL"
+
+    def written_sql(self, phase: StepPhase) -> str | None:
+        if phase == "expand":
+            return self.expand_sql
+        return self.contract_sql if phase == "contract" else self.rollback_sql
+
+    def with_written_sql(self, phase: StepPhase, text: str) -> RawSql:
+        return self.model_copy(update={f"{phase}_sql": text})
+
+    def column_changes(self) -> Sequence[ChangedColumn]:
+        # Only a trigger written in the plan's SQL could carry the writes (synced None):
+        # the caller, who sees the whole plan, knows whether there is one.
+        texts: tuple[tuple[Phase, str | None], ...] = (
+            ("expand", self.expand_sql),
+            ("contract", self.contract_sql),
+        )
+        return [
+            change for phase, text in texts if text for change in sql_column_changes(text, phase)
+        ]
 
     def validate_live(self, ctx: Context) -> None:
         if self.expand_sql is None and self.contract_sql is None:

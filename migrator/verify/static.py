@@ -17,13 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pglast
 from pglast import ast
-from pglast.enums import AlterTableType, ObjectType
 
-from migrator.ops.alter_column import AlterColumn
-from migrator.ops.rename_column import RenameColumn
-from migrator.ops.sql import RawSql
+from migrator.ops.base import ChangedColumn
 from migrator.pgtypes import rewrites
 from migrator.plan.models import Plan
 from migrator.verify.queries import Query
@@ -48,45 +44,47 @@ class ColumnChange:
 
 
 def column_changes(plan: Plan) -> list[ColumnChange]:
-    """Every rename and retype of a column the plan's expand makes."""
+    """Every rename, retype and copy of a column the plan's expand makes, as each
+    operation says (`Operation.column_changes`)."""
     schema = plan.schema_name
     changes: list[ColumnChange] = []
-    raw: list[tuple[str, _Raw]] = []
+    unsynced: list[tuple[str, ChangedColumn]] = []
     triggers: set[tuple[str, str]] = set()
     for index, op in enumerate(plan.operations("expand")):
         where = f"expand[{index}] {op.op_name}"
-        if isinstance(op, RenameColumn):
-            # migrator's rename keeps both names in sync both ways while both versions run.
-            changes.append(
-                ColumnChange(
-                    schema,
-                    op.table,
-                    op.from_,
-                    "rename",
-                    f"renamed to {op.to}",
-                    True,
-                    where,
-                    "",
-                )
-            )
-        elif isinstance(op, AlterColumn) and op.type is not None:
-            # A retype keeps a shadow column in step both ways (up/down default to casts),
-            # or is binary-coercible and done in place: old writes are carried either way.
-            changes.append(
-                ColumnChange(
-                    schema, op.table, op.column, "retype", f"retyped to {op.type}", True, where, ""
-                )
-            )
-        elif isinstance(op, RawSql) and op.expand_sql:
-            found, made = _raw_sql_changes(op.expand_sql, schema)
-            raw += [(where, item) for item in found]
-            triggers |= made
+        for change in op.column_changes():
+            if change.phase != "expand":
+                continue
+            if change.kind == "trigger":
+                triggers.add((change.schema or schema, change.table))
+            elif change.kind in ("rename", "retype", "copy") and change.column is not None:
+                if change.synced is None:
+                    unsynced.append((where, change))
+                else:
+                    fix = "" if change.synced else _IN_PLACE_FIX
+                    changes.append(_change(schema, change, change.synced, where, fix))
     # A trigger made by any raw step of the expand may carry the writes.
-    changes += [
-        ColumnChange(s, t, c, kind, detail, (s, t) in triggers, where, fix)  # type: ignore[arg-type]
-        for where, (s, t, c, kind, detail, fix) in raw
-    ]
+    for where, change in unsynced:
+        carried = (change.schema or schema, change.table) in triggers
+        fix = _COPY_FIX if change.kind == "copy" else _IN_PLACE_FIX
+        changes.append(_change(schema, change, carried, where, fix))
     return changes
+
+
+def _change(
+    schema: str, change: ChangedColumn, carried: bool, where: str, fix: str
+) -> ColumnChange:
+    assert change.column is not None and change.kind in ("rename", "retype", "copy")
+    return ColumnChange(
+        change.schema or schema,
+        change.table,
+        change.column,
+        change.kind,
+        change.detail,
+        carried,
+        where,
+        fix,
+    )
 
 
 _IN_PLACE_FIX = (
@@ -99,81 +97,6 @@ _COPY_FIX = (
     "add_column `up:` (or use rename_column / alter_column), whose trigger also carries what "
     "the old version writes later"
 )
-
-# (schema, table, column, kind, detail, fix) of a raw-SQL change, before its trigger is known
-_Raw = tuple[str, str, str, str, str, str]
-
-
-def _raw_sql_changes(text: str, schema: str) -> tuple[list[_Raw], set[tuple[str, str]]]:
-    """Columns a raw `sql` expand renames, retypes or copies, and the tables it triggers."""
-    try:
-        stmts = pglast.parse_sql(text)
-    except pglast.parser.ParseError:
-        return [], set()  # the lint reports SQL that does not parse
-    triggers: set[tuple[str, str]] = set()
-    found: list[_Raw] = []
-    for raw in stmts:
-        stmt = raw.stmt
-        if isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
-            triggers.add((stmt.relation.schemaname or schema, str(stmt.relation.relname)))
-        elif (
-            isinstance(stmt, ast.RenameStmt)
-            and stmt.renameType == ObjectType.OBJECT_COLUMN
-            and stmt.relation is not None
-        ):
-            rel = stmt.relation
-            found.append(
-                (
-                    rel.schemaname or schema,
-                    str(rel.relname),
-                    str(stmt.subname),
-                    "rename",
-                    f"renamed in place to {stmt.newname}",
-                    _IN_PLACE_FIX,
-                )
-            )
-        elif isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
-            rel = stmt.relation
-            for cmd in stmt.cmds or ():
-                if (
-                    isinstance(cmd, ast.AlterTableCmd)
-                    and cmd.subtype == AlterTableType.AT_AlterColumnType
-                ):
-                    found.append(
-                        (
-                            rel.schemaname or schema,
-                            str(rel.relname),
-                            str(cmd.name),
-                            "retype",
-                            "retyped in place",
-                            _IN_PLACE_FIX,
-                        )
-                    )
-        elif isinstance(stmt, ast.UpdateStmt) and stmt.relation is not None:
-            # UPDATE t SET new = f(old): a rename or retype by copying, once.
-            rel = stmt.relation
-            for target in stmt.targetList or ():
-                if not isinstance(target, ast.ResTarget) or not target.name:
-                    continue
-                sources = {
-                    n.fields[-1].sval
-                    for n in _walk(target.val)
-                    if isinstance(n, ast.ColumnRef)
-                    and n.fields
-                    and isinstance(n.fields[-1], ast.String)
-                }
-                if len(sources) == 1 and (source := next(iter(sources))) != target.name:
-                    found.append(
-                        (
-                            rel.schemaname or schema,
-                            str(rel.relname),
-                            str(source),
-                            "copy",
-                            f"copies once into {target.name}",
-                            _COPY_FIX,
-                        )
-                    )
-    return found, triggers
 
 
 # -- walking the parse tree ------------------------------------------------------------------
