@@ -27,6 +27,7 @@ from migrator.commands.session import (
 )
 from migrator.db.connection import make_engine
 from migrator.engine.catalog import Catalog
+from migrator.engine.state import ReleasePhase
 from migrator.engine.steps import BackfillSpec
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation
@@ -136,8 +137,8 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
                 STATE.mark_step(
                     conn, plan.release, "backfill", key, position, spec.description, "running"
                 )
-            if release.phase in ("expanded", "switched"):
-                set_phase(s, plan.release, "backfilling")
+            if release.phase in (ReleasePhase.EXPANDED, ReleasePhase.SWITCHED):
+                set_phase(s, plan.release, ReleasePhase.BACKFILLING)
             opts.observer.step_started(key, spec.description)
             try:
                 outcome = Backfill(
@@ -180,6 +181,6 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
             result.ran.append(key)
             result.rows += outcome.rows
         if not opts.dry_run:
-            phase_forward(s, plan.release, "backfilled")
+            phase_forward(s, plan.release, ReleasePhase.BACKFILLED)
             s.event("backfill.done", plan.release, plan.digest(), rows=result.rows)
     return result

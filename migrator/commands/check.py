@@ -28,7 +28,7 @@ from migrator.db.connection import connect, make_engine
 from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor
-from migrator.engine.state import StateStore
+from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleasePhase, StateStore
 from migrator.errors import GateRefused, UsageError
 from migrator.lint import lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
@@ -207,9 +207,6 @@ def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> 
     ]
 
 
-EXPANDED = ("expanded", "switching", "switched", "backfilling", "backfilled")
-
-
 def _live_version(url: str, plan: Plan) -> tuple[int, bool]:
     """The live server's version, and whether this release is expanded there (then the
     schema before it is rebuilt on the scratch copy with the plan's rollback); refuses
@@ -222,9 +219,9 @@ def _live_version(url: str, plan: Plan) -> tuple[int, bool]:
             release = state.release(conn, plan.release) if state.exists(conn) else None
     finally:
         engine.dispose()
-    if release is None or release.phase == "rolled_back":
+    if release is None or release.phase == ReleasePhase.ROLLED_BACK:
         return version, False
-    if release.phase in EXPANDED:
+    if release.phase in EXPANDED_PHASES:
         if release.plan_hash != plan.digest():
             raise GateRefused(
                 f"the plan of release {plan.release} changed since it was expanded on this "
@@ -239,7 +236,7 @@ def _live_version(url: str, plan: Plan) -> tuple[int, bool]:
         "schema nor its rollback gives the schema before the release; "
         + (
             "finish it with `migrator expand` first"
-            if release.phase in ("expanding", "rolling_back")
+            if release.phase in HALF_APPLIED_PHASES
             else "check it without --database-url (from the plan's baseline: or earlier plans)"
         ),
         gate="check-before-expand",

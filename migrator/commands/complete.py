@@ -16,6 +16,7 @@ from migrator.commands.session import (
 )
 from migrator.commands.switch import require_all_green
 from migrator.engine import conditions
+from migrator.engine.state import COMPLETED_PHASES, ReleasePhase
 from migrator.errors import GateRefused
 from migrator.plan.models import Plan
 
@@ -25,7 +26,7 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
     result = PhaseResult(plan.release, "complete")
     with session(opts, "complete", plan.release) as s:
         release = require_release(s, plan, "complete")
-        if release.phase in ("completed", "contracting", "contracted"):
+        if release.phase in COMPLETED_PHASES:
             return result
         if not opts.force:
             require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
@@ -86,7 +87,7 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
                 )
                 result.ran.append(key)
             conditions.snapshot_statements(conn, plan.release)
-            STATE.set_phase(conn, plan.release, "completed")
+            STATE.set_phase(conn, plan.release, ReleasePhase.COMPLETED)
             STATE.event(
                 conn,
                 opts.actor,

@@ -24,7 +24,7 @@ from migrator.commands.session import (
 )
 from migrator.engine import conditions
 from migrator.engine.conditions import Condition
-from migrator.engine.state import ContractRecord, Release
+from migrator.engine.state import CONTRACT_DUE_PHASES, ContractRecord, Release, ReleasePhase
 from migrator.engine.steps import Doomed, Statement, Step
 from migrator.errors import GateRefused, MigratorError
 from migrator.ops.base import Context
@@ -78,18 +78,18 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
         unfinished = {r.release for r in pending}
         for release in releases.values():
             wanted = release_name is None or release.name == release_name
-            ending = release.phase in ("completed", "contracting")
+            ending = release.phase in CONTRACT_DUE_PHASES
             if wanted and ending and release.name not in unfinished:
                 if not opts.dry_run:
                     with s.conn() as conn:
                         history.after_contract(release.name, opts.observer)(conn)
-                    set_phase(s, release.name, "contracted")
+                    set_phase(s, release.name, ReleasePhase.CONTRACTED)
                     s.event("contract.done", release.name, release.plan_hash, steps=[])
                 results.append(PhaseResult(release.name, "contract"))
         for name in dict.fromkeys(r.release for r in pending):
             release = releases[name]
             mine = [r for r in pending if r.release == name]
-            if release.phase not in ("completed", "contracting"):
+            if release.phase not in CONTRACT_DUE_PHASES:
                 raise GateRefused(
                     f"cannot contract {name}: it is {release.phase}, not completed",
                     gate="completed",
@@ -116,7 +116,7 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                 conn.rollback()
             executor = s.executor(stored_plan)
             if not opts.dry_run:
-                set_phase(s, name, "contracting")
+                set_phase(s, name, ReleasePhase.CONTRACTING)
                 s.event(
                     "contract.start",
                     name,
@@ -155,7 +155,7 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
             if not opts.dry_run:
                 with s.conn() as conn:
                     history.after_contract(name, opts.observer)(conn)
-                set_phase(s, name, "contracted")
+                set_phase(s, name, ReleasePhase.CONTRACTED)
                 s.event("contract.done", name, release.plan_hash, steps=result.ran)
             results.append(result)
     return results

@@ -20,6 +20,7 @@ from migrator.commands.session import (
     session,
     state_ready,
 )
+from migrator.engine.state import ReleasePhase
 from migrator.engine.steps import Step
 from migrator.errors import GateRefused
 from migrator.plan.models import Plan
@@ -32,13 +33,13 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
     with session(opts, "expand", plan.release) as s:
         release = find_release(s, plan.release)
         check_plan_hash(s, plan, release)
-        if release is None or release.phase == "rolled_back":
+        if release is None or release.phase == ReleasePhase.ROLLED_BACK:
             _gate_new_release(s, plan)
             _gate_earlier_contracts(s, plan)
         with s.conn() as conn:
             done = (
                 STATE.step_status(conn, plan.release, "expand")
-                if release and release.phase != "rolled_back"
+                if release and release.phase != ReleasePhase.ROLLED_BACK
                 else {}
             )
             ctx = operation_context(plan, conn)
@@ -68,7 +69,7 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
             last=history.after_expand(plan.release, plan.after, opts.observer),
         )
         if not opts.dry_run:
-            phase_forward(s, plan.release, "expanded")
+            phase_forward(s, plan.release, ReleasePhase.EXPANDED)
             s.event("expand.done", plan.release, plan.digest(), steps=result.ran)
     return result
 

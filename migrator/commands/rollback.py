@@ -19,6 +19,7 @@ from migrator.commands.session import (
     set_phase,
 )
 from migrator.commands.switch import rollback_traffic
+from migrator.engine.state import ROLLBACK_PHASES, ReleasePhase
 from migrator.engine.steps import Step
 from migrator.errors import GateRefused
 from migrator.plan.models import Plan
@@ -54,15 +55,9 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
                 f"release {plan.release} has not been expanded; there is nothing to roll back",
                 gate="expanded",
             )
-        if release.phase == "rolled_back":
+        if release.phase == ReleasePhase.ROLLED_BACK:
             return result
-        if release.phase not in (
-            "expanding",
-            "expanded",
-            "backfilling",
-            "backfilled",
-            "rolling_back",
-        ):
+        if release.phase not in ROLLBACK_PHASES:
             raise GateRefused(
                 f"cannot roll back the schema of {plan.release}: it is {release.phase}; "
                 "after the switch the new version depends on it",
@@ -75,7 +70,7 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
         for note in notes:  # what cannot be undone (an enum value)
             opts.observer.warning(note)
         if not opts.dry_run:
-            set_phase(s, plan.release, "rolling_back")
+            set_phase(s, plan.release, ReleasePhase.ROLLING_BACK)
             s.event("rollback.start", plan.release, plan.digest())
         run_steps(
             s,
@@ -89,6 +84,6 @@ def rollback(plan: Plan, opts: Options) -> PhaseResult:
             with s.conn() as conn:
                 for phase in ("expand", "backfill"):
                     STATE.undo_phase(conn, plan.release, phase)
-                STATE.set_phase(conn, plan.release, "rolled_back")
+                STATE.set_phase(conn, plan.release, ReleasePhase.ROLLED_BACK)
                 STATE.event(conn, opts.actor, "rollback.done", plan.release, plan.digest())
     return result

@@ -17,7 +17,13 @@ from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
-from migrator.engine.state import Release, StateStore
+from migrator.engine.state import (
+    FORWARD_PHASES,
+    NOT_EXPANDED_PHASES,
+    Release,
+    ReleasePhase,
+    StateStore,
+)
 from migrator.engine.steps import Step
 from migrator.errors import GateRefused, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
@@ -267,7 +273,7 @@ def _both(
     return run
 
 
-def set_phase(s: Session, release: str, phase: str) -> None:
+def set_phase(s: Session, release: str, phase: ReleasePhase) -> None:
     """Record the release's phase (not in a dry run)."""
     if not s.opts.dry_run:
         with s.conn() as conn:
@@ -277,7 +283,7 @@ def set_phase(s: Session, release: str, phase: str) -> None:
 def require_release(s: Session, plan: Plan, verb: str) -> Release:
     """The release gate: the plan's release is expanded (and its plan unchanged)."""
     release = find_release(s, plan.release)
-    if release is None or release.phase in ("expanding", "rolling_back", "rolled_back"):
+    if release is None or release.phase in NOT_EXPANDED_PHASES:
         state = "has not been expanded" if release is None else f"is {release.phase}"
         raise GateRefused(
             f"cannot {verb} release {plan.release}: it {state}; run `migrator expand` first",
@@ -293,16 +299,13 @@ def init(opts: Options) -> None:
         pass
 
 
-FORWARD_ORDER = ("expanding", "expanded", "switching", "switched", "backfilling", "backfilled")
-
-
-def phase_forward(s: Session, release: str, phase: str) -> None:
+def phase_forward(s: Session, release: str, phase: ReleasePhase) -> None:
     """Move the phase forward only: rerunning expand after the switch keeps 'switched'."""
     current = find_release(s, release)
-    if current is None or current.phase not in FORWARD_ORDER:
+    if current is None or current.phase not in FORWARD_PHASES:
         return
     if (
-        FORWARD_ORDER.index(phase) > FORWARD_ORDER.index(current.phase)
-        or current.phase == "expanding"
+        FORWARD_PHASES.index(phase) > FORWARD_PHASES.index(current.phase)
+        or current.phase == ReleasePhase.EXPANDING
     ):
         set_phase(s, release, phase)

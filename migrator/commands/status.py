@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 from migrator.commands.contract import contract_conditions
 from migrator.commands.session import STATE, Options
 from migrator.db.connection import connect, make_engine
-from migrator.engine.state import ContractRecord, Release
+from migrator.engine.state import CONTRACT_DUE_PHASES, ContractRecord, Release
 
 
 @dataclass
@@ -99,7 +99,7 @@ def status(opts: Options) -> Status:
                         "timeline": _timeline(conn, release),
                     }
                 )
-                if pending and release.phase in ("completed", "contracting"):
+                if pending and release.phase in CONTRACT_DUE_PHASES:
                     out.contracts_due.append(
                         {
                             "release": release.name,

@@ -26,7 +26,14 @@ from migrator.commands.session import (
     session,
 )
 from migrator.db.connection import connect, make_engine
-from migrator.engine.state import Release
+from migrator.engine.state import (
+    CONTRACTED_PHASES,
+    NOT_EXPANDED_PHASES,
+    ON_GREEN_PHASES,
+    SWITCH_PHASES,
+    Release,
+    ReleasePhase,
+)
 from migrator.errors import GateRefused, UsageError
 from migrator.plan.models import Plan
 from migrator.switch import ALL_BLUE, REAL_TIME, Split, Timing, TrafficBackend, make_backend
@@ -35,9 +42,6 @@ from migrator.switch.settings import SwitchSettings
 
 TRAFFIC_EVENT = "switch.traffic"
 WATCHED_EVENT = "switch.watched"
-CONTRACTED = ("contracting", "contracted")
-NOT_EXPANDED = ("expanding", "rolling_back", "rolled_back")
-SWITCH_PHASES = ("expanded", "switching", "switched")
 
 
 @dataclass
@@ -116,7 +120,10 @@ def _watched(engine: Engine, release: str, current: Split) -> bool:
 
 
 def _set_phase(
-    engine: Engine, release: Release | None, phase: str, allowed: tuple[str, ...]
+    engine: Engine,
+    release: Release | None,
+    phase: ReleasePhase,
+    allowed: tuple[ReleasePhase, ...],
 ) -> None:
     """Move the release's phase, but only from one of `allowed` (backfill may be ahead)."""
     if release is None:
@@ -154,7 +161,7 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
     for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
     works on the expanded schema until the contract."""
     release = find_release(s, plan.release)
-    if release is not None and release.phase in CONTRACTED:
+    if release is not None and release.phase in CONTRACTED_PHASES:
         raise GateRefused(
             f"cannot switch {plan.release}: its contract has run ({release.phase}); "
             "the old version could no longer work with this schema",
@@ -163,7 +170,7 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
     if to == "blue" and release is not None:
         return release
     problems: list[str] = []
-    if release is None or release.phase in NOT_EXPANDED:
+    if release is None or release.phase in NOT_EXPANDED_PHASES:
         state = "has not been expanded" if release is None else f"is {release.phase}"
         problems.append(f"release {plan.release} {state}; run `migrator expand` first")
     else:
@@ -249,7 +256,7 @@ def switch(
             to == "green"
             and current.green > 0
             and all(p >= current.green for p in percents)
-            and not (release.phase == "switched" and current.green == 100)
+            and not (release.phase == ReleasePhase.SWITCHED and current.green == 100)
             and not _watched(s.engine, plan.release, current)
         )
         forward = [p for p in percents if p != current.green] if to == "green" else percents
@@ -281,26 +288,28 @@ def switch(
         try:
             if to == "blue":
                 after = switcher.move(ALL_BLUE, "switch --to blue", before=current)
-                _set_phase(s.engine, release, "expanded", ("switching", "switched"))
+                _set_phase(s.engine, release, ReleasePhase.EXPANDED, ON_GREEN_PHASES)
             else:
                 if resume:
-                    _set_phase(s.engine, release, "switching", SWITCH_PHASES)
+                    _set_phase(s.engine, release, ReleasePhase.SWITCHING, SWITCH_PHASES)
                     switcher.resume(current)
                 if forward:
                     switcher.smoke()
-                    _set_phase(s.engine, release, "switching", SWITCH_PHASES)
+                    _set_phase(s.engine, release, ReleasePhase.SWITCHING, SWITCH_PHASES)
                     after = switcher.forward(forward, current=current)
                 else:
                     if not resume:
                         opts.observer.info(f"traffic is already {current}")
                     after = current
                 if after.green == 100 and (
-                    forward or resume or release.phase in ("expanded", "switching")
+                    forward
+                    or resume
+                    or release.phase in (ReleasePhase.EXPANDED, ReleasePhase.SWITCHING)
                 ):
                     # Also for a run that died after its last watch passed, before
                     # recording it.
                     backend.after_watch()
-                    _set_phase(s.engine, release, "switched", SWITCH_PHASES)
+                    _set_phase(s.engine, release, ReleasePhase.SWITCHED, SWITCH_PHASES)
         except Exception:
             # Whatever failed, a split of 0% means the release is back to expanded.
             try:
@@ -308,7 +317,7 @@ def switch(
             except Exception:  # the backend itself may be what failed
                 now = switcher.moves[-1].after if switcher.moves else current
             if now is not None and now.green == 0:
-                _set_phase(s.engine, release, "expanded", ("switching", "switched"))
+                _set_phase(s.engine, release, ReleasePhase.EXPANDED, ON_GREEN_PHASES)
             result.moves = [m.details() for m in switcher.moves]
             s.event("switch.failed", plan.release, plan.digest(), moves=result.moves)
             raise
@@ -335,7 +344,7 @@ def rollback_traffic(
         with connect(engine) as conn:
             if STATE.exists(conn):
                 release = STATE.release(conn, plan.release)
-        if release is not None and release.phase in CONTRACTED:
+        if release is not None and release.phase in CONTRACTED_PHASES:
             raise GateRefused(
                 f"cannot roll back {plan.release}: its contract has run ({release.phase}), so "
                 "the old version could no longer work with this schema; fix forward with a "
@@ -349,7 +358,7 @@ def rollback_traffic(
         if current.green == 0:
             # A rollback that moved the traffic but died before fixing the phase.
             if not opts.dry_run:
-                _set_phase(engine, release, "expanded", ("switching", "switched"))
+                _set_phase(engine, release, ReleasePhase.EXPANDED, ON_GREEN_PHASES)
             return None
         result = SwitchResult(plan.release, backend.describe(), current.as_dict(), None)
         if opts.dry_run:
@@ -363,7 +372,7 @@ def rollback_traffic(
             observer=opts.observer,
         )
         after = switcher.move(ALL_BLUE, "rollback", before=current)
-        _set_phase(engine, release, "expanded", ("switching", "switched"))
+        _set_phase(engine, release, ReleasePhase.EXPANDED, ON_GREEN_PHASES)
         result.after = after.as_dict()
         result.moves = [m.details() for m in switcher.moves]
         latest = None

@@ -9,28 +9,58 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, RowMapping, text
 
 from migrator.db.connection import scrub_secrets, scrub_value
 
 SCHEMA_VERSION = 1
 
-FINISHED_PHASES = ("completed", "contracting", "contracted", "rolled_back")
-PHASES = (
-    "expanding",
-    "expanded",
-    "switching",
-    "switched",
-    "backfilling",
-    "backfilled",
-    "completed",
-    "contracting",
-    "contracted",
-    "rolling_back",
-    "rolled_back",
-)
+
+class ReleasePhase(StrEnum):
+    """Where a release is; the state store keeps the value (a plain string) in
+    ``migrator.releases.phase``, and JSON output shows it as that string."""
+
+    EXPANDING = "expanding"
+    EXPANDED = "expanded"
+    SWITCHING = "switching"
+    SWITCHED = "switched"
+    BACKFILLING = "backfilling"
+    BACKFILLED = "backfilled"
+    COMPLETED = "completed"
+    CONTRACTING = "contracting"
+    CONTRACTED = "contracted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
+P = ReleasePhase
+PHASES = tuple(ReleasePhase)
+# The groups the gates ask about.
+# No longer in flight: another release may start (the one-in-flight index).
+FINISHED_PHASES = (P.COMPLETED, P.CONTRACTING, P.CONTRACTED, P.ROLLED_BACK)
+# The expand is applied and the release not completed: both versions can run.
+EXPANDED_PHASES = (P.EXPANDED, P.SWITCHING, P.SWITCHED, P.BACKFILLING, P.BACKFILLED)
+# The order expand and backfill move a release forward in (never back).
+FORWARD_PHASES = (P.EXPANDING, *EXPANDED_PHASES)
+# A run of expand or rollback stopped part way: the schema is neither before nor after.
+HALF_APPLIED_PHASES = (P.EXPANDING, P.ROLLING_BACK)
+# The expand is not (wholly) applied: backfill, switch and complete refuse.
+NOT_EXPANDED_PHASES = (*HALF_APPLIED_PHASES, P.ROLLED_BACK)
+# The phases a switch moves the release between, and those with traffic moved to green.
+SWITCH_PHASES = (P.EXPANDED, P.SWITCHING, P.SWITCHED)
+ON_GREEN_PHASES = (P.SWITCHING, P.SWITCHED)
+# No traffic has gone to green yet, so the schema may still be rolled back.
+ROLLBACK_PHASES = (P.EXPANDING, P.EXPANDED, P.BACKFILLING, P.BACKFILLED, P.ROLLING_BACK)
+# Completed: the contract is scheduled, may be running, or has run.
+COMPLETED_PHASES = (P.COMPLETED, P.CONTRACTING, P.CONTRACTED)
+# The contract may run (again).
+CONTRACT_DUE_PHASES = (P.COMPLETED, P.CONTRACTING)
+# The contract has started: the old version could no longer work with the schema.
+CONTRACTED_PHASES = (P.CONTRACTING, P.CONTRACTED)
+del P
 
 _DDL = f"""
 CREATE SCHEMA IF NOT EXISTS migrator;
@@ -51,7 +81,7 @@ CREATE TABLE IF NOT EXISTS migrator.releases (
 CREATE UNIQUE INDEX IF NOT EXISTS releases_one_in_flight ON migrator.releases ((true))
     WHERE phase NOT IN ({", ".join(f"'{p}'" for p in FINISHED_PHASES)});
 CREATE UNIQUE INDEX IF NOT EXISTS releases_linear_history
-    ON migrator.releases ((coalesce(after, ''))) WHERE phase <> 'rolled_back';
+    ON migrator.releases ((coalesce(after, ''))) WHERE phase <> '{ReleasePhase.ROLLED_BACK}';
 CREATE TABLE IF NOT EXISTS migrator.steps (
     release     text NOT NULL REFERENCES migrator.releases (name) ON DELETE CASCADE,
     phase       text NOT NULL,
@@ -145,7 +175,7 @@ class Release:
     after: str | None
     plan: dict[str, Any]
     plan_hash: str
-    phase: str
+    phase: ReleasePhase
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -184,6 +214,10 @@ class ContractRecord:
     done_at: datetime | None
 
 
+def _release(row: RowMapping) -> Release:
+    return Release(**{**row, "phase": ReleasePhase(row["phase"])})
+
+
 class StateStore:
     """Reads and writes the state schema; every method takes the connection to use,
     so a step's record commits in the same transaction as the step itself."""
@@ -209,40 +243,41 @@ class StateStore:
             .mappings()
             .first()
         )
-        return Release(**row) if row else None
+        return _release(row) if row else None
 
     def releases(self, conn: Connection) -> list[Release]:
         """Every release, oldest first."""
         rows = conn.execute(
             text("SELECT * FROM migrator.releases ORDER BY created_at, name")
         ).mappings()
-        return [Release(**r) for r in rows]
+        return [_release(r) for r in rows]
 
     def in_flight(self, conn: Connection) -> Release | None:
         """The release in flight, if any."""
         row = (
             conn.execute(
                 text("SELECT * FROM migrator.releases WHERE phase <> ALL(:done)"),
-                {"done": list(FINISHED_PHASES)},
+                {"done": [str(p) for p in FINISHED_PHASES]},
             )
             .mappings()
             .first()
         )
-        return Release(**row) if row else None
+        return _release(row) if row else None
 
     def latest(self, conn: Connection) -> Release | None:
         """The newest release that was not rolled back."""
         row = (
             conn.execute(
                 text(
-                    "SELECT * FROM migrator.releases WHERE phase <> 'rolled_back' "
+                    "SELECT * FROM migrator.releases WHERE phase <> :rolled_back "
                     "ORDER BY created_at DESC, name DESC LIMIT 1"
-                )
+                ),
+                {"rolled_back": str(ReleasePhase.ROLLED_BACK)},
             )
             .mappings()
             .first()
         )
-        return Release(**row) if row else None
+        return _release(row) if row else None
 
     def start_release(
         self,
@@ -256,21 +291,28 @@ class StateStore:
 
         ``plan`` is the plan's canonical document, ``plan_hash`` its digest.
         """
-        params = {"n": release, "a": after, "p": json.dumps(plan), "h": plan_hash}
+        params = {
+            "n": release,
+            "a": after,
+            "p": json.dumps(plan),
+            "h": plan_hash,
+            "rolled_back": str(ReleasePhase.ROLLED_BACK),
+            "expanding": str(ReleasePhase.EXPANDING),
+        }
         conn.execute(
             text(
                 "DELETE FROM migrator.steps WHERE release = :n AND EXISTS "
-                "(SELECT 1 FROM migrator.releases WHERE name = :n AND phase = 'rolled_back')"
+                "(SELECT 1 FROM migrator.releases WHERE name = :n AND phase = :rolled_back)"
             ),
             params,
         )
         conn.execute(
             text(
                 "INSERT INTO migrator.releases (name, after, plan, plan_hash, phase) "
-                "VALUES (:n, :a, CAST(:p AS jsonb), :h, 'expanding') "
+                "VALUES (:n, :a, CAST(:p AS jsonb), :h, :expanding) "
                 "ON CONFLICT (name) DO UPDATE SET plan = EXCLUDED.plan, "
                 "plan_hash = EXCLUDED.plan_hash, after = EXCLUDED.after, updated_at = now(), "
-                "phase = CASE WHEN migrator.releases.phase = 'rolled_back' THEN 'expanding' "
+                "phase = CASE WHEN migrator.releases.phase = :rolled_back THEN :expanding "
                 "ELSE migrator.releases.phase END"
             ),
             params,
@@ -288,15 +330,15 @@ class StateStore:
             {"p": json.dumps(plan), "h": plan_hash, "n": release},
         )
 
-    def set_phase(self, conn: Connection, release: str, phase: str) -> None:
+    def set_phase(self, conn: Connection, release: str, phase: ReleasePhase) -> None:
         """Move a release to a phase."""
         conn.execute(
             text(
                 "UPDATE migrator.releases SET phase = :p, updated_at = now(), "
-                "completed_at = CASE WHEN :p = 'completed' THEN now() ELSE completed_at END "
+                "completed_at = CASE WHEN :completing THEN now() ELSE completed_at END "
                 "WHERE name = :n"
             ),
-            {"p": phase, "n": release},
+            {"p": str(phase), "n": release, "completing": phase == ReleasePhase.COMPLETED},
         )
 
     # -- steps ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
+from migrator.engine.state import NOT_EXPANDED_PHASES
 from migrator.observer import Observer
 from migrator.render.revisions import revision_id
 
@@ -114,10 +115,10 @@ def after_contract(release: str, observer: Observer) -> Recorder:
         target = revision_id(release, "contract")
         follower = conn.execute(
             text(
-                "SELECT name FROM migrator.releases WHERE after = :r AND phase NOT IN "
-                "('expanding', 'rolling_back', 'rolled_back')"
+                "SELECT name FROM migrator.releases WHERE after = :r "
+                "AND phase <> ALL(:not_expanded)"
             ),
-            {"r": release},
+            {"r": release, "not_expanded": [str(p) for p in NOT_EXPANDED_PHASES]},
         ).scalar()
         if follower is not None:
             target = revision_id(str(follower), "expand")
