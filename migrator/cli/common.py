@@ -32,6 +32,7 @@ from migrator.observer import Observer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from migrator.commands.session import Options
     from migrator.plan.models import Plan
 
 
@@ -224,6 +225,31 @@ def check_force(force: bool, reason: str) -> None:
     """--force needs a reason, which is recorded with the event."""
     if force and not reason.strip():
         raise UsageError("--force needs --reason '...': the reason is recorded in the audit log")
+
+
+def command_options(
+    url: str | None,
+    *,
+    as_json: bool = False,
+    dry_run: bool = False,
+    accept: bool = False,
+    force: bool = False,
+    reason: str = "",
+) -> Options:
+    """The one place the CLI builds `commands.Options` from its flags: the database URL
+    (required), the console observer, the actor, and --force with its reason."""
+    from migrator.commands.session import Options
+
+    check_force(force, reason)
+    return Options(
+        database_url=require_url(url),
+        observer=ConsoleObserver(as_json=as_json),
+        dry_run=dry_run,
+        actor=actor(),
+        accept_changed_plan=accept,
+        force=force,
+        force_reason=reason,
+    )
 
 
 P = ParamSpec("P")

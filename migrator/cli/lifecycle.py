@@ -9,7 +9,6 @@ import typer
 
 from migrator.cli.common import (
     AcceptChangedPlan,
-    ConsoleObserver,
     DatabaseUrl,
     DryRun,
     Force,
@@ -17,41 +16,16 @@ from migrator.cli.common import (
     PlanPath,
     Reason,
     Workers,
-    actor,
-    check_force,
+    command_options,
     emit_json,
     escape,
     handled,
     out,
     read_plan,
-    require_url,
 )
 
 if TYPE_CHECKING:
-    from migrator.commands.session import Options, PhaseResult
-
-
-def _options(
-    url: str | None,
-    *,
-    as_json: bool = False,
-    dry_run: bool = False,
-    accept: bool = False,
-    force: bool = False,
-    reason: str = "",
-) -> Options:
-    from migrator.commands.session import Options
-
-    check_force(force, reason)
-    return Options(
-        database_url=require_url(url),
-        observer=ConsoleObserver(as_json=as_json),
-        dry_run=dry_run,
-        actor=actor(),
-        accept_changed_plan=accept,
-        force=force,
-        force_reason=reason,
-    )
+    from migrator.commands.session import PhaseResult
 
 
 def _report(result: PhaseResult, as_json: bool, dry_run: bool) -> None:
@@ -77,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """Create migrator's state schema in the database (safe to rerun)."""
         from migrator.commands.session import init
 
-        init(_options(database_url))
+        init(command_options(database_url))
         out.print("[green]✓[/] state schema `migrator` is ready")
 
     @app.command()
@@ -98,7 +72,9 @@ def register(app: typer.Typer) -> None:
         """Add what the new version needs; nothing the old version uses changes."""
         from migrator.commands.expand import expand
 
-        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        opts = command_options(
+            database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan
+        )
         opts.strict = strict
         _report(expand(read_plan(plan), opts), json, dry_run)
 
@@ -116,7 +92,9 @@ def register(app: typer.Typer) -> None:
         from migrator.cli.progress import BackfillObserver
         from migrator.commands.backfill import backfill
 
-        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        opts = command_options(
+            database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan
+        )
         opts.observer = BackfillObserver(as_json=json)
         _report(backfill(read_plan(plan), opts, workers=workers), json, dry_run)
 
@@ -134,7 +112,7 @@ def register(app: typer.Typer) -> None:
         """Mark the release done and schedule its contract for the next release."""
         from migrator.commands.complete import complete
 
-        opts = _options(
+        opts = command_options(
             database_url,
             as_json=json,
             dry_run=dry_run,
@@ -159,7 +137,9 @@ def register(app: typer.Typer) -> None:
         """Run the due contract steps: drop what only the old version needed, tighten."""
         from migrator.commands.contract import contract
 
-        opts = _options(database_url, as_json=json, dry_run=dry_run, force=force, reason=reason)
+        opts = command_options(
+            database_url, as_json=json, dry_run=dry_run, force=force, reason=reason
+        )
         results = contract(opts, release)
         if not results and not json:
             out.print("nothing to contract")
@@ -180,7 +160,9 @@ def register(app: typer.Typer) -> None:
         Refused once the contract has run: the old version could no longer work."""
         from migrator.commands.rollback import rollback
 
-        opts = _options(database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan)
+        opts = command_options(
+            database_url, as_json=json, dry_run=dry_run, accept=accept_changed_plan
+        )
         result = rollback(read_plan(plan), opts)
         if result.phase == "traffic-rollback" and not json:
             if dry_run:  # what would move was said above; nothing moved
@@ -198,7 +180,7 @@ def register(app: typer.Typer) -> None:
         Each contract due lists what still blocks it."""
         from migrator.commands.status import status
 
-        result = status(_options(database_url))
+        result = status(command_options(database_url))
         if json:
             emit_json(result.to_json())
             return

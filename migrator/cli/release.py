@@ -6,19 +6,17 @@ import typer
 
 from migrator.cli.common import (
     AcceptChangedPlan,
-    ConsoleObserver,
     DatabaseUrl,
     Json,
     PlanPath,
     ScratchUrl,
     Workers,
-    actor,
+    command_options,
     emit_json,
     escape,
     handled,
     out,
     read_plan,
-    require_url,
 )
 
 
@@ -40,15 +38,9 @@ def register(app: typer.Typer) -> None:
         Stops at the first gate that fails, with a message that names it."""
         from migrator.commands.release import phase_order
         from migrator.commands.release import release as run_release
-        from migrator.commands.session import Options
 
         loaded = read_plan(plan)
-        opts = Options(
-            database_url=require_url(database_url),
-            observer=ConsoleObserver(as_json=json),
-            actor=actor(),
-            accept_changed_plan=accept_changed_plan,
-        )
+        opts = command_options(database_url, as_json=json, accept=accept_changed_plan)
         if not json:
             out.print(f"release {escape(loaded.release)}: {' -> '.join(phase_order(loaded))}")
         result = run_release(loaded, plan, opts, scratch_url=scratch_url, workers=workers)

@@ -8,21 +8,19 @@ import typer
 
 from migrator.cli.common import (
     AcceptChangedPlan,
-    ConsoleObserver,
     DatabaseUrl,
     DryRun,
     Force,
     Json,
     PlanPath,
     Reason,
-    actor,
     check_force,
+    command_options,
     emit_json,
     escape,
     handled,
     out,
     read_plan,
-    require_url,
 )
 from migrator.errors import UsageError
 
@@ -51,21 +49,19 @@ def register(app: typer.Typer) -> None:
         """Smoke-test green, move traffic step by step and watch each step; a failed probe
         moves all traffic back to blue (exit 3). Needs the expand applied and a passing
         `migrator check` for this plan."""
-        from migrator.commands.session import Options
         from migrator.commands.switch import switch as run_switch
 
         check_force(force, reason)
         if to not in ("green", "blue"):
             raise UsageError(f"--to takes green or blue, not {to!r}")
         target: Literal["green", "blue"] = "green" if to == "green" else "blue"
-        opts = Options(
-            database_url=require_url(database_url),
-            observer=ConsoleObserver(as_json=json),
+        opts = command_options(
+            database_url,
+            as_json=json,
             dry_run=dry_run,
-            actor=actor(),
-            accept_changed_plan=accept_changed_plan,
+            accept=accept_changed_plan,
             force=force,
-            force_reason=reason,
+            reason=reason,
         )
         result = run_switch(read_plan(plan), opts, to=target, step=step)
         if json:
