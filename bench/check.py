@@ -21,7 +21,7 @@ from migrator.commands.check import CheckOptions, CommandPhases, check
 from migrator.db.embedded import embedded
 from migrator.plan.loader import load_plan
 from migrator.verify.matrix import CELLS, run_matrix
-from migrator.verify.phases import phase_databases
+from migrator.verify.phase_schemas import phase_databases
 from migrator.verify.queries import load_query_set
 from migrator.verify.scratch import ScratchServer
 from migrator.verify.static import column_changes

@@ -33,7 +33,7 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.pgtypes import rewrites
 from migrator.plan.loader import load_plan
 from migrator.plan.models import Plan
-from migrator.verify.phases import Phases, before_database
+from migrator.verify.phase_schemas import Phases, before_database
 from migrator.verify.scratch import ScratchServer
 
 

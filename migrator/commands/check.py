@@ -34,7 +34,7 @@ from migrator.lint import lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
-from migrator.verify.phases import phase_databases
+from migrator.verify.phase_schemas import phase_databases
 from migrator.verify.queries import Query, load_query_set
 from migrator.verify.report import CheckReport, Finding
 from migrator.verify.scratch import ScratchServer

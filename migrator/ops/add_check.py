@@ -14,8 +14,8 @@ from typing import ClassVar
 from migrator.engine.steps import Step
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import refuse_constraint_clash, require_expression, require_table
 from migrator.ops.safe import add_check_step, drop_constraint_step, validate_step
+from migrator.ops.validation import refuse_constraint_clash, require_expression, require_table
 
 
 class AddCheck(Operation):

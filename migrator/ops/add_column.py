@@ -20,7 +20,6 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import ColumnSpec, FinalColumn, Identifier
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
-from migrator.ops.live import refuse_duplicates
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
@@ -30,6 +29,7 @@ from migrator.ops.safe import (
     unique_steps,
     validate_step,
 )
+from migrator.ops.validation import refuse_duplicates
 from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, short_name
 

@@ -18,8 +18,8 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier, OnDelete, TableReference
-from migrator.ops.live import refuse_constraint_clash, require_columns, require_table
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
+from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
 
 
 class AddForeignKey(Operation):

@@ -19,13 +19,13 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import (
+from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
+from migrator.ops.validation import (
     refuse_constraint_clash,
     refuse_duplicates,
     require_columns,
     require_table,
 )
-from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
 
 
 class AddUnique(Operation):

@@ -49,12 +49,6 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import ColumnReference, Identifier
 from migrator.ops.expressions import default_sql
-from migrator.ops.live import (
-    refuse_constraint_clash,
-    refuse_duplicates,
-    require_expression,
-    require_table,
-)
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
@@ -83,6 +77,12 @@ from migrator.ops.shadow import (
     shadow_index_steps,
     sync_trigger_step,
     types_without_equality,
+)
+from migrator.ops.validation import (
+    refuse_constraint_clash,
+    refuse_duplicates,
+    require_expression,
+    require_table,
 )
 from migrator.pgtypes import rewrites
 from migrator.sqltext import ident, literal, short_name

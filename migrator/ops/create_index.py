@@ -18,18 +18,18 @@ from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import (
-    refuse_duplicates,
-    require_columns,
-    require_expression,
-    require_table,
-)
 from migrator.ops.safe import (
     build_index_step,
     drop_index_step,
     index_key,
     is_ours,
     unmark_index_sql,
+)
+from migrator.ops.validation import (
+    refuse_duplicates,
+    require_columns,
+    require_expression,
+    require_table,
 )
 
 

@@ -19,7 +19,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import ColumnSpec, Identifier, OnDelete, TableReference
 from migrator.ops.expressions import column_refs, default_sql
-from migrator.ops.live import require_columns, require_table
+from migrator.ops.validation import require_columns, require_table
 from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, short_name
 from migrator.strict import Strict

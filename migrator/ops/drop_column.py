@@ -14,7 +14,7 @@ from typing import ClassVar
 from migrator.engine.steps import Doomed, Step, step
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import refuse_dependants, require_columns, require_table
+from migrator.ops.validation import refuse_dependants, require_columns, require_table
 from migrator.sqltext import ident
 
 

@@ -14,8 +14,8 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import refuse_dependants, require_table
 from migrator.ops.safe import drop_constraint_step
+from migrator.ops.validation import refuse_dependants, require_table
 
 
 class DropConstraint(Operation):

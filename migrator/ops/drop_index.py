@@ -15,8 +15,8 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import refuse_dependants
 from migrator.ops.safe import drop_index_step
+from migrator.ops.validation import refuse_dependants
 
 
 class DropIndex(Operation):

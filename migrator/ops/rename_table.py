@@ -19,7 +19,7 @@ from migrator.engine.steps import Doomed, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import refuse_dependants, require_table
+from migrator.ops.validation import refuse_dependants, require_table
 from migrator.sqltext import ident, literal
 
 COMPAT_VIEW_MARK = "migrator: the old name of"

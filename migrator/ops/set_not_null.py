@@ -15,8 +15,8 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.live import require_columns, require_table
 from migrator.ops.safe import not_null_steps
+from migrator.ops.validation import require_columns, require_table
 
 
 class SetNotNull(Operation):
