@@ -7,8 +7,8 @@ and after says whether the table was rewritten. `pgtypes.rewrites` must say the 
 and so must its users: alter_column's choice between in place and a shadow column, and
 verify's "an in-place retype keeps the old version's writes".
 
-The lint's rule M016 is not held to it here: lint/analyzer.py keeps its own copy until
-it is wired to pgtypes.
+The lint's rule M016 is held to it too: an error where the server rewrites, nothing
+where it does not, a warning where pgtypes cannot know.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy import text
 from migrator import pgtypes
 from migrator.db.connection import make_engine
 from migrator.engine.catalog import Catalog
+from migrator.lint import lint_sql
 from migrator.ops.alter_column import AlterColumn
 from migrator.ops.base import Context
 from migrator.verify.static import retype_keeps_writes
@@ -243,6 +244,18 @@ def test_users_give_one_answer(db: str, old: str, new: str) -> None:
             ctx = Context(schema="public", release="r", catalog=Catalog(conn))
             op = AlterColumn(table="t", column="c", type=new)
             assert op.retypes_in_place(ctx) == expected_in_place
+            # The lint's M016, reading the current type from the catalog.
+            found = lint_sql(
+                f"ALTER TABLE t ALTER COLUMN c TYPE {new}",
+                catalog=Catalog(conn),
+                assume_in_transaction=True,
+            )
+            # It judges the new type as written (public.mood is not known to be mood).
+            seen = pgtypes.rewrites(old_spelled, new)
+            assert seen in (answer, None)
+            m016 = sorted(f.severity for f in found if f.rule == "M016")
+            assert m016 == ([] if seen is False else ["warning"] if seen is None else ["error"])
+            conn.rollback()
     finally:
         engine.dispose()
     assert retype_keeps_writes(old_spelled, new_spelled) == expected_in_place

@@ -137,20 +137,6 @@ def type_sql(tn: ast.TypeName) -> str:
     return type_name(tn) + (f"({', '.join(map(str, mods))})" if mods else "")
 
 
-def parse_type(text: str) -> ast.TypeName | None:
-    """A type written as SQL (as format_type gives it) as a parse tree."""
-    try:
-        (raw,) = pglast.parse_sql(f"SELECT NULL::{text}")
-    except (pglast.parser.ParseError, ValueError):
-        return None
-    select = raw.stmt
-    assert isinstance(select, ast.SelectStmt) and select.targetList
-    target = select.targetList[0]
-    if isinstance(target, ast.ResTarget) and isinstance(target.val, ast.TypeCast):
-        return target.val.typeName
-    return None
-
-
 # -- expressions -------------------------------------------------------------------------
 
 

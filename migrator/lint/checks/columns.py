@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
+from migrator import pgtypes
 from migrator.lint.model import (
     FuncNames,
     Stmt,
     Unit,
     is_null,
     names,
-    parse_type,
     rel,
     type_mods,
     type_name,
@@ -29,70 +29,8 @@ if TYPE_CHECKING:
 
 CT = enums.ConstrType
 
-# Functions PostgreSQL marks volatile that defaults commonly use: a DEFAULT calling one
-# is evaluated per row, so ADD COLUMN rewrites the table.
-VOLATILE_FUNCTIONS = frozenset(
-    {
-        "random",
-        "random_normal",
-        "gen_random_uuid",
-        "uuidv4",
-        "uuidv7",
-        "uuid_generate_v1",
-        "uuid_generate_v1mc",
-        "uuid_generate_v4",
-        "gen_random_bytes",
-        "clock_timestamp",
-        "timeofday",
-        "nextval",
-        "setval",
-        "txid_current",
-        "pg_current_xact_id",
-    }
-)
-# Stable or immutable built-ins seen in defaults: evaluated once by ADD COLUMN (11+).
-NONVOLATILE_FUNCTIONS = frozenset(
-    {
-        "now",
-        "statement_timestamp",
-        "transaction_timestamp",
-        "current_setting",
-        "lower",
-        "upper",
-        "length",
-        "concat",
-        "to_char",
-        "to_jsonb",
-        "jsonb_build_object",
-        "json_build_object",
-        "array_length",
-        "coalesce",
-        "make_interval",
-        "date_trunc",
-    }
-)
-SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 # 16- and 32-bit integers (as the parser names them): too small for a busy table's key.
 SMALL_KEY_TYPES = frozenset({"int2", "int4", "serial", "serial4", "smallserial", "serial2"})
-
-
-def binary_coercible(old: ast.TypeName, new: ast.TypeName) -> bool:
-    """True when changing a column from ``old`` to ``new`` needs no rewrite."""
-    o, n = type_name(old), type_name(new)
-    om, nm = type_mods(old), type_mods(new)
-    if o == n and om == nm:
-        return True
-    if o in ("varchar", "text") and n == "text":
-        return True
-    if o in ("varchar", "text") and n == "varchar":
-        return not nm or (o == "varchar" and bool(om) and nm[0] >= om[0])
-    if o == n == "numeric":
-        if not nm:
-            return True
-        return bool(om) and len(nm) == len(om) and nm[0] >= om[0] and nm[1:] == om[1:]
-    if o == n == "varbit":
-        return not nm or (bool(om) and nm[0] >= om[0])
-    return o == "cidr" and n == "inet"
 
 
 def add_column(
@@ -111,7 +49,7 @@ def add_column(
     kinds = {c.contype for c in constraints}
     default = next((c.raw_expr for c in constraints if c.contype == CT.CONSTR_DEFAULT), None)
     default = default if default is not None else col.raw_default
-    if col.typeName is not None and type_name(col.typeName) in SERIAL_TYPES:
+    if col.typeName is not None and type_name(col.typeName) in pgtypes.SERIAL_TYPES:
         a.report("M013", stmt, f"adds {type_name(col.typeName)} column {table}.{name}: a rewrite")
     if CT.CONSTR_IDENTITY in kinds or (col.identity and col.identity != "\x00"):
         a.report("M013", stmt, f"adds identity column {table}.{name}: a rewrite")
@@ -165,8 +103,8 @@ def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: 
     finder = FuncNames()
     finder(default)
     called = set(finder.names)
-    if called & VOLATILE_FUNCTIONS or finder.other:
-        volatile = sorted(called & VOLATILE_FUNCTIONS) or ["a subquery"]
+    if called & pgtypes.VOLATILE_FUNCTIONS or finder.other:
+        volatile = sorted(called & pgtypes.VOLATILE_FUNCTIONS) or ["a subquery"]
         a.report(
             "M011",
             stmt,
@@ -174,7 +112,7 @@ def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: 
             "evaluated per row, a rewrite of the table",
         )
         return
-    unknown = sorted(called - NONVOLATILE_FUNCTIONS)
+    unknown = sorted(called - pgtypes.NONVOLATILE_FUNCTIONS)
     if not unknown:
         return
     verdict = a.live.volatile_functions(unknown) if a.live is not None else None
@@ -209,10 +147,21 @@ def alter_type(
         return
     if old is None and a.live is not None:
         text = a.live.column_type(schema, table, column)
-        old = parse_type(text) if text else None
+        old = pgtypes.parse_type(text) if text else None
     using = col.raw_default is not None
     if old is not None:
-        if binary_coercible(old, target) and not using:
+        rewrites = True if using else pgtypes.rewrites_parsed(old, target)
+        if rewrites is False:
+            return
+        if rewrites is None:
+            a.report(
+                "M016",
+                stmt,
+                f"changes {table}.{column} from {type_sql(old)} to {type_sql(target)}: "
+                "whether the table is rewritten depends on the server (the session's "
+                "TimeZone, a domain's constraints), not on the types alone",
+                "warning",
+            )
             return
         a.report(
             "M016",
@@ -260,7 +209,7 @@ def column_type_rules(
             stmt,
             f"{table}.{name} is json: no equality operator, DISTINCT and GROUP BY fail; use jsonb",
         )
-    if base in SERIAL_TYPES and a.version >= 100000:
+    if base in pgtypes.SERIAL_TYPES and a.version >= 100000:
         a.report(
             "M035",
             stmt,
