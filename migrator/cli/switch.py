@@ -1,4 +1,5 @@
-"""`migrator switch`: move traffic from blue to green, step by step, watched."""
+"""`migrator switch`: move traffic from blue to green, step by step, watched; and
+`migrator gate`, which asks whether a phase's gate holds."""
 
 from __future__ import annotations
 
@@ -68,3 +69,37 @@ def register(app: typer.Typer) -> None:
             emit_json({"event": "result", **result.to_json()})
         elif not dry_run:
             out.print(f"[green]✓[/] {escape(result.release)}: {escape(result.summary())}")
+
+    @app.command()
+    @handled
+    def gate(
+        plan: PlanPath,
+        for_phase: Annotated[
+            str,
+            typer.Option(
+                "--for", help="The phase whose gate to check: switch, complete or contract."
+            ),
+        ],
+        database_url: DatabaseUrl = None,
+        json: Json = False,
+    ) -> None:
+        """Check the gate a phase would check, change nothing: exit 0 when it holds, 3
+        naming every condition that does not. For deployment tools (Argo Rollouts
+        analysis, Argo CD hooks, CI steps)."""
+        from migrator.commands.gate import gate as run_gate
+        from migrator.errors import GateRefused
+
+        opts = command_options(database_url, as_json=json)
+        result = run_gate(read_plan(plan), opts, for_phase)
+        if json:
+            emit_json({"event": "result", **result.to_json()})
+        elif result.ok:
+            out.print(
+                f"[green]✓[/] {escape(result.release)}: the {escape(result.for_phase)} gate holds"
+            )
+        if not result.ok:
+            raise GateRefused(
+                f"the {result.for_phase} gate of {result.release} does not hold: "
+                + "; ".join(result.problems),
+                gate=result.for_phase,
+            )

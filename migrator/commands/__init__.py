@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from migrator.commands.complete import complete
     from migrator.commands.contract import contract
     from migrator.commands.expand import expand
+    from migrator.commands.gate import GateResult, gate
     from migrator.commands.lint import LintResult, lint, lint_sql_files
     from migrator.commands.render import RenderOptions, RenderResult, render
     from migrator.commands.rollback import rollback
@@ -33,6 +34,8 @@ _HOME = {
     "complete": "complete",
     "contract": "contract",
     "expand": "expand",
+    "GateResult": "gate",
+    "gate": "gate",
     "LintResult": "lint",
     "lint": "lint",
     "lint_sql_files": "lint",
@@ -72,6 +75,7 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "CheckOptions",
+    "GateResult",
     "LintResult",
     "Options",
     "PhaseResult",
@@ -84,6 +88,7 @@ __all__ = [
     "complete",
     "contract",
     "expand",
+    "gate",
     "init",
     "lint",
     "lint_sql_files",

@@ -4,6 +4,8 @@ and schedule its contract, with the conditions it waits for.
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
+
 from migrator.commands.backfill import backfill_specs
 from migrator.commands.contract import contract_steps, validate_contract_ops
 from migrator.commands.session import (
@@ -18,7 +20,19 @@ from migrator.commands.switch import require_all_green
 from migrator.engine import conditions
 from migrator.engine.state import COMPLETED_PHASES, ReleasePhase
 from migrator.errors import GateRefused
+from migrator.ops.base import Context
 from migrator.plan.models import Plan
+
+
+def pending_work(conn: Connection, plan: Plan, ctx: Context) -> tuple[list[str], list[str]]:
+    """What `complete` waits for: the expand steps not done, the backfills not done."""
+    expand_status = STATE.step_status(conn, plan.release, "expand")
+    backfill_status = STATE.step_status(conn, plan.release, "backfill")
+    todo_backfills = [
+        key for key, _ in backfill_specs(plan, ctx) if backfill_status.get(key) != "done"
+    ]
+    undone = [k for k, v in expand_status.items() if v != "done"]
+    return undone, todo_backfills
 
 
 def complete(plan: Plan, opts: Options) -> PhaseResult:
@@ -32,12 +46,7 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
             require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
         with s.conn() as conn:
             ctx = operation_context(plan, conn)
-            expand_status = STATE.step_status(conn, plan.release, "expand")
-            backfill_status = STATE.step_status(conn, plan.release, "backfill")
-            todo_backfills = [
-                key for key, _ in backfill_specs(plan, ctx) if backfill_status.get(key) != "done"
-            ]
-            undone = [k for k, v in expand_status.items() if v != "done"]
+            undone, todo_backfills = pending_work(conn, plan, ctx)
             if not undone:
                 validate_contract_ops(plan, ctx)
             steps = contract_steps(plan, ctx)

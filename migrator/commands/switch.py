@@ -156,25 +156,15 @@ def check_problem(conn: Connection, plan: Plan) -> str | None:
     return None
 
 
-def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
-    """Expand applied, the backfills the new version needs first done, and check passed
-    for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
-    works on the expanded schema until the contract."""
-    release = find_release(s, plan.release)
-    if release is not None and release.phase in CONTRACTED_PHASES:
-        raise GateRefused(
-            f"cannot switch {plan.release}: its contract has run ({release.phase}); "
-            "the old version could no longer work with this schema",
-            gate="not-contracted",
-        )
-    if to == "blue" and release is not None:
-        return release
+def switch_problems(s: Session, plan: Plan, release: Release | None) -> list[str]:
+    """Every switch gate to green that does not hold (besides the plan hash and the
+    contract, checked first): expand applied, the backfills the new version needs
+    first done, and check passed for this plan's hash. Reads only."""
     problems: list[str] = []
     if release is None or release.phase in NOT_EXPANDED_PHASES:
         state = "has not been expanded" if release is None else f"is {release.phase}"
         problems.append(f"release {plan.release} {state}; run `migrator expand` first")
     else:
-        check_plan_hash(s, plan, release)
         with s.conn() as conn:
             status = STATE.step_status(conn, plan.release, "expand")
         undone = sorted(k for k, v in status.items() if v != "done")
@@ -196,6 +186,25 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
         unchecked = check_problem(conn, plan)
     if unchecked:
         problems.append(unchecked)
+    return problems
+
+
+def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
+    """Expand applied, the backfills the new version needs first done, and check passed
+    for this plan's hash; --force skips, recorded. Back to blue needs none of it: blue
+    works on the expanded schema until the contract."""
+    release = find_release(s, plan.release)
+    if release is not None and release.phase in CONTRACTED_PHASES:
+        raise GateRefused(
+            f"cannot switch {plan.release}: its contract has run ({release.phase}); "
+            "the old version could no longer work with this schema",
+            gate="not-contracted",
+        )
+    if to == "blue" and release is not None:
+        return release
+    if release is not None and release.phase not in NOT_EXPANDED_PHASES:
+        check_plan_hash(s, plan, release)
+    problems = switch_problems(s, plan, release)
     if problems and not opts.force:
         raise GateRefused(f"cannot switch {plan.release}: " + "; ".join(problems), gate="switch")
     if problems:
@@ -384,20 +393,31 @@ def rollback_traffic(
         engine.dispose()
 
 
-def require_all_green(plan: Plan, opts: Options, *, backend: TrafficBackend | None = None) -> None:
-    """`complete` retires blue: refuse while any traffic is still on blue."""
+def traffic_problem(
+    plan: Plan, opts: Options, *, backend: TrafficBackend | None = None
+) -> str | None:
+    """What keeps `complete` from retiring blue, or None: traffic not all on green."""
     if plan.switch is None:
-        return
+        return None
     backend = backend or make_backend(plan.switch, observer=opts.observer)
     engine = make_engine(opts.database_url)
     try:
         current = _current(backend, engine, plan.release)
     finally:
         engine.dispose()
-    if current.green != 100:
+    if current.green == 100:
+        return None
+    return (
+        f"traffic is {current} ({backend.describe()}); complete retires blue, so run "
+        "`migrator switch` until all traffic is on green"
+    )
+
+
+def require_all_green(plan: Plan, opts: Options, *, backend: TrafficBackend | None = None) -> None:
+    """`complete` retires blue: refuse while any traffic is still on blue."""
+    problem = traffic_problem(plan, opts, backend=backend)
+    if problem is not None:
         raise GateRefused(
-            f"cannot complete {plan.release}: traffic is {current} ({backend.describe()}); "
-            "complete retires blue, so run `migrator switch` until all traffic is on green "
-            "(or pass --force with a reason)",
+            f"cannot complete {plan.release}: {problem} (or pass --force with a reason)",
             gate="switched",
         )

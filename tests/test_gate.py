@@ -1,0 +1,204 @@
+"""`migrator gate --for switch|complete|contract`: the gate a phase would check, every
+condition that does not hold named, and nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from typer.testing import CliRunner
+
+from migrator import commands
+from migrator.cli import app
+from migrator.errors import ExitCode
+from migrator.plan.loader import parse_plan
+from tests.support.switch_env import SEED_SQL, record_check, switch_plan
+
+TABLES = ("releases", "steps", "contracts", "events", "backfill_ranges")
+
+BACKFILL_PLAN = """
+release: r1
+versions:
+  old: {name: v1, application_name: api-v1}
+  new: {name: v2, application_name: api-v2}
+expand:
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "coalesce(legacy_phone, '')"
+      final: {nullable: false}
+contract:
+  - drop_column: {table: users, column: legacy_phone}
+"""
+
+BACKFILL_SEED = (
+    "CREATE TABLE users (id int PRIMARY KEY, name text, legacy_phone text);"
+    "INSERT INTO users SELECT g, 'u' || g, 'p' || g FROM generate_series(1, 20) g"
+)
+
+
+def _section(state: Path) -> dict[str, Any]:
+    state.write_text("0\n")
+    return {
+        "command": {
+            "to_green": f"echo {{percent}} > {state}",
+            "to_blue": f"echo 0 > {state}",
+            "status": f"cat {state}",
+        },
+        "watch": {"duration": 0, "interval": 1},
+        "steps": [50, 100],
+    }
+
+
+def _counts(url: str) -> dict[str, int]:
+    """Rows of every state table (none where the state schema does not exist)."""
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regnamespace('migrator')").fetchone() == (None,):
+            return {}
+        return {
+            t: int(conn.execute(f"SELECT count(*) FROM migrator.{t}").fetchone()[0])  # type: ignore[index]
+            for t in TABLES
+        }
+
+
+def _gate(url: str, plan: Any, phase: str) -> commands.GateResult:
+    """The gate's verdict, checked to have written nothing."""
+    before = _counts(url)
+    result = commands.gate(plan, commands.Options(database_url=url), phase)
+    assert _counts(url) == before
+    return result
+
+
+def test_switch_gate_refuses_before_expand_and_check_and_passes_after(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    # Nothing at all yet: not even the state schema, and the gate does not make it.
+    first = _gate(fresh_db, plan, "switch")
+    assert not first.ok and first.phase is None
+    assert len(first.problems) == 2  # both conditions, not only the first
+    assert "has not been expanded" in first.problems[0]
+    assert "`migrator check` has not run for this plan" in first.problems[1]
+    assert _counts(fresh_db) == {}
+
+    opts = commands.Options(database_url=fresh_db)
+    commands.expand(plan, opts)
+    expanded = _gate(fresh_db, plan, "switch")
+    assert not expanded.ok and expanded.phase == "expanded"
+    assert len(expanded.problems) == 1 and "has not run" in expanded.problems[0]
+
+    record_check(fresh_db, plan, "check.failed")
+    assert "`migrator check` failed" in _gate(fresh_db, plan, "switch").problems[0]
+    record_check(fresh_db, plan)
+    passed = _gate(fresh_db, plan, "switch")
+    assert passed.ok and passed.problems == []
+    # The switch itself agrees, and the gate moved no traffic.
+    assert state.read_text() == "0\n"
+    commands.switch(plan, opts)
+    assert state.read_text() == "100\n"
+
+
+def test_switch_gate_names_a_changed_plan(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    commands.expand(plan, commands.Options(database_url=fresh_db))
+    changed = switch_plan({**_section(state), "steps": [100]})
+    result = _gate(fresh_db, changed, "switch")
+    assert not result.ok
+    assert "changed since it started" in result.problems[0]
+    assert "has not run for this plan" in result.problems[1]
+
+
+def test_complete_gate_refuses_while_traffic_is_not_all_green(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "lb"
+    plan = switch_plan(_section(state))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    opts = commands.Options(database_url=fresh_db)
+    assert "has not been expanded" in _gate(fresh_db, plan, "complete").problems[0]
+    commands.expand(plan, opts)
+    record_check(fresh_db, plan)
+    blue = _gate(fresh_db, plan, "complete")
+    assert not blue.ok and "traffic is blue 100% / green 0%" in blue.problems[0]
+    commands.switch(plan, opts, step=1)
+    half = _gate(fresh_db, plan, "complete")
+    assert not half.ok and "blue 50% / green 50%" in half.problems[0]
+    assert state.read_text() == "50\n"
+    commands.switch(plan, opts)
+    assert _gate(fresh_db, plan, "complete").ok
+    commands.complete(plan, opts)
+
+
+def test_complete_and_contract_gates_follow_backfill_and_conditions(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(BACKFILL_SEED)
+    plan = parse_plan(BACKFILL_PLAN)
+    opts = commands.Options(database_url=fresh_db)
+    commands.expand(plan, opts)
+    unfilled = _gate(fresh_db, plan, "complete")
+    assert not unfilled.ok and "backfill not done for" in unfilled.problems[0]
+    contract_early = _gate(fresh_db, plan, "contract")
+    assert not contract_early.ok
+    assert "is expanded, not completed" in contract_early.problems[0]
+
+    commands.backfill(plan, opts)
+    assert _gate(fresh_db, plan, "complete").ok
+    commands.complete(plan, opts)
+    old = psycopg.connect(fresh_db, application_name="api-v1")
+    try:
+        held = _gate(fresh_db, plan, "contract")
+        assert not held.ok and held.phase == "completed"
+        assert [p.split(":")[0] for p in held.problems] == ["old-version-connections"]
+        assert "api-v1" in held.problems[0]
+    finally:
+        old.close()
+    assert _gate(fresh_db, plan, "contract").ok
+    commands.contract(opts)
+    assert _gate(fresh_db, plan, "contract").ok  # contracted: nothing left to wait for
+
+
+def test_cli_gate_exit_codes_and_json(fresh_db: str, tmp_path: Path) -> None:
+    state = tmp_path / "lb"
+    data = {
+        "release": "r-cli",
+        "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
+        "switch": _section(state),
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    runner = CliRunner()
+    url = ["--database-url", fresh_db]
+
+    refused = runner.invoke(app, ["gate", str(path), "--for", "switch", *url, "--json"])
+    assert refused.exit_code == ExitCode.REFUSED, refused.output
+    verdict = json.loads(refused.stdout.splitlines()[0])
+    assert verdict["ok"] is False and verdict["for_phase"] == "switch"
+    assert len(verdict["problems"]) == 2
+    plain = runner.invoke(app, ["gate", str(path), "--for", "switch", *url])
+    assert plain.exit_code == ExitCode.REFUSED
+    assert "has not been expanded" in plain.output and "migrator check" in plain.output
+
+    bad = runner.invoke(app, ["gate", str(path), "--for", "deploy", *url])
+    assert bad.exit_code == ExitCode.BAD_INPUT and "--for takes" in bad.output
+
+    assert runner.invoke(app, ["expand", str(path), *url]).exit_code == 0
+    from migrator.plan.loader import load_plan
+
+    record_check(fresh_db, load_plan(path))
+    ok = runner.invoke(app, ["gate", str(path), "--for", "switch", *url, "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout.splitlines()[0])["ok"] is True
+    held = runner.invoke(app, ["gate", str(path), "--for", "switch", *url])
+    assert held.exit_code == 0 and "the switch gate holds" in held.output
