@@ -23,6 +23,7 @@ from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings, err, escape, scrubbed_output
 from migrator.cli.config import DEFAULT_FILE, KEYS, config_path, default_map, read_config
+from migrator.cli.db import db_app
 from migrator.cli.plan import plan_app
 from migrator.cli.queries import queries_app
 from migrator.errors import ExitCode, UsageError
@@ -86,6 +87,7 @@ check_cli.register(app)
 lint_cli.register(app)
 render_cli.register(app)
 app.add_typer(queries_app, name="queries")
+app.add_typer(db_app, name="db")
 
 
 def _whole_short_help(typer_app: typer.Typer) -> None:
