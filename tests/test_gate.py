@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -202,3 +203,37 @@ def test_cli_gate_exit_codes_and_json(fresh_db: str, tmp_path: Path) -> None:
     assert json.loads(ok.stdout.splitlines()[0])["ok"] is True
     held = runner.invoke(app, ["gate", str(path), "--for", "switch", *url])
     assert held.exit_code == 0 and "the switch gate holds" in held.output
+
+
+def test_release_phase_sql_function_answers_a_plain_role(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(BACKFILL_SEED)
+        conn.execute("DROP ROLE IF EXISTS app_reader")
+        conn.execute("CREATE ROLE app_reader LOGIN")
+    plan = parse_plan(BACKFILL_PLAN)
+    opts = commands.Options(database_url=fresh_db)
+    commands.init(opts)
+    commands.init(opts)  # rerun-safe
+    reader = psycopg.conninfo.make_conninfo(fresh_db, user="app_reader")
+
+    def ask(release: str = "r1") -> list[tuple[Any, ...]]:
+        with psycopg.connect(reader) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("app_reader",)
+            return conn.execute("SELECT * FROM migrator.release_phase(%s)", (release,)).fetchall()
+
+    assert ask() == []
+    commands.expand(plan, opts)
+    assert ask() == [("expanded", False)]
+    commands.backfill(plan, opts)
+    assert ask() == [("backfilled", True)]
+    commands.complete(plan, opts)
+    assert ask() == [("completed", True)]
+    commands.contract(opts)
+    assert ask() == [("contracted", True)]
+    assert ask("nope") == []
+    # The plain role reads the answer, not the state tables.
+    with psycopg.connect(reader) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM migrator.releases")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("DROP OWNED BY app_reader")
+        conn.execute("DROP ROLE app_reader")

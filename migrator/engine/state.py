@@ -166,6 +166,36 @@ END
 $migrator$""",
 )
 
+# Where a release is, for applications (any role): `SELECT * FROM
+# migrator.release_phase('r1')` gives its phase and whether its backfill has run to the
+# end; no row for an unknown release. SECURITY DEFINER so no one needs SELECT on the
+# state tables; made only where missing, so a rerun takes no lock.
+_FUNCTIONS = (
+    f"""DO $migrator$
+BEGIN
+  IF to_regprocedure('migrator.release_phase(text)') IS NULL THEN
+    CREATE FUNCTION migrator.release_phase(release text)
+      RETURNS TABLE (phase text, backfill_done boolean)
+      LANGUAGE sql STABLE SECURITY DEFINER
+      SET search_path = pg_catalog, pg_temp
+    AS $fn$
+      SELECT r.phase,
+             r.phase IN ({", ".join(f"'{p}'" for p in (ReleasePhase.BACKFILLED, *COMPLETED_PHASES))})
+             OR (EXISTS (SELECT FROM migrator.steps s
+                         WHERE s.release = r.name AND s.phase = 'backfill')
+                 AND NOT EXISTS (SELECT FROM migrator.steps s
+                                 WHERE s.release = r.name AND s.phase = 'backfill'
+                                   AND s.status <> 'done'))
+      FROM migrator.releases r
+      WHERE r.name = release_phase.release
+    $fn$;
+    GRANT EXECUTE ON FUNCTION migrator.release_phase(text) TO PUBLIC;
+    GRANT USAGE ON SCHEMA migrator TO PUBLIC;
+  END IF;
+END
+$migrator$""",
+)
+
 
 @dataclass(frozen=True)
 class Release:
@@ -231,7 +261,7 @@ class StateStore:
         for statement in _DDL.split(";\n"):
             if statement.strip():
                 conn.execute(text(statement).execution_options(no_parameters=True))
-        for statement in _UPGRADES:
+        for statement in (*_UPGRADES, *_FUNCTIONS):
             conn.execute(text(statement).execution_options(no_parameters=True))
 
     # -- releases ----------------------------------------------------------------------
