@@ -23,6 +23,7 @@ from migrator.cli.common import (
     out,
     read_plan,
 )
+from migrator.words import count
 
 if TYPE_CHECKING:
     from migrator.commands.session import PhaseResult
@@ -38,7 +39,7 @@ def _report(result: PhaseResult, as_json: bool, dry_run: bool) -> None:
     rows = f", {result.rows} rows" if result.rows else ""
     out.print(
         f"[green]✓[/] {result.phase} of {escape(result.release)}: "
-        f"{len(result.ran)} steps run{skipped}{rows}"
+        f"{count(len(result.ran), 'step')} run{skipped}{rows}"
     )
 
 
@@ -195,7 +196,7 @@ def register(app: typer.Typer) -> None:
             blocked = due["blocked_by"]
             state = "[green]ready to run[/]" if not blocked else "[yellow]waiting[/]"
             out.print(
-                f"\n[bold]contract due[/]: {escape(due['release'])}, {due['steps']} steps, "
+                f"\n[bold]contract due[/]: {escape(due['release'])}, {count(due['steps'], 'step')}, "
                 f"not before {due['not_before']}: {state}"
             )
             for reason in blocked:

@@ -21,6 +21,7 @@ from migrator.cli.common import (
     read_plan,
 )
 from migrator.errors import ExitCode, UsageError
+from migrator.words import count
 
 plan_app = typer.Typer(help="Work with release plans.", no_args_is_help=True)
 
@@ -35,7 +36,7 @@ def validate(plan: PlanPath, json_output: Json = False) -> None:
         return
     ops = len(loaded.expand) + len(loaded.contract.operations)
     out.print(
-        f"[green]✓[/] {escape(str(plan))}: release {escape(loaded.release)}, {ops} operations"
+        f"[green]✓[/] {escape(str(plan))}: release {escape(loaded.release)}, {count(ops, 'operation')}"
     )
 
 
@@ -84,7 +85,9 @@ def _report_written(path: Path, placeholders: list[Any]) -> None:
     if not placeholders:
         out.print(f"[green]✓[/] wrote {escape(str(path))}; review it, then `migrator check` it")
         return
-    out.print(f"wrote {escape(str(path))} with {len(placeholders)} placeholder(s) to fill in:")
+    out.print(
+        f"wrote {escape(str(path))} with {count(len(placeholders), 'placeholder')} to fill in:"
+    )
     for p in placeholders:
         out.print(f"  {escape(str(path))}:{p.line}:{p.column}: write {escape(p.what)}")
     raise typer.Exit(int(ExitCode.FINDINGS))

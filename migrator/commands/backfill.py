@@ -32,6 +32,7 @@ from migrator.engine.steps import BackfillSpec
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation
 from migrator.plan.models import Plan
+from migrator.words import count
 
 
 def _operation_specs(plan: Plan, ctx: Context) -> list[tuple[str, Operation, BackfillSpec]]:
@@ -126,7 +127,7 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
                 with s.conn() as conn:
                     walk = choose_walk(conn, spec.schema, spec.table)
                 opts.observer.info(
-                    f"-- {key}: {spec.description} in batches of {size}, {workers} worker(s), "
+                    f"-- {key}: {spec.description} in batches of {size}, {count(workers, 'worker')}, "
                     f"by {walk.describe()}; each batch, its own transaction:"
                 )
                 opts.observer.statement(

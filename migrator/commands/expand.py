@@ -25,6 +25,7 @@ from migrator.engine.steps import Step
 from migrator.errors import GateRefused
 from migrator.plan.models import Plan
 from migrator.render import history
+from migrator.words import count
 
 
 def expand(plan: Plan, opts: Options) -> PhaseResult:
@@ -108,9 +109,7 @@ def _gate_earlier_contracts(s: Session, plan: Plan) -> None:
     if not due:
         return
     names = ", ".join(dict.fromkeys(c.release for c in due))
-    message = (
-        f"the contract of {names} is still due ({len(due)} steps); run `migrator contract` first"
-    )
+    message = f"the contract of {names} is still due ({count(len(due), 'step')}); run `migrator contract` first"
     if s.opts.strict:
         raise GateRefused(f"cannot expand {plan.release}: {message}", gate="earlier-contract")
     s.opts.observer.warning(message)

@@ -26,6 +26,7 @@ from migrator.db.connection import connect, make_engine
 from migrator.errors import FindingsError, MigratorError
 from migrator.plan.models import Plan
 from migrator.switch import REAL_TIME, Timing
+from migrator.words import count
 
 
 @dataclass
@@ -91,7 +92,7 @@ def release(
         )
         if report.failed:
             raise FindingsError(
-                f"check failed for {plan.release}: {report.counts()['error']} finding(s); "
+                f"check failed for {plan.release}: {count(report.counts()['error'], 'finding')}; "
                 f"run `migrator check {plan_path}` for the report"
             )
         return "passed"
