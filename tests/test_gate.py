@@ -237,3 +237,30 @@ def test_release_phase_sql_function_answers_a_plain_role(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("DROP OWNED BY app_reader")
         conn.execute("DROP ROLE app_reader")
+
+
+def test_deploy_manifests_ask_the_switch_gate(fresh_db: str, tmp_path: Path) -> None:
+    """The args in deploy/ are a `migrator gate --for switch` the CLI accepts, and it
+    refuses (exit 3) on a release not expanded: what fails the analysis, hook or step."""
+    root = Path(__file__).resolve().parents[1] / "deploy"
+    template = yaml.safe_load((root / "argo/analysis-template-schema-ready.yaml").read_text())
+    (metric,) = template["spec"]["metrics"]
+    job = metric["provider"]["job"]["spec"]["template"]["spec"]["containers"][0]
+    hook = yaml.safe_load((root / "argo/presync-gate-job.yaml").read_text())
+    assert hook["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    hook_args = hook["spec"]["template"]["spec"]["containers"][0]["args"]
+    workflow = yaml.safe_load((root / "github/migrator-gate.yml").read_text())
+    (step,) = [s for s in workflow["jobs"]["deploy"]["steps"] if "gate" in s.get("run", "")]
+    step_args = step["run"].split()[1:]
+
+    state = tmp_path / "lb"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(switch_plan(_section(state)).model_dump(mode="json")))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    runner = CliRunner()
+    for args in (job["args"], hook_args, step_args):
+        assert args[0] == "gate" and args[2:] == ["--for", "switch"]
+        run = runner.invoke(app, [args[0], str(path), *args[2:], "--database-url", fresh_db])
+        assert run.exit_code == ExitCode.REFUSED, run.output
+        assert "has not been expanded" in run.output
