@@ -44,6 +44,22 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 # SQLAlchemy is imported in the methods that read the catalog: a plan loads without it.
+from migrator.engine.catalog_columns import (
+    ColumnFacts,
+    IndexFacts,
+    column_constraints,
+    column_facts,
+    column_indexes,
+    dependent_views,
+    exclusion_constraints,
+    expression_error_with,
+    function_exists,
+    function_text,
+    not_null_constraint,
+    other_dependants,
+    owned_sequence,
+    types_without_equality,
+)
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
@@ -59,24 +75,14 @@ from migrator.ops.safe import (
     validate_step,
 )
 from migrator.ops.shadow import (
-    ColumnFacts,
-    IndexFacts,
     ShadowSync,
-    column_constraints,
-    column_facts,
-    column_indexes,
-    dependent_views,
     drop_sync_sql,
-    expression_error_with,
-    other_dependants,
-    owned_sequence,
     renamed_constraint,
     renamed_references,
     restore_views_sql,
     save_and_drop_views_sql,
     shadow_index_steps,
     sync_trigger_step,
-    types_without_equality,
 )
 from migrator.ops.validation import (
     refuse_constraint_clash,
@@ -171,24 +177,13 @@ class AlterColumn(Operation):
 
     def _expanded(self, ctx: Context) -> bool:
         """True once the expand saved the column (the catalog shows the expanded state)."""
-        from sqlalchemy import text
-
         name = short_name(ctx.schema, self.table, self.column, "before")
-        exists = ctx.catalog.conn.execute(
-            text(
-                "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = 'migrator' AND p.proname = :p"
-            ),
-            {"p": name},
-        ).first()
-        return exists is not None
+        return function_exists(ctx.catalog, "migrator", name)
 
     def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
         """The column as it was before the expand: the saved record, or the live column."""
-        from sqlalchemy import text
-
         if self._expanded(ctx):
-            raw = ctx.catalog.conn.execute(text(f"SELECT {self.saved_name(ctx)}()")).scalar_one()
+            raw = function_text(ctx.catalog, self.saved_name(ctx))
             return dict(json.loads(raw))
         return {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
 
@@ -290,8 +285,6 @@ class AlterColumn(Operation):
             refuse_constraint_clash(ctx, where, self.table, self.fk_name())
 
     def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
-        from sqlalchemy import text
-
         where = self._where()
         assert self.type is not None
         if not ctx.catalog.type_exists(self.type):
@@ -340,13 +333,7 @@ class AlterColumn(Operation):
                     "at the column; PostgreSQL before 18 cannot re-create it NOT VALID, so "
                     "the type cannot be changed without a long lock there"
                 )
-        excluding = ctx.catalog.conn.execute(
-            text(
-                "SELECT string_agg(conname, ', ') FROM pg_constraint WHERE conrelid = :t "
-                "AND contype = 'x' AND :a = ANY (conkey)"
-            ),
-            {"t": facts.table_oid, "a": facts.attnum},
-        ).scalar()
+        excluding = ", ".join(exclusion_constraints(ctx.catalog, facts))
         if excluding:
             raise ValidationFailed(
                 f"{where}: exclusion constraint {excluding} uses the column; it cannot be "
@@ -596,7 +583,7 @@ class AlterColumn(Operation):
                     "table": literal(t),
                     "column": literal(col),
                     "name": literal(
-                        self._not_null_name(ctx, facts) or f"{self.table}_{col}_not_null"
+                        not_null_constraint(ctx.catalog, facts) or f"{self.table}_{col}_not_null"
                     ),
                 }
             )
@@ -626,19 +613,6 @@ class AlterColumn(Operation):
                 )
             )
         return steps
-
-    def _not_null_name(self, ctx: Context, facts: ColumnFacts) -> str | None:
-        """The name of the column's NOT NULL constraint (PostgreSQL 18), if it has one."""
-        from sqlalchemy import text
-
-        value = ctx.catalog.conn.execute(
-            text(
-                "SELECT conname FROM pg_constraint WHERE conrelid = :t AND contype = 'n' "
-                "AND conkey = ARRAY[:a]::int2[]"
-            ),
-            {"t": facts.table_oid, "a": facts.attnum},
-        ).scalar()
-        return str(value) if value else None
 
     def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
         t = ident(ctx.schema, self.table)

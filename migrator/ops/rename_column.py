@@ -26,18 +26,20 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.catalog_columns import (
+    column_facts,
+    column_indexes,
+    types_without_equality,
+)
 from migrator.engine.steps import BackfillSpec, Doomed, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.shadow import (
     ShadowSync,
-    column_facts,
-    column_indexes,
     drop_sync_sql,
     shadow_index_steps,
     sync_trigger_step,
-    types_without_equality,
 )
 from migrator.sqltext import ident, short_name
 
