@@ -34,7 +34,8 @@ from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
 
-Recorder = Callable[[Connection], None]
+# Writes a step's record in the step's own transaction (or around an autocommit block).
+StepRecorder = Callable[[Connection], None]
 
 
 @dataclass
@@ -77,8 +78,8 @@ class Executor:
         name: str,
         step: Step,
         *,
-        on_start: Recorder | None = None,
-        on_done: Recorder | None = None,
+        on_start: StepRecorder | None = None,
+        on_done: StepRecorder | None = None,
         on_failed: Callable[[Connection, str], None] | None = None,
     ) -> None:
         """Run one step, retrying lock timeouts; record it through the callbacks.
@@ -122,7 +123,7 @@ class Executor:
                     ) from None
                 raise StepFailed(reason, step=name) from None
 
-    def _run_transaction(self, name: str, step: Step, on_done: Recorder | None) -> None:
+    def _run_transaction(self, name: str, step: Step, on_done: StepRecorder | None) -> None:
         assert self.engine is not None
         with connect(self.engine) as conn:
             with conn.begin():
@@ -131,7 +132,7 @@ class Executor:
                     on_done(conn)
 
     def _run_autocommit(
-        self, name: str, step: Step, on_start: Recorder | None, on_done: Recorder | None
+        self, name: str, step: Step, on_start: StepRecorder | None, on_done: StepRecorder | None
     ) -> None:
         assert self.engine is not None
         with connect(self.engine) as conn:

@@ -31,7 +31,8 @@ from migrator.engine.state import NOT_EXPANDED_PHASES
 from migrator.observer import Observer
 from migrator.render.revisions import revision_id
 
-Recorder = Callable[[Connection], None]
+# Moves alembic_version in the transaction of the step that changed the schema.
+StampRecorder = Callable[[Connection], None]
 
 _ACTION = "alembic.stamp"
 
@@ -62,7 +63,7 @@ def _record(conn: Connection, release: str, previous: str | None, revision: str)
     )
 
 
-def after_expand(release: str, after: str | None, observer: Observer) -> Recorder:
+def after_expand(release: str, after: str | None, observer: Observer) -> StampRecorder:
     """The move to R's expand revision, to run in the last expand step's transaction."""
     target = revision_id(release, "expand")
 
@@ -97,7 +98,7 @@ def after_expand(release: str, after: str | None, observer: Observer) -> Recorde
     return move
 
 
-def after_contract(release: str, observer: Observer) -> Recorder:
+def after_contract(release: str, observer: Observer) -> StampRecorder:
     """The move to R's contract revision (and on, to a later expand already run)."""
 
     def move(conn: Connection) -> None:
@@ -128,7 +129,7 @@ def after_contract(release: str, observer: Observer) -> Recorder:
     return move
 
 
-def after_rollback(release: str, observer: Observer) -> Recorder:
+def after_rollback(release: str, observer: Observer) -> StampRecorder:
     """The move back to what alembic_version was before R's expand moved it."""
 
     def move(conn: Connection) -> None:
