@@ -85,15 +85,15 @@ def group_steps(prefix: str, statements: Sequence[Statement]) -> list[Step]:
     return steps
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
+def walk_nodes(node: Any) -> Iterator[ast.Node]:
     """Every node of a parse tree, depth first."""
     if isinstance(node, ast.Node):
         yield node
         for name in node:  # pglast nodes iterate over their attribute names
-            yield from _walk(getattr(node, name))
+            yield from walk_nodes(getattr(node, name))
     elif isinstance(node, tuple | list):
         for item in node:
-            yield from _walk(item)
+            yield from walk_nodes(item)
 
 
 def sql_column_changes(text: str, phase: Phase) -> list[ChangedColumn]:
@@ -163,7 +163,7 @@ def sql_column_changes(text: str, phase: Phase) -> list[ChangedColumn]:
                     continue
                 sources = {
                     n.fields[-1].sval
-                    for n in _walk(target.val)
+                    for n in walk_nodes(target.val)
                     if isinstance(n, ast.ColumnRef)
                     and n.fields
                     and isinstance(n.fields[-1], ast.String)

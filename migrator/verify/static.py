@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pglast import ast
 
 from migrator.ops.base import ChangedColumn
+from migrator.ops.sql import walk_nodes
 from migrator.pgtypes import rewrites
 from migrator.plan.models import Plan
 from migrator.verify.queries import Query
@@ -102,17 +103,6 @@ _COPY_FIX = (
 # -- walking the parse tree ------------------------------------------------------------------
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
-    """Every node of a parse tree, depth first."""
-    if isinstance(node, ast.Node):
-        yield node
-        for name in node:  # pglast nodes iterate over their attribute names
-            yield from _walk(getattr(node, name))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
 def _returning(stmt: ast.Node) -> tuple[Any, ...]:
     clause = getattr(stmt, "returningClause", None)
     if clause is not None:
@@ -186,7 +176,7 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
     if query.tree is None:
         return []
     if query.nodes is None:
-        query.nodes = list(_walk(query.tree))
+        query.nodes = list(walk_nodes(query.tree))
     ctes = {
         n.ctename
         for n in query.nodes
