@@ -93,6 +93,9 @@ def test_lint_of_a_file_imports_no_database_or_cloud_library(
     assert code == int(ExitCode.FINDINGS)  # the statement takes a lock without lock_timeout
     assert "pglast" in modules  # the statement was really parsed
     assert not modules & HEAVY, modules & HEAVY
+    # Nor the plan models and the operations: a SQL file has no plan.
+    loaded = set(json.loads((tmp_path / "modules.json").read_text()))
+    assert not loaded & {"migrator.plan.models", "migrator.ops"}, loaded
 
 
 # -- Ctrl-C at any moment -------------------------------------------------------------------

@@ -30,7 +30,6 @@ from migrator.findings import (
 )
 from migrator.lint import lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
-from migrator.plan.loader import load_plan
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
@@ -137,6 +136,8 @@ def lint(
 ) -> LintResult:
     """Lint every statement a plan will run (expand, rollback, contract, `sql` text);
     ``enable`` names optional rules to apply too."""
+    from migrator.plan.loader import load_plan
+
     plan = load_plan(plan_path)
     with _catalog(database_url) as catalog:
         report = lint_plan_report(plan, pg_version, catalog, enable=enable)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pglast
 from pglast import ast, enums
 
-from migrator.engine.catalog import Catalog
 from migrator.engine.steps import Step
 from migrator.errors import MigratorError, PlanError, UsageError, ValidationFailed
 from migrator.findings import Finding
@@ -24,9 +24,14 @@ from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, stat
 from migrator.lint.catalog_questions import Live
 from migrator.lint.offline import OfflineCatalog
 from migrator.lint.rules import RULES, last_id, optional_ids
-from migrator.ops import Context, Operation, Phase
-from migrator.plan.loader import Mark, PlanPositions, plan_positions
-from migrator.plan.models import Plan
+
+if TYPE_CHECKING:
+    # Only a plan's lint needs the plan models and the operations (imported where it
+    # runs): `migrator lint --sql FILE` loads neither.
+    from migrator.engine.catalog import Catalog
+    from migrator.ops import Operation, Phase
+    from migrator.plan.loader import Mark, PlanPositions
+    from migrator.plan.models import Plan
 
 DEFAULT_VERSION = 180000
 _SECTIONS: tuple[Phase, ...] = ("expand", "contract")
@@ -74,6 +79,9 @@ class _PlanLinter:
     def __init__(
         self, plan: Plan, version: int, catalog: Catalog | None, enable: Collection[str] = ()
     ) -> None:
+        from migrator.ops import Context
+        from migrator.plan.loader import plan_positions
+
         self.plan = plan
         self.positions = plan_positions(plan)
         self.version = version
