@@ -5,7 +5,7 @@ pagila baseline, the three phase databases, the matrix of 6 cells, the lint), th
 per query, and, measured in the same run on the same phase databases, the matrix beside
 a bare PREPARE loop (psycopg, one connection per phase, no migrator code) as a ratio.
 
-    /tmp/venvtest/bin/python bench/check.py [--queries 1000]
+    .venv/bin/python bench/check.py [--queries 1000]
 """
 
 from __future__ import annotations

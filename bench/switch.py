@@ -17,7 +17,7 @@ or reading the Service and Deployments), the audit-log writes and, for nginx, wa
 until new workers took over. Figures are medians of --runs runs, printed beside the
 baseline as ratios.
 
-    /tmp/venvtest/bin/python bench/switch.py [--runs 5] [--rate 500] [--database-url URL]
+    .venv/bin/python bench/switch.py [--runs 5] [--rate 500] [--database-url URL]
 """
 
 from __future__ import annotations

@@ -23,3 +23,7 @@ def test_migrator_demo_ends_with_every_request_served_and_every_row_filled() -> 
     assert set(result["served_by"]) == {"v1", "v2"}  # both versions served during the switch
     assert result["rows"] >= 3000 and result["rows_without_phone"] == 0
     assert result["rows_backfilled"] > 0 and result["phone_not_null"] is True
+    # v2 gates its phone count on migrator.release_phase(): pending until the backfill.
+    assert result["v2_stats_before_backfill"]["phones"] is None
+    assert result["v2_stats_before_backfill"]["pending"] == "backfill"
+    assert result["v2_stats_after_backfill"]["phones"] >= 3000

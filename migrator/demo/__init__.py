@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -190,6 +191,9 @@ class DemoResult:
     requests_failed: int
     served_by: dict[str, int]
     failures: list[str]
+    # v2's /stats, gated on migrator.release_phase(): before and after the backfill.
+    v2_stats_before_backfill: dict[str, Any]
+    v2_stats_after_backfill: dict[str, Any]
 
 
 def run(
@@ -221,7 +225,13 @@ def run(
         commands.switch(plan, opts)
 
         observer.info("\n[4/6] backfill: fill phone for the rows already there")
+        before = httpx.get(f"{env.green.url}/stats", timeout=5).json()
         result = commands.backfill(plan, opts)
+        after = httpx.get(f"{env.green.url}/stats", timeout=5).json()
+        observer.info(
+            f"v2's /stats asks migrator.release_phase(): {before.get('pending')} pending "
+            f"before the backfill, {after.get('phones')} phones after it"
+        )
 
         observer.info("\n[5/6] complete: v1 is retired; the contract is scheduled")
         commands.complete(plan, opts)
@@ -257,4 +267,6 @@ def run(
             requests_failed=stats.failed,
             served_by=dict(stats.by_version),
             failures=stats.failures,
+            v2_stats_before_backfill=before,
+            v2_stats_after_backfill=after,
         )

@@ -3,6 +3,9 @@
 Run as ``python -m migrator.demo.app --version v1 --port 8001 --database-url URL``.
 Each version runs its own queries (the query sets under migrator/demo/queries) and names
 its connections ``api-v1`` / ``api-v2``, so `migrator contract` can tell when v1 is gone.
+v2's ``/stats`` is a code path gated on the release itself: it counts the users with a
+phone only once ``migrator.release_phase()`` says the backfill is done (before that the
+count would be wrong, and the endpoint says it is pending).
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ QUERIES = {
         "get": "SELECT id, name, email, coalesce(phone, '') AS phone FROM users WHERE id = %s",
         "insert": "INSERT INTO users (name, email, phone) VALUES (%s, %s, %s) RETURNING id",
         "health": "SELECT count(*) FROM users WHERE phone IS NULL AND false",
+        "phones": "SELECT count(*) FROM users WHERE phone IS NOT NULL",
     },
 }
+
+# Where the release is, as the database tells it (migrator's function, granted to PUBLIC).
+RELEASE_PHASE = "SELECT phase, backfill_done FROM migrator.release_phase(%s)"
+RELEASE = "2026-11-add-phone"
 
 
 class App:
@@ -48,11 +56,22 @@ class App:
         return conn
 
     def run(self, name: str, *params: Any) -> list[tuple[Any, ...]]:
+        return self.execute(self.queries[name], *params)
+
+    def execute(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         try:
-            return self.conn().execute(self.queries[name], params or None).fetchall()
+            return self.conn().execute(sql, params or None).fetchall()
         except psycopg.OperationalError:
             self.local.conn = None  # reconnect next time
             raise
+
+    def stats(self) -> dict[str, Any]:
+        """v2's phone count, served once the release says its backfill is done."""
+        rows = self.execute(RELEASE_PHASE, RELEASE)
+        phase, filled = rows[0] if rows else (None, False)
+        if not filled:
+            return {"phones": None, "phase": phase, "pending": "backfill"}
+        return {"phones": self.run("phones")[0][0], "phase": phase}
 
 
 def handler(app: App) -> type[BaseHTTPRequestHandler]:
@@ -75,6 +94,8 @@ def handler(app: App) -> type[BaseHTTPRequestHandler]:
                 if self.path == "/healthz":
                     app.run("health")
                     self.reply(200, {"ok": True})
+                elif self.path == "/stats" and "phones" in app.queries:
+                    self.reply(200, app.stats())
                 elif self.path.startswith("/users/"):
                     rows = app.run("get", int(self.path.rsplit("/", 1)[1]))
                     self.reply(
