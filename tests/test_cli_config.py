@@ -3,6 +3,8 @@ mistake named at its file, line and column."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,97 @@ def test_only_options_that_read_the_variable_take_the_file() -> None:
     assert defaults["check"] == {"database_url": "u", "scratch_url": "s"}
     assert defaults["render"] == {"scratch_url": "s"}
     assert "capture" not in defaults.get("queries", {})
+
+
+# -- lint: the project's rule settings -----------------------------------------------------
+
+# M001 (an error) on line 2; M041 (optional, off by default) on line 3 when enabled.
+MIGRATION = (
+    "SET lock_timeout = '1s';\n"
+    "CREATE INDEX users_email ON users (email);\n"
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS a text;\n"
+)
+
+
+def _lint(tmp_path: Path, config: str | None, *args: str) -> tuple[int, str]:
+    sql = tmp_path / "m.sql"
+    sql.write_text(MIGRATION)
+    path = tmp_path / "migrator.yaml"
+    if config is not None:
+        path.write_text(config)
+    options = ["--config", str(path)] if config is not None else []
+    result = CliRunner().invoke(app, [*options, "lint", "--sql", str(sql), *args])
+    return result.exit_code, result.output
+
+
+def test_lint_settings_disable_warn_error_enable(tmp_path: Path) -> None:
+    code, output = _lint(tmp_path, None)
+    assert code == ExitCode.FINDINGS and "m.sql:2:1: error M001" in output, output
+    assert "M041" not in output
+    # disable: the rule's findings are gone, the run is clean.
+    code, output = _lint(tmp_path, "lint:\n  disable: [M001]\n")
+    assert code == 0 and "M001" not in output and "0 errors, 0 warnings" in output, output
+    # warn: still reported, as a warning, so --fail-on error passes.
+    code, output = _lint(tmp_path, "lint: {warn: [M001]}\n", "--fail-on", "error")
+    assert code == 0 and "m.sql:2:1: warning M001" in output, output
+    # error: a warning rule (M041, enabled) becomes an error that fails --fail-on error.
+    code, output = _lint(
+        tmp_path, "lint: {disable: [M001], enable: [M041]}\n", "--fail-on", "error"
+    )
+    assert code == 0 and "m.sql:3:1: warning M041" in output, output
+    code, output = _lint(
+        tmp_path, "lint: {disable: [M001], enable: [M041], error: [M041]}\n", "--fail-on", "error"
+    )
+    assert code == ExitCode.FINDINGS and "m.sql:3:1: error M041" in output, output
+
+
+def test_lint_settings_apply_to_the_lint_of_check(tmp_path: Path) -> None:
+    from migrator.commands.check import _lint as check_lint
+    from migrator.lint import RuleSettings
+    from migrator.plan.loader import load_plan
+
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(
+        "release: r1\nexpand:\n"
+        "  - sql:\n      expand: CREATE INDEX users_email ON users (email)\n"
+        "      rollback: DROP INDEX users_email\n"
+    )
+    plan = load_plan(plan_path)
+    rules = {f.rule: f.severity for f in check_lint(plan, plan_path, 180000, None, RuleSettings())}
+    assert rules.get("M001") == "error", rules
+    quiet = check_lint(plan, plan_path, 180000, None, RuleSettings(disable=frozenset({"M001"})))
+    assert "M001" not in {f.rule for f in quiet}
+    warned = check_lint(plan, plan_path, 180000, None, RuleSettings(severity={"M001": "warning"}))
+    assert {f.rule: f.severity for f in warned}.get("M001") == "warning"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lint:\n  disable: [M001, M999]\n", "migrator.yaml:2:19: lint.disable: no lint rule M999"),
+        ("lint: {warn: [M01]}\n", "migrator.yaml:1:15: lint.warn: no lint rule M01"),
+        ("lint: {enable: [M001]}\n", "migrator.yaml:1:17: lint.enable: M001 always applies"),
+        (
+            "lint: {warn: [M001], error: [M001]}\n",
+            "migrator.yaml:1:30: lint.error: M001 is already in lint.warn",
+        ),
+        ("lint: {ignore: [M001]}\n", "migrator.yaml:1:8: unknown lint key 'ignore'"),
+        ("lint: {warn: M001}\n", "migrator.yaml:1:14: lint.warn takes a list of rule ids"),
+    ],
+)
+def test_a_bad_lint_setting_is_one_line_at_file_line_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MIGRATOR_CONFIG", raising=False)
+    (tmp_path / "migrator.yaml").write_text(text)
+    (tmp_path / "m.sql").write_text(MIGRATION)
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrator", "lint", "--sql", "m.sql"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines

@@ -21,6 +21,7 @@ from migrator.cli.common import (
     parse_pg_version,
     read_plan,
 )
+from migrator.cli.config import lint_settings
 from migrator.errors import ExitCode, UsageError
 from migrator.observer import NULL_OBSERVER
 
@@ -145,6 +146,7 @@ def register(app: typer.Typer) -> None:
             actor=actor(),
             pg_version=parse_pg_version(pg_version),
             lint=lint,
+            lint_settings=lint_settings(),
         )
         report = check(loaded, plan, opts)
         if format == Format.table:

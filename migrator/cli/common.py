@@ -76,6 +76,8 @@ class Settings:
     """Process-wide CLI settings from the top-level options."""
 
     debug: bool = False
+    # The config file's lint: key (a RuleSettings), set by the root callback on every run.
+    lint: Any = None
 
 
 # Every verb takes --debug after its name too (`migrator expand PLAN --debug`); hidden,

@@ -12,6 +12,14 @@ click) resolves an option from the command line first, then its environment vari
 then the context's default map, so the order is flags > MIGRATOR_* env > file. A key
 that is not one of these, or a value that is not a string, is an error naming the file,
 line and column.
+
+A ``lint:`` key holds the project's rule settings for `migrator lint` and the lint of
+`migrator check` (lists of rule ids):
+
+    lint: {disable: [M041], warn: [M014], error: [M023], enable: [M042]}
+
+An unknown id, an id listed twice, or an ``enable`` of a rule that is not optional is an
+error at that id's file, line and column.
 """
 
 from __future__ import annotations
@@ -29,8 +37,13 @@ ENVIRONMENT = {"database_url": "MIGRATOR_DATABASE_URL", "scratch_url": "MIGRATOR
 MIGRATOR_DATABASE_URL on purpose (they would read production), ignore the file too."""
 KEYS = tuple(ENVIRONMENT)
 
+LINT_KEYS = ("disable", "warn", "error", "enable")
+_COMPATIBLE = ({"enable", "warn"}, {"enable", "error"})
+
 if TYPE_CHECKING:
     import yaml
+
+    from migrator.lint.rules import RuleSettings, Severity
 
 
 def _where(path: Path, node: yaml.Node) -> str:
@@ -39,7 +52,14 @@ def _where(path: Path, node: yaml.Node) -> str:
 
 def read_config(path: Path) -> dict[str, str]:
     """The option defaults a config file sets (an empty file sets none)."""
+    return read_config_file(path)[0]
+
+
+def read_config_file(path: Path) -> tuple[dict[str, str], RuleSettings]:
+    """The option defaults and the lint rule settings a config file sets."""
     import yaml
+
+    from migrator.lint.rules import RuleSettings
 
     text = read_text(path, "config file")
     try:
@@ -49,20 +69,79 @@ def read_config(path: Path) -> dict[str, str]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise UsageError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if root is None:
-        return {}
+        return {}, RuleSettings()
     if not isinstance(root, yaml.MappingNode):
         raise UsageError(f"{_where(path, root)}: a config file is a map of option: value")
     values: dict[str, str] = {}
+    settings = RuleSettings()
     for key, value in root.value:
         name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name == "lint":
+            settings = _lint_settings(path, value)
+            continue
         if name not in KEYS:
             raise UsageError(
-                f"{_where(path, key)}: unknown key {name!r}; expected one of {', '.join(KEYS)}"
+                f"{_where(path, key)}: unknown key {name!r}; expected one of "
+                f"{', '.join((*KEYS, 'lint'))}"
             )
         if not isinstance(value, yaml.ScalarNode) or value.tag != "tag:yaml.org,2002:str":
             raise UsageError(f"{_where(path, value)}: {name} takes a string")
         values[name] = value.value
-    return values
+    return values, settings
+
+
+def _lint_settings(path: Path, node: yaml.Node) -> RuleSettings:
+    """The ``lint:`` map: each rule id checked against the registry where it is written."""
+    import yaml
+
+    from migrator.lint.rules import RULES, RuleSettings, last_id, optional_ids
+
+    if not isinstance(node, yaml.MappingNode):
+        raise UsageError(
+            f"{_where(path, node)}: lint takes a map of {', '.join(LINT_KEYS)} to rule ids"
+        )
+    lists: dict[str, list[str]] = {}
+    seen: dict[str, list[str]] = {}
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name not in LINT_KEYS:
+            raise UsageError(
+                f"{_where(path, key)}: unknown lint key {name!r}; expected one of "
+                f"{', '.join(LINT_KEYS)}"
+            )
+        items = value.value if isinstance(value, yaml.SequenceNode) else None
+        if items is None:
+            raise UsageError(f"{_where(path, value)}: lint.{name} takes a list of rule ids")
+        for item in items:
+            rule_id = item.value if isinstance(item, yaml.ScalarNode) else None
+            if not isinstance(rule_id, str) or rule_id not in RULES:
+                raise UsageError(
+                    f"{_where(path, item)}: lint.{name}: no lint rule {rule_id}; the rules "
+                    f"are M001..{last_id()} (docs/lint-rules.md)"
+                )
+            # An optional rule may be enabled and given a severity; any other pair clashes.
+            clash = [o for o in seen.get(rule_id, ()) if {name, o} not in _COMPATIBLE]
+            if clash:
+                raise UsageError(
+                    f"{_where(path, item)}: lint.{name}: {rule_id} is already in lint.{clash[0]}"
+                )
+            if name == "enable" and not RULES[rule_id].optional:
+                raise UsageError(
+                    f"{_where(path, item)}: lint.enable: {rule_id} always applies; the "
+                    f"optional rules are {', '.join(optional_ids())}"
+                )
+            seen.setdefault(rule_id, []).append(name)
+            lists.setdefault(name, []).append(rule_id)
+    severity: dict[str, Severity] = {}
+    for rule_id in lists.get("warn", ()):
+        severity[rule_id] = "warning"
+    for rule_id in lists.get("error", ()):
+        severity[rule_id] = "error"
+    return RuleSettings(
+        disable=frozenset(lists.get("disable", ())),
+        severity=severity,
+        enable=frozenset(lists.get("enable", ())),
+    )
 
 
 def default_map(command: Any, values: dict[str, str]) -> dict[str, Any]:
@@ -85,6 +164,16 @@ def default_map(command: Any, values: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def lint_settings() -> RuleSettings:
+    """The rule settings the config file set for this run (the root callback keeps them
+    in `Settings.lint`), or none when no file or no ``lint:`` key."""
+    from migrator.cli.common import Settings
+    from migrator.lint.rules import RuleSettings
+
+    found = Settings.lint
+    return found if isinstance(found, RuleSettings) else RuleSettings()
+
+
 def config_path(given: Path | None) -> Path | None:
     """The config file to read: the one given, else ./migrator.yaml if there is one."""
     if given is not None:
@@ -93,4 +182,14 @@ def config_path(given: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-__all__ = ["DEFAULT_FILE", "ENVIRONMENT", "KEYS", "config_path", "default_map", "read_config"]
+__all__ = [
+    "DEFAULT_FILE",
+    "ENVIRONMENT",
+    "KEYS",
+    "LINT_KEYS",
+    "config_path",
+    "default_map",
+    "lint_settings",
+    "read_config",
+    "read_config_file",
+]

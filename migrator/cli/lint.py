@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from migrator.cli.common import DatabaseUrl, emit_json, escape, handled, out, parse_pg_version
+from migrator.cli.config import lint_settings
 from migrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -139,9 +140,14 @@ def register(app: typer.Typer) -> None:
         from migrator.commands.lint import lint as lint_plan
         from migrator.commands.lint import lint_sql_files
 
+        settings = lint_settings()
         if plan is not None:
             result = lint_plan(
-                plan, pg_version=major, database_url=database_url, enable=enable or []
+                plan,
+                pg_version=major,
+                database_url=database_url,
+                enable=enable or [],
+                settings=settings,
             )
         else:
             result = lint_sql_files(
@@ -150,6 +156,7 @@ def register(app: typer.Typer) -> None:
                 database_url=database_url,
                 assume_in_transaction=assume_in_transaction,
                 enable=enable or [],
+                settings=settings,
             )
         _report(result, fmt, fail_on.value)
         if result.fails(fail_on.value):

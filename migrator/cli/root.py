@@ -22,7 +22,13 @@ from migrator.cli import release as release_cli
 from migrator.cli import render as render_cli
 from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings, err, escape, scrubbed_output
-from migrator.cli.config import DEFAULT_FILE, KEYS, config_path, default_map, read_config
+from migrator.cli.config import (
+    DEFAULT_FILE,
+    KEYS,
+    config_path,
+    default_map,
+    read_config_file,
+)
 from migrator.cli.db import db_app
 from migrator.cli.plan import plan_app
 from migrator.cli.queries import queries_app
@@ -61,17 +67,19 @@ def main_options(
             "--config",
             envvar="MIGRATOR_CONFIG",
             dir_okay=False,
-            help=f"Option defaults ({', '.join(KEYS)}); default: ./{DEFAULT_FILE} if present. "
+            help=f"Option defaults ({', '.join(KEYS)}) and lint rule settings (lint); "
+            f"default: ./{DEFAULT_FILE} if present. "
             "Flags and MIGRATOR_* variables come first.",
         ),
     ] = None,
 ) -> None:
     """Zero-downtime blue-green releases on PostgreSQL."""
     Settings.debug = debug
+    Settings.lint = None
     path = config_path(config)
     if path is not None:
         try:
-            values = read_config(path)
+            values, Settings.lint = read_config_file(path)
         except UsageError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None

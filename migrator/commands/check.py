@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor
 from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleasePhase, StateStore
 from migrator.errors import GateRefused, UsageError
-from migrator.lint import lint_plan
+from migrator.lint import RuleSettings, lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
@@ -92,6 +92,7 @@ class CheckOptions:
     actor: str = "migrator"
     pg_version: int | None = None
     lint: bool = True
+    lint_settings: RuleSettings = field(default_factory=RuleSettings)
 
 
 def _start_disposable() -> tuple[EmbeddedPostgres, ScratchServer]:
@@ -178,7 +179,9 @@ def _queries(
     return versions, problems
 
 
-def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> list[Finding]:
+def _lint(
+    plan: Plan, plan_path: Path, version: int, before_url: str | None, settings: RuleSettings
+) -> list[Finding]:
     """The lint's findings on every statement the plan runs, as check findings.
 
     The lint asks the ``before`` scratch database (the schema the plan starts from) what
@@ -186,10 +189,10 @@ def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> 
     engine = make_engine(before_url) if before_url else None
     try:
         if engine is None:
-            raw = lint_plan(plan, version)
+            raw = lint_plan(plan, version, enable=settings.enable)
         else:
             with connect(engine) as conn:
-                raw = lint_plan(plan, version, catalog=Catalog(conn))
+                raw = lint_plan(plan, version, catalog=Catalog(conn), enable=settings.enable)
                 conn.rollback()
     finally:
         if engine is not None:
@@ -202,7 +205,7 @@ def _lint(plan: Plan, plan_path: Path, version: int, before_url: str | None) -> 
             file=f.file or str(plan_path),
             operation=None,
         )
-        for f in raw
+        for f in settings.apply(raw)
         if not f.suppressed
     ]
 
@@ -280,7 +283,11 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
             cells = run_matrix(dbs.urls, versions, changes, search_path, opts.observer)
             lap("matrix")
             version = live_version or opts.pg_version or scratch_version
-            lint = _lint(plan, path, version, dbs.urls["before"]) if opts.lint else []
+            lint = (
+                _lint(plan, path, version, dbs.urls["before"], opts.lint_settings)
+                if opts.lint
+                else []
+            )
             lap("lint")
             source = dbs.source
         lap("clean-up")

@@ -28,7 +28,7 @@ from migrator.findings import (
     junit_document,
     suite_counts,
 )
-from migrator.lint import lint_sql, normalize_version
+from migrator.lint import RuleSettings, lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 
 if TYPE_CHECKING:
@@ -133,19 +133,23 @@ def lint(
     pg_version: int | None = None,
     database_url: str | None = None,
     enable: Sequence[str] = (),
+    settings: RuleSettings | None = None,
 ) -> LintResult:
     """Lint every statement a plan will run (expand, rollback, contract, `sql` text);
-    ``enable`` names optional rules to apply too."""
+    ``enable`` names optional rules to apply too, ``settings`` the project's rule settings."""
     from migrator.plan.loader import load_plan
 
+    settings = settings or RuleSettings()
     plan = load_plan(plan_path)
     with _catalog(database_url) as catalog:
-        report = lint_plan_report(plan, pg_version, catalog, enable=enable)
+        report = lint_plan_report(
+            plan, pg_version, catalog, enable=sorted({*enable, *settings.enable})
+        )
     return LintResult(
         source=str(plan_path),
         server_version=report.server_version,
-        findings=report.active,
-        suppressed=report.suppressed,
+        findings=settings.apply(report.active),
+        suppressed=settings.apply(report.suppressed),
         unlinted=report.unlinted,
     )
 
@@ -157,10 +161,13 @@ def lint_sql_files(
     database_url: str | None = None,
     assume_in_transaction: bool = False,
     enable: Sequence[str] = (),
+    settings: RuleSettings | None = None,
 ) -> LintResult:
-    """Lint raw SQL migration files, each as psql would run it (or in one transaction)."""
+    """Lint raw SQL migration files, each as psql would run it (or in one transaction),
+    under the project's rule ``settings``."""
     if not paths:
         raise UsageError("give a plan, or --sql FILE for raw SQL migrations")
+    settings = settings or RuleSettings()
     result = LintResult(
         source=", ".join(str(p) for p in paths),
         server_version=normalize_version(pg_version) or DEFAULT_VERSION,
@@ -177,8 +184,9 @@ def lint_sql_files(
                 catalog=catalog,
                 assume_in_transaction=assume_in_transaction,
                 include_suppressed=True,
-                enable=enable,
+                enable=sorted({*enable, *settings.enable}),
             )
+            found = settings.apply(found)
             result.findings += [f for f in found if f.suppressed is None]
             result.suppressed += [f for f in found if f.suppressed is not None]
     return result

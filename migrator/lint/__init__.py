@@ -9,7 +9,7 @@ could not be built offline; `lint_sql` judges a raw SQL migration file.
 """
 
 from migrator.findings import Finding
-from migrator.lint.rules import RULES, Rule, render_markdown
+from migrator.lint.rules import RULES, Rule, RuleSettings, render_markdown
 from migrator.lint.sources import (
     LintReport,
     lint_plan,
@@ -23,6 +23,7 @@ __all__ = [
     "Finding",
     "LintReport",
     "Rule",
+    "RuleSettings",
     "lint_plan",
     "lint_plan_report",
     "lint_sql",

@@ -8,8 +8,12 @@ unless enabled. docs/lint-rules.md is generated from this registry
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from migrator.findings import Finding
 
 Severity = Literal["error", "warning"]
 
@@ -454,6 +458,24 @@ def rule(rule_id: str) -> Rule:
     return RULES[rule_id]
 
 
+@dataclass(frozen=True)
+class RuleSettings:
+    """A project's rule settings (the ``lint:`` key of migrator.yaml, read by the CLI):
+    rules whose findings are dropped, severities set per rule, optional rules turned on."""
+
+    disable: frozenset[str] = frozenset()
+    severity: Mapping[str, Severity] = field(default_factory=dict)
+    enable: frozenset[str] = frozenset()
+
+    def apply(self, findings: Iterable[Finding]) -> list[Finding]:
+        """The findings left once disabled rules are dropped, at their set severities."""
+        return [
+            replace(f, severity=self.severity.get(f.rule, f.severity)) if f.rule else f
+            for f in findings
+            if not f.rule or f.rule not in self.disable
+        ]
+
+
 def render_markdown() -> str:
     """docs/lint-rules.md, generated from the registry."""
     lines = [
@@ -486,6 +508,12 @@ def render_markdown() -> str:
         "with a database (`migrator check` always has one).",
         "- **Optional rules**: the rules marked *optional* below are off unless enabled, "
         "with `--enable ID` (repeatable) on `migrator lint`.",
+        "- **Configuration**: the `lint:` key of migrator.yaml sets the rules for "
+        "`migrator lint` and the lint of `migrator check`: "
+        "`lint: {disable: [M041], warn: [M014], error: [M023], enable: [M042]}`. "
+        "`disable` drops a rule's findings, `warn` and `error` set its severity, `enable` "
+        "turns on an optional rule (as `--enable` does). An unknown rule id, or a rule "
+        "named twice, is an error at its file, line and column (exit 2).",
         "- **Output**: `--format text` (default), `json`, `junit` (a case per finding, a "
         "failure for each that fails the run) or `github` (an annotation per finding at its "
         "file, line and column; `::error` for what fails the run, `::warning` for the rest).",
