@@ -232,3 +232,25 @@ def test_json_schema_cli() -> None:
     defs = json.dumps(schema["$defs"])
     for op in ("add_column", "create_index", "drop_column", "rename_table"):
         assert f'"{op}"' in defs
+
+
+def test_plan_validate_names_an_unknown_lint_ignore_id_at_its_line_and_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "release: r\nexpand:\n"
+        "  - sql:\n"
+        "      expand: \"UPDATE settings SET theme = 'dark'\"\n"
+        "      rollback: ''\n"
+        "      lint:\n"
+        "        ignore:\n"
+        '          M999: "a reason"\n'
+    )
+    result = CliRunner().invoke(app, ["plan", "validate", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"{path}:8:11" in lines[0] and "M999" in lines[0], lines
+    # `lint` names it at the same place.
+    linted = CliRunner().invoke(app, ["lint", str(path)])
+    assert linted.exit_code == 2 and f"{path}:8:11" in linted.output, linted.output

@@ -31,6 +31,11 @@ plan_app = typer.Typer(help="Work with release plans.", no_args_is_help=True)
 def validate(plan: PlanPath, json_output: Json = False) -> None:
     """Check a plan's syntax and structure (no database needed)."""
     loaded = read_plan(plan)
+    if any(op.lint for phase in ("expand", "contract") for op in loaded.operations(phase)):
+        # Only then: the lint's registry loads the SQL parser, which validate needs not.
+        from migrator.lint.sources import check_suppressions
+
+        check_suppressions(loaded)
     if json_output:
         emit_json({"valid": True, "release": loaded.release, "plan_hash": loaded.digest()})
         return

@@ -111,11 +111,6 @@ class _PlanLinter:
             return (section, index)
         return self.positions.operation_path(section, index)
 
-    def _mark(self, path: tuple[str | int, ...]) -> Mark | None:
-        if self.positions is None:
-            return None
-        return self.positions.keys.get(path)
-
     def _source(self, section: str, index: int, op: Operation, context: str) -> Source:
         mark = self.positions.operation(section, index, op.op_name) if self.positions else None
         return Source(
@@ -128,24 +123,7 @@ class _PlanLinter:
         )
 
     def check_suppressions(self) -> None:
-        for section in _SECTIONS:
-            for index, op in enumerate(self.plan.operations(section)):
-                if op.lint is None:
-                    continue
-                for rule_id in op.lint.ignore:
-                    if rule_id not in RULES:
-                        path = (*self._path(section, index), op.op_name, "lint", "ignore", rule_id)
-                        mark = self._mark(path)
-                        where = (
-                            f"{self.positions.source}:{mark.line}:{mark.column}"
-                            if self.positions and mark
-                            else f"{section}[{index}].{op.op_name}"
-                        )
-                        raise PlanError(
-                            f"lint.ignore: no lint rule {rule_id}; the rules are M001..{last_id()} "
-                            "(docs/lint-rules.md)",
-                            location=where,
-                        )
+        check_suppressions(self.plan)
 
     # steps -------------------------------------------------------------------------------
 
@@ -305,6 +283,35 @@ class LintReport:
     def suppressed(self) -> list[Finding]:
         """The findings the plan suppresses, with their reasons."""
         return [f for f in self.findings if f.suppressed is not None]
+
+
+def check_suppressions(plan: Plan) -> None:
+    """Refuse a plan whose ``lint: {ignore: ...}`` names an unknown rule id (PlanError at
+    the id's file:line:column): `migrator plan validate` and the lint both ask."""
+    from migrator.plan.loader import plan_positions
+
+    positions = plan_positions(plan)
+    for section in _SECTIONS:
+        for index, op in enumerate(plan.operations(section)):
+            if op.lint is None:
+                continue
+            for rule_id in op.lint.ignore:
+                if rule_id in RULES:
+                    continue
+                mark = None
+                if positions is not None:
+                    path = positions.operation_path(section, index)
+                    mark = positions.keys.get((*path, op.op_name, "lint", "ignore", rule_id))
+                where = (
+                    f"{positions.source}:{mark.line}:{mark.column}"
+                    if positions and mark
+                    else f"{section}[{index}].{op.op_name}"
+                )
+                raise PlanError(
+                    f"lint.ignore: no lint rule {rule_id}; the rules are M001..{last_id()} "
+                    "(docs/lint-rules.md)",
+                    location=where,
+                )
 
 
 def lint_plan(
