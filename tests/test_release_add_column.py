@@ -517,3 +517,36 @@ def test_contract_stopped_after_its_last_step_is_finished_by_a_rerun(db: str) ->
     (result,) = commands.contract(opts(db))
     assert result.ran == []
     assert q(db, "SELECT phase FROM migrator.releases") == [("contracted",)]
+
+
+def test_contract_before_complete_says_to_run_complete(db: str, tmp_path: Path) -> None:
+    """A first user ran `contract` right after the backfill and was told "nothing to
+    contract": it names the release, its phase and the command to run, changing nothing."""
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(PLAN)
+    plan = parse_plan(PLAN)
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    snapshot = catalog(db)
+    for name in (None, plan.release):
+        with pytest.raises(GateRefused, match="run `migrator complete PLAN` first") as caught:
+            commands.contract(opts(db), name)
+        assert f"cannot contract {plan.release}: it is backfilled, not completed" in str(
+            caught.value
+        )
+        assert caught.value.exit_code == 3
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrator", "contract", "--database-url", db],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "nothing to contract" not in proc.stdout
+    assert "migrator complete PLAN" in proc.stderr
+    assert catalog(db) == snapshot
+    assert q(db, "SELECT phase FROM migrator.releases") == [("backfilled",)]
+    # Once completed, the same command runs the contract.
+    commands.complete(plan, opts(db))
+    (result,) = commands.contract(opts(db))
+    assert q(db, "SELECT phase FROM migrator.releases") == [("contracted",)]

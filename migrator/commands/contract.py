@@ -24,7 +24,13 @@ from migrator.commands.session import (
 )
 from migrator.engine import conditions
 from migrator.engine.conditions import Condition
-from migrator.engine.state import CONTRACT_DUE_PHASES, ContractRecord, Release, ReleasePhase
+from migrator.engine.state import (
+    CONTRACT_DUE_PHASES,
+    FORWARD_PHASES,
+    ContractRecord,
+    Release,
+    ReleasePhase,
+)
 from migrator.engine.steps import Doomed, Statement, Step
 from migrator.errors import GateRefused, MigratorError
 from migrator.ops.base import Context
@@ -73,6 +79,20 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
         if release_name is not None and release_name not in releases:
             raise GateRefused(f"no release named {release_name}", gate="release-exists")
         pending = [r for r in records if r.status != "done"]
+        due = [r for r in releases.values() if r.phase in CONTRACT_DUE_PHASES]
+        in_flight = [
+            r
+            for r in releases.values()
+            if r.phase in FORWARD_PHASES and release_name in (None, r.name)
+        ]
+        # Nothing is scheduled until `complete`: say what to run, not "nothing to do".
+        if in_flight and not pending and not (release_name is None and due):
+            open_release = in_flight[0]
+            raise GateRefused(
+                f"cannot contract {open_release.name}: it is {open_release.phase}, not completed; "
+                "run `migrator complete PLAN` first",
+                gate="completed",
+            )
         # A release whose contract has nothing (left) to do is contracted at once: one
         # with no contract steps, or one whose last run was stopped after its last step.
         unfinished = {r.release for r in pending}
