@@ -14,12 +14,16 @@ from typer.testing import CliRunner
 from migrator import commands
 from migrator.cli import app
 from migrator.commands.release import phase_order
+from migrator.commands.release import release as run_release
 from migrator.commands.session import STATE
 from migrator.db.connection import connect, make_engine
 from migrator.errors import ExitCode, GateRefused
+from migrator.observer import Observer
 from migrator.plan.models import Plan
+from migrator.switch import SmokeFailed
 from tests.support.switch_env import (
     SEED_SQL,
+    free_port,
     phase,
     ready_release,
     record_check,
@@ -304,3 +308,61 @@ def test_release_fills_a_renamed_column_before_the_switch() -> None:
         ["check", "expand", "switch", "backfill", "complete"],
         ["check", "expand", "backfill", "switch", "complete"],
     ]
+
+
+def test_release_says_what_it_did_not_verify(fresh_db: str, tmp_path: Path) -> None:
+    """A plan with no versions: and a switch with no smoke test and no watch probes: the
+    release goes through, and the CLI says that no query and nothing on green was checked."""
+    state = tmp_path / "lb"
+    data = {
+        "release": "r-unverified",
+        "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
+        "switch": _section(state),
+    }
+    path = _write(tmp_path, data)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+    from migrator.plan.loader import load_plan
+
+    record_check(fresh_db, load_plan(path))
+    done = CliRunner().invoke(app, ["release", str(path), "--database-url", fresh_db])
+    assert done.exit_code == 0, done.output
+    assert (
+        "warning: release r-unverified: skipped the query check: the plan has no versions:"
+        in done.output
+    )
+    assert (
+        "warning: switch of r-unverified: nothing is verified: the plan has no switch.smoke "
+        "tests and no switch.watch.probes" in done.output
+    )
+    assert state.read_text() == "100\n"
+    # With one version's query set named, only the other is said to be unchecked; with a
+    # smoke test (here one green fails), the switch does not say nothing was verified.
+    data = {
+        **data,
+        "release": "r-verified",
+        "after": "r-unverified",
+        "expand": [{"add_column": {"table": "users", "column": {"name": "fax", "type": "text"}}}],
+        "versions": {"old": {"name": "v1", "queries": "q.sql"}, "new": {"name": "v2"}},
+        "switch": _section(state, smoke=[{"http": {"url": f"http://127.0.0.1:{free_port()}/"}}]),
+    }
+    plan = Plan.model_validate(data)
+    record_check(fresh_db, plan)
+    rec = _Warnings()
+    opts = commands.Options(database_url=fresh_db, actor="tester@test", observer=rec)
+    with pytest.raises(SmokeFailed):
+        run_release(plan, tmp_path / "plan.yaml", opts)
+    assert rec.warnings[0] == (
+        "release r-verified: skipped the query check of the new version: the plan has no "
+        "versions.new.queries"
+    )
+    assert not any("nothing is verified" in w for w in rec.warnings)
+    assert state.read_text() == "0\n"
+
+
+class _Warnings(Observer):
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)

@@ -78,6 +78,19 @@ def release(
     observer = opts.observer
 
     def run_check() -> str:
+        # The check passes with no query set, which a first user took for proof.
+        if plan.versions is None:
+            observer.warning(
+                f"release {plan.release}: skipped the query check: the plan has no "
+                "versions: (add versions.old.queries and versions.new.queries)"
+            )
+        else:
+            for key in ("old", "new"):
+                if getattr(plan.versions, key).queries is None:
+                    observer.warning(
+                        f"release {plan.release}: skipped the query check of the {key} "
+                        f"version: the plan has no versions.{key}.queries"
+                    )
         if _check_passed(opts.database_url, plan):
             return "skipped: passed before for this plan"
         report = check(

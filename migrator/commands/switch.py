@@ -251,6 +251,11 @@ def switch(
         result = SwitchResult(plan.release, backend.describe(), None, None)
         current = _current(backend, s.engine, plan.release)
         result.before = current.as_dict()
+        if to == "green" and not settings.smoke and not settings.watch.probes:
+            opts.observer.warning(
+                f"switch of {plan.release}: nothing is verified: the plan has no "
+                "switch.smoke tests and no switch.watch.probes"
+            )
         if to == "blue":
             percents: list[int] = [0]
         elif step is not None:
