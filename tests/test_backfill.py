@@ -732,3 +732,26 @@ def test_dry_run_shows_a_batchs_update_and_changes_nothing(
     )
     assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NOT NULL") == [(0,)]
     assert q(fresh_db, "SELECT count(*) FROM migrator.steps WHERE phase = 'backfill'") == [(0,)]
+
+
+@pytest.mark.parametrize("shape", ["integer", "ctid"])
+def test_nothing_to_fill_ends_without_a_batch(fresh_db: str, shape: str) -> None:
+    """A default already filled every row: the backfill ends at once, with no batch (it
+    walked every key range in empty batches, a ctid walk twice), and says it is done."""
+    q(fresh_db, SEEDS[shape])
+    plan = parse_plan(
+        plan_text(batch="500").replace("type: text}", "type: text, default: \"'none'\"}"),
+        "plan.yaml",
+    )
+    commands.expand(plan, opts(fresh_db))
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NULL") == [(0,)]
+    before = q(fresh_db, "SELECT md5(string_agg(users::text, ',' ORDER BY users::text)) FROM users")
+    result = commands.backfill(plan, opts(fresh_db))
+    assert result.rows == 0 and len(result.ran) == 1
+    assert q(fresh_db, "SELECT coalesce(sum(batches), 0) FROM migrator.backfill_ranges") == [(0,)]
+    cp = checkpoint(fresh_db)
+    assert (cp["rows"], cp["total"], cp["batches"]) == (0, 0, 0)
+    assert q(fresh_db, "SELECT status FROM migrator.steps WHERE phase = 'backfill'") == [("done",)]
+    assert q(fresh_db, "SELECT phase FROM migrator.releases") == [("backfilled",)]
+    after = q(fresh_db, "SELECT md5(string_agg(users::text, ',' ORDER BY users::text)) FROM users")
+    assert after == before

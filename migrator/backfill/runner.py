@@ -200,8 +200,14 @@ class Backfill:
                     self.store.delete(conn)
                     count = self.settings.workers * self.settings.planned_ranges_per_worker
                     floor = self.settings.workers * self.settings.ranges_per_worker
-                    bounds, self.total = plan_ranges(conn, self.spec, walk, count, floor)
-                    passes = self.pass_count = self.passes(conn)
+                    if self._any_to_fill(conn):
+                        bounds, self.total = plan_ranges(conn, self.spec, walk, count, floor)
+                        passes = self.pass_count = self.passes(conn)
+                    else:
+                        # No range at all: `run` ends without a batch (once per table,
+                        # not one empty batch per key range and pass).
+                        bounds, self.total, passes = [], 0, 1
+                        self.pass_count = 1
                     self.store.create(conn, bounds, first_pass=FINAL_PASS + 1 - passes)
                     STATE.save_checkpoint(
                         conn,
@@ -219,6 +225,21 @@ class Backfill:
                     )
         self.walk = walk
         return walk
+
+    def _any_to_fill(self, conn: Connection) -> bool:
+        """Whether any row needs the fill now (one scan that stops at the first).
+
+        Rows written after the expand are filled by the sync trigger or the new
+        version, so a table with none left (a default filled them) stays so.
+        """
+        if self._always_needed():
+            return True
+        cursor = conn.connection.cursor()
+        cursor.execute(
+            f"SELECT EXISTS (SELECT FROM {ident(self.spec.schema, self.spec.table)} "
+            f"WHERE ({self.spec.needs}))"
+        )
+        return bool(scalar(cursor))
 
     def _pass_rows(self, pass_: int) -> str | None:
         """The rows pass ``pass_`` fills: a share of each page, or all in the last pass."""
@@ -269,7 +290,10 @@ class Backfill:
         walk = self.walk or self.prepare()
         passes = 1
         try:
-            while True:
+            with connect(self.engine) as conn:
+                planned = self.store.summary(conn).ranges
+            # No range planned: no row needed the fill (see `prepare`).
+            while planned:
                 self._run_pass()
                 # A spec whose rows are always needed gets one sweep, as it gets one pass.
                 if walk.keyset or self._always_needed() or self._sweep_done(passes):
