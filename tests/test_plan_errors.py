@@ -149,6 +149,24 @@ CASES: list[tuple[str, str, str, str]] = [
         "unknown key 'operatons'",
     ),
     (
+        "typo key inside an operation",
+        "release: r\nexpand:\n  - add_column:\n      table: t\n      colum: {name: a, type: text}\n",
+        "5:7",
+        "unknown key 'colum' (did you mean 'column'?); expected one of: lint, table, column",
+    ),
+    (
+        "typo key inside an operation's column",
+        "release: r\nexpand:\n  - add_column: {table: t, column: {name: a, tpye: text}}\n",
+        "3:46",
+        "unknown key 'tpye' (did you mean 'type'?)",
+    ),
+    (
+        "typo key inside a contract operation",
+        "release: r\ncontract:\n  - drop_column: {table: t, colunm: a}\n",
+        "3:29",
+        "unknown key 'colunm' (did you mean 'column'?)",
+    ),
+    (
         "versions missing new",
         "release: r\nversions:\n  old: {name: v1}\n",
         "2:1",

@@ -22,7 +22,7 @@ from yaml.constructor import SafeConstructor
 from migrator.errors import PlanError
 from migrator.files import read_text
 from migrator.ops import REGISTRY
-from migrator.plan.models import Plan, placement_errors
+from migrator.plan.models import ITEM_MODELS, Plan, placement_errors
 
 Loc = tuple[str | int, ...]
 
@@ -125,15 +125,21 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
             continue
         following: list[Any] = []
         for model in current:
-            if segment in REGISTRY and model.__name__.endswith("Item"):
-                following.append(REGISTRY[segment])
+            if (
+                segment in REGISTRY
+                and model.__name__.endswith("Item")
+                and segment not in model.model_fields
+            ):
+                # pydantic puts the union's tag before the item's own key:
+                # ("expand", 0, "add_column", "add_column", "column", ...).
+                following.append(ITEM_MODELS[segment])
                 continue
             for name, field in model.model_fields.items():
                 if segment in (name, field.alias):
                     following += _unwrap(field.annotation)
         if not following:
             return None
-        current = following
+        current = list(dict.fromkeys(following))
     return current[0] if len(current) == 1 else None
 
 
