@@ -45,6 +45,8 @@ class PlanError(MigratorError):
         super().__init__(f"{location}: {message}" if location else message)
         self.location = location
         self.reason = message
+        # The errors found in the same file after this one (`plan validate` shows all).
+        self.more: list[PlanError] = []
 
 
 class UsageError(MigratorError):

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from migrator.cli import app
 from migrator.errors import PlanError
+from migrator.ops import REGISTRY
 from migrator.plan.loader import load_plan, parse_plan
 
 GOOD_OP = "  - add_column: {table: users, column: {name: phone, type: text}}\n"
@@ -272,3 +273,37 @@ def test_plan_validate_names_an_unknown_lint_ignore_id_at_its_line_and_column(
     # `lint` names it at the same place.
     linted = CliRunner().invoke(app, ["lint", str(path)])
     assert linted.exit_code == 2 and f"{path}:8:11" in linted.output, linted.output
+
+
+def test_validate_takes_files_and_folders_and_reports_every_error(tmp_path: Path) -> None:
+    """Each file's errors, each on its own line naming file:line:column, the valid plans
+    with their tick, exit 2 when any plan is bad; a folder means its *.yaml and *.yml."""
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    good = folder / "a-good.yaml"
+    good.write_text(f"release: r\nexpand:\n{GOOD_OP}")
+    bad = folder / "b-bad.yml"
+    bad.write_text(
+        "release: r\nbogus: 1\nexpand:\n  - add_column: {table: t, colum: {name: a, type: text}}\n"
+    )
+    (folder / "notes.txt").write_text("not a plan")
+    other = tmp_path / "other.yaml"
+    other.write_text("release: r\nexpand:\n  - add_colum: {table: t}\n")
+    result = CliRunner().invoke(app, ["plan", "validate", str(folder), str(other)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        f"✓ {good}: release r, 1 operation",
+        f"error: {bad}:4:28: unknown key 'colum' (did you mean 'column'?); expected one of: "
+        "lint, table, column, up, final",
+        f"error: {bad}:2:1: unknown key 'bogus'; expected one of: release, after, description, "
+        "baseline, database, versions, expand, backfill, switch, contract",
+        f"error: {bad}:4:5: missing required key 'column'",
+        f"error: {other}:3:5: unknown operation 'add_colum'; did you mean 'add_column'? "
+        f"expected one of: {', '.join(REGISTRY)}",
+    ], result.output
+    assert CliRunner().invoke(app, ["plan", "validate", str(good), str(good)]).exit_code == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = CliRunner().invoke(app, ["plan", "validate", str(empty)])
+    assert nothing.exit_code == 2 and "no *.yaml or *.yml plan" in nothing.output

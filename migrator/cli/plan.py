@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +13,10 @@ from migrator.cli.common import (
     ConsoleObserver,
     DatabaseUrl,
     Json,
-    PlanPath,
     ScratchUrl,
+    Settings,
     emit_json,
+    err,
     escape,
     handled,
     out,
@@ -26,23 +28,66 @@ from migrator.words import count
 plan_app = typer.Typer(help="Work with release plans.", no_args_is_help=True)
 
 
+PlanPaths = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Release plans (YAML), or folders of them (their *.yaml and *.yml).",
+        show_default=False,
+        metavar="PLAN...",
+    ),
+]
+
+
+def _plan_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the plans of each folder named (not its subfolders)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not found:
+                raise UsageError(f"{path}: no *.yaml or *.yml plan in this folder")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
 @plan_app.command("validate")
 @handled
-def validate(plan: PlanPath, json_output: Json = False) -> None:
-    """Check a plan's syntax and structure (no database needed)."""
-    loaded = read_plan(plan)
-    if any(op.lint for phase in ("expand", "contract") for op in loaded.operations(phase)):
-        # Only then: the lint's registry loads the SQL parser, which validate needs not.
-        from migrator.lint.sources import check_suppressions
+def validate(plans: PlanPaths, json_output: Json = False) -> None:
+    """Check plans' syntax and structure (no database needed); every error of each."""
+    from migrator.errors import PlanError
 
-        check_suppressions(loaded)
-    if json_output:
-        emit_json({"valid": True, "release": loaded.release, "plan_hash": loaded.digest()})
-        return
-    ops = len(loaded.expand) + len(loaded.contract.operations)
-    out.print(
-        f"[green]✓[/] {escape(str(plan))}: release {escape(loaded.release)}, {count(ops, 'operation')}"
-    )
+    failed = False
+    for plan in _plan_files(plans):
+        try:
+            loaded = read_plan(plan)
+            if any(op.lint for phase in ("expand", "contract") for op in loaded.operations(phase)):
+                # Only then: the lint's registry loads the SQL parser, which validate needs not.
+                from migrator.lint.sources import check_suppressions
+
+                check_suppressions(loaded)
+        except PlanError as exc:
+            # Go on with the other files: one run reports every plan's errors.
+            failed = True
+            if Settings.debug:
+                err.print(escape(traceback.format_exc()), end="")
+            for error in (exc, *exc.more):
+                if json_output:
+                    emit_json({"valid": False, "file": str(plan), "error": str(error)})
+                else:
+                    err.print(f"[bold red]error:[/] {escape(str(error))}")
+            continue
+        if json_output:
+            emit_json({"valid": True, "release": loaded.release, "plan_hash": loaded.digest()})
+            continue
+        ops = len(loaded.expand) + len(loaded.contract.operations)
+        out.print(
+            f"[green]✓[/] {escape(str(plan))}: release {escape(loaded.release)}, "
+            f"{count(ops, 'operation')}"
+        )
+    if failed:
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
 
 
 @plan_app.command("schema")

@@ -231,14 +231,17 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         # An unknown key explains the errors that follow from it (a typo'd key is also
         # a missing one), so it is reported first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        first = errors[0]
-        loc = tuple(first["loc"])
-        path = _resolve(builder.marks, loc)
-        # A wrong value is shown where the value stands; a wrong key where the key does.
-        at = builder.marks.get(path, Mark(1, 1))
-        if first["type"] not in ("extra_forbidden", "missing") and path in builder.values:
-            at = builder.values[path]
-        raise builder.error(_describe(first), at) from None
+        found: list[PlanError] = []
+        for error in errors:
+            path = _resolve(builder.marks, tuple(error["loc"]))
+            # A wrong value is shown where the value stands; a wrong key where the key does.
+            at = builder.marks.get(path, Mark(1, 1))
+            if error["type"] not in ("extra_forbidden", "missing") and path in builder.values:
+                at = builder.values[path]
+            found.append(builder.error(_describe(error), at))
+        first = found[0]
+        first.more = found[1:]
+        raise first from None
     for loc, message in placement_errors(plan):
         raise builder.error(message, _locate(builder.marks, loc))
     _remember(plan, PlanPositions(source, text, builder.marks, builder.values))
