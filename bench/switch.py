@@ -124,35 +124,8 @@ def bench_nginx(url: str, runs: int, rate: float, keepalive: bool) -> list[list[
                 windows.append(w)
                 time.sleep(1.0)  # let the old workers drain before the next move
         report = load.stop()
-        horizon = 1.0
         mode = "keep-alive" if keepalive else "new connection per request"
-        for target, what in (("green", "to 100% green"), ("blue", "back to 100% blue")):
-            figures: dict[str, dict[str, float]] = {}
-            for label in ("baseline", "migrator"):
-                mine = [w for w in windows if w.label == label and w.target == target]
-                settled = [_settled(report, w, horizon) for w in mine]
-                counts = [_requests(report, w, horizon) for w in mine]
-                figures[label] = {
-                    "returned": _median_ms([w.returned - w.start for w in mine]),
-                    "settled": _median_ms([s for s in settled if s is not None]),
-                    "sent": sum(c[0] for c in counts),
-                    "failed": sum(c[1] for c in counts),
-                    "slow": sum(c[2] for c in counts),
-                }
-            b, m = figures["baseline"], figures["migrator"]
-            rows.append(
-                [
-                    f"nginx {what}",
-                    f"{b['returned']:.1f} ms",
-                    f"{m['returned']:.1f} ms",
-                    f"{m['returned'] / b['returned']:.1f}x",
-                    f"{b['settled']:.1f} ms",
-                    f"{m['settled']:.1f} ms",
-                    f"{m['settled'] / b['settled']:.1f}x" if b["settled"] else "-",
-                    f"{int(b['failed'])}/{int(b['sent'])}, slow {int(b['slow'])}",
-                    f"{int(m['failed'])}/{int(m['sent'])}, slow {int(m['slow'])}",
-                ]
-            )
+        rows.extend(_window_rows("nginx", windows, report))
         achieved = report.sent / max(report.timeline[-1][0], 1e-9) if report.timeline else 0.0
         print(
             f"nginx load ({mode}): {report.sent} requests at {achieved:.0f}/s achieved "
@@ -166,6 +139,40 @@ def bench_nginx(url: str, runs: int, rate: float, keepalive: bool) -> list[list[
         nginx.stop()
         blue.stop()
         green.stop()
+    return rows
+
+
+def _window_rows(name: str, windows: list[Window], report: LoadReport) -> list[list[str]]:
+    """One row per direction: the baseline's and migrator's windows side by side."""
+    rows: list[list[str]] = []
+    horizon = 1.0
+    for target, what in (("green", "to 100% green"), ("blue", "back to 100% blue")):
+        figures: dict[str, dict[str, float]] = {}
+        for label in ("baseline", "migrator"):
+            mine = [w for w in windows if w.label == label and w.target == target]
+            settled = [_settled(report, w, horizon) for w in mine]
+            counts = [_requests(report, w, horizon) for w in mine]
+            figures[label] = {
+                "returned": _median_ms([w.returned - w.start for w in mine]),
+                "settled": _median_ms([s for s in settled if s is not None]),
+                "sent": sum(c[0] for c in counts),
+                "failed": sum(c[1] for c in counts),
+                "slow": sum(c[2] for c in counts),
+            }
+        b, m = figures["baseline"], figures["migrator"]
+        rows.append(
+            [
+                f"{name} {what}",
+                f"{b['returned']:.1f} ms",
+                f"{m['returned']:.1f} ms",
+                f"{m['returned'] / b['returned']:.1f}x",
+                f"{b['settled']:.1f} ms",
+                f"{m['settled']:.1f} ms",
+                f"{m['settled'] / b['settled']:.1f}x" if b["settled"] else "-",
+                f"{int(b['failed'])}/{int(b['sent'])}, slow {int(b['slow'])}",
+                f"{int(m['failed'])}/{int(m['sent'])}, slow {int(m['slow'])}",
+            ]
+        )
     return rows
 
 
@@ -206,34 +213,7 @@ def bench_haproxy(url: str, runs: int, rate: float) -> list[list[str]]:
                 windows.append(w)
                 time.sleep(1.0)  # same pacing as nginx
         report = load.stop()
-        horizon = 1.0
-        for target, what in (("green", "to 100% green"), ("blue", "back to 100% blue")):
-            figures: dict[str, dict[str, float]] = {}
-            for label in ("baseline", "migrator"):
-                mine = [w for w in windows if w.label == label and w.target == target]
-                settled = [_settled(report, w, horizon) for w in mine]
-                counts = [_requests(report, w, horizon) for w in mine]
-                figures[label] = {
-                    "returned": _median_ms([w.returned - w.start for w in mine]),
-                    "settled": _median_ms([s for s in settled if s is not None]),
-                    "sent": sum(c[0] for c in counts),
-                    "failed": sum(c[1] for c in counts),
-                    "slow": sum(c[2] for c in counts),
-                }
-            b, m = figures["baseline"], figures["migrator"]
-            rows.append(
-                [
-                    f"haproxy {what}",
-                    f"{b['returned']:.1f} ms",
-                    f"{m['returned']:.1f} ms",
-                    f"{m['returned'] / b['returned']:.1f}x",
-                    f"{b['settled']:.1f} ms",
-                    f"{m['settled']:.1f} ms",
-                    f"{m['settled'] / b['settled']:.1f}x" if b["settled"] else "-",
-                    f"{int(b['failed'])}/{int(b['sent'])}, slow {int(b['slow'])}",
-                    f"{int(m['failed'])}/{int(m['sent'])}, slow {int(m['slow'])}",
-                ]
-            )
+        rows.extend(_window_rows("haproxy", windows, report))
         achieved = report.sent / max(report.timeline[-1][0], 1e-9) if report.timeline else 0.0
         print(
             f"haproxy load (new connection per request): {report.sent} requests at "
