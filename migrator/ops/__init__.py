@@ -21,6 +21,7 @@ from migrator.ops.drop_constraint import DropConstraint
 from migrator.ops.drop_index import DropIndex
 from migrator.ops.drop_table import DropTable
 from migrator.ops.rename_column import RenameColumn
+from migrator.ops.rename_constraint import RenameConstraint
 from migrator.ops.rename_table import RenameTable
 from migrator.ops.set_not_null import SetNotNull
 from migrator.ops.sql import RawSql
@@ -44,6 +45,7 @@ REGISTRY: dict[str, type[Operation]] = {
         DropTable,
         DropIndex,
         DropConstraint,
+        RenameConstraint,
         RawSql,
     )
 }

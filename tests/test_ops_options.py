@@ -1,0 +1,193 @@
+"""Operations and options of issue 16 section 6, table-driven on PostgreSQL 18 and 15.
+
+Each case goes through tests/support/ops_suite.py's whole release: after expand the old
+and new versions' reads and writes work; rollback gives back the same pg_dump
+--schema-only; the contract gives the final shape with the data intact; reruns do
+nothing; every statement has the lock-safe form and passes migrator's own lint. Then the
+bad input of each: one line naming file:line:column, exit 2, nothing changed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from migrator import commands
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import ExitCode, PlanError, ValidationFailed
+from migrator.lint.sources import lint_plan
+from migrator.plan.loader import parse_plan
+from tests.support.catalog_snapshot import schema_dump
+from tests.support.ops_suite import (
+    BASE,
+    Case,
+    opts,
+    plan_text,
+    q,
+    release_rows,
+    run_release_case,
+)
+from tests.support.servers import Server
+
+
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    url = server.create_database("opts")
+    yield url
+    server.drop_database(url)
+
+
+KEYED = (
+    BASE
+    + """
+ALTER TABLE orders ADD CONSTRAINT orders_amount_positive CHECK (amount >= 0);
+ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);
+"""
+)
+
+CONSTRAINTS_OF = (
+    "SELECT conrelid::regclass::text, conname, contype::text FROM pg_constraint "
+    "WHERE conrelid IN ('users'::regclass, 'orders'::regclass) AND contype <> 'n' ORDER BY 1, 2"
+)
+
+CASES = [
+    Case(
+        "rename_constraint",
+        setup=KEYED,
+        expand="""
+        - rename_constraint: {table: orders, from: orders_amount_positive, to: orders_amount_ok}
+        - rename_constraint: {table: users, from: users_email_key, to: users_email_unique}
+        """,
+        old=[
+            "INSERT INTO users (name) VALUES ('old')",
+            "UPDATE orders SET amount = 3 WHERE id = 1",
+        ],
+        new=[
+            "INSERT INTO users (name, email) VALUES ('new', 'u1@example.com') "
+            "ON CONFLICT ON CONSTRAINT users_email_unique DO NOTHING",
+        ],
+        final=[
+            (
+                CONSTRAINTS_OF,
+                [
+                    ("orders", "orders_amount_ok", "c"),
+                    ("orders", "orders_pkey", "p"),
+                    ("users", "users_email_unique", "u"),
+                    ("users", "users_pkey", "p"),
+                ],
+            ),
+            # The key constraint's index took the new name with it.
+            ("SELECT to_regclass('users_email_unique') IS NOT NULL", [(True,)]),
+        ],
+    ),
+    Case(
+        "rename_constraint under contract",
+        setup=KEYED,
+        contract="- rename_constraint: {table: users, from: users_email_key, to: users_email_uq}",
+        old=[
+            "INSERT INTO users (name, email) VALUES ('old', 'u1@example.com') "
+            "ON CONFLICT ON CONSTRAINT users_email_key DO NOTHING",
+        ],
+        final=[("SELECT to_regclass('users_email_uq') IS NOT NULL", [(True,)])],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_operation_release(case: Case, db: str) -> None:
+    run_release_case(case, db)
+
+
+# What the linter rightly says about a case's plan (the author asked for it).
+EXPECTED_LINT: dict[str, set[str]] = {}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+    """Every statement the operations write, through migrator's own linter on the live
+    catalog: only the findings the case expects."""
+    q(db, case.setup)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(plan, catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert {f.rule for f in findings} == EXPECTED_LINT.get(case.id, set()), findings
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+# (id, expand, message); the plan's first operation is at line 4, column 5.
+REFUSALS = [
+    (
+        "rename_constraint of a missing constraint",
+        "- rename_constraint: {table: users, from: nope, to: users_nope}",
+        "rename_constraint users.nope -> users_nope: users has no constraint named nope",
+    ),
+    (
+        "rename_constraint onto a taken name",
+        "- rename_constraint: {table: orders, from: orders_amount_positive, to: orders_pkey}",
+        "orders already has a constraint named orders_pkey",
+    ),
+    (
+        "rename_constraint whose index would clash",
+        "- rename_constraint: {table: users, from: users_email_key, to: orders}",
+        "the constraint's index would be renamed orders, and a relation named public.orders "
+        "already exists",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_bad_input_is_one_line_at_its_place(db: str, expand: str, message: str) -> None:
+    q(db, KEYED)
+    before = schema_dump(db)
+    plan = parse_plan(plan_text(expand), "plans/r1.yaml")
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(db))
+    line = str(err.value)
+    assert re.match(r"plans/r1\.yaml:4:5: ", line), line
+    assert message in line, line
+    assert "\n" not in line
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+    assert release_rows(db) == []
+
+
+# (id, expand, line:column, message): refused when the plan is read, before any database.
+PLAN_ERRORS: list[tuple[str, str, str, str]] = [
+    (
+        "rename_constraint without to",
+        "- rename_constraint: {table: users, from: users_email_key}",
+        "4:5",
+        "missing required key 'to'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expand", "where", "message"), [r[1:] for r in PLAN_ERRORS], ids=[r[0] for r in PLAN_ERRORS]
+)
+def test_malformed_keys_are_named_at_file_line_column(
+    expand: str, where: str, message: str
+) -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(plan_text(expand), "plans/r1.yaml")
+    line = str(err.value).splitlines()[0]
+    assert line.startswith(f"plans/r1.yaml:{where}: "), line
+    assert message in line, line
+    assert err.value.exit_code == ExitCode.BAD_INPUT
