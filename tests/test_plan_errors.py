@@ -307,3 +307,50 @@ def test_validate_takes_files_and_folders_and_reports_every_error(tmp_path: Path
     empty.mkdir()
     nothing = CliRunner().invoke(app, ["plan", "validate", str(empty)])
     assert nothing.exit_code == 2 and "no *.yaml or *.yml plan" in nothing.output
+
+
+def test_validate_names_missing_query_sets_and_baseline_at_their_values(tmp_path: Path) -> None:
+    """A query set or baseline the plan names that is not there is found by `plan validate`
+    (no database) at the value's file:line:column, relative to the plan's folder; `check`
+    refuses it the same way before it reaches any server."""
+    (tmp_path / "queries" / "v1").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("not a query set")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "release: r\n"
+        "baseline: schema.sql\n"
+        "versions:\n"
+        "  old: {name: v1, queries: queries/v1/}\n"
+        "  new:\n"
+        "    name: v2\n"
+        "    queries: queries/v2/\n"
+        f"expand:\n{GOOD_OP}"
+    )
+    result = CliRunner().invoke(app, ["plan", "validate", str(plan)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [
+        f"error: {plan}:2:11: baseline: schema.sql is not a file ({tmp_path / 'schema.sql'})",
+        f"error: {plan}:7:14: versions.new.queries: queries/v2/ does not exist "
+        f"({tmp_path / 'queries/v2'})",
+    ], result.output
+    # A file of another kind is named too; with everything there the plan is valid.
+    (tmp_path / "schema.sql").write_text("CREATE TABLE users (id int);\n")
+    plan.write_text(plan.read_text().replace("queries/v2/", "notes.txt"))
+    result = CliRunner().invoke(app, ["plan", "validate", str(plan)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {plan}:7:14: versions.new.queries: notes.txt is neither a folder, "
+        "a .sql file nor a .yaml list"
+    )
+    (tmp_path / "queries" / "v2.sql").write_text("SELECT 1;\n")
+    plan.write_text(plan.read_text().replace("notes.txt", "queries/v2.sql"))
+    assert CliRunner().invoke(app, ["plan", "validate", str(plan)]).exit_code == 0
+    # `check` says it at the same place before any server: this scratch URL answers nobody,
+    # so reaching it would be a runtime failure (exit 4), not exit 2.
+    plan.write_text(plan.read_text().replace("queries/v1/", "queries/v9/"))
+    result = CliRunner().invoke(
+        app, ["check", str(plan), "--scratch-url", "postgresql://nobody@127.0.0.1:9/none"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{plan}:4:28: versions.old.queries: queries/v9/ does not exist" in result.output

@@ -55,18 +55,28 @@ def _plan_files(paths: list[Path]) -> list[Path]:
 @plan_app.command("validate")
 @handled
 def validate(plans: PlanPaths, json_output: Json = False) -> None:
-    """Check plans' syntax and structure (no database needed); every error of each."""
+    """Check plans' syntax and structure, and that the files they name (baseline:,
+    versions' queries:) are there; no database needed. Every error of each plan."""
     from migrator.errors import PlanError
+    from migrator.plan.loader import missing_files
 
     failed = False
     for plan in _plan_files(plans):
         try:
             loaded = read_plan(plan)
+            found: list[PlanError] = []
             if any(op.lint for phase in ("expand", "contract") for op in loaded.operations(phase)):
                 # Only then: the lint's registry loads the SQL parser, which validate needs not.
                 from migrator.lint.sources import check_suppressions
 
-                check_suppressions(loaded)
+                try:
+                    check_suppressions(loaded)
+                except PlanError as exc:
+                    found += [exc, *exc.more]
+            found += missing_files(loaded, plan)
+            if found:
+                found[0].more = found[1:]
+                raise found[0]
         except PlanError as exc:
             # Go on with the other files: one run reports every plan's errors.
             failed = True

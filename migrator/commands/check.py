@@ -32,6 +32,7 @@ from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleaseP
 from migrator.errors import GateRefused, UsageError
 from migrator.lint import RuleSettings, lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
+from migrator.plan.loader import missing_files
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
 from migrator.verify.phase_schemas import phase_databases
@@ -259,6 +260,11 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         mark = now
 
     path = Path(plan_path)
+    # A file the plan names that is not there is found before any server starts (the
+    # baseline only where it is used: a live database's schema comes before it).
+    missing = missing_files(plan, path, baseline=opts.database_url is None)
+    if missing:
+        raise missing[0]
     live_version, live_expanded = (
         _live_version(opts.database_url, plan) if opts.database_url else (None, False)
     )

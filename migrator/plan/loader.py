@@ -295,3 +295,43 @@ def plan_positions(plan: Plan) -> PlanPositions | None:
 def load_plan(path: str | Path) -> Plan:
     """Read and parse a plan file."""
     return parse_plan(read_text(path, "plan file", PlanError), str(path))
+
+
+QUERY_SET_SUFFIXES = (".sql", ".yaml", ".yml")
+
+
+def missing_files(plan: Plan, plan_path: Path, *, baseline: bool = True) -> list[PlanError]:
+    """The files a plan names that are not there, each at its value's file:line:column:
+    ``baseline:`` (a .sql file; left out with ``baseline=False``, for a check that reads
+    the live schema instead) and ``versions.old|new.queries`` (a folder, a .sql file or a
+    .yaml list), resolved against the plan's folder as `check` resolves them."""
+    positions = plan_positions(plan)
+    source = positions.source if positions else str(plan_path)
+    named: list[tuple[Loc, str, str]] = []
+    if baseline and plan.baseline is not None:
+        named.append((("baseline",), plan.baseline, "baseline"))
+    if plan.versions is not None:
+        for key in ("old", "new"):
+            queries = getattr(plan.versions, key).queries
+            if queries is not None:
+                named.append((("versions", key, "queries"), queries, f"versions.{key}.queries"))
+    errors: list[PlanError] = []
+    for loc, value, what in named:
+        path = Path(value)
+        if not path.is_absolute():
+            path = plan_path.parent / path
+        if what == "baseline":
+            problem = None if path.is_file() else f"{what}: {value} is not a file ({path})"
+        elif not path.exists():
+            problem = f"{what}: {value} does not exist ({path})"
+        elif path.is_file() and path.suffix not in QUERY_SET_SUFFIXES:
+            problem = f"{what}: {value} is neither a folder, a .sql file nor a .yaml list"
+        else:
+            problem = None
+        if problem is None:
+            continue
+        mark = Mark(1, 1)
+        if positions is not None:
+            mark = positions.values.get(loc) or positions.keys.get(loc) or mark
+        errors.append(PlanError(problem, location=f"{source}:{mark.line}:{mark.column}"))
+    return errors
