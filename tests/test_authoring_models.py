@@ -315,9 +315,7 @@ def test_bad_models_are_one_line_and_exit_2(
 
 def test_round_trip_on_postgresql_15(work: Path, pg15_server: Any) -> None:
     """The same round trip on Debian's PostgreSQL 15 (skipped where it is absent), phase
-    by phase without `check`: check copies the live schema with the embedded server's
-    pg_dump 18, whose dump of this 15 loads neither into 15 (SET transaction_timeout) nor
-    into 18 (this build's attribute option pg_attver)."""
+    by phase without `check` (check's copy of a 15 schema is tested in test_check.py)."""
     url = pg15_server.create_database("a15")
     try:
         assert q(url, "SHOW server_version_num")[0][0].startswith("15")

@@ -23,7 +23,7 @@ from migrator.errors import MigratorError, PlanError, UsageError
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.loader import load_plan
 from migrator.plan.models import Plan
-from migrator.verify.scratch import ScratchServer, dump_schema, load_sql
+from migrator.verify.scratch import ScratchServer, copy_schema, load_sql
 
 PhaseName = Literal["before", "expanded", "contracted"]
 PHASES: tuple[PhaseName, ...] = ("before", "expanded", "contracted")
@@ -201,9 +201,7 @@ def phase_databases(
             url = server.create(before)
             created.append(before)
             with tempfile.TemporaryDirectory(prefix="migrator-check-") as tmp:
-                dump = Path(tmp) / "schema.sql"
-                dump_schema(live_url, dump)
-                load_sql(url, dump)
+                copy_schema(live_url, server, before, Path(tmp))
             if live_expanded:
                 source += f", with the expand of {plan.release} undone (its rollback)"
                 try:

@@ -86,6 +86,71 @@ def dump_schema(url: str, out: Path) -> None:
     )
 
 
+# The column options PostgreSQL documents (ALTER TABLE ... ALTER COLUMN ... SET), the
+# same from 9.0 to 18. Debian's 15.20 also gives every column ``pg_attver=N``, written by
+# the server itself; pg_dump copies it and every other server refuses it.
+COLUMN_OPTIONS = frozenset({"n_distinct", "n_distinct_inherited"})
+
+
+def portable_dump(text: str, settings: frozenset[str]) -> str:
+    """A pg_dump's text made loadable on a server that knows the parameters ``settings``.
+
+    pg_dump 18 writes ``SET transaction_timeout = 0`` into every dump, which a
+    PostgreSQL before 17 refuses, and copies column options that only its source server
+    has. Both are single-line statements of pg_dump's own (its header and its
+    ALTER COLUMN ... SET lines), read here with pglast: a SET of a parameter the target
+    does not have is left out, and so is a column option PostgreSQL does not document.
+    Nothing else of the dump changes.
+    """
+    from pglast import parse_sql
+    from pglast.ast import AlterTableStmt, VariableSetStmt
+    from pglast.enums import AlterTableType
+    from pglast.stream import RawStream
+
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if not line.startswith(("SET ", "ALTER TABLE ONLY ")):
+            out.append(line)
+            continue
+        try:
+            (raw,) = parse_sql(line)
+        except Exception:  # a multi-line statement starts here: pg_dump's own, kept
+            out.append(line)
+            continue
+        stmt, changed = raw.stmt, False
+        if isinstance(stmt, VariableSetStmt):
+            if stmt.name is not None and stmt.name.lower() not in settings:
+                continue
+        elif isinstance(stmt, AlterTableStmt) and stmt.cmds:
+            cmds = []
+            for cmd in stmt.cmds:
+                if cmd.subtype == AlterTableType.AT_SetOptions:
+                    kept = tuple(d for d in cmd.def_ or () if d.defname in COLUMN_OPTIONS)
+                    if len(kept) != len(cmd.def_ or ()):
+                        changed = True
+                        if not kept:
+                            continue
+                        cmd.def_ = kept
+                cmds.append(cmd)
+            if changed:
+                if not cmds:
+                    continue
+                stmt.cmds = tuple(cmds)
+                line = RawStream()(stmt) + ";\n"
+        out.append(line)
+    return "".join(out)
+
+
+def copy_schema(source_url: str, target: ScratchServer, database: str, folder: Path) -> None:
+    """The schema of the database at ``source_url`` into ``database`` on ``target``: a
+    pg_dump --schema-only (in ``folder``) made loadable on the target's version."""
+    dump = folder / "schema.sql"
+    dump_schema(source_url, dump)
+    text = portable_dump(dump.read_text(encoding="utf-8"), target.settings())
+    dump.write_text(text, encoding="utf-8")
+    load_sql(target.url(database), dump)
+
+
 def load_sql(url: str, path: Path) -> None:
     """Run a SQL file (a baseline, a pg_dump) with psql; stop at the first error."""
     _run(
@@ -171,6 +236,13 @@ class ScratchServer:
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
             conn.execute("SELECT pg_reload_conf()")
 
+    def settings(self) -> frozenset[str]:
+        """The names of the server's run-time parameters (pg_settings), lower case."""
+        with self._connect() as conn:
+            return frozenset(
+                str(r[0]).lower() for r in conn.execute("SELECT name FROM pg_settings")
+            )
+
     def server_version(self) -> int:
         """server_version_num of the scratch server."""
         with self._connect() as conn:
@@ -180,4 +252,12 @@ class ScratchServer:
         return int(row[0])
 
 
-__all__ = ["ScratchServer", "dump_schema", "libpq_url", "load_sql"]
+__all__ = [
+    "COLUMN_OPTIONS",
+    "ScratchServer",
+    "copy_schema",
+    "dump_schema",
+    "libpq_url",
+    "load_sql",
+    "portable_dump",
+]
