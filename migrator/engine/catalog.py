@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,10 +142,17 @@ class Catalog:
         return row is not None
 
     def expression_error(
-        self, schema: str, table: str, expression: str, cast_to: str | None = None
+        self,
+        schema: str,
+        table: str,
+        expression: str,
+        cast_to: str | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> str | None:
         """Why an SQL expression over the table's rows does not plan, or None when it does.
 
+        ``extra`` (column -> type) are columns the table does not have yet (an earlier
+        operation of the plan adds them): the rows are read with them added, NULL.
         The expression is planned (never run) inside a savepoint that is rolled back.
         """
         import psycopg
@@ -153,9 +161,13 @@ class Catalog:
         value = f"({expression})"
         if cast_to:
             value = f"{value}::{cast_to}"
+        source = ident(schema, table)
+        if extra:
+            added = ", ".join(f"NULL::{t} AS {ident(c)}" for c, t in extra.items())
+            source = f"(SELECT *, {added} FROM {source}) AS {ident(table)}"
         try:
             with self.conn.begin_nested() as sp:
-                self.conn.execute(text(f"EXPLAIN SELECT {value} FROM {ident(schema, table)}"))
+                self.conn.execute(text(f"EXPLAIN SELECT {value} FROM {source}"))
                 sp.rollback()
         except DBAPIError as exc:
             orig = exc.orig

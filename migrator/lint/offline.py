@@ -10,6 +10,7 @@ database. A question it cannot answer raises `NeedsDatabase`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from migrator.engine.catalog import Catalog, ColumnInfo, ConstraintInfo, IndexInfo
@@ -64,7 +65,12 @@ class OfflineCatalog(Catalog):
         return False
 
     def expression_error(
-        self, schema: str, table: str, expression: str, cast_to: str | None = None
+        self,
+        schema: str,
+        table: str,
+        expression: str,
+        cast_to: str | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> str | None:
         return None
 

@@ -148,13 +148,15 @@ class AddColumn(Operation):
                 raise ValidationFailed(f"{where}: up: {exc}") from None
             # A table, or a type, an earlier operation of the plan creates is not there
             # to try the expression on; the expand's transaction tries it for real.
+            extra = ctx.planned_column_types.get(self.table, {})
             planned_type = any(
-                ctx.type_planned(name) for name in [self.column.type, *type_names(fill)]
+                ctx.type_planned(name)
+                for name in [self.column.type, *type_names(fill), *extra.values()]
             )
             problem = (
                 None
                 if self.table in ctx.planned_tables or planned_type
-                else cat.expression_error(ctx.schema, self.table, fill, self.column.type)
+                else cat.expression_error(ctx.schema, self.table, fill, self.column.type, extra)
             )
             if problem:
                 raise ValidationFailed(
@@ -168,7 +170,7 @@ class AddColumn(Operation):
         if self.table in ctx.planned_tables:
             ctx.planned_tables[self.table] = [*existing, self.column.name]
         else:
-            ctx.planned_columns.setdefault(self.table, []).append(self.column.name)
+            ctx.plan_column(self.table, self.column.name, self.column.type)
 
     def _validate_constraints(self, ctx: Context, where: str, columns: list[str]) -> None:
         """The column's check, references and unique, and the final ones."""
@@ -221,15 +223,16 @@ class AddColumn(Operation):
                     f"{default_sql(self.column.default)} would give every existing row the "
                     "same value; use `up` to fill distinct values and final.unique"
                 )
-        if self.table in ctx.planned_tables:
-            return
         for name in names:
             if name is None:
                 continue
-            if ctx.catalog.constraint_exists(ctx.schema, self.table, name):
+            if ctx.constraint_taken(self.table, name):
                 raise ValidationFailed(
                     f"{where}: {self.table} already has a constraint named {name}"
                 )
+            ctx.plan_constraint(self.table, name)
+        if self.table in ctx.planned_tables:
+            return
         unique = self.unique_name()
         if unique is not None:
             if ctx.relation_taken(unique):

@@ -78,6 +78,30 @@ class Context:
     # Columns earlier operations add to tables that exist already (add_column, the new
     # name of rename_column): an index or constraint on them later in the plan is fine.
     planned_columns: dict[str, list[str]] = field(default_factory=dict)
+    # Their types (table -> column -> type as SQL), so an expression over them is planned
+    # against the live table with them added (`Catalog.expression_error`'s ``extra``).
+    planned_column_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Constraint names earlier operations create, per table: a later one may not reuse them.
+    planned_constraints: dict[str, set[str]] = field(default_factory=dict)
+
+    def plan_column(self, table: str, column: str, type_sql: str) -> None:
+        """Record a column an operation adds to a table that exists already."""
+        names = self.planned_columns.setdefault(table, [])
+        if column not in names:
+            names.append(column)
+        self.planned_column_types.setdefault(table, {})[column] = type_sql
+
+    def plan_constraint(self, table: str, name: str) -> None:
+        """Record a constraint name an operation creates on a table."""
+        self.planned_constraints.setdefault(table, set()).add(name)
+
+    def constraint_taken(self, table: str, name: str) -> bool:
+        """True when the table has the constraint, or an earlier operation creates it."""
+        if name in self.planned_constraints.get(table, set()):
+            return True
+        if table in self.planned_tables:
+            return False
+        return self.catalog.constraint_exists(self.schema, table, name)
 
     def table_known(self, table: str) -> bool:
         """True when the table exists, or an earlier operation of the plan creates it."""

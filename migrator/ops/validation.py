@@ -43,15 +43,27 @@ def require_expression(
                 f"{where}: {expression!r} reads {', '.join(missing)}, which {table} will not have"
             )
         return
-    problem = ctx.catalog.expression_error(ctx.schema, table, expression, cast_to)
+    extra = ctx.planned_column_types.get(table, {})
+    if any(ctx.type_planned(t) for t in extra.values()):
+        # A column of a type the plan creates cannot be tried on the live table; the
+        # expand's transaction tries the expression for real.
+        missing = [r for r in refs if r not in ctx.column_names(table)]
+        if missing:
+            raise ValidationFailed(
+                f"{where}: {expression!r} reads {', '.join(missing)}, which {table} will not have"
+            )
+        return
+    problem = ctx.catalog.expression_error(ctx.schema, table, expression, cast_to, extra)
     if problem:
         raise ValidationFailed(f"{where}: {expression!r} does not work on {table}: {problem}")
 
 
 def refuse_constraint_clash(ctx: Context, where: str, table: str, name: str) -> None:
-    """Refuse a constraint name the table already uses."""
-    if table not in ctx.planned_tables and ctx.catalog.constraint_exists(ctx.schema, table, name):
+    """Refuse a constraint name the table uses or an earlier operation creates; the
+    name is then recorded as planned, for the operations after this one."""
+    if ctx.constraint_taken(table, name):
         raise ValidationFailed(f"{where}: {table} already has a constraint named {name}")
+    ctx.plan_constraint(table, name)
 
 
 def refuse_dependants(where: str, what: str, dependants: Sequence[str]) -> None:

@@ -1,0 +1,125 @@
+"""Constraint changes that fix data, drops with a way back, and plans whose later
+operations use what earlier ones add (issue 16, sections 4, 5 and 7), on PostgreSQL 18
+and 15, through the shared harness (tests/support/ops_suite.py): after expand the old
+and the new version both work, rollback restores the schema exactly, the contract gives
+the final shape with the data intact, reruns do nothing, every statement has the
+lock-safe form. Then the refusals: exit 2, one line at file:line:column, nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from migrator import commands
+from migrator.errors import ExitCode, ValidationFailed
+from migrator.plan.loader import load_plan
+from tests.support.catalog_snapshot import schema_dump
+from tests.support.ops_suite import BASE, Case, opts, plan_text, q, release_rows, run_release_case
+from tests.support.servers import Server
+
+
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    url = server.create_database("cons")
+    yield url
+    server.drop_database(url)
+
+
+CASES = [
+    # Section 7: expressions over a column an earlier operation of the plan adds (or the
+    # new name a rename gives) were refused, "column does not exist".
+    Case(
+        "add_check and create_index over columns added earlier in the plan",
+        expand="""
+        - add_column: {table: users, column: {name: score, type: int}}
+        - add_check: {table: users, name: users_score_positive, expression: "score > 0"}
+        - add_column: {table: users, column: {name: note, type: text}}
+        - add_check: {table: users, name: users_note_short, expression: "length(note) < 99"}
+        - create_index: {table: users, name: users_score_idx, columns: [score],
+                         where: "score > 10 AND note IS NOT NULL"}
+        - add_column:
+            table: users
+            column: {name: doubled, type: int}
+            up: "score * 2"
+        """,
+        old=["INSERT INTO users (name) VALUES ('old')"],
+        new=[
+            "INSERT INTO users (name, score, note) VALUES ('new', 5, 'y')",
+            # the trigger of `up` reads the column added before it
+            "SELECT 1 / (doubled - 9) FROM users WHERE name = 'new'",
+        ],
+        final=[
+            (
+                "SELECT conname, convalidated FROM pg_constraint WHERE conrelid = "
+                "'users'::regclass AND contype = 'c' ORDER BY 1",
+                [("users_note_short", True), ("users_score_positive", True)],
+            ),
+            (
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_score_idx'::regclass",
+                [(True,)],
+            ),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_operation_release(case: Case, db: str) -> None:
+    run_release_case(case, db)
+
+
+# -- refusals: exit 2, one line at file:line:column, nothing changed -------------------------
+
+REFUSALS = [
+    (
+        "constraint name taken in the database",
+        "- add_check: {table: orders, name: orders_user_fk, expression: 'amount > 0'}",
+        "orders already has a constraint named orders_user_fk",
+    ),
+    (
+        "constraint name taken earlier in the plan",
+        "- add_check: {table: users, name: users_name_set, expression: 'name IS NOT NULL'}\n"
+        "- add_check: {table: users, name: users_name_set, expression: 'name <> '''''}",
+        "users already has a constraint named users_name_set",
+    ),
+    (
+        "an expression over a column no operation adds",
+        "- add_column: {table: users, column: {name: score, type: int}}\n"
+        "- add_check: {table: users, name: c1, expression: 'scores > 0'}",
+        'column "scores" does not exist',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_refusals(db: str, tmp_path: Path, expand: str, message: str) -> None:
+    q(
+        db,
+        BASE + "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) "
+        "REFERENCES users (id);",
+    )
+    before = schema_dump(db)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_text(expand))
+    plan = load_plan(path)
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(db))
+    text = str(err.value)
+    assert text.startswith(f"{path}:"), text  # file:line:column of the operation
+    assert message in text
+    assert "\n" not in text
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+    assert release_rows(db) == []
