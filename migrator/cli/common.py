@@ -258,21 +258,35 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def json_lines(func: Callable[P, R]) -> Callable[P, R]:
+    """Mark a verb whose ``--json`` streams JSON Lines: one object per event as it happens,
+    then one final object, ``{"event": "result", ...}``, or ``{"event": "error", ...}``
+    when it fails (`handled` writes that one). Put it below ``@handled``."""
+    func.__dict__[_JSON_LINES] = True
+    return func
+
+
+_JSON_LINES = "migrator_json_lines"
+
+
 def handled(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every failure into one line on stderr and the documented exit code; accept
-    --debug after the verb."""
+    --debug after the verb. A `json_lines` verb run with --json also ends its stream with
+    the error as a final JSON object, so a reader of stdout alone learns how it ended."""
+    streams = bool(func.__dict__.get(_JSON_LINES))
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if kwargs.pop(_DEBUG.name, False):
             Settings.debug = True
+        event = streams and bool(kwargs.get("json") or kwargs.get("as_json"))
         try:
             with _interruptible():
                 return func(*args, **kwargs)
         except MigratorError as exc:
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exc.exit_code, event)
         except KeyboardInterrupt:
-            _fail(INTERRUPTED, ExitCode.INTERRUPTED)
+            _fail(INTERRUPTED, ExitCode.INTERRUPTED, event)
         except typer.Exit:
             raise
         except Exception as exc:
@@ -280,11 +294,12 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
                 closed_pipe()
             database = _database_error(exc)
             if database is not None:
-                _fail(f"database error: {database}", ExitCode.RUNTIME)
+                _fail(f"database error: {database}", ExitCode.RUNTIME, event)
             # a bug or an unexpected library error
             _fail(
                 f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                 ExitCode.RUNTIME,
+                event,
             )
         raise AssertionError("unreachable")
 
@@ -329,10 +344,12 @@ def _database_error(exc: Exception) -> str | None:
     return None
 
 
-def _fail(message: str, code: ExitCode) -> None:
+def _fail(message: str, code: ExitCode, event: bool = False) -> None:
     if Settings.debug:
         err.print(escape(traceback.format_exc()), end="")
     err.print(f"[bold red]error:[/] {escape(message)}")
+    if event:
+        emit_json({"event": "error", "message": message, "exit_code": int(code)})
     raise typer.Exit(int(code))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from migrator.cli.common import ConsoleObserver, Json, emit_json, handled, out
+from migrator.cli.common import ConsoleObserver, Json, emit_json, handled, json_lines, out
 from migrator.errors import FindingsError
 
 
@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def demo(
         rows: Annotated[int, typer.Option(help="Rows to seed the users table with.")] = 20_000,
         nginx: Annotated[

@@ -20,6 +20,7 @@ from migrator.cli.common import (
     emit_json,
     escape,
     handled,
+    json_lines,
     out,
     read_plan,
 )
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def expand(
         plan: PlanPath,
         database_url: DatabaseUrl = None,
@@ -81,6 +83,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def backfill(
         plan: PlanPath,
         database_url: DatabaseUrl = None,
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def complete(
         plan: PlanPath,
         database_url: DatabaseUrl = None,
@@ -125,6 +129,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def contract(
         database_url: DatabaseUrl = None,
         release: Annotated[
@@ -142,13 +147,20 @@ def register(app: typer.Typer) -> None:
             database_url, as_json=json, dry_run=dry_run, force=force, reason=reason
         )
         results = contract(opts, release)
-        if not results and not json:
+        if json:
+            # One final object for the run, whatever number of releases it contracted.
+            emit_json(
+                {"event": "result", "phase": "contract", "releases": [r.to_json() for r in results]}
+            )
+            return
+        if not results:
             out.print("nothing to contract")
         for result in results:
             _report(result, json, dry_run)
 
     @app.command()
     @handled
+    @json_lines
     def rollback(
         plan: PlanPath,
         database_url: DatabaseUrl = None,

@@ -61,6 +61,7 @@ def validate(plans: PlanPaths, json_output: Json = False) -> None:
     from migrator.plan.loader import missing_files
 
     failed = False
+    results: list[dict[str, Any]] = []  # --json: one document for every plan
     for plan in _plan_files(plans):
         try:
             loaded = read_plan(plan)
@@ -82,20 +83,35 @@ def validate(plans: PlanPaths, json_output: Json = False) -> None:
             failed = True
             if Settings.debug:
                 err.print(escape(traceback.format_exc()), end="")
-            for error in (exc, *exc.more):
-                if json_output:
-                    emit_json({"valid": False, "file": str(plan), "error": str(error)})
-                else:
+            errors = [exc, *exc.more]
+            results.append(
+                {
+                    "file": str(plan),
+                    "valid": False,
+                    "errors": [{"location": e.location, "message": e.reason} for e in errors],
+                }
+            )
+            if not json_output:
+                for error in errors:
                     err.print(f"[bold red]error:[/] {escape(str(error))}")
             continue
+        results.append(
+            {
+                "file": str(plan),
+                "valid": True,
+                "release": loaded.release,
+                "plan_hash": loaded.digest(),
+            }
+        )
         if json_output:
-            emit_json({"valid": True, "release": loaded.release, "plan_hash": loaded.digest()})
             continue
         ops = len(loaded.expand) + len(loaded.contract.operations)
         out.print(
             f"[green]✓[/] {escape(str(plan))}: release {escape(loaded.release)}, "
             f"{count(ops, 'operation')}"
         )
+    if json_output:
+        emit_json({"valid": not failed, "plans": results})
     if failed:
         raise typer.Exit(int(ExitCode.BAD_INPUT))
 

@@ -15,6 +15,7 @@ from migrator.cli.common import (
     emit_json,
     escape,
     handled,
+    json_lines,
     out,
     read_plan,
 )
@@ -25,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def release(
         plan: PlanPath,
         database_url: DatabaseUrl = None,

@@ -14,6 +14,7 @@ from migrator.cli.common import (
     emit_json,
     escape,
     handled,
+    json_lines,
     out,
     read_plan,
 )
@@ -24,6 +25,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(name="render")
     @handled
+    @json_lines
     def render_command(
         plans: Annotated[
             list[Path],

@@ -20,6 +20,7 @@ from migrator.cli.common import (
     emit_json,
     escape,
     handled,
+    json_lines,
     out,
     read_plan,
 )
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handled
+    @json_lines
     def switch(
         plan: PlanPath,
         to: Annotated[
