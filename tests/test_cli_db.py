@@ -3,9 +3,11 @@ server, a real connection."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +32,16 @@ def migrator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: as root the server runs as another user, who must reach the
+    # folder through its parents, and every pytest run that starts resets its own root
+    # (/tmp/pytest-of-USER) to 0700, so a second run on the machine would lock it out.
+    folder = Path(tempfile.mkdtemp(prefix="migrator-db-test-"))
+    folder.chmod(0o755)
+    yield folder
     # Whatever a test left running stops with it.
-    migrator("db", "stop", cwd=tmp_path)
+    migrator("db", "stop", cwd=folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_start_url_stop_start_keeps_the_data(workdir: Path) -> None:
