@@ -103,6 +103,50 @@ CASES = [
 ]
 
 
+IDENTITY_OF = (
+    "SELECT c.relname::text, c.relreplident::text, "
+    "(SELECT i.indexrelid::regclass::text FROM pg_index i "
+    " WHERE i.indrelid = c.oid AND i.indisreplident) "
+    "FROM pg_class c WHERE c.relname IN ('users', 'orders') ORDER BY 1"
+)
+
+CASES += [
+    Case(
+        "set_replica_identity full and index",
+        setup=BASE
+        + "ALTER TABLE users ALTER COLUMN email SET NOT NULL;"
+        + "CREATE UNIQUE INDEX users_email_uidx ON users (email);",
+        expand="""
+        - set_replica_identity: {table: users, identity: {index: users_email_uidx}}
+        - set_replica_identity: {table: orders, identity: full}
+        """,
+        old=[
+            "UPDATE users SET name = 'o' WHERE id = 3",
+            "DELETE FROM orders WHERE id = 100",
+        ],
+        new=["INSERT INTO orders (user_id, amount) VALUES (2, 5)"],
+        final=[(IDENTITY_OF, [("orders", "f", None), ("users", "i", "users_email_uidx")])],
+    ),
+    Case(
+        "set_replica_identity on an index the plan builds",
+        expand="""
+        - create_index: {table: orders, name: orders_id_amount_key, columns: [id, amount],
+                         unique: true}
+        - set_replica_identity: {table: orders, identity: {index: orders_id_amount_key}}
+        """,
+        old=["UPDATE orders SET amount = amount + 1 WHERE id = 1"],
+        final=[(IDENTITY_OF, [("orders", "i", "orders_id_amount_key"), ("users", "d", None)])],
+    ),
+    Case(
+        "set_replica_identity under contract",
+        setup=BASE + "ALTER TABLE users REPLICA IDENTITY FULL;",
+        contract="- set_replica_identity: {table: users, identity: default}",
+        old=["UPDATE users SET name = 'o' WHERE id = 3"],
+        final=[(IDENTITY_OF, [("orders", "d", None), ("users", "d", None)])],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -147,14 +191,46 @@ REFUSALS = [
         "the constraint's index would be renamed orders, and a relation named public.orders "
         "already exists",
     ),
+    (
+        "replica identity nothing on a published table",
+        "- set_replica_identity: {table: orders, identity: nothing}",
+        "set_replica_identity orders: nothing names no row, and publication orders_changes "
+        "publishes its updates or deletes: PostgreSQL would refuse every UPDATE and DELETE on it",
+    ),
+    (
+        "replica identity on an index that is not unique",
+        "- set_replica_identity: {table: users, identity: {index: users_name_idx}}",
+        "set_replica_identity users: index users_name_idx is not unique; a replica identity "
+        "index is unique",
+    ),
+    (
+        "replica identity on a nullable column's index",
+        "- set_replica_identity: {table: users, identity: {index: users_legacy_uidx}}",
+        "index users_legacy_uidx has nullable column legacy",
+    ),
+    (
+        "replica identity on another table's index",
+        "- set_replica_identity: {table: users, identity: {index: orders_pkey}}",
+        "index orders_pkey is on orders, not on users",
+    ),
 ]
+
+
+REFUSAL_SETUP = (
+    KEYED
+    + """
+CREATE INDEX users_name_idx ON users (name);
+CREATE UNIQUE INDEX users_legacy_uidx ON users (legacy);
+CREATE PUBLICATION orders_changes FOR TABLE orders;
+"""
+)
 
 
 @pytest.mark.parametrize(
     ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
 )
 def test_bad_input_is_one_line_at_its_place(db: str, expand: str, message: str) -> None:
-    q(db, KEYED)
+    q(db, REFUSAL_SETUP)
     before = schema_dump(db)
     plan = parse_plan(plan_text(expand), "plans/r1.yaml")
     with pytest.raises(ValidationFailed) as err:
@@ -175,6 +251,18 @@ PLAN_ERRORS: list[tuple[str, str, str, str]] = [
         "- rename_constraint: {table: users, from: users_email_key}",
         "4:5",
         "missing required key 'to'",
+    ),
+    (
+        "replica identity of an unknown kind",
+        "- set_replica_identity: {table: users, identity: partial}",
+        "4:52",
+        "Input should be 'default', 'full' or 'nothing' (got 'partial')",
+    ),
+    (
+        "replica identity index spelled wrong",
+        "- set_replica_identity: {table: users, identity: {idx: users_pkey}}",
+        "4:53",
+        "unknown key 'idx'",
     ),
 ]
 

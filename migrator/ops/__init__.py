@@ -24,6 +24,7 @@ from migrator.ops.rename_column import RenameColumn
 from migrator.ops.rename_constraint import RenameConstraint
 from migrator.ops.rename_table import RenameTable
 from migrator.ops.set_not_null import SetNotNull
+from migrator.ops.set_replica_identity import SetReplicaIdentity
 from migrator.ops.sql import RawSql
 
 REGISTRY: dict[str, type[Operation]] = {
@@ -46,6 +47,7 @@ REGISTRY: dict[str, type[Operation]] = {
         DropIndex,
         DropConstraint,
         RenameConstraint,
+        SetReplicaIdentity,
         RawSql,
     )
 }

@@ -1,0 +1,111 @@
+"""What the catalog says about a table as a whole: read-only questions.
+
+set_replica_identity and the comments ask these (the replica identity and the
+publications that rely on it, an index fit to be the identity, a comment as it was);
+operations never run SQL themselves. SQLAlchemy is imported in the functions: a plan
+loads without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migrator.engine.catalog import Catalog
+
+
+def replica_identity(cat: Catalog, schema: str, table: str) -> tuple[str, str | None]:
+    """The table's replica identity as ``default``, ``full``, ``nothing`` or ``index``,
+    and the index's name for ``index``."""
+    from sqlalchemy import text
+
+    row = cat.conn.execute(
+        text(
+            "SELECT c.relreplident::text, "
+            "(SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+            " WHERE i.indrelid = c.oid AND i.indisreplident) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t"
+        ),
+        {"s": schema, "t": table},
+    ).one()
+    kind = {"d": "default", "f": "full", "n": "nothing", "i": "index"}[row[0]]
+    return kind, row[1]
+
+
+def publications_of_changes(cat: Catalog, schema: str, table: str) -> list[str]:
+    """Publications that publish the table's UPDATEs or DELETEs (which PostgreSQL refuses
+    on a table whose replica identity cannot name the row)."""
+    from sqlalchemy import text
+
+    rows = cat.conn.execute(
+        text(
+            "SELECT DISTINCT p.pubname FROM pg_publication p "
+            "JOIN pg_publication_tables pt ON pt.pubname = p.pubname "
+            "WHERE pt.schemaname = :s AND pt.tablename = :t AND (p.pubupdate OR p.pubdelete) "
+            "ORDER BY 1"
+        ),
+        {"s": schema, "t": table},
+    ).all()
+    return [r[0] for r in rows]
+
+
+def identity_index_problem(cat: Catalog, schema: str, table: str, index: str) -> str | None:
+    """Why an index cannot be a replica identity of the table, or None when it can.
+
+    PostgreSQL's rules: a valid unique index of the table, not partial, no expression,
+    not deferrable, every key column NOT NULL.
+    """
+    from sqlalchemy import text
+
+    row = cat.conn.execute(
+        text(
+            "SELECT t.relname, i.indisunique, i.indisvalid, i.indpred IS NULL, "
+            "i.indexprs IS NULL, i.indimmediate, "
+            "ARRAY(SELECT a.attname::text FROM unnest(i.indkey[0:i.indnkeyatts - 1]) AS u(n) "
+            "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.n "
+            "      WHERE NOT a.attnotnull ORDER BY 1) "
+            "FROM pg_class ic JOIN pg_namespace n ON n.oid = ic.relnamespace "
+            "JOIN pg_index i ON i.indexrelid = ic.oid JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE n.nspname = :s AND ic.relname = :i"
+        ),
+        {"s": schema, "i": index},
+    ).first()
+    if row is None:
+        return f"index {schema}.{index} does not exist"
+    on, unique, valid, whole, plain, immediate, nullable = row
+    if on != table:
+        return f"index {index} is on {on}, not on {table}"
+    if not unique:
+        return f"index {index} is not unique"
+    if not valid:
+        return f"index {index} is INVALID (a failed concurrent build)"
+    if not whole:
+        return f"index {index} is partial"
+    if not plain:
+        return f"index {index} has an expression"
+    if not immediate:
+        return f"index {index} backs a deferrable constraint"
+    if nullable:
+        return f"index {index} has nullable column {', '.join(nullable)}"
+    return None
+
+
+def comment_of(cat: Catalog, schema: str, table: str, column: str | None = None) -> str | None:
+    """The comment on a table, or on one of its columns."""
+    from sqlalchemy import text
+
+    if column is None:
+        query = (
+            "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"
+        )
+    else:
+        query = (
+            "SELECT col_description(c.oid, a.attnum) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = :c "
+            "WHERE n.nspname = :s AND c.relname = :t"
+        )
+    value = cat.conn.execute(text(query), {"s": schema, "t": table, "c": column}).scalar()
+    return None if value is None else str(value)
