@@ -21,7 +21,7 @@ from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.validation import require_table
+from migrator.ops.validation import refuse_constraint_clash, require_table
 from migrator.sqltext import ident, literal
 
 
@@ -49,10 +49,7 @@ class RenameConstraint(Operation):
         found = ctx.catalog.constraint(ctx.schema, self.table, self.from_)
         if found is None:
             raise ValidationFailed(f"{where}: {self.table} has no constraint named {self.from_}")
-        if ctx.catalog.constraint_exists(ctx.schema, self.table, self.to):
-            raise ValidationFailed(
-                f"{where}: {self.table} already has a constraint named {self.to}"
-            )
+        refuse_constraint_clash(ctx, where, self.table, self.to)
         if found.index is not None and ctx.relation_taken(self.to):
             # The index behind a key constraint is renamed with it.
             raise ValidationFailed(
