@@ -202,3 +202,27 @@ def test_a_bad_lint_setting_is_one_line_at_file_line_column(
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_pg_version_key_sets_the_lint_version_and_is_checked_where_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MIGRATOR_PG_VERSION", raising=False)
+    monkeypatch.delenv("MIGRATOR_CONFIG", raising=False)
+    (tmp_path / "one.sql").write_text("SET lock_timeout = '1s';\nSELECT 1;\n")
+    runner = CliRunner()
+    (tmp_path / "migrator.yaml").write_text("pg_version: 15.4\n")
+    result = runner.invoke(app, ["lint", "one.sql"])
+    assert result.exit_code == 0, result.output
+    assert "(PostgreSQL 15)" in result.output
+    # The variable and the flag come before the file.
+    monkeypatch.setenv("MIGRATOR_PG_VERSION", "16")
+    assert "(PostgreSQL 16)" in runner.invoke(app, ["lint", "one.sql"]).output
+    result = runner.invoke(app, ["lint", "one.sql", "--pg-version", "17"])
+    assert "(PostgreSQL 17)" in result.output
+    monkeypatch.delenv("MIGRATOR_PG_VERSION")
+    (tmp_path / "migrator.yaml").write_text("# project\npg_version: fifteen\n")
+    result = runner.invoke(app, ["lint", "one.sql"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "migrator.yaml:2:13: pg_version takes a PostgreSQL version" in result.output

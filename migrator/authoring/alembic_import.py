@@ -87,6 +87,10 @@ def revisions(location: Path, spec: str | None) -> list[Script]:
                 raise UsageError(f"revision {spec}: not in {location}")
             return [one]
         found = list(scripts.walk_revisions(base=base, head=head))
+        if base != "base":
+            # As `alembic upgrade BASE:HEAD --sql`: BASE is where the database already is.
+            start = scripts.get_revision(base)
+            found = [s for s in found if start is None or s.revision != start.revision]
     except CommandError as exc:
         raise UsageError(f"revisions {spec or 'base:heads'} in {location}: {exc}") from None
     except Exception as exc:  # a revision file that does not load is the user's input

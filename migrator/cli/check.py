@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--pg-version",
+                envvar="MIGRATOR_PG_VERSION",
                 help="Judge the lint by this server version (e.g. 15) when no --database-url.",
             ),
         ] = None,

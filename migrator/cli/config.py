@@ -1,17 +1,19 @@
 """The config file: defaults for options, below flags and MIGRATOR_* variables.
 
 ``migrator.yaml`` in the working directory, or the file ``--config`` / ``MIGRATOR_CONFIG``
-names, holds a map of option names (``database_url``, ``scratch_url``) to values:
+names, holds a map of option names (``database_url``, ``scratch_url``, ``pg_version``) to
+values:
 
     database_url: postgresql://migrator@db.internal/app   # no password here: use PGPASSFILE
     scratch_url: postgresql://migrator@scratch.internal/postgres
+    pg_version: 15          # what lint and check judge by offline
 
 Each value is the default of that option in every command whose option reads the
-matching variable (MIGRATOR_DATABASE_URL, MIGRATOR_SCRATCH_URL). Typer (its vendored
+matching variable (MIGRATOR_DATABASE_URL, MIGRATOR_SCRATCH_URL, MIGRATOR_PG_VERSION). Typer (its vendored
 click) resolves an option from the command line first, then its environment variable,
 then the context's default map, so the order is flags > MIGRATOR_* env > file. A key
-that is not one of these, or a value that is not a string, is an error naming the file,
-line and column.
+that is not one of these, or a value that is not a string (``pg_version``: a version such
+as 15, 15.4 or 150004), is an error naming the file, line and column.
 
 A ``lint:`` key holds the project's rule settings for `migrator lint` and the lint of
 `migrator check` (lists of rule ids):
@@ -31,7 +33,11 @@ from migrator.errors import UsageError
 from migrator.files import read_text
 
 DEFAULT_FILE = "migrator.yaml"
-ENVIRONMENT = {"database_url": "MIGRATOR_DATABASE_URL", "scratch_url": "MIGRATOR_SCRATCH_URL"}
+ENVIRONMENT = {
+    "database_url": "MIGRATOR_DATABASE_URL",
+    "scratch_url": "MIGRATOR_SCRATCH_URL",
+    "pg_version": "MIGRATOR_PG_VERSION",
+}
 """Each key stands in for a variable, and sets only the options that read that variable:
 `render --database-url` and `queries capture --database-url`, which ignore
 MIGRATOR_DATABASE_URL on purpose (they would read production), ignore the file too."""
@@ -84,10 +90,32 @@ def read_config_file(path: Path) -> tuple[dict[str, str], RuleSettings]:
                 f"{_where(path, key)}: unknown key {name!r}; expected one of "
                 f"{', '.join((*KEYS, 'lint'))}"
             )
+        if name == "pg_version":
+            values[name] = _pg_version(path, value)
+            continue
         if not isinstance(value, yaml.ScalarNode) or value.tag != "tag:yaml.org,2002:str":
             raise UsageError(f"{_where(path, value)}: {name} takes a string")
         values[name] = value.value
     return values, settings
+
+
+def _pg_version(path: Path, node: yaml.Node) -> str:
+    """``pg_version: 15`` (or 15.4, 150004): checked where it is written."""
+    import yaml
+
+    from migrator.cli.common import parse_pg_version
+
+    text = node.value if isinstance(node, yaml.ScalarNode) else None
+    try:
+        version = parse_pg_version(text) if isinstance(text, str) and text else None
+    except UsageError:
+        version = None
+    if version is None or version < 90000:
+        raise UsageError(
+            f"{_where(path, node)}: pg_version takes a PostgreSQL version, 9 or later "
+            "(e.g. 15, 15.4 or 150004)"
+        )
+    return str(text)
 
 
 def _lint_settings(path: Path, node: yaml.Node) -> RuleSettings:

@@ -1,4 +1,5 @@
-"""`migrator lint PLAN` and `migrator lint --sql FILE`: the lock-safety rules, from the CLI."""
+"""`migrator lint PLAN|FILE.sql...`, `--sql FILE` and `--alembic [REV | BASE:HEAD]`: the
+lock-safety rules, from the CLI."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from migrator.errors import ExitCode, UsageError
 if TYPE_CHECKING:
     from migrator.commands.lint import LintResult
     from migrator.findings import Finding
+    from migrator.lint.rules import RuleSettings
 
 
 class LintFormat(StrEnum):
@@ -84,9 +86,14 @@ def register(app: typer.Typer) -> None:
     @app.command("lint")
     @handled
     def lint(
-        plan: Annotated[
-            Path | None,
-            typer.Argument(help="The release plan (YAML).", show_default=False, metavar="PLAN"),
+        paths: Annotated[
+            list[Path] | None,
+            typer.Argument(
+                help="Release plans (YAML) and SQL files (.sql) to lint; with --alembic, "
+                "the revisions: REV, BASE:HEAD or revision files (default: every one).",
+                show_default=False,
+                metavar="PLAN|FILE.sql...",
+            ),
         ] = None,
         sql: Annotated[
             list[Path] | None,
@@ -94,18 +101,47 @@ def register(app: typer.Typer) -> None:
                 "--sql", help="Lint a raw SQL migration file instead of a plan (repeatable)."
             ),
         ] = None,
+        alembic: Annotated[
+            bool,
+            typer.Option(
+                "--alembic",
+                help="Lint Alembic revisions through their offline SQL (alembic upgrade "
+                "--sql): the arguments are REV, BASE:HEAD or revision files (default: all).",
+            ),
+        ] = False,
+        alembic_config: Annotated[
+            Path | None,
+            typer.Option(
+                "--alembic-config", dir_okay=False, help="alembic.ini (default ./alembic.ini)."
+            ),
+        ] = None,
+        script_location: Annotated[
+            str | None,
+            typer.Option(
+                "--script-location", help="The revision scripts' folder (over alembic.ini)."
+            ),
+        ] = None,
         pg_version: Annotated[
             str | None,
             typer.Option(
                 "--pg-version",
+                envvar="MIGRATOR_PG_VERSION",
                 help="Server version the verdicts follow offline, e.g. 15, 15.4 or 150004 "
-                "(default: the server's with --database-url, else 18).",
+                "(default: the server's with --database-url, else pg_version in "
+                "migrator.yaml, else 18).",
             ),
         ] = None,
         fmt: Annotated[
             LintFormat, typer.Option("--format", help="text, json, junit or github (annotations).")
         ] = LintFormat.text,
         database_url: DatabaseUrl = None,
+        offline: Annotated[
+            bool,
+            typer.Option(
+                "--offline",
+                help="Use no database even if one is configured (as the pre-commit hook does).",
+            ),
+        ] = False,
         assume_in_transaction: Annotated[
             bool,
             typer.Option(
@@ -128,30 +164,45 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Hold every statement of a plan (or SQL file) to the lint rules; exit 1 on findings."""
-        if plan is not None and sql:
-            raise UsageError("give either a plan or --sql FILE, not both")
-        if plan is None and not sql:
-            raise UsageError("give a plan, or --sql FILE for raw SQL migrations")
+        """Hold every statement of plans, SQL files or Alembic revisions to the lint rules;
+        exit 1 on findings."""
+        given = list(paths or [])
+        if offline:
+            database_url = None
         version = parse_pg_version(pg_version)
         major = version // 10000 if version is not None else None
         if major is not None and major < 9:
             raise UsageError(f"--pg-version {pg_version}: migrator knows PostgreSQL 9 and later")
-        from migrator.commands.lint import lint as lint_plan
-        from migrator.commands.lint import lint_sql_files
-
         settings = lint_settings()
-        if plan is not None:
-            result = lint_plan(
-                plan,
+        if alembic:
+            if sql:
+                raise UsageError(
+                    "--alembic lints revisions: give REV, BASE:HEAD or revision files, not --sql"
+                )
+            from migrator.commands.lint import lint_alembic
+
+            result = lint_alembic(
+                [str(p) for p in given],
+                config=alembic_config,
+                script_location=script_location,
                 pg_version=major,
                 database_url=database_url,
                 enable=enable or [],
                 settings=settings,
             )
         else:
-            result = lint_sql_files(
-                sql or [],
+            if alembic_config is not None or script_location is not None:
+                raise UsageError("--alembic-config and --script-location go with --alembic")
+            sql_files = [*(sql or []), *(p for p in given if p.suffix.lower() == ".sql")]
+            plans = [p for p in given if p.suffix.lower() != ".sql"]
+            if not plans and not sql_files:
+                raise UsageError(
+                    "give a plan, --sql FILE for raw SQL migrations, or --alembic for "
+                    "Alembic revisions"
+                )
+            result = _lint_files(
+                plans,
+                sql_files,
                 pg_version=major,
                 database_url=database_url,
                 assume_in_transaction=assume_in_transaction,
@@ -161,3 +212,41 @@ def register(app: typer.Typer) -> None:
         _report(result, fmt, fail_on.value)
         if result.fails(fail_on.value):
             raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def _lint_files(
+    plans: list[Path],
+    sql_files: list[Path],
+    *,
+    pg_version: int | None,
+    database_url: str | None,
+    assume_in_transaction: bool,
+    enable: list[str],
+    settings: RuleSettings,
+) -> LintResult:
+    """Plans and SQL files linted in one run (as pre-commit passes them), one result."""
+    from migrator.commands.lint import lint as lint_plan
+    from migrator.commands.lint import lint_sql_files, merged
+
+    results = [
+        lint_plan(
+            plan,
+            pg_version=pg_version,
+            database_url=database_url,
+            enable=enable,
+            settings=settings,
+        )
+        for plan in plans
+    ]
+    if sql_files:
+        results.append(
+            lint_sql_files(
+                sql_files,
+                pg_version=pg_version,
+                database_url=database_url,
+                assume_in_transaction=assume_in_transaction,
+                enable=enable,
+                settings=settings,
+            )
+        )
+    return merged(results)

@@ -1,4 +1,5 @@
-"""`migrator lint`: hold a plan's statements, or raw SQL migration files, to the lint rules.
+"""`migrator lint`: hold a plan's statements, raw SQL migration files, or Alembic
+revisions (through their offline SQL) to the lint rules.
 
 Offline by default (``pg_version`` sets the server version the verdicts follow); with a
 database URL the operations build their statements against the live catalog and the
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrator.errors import UsageError
+from migrator.errors import PlanError, UsageError
 from migrator.files import read_text
 from migrator.findings import (
     LINT,
@@ -32,6 +33,7 @@ from migrator.lint import RuleSettings, lint_sql, normalize_version
 from migrator.lint.sources import DEFAULT_VERSION, lint_plan_report
 
 if TYPE_CHECKING:
+    from migrator.authoring.alembic_sql import RevisionSql
     from migrator.engine.catalog import Catalog
 
 
@@ -105,6 +107,21 @@ class LintResult:
         for element in (root, suite):
             suite_counts(element, tests, failures, 0)
         return junit_document(root)
+
+
+def merged(results: Sequence[LintResult]) -> LintResult:
+    """Several runs' results as one (plans and SQL files linted together)."""
+    if len(results) == 1:
+        return results[0]
+    out = LintResult(
+        source=", ".join(r.source for r in results),
+        server_version=results[0].server_version if results else DEFAULT_VERSION,
+    )
+    for r in results:
+        out.findings += r.findings
+        out.suppressed += r.suppressed
+        out.unlinted += r.unlinted
+    return out
 
 
 @contextmanager
@@ -189,4 +206,110 @@ def lint_sql_files(
             found = settings.apply(found)
             result.findings += [f for f in found if f.suppressed is None]
             result.suppressed += [f for f in found if f.suppressed is not None]
+    return result
+
+
+@dataclass
+class _Place:
+    """Where a line of the offline SQL came from."""
+
+    file: str
+    line: int | None
+    revision: str
+
+
+def _alembic_text(revisions: Sequence[RevisionSql]) -> tuple[str, list[_Place]]:
+    """The revisions' SQL as one script, each revision in its own transaction (as
+    PostgreSQL's transactional DDL runs it), and the place of each of its lines."""
+    parts: list[str] = []
+    places: list[_Place] = []
+
+    def add(text: str, place: _Place) -> None:
+        parts.append(text)
+        places.extend([place] * text.count("\n"))
+
+    for rev in revisions:
+        whole = _Place(rev.path, None, rev.revision)
+        add("BEGIN;\n", whole)
+        last = whole
+        for chunk in rev.chunks:
+            place = _Place(rev.path, chunk.line, rev.revision) if chunk.line else last
+            for waiver in chunk.waivers:
+                add(f"-- {waiver}\n", place)
+            text = chunk.sql if chunk.sql.endswith("\n") else chunk.sql + "\n"
+            add(text, place)
+            last = place
+        add("COMMIT;\n", whole)
+    return "".join(parts), places
+
+
+def lint_alembic(
+    specs: Sequence[str],
+    *,
+    config: Path | None = None,
+    script_location: str | None = None,
+    pg_version: int | None = None,
+    database_url: str | None = None,
+    enable: Sequence[str] = (),
+    settings: RuleSettings | None = None,
+) -> LintResult:
+    """Lint Alembic revisions (``REV``, ``BASE:HEAD``, revision files, or every one)
+    through the SQL `alembic upgrade --sql` writes for them, each finding named at its
+    revision file and the line of the op call. Each revision runs in its own transaction;
+    a table created by an earlier revision of the same run counts as new."""
+    from migrator.authoring.alembic_import import script_location as find_location
+    from migrator.authoring.alembic_sql import offline_sql, select_revisions
+
+    settings = settings or RuleSettings()
+    location = find_location(config, script_location)
+    scripts = select_revisions(location, list(specs))
+    if not scripts:  # only files that are no revisions (env.py): nothing to lint
+        return LintResult(
+            source=f"Alembic revisions in {location}",
+            server_version=normalize_version(pg_version) or DEFAULT_VERSION,
+        )
+    revs = offline_sql(scripts)
+    text, places = _alembic_text(revs)
+
+    def place_of(line: int | None) -> _Place | None:
+        if line is None or not 1 <= line <= len(places):
+            return None
+        return places[line - 1]
+
+    label = "<alembic offline SQL>"
+    result = LintResult(
+        source=f"Alembic revisions {', '.join(s.revision for s in scripts)} in {location}",
+        server_version=normalize_version(pg_version) or DEFAULT_VERSION,
+    )
+    with _catalog(database_url) as catalog:
+        if catalog is not None and pg_version is None:
+            result.server_version = catalog.server_version
+        try:
+            found = lint_sql(
+                text,
+                result.server_version,
+                file=label,
+                catalog=catalog,
+                include_suppressed=True,
+                enable=sorted({*enable, *settings.enable}),
+            )
+        except PlanError as exc:
+            where = exc.location or ""
+            line = int(where.split(":")[1]) if where.startswith(label + ":") else None
+            place = place_of(line)
+            if place is None:
+                raise
+            at = f"{place.file}:{place.line}" if place.line else place.file
+            raise PlanError(
+                f"revision {place.revision}: {exc.reason} (in its offline SQL)", location=at
+            ) from None
+    for finding in settings.apply(found):
+        place = place_of(finding.line)
+        if place is not None:
+            finding.file, finding.line, finding.column = place.file, place.line, None
+            finding.operation = f"revision {place.revision}"
+        if finding.suppressed is None:
+            result.findings.append(finding)
+        else:
+            result.suppressed.append(finding)
     return result

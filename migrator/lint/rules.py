@@ -486,9 +486,10 @@ def render_markdown() -> str:
         "",
         "`migrator lint PLAN` (and `migrator check`) hold every statement a plan will run to "
         "these rules: the steps of every operation's expand, contract and rollback, the text "
-        "of `sql` operations included. `migrator lint --sql FILE` holds an existing SQL "
-        "migration file to them. The ids are stable; M001..M032 follow the rows of "
-        "LINT-RULES.md, M033 on were added since.",
+        "of `sql` operations included. `migrator lint --sql FILE` (or `migrator lint "
+        "FILE.sql`) holds an existing SQL migration file to them, `migrator lint --alembic "
+        "[REV | BASE:HEAD]` Alembic revisions (see *pre-commit and Alembic* below). The ids "
+        "are stable; M001..M032 follow the rows of LINT-RULES.md, M033 on were added since.",
         "",
         "- **Transactions**: a step is one transaction unless it is an autocommit step, "
         "whose statements each run alone. In a raw SQL file, statements between BEGIN and "
@@ -497,11 +498,13 @@ def render_markdown() -> str:
         "- **New tables**: statements on a table created earlier in the same plan or file "
         "(no rows, no traffic yet) are not held to the locking rules.",
         "- **Server version**: verdicts follow the server's version, read from the server "
-        "(`--database-url`) or given with `--pg-version N` (default 18).",
+        "(`--database-url`) or given with `--pg-version N`, `MIGRATOR_PG_VERSION` or "
+        "`pg_version: N` in migrator.yaml (default 18).",
         "- **Suppressing**: on the operation, with a written reason: "
         '`lint: {ignore: {M014: "table holds 40 rows"}}` (docs/plan-format.md); in a raw '
-        "SQL file, a comment `-- migrator-lint: ignore M014 <reason>` before the statement. "
-        "A missing or empty reason, or an unknown id, is an error (exit 2).",
+        "SQL file, a comment `-- migrator-lint: ignore M014 <reason>` before the statement; "
+        "in an Alembic revision, `# migrator-lint: ignore M014 <reason>` on the line above "
+        "the `op` call. A missing or empty reason, or an unknown id, is an error (exit 2).",
         "- **Offline**: with no `--database-url`, an operation whose statements can only be "
         "built from the live catalog (alter_column, rename_column) is reported as not "
         "linted (give `--database-url`, or run `migrator check`), and the run is not clean; the rules marked *database* below apply only "
@@ -535,7 +538,65 @@ def render_markdown() -> str:
         for label, note in (("version", r.versions), ("database", r.live)):
             if note:
                 lines.append(f"- **{r.id}** ({label}): {note}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + HOOKS_SECTION
+
+
+# The part of docs/lint-rules.md on pre-commit and Alembic. tests/test_lint_hooks.py runs
+# the `repo: local` config below, as written here, on a sample git repository.
+HOOKS_SECTION = """
+## pre-commit and Alembic
+
+The repository's `.pre-commit-hooks.yaml` exposes two hooks for
+[pre-commit](https://pre-commit.com). Both lint offline (`migrator lint --offline`: no
+database, even where migrator.yaml or `MIGRATOR_DATABASE_URL` names one) and read
+migrator.yaml from the repository's root: `pg_version: 15` sets the version the verdicts
+follow, `lint:` the rule settings.
+
+- `migrator-lint`: the plans (`plans/*.yaml`) and SQL files (`*.sql`) a commit changes,
+  in one run (`migrator lint FILE...`: a `.sql` file is linted as raw SQL, any other as a
+  plan). Plans kept elsewhere: set `files:` in your config.
+- `migrator-lint-alembic`: the Alembic revisions a commit changes (`migrator lint
+  --alembic FILE...`), through their offline SQL; alembic.ini in the repository's root,
+  else `args: [--alembic-config, path/to/alembic.ini]`.
+
+Copy into `.pre-commit-config.yaml`, with `rev:` a tag or commit of migrator's repository
+(pre-commit installs migrator-pg from it into the hook's environment):
+
+```yaml
+repos:
+  - repo: https://git.example/your-org/migrator   # migrator's repository
+    rev: v0.1.0
+    hooks:
+      - id: migrator-lint
+      - id: migrator-lint-alembic   # for teams on Alembic
+```
+
+A project that already has migrator-pg in its development dependencies can run the
+installed `migrator` instead, with no environment of pre-commit's own:
+
+```yaml
+repos:
+  - repo: local
+    hooks:
+      - id: migrator-lint
+        name: migrator lint
+        entry: migrator lint --offline
+        language: system
+        files: '(^|/)plans/[^/]+\\.ya?ml$|\\.sql$'
+        require_serial: true
+```
+
+`migrator lint --alembic [REV | BASE:HEAD]` lints the revisions from the command line:
+each revision's `upgrade()` runs against Alembic's own operations on an offline migration
+context, as `alembic upgrade --sql` does (no database, and no env.py), and the SQL it
+writes is held to the rules as one script, each revision in its own transaction
+(PostgreSQL's DDL is transactional; `autocommit_block()` ends it as Alembic does). A
+table created by an earlier revision of the same run counts as new. Each finding is
+named at the revision file and the line of its `op` call (`versions/b2_email.py:12`).
+With no argument every revision is linted; `BASE:HEAD` leaves BASE out, as Alembic does;
+`--alembic-config` / `--script-location` say where the revisions are (default:
+./alembic.ini).
+"""
 
 
 def _cell(text: str) -> str:
