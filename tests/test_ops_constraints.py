@@ -70,6 +70,114 @@ CASES = [
             ),
         ],
     ),
+    # Section 4: tightenings that fix data, without a type change. The old version keeps
+    # writing values the new constraints forbid; `up` rewrites them into the shadow, which
+    # the new version writes by its name (_migrator_new_<column>).
+    Case(
+        "alter_column nullable false and a named check, with up and down",
+        setup=BASE
+        + "UPDATE users SET legacy = NULL WHERE id <= 3;"
+        + "UPDATE users SET legacy = 'far-too-long' WHERE id = 4;",
+        expand="""
+        - alter_column:
+            table: users
+            column: legacy
+            nullable: false
+            check: {name: users_legacy_short, expression: "length(legacy) <= 6"}
+            up: "left(coalesce(legacy, 'none'), 6)"
+            down: "legacy"
+        """,
+        old=[
+            "INSERT INTO users (name, legacy) VALUES ('old', NULL)",
+            "UPDATE users SET legacy = 'much-too-long' WHERE id = 5",
+            "SELECT legacy FROM users WHERE id = 5",
+        ],
+        new=[
+            "INSERT INTO users (name, _migrator_new_legacy) VALUES ('new', 'fine')",
+            "SELECT 1 / length(_migrator_new_legacy) FROM users WHERE id = 5",
+        ],
+        final=[
+            ("SELECT count(*) FROM users WHERE legacy IS NULL OR length(legacy) > 6", [(0,)]),
+            ("SELECT legacy FROM users WHERE id IN (1, 4) ORDER BY id", [("none",), ("far-to",)]),
+            (
+                "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                "AND attname = 'legacy'",
+                [(True,)],
+            ),
+            (
+                "SELECT conname, convalidated FROM pg_constraint WHERE conrelid = "
+                "'users'::regclass AND contype = 'c'",
+                [("users_legacy_short", True)],
+            ),
+        ],
+    ),
+    Case(
+        "alter_column unique and references with up, named, on_delete in PostgreSQL's case",
+        setup=BASE
+        + "UPDATE users SET legacy = 'dup' WHERE id IN (1, 2, 3);"
+        + "ALTER TABLE orders ADD COLUMN buyer bigint; UPDATE orders SET buyer = user_id;"
+        + "UPDATE orders SET buyer = 999 WHERE id IN (1, 2);",
+        expand="""
+        - alter_column:
+            table: users
+            column: legacy
+            unique: {name: users_legacy_uniq}
+            up: "CASE WHEN legacy = 'dup' THEN legacy || '-' || id ELSE legacy END"
+        - alter_column:
+            table: orders
+            column: buyer
+            references: {table: users, column: id, name: orders_buyer_ref, on_delete: SET NULL}
+            up: "CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.id = buyer) THEN buyer END"
+        """,
+        old=[
+            "INSERT INTO users (name, legacy) VALUES ('old', 'dup')",
+            "INSERT INTO orders (user_id, buyer) VALUES (1, 777)",
+            "UPDATE orders SET buyer = 888 WHERE id = 3",
+        ],
+        new=[
+            "INSERT INTO users (name, _migrator_new_legacy) VALUES ('new', 'unique-x')",
+            "INSERT INTO orders (user_id, _migrator_new_buyer) VALUES (2, 5)",
+        ],
+        final=[
+            ("SELECT count(*) = count(DISTINCT legacy) FROM users", [(True,)]),
+            ("SELECT count(*) FROM orders WHERE buyer > 50", [(0,)]),
+            (
+                "SELECT conname, contype::text, convalidated, confdeltype::text "
+                "FROM pg_constraint WHERE conname IN ('users_legacy_uniq', 'orders_buyer_ref') "
+                "ORDER BY 1",
+                [("orders_buyer_ref", "f", True, "n"), ("users_legacy_uniq", "u", True, " ")],
+            ),
+        ],
+    ),
+    # Section 5: drop_column with down, under expand. The column is NOT NULL with no
+    # default: without the trigger the new version's inserts would fail.
+    Case(
+        "drop_column with down",
+        setup=BASE
+        + "ALTER TABLE users ADD COLUMN phone text NOT NULL DEFAULT 'none';"
+        + "ALTER TABLE users ALTER COLUMN phone DROP DEFAULT;",
+        expand="""
+        - drop_column: {table: users, column: phone, down: "'unknown-' || name"}
+        """,
+        old=[
+            "INSERT INTO users (name, phone) VALUES ('old', '555')",
+            "SELECT 1 / count(*) FROM users WHERE name = 'old' AND phone = '555'",
+        ],
+        new=[
+            "INSERT INTO users (name) VALUES ('new')",
+            # the old version reads a value in the new version's row
+            "SELECT 1 / count(*) FROM users WHERE name = 'new' AND phone = 'unknown-new'",
+            "UPDATE users SET email = 'x@example.com' WHERE name = 'new'",
+        ],
+        final=[
+            (
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                "AND column_name = 'phone'",
+                [(0,)],
+            ),
+            ("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '_migrator%'", [(0,)]),
+        ],
+    ),
 ]
 
 
@@ -91,6 +199,11 @@ REFUSALS = [
         "- add_check: {table: users, name: users_name_set, expression: 'name IS NOT NULL'}\n"
         "- add_check: {table: users, name: users_name_set, expression: 'name <> '''''}",
         "users already has a constraint named users_name_set",
+    ),
+    (
+        "drop_column's down that does not plan",
+        "- drop_column: {table: users, column: legacy, down: 'nope || 1'}",
+        'column "nope" does not exist',
     ),
     (
         "an expression over a column no operation adds",

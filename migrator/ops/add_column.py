@@ -18,7 +18,16 @@ from pydantic import Field
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
-from migrator.ops.columns import ColumnSpec, FinalColumn, Identifier
+from migrator.ops.columns import (
+    ColumnSpec,
+    FinalColumn,
+    Identifier,
+    NamedCheck,
+    check_name,
+    check_sql,
+    reference_name,
+    unique_name,
+)
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
 from migrator.ops.safe import (
     add_check_step,
@@ -97,26 +106,31 @@ class AddColumn(Operation):
         return not_null_check_name(self.table, self.column.name)
 
     def check_constraint_name(self) -> str | None:
-        """The column's CHECK, named as PostgreSQL would name it."""
-        if self.column.check is None:
-            return None
-        return short_name(self.table, self.column.name, "check")
+        """The column's CHECK: the name given, or as PostgreSQL would name it."""
+        return check_name(self.column.check, self.table, self.column.name)
 
     def final_check_name(self) -> str | None:
         """The CHECK the contract adds (``check1`` beside a column.check, as PostgreSQL does)."""
         if self.final is None or self.final.check is None:
             return None
+        if isinstance(self.final.check, NamedCheck):
+            return self.final.check.name
         suffix = "check1" if self.column.check is not None else "check"
         return short_name(self.table, self.column.name, suffix)
 
     def foreign_key_name(self) -> str:
-        """The column's foreign key, named as PostgreSQL would name it."""
-        return short_name(self.table, self.column.name, "fkey")
+        """The column's foreign key: the name given, or as PostgreSQL would name it."""
+        ref = self.column.references
+        if ref is None:
+            return short_name(self.table, self.column.name, "fkey")
+        return reference_name(ref, self.table, self.column.name)
 
     def unique_name(self) -> str | None:
         """The UNIQUE constraint (and its index), from column.unique or final.unique."""
-        if self.column.unique or (self.final is not None and self.final.unique):
-            return short_name(self.table, self.column.name, "key")
+        if self.column.unique:
+            return unique_name(self.column.unique, self.table, self.column.name)
+        if self.final is not None and self.final.unique:
+            return unique_name(self.final.unique, self.table, self.column.name)
         return None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -174,9 +188,9 @@ class AddColumn(Operation):
 
     def _validate_constraints(self, ctx: Context, where: str, columns: list[str]) -> None:
         """The column's check, references and unique, and the final ones."""
-        checks = [("column.check", self.column.check)]
+        checks = [("column.check", self.column.check_sql)]
         if self.final is not None:
-            checks.append(("final.check", self.final.check))
+            checks.append(("final.check", check_sql(self.final.check)))
         for key, expression in checks:
             if expression is None:
                 continue
@@ -266,8 +280,10 @@ class AddColumn(Operation):
                 )
             )
         check = self.check_constraint_name()
-        if check is not None and self.column.check is not None:
-            steps.append(add_check_step("check", ctx.schema, self.table, check, self.column.check))
+        if check is not None and self.column.check_sql is not None:
+            steps.append(
+                add_check_step("check", ctx.schema, self.table, check, self.column.check_sql)
+            )
         ref = self.column.references
         if ref is not None:
             steps.append(
@@ -411,11 +427,10 @@ class AddColumn(Operation):
                 )
             )
         final_check = self.final_check_name()
-        if final_check is not None and self.final is not None and self.final.check is not None:
+        final_sql = check_sql(self.final.check) if self.final is not None else None
+        if final_check is not None and final_sql is not None:
             steps += [
-                add_check_step(
-                    "final-check", ctx.schema, self.table, final_check, self.final.check
-                ),
+                add_check_step("final-check", ctx.schema, self.table, final_check, final_sql),
                 validate_step("validate-final-check", ctx.schema, self.table, final_check),
             ]
         self._refuse_final_conflicts(ctx)

@@ -62,16 +62,14 @@ from migrator.engine.catalog_columns import (
 )
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
+from migrator.ops.alter_constraints import Tightening
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
-from migrator.ops.columns import ColumnReference, Identifier
+from migrator.ops.columns import ColumnReference, Identifier, NamedCheck, NamedUnique
 from migrator.ops.expressions import default_sql
 from migrator.ops.safe import (
-    add_check_step,
-    add_foreign_key_step,
     drop_constraint_step,
     not_null_check_name,
     not_null_steps,
-    unique_steps,
     validate_step,
 )
 from migrator.ops.shadow import (
@@ -85,8 +83,6 @@ from migrator.ops.shadow import (
     sync_trigger_step,
 )
 from migrator.ops.validation import (
-    refuse_constraint_clash,
-    refuse_duplicates,
     require_expression,
     require_table,
 )
@@ -106,23 +102,40 @@ class AlterColumn(Operation):
     down: str | None = None
     nullable: bool | None = None
     default: str | int | float | bool | None = None
-    check: str | None = None
-    unique: bool | None = None
+    check: str | NamedCheck | None = None
+    unique: bool | NamedUnique | None = None
     references: ColumnReference | None = None
 
     def describe(self) -> str:
         return f"alter column {self.table}.{self.column}"
 
     def column_changes(self) -> Sequence[ChangedColumn]:
-        if self.type is None:
+        if self.type is None and not self.rewrites_data():
             return ()
-        # A shadow column kept in step both ways (up/down default to casts), or a change
-        # that rewrites nothing done in place: the old version's writes are carried.
-        return (
-            ChangedColumn(
-                self.table, self.column, "retype", f"retyped to {self.type}", "expand", synced=True
-            ),
+        # A shadow column kept in step both ways (up/down default to casts, or to the
+        # value itself without a type change), or a change that rewrites nothing done in
+        # place: the old version's writes are carried.
+        detail = (
+            f"retyped to {self.type}"
+            if self.type is not None
+            else "rewritten by up for its new constraints"
         )
+        return (ChangedColumn(self.table, self.column, "retype", detail, "expand", synced=True),)
+
+    def tightening(self) -> Tightening:
+        """The constraints this change adds (check, unique, references)."""
+        return Tightening(self.table, self.column, self.check, self.unique, self.references)
+
+    def tightens(self) -> bool:
+        """True when the change adds NOT NULL, a check, a unique or a foreign key."""
+        return self.nullable is False or any(
+            v is not None for v in (self.check, self.unique, self.references)
+        )
+
+    def rewrites_data(self) -> bool:
+        """True for the constraint form with ``up`` / ``down`` and no type change: a
+        shadow column of the same type, rewritten by ``up`` (ops/alter_constraints.py)."""
+        return self.type is None and (self.up is not None or self.down is not None)
 
     # -- names ---------------------------------------------------------------------------
 
@@ -152,15 +165,15 @@ class AlterColumn(Operation):
 
     def check_name(self) -> str:
         """The CHECK of ``check:``."""
-        return short_name(self.table, self.column, "check")
+        return self.tightening().check_name()
 
     def fk_name(self) -> str:
         """The foreign key of ``references:``."""
-        return short_name(self.table, self.column, "fkey")
+        return self.tightening().fk_name()
 
     def unique_name(self) -> str:
         """The UNIQUE constraint of ``unique: true`` (and its index)."""
-        return short_name(self.table, self.column, "key")
+        return self.tightening().unique_name()
 
     # -- what kind of change --------------------------------------------------------------
 
@@ -187,6 +200,10 @@ class AlterColumn(Operation):
             return dict(json.loads(raw))
         return {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
 
+    def _new_type(self, facts: ColumnFacts) -> str:
+        """The shadow's type: the new one, or the column's own for the constraint form."""
+        return self.type if self.type is not None else facts.type
+
     def _changes_type(self, facts: ColumnFacts) -> bool:
         return self.type is not None and self.type.strip() != facts.type
 
@@ -206,15 +223,20 @@ class AlterColumn(Operation):
         """True when the expand made (or makes) a shadow column."""
         if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
             return True
+        if self.rewrites_data():
+            return True
         facts = self._facts(ctx)
         return self._changes_type(facts) and not self._in_place(ctx, facts)
 
     def _up(self, old_type: str) -> str:
-        assert self.type is not None
-        return self.up if self.up is not None else f"{ident(self.column)}::{self.type}"
+        if self.up is not None:
+            return self.up
+        return f"{ident(self.column)}::{self.type}" if self.type is not None else ident(self.column)
 
     def _down(self, old_type: str) -> str:
-        return self.down if self.down is not None else f"{ident(self.column)}::{old_type}"
+        if self.down is not None:
+            return self.down
+        return f"{ident(self.column)}::{old_type}" if self.type is not None else ident(self.column)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -228,8 +250,11 @@ class AlterColumn(Operation):
             for k in ("type", "nullable", "default", "check", "unique", "references")
             if getattr(self, k) is not None
         ]
-        if (self.up is not None or self.down is not None) and self.type is None:
-            raise ValidationFailed(f"{where}: up and down go with a type change (type:)")
+        if self.rewrites_data() and not self.tightens():
+            raise ValidationFailed(
+                f"{where}: up and down go with a type change (type:) or a tightening "
+                "(nullable: false, check, unique, references)"
+            )
         if not given:
             raise ValidationFailed(
                 f"{where}: nothing to change; give type, nullable, default, check, unique "
@@ -237,6 +262,8 @@ class AlterColumn(Operation):
             )
         if self.type is not None:
             self._validate_type(ctx, facts)
+        elif self.rewrites_data():
+            self._validate_shadow(ctx, facts)
         if self.nullable is True and facts.not_null:
             if self.column in cat.primary_key(ctx.schema, self.table):
                 raise ValidationFailed(
@@ -245,44 +272,14 @@ class AlterColumn(Operation):
         final_type = self.type or facts.type
         if self.default is not None:
             require_expression(ctx, where, self.table, default_sql(self.default), final_type)
-        if self.check is not None:
-            if self._changes_type(facts):
-                raise ValidationFailed(
-                    f"{where}: a check together with a type change is not supported; "
-                    "add the check in a later release, once the new type is in place"
-                )
-            require_expression(ctx, f"{where}: check", self.table, self.check, "boolean")
-            refuse_constraint_clash(ctx, where, self.table, self.check_name())
-        if self.unique is not None:
-            if not self.unique:
-                raise ValidationFailed(
-                    f"{where}: unique: false is not an alter_column change; drop the "
-                    "constraint with drop_constraint in the contract"
-                )
-            if self._changes_type(facts):
-                raise ValidationFailed(
-                    f"{where}: unique together with a type change is not supported; "
-                    "make it unique in a later release"
-                )
-            if ctx.relation_taken(self.unique_name()):
-                raise ValidationFailed(
-                    f"{where}: the name {self.unique_name()} is already taken in {ctx.schema}"
-                )
-            refuse_duplicates(ctx, where, self.table, [self.column])
-        if self.references is not None:
-            if self._changes_type(facts):
-                raise ValidationFailed(
-                    f"{where}: references together with a type change is not supported; "
-                    "add the foreign key in a later release"
-                )
-            ref = self.references
-            require_table(ctx, where, ref.table)
-            if not cat.has_unique_key(ctx.schema, ref.table, [ref.column]):
-                raise ValidationFailed(
-                    f"{where}: {ref.table}.{ref.column} has no primary key or unique "
-                    "constraint for a foreign key to reference"
-                )
-            refuse_constraint_clash(ctx, where, self.table, self.fk_name())
+        if self._changes_type(facts):
+            for key in ("check", "unique", "references"):
+                if getattr(self, key) is not None:
+                    raise ValidationFailed(
+                        f"{where}: {key} together with a type change is not supported; "
+                        "add it in a later release, once the new type is in place"
+                    )
+        self.tightening().validate(ctx, where, rewritten=self.rewrites_data())
 
     def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
         where = self._where()
@@ -305,15 +302,23 @@ class AlterColumn(Operation):
                     "place; up and down are not needed and not used"
                 )
             return
+        self._validate_shadow(ctx, facts)
+
+    def _validate_shadow(self, ctx: Context, facts: ColumnFacts) -> None:
+        """What a shadow column (of the new type, or of the same for the constraint form)
+        cannot carry over, and the ``up`` / ``down`` expressions."""
+        where = self._where()
+        new_type = self._new_type(facts)
         if facts.relkind == "p":
             raise ValidationFailed(
                 f"{where}: {self.table} is partitioned; indexes cannot be built concurrently "
-                "on a partitioned table, so this type change is not supported there yet"
+                "on a partitioned table, so a shadow column for this change is not supported "
+                "there yet"
             )
         if facts.identity or facts.generated:
             kind = "an identity" if facts.identity else "a generated"
             raise ValidationFailed(
-                f"{where}: {self.column} is {kind} column; its type cannot be changed through "
+                f"{where}: {self.column} is {kind} column; it cannot be changed through "
                 "a shadow column"
             )
         if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
@@ -346,7 +351,7 @@ class AlterColumn(Operation):
                 "column and cannot be carried over to the new type; drop or change "
                 f"{'it' if len(others) == 1 else 'them'} first"
             )
-        require_expression(ctx, f"{where}: up", self.table, self._up(facts.type), self.type)
+        require_expression(ctx, f"{where}: up", self.table, self._up(facts.type), new_type)
         problem = expression_error_with(
             ctx.catalog,
             ctx.schema,
@@ -354,12 +359,12 @@ class AlterColumn(Operation):
             self._down(facts.type),
             facts.type,
             self.column,
-            self.type,
+            new_type,
         )
         if problem:
             raise ValidationFailed(
                 f"{where}: down {self._down(facts.type)!r} does not work on {self.table} "
-                f"(its {self.column} being {self.type}): {problem}"
+                f"(its {self.column} being {new_type}): {problem}"
             )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
@@ -381,6 +386,8 @@ class AlterColumn(Operation):
                 steps.append(self._retype_in_place(ctx, facts, self.type, "retype"))
             else:
                 steps += self._shadow_steps(ctx, facts)
+        elif self.rewrites_data():
+            steps += self._shadow_steps(ctx, facts)
         if self.nullable is True and facts.not_null:
             ctx.notes.append(
                 f"{self._where()}: DROP NOT NULL: the old version may now read NULLs in "
@@ -416,11 +423,11 @@ class AlterColumn(Operation):
         return step(key, f"{self.table}.{self.column} becomes {new_type} (no rewrite)", *sqls)
 
     def _shadow_steps(self, ctx: Context, facts: ColumnFacts) -> list[Step]:
-        assert self.type is not None
+        new_type = self._new_type(facts)
         t = ident(ctx.schema, self.table)
         shadow = self.shadow_name()
         ctx.notes.append(
-            f"{self._where()}: {shadow} (the {self.type} column) is NULL on existing rows until "
+            f"{self._where()}: {shadow} (the {new_type} column) is NULL on existing rows until "
             "the backfill fills it; if the new version reads it, backfill before the switch "
             "(backfill: {when: before_switch})"
         )
@@ -429,8 +436,8 @@ class AlterColumn(Operation):
         steps = [
             step(
                 "add-shadow",
-                f"add {self.table}.{shadow} of type {self.type}",
-                f"ALTER TABLE {t} ADD COLUMN {ident(shadow)} {self.type}",
+                f"add {self.table}.{shadow} of type {new_type}",
+                f"ALTER TABLE {t} ADD COLUMN {ident(shadow)} {new_type}",
             ),
             sync_trigger_step(
                 "sync-trigger",
@@ -442,11 +449,11 @@ class AlterColumn(Operation):
                 ShadowSync(
                     column=self.column,
                     shadow=shadow,
-                    shadow_type=self.type,
+                    shadow_type=new_type,
                     up=self._up(facts.type),
                     down=self._down(facts.type),
                     column_types=types,
-                    no_equality=types_without_equality(ctx.catalog, [*types.values(), self.type]),
+                    no_equality=types_without_equality(ctx.catalog, [*types.values(), new_type]),
                 ),
             ),
         ]
@@ -461,7 +468,7 @@ class AlterColumn(Operation):
         return steps
 
     def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:
-        if self.type is None:
+        if self.type is None and not self.rewrites_data():
             return ()
         facts = column_facts(ctx.catalog, ctx.schema, self.table, self.column)
         if facts is None or not self._shadowed(ctx):
@@ -487,31 +494,7 @@ class AlterColumn(Operation):
         # Tightening waits for the contract: a CHECK, UNIQUE or FOREIGN KEY is enforced
         # on new writes from the moment it is added, and the old version's writes must
         # not start failing while it runs.
-        steps: list[Step] = []
-        if self.check is not None:
-            steps += [
-                add_check_step("check", ctx.schema, self.table, self.check_name(), self.check),
-                validate_step("validate-check", ctx.schema, self.table, self.check_name()),
-            ]
-        if self.unique:
-            steps += unique_steps(
-                "unique", ctx.schema, self.table, self.unique_name(), [self.column]
-            )
-        if self.references is not None:
-            ref = self.references
-            steps += [
-                add_foreign_key_step(
-                    "foreign-key",
-                    ctx.schema,
-                    self.table,
-                    self.fk_name(),
-                    [self.column],
-                    ref.table,
-                    [ref.column],
-                    ref.on_delete,
-                ),
-                validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
-            ]
+        steps: list[Step] = self.tightening().steps(ctx, self.column)
         if self.nullable is False and not facts.not_null:
             steps += not_null_steps(ctx.schema, self.table, self.column)
         steps.append(step("forget", "drop the saved record of the column", drop_saved))
@@ -529,7 +512,8 @@ class AlterColumn(Operation):
         views = dependent_views(cat, facts)
         sequence = owned_sequence(cat, ctx.schema, self.table, col)
         not_null = facts.not_null if self.nullable is None else not self.nullable
-        steps: list[Step] = []
+        # 0. The constraints the change adds, over the shadow (ops/alter_constraints.py).
+        steps: list[Step] = self.tightening().steps(ctx, shadow)
         # 1. Every constraint again over the shadow: NOT VALID (brief lock, no scan),
         #    validated in its own transaction while reads and writes go on.
         for con in own:
@@ -601,7 +585,8 @@ class AlterColumn(Operation):
         if views:
             sqls.append(restore_views_sql())
         sqls.append(drop_saved)
-        steps.append(step("swap", f"{self.table}.{col} becomes the {self.type} column", *sqls))
+        what = f"the {self.type} column" if self.type is not None else "the rewritten column"
+        steps.append(step("swap", f"{self.table}.{col} becomes {what}", *sqls))
         # 4. The foreign keys pointing at it get their names back.
         for con in incoming:
             steps.append(
@@ -663,7 +648,7 @@ class AlterColumn(Operation):
             # Computed before the expand (migrator render): undo what the expand will do.
             relaxed = self.nullable is True and facts.not_null
             changes = self.type is not None and self._changes_type(facts)
-            shadowed = changes and not self._in_place(ctx, facts)
+            shadowed = self.rewrites_data() or (changes and not self._in_place(ctx, facts))
             retyped = changes and not shadowed
         if relaxed:
             steps += not_null_steps(ctx.schema, self.table, self.column, key="restore")

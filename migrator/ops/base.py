@@ -186,6 +186,18 @@ class Operation(Strict):
         """A short human description, for step names and status."""
         return self.op_name
 
+    def placement_error(self, phase: Phase) -> str | None:
+        """Why this operation, with the keys it has, cannot stand under ``phase``, or None.
+
+        By default it may stand where ``allowed`` says; an operation whose keys decide
+        (drop_column with or without ``down``) says so here.
+        """
+        if phase in self.allowed:
+            return None
+        where = " or ".join(sorted(self.allowed))
+        reason = f": {self.where_it_belongs}" if self.where_it_belongs else ""
+        return f"{self.op_name} cannot stand under {phase}: (it belongs under {where}:){reason}"
+
     def validate_live(self, ctx: Context) -> None:
         """Check the operation against the live catalog (default: nothing to check)."""
 

@@ -17,7 +17,15 @@ from pydantic import Field, model_validator
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
-from migrator.ops.columns import ColumnSpec, Identifier, OnDelete, TableReference
+from migrator.ops.columns import (
+    ColumnSpec,
+    Identifier,
+    OnDelete,
+    TableReference,
+    check_name,
+    reference_name,
+    unique_name,
+)
 from migrator.ops.expressions import column_refs, default_sql
 from migrator.ops.validation import require_columns, require_table
 from migrator.pgtypes import is_serial
@@ -95,7 +103,7 @@ class CreateTable(Operation):
             if missing:
                 raise ValidationFailed(f"{where}: {key} names unknown column {', '.join(missing)}")
         for label, expression in [
-            *((f"column {c.name} check", c.check) for c in self.columns),
+            *((f"column {c.name} check", c.check_sql) for c in self.columns),
             *((f"constraint {k.name}", k.check) for k in self.constraints),
         ]:
             if expression is None:
@@ -160,15 +168,15 @@ class CreateTable(Operation):
                 f"PRIMARY KEY ({', '.join(ident(c) for c in self.primary_key)})"
             )
         for col in self.columns:
-            if col.check is not None:
-                name = short_name(self.table, col.name, "check")
-                parts.append(f"CONSTRAINT {ident(name)} CHECK ({col.check})")
-            if col.unique:
-                name = short_name(self.table, col.name, "key")
-                parts.append(f"CONSTRAINT {ident(name)} UNIQUE ({ident(col.name)})")
+            check = check_name(col.check, self.table, col.name)
+            if check is not None:
+                parts.append(f"CONSTRAINT {ident(check)} CHECK ({col.check_sql})")
+            unique = unique_name(col.unique, self.table, col.name)
+            if unique is not None:
+                parts.append(f"CONSTRAINT {ident(unique)} UNIQUE ({ident(col.name)})")
             if col.references is not None:
                 ref = col.references
-                name = short_name(self.table, col.name, "fkey")
+                name = reference_name(ref, self.table, col.name)
                 parts.append(
                     f"CONSTRAINT {ident(name)} FOREIGN KEY ({ident(col.name)}) "
                     f"REFERENCES {ident(ctx.schema, ref.table)} ({ident(ref.column)})"

@@ -239,16 +239,9 @@ def placement_errors(plan: Plan) -> list[tuple[tuple[str | int, ...], str]]:
     ):
         for index, item in enumerate(items):
             op = item.op
-            if phase not in op.allowed:
-                where = " or ".join(sorted(op.allowed))
-                reason = f": {op.where_it_belongs}" if op.where_it_belongs else ""
-                errors.append(
-                    (
-                        (*path, index, op.op_name),
-                        f"{op.op_name} cannot stand under {phase}: (it belongs under {where}:)"
-                        f"{reason}",
-                    )
-                )
+            problem = op.placement_error(phase)  # type: ignore[arg-type]
+            if problem is not None:
+                errors.append(((*path, index, op.op_name), problem))
     return errors
 
 

@@ -1,0 +1,127 @@
+"""`alter_column`'s tightenings (``nullable: false``, ``check``, ``unique``, ``references``):
+their names, their validation, and the statements that add them, to the column itself
+or, when the plan gives ``up`` / ``down`` without a type change, to the shadow column.
+
+Without ``up`` the contract adds them to the column (the data must already satisfy
+them). With ``up`` the expand adds a shadow column of the same type, kept in step by
+the sync trigger (`migrator.ops.shadow`): whatever the old version writes reaches the
+shadow through ``up``, which rewrites the values the new constraints forbid, and the
+backfill does the same to the rows already there; so the contract can add every new
+constraint over the shadow (NOT VALID, then validated; the unique index concurrently)
+before the swap gives the shadow the column's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migrator.engine.steps import Step, step
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context
+from migrator.ops.columns import ColumnReference, NamedCheck, NamedUnique, check_sql
+from migrator.ops.safe import add_foreign_key_step, unique_steps, validate_step
+from migrator.ops.shadow import renamed_constraint
+from migrator.ops.validation import (
+    refuse_constraint_clash,
+    refuse_duplicates,
+    require_expression,
+    require_table,
+)
+from migrator.sqltext import ident, short_name
+
+
+@dataclass(frozen=True)
+class Tightening:
+    """The constraints one alter_column adds to ``column`` of ``table``."""
+
+    table: str
+    column: str
+    check: str | NamedCheck | None
+    unique: bool | NamedUnique | None
+    references: ColumnReference | None
+
+    def check_name(self) -> str:
+        """The CHECK of ``check:``: the name given, or <table>_<column>_check."""
+        if isinstance(self.check, NamedCheck):
+            return self.check.name
+        return short_name(self.table, self.column, "check")
+
+    def fk_name(self) -> str:
+        """The foreign key of ``references:``: the name given, or <table>_<column>_fkey."""
+        if self.references is not None and self.references.name:
+            return self.references.name
+        return short_name(self.table, self.column, "fkey")
+
+    def unique_name(self) -> str:
+        """The UNIQUE constraint (and its index): the name given, or <table>_<column>_key."""
+        if isinstance(self.unique, NamedUnique):
+            return self.unique.name
+        return short_name(self.table, self.column, "key")
+
+    def validate(self, ctx: Context, where: str, *, rewritten: bool) -> None:
+        """Expressions, references and names; duplicates unless ``up`` rewrites the data."""
+        expression = check_sql(self.check)
+        if expression is not None:
+            require_expression(ctx, f"{where}: check", self.table, expression, "boolean")
+            refuse_constraint_clash(ctx, where, self.table, self.check_name())
+        if self.unique is not None:
+            if self.unique is False:
+                raise ValidationFailed(
+                    f"{where}: unique: false is not an alter_column change; drop the "
+                    "constraint with drop_constraint in the contract"
+                )
+            name = self.unique_name()
+            if ctx.relation_taken(name):
+                raise ValidationFailed(f"{where}: the name {name} is already taken in {ctx.schema}")
+            refuse_constraint_clash(ctx, where, self.table, name)
+            ctx.planned_relations.add(name)
+            if not rewritten:
+                refuse_duplicates(ctx, where, self.table, [self.column])
+        if self.references is not None:
+            ref = self.references
+            require_table(ctx, where, ref.table)
+            if ref.table not in ctx.planned_tables and not ctx.catalog.has_unique_key(
+                ctx.schema, ref.table, [ref.column]
+            ):
+                raise ValidationFailed(
+                    f"{where}: {ref.table}.{ref.column} has no primary key or unique "
+                    "constraint for a foreign key to reference"
+                )
+            refuse_constraint_clash(ctx, where, self.table, self.fk_name())
+
+    def steps(self, ctx: Context, over: str) -> list[Step]:
+        """The contract's steps adding the constraints over column ``over`` (the column
+        itself, or its shadow before the swap): NOT VALID, then validated; the unique
+        index built concurrently, then the constraint USING it."""
+        t = ident(ctx.schema, self.table)
+        steps: list[Step] = []
+        expression = check_sql(self.check)
+        if expression is not None:
+            name = self.check_name()
+            definition = renamed_constraint(f"CHECK ({expression})", {self.column: over})
+            steps += [
+                step(
+                    "check",
+                    f"CHECK {name} on {self.table}.{over}, NOT VALID",
+                    f"ALTER TABLE {t} ADD CONSTRAINT {ident(name)} {definition}",
+                ),
+                validate_step("validate-check", ctx.schema, self.table, name),
+            ]
+        if self.unique:
+            steps += unique_steps("unique", ctx.schema, self.table, self.unique_name(), [over])
+        if self.references is not None:
+            ref = self.references
+            steps += [
+                add_foreign_key_step(
+                    "foreign-key",
+                    ctx.schema,
+                    self.table,
+                    self.fk_name(),
+                    [over],
+                    ref.table,
+                    [ref.column],
+                    ref.on_delete,
+                ),
+                validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
+            ]
+        return steps
