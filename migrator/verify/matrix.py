@@ -17,6 +17,7 @@ from typing import Any, Literal
 import psycopg
 
 from migrator.observer import NULL_OBSERVER, Observer
+from migrator.verify.probes import CellProbe, probe_cell
 from migrator.verify.queries import Query
 from migrator.verify.report import Cell, Finding, QueryResult
 from migrator.verify.snapshot import Snapshot, take
@@ -44,6 +45,10 @@ CELLS: tuple[CellSpec, ...] = (
 )
 
 HOME = {"old": "before", "new": "contracted"}
+
+# The phase before, whose constraints a version already met: what the expand adds is
+# held against the old version's writes, what the contract adds against the new one's.
+PREVIOUS = {("old", "expanded"): "before", ("new", "contracted"): "expanded"}
 
 # SQLSTATEs PREPARE raises once every name is resolved: the query is sound, only the
 # parameter types are left to the driver (``SELECT $1``).
@@ -210,8 +215,22 @@ def run_cell(
         changes=changes,
     )
     cell = Cell(spec.version, version_name, spec.phase, spec.must_pass)
-    prepared = iter(
-        preparer.prepare_all([q.sql for q in queries if q.tree is not None and q.preparable])
+    checked = [q for q in queries if q.tree is not None and q.preparable]
+    outcomes = preparer.prepare_all([q.sql for q in checked])
+    prepared = iter(outcomes)
+    previous = PREVIOUS.get((spec.version, spec.phase))
+    probed = probe_cell(
+        preparer.conn,
+        CellProbe(
+            version=spec.version,
+            version_label=label,
+            phase=spec.phase,
+            must_pass=spec.must_pass,
+            snapshot=snaps[spec.phase],
+            before=snaps["before"],
+            previous=snaps[previous] if previous is not None else None,
+        ),
+        [q for q, failed in zip(checked, outcomes, strict=True) if failed is None],
     )
     for query in queries:
         result = QueryResult(query.name, query.file, query.line)
@@ -246,6 +265,7 @@ def run_cell(
                     )
                 )
         result.findings += static_findings(query, ctx)
+        result.findings += probed.get(id(query), [])
     return cell
 
 

@@ -1,8 +1,9 @@
 """What the static checks need to know of one phase's schema, read once from pg_catalog.
 
 One snapshot per phase database: relations (with whether a view takes writes), their
-columns (NOT NULL, default, identity, generated), unique indexes, constraint names and
-BEFORE INSERT triggers. The checks then answer from memory, so a thousand queries cost
+columns (NOT NULL, default, identity, generated), unique indexes (partial ones with their
+predicate), constraints (CHECK, FOREIGN KEY, UNIQUE, PRIMARY KEY with their definition),
+BEFORE INSERT / UPDATE triggers and the sync triggers migrator installed. The checks then answer from memory, so a thousand queries cost
 no more catalog round trips than one.
 """
 
@@ -30,11 +31,23 @@ class Column:
     has_default: bool
     identity: bool
     generated: bool
+    default: str | None = None  # the default expression, as pg_get_expr writes it
 
     @property
     def required(self) -> bool:
         """An INSERT that leaves this column out fails."""
         return self.not_null and not (self.has_default or self.identity or self.generated)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A CHECK (c), FOREIGN KEY (f), UNIQUE (u) or PRIMARY KEY (p) constraint."""
+
+    name: str
+    kind: str  # pg_constraint.contype
+    columns: tuple[str, ...]
+    definition: str  # pg_get_constraintdef: what a phase is compared by
+    expression: str | None  # a CHECK's expression, over the columns' bare names
 
 
 @dataclass
@@ -49,6 +62,13 @@ class Relation:
     unique_indexes: list[tuple[str, frozenset[str]]] = field(default_factory=list)
     constraints: set[str] = field(default_factory=set)
     before_insert_triggers: list[str] = field(default_factory=list)
+    before_update_triggers: list[str] = field(default_factory=list)
+    # (index, columns, predicate) of partial unique indexes over plain columns
+    partial_unique: list[tuple[str, frozenset[str], str]] = field(default_factory=list)
+    checked: list[Constraint] = field(default_factory=list)
+    # The functions of migrator's sync triggers on the table, as errors name them
+    # (``migrator.fn``): a write's value is converted there.
+    sync_functions: list[str] = field(default_factory=list)
 
     @property
     def qualified(self) -> str:
@@ -108,11 +128,13 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         rel = Relation(str(schema), str(name), str(kind), int(updatable))
         relations[(rel.schema, rel.name)] = rel
         by_oid[int(oid)] = rel
-    for oid, name, type_, not_null, has_default, identity, generated in conn.execute(
+    for oid, name, type_, not_null, has_default, identity, generated, default in conn.execute(
         "SELECT a.attrelid::int8, a.attname, format_type(a.atttypid, a.atttypmod), "
-        "a.attnotnull, a.atthasdef, a.attidentity <> '', a.attgenerated <> '' "
+        "a.attnotnull, a.atthasdef, a.attidentity <> '', a.attgenerated <> '', "
+        "pg_get_expr(d.adbin, d.adrelid) "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         f"WHERE a.attnum > 0 AND NOT a.attisdropped AND n.nspname NOT IN {_SYSTEM} "
         "AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY a.attrelid, a.attnum"
     ).fetchall():
@@ -126,33 +148,60 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
                     bool(has_default),
                     bool(identity),
                     bool(generated),
+                    None if default is None else str(default),
                 )
             )
-    # Only plain-column, non-partial unique indexes can be an ON CONFLICT (cols) arbiter
-    # that the static check understands; expression indexes are left to PREPARE.
-    for oid, index, columns in conn.execute(
+    # Unique indexes over plain columns: what the messages about an ON CONFLICT target
+    # name (the server itself decides whether one is an arbiter).
+    for oid, index, columns, predicate in conn.execute(
         "SELECT i.indrelid::int8, ic.relname, "
         "array(SELECT a.attname FROM unnest(i.indkey) k JOIN pg_attribute a "
-        "      ON a.attrelid = i.indrelid AND a.attnum = k) "
+        "      ON a.attrelid = i.indrelid AND a.attnum = k), "
+        "pg_get_expr(i.indpred, i.indrelid) "
         "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-        "WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL"
+        "WHERE i.indisunique AND i.indexprs IS NULL"
     ).fetchall():
         found = by_oid.get(int(oid))
-        if found is not None:
+        if found is None:
+            continue
+        if predicate is None:
             found.unique_indexes.append((str(index), frozenset(columns)))
-    for oid, name in conn.execute("SELECT conrelid::int8, conname FROM pg_constraint").fetchall():
-        found = by_oid.get(int(oid))
-        if found is not None:
-            found.constraints.add(str(name))
-    # tgtype bits: 1 row, 2 before, 4 insert (see pg_trigger.h).
-    for oid, name in conn.execute(
-        "SELECT tgrelid::int8, tgname FROM pg_trigger "
-        "WHERE NOT tgisinternal AND tgtype & 7 = 7 AND tgenabled <> 'D'"
+        else:
+            found.partial_unique.append((str(index), frozenset(columns), str(predicate)))
+    for oid, name, kind, columns, definition, expression in conn.execute(
+        "SELECT conrelid::int8, conname, contype::text, "
+        "array(SELECT a.attname FROM unnest(conkey) k JOIN pg_attribute a "
+        "      ON a.attrelid = conrelid AND a.attnum = k), "
+        "pg_get_constraintdef(oid), "
+        "CASE WHEN contype = 'c' THEN pg_get_expr(conbin, conrelid) END "
+        "FROM pg_constraint WHERE conrelid <> 0"
     ).fetchall():
         found = by_oid.get(int(oid))
-        if found is not None:
+        if found is None:
+            continue
+        found.constraints.add(str(name))
+        if kind in ("c", "f", "u", "p"):
+            found.checked.append(
+                Constraint(str(name), str(kind), tuple(columns), str(definition), expression)
+            )
+    # tgtype bits: 1 row, 2 before, 4 insert, 16 update (see pg_trigger.h).
+    for oid, name, tgtype, function in conn.execute(
+        "SELECT t.tgrelid::int8, t.tgname, t.tgtype::int, "
+        "CASE WHEN n.nspname = 'migrator' THEN n.nspname || '.' || p.proname END "
+        "FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE NOT t.tgisinternal AND t.tgtype & 3 = 3 AND t.tgenabled <> 'D'"
+    ).fetchall():
+        found = by_oid.get(int(oid))
+        if found is None:
+            continue
+        if tgtype & 4:
             found.before_insert_triggers.append(str(name))
+        if tgtype & 16:
+            found.before_update_triggers.append(str(name))
+        if function is not None and str(function) not in found.sync_functions:
+            found.sync_functions.append(str(function))
     return Snapshot(phase, relations, search_path)
 
 
-__all__ = ["Column", "Relation", "Snapshot", "take"]
+__all__ = ["Column", "Constraint", "Relation", "Snapshot", "take"]
