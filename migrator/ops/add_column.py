@@ -40,7 +40,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.validation import refuse_duplicates
 from migrator.pgtypes import is_serial
-from migrator.sqltext import ident, short_name
+from migrator.sqltext import ident, literal, short_name
 
 
 class AddColumn(Operation):
@@ -268,6 +268,10 @@ class AddColumn(Operation):
             statements.append(
                 f"ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {default_sql(default)}"
             )
+        if self.column.comment is not None:
+            # In the ADD COLUMN's transaction, which holds the table already: no wait of
+            # its own (COMMENT ON alone queues behind a VACUUM, lint rule M039).
+            statements.append(f"COMMENT ON COLUMN {table}.{col} IS {literal(self.column.comment)}")
         steps = [step("add-column", f"add {self.table}.{self.column.name}", *statements)]
         fill = self._fill_expression()
         if fill is not None:

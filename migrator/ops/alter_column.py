@@ -43,6 +43,8 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
+from pydantic import Field
+
 # SQLAlchemy is imported in the methods that read the catalog: a plan loads without it.
 from migrator.engine.catalog_columns import (
     ColumnFacts,
@@ -105,9 +107,16 @@ class AlterColumn(Operation):
     check: str | NamedCheck | None = None
     unique: bool | NamedUnique | None = None
     references: ColumnReference | None = None
+    comment: str | None = Field(
+        default=None, description="COMMENT ON the column; null removes the comment"
+    )
 
     def describe(self) -> str:
         return f"alter column {self.table}.{self.column}"
+
+    def _comments(self) -> bool:
+        """True when the plan sets or (with an explicit null) removes the comment."""
+        return "comment" in self.model_fields_set
 
     def column_changes(self) -> Sequence[ChangedColumn]:
         if self.type is None and not self.rewrites_data():
@@ -198,7 +207,12 @@ class AlterColumn(Operation):
         if self._expanded(ctx):
             raw = function_text(ctx.catalog, self.saved_name(ctx))
             return dict(json.loads(raw))
-        return {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
+        return {
+            "type": facts.type,
+            "default": facts.default,
+            "not_null": facts.not_null,
+            "comment": facts.comment,
+        }
 
     def _new_type(self, facts: ColumnFacts) -> str:
         """The shadow's type: the new one, or the column's own for the constraint form."""
@@ -249,7 +263,7 @@ class AlterColumn(Operation):
             k
             for k in ("type", "nullable", "default", "check", "unique", "references")
             if getattr(self, k) is not None
-        ]
+        ] + (["comment"] if self._comments() else [])
         if self.rewrites_data() and not self.tightens():
             raise ValidationFailed(
                 f"{where}: up and down go with a type change (type:) or a tightening "
@@ -257,8 +271,8 @@ class AlterColumn(Operation):
             )
         if not given:
             raise ValidationFailed(
-                f"{where}: nothing to change; give type, nullable, default, check, unique "
-                "or references"
+                f"{where}: nothing to change; give type, nullable, default, check, unique, "
+                "references or comment"
             )
         if self.type is not None:
             self._validate_type(ctx, facts)
@@ -371,7 +385,12 @@ class AlterColumn(Operation):
         facts = self._facts(ctx)
         t = ident(ctx.schema, self.table)
         col = ident(self.column)
-        saved = {"type": facts.type, "default": facts.default, "not_null": facts.not_null}
+        saved = {
+            "type": facts.type,
+            "default": facts.default,
+            "not_null": facts.not_null,
+            "comment": facts.comment,
+        }
         steps = [
             step(
                 "save",
@@ -408,7 +427,19 @@ class AlterColumn(Operation):
                     f"ALTER TABLE {t} ALTER COLUMN {col} SET DEFAULT {default_sql(self.default)}",
                 )
             )
+        if self._comments():
+            # A step of its own: COMMENT ON takes SHARE UPDATE EXCLUSIVE, which queues
+            # behind a VACUUM or an index build (lint rule M039 warns of it).
+            steps.append(self._comment_step(ctx, "comment", self.comment))
         return steps
+
+    def _comment_step(self, ctx: Context, key: str, comment: object) -> Step:
+        value = "NULL" if comment is None else literal(str(comment))
+        return step(
+            key,
+            f"comment on {self.table}.{self.column}",
+            f"COMMENT ON COLUMN {ident(ctx.schema, self.table)}.{ident(self.column)} IS {value}",
+        )
 
     def _retype_in_place(self, ctx: Context, facts: ColumnFacts, new_type: str, key: str) -> Step:
         """A catalog-only ALTER TYPE; views over the column are dropped and re-created
@@ -639,6 +670,8 @@ class AlterColumn(Operation):
                     else f"ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT",
                 )
             )
+        if self._comments():
+            steps.append(self._comment_step(ctx, "restore-comment", saved.get("comment")))
         shadow = self.shadow_name()
         if self._expanded(ctx):
             relaxed = self.nullable is True and bool(saved.get("not_null")) and not facts.not_null

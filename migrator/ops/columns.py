@@ -74,7 +74,7 @@ def reference_name(ref: ColumnReference, table: str, column: str) -> str:
 
 
 class ColumnSpec(Strict):
-    """A column: ``{name, type, default, nullable, check, references, unique}``."""
+    """A column: ``{name, type, default, nullable, check, references, unique, comment}``."""
 
     name: Identifier
     type: str = Field(description="a PostgreSQL type, as SQL: text, bigint, varchar(20)...")
@@ -87,6 +87,7 @@ class ColumnSpec(Strict):
     )
     references: ColumnReference | None = None
     unique: bool | NamedUnique = Field(default=False, description="true, or {name: ...}")
+    comment: str | None = Field(default=None, description="COMMENT ON the column")
 
     @property
     def check_sql(self) -> str | None:

@@ -29,7 +29,7 @@ from migrator.ops.columns import (
 from migrator.ops.expressions import column_refs, default_sql
 from migrator.ops.validation import require_columns, require_table
 from migrator.pgtypes import is_serial
-from migrator.sqltext import ident, short_name
+from migrator.sqltext import ident, literal, short_name
 from migrator.strict import Strict
 
 
@@ -66,6 +66,7 @@ class CreateTable(Operation):
     columns: list[ColumnSpec] = Field(min_length=1)
     primary_key: list[Identifier] | None = None
     constraints: list[TableConstraint] = Field(default_factory=list)
+    comment: str | None = Field(default=None, description="COMMENT ON the table")
 
     def describe(self) -> str:
         return f"create table {self.table}"
@@ -200,6 +201,17 @@ class CreateTable(Operation):
                 )
         return parts
 
+    def _comments(self, ctx: Context) -> list[str]:
+        t = ident(ctx.schema, self.table)
+        sqls = (
+            [f"COMMENT ON TABLE {t} IS {literal(self.comment)}"] if self.comment is not None else []
+        )
+        return sqls + [
+            f"COMMENT ON COLUMN {t}.{ident(c.name)} IS {literal(c.comment)}"
+            for c in self.columns
+            if c.comment is not None
+        ]
+
     def expand(self, ctx: Context) -> Sequence[Step]:
         body = ",\n  ".join(self._definitions(ctx))
         return [
@@ -207,6 +219,7 @@ class CreateTable(Operation):
                 "create-table",
                 f"create table {self.table}",
                 f"CREATE TABLE {ident(ctx.schema, self.table)} (\n  {body}\n)",
+                *self._comments(ctx),
             )
         ]
 
