@@ -64,6 +64,9 @@ class Analyzer:
         self.findings: list[Finding] = []
         self._seen: set[tuple[str, str | None, str, str]] = set()
         self._recent: dict[str | None, list[Stmt]] = {}
+        # Per operation (or file): the indexes dropped IF EXISTS so far, so a CREATE
+        # asks a set, not every statement before it.
+        self._dropped_indexes: dict[str | None, set[str]] = {}
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -130,6 +133,14 @@ class Analyzer:
     def remember(self, stmt: Stmt) -> None:
         """Keep the statements of the current operation, for rules that look back."""
         self._recent.setdefault(stmt.source.operation, []).append(stmt)
+        node = stmt.node
+        if (
+            isinstance(node, ast.DropStmt)
+            and node.removeType == enums.ObjectType.OBJECT_INDEX
+            and node.missing_ok
+        ):
+            dropped = self._dropped_indexes.setdefault(stmt.source.operation, set())
+            dropped.update(names(o)[-1] for o in node.objects or ())
 
     # -- what is known -------------------------------------------------------------------
 
@@ -143,16 +154,7 @@ class Analyzer:
 
     def dropped_before(self, stmt: Stmt, index: str) -> bool:
         """True when the same operation drops the index (IF EXISTS) before this statement."""
-        for other in self.earlier(stmt):
-            node = other.node
-            if (
-                isinstance(node, ast.DropStmt)
-                and node.removeType == enums.ObjectType.OBJECT_INDEX
-                and node.missing_ok
-                and any(names(o)[-1] == index for o in node.objects or ())
-            ):
-                return True
-        return False
+        return index in self._dropped_indexes.get(stmt.source.operation, ())
 
     def index_table(self, index: str, schema: list[str]) -> str | None:
         """The table of an index the plan created, or (with a database) any index."""

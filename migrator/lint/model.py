@@ -9,13 +9,14 @@ and types out of parse trees.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import pglast
 from pglast import ast, enums
-from pglast.visitors import Visitor
 
 from migrator.sqltext import ident
 
@@ -47,6 +48,18 @@ class Stmt:
     node: ast.Node
     sql: str
     source: Source
+
+    @cached_property
+    def writes(self) -> list[ast.UpdateStmt | ast.DeleteStmt]:
+        """Its UPDATE and DELETE statements, at the top or inside a WITH (two rules ask).
+
+        A statement whose text has neither word holds neither: its tree is not walked."""
+        if _WRITE_WORDS.search(self.sql) is None:
+            return []
+        return writes(self.node)
+
+
+_WRITE_WORDS = re.compile("update|delete", re.IGNORECASE)
 
 
 @dataclass
@@ -140,45 +153,50 @@ def type_sql(tn: ast.TypeName) -> str:
 # -- expressions -------------------------------------------------------------------------
 
 
-class FuncNames(Visitor):
+def walk(node: Any) -> Iterator[ast.Node]:
+    """Every node of a parse tree, depth first, in the order written.
+
+    A plain walk: pglast's Visitor inspects its own class on every call, which cost more
+    than parsing over a file of a thousand statements."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Node):
+            yield item
+            children = [
+                value
+                for value in (getattr(item, name) for name in item)
+                if isinstance(value, ast.Node | tuple | list)
+            ]
+            stack.extend(reversed(children))
+        elif isinstance(item, tuple | list):
+            stack.extend(reversed(item))
+
+
+def func_names(node: Any) -> tuple[list[str], bool]:
     """The functions an expression calls (lower-cased), and whether it has a subquery."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-        self.other = False
-
-    def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
-        self.names.append(names(node.funcname)[-1].lower())
-
-    def visit_SubLink(self, ancestors: Any, node: ast.SubLink) -> None:
-        self.other = True
+    called: list[str] = []
+    subquery = False
+    for found in walk(node):
+        if isinstance(found, ast.FuncCall):
+            called.append(names(found.funcname)[-1].lower())
+        elif isinstance(found, ast.SubLink):
+            subquery = True
+    return called, subquery
 
 
-class Writes(Visitor):
+def writes(node: Any) -> list[ast.UpdateStmt | ast.DeleteStmt]:
     """The UPDATE and DELETE statements of a tree (at the top or inside a WITH)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[ast.UpdateStmt | ast.DeleteStmt] = []
-
-    def visit_UpdateStmt(self, ancestors: Any, node: ast.UpdateStmt) -> None:
-        self.found.append(node)
-
-    def visit_DeleteStmt(self, ancestors: Any, node: ast.DeleteStmt) -> None:
-        self.found.append(node)
+    return [n for n in walk(node) if isinstance(n, ast.UpdateStmt | ast.DeleteStmt)]
 
 
-class Strings(Visitor):
+def strings(node: Any) -> list[str]:
     """The string constants of a tree."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: list[str] = []
-
-    def visit_A_Const(self, ancestors: Any, node: ast.A_Const) -> None:
-        if isinstance(node.val, ast.String) and node.val.sval is not None:
-            self.values.append(node.val.sval)
+    return [
+        n.val.sval
+        for n in walk(node)
+        if isinstance(n, ast.A_Const) and isinstance(n.val, ast.String) and n.val.sval is not None
+    ]
 
 
 def null_test_column(expr: ast.Node | None) -> str | None:

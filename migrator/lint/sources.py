@@ -9,6 +9,7 @@ statements between BEGIN and COMMIT share a transaction, the others run alone.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -415,10 +416,13 @@ def lint_sql(
 
     statements = _parse_file(text, file)
     waivers = _sql_suppressions(text, file, [offset for _, _, offset in statements])
+    # The offset of each line's start: a statement's line is a search, not a count of
+    # the text before it (which grew with the square of the file's length).
+    starts = [0, *(m.end() for m in re.finditer("\n", text))]
 
     def source_at(offset: int) -> Source:
-        line = text[:offset].count("\n") + 1
-        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        line = bisect.bisect_right(starts, offset)
+        column = offset - starts[line - 1] + 1
         return Source(
             operation=None, file=file, line=line, column=column, ignore=waivers.get(offset, {})
         )
@@ -497,6 +501,8 @@ def _sql_suppressions(text: str, file: str | None, starts: list[int]) -> dict[in
     Comments are found by PostgreSQL's own scanner (pglast), never by hand.
     """
     waivers: dict[int, dict[str, str]] = {}
+    if "migrator-lint" not in text:  # no comment to read: the scan is not needed
+        return waivers
     for token in pglast.parser.scan(text):
         if token.name != "SQL_COMMENT":
             continue

@@ -13,9 +13,9 @@ from pglast import ast, enums
 
 from migrator import pgtypes
 from migrator.lint.model import (
-    FuncNames,
     Stmt,
     Unit,
+    func_names,
     is_null,
     names,
     rel,
@@ -100,10 +100,9 @@ def volatile_default(a: Analyzer, stmt: Stmt, table: str, column: str, default: 
             f"{a.version // 10000}) that rewrites the table",
         )
         return
-    finder = FuncNames()
-    finder(default)
-    called = set(finder.names)
-    if called & pgtypes.VOLATILE_FUNCTIONS or finder.other:
+    called_names, subquery = func_names(default)
+    called = set(called_names)
+    if called & pgtypes.VOLATILE_FUNCTIONS or subquery:
         volatile = sorted(called & pgtypes.VOLATILE_FUNCTIONS) or ["a subquery"]
         a.report(
             "M011",

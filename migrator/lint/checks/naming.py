@@ -3,13 +3,13 @@ their schema, optional)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING
 
 import pglast
 from pglast import ast
-from pglast.visitors import Visitor
 
-from migrator.lint.model import LintPhase, Stmt, Unit, UnitState
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, walk
 from migrator.lint.registry import on
 
 if TYPE_CHECKING:
@@ -19,12 +19,20 @@ if TYPE_CHECKING:
 MAX_IDENTIFIER_BYTES = 63
 
 
+# An unquoted identifier as PostgreSQL's scanner reads it (scan.l: ident_start,
+# ident_cont), over the UTF-8 bytes, 64 bytes or longer. Text with no such run and no
+# double quote cannot hold a long identifier, and is not scanned.
+_LONG_UNQUOTED = re.compile(rb"[A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9$]{63}")
+
+
 def long_identifiers(sql: str) -> list[str]:
     """The identifiers of SQL text longer than 63 bytes, as written.
 
     Read from PostgreSQL's own scanner: the parse tree already holds them truncated.
     """
     found: list[str] = []
+    if '"' not in sql and not _LONG_UNQUOTED.search(sql.encode("utf-8")):
+        return found
     for token in pglast.parser.scan(sql):
         if token.name != "IDENT":
             continue
@@ -53,22 +61,6 @@ def identifier_too_long(
         )
 
 
-class _Relations(Visitor):
-    """The relations a statement names, and the names its WITH defines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.relations: list[ast.RangeVar] = []
-        self.ctes: set[str] = set()
-
-    def visit_RangeVar(self, ancestors: Any, node: ast.RangeVar) -> None:
-        self.relations.append(node)
-
-    def visit_CommonTableExpr(self, ancestors: Any, node: ast.CommonTableExpr) -> None:
-        if node.ctename:
-            self.ctes.add(node.ctename)
-
-
 @on(ast.Node)
 def unqualified_table_name(
     a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
@@ -76,14 +68,15 @@ def unqualified_table_name(
     """Rule 41 (optional): tables named without a schema depend on the search_path."""
     if "M041" not in a.enabled:
         return
-    found = _Relations()
-    found(stmt.node)
+    nodes = list(walk(stmt.node))
+    # The names a WITH defines are no tables.
+    ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr) and n.ctename}
     bare: list[str] = []
-    for relation in found.relations:
+    for relation in (n for n in nodes if isinstance(n, ast.RangeVar)):
         name = relation.relname or ""
         # A temporary table lives in the session's own schema: it has no other name.
         temporary = relation.relpersistence == "t" or name in a.tracker.temp_tables
-        if relation.schemaname or name in found.ctes or temporary:
+        if relation.schemaname or name in ctes or temporary:
             continue
         if name and name not in bare:
             bare.append(name)

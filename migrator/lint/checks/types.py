@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
-from migrator.lint.model import LintPhase, Stmt, Strings, Unit, UnitState, names
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, names, strings
 from migrator.lint.registry import on
 
 if TYPE_CHECKING:
@@ -118,9 +118,7 @@ def new_enum_value_used(
     """Rule 24: a value ADD VALUE added cannot be used before its transaction commits."""
     if not state.new_enum_values or isinstance(stmt.node, ast.AlterEnumStmt):
         return
-    strings = Strings()
-    strings(stmt.node)
-    for value in strings.values:
+    for value in strings(stmt.node):
         if value in state.new_enum_values:
             a.report(
                 "M024",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast
 
-from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, Writes, rel
+from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, rel
 from migrator.lint.registry import on
 
 if TYPE_CHECKING:
@@ -32,9 +32,7 @@ def unbounded_writes(
     a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
 ) -> None:
     """Rule 23: UPDATE or DELETE without WHERE, at the top or inside a WITH."""
-    writes = Writes()
-    writes(stmt.node)
-    for node in writes.found:
+    for node in stmt.writes:
         table = rel(node.relation)
         if node.whereClause is None and not a.new(table):
             verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE"
@@ -51,9 +49,7 @@ def column_assigned_twice(
     a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
 ) -> None:
     """Rule 38: an UPDATE that sets the same column twice (the server refuses it)."""
-    writes = Writes()
-    writes(stmt.node)
-    for node in writes.found:
+    for node in stmt.writes:
         if not isinstance(node, ast.UpdateStmt):
             continue
         seen: set[str] = set()
