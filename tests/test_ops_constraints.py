@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from migrator import commands
-from migrator.errors import ExitCode, ValidationFailed
-from migrator.plan.loader import load_plan
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import ExitCode, MigratorError
+from migrator.lint.sources import lint_plan
+from migrator.plan.loader import load_plan, parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, opts, plan_text, q, release_rows, run_release_case
 from tests.support.servers import Server
@@ -178,12 +181,108 @@ CASES = [
             ("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '_migrator%'", [(0,)]),
         ],
     ),
+    # Section 5: drop_constraint with down, under expand. The new version writes values
+    # the constraints forbid (into the shadow); `down` gives the old column ones they
+    # accept; the contract swaps, leaving the constraints behind.
+    Case(
+        "drop_constraint check and unique with down",
+        setup=BASE
+        + "ALTER TABLE orders ADD CONSTRAINT orders_amount_small CHECK (amount < 1000);"
+        + "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+        expand="""
+        - drop_constraint:
+            table: orders
+            name: orders_amount_small
+            column: amount
+            down: "least(amount, 999)"
+        - drop_constraint:
+            table: users
+            name: users_email_key
+            column: email
+            up: email
+            down: "email || '#' || id"
+        """,
+        old=[
+            "INSERT INTO orders (user_id, amount) VALUES (1, 5)",
+            "UPDATE orders SET amount = 7 WHERE id = 3",
+            "INSERT INTO users (name) VALUES ('old')",
+            "UPDATE users SET email = 'changed@example.com' WHERE id = 7",
+        ],
+        new=[
+            "INSERT INTO orders (user_id, _migrator_new_amount) VALUES (1, 5000)",
+            "SELECT 1 / count(*) FROM orders WHERE _migrator_new_amount = 5000 AND amount = 999",
+            "INSERT INTO users (name, _migrator_new_email) VALUES ('new', 'u1@example.com')",
+        ],
+        final=[
+            (
+                "SELECT count(*) FROM pg_constraint "
+                "WHERE conname IN ('orders_amount_small', 'users_email_key')",
+                [(0,)],
+            ),
+            (
+                "SELECT attname, attnotnull, pg_get_expr(adbin, adrelid) FROM pg_attribute "
+                "LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum "
+                "WHERE attrelid = 'orders'::regclass AND attname = 'amount'",
+                [("amount", True, "0")],
+            ),
+            (
+                "WITH x AS (INSERT INTO orders (user_id, amount) VALUES (1, 5000) "
+                "RETURNING amount) SELECT amount::int FROM x",
+                [(5000,)],
+            ),
+        ],
+    ),
+    # Names on every constraint create_table makes; on_delete in PostgreSQL's spelling.
+    Case(
+        "create_table with named constraints",
+        expand="""
+        - create_table:
+            table: payments
+            columns:
+              - {name: id, type: bigint, nullable: false}
+              - {name: user_id, type: bigint,
+                 references: {table: users, name: payments_payer, on_delete: CASCADE}}
+              - {name: amount, type: int, check: {name: payments_positive, expression: "amount > 0"}}
+              - {name: ref, type: text, unique: {name: payments_ref_uniq}}
+            primary_key: {name: payments_pk, columns: [id]}
+        - add_check: {table: payments, name: payments_small, expression: "amount < 10000"}
+        """,
+        new=["INSERT INTO payments VALUES (1, 1, 5, 'r1')"],
+        final=[
+            (
+                "SELECT conname, contype::text, confdeltype::text FROM pg_constraint "
+                "WHERE conrelid = 'payments'::regclass AND contype <> 'n' ORDER BY 1",
+                [
+                    ("payments_payer", "f", "c"),
+                    ("payments_pk", "p", " "),
+                    ("payments_positive", "c", " "),
+                    ("payments_ref_uniq", "u", " "),
+                    ("payments_small", "c", " "),
+                ],
+            ),
+        ],
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+    """Every statement the operations write, through migrator's own linter on the live
+    catalog: no finding."""
+    q(db, case.setup)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(plan, catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert findings == []
 
 
 # -- refusals: exit 2, one line at file:line:column, nothing changed -------------------------
@@ -206,6 +305,35 @@ REFUSALS = [
         'column "nope" does not exist',
     ),
     (
+        "drop_constraint with down naming a column the constraint does not use",
+        "- drop_constraint: {table: orders, name: orders_user_fk, column: amount, down: amount}",
+        "orders_user_fk does not use column amount",
+    ),
+    (
+        "alter_column up that does not plan",
+        "- alter_column: {table: users, column: legacy, nullable: false, up: 'nope'}",
+        'column "nope" does not exist',
+    ),
+    (
+        "a create_table constraint name a later operation takes again",
+        "- create_table: {table: t1, columns: [{name: a, type: int, check: "
+        "{name: t1_a_positive, expression: 'a > 0'}}]}\n"
+        "- add_check: {table: t1, name: t1_a_positive, expression: 'a < 9'}",
+        "t1 already has a constraint named t1_a_positive",
+    ),
+    (
+        "a named primary key whose index name is taken",
+        "- create_table: {table: t1, columns: [{name: a, type: int}], "
+        "primary_key: {name: users_pkey, columns: [a]}}",
+        "named public.users_pkey already exists",
+    ),
+    (
+        "an on_delete PostgreSQL does not have",
+        "- add_column: {table: orders, column: {name: u2, type: bigint, "
+        "references: {table: users, on_delete: SET EMPTY}}}",
+        "on_delete",
+    ),
+    (
         "an expression over a column no operation adds",
         "- add_column: {table: users, column: {name: score, type: int}}\n"
         "- add_check: {table: users, name: c1, expression: 'scores > 0'}",
@@ -226,9 +354,8 @@ def test_refusals(db: str, tmp_path: Path, expand: str, message: str) -> None:
     before = schema_dump(db)
     path = tmp_path / "plan.yaml"
     path.write_text(plan_text(expand))
-    plan = load_plan(path)
-    with pytest.raises(ValidationFailed) as err:
-        commands.expand(plan, opts(db))
+    with pytest.raises(MigratorError) as err:  # the plan's loading, or its validation
+        commands.expand(load_plan(path), opts(db))
     text = str(err.value)
     assert text.startswith(f"{path}:"), text  # file:line:column of the operation
     assert message in text
@@ -236,3 +363,46 @@ def test_refusals(db: str, tmp_path: Path, expand: str, message: str) -> None:
     assert err.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before
     assert release_rows(db) == []
+
+
+PLACEMENT = [
+    (
+        "- drop_column: {table: users, column: legacy}",
+        "[]",
+        "drop_column cannot stand under expand: without down",
+    ),
+    ("[]", "- drop_column: {table: users, column: legacy, down: name}", "put it under expand:"),
+    (
+        "- drop_constraint: {table: users, name: users_pkey}",
+        "[]",
+        "drop_constraint cannot stand under expand: without column and down",
+    ),
+    (
+        "[]",
+        "- drop_constraint: {table: users, name: users_pkey, column: id, down: id}",
+        "put it under expand:",
+    ),
+    (
+        "- alter_column: {table: users, column: name, up: \"coalesce(name, '')\"}",
+        "[]",
+        "up and down go with a type change (type:) or a tightening",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expand", "contract", "message"), PLACEMENT)
+def test_keys_decide_where_an_operation_stands(
+    db: str, tmp_path: Path, expand: str, contract: str, message: str
+) -> None:
+    """drop_column's down and drop_constraint's column/down decide where they stand:
+    one line at file:line:column (exit 2), at load time or before anything runs."""
+    q(db, BASE)
+    before = schema_dump(db)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan_text(expand, contract))
+    with pytest.raises(MigratorError) as err:
+        commands.expand(load_plan(path), opts(db))
+    text = str(err.value)
+    assert text.startswith(f"{path}:") and message in text and "\n" not in text, text
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before

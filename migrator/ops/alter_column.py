@@ -43,7 +43,7 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 # SQLAlchemy is imported in the methods that read the catalog: a plan loads without it.
 from migrator.engine.catalog_columns import (
@@ -110,6 +110,9 @@ class AlterColumn(Operation):
     comment: str | None = Field(
         default=None, description="COMMENT ON the column; null removes the comment"
     )
+    # Set by drop_constraint with up/down (never a plan key): the constraint over the
+    # column that the shadow does not get, so the swap leaves it behind.
+    _dropping: str | None = PrivateAttr(default=None)
 
     def describe(self) -> str:
         return f"alter column {self.table}.{self.column}"
@@ -117,6 +120,11 @@ class AlterColumn(Operation):
     def _comments(self) -> bool:
         """True when the plan sets or (with an explicit null) removes the comment."""
         return "comment" in self.model_fields_set
+
+    def dropping(self, constraint: str) -> AlterColumn:
+        """This change, leaving ``constraint`` behind at the swap (drop_constraint's form)."""
+        self._dropping = constraint
+        return self
 
     def column_changes(self) -> Sequence[ChangedColumn]:
         if self.type is None and not self.rewrites_data():
@@ -264,12 +272,12 @@ class AlterColumn(Operation):
             for k in ("type", "nullable", "default", "check", "unique", "references")
             if getattr(self, k) is not None
         ] + (["comment"] if self._comments() else [])
-        if self.rewrites_data() and not self.tightens():
+        if self.rewrites_data() and not self.tightens() and self._dropping is None:
             raise ValidationFailed(
                 f"{where}: up and down go with a type change (type:) or a tightening "
                 "(nullable: false, check, unique, references)"
             )
-        if not given:
+        if not given and self._dropping is None:
             raise ValidationFailed(
                 f"{where}: nothing to change; give type, nullable, default, check, unique, "
                 "references or comment"
@@ -492,7 +500,7 @@ class AlterColumn(Operation):
             "index",
             ctx.schema,
             self.table,
-            column_indexes(ctx.catalog, facts),
+            self._kept_indexes(ctx, facts),
             {self.column: shadow},
             self.index_name,
         )
@@ -537,9 +545,9 @@ class AlterColumn(Operation):
         col, shadow = self.column, self.shadow_name()
         mapping = {col: shadow}
         constraints = column_constraints(cat, facts)
-        own = [c for c in constraints if not c.incoming]
+        own = [c for c in constraints if not c.incoming and c.name != self._dropping]
         incoming = [c for c in constraints if c.incoming]
-        indexes = column_indexes(cat, facts)
+        indexes = self._kept_indexes(ctx, facts)
         views = dependent_views(cat, facts)
         sequence = owned_sequence(cat, ctx.schema, self.table, col)
         not_null = facts.not_null if self.nullable is None else not self.nullable
@@ -629,6 +637,14 @@ class AlterColumn(Operation):
                 )
             )
         return steps
+
+    def _kept_indexes(self, ctx: Context, facts: ColumnFacts) -> list[IndexFacts]:
+        """The column's indexes the shadow gets: all but a dropped constraint's."""
+        return [
+            i
+            for i in column_indexes(ctx.catalog, facts)
+            if self._dropping is None or i.constraint != self._dropping
+        ]
 
     def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
         t = ident(ctx.schema, self.table)

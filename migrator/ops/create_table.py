@@ -57,6 +57,13 @@ class TableConstraint(Strict):
         return self
 
 
+class NamedPrimaryKey(Strict):
+    """``primary_key: {name: payments_pk, columns: [id]}``."""
+
+    name: Identifier
+    columns: list[Identifier] = Field(min_length=1)
+
+
 class CreateTable(Operation):
     """`create_table`: see the catalogue in docs/plan-format.md."""
 
@@ -64,12 +71,41 @@ class CreateTable(Operation):
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     table: Identifier
     columns: list[ColumnSpec] = Field(min_length=1)
-    primary_key: list[Identifier] | None = None
+    primary_key: list[Identifier] | NamedPrimaryKey | None = Field(
+        default=None, description="the key's columns, or {name, columns}"
+    )
     constraints: list[TableConstraint] = Field(default_factory=list)
     comment: str | None = Field(default=None, description="COMMENT ON the table")
 
     def describe(self) -> str:
         return f"create table {self.table}"
+
+    def _key_columns(self) -> list[str]:
+        if isinstance(self.primary_key, NamedPrimaryKey):
+            return self.primary_key.columns
+        return self.primary_key or []
+
+    def _key_name(self) -> str:
+        if isinstance(self.primary_key, NamedPrimaryKey):
+            return self.primary_key.name
+        return short_name(self.table, "pkey")
+
+    def constraint_names(self) -> list[str]:
+        """Every constraint the table is created with, by name (index-backed ones too)."""
+        names = [self._key_name()] if self.primary_key else []
+        for col in self.columns:
+            names += [
+                n
+                for n in (
+                    check_name(col.check, self.table, col.name),
+                    unique_name(col.unique, self.table, col.name),
+                    reference_name(col.references, self.table, col.name)
+                    if col.references is not None
+                    else None,
+                )
+                if n is not None
+            ]
+        return names + [k.name for k in self.constraints]
 
     def _column_names(self) -> list[str]:
         return [c.name for c in self.columns]
@@ -96,7 +132,7 @@ class CreateTable(Operation):
                 continue
             if not ctx.type_known(col.type):
                 raise ValidationFailed(f"{where}: column {col.name}: unknown type {col.type!r}")
-        for key, cols in (("primary_key", self.primary_key or []),) + tuple(
+        for key, cols in (("primary_key", self._key_columns()),) + tuple(
             (f"constraint {k.name}", k.unique or (k.foreign_key.columns if k.foreign_key else []))
             for k in self.constraints
         ):
@@ -135,7 +171,26 @@ class CreateTable(Operation):
                     f"{where}: {label}: {ref_table} ({', '.join(ref_columns)}) is not a primary "
                     "key or unique, so it cannot be referenced"
                 )
+        constraints = self.constraint_names()
+        twice = sorted({n for n in constraints if constraints.count(n) > 1})
+        if twice:
+            raise ValidationFailed(f"{where}: constraint name {', '.join(twice)} is used twice")
+        # A primary key's or unique constraint's index is a relation of the schema.
+        keyed = [self._key_name()] if self.primary_key else []
+        keyed += [k.name for k in self.constraints if k.unique is not None]
+        keyed += [
+            n for c in self.columns if (n := unique_name(c.unique, self.table, c.name)) is not None
+        ]
+        for name in keyed:
+            if ctx.relation_taken(name):
+                raise ValidationFailed(
+                    f"{where}: a table, view, index or sequence named {ctx.schema}.{name} "
+                    "already exists (the name of a key's index)"
+                )
+        ctx.planned_relations.update(keyed)
         ctx.planned_tables[self.table] = names
+        for name in constraints:
+            ctx.plan_constraint(self.table, name)
 
     def _references(self) -> list[tuple[str, str, list[str]]]:
         refs = [
@@ -165,8 +220,8 @@ class CreateTable(Operation):
             parts.append(sql)
         if self.primary_key:
             parts.append(
-                f"CONSTRAINT {ident(short_name(self.table, 'pkey'))} "
-                f"PRIMARY KEY ({', '.join(ident(c) for c in self.primary_key)})"
+                f"CONSTRAINT {ident(self._key_name())} "
+                f"PRIMARY KEY ({', '.join(ident(c) for c in self._key_columns())})"
             )
         for col in self.columns:
             check = check_name(col.check, self.table, col.name)
