@@ -89,8 +89,14 @@ class Outcome:
     context: str | None
 
 
+class ProbesFailed(Exception):
+    """The probe function could not run on this server (no TEMP privilege, say)."""
+
+
 def run_probes(conn: psycopg.Connection[Any], probes: list[Probe]) -> list[Outcome]:
-    """Every probe, in one message to the server; the transaction is rolled back."""
+    """Every probe, in one message to the server; the transaction is rolled back.
+
+    A probe's own error is its outcome; `ProbesFailed` when the probing itself fails."""
     if not probes:
         return []
     payload = json.dumps([{"run": p.run, "eval": p.eval} for p in probes])
@@ -105,6 +111,8 @@ def run_probes(conn: psycopg.Connection[Any], probes: list[Probe]) -> list[Outco
             cur.execute(message.encode())
             cur.nextset()  # past CREATE FUNCTION's result, to the SELECT's
             rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise ProbesFailed(str(exc).strip().splitlines()[0]) from exc
     finally:
         conn.rollback()
     return [Outcome(r[1], r[2], r[3], r[4]) for r in rows]
@@ -148,6 +156,11 @@ class Write:
     conflict: frozenset[str] | None = None  # ON CONFLICT columns (empty: no target)
 
 
+def _named(constraint: str) -> frozenset[str]:
+    """An ``ON CONFLICT ON CONSTRAINT`` target, apart from any column name."""
+    return frozenset({"\x00" + constraint})
+
+
 def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
     if node.cols:
         names = [c.name for c in node.cols if isinstance(c, ast.ResTarget) and c.name]
@@ -180,7 +193,7 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
         elems = (infer.indexElems or ()) if infer is not None else ()
         conflict = frozenset(e.name for e in elems if isinstance(e, ast.IndexElem) and e.name)
         if infer is not None and infer.conname:
-            conflict = frozenset({"\x00" + infer.conname})
+            conflict = _named(infer.conname)
     return Write(rel, "insert", rows, conflict)
 
 
@@ -244,7 +257,7 @@ class CellProbe:
     findings: dict[int, list[Finding]] = field(default_factory=dict)
 
     def add(self, query: Query, check: str, severity: Severity, reason: str, fix: str) -> None:
-        if severity == "warning" and self.version == "new":
+        if check == "constraint-write" and severity == "warning" and self.version == "new":
             return  # see the module doc: the new version knows its constraints
         if not self.must_pass and severity == "error":
             severity = "info"
@@ -275,7 +288,9 @@ def probe_cell(
     queries PREPARE took at this phase."""
     probes: list[Probe] = []
     handlers: list[Any] = []
+    first: list[Query] = []  # the query of the first probe
     for query in prepared:
+        count = len(probes)
         _conflict_probe(cell, query, probes, handlers)
         if cell.previous is not None or cell.phase == "expanded":
             for write in writes(query, cell.snapshot):
@@ -283,7 +298,23 @@ def probe_cell(
                     _constraint_probes(cell, query, write, probes, handlers)
                 if cell.phase == "expanded" and cell.must_pass:
                     _sync_probes(cell, query, write, probes, handlers)
-    for handle, outcome in zip(handlers, run_probes(conn, probes), strict=True):
+        if len(probes) > count and not first:
+            first.append(query)
+    try:
+        outcomes = run_probes(conn, probes)
+    except ProbesFailed as exc:
+        # Said once, on the first query probed: what is left unchecked at this phase.
+        cell.add(
+            first[0],
+            "probe",
+            "warning",
+            f"the server probes could not run at {cell.phase} ({exc}): ON CONFLICT targets, "
+            "constraints the phase adds and sync conversions are not checked there",
+            "give the scratch server's user the TEMP privilege on its databases (check "
+            "creates a temporary function to run the probes)",
+        )
+        return cell.findings
+    for handle, outcome in zip(handlers, outcomes, strict=True):
         handle(outcome)
     return cell.findings
 
@@ -456,10 +487,12 @@ def _constraint_probes(
                     values[column] = Value("unknown")  # the row's, or a trigger's
                 else:
                     col = rel.column(column)
-                    default = col.default if col is not None else None
-                    values[column] = (
-                        Value("literal", default) if default is not None else Value("null")
-                    )
+                    if col is None or col.generated or col.identity:
+                        values[column] = Value("unknown")  # computed from the row
+                    elif col.default is not None:
+                        values[column] = Value("literal", col.default)
+                    else:
+                        values[column] = Value("null")
             if not any(c in row for c in con.columns):
                 if con.kind != "c" or write.verb == "update" or triggers:
                     continue  # not written; the existing or default value is not new
@@ -522,7 +555,7 @@ def _judge(
         return
     if con.kind in ("u", "p"):
         if write.verb == "insert" and write.conflict is not None:
-            if not write.conflict or write.conflict == frozenset(con.columns):
+            if write.conflict in (frozenset(), frozenset(con.columns), _named(con.name)):
                 return  # the upsert takes the conflict
         if all(v.kind == "null" for v in values.values()):
             return
@@ -618,4 +651,13 @@ def _sync_probes(
         handlers.append(handle)
 
 
-__all__ = ["CellProbe", "Outcome", "Probe", "Write", "probe_cell", "run_probes", "writes"]
+__all__ = [
+    "CellProbe",
+    "Outcome",
+    "Probe",
+    "ProbesFailed",
+    "Write",
+    "probe_cell",
+    "run_probes",
+    "writes",
+]

@@ -1,0 +1,127 @@
+"""verify/probes.py: the values a write gives each column, the server's probes, and what
+check says when the probes cannot run. The findings themselves are the corpus's
+(tests/corpus/cases 56-69); these pin the parts the corpus cannot reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migrator.verify.probes import CellProbe, Probe, Value, probe_cell, run_probes, writes
+from migrator.verify.queries import Query, load_query_set
+from migrator.verify.snapshot import Snapshot, take
+
+SCHEMA = """
+CREATE TABLE item (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code text NOT NULL,
+    qty int DEFAULT 1 CHECK (qty > 0),
+    note text
+);
+CREATE VIEW item_view AS SELECT * FROM item;
+"""
+
+
+@pytest.fixture(scope="module")
+def db(module_db: str) -> Iterator[str]:
+    with psycopg.connect(module_db, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    yield module_db
+
+
+@pytest.fixture(scope="module")
+def snapshot(db: str) -> Snapshot:
+    with psycopg.connect(db, autocommit=True) as conn:
+        return take(conn, "before", ("public",))
+
+
+def queries(tmp_path: Path, text: str) -> list[Query]:
+    path = tmp_path / "q.sql"
+    path.write_text(text)
+    return load_query_set(path)
+
+
+def test_writes_reads_each_columns_value(tmp_path: Path, snapshot: Snapshot) -> None:
+    found = queries(
+        tmp_path,
+        "INSERT INTO item (code, qty, note) VALUES ($1, 3, NULL), ('b', DEFAULT, lower($2));\n"
+        "UPDATE item SET qty = qty + 1, note = 'x', (code, id) = (SELECT 'a', 1) WHERE id = $1;\n"
+        "INSERT INTO item (code) SELECT code FROM item ON CONFLICT (code) DO NOTHING;\n"
+        "INSERT INTO item_view (code) VALUES ('v');\n",
+    )
+    insert, update, select, view = (writes(q, snapshot) for q in found)
+    assert [w.verb for w in insert] == ["insert"]
+    assert insert[0].rows == [
+        {"code": Value("param"), "qty": Value("literal", "3"), "note": Value("null")},
+        {"code": Value("literal", "'b'"), "qty": Value("default"), "note": Value("param")},
+    ]
+    assert update[0].rows == [
+        {"qty": Value("unknown"), "note": Value("literal", "'x'"), "code": Value("unknown")}
+        | {"id": Value("unknown")}
+    ]
+    assert select[0].rows == [{"code": Value("unknown")}]
+    assert select[0].conflict == frozenset({"code"})
+    assert view == []  # a view's writes are the table's: PREPARE and the static checks see them
+
+
+def test_run_probes_keeps_each_outcome_apart(db: str) -> None:
+    with psycopg.connect(db) as conn:
+        outcomes = run_probes(
+            conn,
+            [
+                Probe(["INSERT INTO item (code) VALUES ('a')"]),
+                Probe(["INSERT INTO item (code, qty) VALUES ('a', 0)"]),
+                Probe([], "SELECT count(*) FROM item"),  # the first probe's row is undone
+                Probe(
+                    [
+                        "PREPARE p_view AS INSERT INTO item_view (code) VALUES ($1) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        "EXPLAIN EXECUTE p_view(NULL)",
+                    ]
+                ),
+                Probe(
+                    [
+                        "PREPARE p_none AS INSERT INTO item (code) VALUES ($1) "
+                        "ON CONFLICT (code) DO NOTHING",
+                        "EXPLAIN EXECUTE p_none(NULL)",
+                    ]
+                ),
+            ],
+        )
+        assert conn.execute("SELECT count(*) FROM item").fetchone() == (0,)
+    assert [o.state for o in outcomes] == [None, "23514", None, None, "42P10"]
+    assert outcomes[2].value == "0"
+    # An upsert through a simple view takes the table's unique index as its arbiter.
+    assert outcomes[3].message is None
+
+
+def test_probes_that_cannot_run_are_said_to(tmp_path: Path, db: str, snapshot: Snapshot) -> None:
+    """A scratch server whose user may not create temporary objects: the cell gets one
+    warning naming what is not checked, and the check goes on."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(
+            psycopg.sql.SQL(
+                "DROP ROLE IF EXISTS probe_no_temp; CREATE ROLE probe_no_temp LOGIN; "
+                "GRANT SELECT, INSERT ON item TO probe_no_temp; "
+                "REVOKE TEMP ON DATABASE {db} FROM PUBLIC"
+            ).format(db=psycopg.sql.Identifier(name))
+        )
+    found = queries(tmp_path, "INSERT INTO item (code) VALUES ($1) ON CONFLICT (code) DO NOTHING;")
+    try:
+        with psycopg.connect(db, user="probe_no_temp") as conn:
+            cell = CellProbe("new", "new (v2)", "expanded", True, snapshot, snapshot, None)
+            result = probe_cell(conn, cell, found)
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("GRANT TEMP ON DATABASE {db} TO PUBLIC").format(
+                    db=psycopg.sql.Identifier(name)
+                )
+            )
+    [finding] = result[id(found[0])]
+    assert (finding.check, finding.severity) == ("probe", "warning")
+    assert "not checked" in finding.reason and "TEMP" in finding.fix
