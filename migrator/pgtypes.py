@@ -25,9 +25,11 @@ from pglast import ast
 
 __all__ = [
     "BINARY_CASTS",
+    "INTEGER_BOUNDS",
     "NONVOLATILE_FUNCTIONS",
     "SERIAL_TYPES",
     "VOLATILE_FUNCTIONS",
+    "identity_type",
     "is_serial",
     "is_volatile_function",
     "parse_type",
@@ -322,3 +324,22 @@ def is_volatile_function(name: str) -> bool | None:
     if bare in NONVOLATILE_FUNCTIONS:
         return False
     return None
+
+
+# What an identity column may be (PostgreSQL: "identity column type must be smallint,
+# integer, or bigint"), with each type's range: a sequence of the type counts within it,
+# and its default MINVALUE/MAXVALUE are these bounds (or 1 / -1 by direction).
+INTEGER_BOUNDS = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
+
+
+def identity_type(type_sql: str) -> str | None:
+    """``int2``, ``int4`` or ``int8`` for a type an identity column may have, else None."""
+    tn = parse_type(type_sql)
+    t = _normal(tn) if tn is not None else None
+    if t is None or t.array or t.mods or not t.builtin or t.name not in INTEGER_BOUNDS:
+        return None
+    return t.name

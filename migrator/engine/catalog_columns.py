@@ -332,3 +332,64 @@ def function_text(cat: Catalog, function: str) -> str:
     from sqlalchemy import text
 
     return str(cat.conn.execute(text(f"SELECT {function}()")).scalar_one())
+
+
+@dataclass(frozen=True)
+class SequenceFacts:
+    """A sequence's options as pg_sequence holds them (``type`` as format_type spells it)."""
+
+    schema: str
+    name: str
+    type: str
+    start: int
+    increment: int
+    minvalue: int
+    maxvalue: int
+    cache: int
+    cycle: bool
+
+
+def sequence_facts(cat: Catalog, sequence: str) -> SequenceFacts | None:
+    """The options of a sequence named by its quoted, qualified name (as
+    `owned_sequence` gives it), or None when there is none."""
+    from sqlalchemy import text
+
+    row = cat.conn.execute(
+        text(
+            "SELECT n.nspname, c.relname, format_type(s.seqtypid, NULL), s.seqstart, "
+            "s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle "
+            "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.seqrelid = to_regclass(:s)"
+        ),
+        {"s": sequence},
+    ).first()
+    if row is None:
+        return None
+    return SequenceFacts(
+        row[0],
+        row[1],
+        row[2],
+        int(row[3]),
+        int(row[4]),
+        int(row[5]),
+        int(row[6]),
+        int(row[7]),
+        bool(row[8]),
+    )
+
+
+def generated_readers(cat: Catalog, facts: ColumnFacts) -> list[str]:
+    """The table's generated columns whose expression reads the column, by name."""
+    from sqlalchemy import text
+
+    rows = cat.conn.execute(
+        text(
+            "SELECT DISTINCT a.attname FROM pg_depend d "
+            "JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid "
+            "JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum "
+            "WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = :t "
+            "AND d.refobjsubid = :a AND a.attgenerated <> '' AND a.attnum <> :a ORDER BY 1"
+        ),
+        {"t": facts.table_oid, "a": facts.attnum},
+    ).all()
+    return [str(r[0]) for r in rows]

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.catalog_columns import column_facts
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
@@ -69,15 +70,24 @@ class AddColumn(Operation):
                 "add",
                 f"added as {self.column.type}",
                 "expand",
-                synced=self._fill_expression() is not None,
+                # PostgreSQL fills an identity or generated column on every write
+                synced=self._fill_expression() is not None or self.computed,
             ),
         )
 
     # -- names -------------------------------------------------------------------------
 
     @property
+    def computed(self) -> bool:
+        """True for an identity or generated column: PostgreSQL fills every row itself."""
+        return self.column.identity is not None or self.column.generated is not None
+
+    @property
     def final_not_null(self) -> bool:
-        """True when the contract makes the column NOT NULL."""
+        """True when the contract makes the column NOT NULL (an identity or generated
+        column is filled on every row by the ADD COLUMN, and made NOT NULL there)."""
+        if self.computed:
+            return False
         if self.final is not None and self.final.nullable is not None:
             return not self.final.nullable
         return not self.column.nullable
@@ -153,6 +163,8 @@ class AddColumn(Operation):
             )
         if not ctx.type_known(self.column.type):
             raise ValidationFailed(f"{where}: unknown type {self.column.type!r}")
+        if self.computed:
+            self._validate_computed(ctx, where, existing)
         self._validate_constraints(ctx, where, [*existing, self.column.name])
         fill = self._fill_expression()
         if fill is not None:
@@ -185,6 +197,62 @@ class AddColumn(Operation):
             ctx.planned_tables[self.table] = [*existing, self.column.name]
         else:
             ctx.plan_column(self.table, self.column.name, self.column.type)
+
+    def _validate_computed(self, ctx: Context, where: str, existing: list[str]) -> None:
+        """An identity or generated column: PostgreSQL fills it, on every row at once."""
+        kind = "an identity" if self.column.identity is not None else "a generated"
+        if self.up is not None:
+            raise ValidationFailed(
+                f"{where}: up fills a plain column; {kind} column is filled by PostgreSQL"
+            )
+        if self.final is not None and (
+            self.final.default is not None or self.final.nullable is not None
+        ):
+            raise ValidationFailed(
+                f"{where}: final.default and final.nullable do not apply to {kind} column "
+                "(it has a value on every row from the start)"
+            )
+        generated = self.column.generated
+        if generated is not None:
+            try:
+                refs = column_refs(generated)
+            except ValueError as exc:
+                raise ValidationFailed(f"{where}: generated: {exc}") from None
+            unknown = [r for r in refs if r not in existing]
+            if unknown:
+                raise ValidationFailed(
+                    f"{where}: generated reads {', '.join(unknown)}, which {self.table} "
+                    "does not have"
+                )
+            planned = ctx.planned_generated.get(self.table, set())
+            chained = [
+                r
+                for r in refs
+                if r in planned
+                or (
+                    self.table not in ctx.planned_tables
+                    and (facts := column_facts(ctx.catalog, ctx.schema, self.table, r)) is not None
+                    and facts.generated != ""
+                )
+            ]
+            if chained:
+                raise ValidationFailed(
+                    f"{where}: generated reads {', '.join(chained)}, itself a generated "
+                    "column; PostgreSQL computes a generated column from plain columns only: "
+                    "write the other expression in instead"
+                )
+            ctx.planned_generated.setdefault(self.table, set()).add(self.column.name)
+        if self.table not in ctx.planned_tables:
+            what = (
+                "computes the expression for"
+                if generated is not None
+                else "draws a sequence value for"
+            )
+            ctx.notes.append(
+                f"{where}: ADD COLUMN of {kind} column {what} every row: a table rewrite "
+                "under ACCESS EXCLUSIVE (LINT rule M013). The lock-safe form is a plain "
+                "column with `up` (a trigger for new rows and a batched backfill)"
+            )
 
     def _validate_constraints(self, ctx: Context, where: str, columns: list[str]) -> None:
         """The column's check, references and unique, and the final ones."""
@@ -257,6 +325,9 @@ class AddColumn(Operation):
         table = ident(ctx.schema, self.table)
         col = ident(self.column.name)
         add = f"ALTER TABLE {table} ADD COLUMN {col} {self.column.type}"
+        add += self.column.generated_sql()
+        if self.column.generated is not None and not self.column.nullable:
+            add += " NOT NULL"
         statements = []
         default = self.column.default
         if default is not None and is_constant(default):

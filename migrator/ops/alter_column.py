@@ -57,9 +57,11 @@ from migrator.engine.catalog_columns import (
     expression_error_with,
     function_exists,
     function_text,
+    generated_readers,
     not_null_constraint,
     other_dependants,
     owned_sequence,
+    sequence_facts,
     types_without_equality,
 )
 from migrator.engine.steps import BackfillSpec, Step, step
@@ -88,7 +90,7 @@ from migrator.ops.validation import (
     require_expression,
     require_table,
 )
-from migrator.pgtypes import rewrites
+from migrator.pgtypes import INTEGER_BOUNDS, identity_type, rewrites
 from migrator.sqltext import ident, literal, short_name
 
 
@@ -234,6 +236,11 @@ class AlterColumn(Operation):
         # Both types as the server spells them (a user type by its visible name), so
         # pgtypes judges the change; where it cannot know (domains, user types,
         # timestamp <-> timestamptz) the shadow column is the safe way.
+        if facts.generated:
+            # A generated column cannot be shadowed (a plain column cannot become one
+            # later): PostgreSQL retypes it in place, recomputing it where the change
+            # rewrites (validation says so).
+            return True
         spelled = ctx.catalog.type_spelling(self.type)
         return spelled is not None and rewrites(facts.type, spelled) is False
 
@@ -310,6 +317,18 @@ class AlterColumn(Operation):
             raise ValidationFailed(f"{where}: unknown type {self.type!r}")
         if not self._changes_type(facts):
             raise ValidationFailed(f"{where}: the column already has type {facts.type}")
+        readers = generated_readers(ctx.catalog, facts)
+        if readers:
+            raise ValidationFailed(
+                f"{where}: generated column {', '.join(readers)} reads {self.column}; "
+                "PostgreSQL cannot change the type of a column a generated column uses: drop "
+                "the generated column first (or add a new column and move to it)"
+            )
+        if facts.identity and identity_type(self.type) is None:
+            raise ValidationFailed(
+                f"{where}: {self.column} is an identity column; {self.type} cannot be one "
+                "(only smallint, integer and bigint can)"
+            )
         views = dependent_views(ctx.catalog, facts)
         materialized = [f"{v.schema}.{v.name}" for v in views if v.kind == "m"]
         if materialized:
@@ -317,6 +336,21 @@ class AlterColumn(Operation):
                 f"{where}: materialized view {', '.join(materialized)} uses the column; "
                 "a type change would have to rebuild it; drop it first"
             )
+        if facts.generated:
+            spelled = ctx.catalog.type_spelling(self.type)
+            if spelled is None or rewrites(facts.type, spelled) is not False:
+                ctx.notes.append(
+                    f"{where}: {self.column} is a generated column: PostgreSQL recomputes it "
+                    f"as {self.type} for every row, a table rewrite under ACCESS EXCLUSIVE "
+                    "(LINT rule M016); the lock-safe way is a new plain column with `up` "
+                    "(add_column) and the generated one dropped in the contract"
+                )
+            if self.up is not None or self.down is not None:
+                raise ValidationFailed(
+                    f"{where}: {self.column} is a generated column; its expression gives "
+                    "its values, so up and down do not apply"
+                )
+            return
         if self._in_place(ctx, facts):
             if self.up is not None or self.down is not None:
                 ctx.notes.append(
@@ -337,11 +371,10 @@ class AlterColumn(Operation):
                 "on a partitioned table, so a shadow column for this change is not supported "
                 "there yet"
             )
-        if facts.identity or facts.generated:
-            kind = "an identity" if facts.identity else "a generated"
+        if facts.generated:
             raise ValidationFailed(
-                f"{where}: {self.column} is {kind} column; it cannot be changed through "
-                "a shadow column"
+                f"{where}: {self.column} is a generated column; its expression gives its "
+                "values, so it cannot be changed through a shadow column"
             )
         if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
             raise ValidationFailed(
@@ -585,17 +618,19 @@ class AlterColumn(Operation):
             ]
         # 3. The swap: one short transaction on the table (and the views over it).
         sqls = drop_sync_sql(ctx.schema, self.table, self.trigger_name(), self.function_name(ctx))
-        if sequence:
+        if sequence and not facts.identity:
             sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
         if views:
             sqls.append(save_and_drop_views_sql(ctx.schema, self.table, col))
-        sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
         if not_null:
             # Still under the shadow's name, which the validated check names: no scan.
             sqls += [
                 f"ALTER TABLE {t} ALTER COLUMN {ident(shadow)} SET NOT NULL",
                 f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
             ]
+        if facts.identity and sequence:
+            sqls += self._identity_swap(ctx, facts, sequence)
+        sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
         sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
         if not_null:
             # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
@@ -644,6 +679,45 @@ class AlterColumn(Operation):
             i
             for i in column_indexes(ctx.catalog, facts)
             if self._dropping is None or i.constraint != self._dropping
+        ]
+
+    def _identity_swap(self, ctx: Context, facts: ColumnFacts, sequence: str) -> list[str]:
+        """The shadow becomes the identity column, its sequence where the old one was.
+
+        An identity sequence belongs to its column (PostgreSQL will not give it to
+        another) and goes when the column is dropped; so the old one steps aside under
+        another name, the shadow gets a sequence of the old one's name and options
+        (GENERATED ALWAYS or BY DEFAULT as before), set to the old one's value, and the
+        old one goes with the old column. All under the swap's ACCESS EXCLUSIVE lock, so
+        no insert draws a value in between: the next insert gets the next value.
+        """
+        seq = sequence_facts(ctx.catalog, sequence)
+        if seq is None:
+            raise ValidationFailed(f"{self._where()}: the identity sequence {sequence} is gone")
+        t = ident(ctx.schema, self.table)
+        aside = short_name(seq.name, prefix="_migrator_old_")
+        old_type = identity_type(seq.type) or "int8"
+        low, high = INTEGER_BOUNDS[old_type]
+        ascending = seq.increment > 0
+        # A bound that was the old type's default becomes the new type's default, as
+        # ALTER COLUMN ... TYPE does to an identity's sequence; one set by hand stays.
+        default_min, default_max = (1, high) if ascending else (low, -1)
+        options = [
+            f"SEQUENCE NAME {ident(seq.schema, seq.name)}",
+            f"START WITH {seq.start}",
+            f"INCREMENT BY {seq.increment}",
+            "NO MINVALUE" if seq.minvalue == default_min else f"MINVALUE {seq.minvalue}",
+            "NO MAXVALUE" if seq.maxvalue == default_max else f"MAXVALUE {seq.maxvalue}",
+            f"CACHE {seq.cache}",
+            "CYCLE" if seq.cycle else "NO CYCLE",
+        ]
+        kind = "ALWAYS" if facts.identity == "a" else "BY DEFAULT"
+        return [
+            f"ALTER SEQUENCE {ident(seq.schema, seq.name)} RENAME TO {ident(aside)}",
+            f"ALTER TABLE {t} ALTER COLUMN {ident(self.shadow_name())} "
+            f"ADD GENERATED {kind} AS IDENTITY ({' '.join(options)})",
+            f"SELECT setval({literal(ident(seq.schema, seq.name))}, last_value, is_called) "
+            f"FROM {ident(seq.schema, aside)}",
         ]
 
     def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:

@@ -83,6 +83,9 @@ class Context:
     planned_column_types: dict[str, dict[str, str]] = field(default_factory=dict)
     # Constraint names earlier operations create, per table: a later one may not reuse them.
     planned_constraints: dict[str, set[str]] = field(default_factory=dict)
+    # Generated columns earlier operations create, per table: another generated column
+    # may not read them.
+    planned_generated: dict[str, set[str]] = field(default_factory=dict)
 
     def plan_column(self, table: str, column: str, type_sql: str) -> None:
         """Record a column an operation adds to a table that exists already."""

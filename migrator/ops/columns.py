@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
+from migrator.pgtypes import identity_type
 from migrator.sqltext import short_name
 from migrator.strict import Strict
 
 Identifier = str
+IdentityKind = Literal["always", "by_default"]
 
 
 def _fk_action(value: Any) -> Any:
@@ -23,6 +25,42 @@ FkAction = Annotated[
 ]
 """A foreign key's referential action, as PostgreSQL spells it, in any case."""
 OnDelete = FkAction
+
+
+class SequenceOptions(Strict):
+    """An identity column's sequence, in CREATE SEQUENCE's terms:
+    ``{start, increment, minvalue, maxvalue, cache, cycle}``."""
+
+    start: int | None = None
+    increment: int | None = None
+    minvalue: int | None = None
+    maxvalue: int | None = None
+    cache: int | None = Field(default=None, ge=1)
+    cycle: bool | None = None
+
+    @field_validator("increment")
+    @classmethod
+    def _not_zero(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("a sequence's increment cannot be 0")
+        return value
+
+    def sql(self) -> str:
+        """The options as SQL (``START WITH 10 INCREMENT BY 5 ...``); empty for none."""
+        parts = []
+        if self.start is not None:
+            parts.append(f"START WITH {self.start}")
+        if self.increment is not None:
+            parts.append(f"INCREMENT BY {self.increment}")
+        if self.minvalue is not None:
+            parts.append(f"MINVALUE {self.minvalue}")
+        if self.maxvalue is not None:
+            parts.append(f"MAXVALUE {self.maxvalue}")
+        if self.cache is not None:
+            parts.append(f"CACHE {self.cache}")
+        if self.cycle is not None:
+            parts.append("CYCLE" if self.cycle else "NO CYCLE")
+        return " ".join(parts)
 
 
 class ColumnReference(Strict):
@@ -88,11 +126,67 @@ class ColumnSpec(Strict):
     references: ColumnReference | None = None
     unique: bool | NamedUnique = Field(default=False, description="true, or {name: ...}")
     comment: str | None = Field(default=None, description="COMMENT ON the column")
+    identity: IdentityKind | None = Field(
+        default=None,
+        description="always | by_default: GENERATED ... AS IDENTITY (smallint, int, bigint)",
+    )
+    sequence: SequenceOptions | None = Field(
+        default=None, description="the identity's sequence: start, increment, minvalue..."
+    )
+    generated: str | None = Field(
+        default=None,
+        description="SQL expression over the row: a stored generated column",
+    )
+
+    @field_validator("identity")
+    @classmethod
+    def _identity_type(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        type_sql = info.data.get("type")
+        if isinstance(type_sql, str) and identity_type(type_sql) is None:
+            raise ValueError(
+                f"a {type_sql} column cannot be an identity column; only smallint, "
+                "integer and bigint can"
+            )
+        if info.data.get("default") is not None:
+            raise ValueError("an identity column takes no default (its sequence is one)")
+        return value
+
+    @field_validator("sequence")
+    @classmethod
+    def _sequence_needs_identity(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("identity") is None:
+            raise ValueError("goes with identity: always | by_default")
+        return value
+
+    @field_validator("generated")
+    @classmethod
+    def _generated_alone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("generated: needs an SQL expression")
+        if info.data.get("identity") is not None:
+            raise ValueError("a column is either generated or an identity, not both")
+        if info.data.get("default") is not None:
+            raise ValueError("a generated column takes no default (its expression is its value)")
+        return value
 
     @property
     def check_sql(self) -> str | None:
         """The CHECK's expression, however it was written."""
         return check_sql(self.check)
+
+    def generated_sql(self) -> str:
+        """What follows the type in a column definition: identity or generation, or ''."""
+        if self.identity is not None:
+            kind = "ALWAYS" if self.identity == "always" else "BY DEFAULT"
+            options = self.sequence.sql() if self.sequence is not None else ""
+            return f" GENERATED {kind} AS IDENTITY" + (f" ({options})" if options else "")
+        if self.generated is not None:
+            return f" GENERATED ALWAYS AS ({self.generated}) STORED"
+        return ""
 
 
 class TableReference(Strict):

@@ -154,6 +154,7 @@ class CreateTable(Operation):
                 raise ValidationFailed(
                     f"{where}: {label} reads {', '.join(unknown)}, which is not a column"
                 )
+        self._validate_generated(where, names)
         for label, ref_table, ref_columns in self._references():
             if ref_table == self.table:
                 missing = [c for c in ref_columns if c not in names]
@@ -191,6 +192,32 @@ class CreateTable(Operation):
         ctx.planned_tables[self.table] = names
         for name in constraints:
             ctx.plan_constraint(self.table, name)
+        ctx.planned_generated[self.table] = {c.name for c in self.columns if c.generated}
+
+    def _validate_generated(self, where: str, names: list[str]) -> None:
+        """A generated column reads columns of the table, none of them generated
+        (PostgreSQL: "cannot use generated column in column generation expression")."""
+        generated = {c.name for c in self.columns if c.generated is not None}
+        for col in self.columns:
+            if col.generated is None:
+                continue
+            try:
+                refs = column_refs(col.generated)
+            except ValueError as exc:
+                raise ValidationFailed(f"{where}: column {col.name} generated: {exc}") from None
+            unknown = [r for r in refs if r not in names]
+            if unknown:
+                raise ValidationFailed(
+                    f"{where}: column {col.name} generated reads {', '.join(unknown)}, "
+                    "which is not a column"
+                )
+            chained = [r for r in refs if r in generated]
+            if chained:
+                raise ValidationFailed(
+                    f"{where}: column {col.name} generated reads {', '.join(chained)}, itself "
+                    "a generated column; PostgreSQL computes a generated column from plain "
+                    "columns only: write the other expression in instead"
+                )
 
     def _references(self) -> list[tuple[str, str, list[str]]]:
         refs = [
@@ -212,7 +239,7 @@ class CreateTable(Operation):
     def _definitions(self, ctx: Context) -> list[str]:
         parts: list[str] = []
         for col in self.columns:
-            sql = f"{ident(col.name)} {col.type}"
+            sql = f"{ident(col.name)} {col.type}{col.generated_sql()}"
             if col.default is not None:
                 sql += f" DEFAULT {default_sql(col.default)}"
             if not col.nullable:
