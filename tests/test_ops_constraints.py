@@ -310,6 +310,12 @@ REFUSALS = [
         "orders_user_fk does not use column amount",
     ),
     (
+        "alter_column unique whose up leaves duplicates",
+        "- alter_column: {table: users, column: legacy, unique: true, up: 'left(legacy, 1)'}",
+        "up 'left(legacy, 1)' gives 1 value more than once, which unique would refuse: "
+        "'l' in 50 rows",
+    ),
+    (
         "alter_column up that does not plan",
         "- alter_column: {table: users, column: legacy, nullable: false, up: 'nope'}",
         'column "nope" does not exist',

@@ -296,6 +296,24 @@ class Catalog:
             return 0, []
         return int(rows[0][2]), [(str(r[0]), int(r[1])) for r in rows]
 
+    def duplicates_of(
+        self, schema: str, table: str, expression: str, limit: int = 5
+    ) -> tuple[int, list[tuple[str, int]]]:
+        """Values an SQL expression over the table's rows gives more than one row (NULLs
+        never clash), as `duplicates` counts them: what a unique constraint over a column
+        rewritten by that expression would refuse."""
+        rows = self.conn.execute(
+            text(
+                "SELECT quote_nullable(v::text), count(*), count(*) OVER () "
+                f"FROM (SELECT ({expression}) AS v FROM {ident(schema, table)}) AS rewritten "
+                f"WHERE v IS NOT NULL GROUP BY v HAVING count(*) > 1 "
+                f"ORDER BY count(*) DESC, 1 LIMIT {int(limit)}"
+            )
+        ).all()
+        if not rows:
+            return 0, []
+        return int(rows[0][2]), [(str(r[0]), int(r[1])) for r in rows]
+
     def dependants(self, schema: str, relation: str, column: str | None = None) -> list[str]:
         """What depends on a relation (or one of its columns), as PostgreSQL names it.
 

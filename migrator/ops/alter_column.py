@@ -308,7 +308,9 @@ class AlterColumn(Operation):
                         f"{where}: {key} together with a type change is not supported; "
                         "add it in a later release, once the new type is in place"
                     )
-        self.tightening().validate(ctx, where, rewritten=self.rewrites_data())
+        self.tightening().validate(
+            ctx, where, up=self._up(facts.type) if self.rewrites_data() else None
+        )
 
     def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
         where = self._where()

@@ -58,8 +58,9 @@ class Tightening:
             return self.unique.name
         return short_name(self.table, self.column, "key")
 
-    def validate(self, ctx: Context, where: str, *, rewritten: bool) -> None:
-        """Expressions, references and names; duplicates unless ``up`` rewrites the data."""
+    def validate(self, ctx: Context, where: str, *, up: str | None) -> None:
+        """Expressions, references and names; duplicates in the data, or in the data as
+        ``up`` rewrites it (given ``up``, the shadow column's form)."""
         expression = check_sql(self.check)
         if expression is not None:
             require_expression(ctx, f"{where}: check", self.table, expression, "boolean")
@@ -75,8 +76,17 @@ class Tightening:
                 raise ValidationFailed(f"{where}: the name {name} is already taken in {ctx.schema}")
             refuse_constraint_clash(ctx, where, self.table, name)
             ctx.planned_relations.add(name)
-            if not rewritten:
+            if up is None:
                 refuse_duplicates(ctx, where, self.table, [self.column])
+            elif self.table not in ctx.planned_tables:
+                count, sample = ctx.catalog.duplicates_of(ctx.schema, self.table, up)
+                if count:
+                    shown = "; ".join(f"{value} in {rows} rows" for value, rows in sample)
+                    more = f" and {count - len(sample)} more" if count > len(sample) else ""
+                    raise ValidationFailed(
+                        f"{where}: up {up!r} gives {count} value{'s' if count != 1 else ''} "
+                        f"more than once, which unique would refuse: {shown}{more}"
+                    )
         if self.references is not None:
             ref = self.references
             require_table(ctx, where, ref.table)
