@@ -19,6 +19,7 @@ from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.errors import ExitCode, PlanError, ValidationFailed
 from migrator.lint.sources import lint_plan
+from migrator.ops import Context
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import (
@@ -193,6 +194,62 @@ CASES += [
 ]
 
 
+INDEXES_OF = (
+    "SELECT indexname::text, regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes "
+    "WHERE tablename IN ('users', 'orders') AND indexname LIKE '%\\_opt' ORDER BY 1"
+)
+
+CASES += [
+    Case(
+        "create_index options",
+        expand="""
+        - create_index:
+            table: users
+            name: users_email_opt
+            columns: [{column: email, opclass: text_pattern_ops}]
+            include: [name]
+            storage_parameters: {fillfactor: 70, deduplicate_items: false}
+        - create_index:
+            table: orders
+            name: orders_amount_opt
+            columns: [user_id, {column: amount, order: desc, nulls: last}]
+        - create_index:
+            table: orders
+            name: orders_id_opt
+            method: brin
+            columns: [id]
+            storage_parameters: {pages_per_range: 16}
+        - create_index:
+            table: users
+            name: users_legacy_opt
+            columns: [legacy]
+            unique: true
+            nulls_not_distinct: true
+        """,
+        old=[
+            "UPDATE users SET name = 'o', legacy = legacy || 'x' WHERE id = 4",
+            "INSERT INTO orders (user_id, amount) VALUES (1, 2)",
+        ],
+        new=["SELECT id FROM users WHERE email LIKE 'u1%' ORDER BY id"],
+        final=[
+            (
+                INDEXES_OF,
+                [
+                    ("orders_amount_opt", "btree (user_id, amount DESC NULLS LAST)"),
+                    ("orders_id_opt", "brin (id) WITH (pages_per_range='16')"),
+                    (
+                        "users_email_opt",
+                        "btree (email text_pattern_ops) INCLUDE (name) "
+                        "WITH (fillfactor='70', deduplicate_items=off)",
+                    ),
+                    ("users_legacy_opt", "btree (legacy) NULLS NOT DISTINCT"),
+                ],
+            ),
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -242,6 +299,36 @@ REFUSALS = [
         "already exists",
     ),
     (
+        "create_index with an operator class the method lacks",
+        "- create_index: {table: users, name: i1, columns: [{column: name, opclass: nope_ops}]}",
+        'create_index i1: PostgreSQL refuses the index: operator class "nope_ops" does not '
+        'exist for access method "btree"',
+    ),
+    (
+        "create_index with a storage parameter out of bounds",
+        "- create_index: {table: users, name: i1, columns: [name], "
+        "storage_parameters: {fillfactor: 5}}",
+        'PostgreSQL refuses the index: value 5 out of bounds for option "fillfactor"',
+    ),
+    (
+        "create_index with a storage parameter the method lacks",
+        "- create_index: {table: users, name: i1, columns: [name], method: hash, "
+        "storage_parameters: {pages_per_range: 4}}",
+        'PostgreSQL refuses the index: unrecognized parameter "pages_per_range"',
+    ),
+    (
+        "nulls_not_distinct without unique",
+        "- create_index: {table: users, name: i1, columns: [name], nulls_not_distinct: true}",
+        "create_index i1: nulls_not_distinct goes with unique: true",
+    ),
+    (
+        "nulls_not_distinct over several NULLs",
+        "- create_index: {table: users, name: i1, columns: [legacy], unique: true, "
+        "nulls_not_distinct: true}",
+        "create_index i1: 2 rows of users hold NULL in legacy, which clash under "
+        "nulls_not_distinct; remove the duplicates first",
+    ),
+    (
         "replica identity nothing on a published table",
         "- set_replica_identity: {table: orders, identity: nothing}",
         "set_replica_identity orders: nothing names no row, and publication orders_changes "
@@ -271,6 +358,7 @@ REFUSAL_SETUP = (
     + """
 CREATE INDEX users_name_idx ON users (name);
 CREATE UNIQUE INDEX users_legacy_uidx ON users (legacy);
+UPDATE users SET legacy = NULL WHERE id IN (7, 8);
 CREATE PUBLICATION orders_changes FOR TABLE orders;
 """
 )
@@ -309,6 +397,12 @@ PLAN_ERRORS: list[tuple[str, str, str, str]] = [
         "comment: Input should be a valid string",
     ),
     (
+        "an index key with an unknown option",
+        "- create_index: {table: users, name: i1, columns: [{column: name, opclas: x}]}",
+        "4:69",
+        "unknown key 'opclas'",
+    ),
+    (
         "replica identity of an unknown kind",
         "- set_replica_identity: {table: users, identity: partial}",
         "4:52",
@@ -335,3 +429,28 @@ def test_malformed_keys_are_named_at_file_line_column(
     assert line.startswith(f"plans/r1.yaml:{where}: "), line
     assert message in line, line
     assert err.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_nulls_not_distinct_before_15_is_refused_naming_the_version(db: str) -> None:
+    """The version gate alone: the operation validated against the live catalog with the
+    server version a PostgreSQL 14 would report (no PostgreSQL 14 is installed here)."""
+    q(db, BASE)
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: users, name: i1, columns: [legacy], unique: true, "
+            "nulls_not_distinct: true}"
+        )
+    )
+    op = plan.operations("expand")[0]
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            ctx = Context(schema="public", release="r1", catalog=Catalog(conn))
+            ctx.server_version = 140011
+            with pytest.raises(ValidationFailed) as err:
+                op.validate_live(ctx)
+    finally:
+        engine.dispose()
+    assert str(err.value) == (
+        "create_index i1: nulls_not_distinct needs PostgreSQL 15 or later; this server is 14"
+    )

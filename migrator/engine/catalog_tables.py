@@ -1,14 +1,18 @@
 """What the catalog says about a table as a whole: read-only questions.
 
-set_replica_identity and the comments ask these (the replica identity and the
-publications that rely on it, an index fit to be the identity, a comment as it was);
+set_replica_identity, the comments and create_index ask these (the replica identity and
+the publications that rely on it, an index fit to be the identity, a comment as it was,
+whether PostgreSQL takes an index's definition);
 operations never run SQL themselves. SQLAlchemy is imported in the functions: a plan
 loads without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from migrator.sqltext import ident
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
@@ -109,3 +113,30 @@ def comment_of(cat: Catalog, schema: str, table: str, column: str | None = None)
         )
     value = cat.conn.execute(text(query), {"s": schema, "t": table, "c": column}).scalar()
     return None if value is None else str(value)
+
+
+def index_build_error(
+    cat: Catalog, schema: str, table: str, build: Callable[[str, str], str]
+) -> str | None:
+    """Why PostgreSQL refuses an index, or None: ``build(schema, table)`` is its CREATE
+    INDEX on a given table, run on an empty temporary copy of the table's columns
+    (CREATE TEMP TABLE ... LIKE) inside a savepoint that is rolled back. The live table
+    is neither locked beyond ACCESS SHARE nor scanned.
+    """
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with cat.conn.begin_nested() as sp:
+            cat.conn.execute(
+                text(f"CREATE TEMP TABLE _migrator_probe (LIKE {ident(schema, table)})")
+            )
+            cat.conn.execute(text(build("pg_temp", "_migrator_probe")))
+            sp.rollback()
+    except DBAPIError as exc:
+        orig = exc.orig
+        if isinstance(orig, psycopg.Error) and orig.diag.message_primary:
+            return orig.diag.message_primary
+        return str(orig).splitlines()[0]
+    return None

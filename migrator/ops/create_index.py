@@ -14,15 +14,18 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from migrator.engine.catalog_tables import index_build_error
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.safe import (
     build_index_step,
+    create_index_sql,
     drop_index_step,
     index_key,
     is_ours,
+    storage_sql,
     unmark_index_sql,
 )
 from migrator.ops.validation import (
@@ -31,6 +34,22 @@ from migrator.ops.validation import (
     require_expression,
     require_table,
 )
+from migrator.sqltext import ident
+from migrator.strict import Strict
+
+
+class IndexColumn(Strict):
+    """A key with options: ``{column: email, opclass: text_pattern_ops, order: desc}``."""
+
+    column: str = Field(description="a column of the table, or an SQL expression")
+    opclass: str | None = Field(
+        default=None, description="operator class, e.g. text_pattern_ops, gin_trgm_ops"
+    )
+    order: Literal["asc", "desc"] | None = None
+    nulls: Literal["first", "last"] | None = None
+
+
+StorageValue = str | int | float | bool
 
 
 class CreateIndex(Operation):
@@ -40,29 +59,61 @@ class CreateIndex(Operation):
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
     table: Identifier
     name: Identifier
-    columns: list[str] = Field(min_length=1)
+    columns: list[str | IndexColumn] = Field(min_length=1)
     unique: bool = False
     method: Literal["btree", "hash", "gist", "spgist", "gin", "brin"] = "btree"
     where: str | None = None
     include: list[Identifier] = Field(default_factory=list)
+    storage_parameters: dict[str, StorageValue] = Field(
+        default_factory=dict, description="WITH (...): fillfactor, deduplicate_items, ..."
+    )
+    nulls_not_distinct: bool = Field(
+        default=False, description="a unique index where NULLs clash (PostgreSQL 15+)"
+    )
 
     def describe(self) -> str:
         return f"create index {self.name} on {self.table}"
 
+    def _key_columns(self) -> list[str]:
+        """The columns or expressions of the keys, without their options."""
+        return [c.column if isinstance(c, IndexColumn) else c for c in self.columns]
+
     def _keys(self, ctx: Context) -> list[str]:
         names = ctx.column_names(self.table)
-        return [index_key(c, names) for c in self.columns]
+        keys = []
+        for c in self.columns:
+            if not isinstance(c, IndexColumn):
+                keys.append(index_key(c, names))
+                continue
+            sql = index_key(c.column, names)
+            if c.opclass:
+                sql += " " + ident(*c.opclass.split("."))
+            if c.order:
+                sql += f" {c.order.upper()}"
+            if c.nulls:
+                sql += f" NULLS {c.nulls.upper()}"
+            keys.append(sql)
+        return keys
 
     def _plain_columns(self, ctx: Context) -> list[str] | None:
         """The key columns when all of them are plain columns of the table."""
         names = ctx.column_names(self.table)
-        return list(self.columns) if all(c in names for c in self.columns) else None
+        keys = self._key_columns()
+        return keys if all(c in names for c in keys) else None
 
     def validate_live(self, ctx: Context) -> None:
         where = f"create_index {self.name}"
         require_table(ctx, where, self.table)
         names = ctx.column_names(self.table)
-        for key in self.columns:
+        if self.nulls_not_distinct:
+            if not self.unique:
+                raise ValidationFailed(f"{where}: nulls_not_distinct goes with unique: true")
+            if ctx.server_version < 150000:
+                raise ValidationFailed(
+                    f"{where}: nulls_not_distinct needs PostgreSQL 15 or later; this server is "
+                    f"{ctx.server_version // 10000}"
+                )
+        for key in self._key_columns():
             if key in names:
                 continue
             if key.isidentifier():
@@ -85,10 +136,41 @@ class CreateIndex(Operation):
             raise ValidationFailed(
                 f"{where}: a relation named {ctx.schema}.{self.name} already exists"
             )
+        if self.table not in ctx.planned_tables and not ctx.planned_columns.get(self.table):
+            # The index built once, on an empty copy of the table, in a savepoint rolled
+            # back: the method, operator classes and storage parameters as PostgreSQL takes them.
+            problem = index_build_error(
+                ctx.catalog, ctx.schema, self.table, lambda s, t: self._probe_sql(ctx, s, t)
+            )
+            if problem:
+                raise ValidationFailed(f"{where}: PostgreSQL refuses the index: {problem}")
         plain = self._plain_columns(ctx)
         if self.unique and plain is not None and self.where is None:
             refuse_duplicates(ctx, where, self.table, plain)
+            if self.nulls_not_distinct and len(plain) == 1 and self.table not in ctx.planned_tables:
+                nulls = ctx.catalog.null_count(ctx.schema, self.table, plain[0])
+                if nulls > 1:
+                    raise ValidationFailed(
+                        f"{where}: {nulls} rows of {self.table} hold NULL in {plain[0]}, which "
+                        "clash under nulls_not_distinct; remove the duplicates first"
+                    )
         ctx.planned_relations.add(self.name)
+
+    def _probe_sql(self, ctx: Context, schema: str, table: str) -> str:
+        """The same index on another table, built at once (`index_build_error`'s copy)."""
+        sql = create_index_sql(
+            schema,
+            table,
+            "_migrator_probe_index",
+            self._keys(ctx),
+            unique=self.unique,
+            method=self.method,
+            where=self.where,
+            include=self.include,
+            nulls_not_distinct=self.nulls_not_distinct,
+            storage=storage_sql(self.storage_parameters),
+        )
+        return sql.replace(" CONCURRENTLY", "", 1)
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         existing = ctx.catalog.index(ctx.schema, self.name)
@@ -112,6 +194,8 @@ class CreateIndex(Operation):
                 method=self.method,
                 where=self.where,
                 include=self.include,
+                nulls_not_distinct=self.nulls_not_distinct,
+                storage=storage_sql(self.storage_parameters),
             ),
             step(
                 "unmark-index",

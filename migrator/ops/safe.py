@@ -17,7 +17,7 @@ strong lock one statement takes is released before the slow statement that follo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from migrator.engine.steps import Step, step
@@ -133,8 +133,11 @@ def create_index_sql(
     where: str | None = None,
     include: Sequence[str] = (),
     if_not_exists: bool = False,
+    nulls_not_distinct: bool = False,
+    storage: str = "",
 ) -> str:
-    """CREATE [UNIQUE] INDEX CONCURRENTLY; ``keys`` are already SQL (see `index_key`)."""
+    """CREATE [UNIQUE] INDEX CONCURRENTLY; ``keys`` are already SQL (see `index_key`),
+    ``storage`` the WITH (...) list (see `storage_sql`)."""
     sql = (
         f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY "
         f"{'IF NOT EXISTS ' if if_not_exists else ''}{ident(name)} "
@@ -142,9 +145,24 @@ def create_index_sql(
     )
     if include:
         sql += f" INCLUDE ({', '.join(ident(c) for c in include)})"
+    if nulls_not_distinct:
+        sql += " NULLS NOT DISTINCT"
+    if storage:
+        sql += f" WITH ({storage})"
     if where:
         sql += f" WHERE ({where})"
     return sql
+
+
+def storage_sql(parameters: Mapping[str, str | int | float | bool]) -> str:
+    """``fillfactor = 70, deduplicate_items = off``: names quoted, values as literals."""
+
+    def value(v: str | int | float | bool) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return str(v) if isinstance(v, int | float) else literal(v)
+
+    return ", ".join(f"{ident(k)} = {value(v)}" for k, v in parameters.items())
 
 
 def drop_index_sql(schema: str, name: str) -> str:
@@ -196,6 +214,8 @@ def build_index_step(
     method: str = "btree",
     where: str | None = None,
     include: Sequence[str] = (),
+    nulls_not_distinct: bool = False,
+    storage: str = "",
 ) -> Step:
     """The autocommit block that builds an index concurrently.
 
@@ -217,6 +237,8 @@ def build_index_step(
         where=where,
         include=include,
         if_not_exists=reuse,
+        nulls_not_distinct=nulls_not_distinct,
+        storage=storage,
     )
     marks = (
         [f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(release))}"]
