@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ expand:
       column: {{name: {COLUMN}, type: text}}
       up: "coalesce(legacy_phone, '')"
       final: {{nullable: false}}
-backfill: {{batch_size: 40}}
+backfill: {{batch_size: 40, pause: 300ms}}
 switch:
   command:
     to_green: "echo {{percent}} > traffic"
@@ -174,3 +175,180 @@ def test_a_streaming_verb_that_fails_ends_its_lines_with_the_error(released: Rel
     assert last["event"] == "error" and last["exit_code"] == int(ExitCode.REFUSED), last
     assert "contract" in last["message"]
     assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
+
+
+def _whole_names_in(output: str, names: list[str], width: int) -> None:
+    """Every line fits the width, and each name stands whole on one line."""
+    lines = output.splitlines()
+    too_long = [line for line in lines if len(line) > width]
+    assert not too_long, too_long
+    for name in names:
+        assert any(name in line for line in lines), (name, output)
+
+
+def test_status_reads_whole_in_80_columns(released: Released) -> None:
+    shown = migrator("status", url=released.url, cwd=released.folder, columns=80)
+    assert shown.returncode == 0, shown.stderr
+    keys = [
+        st["key"]
+        for st in json.loads(
+            migrator("status", "--json", url=released.url, cwd=released.folder).stdout
+        )["releases"][0]["steps"]
+    ]
+    assert any(TABLE in key for key in keys) or keys, keys
+    _whole_names_in(shown.stdout, [RELEASE, *keys, "300 rows filled of ~300"], 80)
+    assert "switch.traffic" in shown.stdout and "green 0% -> 50%" in shown.stdout, shown.stdout
+
+
+def test_status_after_kill_9_shows_the_rows_actually_filled(fresh_db: str, tmp_path: Path) -> None:
+    """A backfill killed mid-way (no checkpoint written on the way out) is shown as
+    interrupted, with the rows its committed batches filled, counted in the table."""
+    from migrator import commands
+    from migrator.plan.loader import load_plan
+
+    (tmp_path / "queries").mkdir()
+    (tmp_path / "queries" / "v1.sql").write_text(V1)
+    (tmp_path / "queries" / "v2.sql").write_text(V2)
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(
+        PLAN.replace("batch_size: 40, pause: 300ms", "batch_size: 10, pause: 100ms")
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED)
+    commands.expand(load_plan(plan_path), commands.Options(database_url=fresh_db))
+
+    def filled() -> int:
+        with psycopg.connect(fresh_db) as conn:
+            row = conn.execute(f"SELECT count({COLUMN}) FROM {TABLE}").fetchone()
+            return int(row[0]) if row else 0
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATOR_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from migrator.cli import main\nmain()\n", "backfill", "plan.yaml"],
+        cwd=tmp_path,
+        env={**env, "MIGRATOR_DATABASE_URL": fresh_db},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while filled() < 30:  # three batches committed: the event the kill waits for
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    rows = filled()
+    assert 30 <= rows < 300
+    shown = migrator("status", url=fresh_db, cwd=tmp_path, columns=80)
+    assert shown.returncode == 0, shown.stderr
+    _whole_names_in(shown.stdout, [RELEASE, f"{rows} rows filled of ~300"], 80)
+    assert "interrupted: rerun to resume" in shown.stdout, shown.stdout
+    as_json = json.loads(migrator("status", "--json", url=fresh_db, cwd=tmp_path).stdout)
+    assert as_json["migrator_running"] is False
+    (step,) = [st for st in as_json["releases"][0]["steps"] if st["phase"] == "backfill"]
+    assert step["interrupted"] is True and step["filled"]["rows"] == rows
+
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+
+
+def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's Chromium, headless, with its own profile and no network of its own."""
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",  # tests may run as root, where the sandbox refuses to start
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={cwd / 'chromium-profile'}",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_report_is_one_page_that_draws_in_chromium(released: Released) -> None:
+    page = released.folder / "release.html"
+    made = migrator("report", "-o", str(page), url=released.url, cwd=released.folder)
+    assert made.returncode == 0, made.stderr
+    html = page.read_text()
+    # Self-contained: nothing to fetch, nothing to run.
+    assert "<script" not in html.lower()
+    for fetch in ("src=", "href=", "@import", "url("):
+        assert fetch not in html, fetch
+    assert RELEASE in html
+    for phase in ("check", "expand", "switch", "backfill", "complete", "contract"):
+        assert f">{phase}</text>" in html, phase
+    assert "traffic to 50% green" in html and "watched at 100% green" in html
+    assert "rows/s" in html and "300 rows filled of ~300" in html
+    assert "traffic-off-blue" in html and "not_before" in html
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian's package: apt-get install chromium)")
+    dom = _chromium("--dump-dom", page.as_uri(), cwd=released.folder)
+    assert dom.returncode == 0, dom.stderr
+    # The DOM Chromium built holds the drawings: three charts, bars, lines and marks.
+    assert dom.stdout.count("<svg") == 3, dom.stdout[:2000]
+    assert dom.stdout.count("<rect") >= 10 and "<path" in dom.stdout and "<circle" in dom.stdout
+    shot = released.folder / "shot.png"
+    taken = _chromium(
+        f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri(), cwd=released.folder
+    )
+    assert taken.returncode == 0 and shot.exists(), taken.stderr
+    _assert_drawn(shot.read_bytes())
+
+
+def _assert_drawn(png: bytes) -> None:
+    """The screenshot is not blank: its pixels take many colours, the phases' among them."""
+    import struct
+    import zlib
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks, header = 8, [], b""
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind = png[pos + 4 : pos + 8]
+        data = png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = data
+        elif kind == b"IDAT":
+            chunks.append(data)
+        pos += 12 + length
+    width, height, depth, colour_type = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour_type in (2, 6), (depth, colour_type)
+    channels = 3 if colour_type == 2 else 4
+    raw = zlib.decompress(b"".join(chunks))
+    stride = width * channels
+    # Undo the PNG row filters to read real pixels.
+    rows: list[bytearray] = []
+    previous = bytearray(stride)
+    pos = 0
+    for _ in range(height):
+        kind, line = raw[pos], bytearray(raw[pos + 1 : pos + 1 + stride])
+        pos += 1 + stride
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            corner = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + pred) & 0xFF
+        rows.append(line)
+        previous = line
+    colours = {bytes(row[x : x + 3]) for row in rows[::7] for x in range(0, stride, channels * 5)}
+    assert len(colours) > 20, len(colours)
+    # The expand bar's blue (#2f80ed) and the backfill's orange (#f2994a) are drawn.
+    assert bytes.fromhex("2f80ed") in colours and bytes.fromhex("f2994a") in colours

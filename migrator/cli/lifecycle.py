@@ -207,46 +207,107 @@ def register(app: typer.Typer) -> None:
         for due in result.contracts_due:
             blocked = due["blocked_by"]
             state = "[green]ready to run[/]" if not blocked else "[yellow]waiting[/]"
-            out.print(
-                f"\n[bold]contract due[/]: {escape(due['release'])}, {count(due['steps'], 'step')}, "
-                f"not before {due['not_before']}: {state}"
+            out.print(f"\n[bold]contract due[/]: {state}")
+            line = (
+                f"{due['release']}, {count(due['steps'], 'step')}, not before "
+                f"{_when(due['not_before'])} UTC"
             )
+            out.print(escape(_lines(line, 2)))
             for reason in blocked:
-                out.print(f"  blocked by {escape(reason)}")
+                out.print(escape(_lines(f"blocked by {reason}", 2)))
+
+
+def _when(iso: str | None, day: str | None = None) -> str:
+    """An ISO time as ``2026-12-05 17:43:32`` (UTC, as stored), or ``17:43:32`` on ``day``."""
+    if not iso:
+        return ""
+    text = iso.replace("T", " ")[:19]
+    return text[11:] if day and text.startswith(day) else text
+
+
+def _lines(text: str, indent: int) -> str:
+    """Text wrapped to the terminal at spaces only, so no name is ever cut in two (a
+    word longer than the line stays whole and the terminal wraps it)."""
+    import textwrap
+
+    width = max(out.console.width, 40)
+    pad = " " * indent
+    return textwrap.fill(
+        text,
+        width,
+        initial_indent=pad,
+        subsequent_indent=pad + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _step_note(st: dict[str, Any]) -> str:
+    """What a step's row says beyond its status: its error, or its rows for a batched
+    step (from its key ranges, which hold the truth after an interruption)."""
+    checkpoint = st["checkpoint"] or {}
+    filled = st.get("filled")
+    if not filled and not checkpoint:
+        return st["error"] or ""
+    done = filled["rows"] if filled else checkpoint.get("rows", 0)
+    total = checkpoint.get("total")
+    note = f"{done} rows filled" + (f" of ~{total}" if total else "")
+    if filled and filled["ranges"]:
+        note += f", {filled['ranges_done']} of {count(filled['ranges'], 'key range')} done"
+    rate = checkpoint.get("rate")
+    if isinstance(rate, int | float) and not st.get("interrupted"):
+        note += f", {rate:.0f} rows/s"
+    if st.get("interrupted"):
+        note += "; interrupted: rerun to resume from there"
+    if st["error"]:
+        note += f"; {st['error']}"
+    return note
+
+
+def _share(split: Any) -> str:
+    """A traffic split of the audit log (``{"blue": 50, "green": 50}``) as green's share."""
+    if isinstance(split, dict) and "green" in split:
+        return f"{split['green']}%"
+    return "?" if split is None else str(split)
 
 
 def _show_release(release: dict[str, Any]) -> None:
-    from rich.table import Table
-
+    # Lines, not a table: a table squeezed into 80 columns folds names mid-word. Each
+    # step is one line of short fixed columns, then its key; a key or note that does not
+    # fit goes on its own line, wrapped at spaces only.
+    day = (release["created_at"] or "")[:10]
+    out.print(f"\n[bold]{escape(release['name'])}[/]")
     out.print(
-        f"\n[bold]{escape(release['name'])}[/] [cyan]{release['phase']}[/]"
-        f"  plan {release['plan_hash'][:12]}  started {release['created_at']}"
+        f"  [cyan]{release['phase']}[/], plan {release['plan_hash'][:12]}, "
+        f"started {_when(release['created_at'])} UTC"
     )
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
-    for column in ("phase", "step", "status", "when", "note"):
-        table.add_column(column)
+    width = max(out.console.width, 40)
+    rows: list[tuple[str, str, str, str, str]] = []
     for st in release["steps"]:
-        note = st["error"] or ""
-        checkpoint = st["checkpoint"] or {}
-        if checkpoint:
-            done, total = checkpoint.get("rows", 0), checkpoint.get("total")
-            rate = checkpoint.get("rate")
-            note = f"{done} rows" + (f" of ~{total}" if total else "")
-            note += f", {rate:.0f} rows/s" if isinstance(rate, int | float) else ""
-        when = st["finished_at"] or st["started_at"] or ""
-        table.add_row(st["phase"], st["key"], st["status"], when, escape(note))
+        status = "interrupted" if st.get("interrupted") else st["status"]
+        when = _when(st["finished_at"] or st["started_at"], day)
+        rows.append((st["phase"], status, when, st["key"], _step_note(st)))
     for c in release["contracts"]:
-        when = c["done_at"] or f"not before {c['not_before']}"
-        table.add_row("contract", c["key"], c["status"], when, escape(c["error"] or ""))
-    out.print(table)
+        when = _when(c["done_at"], day) if c["done_at"] else ""
+        note = c["error"] or ("" if c["done_at"] else f"not before {_when(c['not_before'])}")
+        rows.append(("contract", c["status"], when, c["key"], note))
+    if rows:
+        out.print(f"  [dim]{'phase':<9} {'status':<11} {'when':<8}  step[/]")
+    for phase, status, when, key, note in rows:
+        head = f"  {phase:<9} {status:<11} {when:<8}  "
+        if len(head) + len(key) <= width:
+            out.print(escape(head + key))
+        else:
+            out.print(escape(head.rstrip()))
+            out.print(escape(_lines(key, 4)))
+        if note:
+            out.print(f"[dim]{escape(_lines(note, 4))}[/]")
     moves = [e for e in release["timeline"] if e["action"].startswith("switch")]
     for event in release["timeline"]:
         details = event["details"] or {}
         if event in moves and "from" in details:
-            what = f"traffic {details.get('from')} -> {details.get('to')}"
+            what = f"green {_share(details.get('from'))} -> {_share(details.get('to'))}"
         else:
             what = ", ".join(f"{k}={v}" for k, v in details.items() if v not in (None, [], {}))
-        out.print(
-            f"  [dim]{event['at']}[/] {escape(event['action'])} by {escape(event['actor'])}"
-            + (f": {escape(what)}" if what else "")
-        )
+        line = f"{_when(event['at'], day)} {event['action']} by {event['actor']}"
+        out.print(f"[dim]{escape(_lines(line + (f': {what}' if what else ''), 2))}[/]")

@@ -20,6 +20,7 @@ from migrator.cli import check as check_cli
 from migrator.cli import lint as lint_cli
 from migrator.cli import release as release_cli
 from migrator.cli import render as render_cli
+from migrator.cli import report as report_cli
 from migrator.cli import switch as switch_cli
 from migrator.cli.common import Settings, err, escape, scrubbed_output
 from migrator.cli.config import (
@@ -94,6 +95,7 @@ app.add_typer(plan_app, name="plan")
 check_cli.register(app)
 lint_cli.register(app)
 render_cli.register(app)
+report_cli.register(app)
 app.add_typer(queries_app, name="queries")
 app.add_typer(db_app, name="db")
 

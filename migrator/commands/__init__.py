@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from migrator.commands.gate import GateResult, gate
     from migrator.commands.lint import LintResult, lint, lint_sql_files
     from migrator.commands.render import RenderOptions, RenderResult, render
+    from migrator.commands.report import ReleaseReport, report
     from migrator.commands.rollback import rollback
     from migrator.commands.session import Options, PhaseResult, init
     from migrator.commands.status import Status, status
@@ -42,6 +43,8 @@ _HOME = {
     "RenderOptions": "render",
     "RenderResult": "render",
     "render": "render",
+    "ReleaseReport": "report",
+    "report": "report",
     "rollback": "rollback",
     "Options": "session",
     "PhaseResult": "session",
@@ -80,6 +83,7 @@ __all__ = [
     "Options",
     "PhaseResult",
     "RenderOptions",
+    "ReleaseReport",
     "RenderResult",
     "Status",
     "SwitchResult",
@@ -93,6 +97,7 @@ __all__ = [
     "lint",
     "lint_sql_files",
     "render",
+    "report",
     "rollback",
     "rollback_traffic",
     "status",

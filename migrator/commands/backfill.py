@@ -5,8 +5,10 @@ Also the backfills a plan has, and those the switch waits for.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -30,6 +32,7 @@ from migrator.engine.catalog import Catalog
 from migrator.engine.state import ReleasePhase
 from migrator.engine.steps import BackfillSpec
 from migrator.errors import ValidationFailed
+from migrator.observer import Observer
 from migrator.ops.base import Context, Operation
 from migrator.plan.models import Plan
 from migrator.words import count
@@ -97,6 +100,81 @@ def _backfill_session(opts: Options, release: str) -> Iterator[Session]:
         engine.dispose()
 
 
+PROGRESS_EVENT = "backfill.progress"
+# A sample of the backfill's progress goes to the audit log this often at most (and when
+# the throttle's action changes), for `migrator report`'s rows/s and pauses over time.
+PROGRESS_SAMPLE_INTERVAL = 2.0
+
+
+class _ProgressLog(Observer):
+    """Passes everything on to the user's observer, and keeps samples of the progress
+    (rows, rows/s, the throttle's action) as `backfill.progress` events."""
+
+    def __init__(self, inner: Observer, s: Session, plan: Plan) -> None:
+        self.inner = inner
+        self.session = s
+        self.plan = plan
+        self.last: dict[str, tuple[float, Any]] = {}  # step -> (when logged, throttle)
+        self.pending: dict[str, dict[str, Any]] = {}  # step -> the sample not logged yet
+
+    def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+        self.inner.statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+
+    def step_started(self, step: str, description: str) -> None:
+        self.inner.step_started(step, description)
+
+    def step_skipped(self, step: str, description: str) -> None:
+        self.inner.step_skipped(step, description)
+
+    def step_done(self, step: str, description: str, seconds: float) -> None:
+        self.inner.step_done(step, description, seconds)
+
+    def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+        self.inner.retry(step, attempt, wait, reason)
+
+    def info(self, message: str) -> None:
+        self.inner.info(message)
+
+    def warning(self, message: str) -> None:
+        self.inner.warning(message)
+
+    def progress(self, task: str, done: int, total: int | None, **extra: Any) -> None:
+        self.inner.progress(task, done, total, **extra)
+        sample = {
+            "step": task,
+            "rows": done,
+            "total": total,
+            "rate": round(extra["rate"], 1) if extra.get("rate") else None,
+            "throttle": extra.get("throttle"),
+            "batch_size": extra.get("batch_size"),
+        }
+        now = time.monotonic()
+        logged, throttle = self.last.get(task, (float("-inf"), "go"))
+        if now - logged >= PROGRESS_SAMPLE_INTERVAL or sample["throttle"] != throttle:
+            self._log(sample)
+            self.last[task] = (now, sample["throttle"])
+            self.pending.pop(task, None)
+        else:
+            self.pending[task] = sample
+
+    def _log(self, sample: dict[str, Any]) -> None:
+        with self.session.conn() as conn:
+            STATE.event(
+                conn,
+                self.session.opts.actor,
+                PROGRESS_EVENT,
+                self.plan.release,
+                self.plan.digest(),
+                **sample,
+            )
+
+    def flush(self) -> None:
+        """Log the last sample of each step (its end) if it was held back."""
+        for sample in self.pending.values():
+            self._log(sample)
+        self.pending.clear()
+
+
 def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
     """Fill the new structures for existing rows: batched, throttled, resumable.
 
@@ -141,16 +219,20 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
             if release.phase in (ReleasePhase.EXPANDED, ReleasePhase.SWITCHED):
                 set_phase(s, plan.release, ReleasePhase.BACKFILLING)
             opts.observer.step_started(key, spec.description)
+            samples = _ProgressLog(opts.observer, s, plan)
             try:
-                outcome = Backfill(
-                    s.engine,
-                    spec,
-                    release=plan.release,
-                    key=key,
-                    settings=settings,
-                    observer=opts.observer,
-                    restart=record is not None and record.status == "undone",
-                ).run()
+                try:
+                    outcome = Backfill(
+                        s.engine,
+                        spec,
+                        release=plan.release,
+                        key=key,
+                        settings=settings,
+                        observer=samples,
+                        restart=record is not None and record.status == "undone",
+                    ).run()
+                finally:
+                    samples.flush()
             except Exception as exc:
                 # Shown by `migrator status`; the checkpoint stays, so a rerun resumes.
                 with s.conn() as conn:

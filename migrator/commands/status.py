@@ -12,6 +12,7 @@ from sqlalchemy import Connection, text
 from migrator.commands.contract import contract_conditions
 from migrator.commands.session import STATE, Options
 from migrator.db.connection import connect, make_engine
+from migrator.engine.lock import AdvisoryLock
 from migrator.engine.state import CONTRACT_DUE_PHASES, ContractRecord, Release
 
 
@@ -20,6 +21,9 @@ class Status:
     """Everything `migrator status` shows."""
 
     initialised: bool
+    # Whether a migrator holds the lock now: without one, a step still recorded as
+    # running was interrupted (its rows filled are in the step's `filled`).
+    migrator_running: bool = False
     releases: list[dict[str, Any]] = field(default_factory=list)
     contracts_due: list[dict[str, Any]] = field(default_factory=list)
 
@@ -44,6 +48,29 @@ def _timeline(conn: Connection, release: Release) -> list[dict[str, Any]]:
     ]
 
 
+def _filled(conn: Connection, release: str) -> dict[tuple[str, str], dict[str, int]]:
+    """Rows filled per batched step, summed from its key ranges: each batch commits with
+    its range's count, so this is the truth after any interruption (kill -9 included),
+    where the step's checkpoint may be a report interval old."""
+    rows = conn.execute(
+        text(
+            "SELECT phase, key, sum(rows), sum(batches), count(*), "
+            "count(*) FILTER (WHERE status = 'done') "
+            "FROM migrator.backfill_ranges WHERE release = :r GROUP BY phase, key"
+        ),
+        {"r": release},
+    ).all()
+    return {
+        (r[0], r[1]): {
+            "rows": int(r[2]),
+            "batches": int(r[3]),
+            "ranges": int(r[4]),
+            "ranges_done": int(r[5]),
+        }
+        for r in rows
+    }
+
+
 def _blocked_by(conn: Connection, release: Release, pending: list[ContractRecord]) -> list[str]:
     now = conn.execute(text("SELECT now()")).scalar_one()
     verdicts = contract_conditions(conn, release, pending, now)
@@ -58,10 +85,12 @@ def status(opts: Options) -> Status:
             if not STATE.exists(conn):
                 return Status(initialised=False)
             contracts = STATE.contracts(conn)
-            out = Status(initialised=True)
+            running = AdvisoryLock.holders(conn) > 0
+            out = Status(initialised=True, migrator_running=running)
             for release in STATE.releases(conn):
                 mine = [c for c in contracts if c.release == release.name]
                 pending = [c for c in mine if c.status != "done"]
+                filled = _filled(conn, release.name)
                 out.releases.append(
                     {
                         "name": release.name,
@@ -82,6 +111,8 @@ def status(opts: Options) -> Status:
                                 "finished_at": _iso(st.finished_at),
                                 "error": st.error,
                                 "checkpoint": st.checkpoint,
+                                "filled": filled.get((st.phase, st.key)),
+                                "interrupted": st.status == "running" and not running,
                             }
                             for st in STATE.steps(conn, release.name)
                         ],

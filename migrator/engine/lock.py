@@ -64,6 +64,19 @@ class AdvisoryLock:
             f"user {row['usename']}{client}, connected since {row['since']}"
         )
 
+    @staticmethod
+    def holders(conn: Connection) -> int:
+        """How many sessions hold migrator's lock now, exclusively or shared (backfills):
+        a step recorded as running with none is one whose process was stopped."""
+        held = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid = :a AND objid = :b AND objsubid = 2"
+            ),
+            {"a": LOCK_KEYS[0], "b": LOCK_KEYS[1]},
+        ).scalar_one()
+        return int(held)
+
     def release(self) -> None:
         """Let the lock go (closing the connection would too)."""
         if self._conn is None:
