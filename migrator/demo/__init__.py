@@ -89,33 +89,44 @@ class Environment:
 
 
 def start_app(version: str, database_url: str) -> App:
-    """Start one version and wait until it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "migrator.demo.app",
-            "--version",
-            version,
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    app = App(version, port, process)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{app.url}/users/1", timeout=1)
-            return app
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    app.stop()
-    raise RuntimeError(f"the {version} app did not start on port {port}")
+    """Start one version and wait until it answers.
+
+    It waits for the event (the app answers, or its process ends), not for a timer: on a
+    busy machine an app's start-up can take many seconds. A process that ends (its port
+    taken between free_port and its bind, say) is started again on another port."""
+    last = "no output"
+    for _attempt in range(3):
+        port = free_port()
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "migrator.demo.app",
+                    "--version",
+                    version,
+                    "--port",
+                    str(port),
+                    "--database-url",
+                    database_url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            app = App(version, port, process)
+            # A ceiling only for an app that hangs without answering or ending.
+            deadline = time.monotonic() + 300
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    httpx.get(f"{app.url}/users/1", timeout=1)
+                    return app
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            app.stop()
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines()
+            last = lines[-1] if lines else f"exit {process.returncode}"
+    raise RuntimeError(f"the {version} app did not start: {last}")
 
 
 def write_plan(folder: Path, front: Front, green: App) -> Path:
