@@ -62,6 +62,12 @@ CASES = [
             table: users
             column: {name: doubled, type: int}
             up: "score * 2"
+        - alter_column:
+            table: users
+            column: legacy
+            nullable: false
+            up: "coalesce(legacy, 'none')"
+            down: "coalesce(legacy, 'from-' || score)"
         """,
         old=["INSERT INTO users (name) VALUES ('old')"],
         new=[
@@ -77,6 +83,11 @@ CASES = [
             ),
             (
                 "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_score_idx'::regclass",
+                [(True,)],
+            ),
+            (
+                "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                "AND attname = 'legacy'",
                 [(True,)],
             ),
         ],

@@ -9,6 +9,7 @@ imported in the functions: a plan loads without it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -235,17 +236,22 @@ def expression_error_with(
     cast_to: str,
     column: str,
     column_type: str,
+    extra: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why ``expression`` does not plan over the table's rows with ``column`` retyped.
 
-    For `down`: its bare column name means the new-typed value. Planned, never run,
-    inside a savepoint that is rolled back.
+    For `down`: its bare column name means the new-typed value. ``extra`` (column ->
+    type) are columns an earlier operation of the plan adds, read as NULL. Planned,
+    never run, inside a savepoint that is rolled back.
     """
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     cols = [c.name for c in cat.columns(schema, table) if c.name != column]
-    select = ", ".join([*(ident(c) for c in cols), f"NULL::{column_type} AS {ident(column)}"])
+    added = [f"NULL::{t} AS {ident(c)}" for c, t in (extra or {}).items() if c != column]
+    select = ", ".join(
+        [*(ident(c) for c in cols), *added, f"NULL::{column_type} AS {ident(column)}"]
+    )
     sql = (
         f"EXPLAIN SELECT ({expression})::{cast_to} "
         f"FROM (SELECT {select} FROM {ident(schema, table)}) AS {ident(table)}"

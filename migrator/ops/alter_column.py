@@ -409,14 +409,22 @@ class AlterColumn(Operation):
                 f"{'it' if len(others) == 1 else 'them'} first"
             )
         require_expression(ctx, f"{where}: up", self.table, self._up(facts.type), new_type)
-        problem = expression_error_with(
-            ctx.catalog,
-            ctx.schema,
-            self.table,
-            self._down(facts.type),
-            facts.type,
-            self.column,
-            new_type,
+        # Columns earlier operations of the plan add are there for `down` to read; one of
+        # a type the plan creates cannot be tried here (the expand's transaction tries it).
+        extra = ctx.planned_column_types.get(self.table, {})
+        problem = (
+            None
+            if any(ctx.type_planned(t) for t in extra.values())
+            else expression_error_with(
+                ctx.catalog,
+                ctx.schema,
+                self.table,
+                self._down(facts.type),
+                facts.type,
+                self.column,
+                new_type,
+                extra,
+            )
         )
         if problem:
             raise ValidationFailed(
