@@ -250,6 +250,37 @@ CASES += [
 ]
 
 
+DEFAULTS_OF = (
+    "SELECT table_name::text, column_name::text, data_type::text, column_default "
+    "FROM information_schema.columns WHERE (table_name, column_name) IN "
+    "(('users', 'legacy'), ('orders', 'amount')) ORDER BY 1"
+)
+
+CASES += [
+    Case(
+        "alter_column default: null",
+        setup=BASE + "ALTER TABLE users ALTER COLUMN legacy SET DEFAULT 'none';",
+        expand="""
+        - alter_column: {table: users, column: legacy, default: null}
+        - alter_column: {table: orders, column: amount, type: bigint, default: null}
+        """,
+        # The old version inserts relying on both defaults, until the contract.
+        old=[
+            "INSERT INTO users (name) VALUES ('old')",
+            "INSERT INTO orders (user_id) VALUES (1)",
+            "SELECT count(*) FROM users WHERE legacy = 'none'",
+        ],
+        new=["INSERT INTO orders (user_id, _migrator_new_amount) VALUES (1, 5)"],
+        final=[
+            (
+                DEFAULTS_OF,
+                [("orders", "amount", "bigint", None), ("users", "legacy", "text", None)],
+            ),
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -329,6 +360,11 @@ REFUSALS = [
         "nulls_not_distinct; remove the duplicates first",
     ),
     (
+        "default: null on an identity column",
+        "- alter_column: {table: tickets, column: id, default: null}",
+        "alter_column tickets.id: id is an identity column, which has no default to drop",
+    ),
+    (
         "replica identity nothing on a published table",
         "- set_replica_identity: {table: orders, identity: nothing}",
         "set_replica_identity orders: nothing names no row, and publication orders_changes "
@@ -360,6 +396,7 @@ CREATE INDEX users_name_idx ON users (name);
 CREATE UNIQUE INDEX users_legacy_uidx ON users (legacy);
 UPDATE users SET legacy = NULL WHERE id IN (7, 8);
 CREATE PUBLICATION orders_changes FOR TABLE orders;
+CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY, code text);
 """
 )
 

@@ -24,6 +24,7 @@ The rest, without a type change:
   because refusing would leave no way to relax a column, and the catalog change itself is
   instant; the warning is the linter's to escalate;
 - ``default``: SET DEFAULT in the expand (no rewrite; it applies to new rows only);
+  ``default: null`` drops it in the contract (the old version may insert relying on it);
 - ``check``, ``unique``, ``references`` tighten, so they wait for the contract (from the
   moment it is added a constraint is enforced on new writes, and the old version's must
   not start failing): a CHECK named ``<table>_<column>_check`` added NOT VALID and
@@ -118,6 +119,10 @@ class AlterColumn(Operation):
 
     def describe(self) -> str:
         return f"alter column {self.table}.{self.column}"
+
+    def drops_default(self) -> bool:
+        """True for an explicit ``default: null``: the column's default goes."""
+        return "default" in self.model_fields_set and self.default is None
 
     def _comments(self) -> bool:
         """True when the plan sets or (with an explicit null) removes the comment."""
@@ -278,7 +283,9 @@ class AlterColumn(Operation):
             k
             for k in ("type", "nullable", "default", "check", "unique", "references")
             if getattr(self, k) is not None
-        ] + (["comment"] if self._comments() else [])
+        ] + [
+            k for k, on in (("default", self.drops_default()), ("comment", self._comments())) if on
+        ]
         if self.rewrites_data() and not self.tightens() and self._dropping is None:
             raise ValidationFailed(
                 f"{where}: up and down go with a type change (type:) or a tightening "
@@ -299,6 +306,11 @@ class AlterColumn(Operation):
                     f"{where}: {self.column} is in the primary key and cannot be nullable"
                 )
         final_type = self.type or facts.type
+        if self.drops_default() and (facts.identity or facts.generated):
+            kind = "an identity" if facts.identity else "a generated"
+            raise ValidationFailed(
+                f"{where}: {self.column} is {kind} column, which has no default to drop"
+            )
         if self.default is not None:
             require_expression(ctx, where, self.table, default_sql(self.default), final_type)
         if self._changes_type(facts):
@@ -579,6 +591,17 @@ class AlterColumn(Operation):
         steps: list[Step] = self.tightening().steps(ctx, self.column)
         if self.nullable is False and not facts.not_null:
             steps += not_null_steps(ctx.schema, self.table, self.column)
+        if self.drops_default():
+            # The old version may insert without the column and rely on its default:
+            # it goes once that version is gone.
+            steps.append(
+                step(
+                    "drop-default",
+                    f"{self.table}.{self.column} loses its default",
+                    f"ALTER TABLE {ident(ctx.schema, self.table)} ALTER COLUMN "
+                    f"{ident(self.column)} DROP DEFAULT",
+                )
+            )
         steps.append(step("forget", "drop the saved record of the column", drop_saved))
         return steps
 
@@ -656,7 +679,7 @@ class AlterColumn(Operation):
                 }
             )
         default = default_sql(self.default) if self.default is not None else facts.default
-        if default is not None:
+        if default is not None and not self.drops_default():
             sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
         sqls += self._restore_indexes(ctx, indexes)
         sqls += [
