@@ -352,3 +352,34 @@ def _assert_drawn(png: bytes) -> None:
     assert len(colours) > 20, len(colours)
     # The expand bar's blue (#2f80ed) and the backfill's orange (#f2994a) are drawn.
     assert bytes.fromhex("2f80ed") in colours and bytes.fromhex("f2994a") in colours
+
+
+def test_release_json_is_lines_with_the_summary_last(
+    fresh_db: str, pg_server: Server, tmp_path: Path
+) -> None:
+    """`release --json` streams every phase's events, its warnings among them (a plan
+    without versions: skips the query check), and ends with its one summary."""
+    (tmp_path / "plan.yaml").write_text(
+        "release: r-lines\nexpand:\n"
+        "  - add_column: {table: customer_contact_preferences, "
+        "column: {name: nickname, type: text}}\n"
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SEED)
+    # The check's scratch copies go to the test server (no embedded server of its own).
+    done = migrator(
+        "release",
+        "plan.yaml",
+        "--json",
+        "--scratch-url",
+        pg_server.admin_url,
+        url=fresh_db,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    *events, summary = json_lines(done.stdout)
+    assert summary["event"] == "result" and summary["release"] == "r-lines", summary
+    assert all(e["event"] != "result" for e in events)
+    assert any(
+        e["event"] == "warning" and "skipped the query check" in e["message"] for e in events
+    ), events
