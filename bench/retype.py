@@ -71,7 +71,7 @@ def build_template(url: str, rows: int) -> None:
         q(
             url,
             f"INSERT INTO {table} (user_id, {column}) "
-            f"SELECT 1 + (g * 7919) % {rows}, g FROM generate_series(1, {small}) g",
+            f"SELECT 1 + (g::bigint * 7919) % {rows}, g FROM generate_series(1, {small}) g",
         )
     q(url, "CREATE INDEX orders_user_id_idx ON orders (user_id)")
     q(url, "CREATE INDEX payments_user_id_idx ON payments (user_id)")
