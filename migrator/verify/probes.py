@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from pglast import ast
 from pglast.stream import RawStream
 
 from migrator.ops.sql import walk_nodes
-from migrator.sqltext import ident
+from migrator.sqltext import ident, literal
 from migrator.verify.queries import Query
 from migrator.verify.report import Finding, Severity
 from migrator.verify.snapshot import Constraint, Relation, Snapshot
@@ -135,6 +135,20 @@ class Value:
 def _value(expr: Any) -> Value:
     if isinstance(expr, ast.SetToDefault):
         return Value("default")
+    if isinstance(expr, ast.ParamRef):
+        return Value("param")
+    if isinstance(expr, ast.A_Const):
+        # The common literal, written out without pglast's deparser (a thousand times
+        # cheaper): a number as the parser read it, a string quoted by the library.
+        val = expr.val
+        if expr.isnull:
+            return Value("null")
+        if isinstance(val, ast.Integer):
+            return Value("literal", str(val.ival))
+        if isinstance(val, ast.Float):
+            return Value("literal", str(val.fval))
+        if isinstance(val, ast.String):
+            return Value("literal", literal(val.sval))
     nodes = list(walk_nodes(expr))
     if any(isinstance(n, ast.ParamRef) for n in nodes):
         return Value("param")
@@ -214,11 +228,34 @@ def _update_write(node: ast.UpdateStmt, rel: Relation) -> Write:
     return Write(rel, "update", [row])
 
 
-def writes(query: Query, snapshot: Snapshot) -> list[Write]:
-    """The INSERTs and UPDATEs of a query on tables of the phase, with their values."""
+def _nodes(query: Query) -> list[ast.Node]:
+    """Every node of the query's tree, walked once and kept on the query."""
+    if query.nodes is None:
+        query.nodes = list(walk_nodes(query.tree))
+    return query.nodes
+
+
+def _may_write(query: Query) -> bool:
+    """An INSERT or UPDATE, or a statement whose WITH may hold one: the only ones probed."""
+    return _writes_in(query.tree)
+
+
+def _writes_in(tree: Any) -> bool:
+    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt):
+        return True
+    with_clause = getattr(tree, "withClause", None)
+    ctes = with_clause.ctes if with_clause is not None else None
+    return any(_writes_in(c.ctequery) for c in ctes or () if isinstance(c, ast.CommonTableExpr))
+
+
+def writes(
+    query: Query, snapshot: Snapshot, only: Container[tuple[str, str]] | None = None
+) -> list[Write]:
+    """The INSERTs and UPDATEs of a query on tables of the phase (those in ``only``, when
+    given), with their values."""
     if query.tree is None:
         return []
-    nodes = query.nodes if query.nodes is not None else list(walk_nodes(query.tree))
+    nodes = _nodes(query)
     ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr) and n.ctename}
     out: list[Write] = []
     for node in nodes:
@@ -229,6 +266,8 @@ def writes(query: Query, snapshot: Snapshot) -> list[Write]:
             continue
         rel = snapshot.resolve(rv.schemaname, rv.relname)
         if rel is None or rel.kind not in ("r", "p"):
+            continue
+        if only is not None and (rel.schema, rel.name) not in only:
             continue
         if isinstance(node, ast.InsertStmt):
             write = _insert_write(node, rel)
@@ -289,15 +328,33 @@ def probe_cell(
     probes: list[Probe] = []
     handlers: list[Any] = []
     first: list[Query] = []  # the query of the first probe
+    # The tables worth reading a write's values for: those the phase constrains anew, and
+    # those a sync trigger converts writes on. Most writes touch neither.
+    constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
+    if cell.previous is not None:
+        for key, rel in cell.snapshot.relations.items():
+            prev = cell.previous.relations.get(key)
+            if rel.kind in ("r", "p") and prev is not None:
+                added, tightened = _added(rel, prev)
+                if added or tightened:
+                    constrained[key] = (added, tightened)
+    synced = (
+        {k for k, rel in cell.snapshot.relations.items() if rel.sync_functions}
+        if cell.phase == "expanded" and cell.must_pass
+        else set()
+    )
+    watched = constrained.keys() | synced
     for query in prepared:
+        if not _may_write(query):
+            continue
         count = len(probes)
         _conflict_probe(cell, query, probes, handlers)
-        if cell.previous is not None or cell.phase == "expanded":
-            for write in writes(query, cell.snapshot):
-                if cell.previous is not None:
-                    _constraint_probes(cell, query, write, probes, handlers)
-                if cell.phase == "expanded" and cell.must_pass:
-                    _sync_probes(cell, query, write, probes, handlers)
+        for write in writes(query, cell.snapshot, watched) if watched else ():
+            key = (write.relation.schema, write.relation.name)
+            if key in constrained:
+                _constraint_probes(cell, query, write, *constrained[key], probes, handlers)
+            if key in synced:
+                _sync_probes(cell, query, write, probes, handlers)
         if len(probes) > count and not first:
             first.append(query)
     try:
@@ -326,7 +383,10 @@ def _conflict_probe(
     cell: CellProbe, query: Query, probes: list[Probe], handlers: list[Any]
 ) -> None:
     tree = query.tree
-    nodes = query.nodes if query.nodes is not None else list(walk_nodes(tree))
+    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt) and tree.withClause is None:
+        if getattr(tree, "onConflictClause", None) is None:
+            return  # the common write: no walk
+    nodes = _nodes(query)
     for node in nodes:
         if not isinstance(node, ast.InsertStmt) or node.onConflictClause is None:
             continue
@@ -439,16 +499,15 @@ def _who(cell: CellProbe) -> tuple[str, str]:
 
 
 def _constraint_probes(
-    cell: CellProbe, query: Query, write: Write, probes: list[Probe], handlers: list[Any]
+    cell: CellProbe,
+    query: Query,
+    write: Write,
+    added: list[Constraint],
+    tightened: list[str],
+    probes: list[Probe],
+    handlers: list[Any],
 ) -> None:
-    assert cell.previous is not None
     rel = write.relation
-    prev = cell.previous.resolve(rel.schema, rel.name)
-    if prev is None:
-        return  # a table the phase creates: no version wrote it before
-    added, tightened = _added(rel, prev)
-    if not added and not tightened:
-        return
     by, fix = _who(cell)
     verb = "INSERT into" if write.verb == "insert" else "UPDATE of"
     triggers = rel.before_insert_triggers if write.verb == "insert" else rel.before_update_triggers
