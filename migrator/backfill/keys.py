@@ -78,6 +78,26 @@ GROUP BY ic.relname, i.indisprimary
 """
 
 
+def leaf_partitions(conn: Connection, schema: str, table: str) -> list[tuple[str, str]]:
+    """The leaf partitions (schema, name) of a partitioned table, by name; empty for a
+    table that is not partitioned."""
+    rows = conn.execute(
+        text(
+            # pg_inherits by hand: pg_partition_tree() would lock every partition.
+            "WITH RECURSIVE tree(relid) AS ("
+            " SELECT i.inhrelid FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent"
+            " JOIN pg_namespace pn ON pn.oid = p.relnamespace"
+            " WHERE pn.nspname = :s AND p.relname = :t AND p.relkind = 'p'"
+            " UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
+            "SELECT n.nspname, c.relname FROM tree t JOIN pg_class c ON c.oid = t.relid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind <> 'p' "
+            "ORDER BY c.relname"
+        ),
+        {"s": schema, "t": table},
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
 def choose_walk(conn: Connection, schema: str, table: str) -> Walk:
     """The best way to walk ``schema.table`` (see the module docstring)."""
     kind = conn.execute(

@@ -52,6 +52,16 @@ class Live:
             i=name,
         )
 
+    def partitioned(self, schema: str, table: str) -> bool | None:
+        """True for a partitioned table, False for another relation, None when absent."""
+        kind = self._scalar(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t",
+            s=schema,
+            t=table,
+        )
+        return None if kind is None else kind == "p"
+
     def index_table(self, schema: str, name: str) -> str | None:
         """The table an index belongs to."""
         return self._scalar(  # type: ignore[no-any-return]

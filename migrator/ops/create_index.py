@@ -5,6 +5,10 @@ reads and writes go on while it builds (a plain CREATE INDEX holds SHARE, blocki
 writes for the whole build). A failed concurrent build leaves an INVALID index behind;
 the block drops it and builds again, so a rerun (or a retry after a lock timeout)
 never skips over it. The rollback is DROP INDEX CONCURRENTLY.
+
+On a partitioned table the index is built partition by partition (ops/partitioned.py):
+ON ONLY the parent, CONCURRENTLY on each partition, each attached; its rollback is the
+plain DROP INDEX PostgreSQL requires for a partitioned index (catalog only, no scan).
 """
 
 from __future__ import annotations
@@ -14,11 +18,21 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from migrator.engine.catalog_partitions import (
+    is_partitioned,
+    partition_key_columns,
+    partitions,
+)
 from migrator.engine.catalog_tables import index_build_error
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
+from migrator.ops.partitioned import (
+    drop_partitioned_index_step,
+    partition_index_clashes,
+    partitioned_index_steps,
+)
 from migrator.ops.safe import (
     build_index_step,
     create_index_sql,
@@ -144,6 +158,10 @@ class CreateIndex(Operation):
             )
             if problem:
                 raise ValidationFailed(f"{where}: PostgreSQL refuses the index: {problem}")
+        if self.table not in ctx.planned_tables and is_partitioned(
+            ctx.catalog, ctx.schema, self.table
+        ):
+            self._validate_partitioned(ctx, where, existing is not None)
         plain = self._plain_columns(ctx)
         if self.unique and plain is not None and self.where is None:
             refuse_duplicates(ctx, where, self.table, plain)
@@ -172,7 +190,55 @@ class CreateIndex(Operation):
         )
         return sql.replace(" CONCURRENTLY", "", 1)
 
+    def _validate_partitioned(self, ctx: Context, where: str, exists: bool) -> None:
+        if exists:
+            raise ValidationFailed(
+                f"{where}: an index named {self.name} already exists on {self.table}"
+            )
+        taken = partition_index_clashes(ctx, self.table, self.name)
+        if taken:
+            raise ValidationFailed(
+                f"{where}: the index of a partition would be named {taken[0]}, "
+                "which is taken; choose another index name"
+            )
+        if self.unique:
+            # Every level's key: PostgreSQL checks uniqueness per leaf partition.
+            key: list[str] | None = []
+            for table in [self.table] + [
+                p.name for p in partitions(ctx.catalog, ctx.schema, self.table) if p.partitioned
+            ]:
+                level = partition_key_columns(ctx.catalog, ctx.schema, table)
+                key = None if key is None or level is None else key + level
+            plain = self._plain_columns(ctx) or []
+            missing = (
+                list(dict.fromkeys(c for c in key if c not in plain)) if key is not None else None
+            )
+            if missing is None or missing:
+                raise ValidationFailed(
+                    f"{where}: a unique index on partitioned table {self.table} must hold "
+                    "every column of its partition key"
+                    + (f" ({', '.join(missing)} is missing)" if missing else "")
+                    + " (PostgreSQL checks uniqueness per partition)"
+                )
+
+    def _partitioned(self, ctx: Context) -> bool:
+        return ctx.catalog.relation_kind(ctx.schema, self.table) == "p"
+
     def expand(self, ctx: Context) -> Sequence[Step]:
+        if self._partitioned(ctx):
+            return partitioned_index_steps(
+                ctx,
+                "create-index",
+                self.table,
+                self.name,
+                self._keys(ctx),
+                unique=self.unique,
+                method=self.method,
+                where=self.where,
+                include=self.include,
+                nulls_not_distinct=self.nulls_not_distinct,
+                storage=storage_sql(self.storage_parameters),
+            )
         existing = ctx.catalog.index(ctx.schema, self.name)
         reuse = is_ours(existing, self.table, ctx.release)
         if existing is not None and not existing.valid:
@@ -205,6 +271,8 @@ class CreateIndex(Operation):
         ]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
+        if self._partitioned(ctx):
+            return [drop_partitioned_index_step("drop-index", ctx.schema, self.name)]
         return [
             drop_index_step(
                 "drop-index", f"drop index {self.name} concurrently", ctx.schema, self.name

@@ -39,6 +39,10 @@ def create_index(
         return
     if a.new(table):
         return
+    if not node.concurrent and only_partitioned(a, schema, table, node.relation):
+        # ON ONLY a partitioned table builds nothing: an empty index, catalog only,
+        # that its partitions' indexes (built CONCURRENTLY) are attached to.
+        return
     if not node.concurrent:
         a.report(
             "M001",
@@ -56,6 +60,13 @@ def create_index(
         invalid_index(a, stmt, schema, node, dropped_first)
     if node.unique:
         unique_index_over_duplicates(a, stmt, schema, table, node)
+
+
+def only_partitioned(a: Analyzer, schema: str, table: str, relation: ast.RangeVar | None) -> bool:
+    """CREATE INDEX ON ONLY a table the live database knows as partitioned."""
+    if relation is None or relation.inh or a.live is None:
+        return False
+    return a.live.partitioned(schema, table) is True
 
 
 def invalid_index(
@@ -145,6 +156,18 @@ def drop_index(
             continue
         if table is not None and a.new(table):
             continue
+        if not node.concurrent and table is not None and a.live is not None:
+            schema = parts[-2] if len(parts) > 1 else a.schema
+            if a.live.partitioned(schema, table):
+                a.report(
+                    "M002",
+                    stmt,
+                    f"DROP INDEX {index} takes ACCESS EXCLUSIVE on {table} and every "
+                    "partition: a partitioned index has no CONCURRENTLY form (the lock is "
+                    "for the catalog change only, no scan)",
+                    "warning",
+                )
+                continue
         if not node.concurrent:
             a.report(
                 "M002",

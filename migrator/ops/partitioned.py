@@ -1,0 +1,184 @@
+"""Indexes on partitioned tables, built the lock-safe way, partition by partition.
+
+PostgreSQL refuses CREATE INDEX CONCURRENTLY on a partitioned table, and a plain CREATE
+INDEX on one holds SHARE on every partition (writes blocked) for the whole build. So:
+
+1. ``CREATE INDEX ... ON ONLY`` the parent: an empty, INVALID index, catalog only;
+2. per partition, in its own autocommit block, ``CREATE INDEX CONCURRENTLY`` on it and
+   ``ALTER INDEX parent ATTACH PARTITION`` (a brief lock, no build); a sub-partitioned
+   partition gets its own ``ON ONLY`` index attached the same way;
+3. once every partition's index is attached PostgreSQL marks the parent's valid.
+
+Each partition is its own step, so an interrupted build resumes at the first partition
+not recorded. A rerun of a partition's block reads the catalog afresh: an index left
+INVALID by a failed build is dropped and built again; one built but not yet attached is
+attached. A partition created while the release is in flight gets the index from the
+parent by itself (CREATE TABLE ... PARTITION OF clones the parent's indexes).
+
+Dropping a partitioned index cannot be CONCURRENTLY, and the index of a partition
+cannot be dropped while attached: ``DROP INDEX`` of the parent is the least-locking
+form, ACCESS EXCLUSIVE on the table and its partitions for the catalog change only (no
+scan), under lock_timeout with retries like every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from migrator.engine.catalog_partitions import partition_index, partitions
+from migrator.engine.steps import Step, step
+from migrator.ops.base import Context
+from migrator.ops.safe import create_index_sql, index_mark, unmark_index_sql
+from migrator.sqltext import ident, literal, short_name
+
+
+def partition_index_name(partition: str, index: str) -> str:
+    """The name of a partitioned index's index on one partition."""
+    return short_name(partition, index)
+
+
+def _index_sql(
+    schema: str,
+    table: str,
+    name: str,
+    keys: Sequence[str],
+    *,
+    only: bool,
+    unique: bool,
+    method: str,
+    where: str | None,
+    include: Sequence[str],
+    nulls_not_distinct: bool,
+    storage: str,
+) -> str:
+    """CREATE INDEX CONCURRENTLY on a partition, or CREATE INDEX IF NOT EXISTS ON ONLY a
+    partitioned table (which builds nothing)."""
+    sql = create_index_sql(
+        schema,
+        table,
+        name,
+        keys,
+        unique=unique,
+        method=method,
+        where=where,
+        include=include,
+        if_not_exists=only,
+        nulls_not_distinct=nulls_not_distinct,
+        storage=storage,
+    )
+    if only:
+        target = ident(schema, table)
+        sql = sql.replace(" INDEX CONCURRENTLY ", " INDEX ", 1).replace(
+            f" ON {target} ", f" ON ONLY {target} ", 1
+        )
+    return sql
+
+
+def _attach_sql(schema: str, parent_index: str, index: str) -> str:
+    # Attaching an index that is already attached to this parent does nothing: rerunnable.
+    return f"ALTER INDEX {ident(schema, parent_index)} ATTACH PARTITION {ident(schema, index)}"
+
+
+def partitioned_index_steps(
+    ctx: Context,
+    key: str,
+    table: str,
+    name: str,
+    keys: Sequence[str],
+    *,
+    unique: bool = False,
+    method: str = "btree",
+    where: str | None = None,
+    include: Sequence[str] = (),
+    nulls_not_distinct: bool = False,
+    storage: str = "",
+) -> list[Step]:
+    """The steps that build index ``name`` on partitioned ``table`` (see the module)."""
+
+    def sql(schema: str, table: str, index: str, only: bool) -> str:
+        return _index_sql(
+            schema,
+            table,
+            index,
+            keys,
+            only=only,
+            unique=unique,
+            method=method,
+            where=where,
+            include=include,
+            nulls_not_distinct=nulls_not_distinct,
+            storage=storage,
+        )
+
+    schema = ctx.schema
+    steps = [
+        step(
+            key,
+            f"index {name} on ONLY {table} (empty until its partitions' are attached)",
+            sql(schema, table, name, True),
+            f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(ctx.release))}",
+        )
+    ]
+    owner = {table: name}
+    for part in partitions(ctx.catalog, schema, table):
+        parent_index = owner[part.parent]
+        child = partition_index_name(part.name, name)
+        owner[part.name] = child
+        attach = _attach_sql(part.schema, parent_index, child)
+        if part.partitioned:
+            steps.append(
+                step(
+                    f"{key}-{part.name}",
+                    f"index {child} on ONLY {part.name}, attached to {parent_index}",
+                    sql(part.schema, part.name, child, True),
+                    attach,
+                )
+            )
+            continue
+        found = partition_index(ctx.catalog, part.schema, child)
+        if found is not None and found.valid:
+            # Built by an earlier run that stopped before the attach (or after it).
+            statements = [attach]
+        else:
+            statements = [
+                f"DROP INDEX CONCURRENTLY IF EXISTS {ident(part.schema, child)}",
+                sql(part.schema, part.name, child, False),
+                attach,
+            ]
+        steps.append(
+            step(
+                f"{key}-{part.name}",
+                f"index {child} on partition {part.name}, built concurrently and attached",
+                *statements,
+                autocommit=True,
+            )
+        )
+    steps.append(
+        step(
+            f"{key}-done",
+            f"index {name}: every partition's attached, clear its build mark",
+            unmark_index_sql(schema, name),
+        )
+    )
+    return steps
+
+
+def partition_index_clashes(ctx: Context, table: str, name: str) -> list[str]:
+    """Names the partitions' indexes would take that something else holds already.
+
+    Asked before the first step runs, so any relation of such a name is a clash."""
+    return [
+        partition_index_name(p.name, name)
+        for p in partitions(ctx.catalog, ctx.schema, table)
+        if ctx.catalog.relation_kind(p.schema, partition_index_name(p.name, name)) is not None
+    ]
+
+
+def drop_partitioned_index_step(key: str, schema: str, name: str) -> Step:
+    """DROP INDEX (not CONCURRENTLY: PostgreSQL refuses it for a partitioned index)."""
+    return step(
+        key,
+        f"drop partitioned index {name}: brief ACCESS EXCLUSIVE on the table and its "
+        "partitions, no scan",
+        f"DROP INDEX IF EXISTS {ident(schema, name)}",
+    )

@@ -1,0 +1,254 @@
+"""Partitioned tables (issue 16, section 3), on PostgreSQL 18 and 15.
+
+Each operation that applies to a table, on a partitioned one, through the table-driven
+suite's whole release (tests/support/ops_suite.py); then what only partitions have: an
+index build resumed between partitions, a partition created mid-release getting the
+sync trigger and the indexes, attach and detach, and the bad bounds refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from migrator import commands
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import LockNotAcquired
+from migrator.lint.sources import lint_plan
+from migrator.plan.loader import parse_plan
+from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
+from tests.support.servers import Server
+
+
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    url = server.create_database("parts")
+    yield url
+    server.drop_database(url)
+
+
+# The suite's seeded users and orders, plus events partitioned by range of day, one
+# partition of them itself partitioned by list of kind.
+EVENTS = """
+CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, kind text NOT NULL,
+                     payload text) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY LIST (kind);
+CREATE TABLE events_2025_a PARTITION OF events_2025 FOR VALUES IN ('a');
+CREATE TABLE events_2025_b PARTITION OF events_2025 FOR VALUES IN ('b');
+INSERT INTO events SELECT g, DATE '2024-06-01' + g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END,
+                          'p' || g
+FROM generate_series(1, 300) g;
+"""
+
+
+def _indexes(table: str) -> str:
+    """Every index under a table's partition tree, with its validity and its parent."""
+    return (
+        "SELECT c.relname, i.indisvalid, p.relname FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        "LEFT JOIN pg_inherits h ON h.inhrelid = c.oid "
+        "LEFT JOIN pg_class p ON p.oid = h.inhparent "
+        f"WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree('{table}')) "
+        "AND NOT i.indisprimary ORDER BY 1"
+    )
+
+
+CASES = [
+    Case(
+        "create_index on a partitioned table, unique too",
+        setup=BASE + EVENTS,
+        expand="""
+        - create_index: {table: events, name: events_payload_idx, columns: [payload]}
+        - create_index: {table: events, name: events_id_at_key, columns: [id, at, kind], unique: true}
+        """,
+        old=[
+            "INSERT INTO events SELECT max(id) + 1, '2024-03-03', 'a', 'old' FROM events",
+            "SELECT count(*) FROM events WHERE payload = 'p5'",
+        ],
+        new=["SELECT id FROM events WHERE payload = 'p7'"],
+        final=[
+            (
+                _indexes("events"),
+                [
+                    ("events_2024_events_id_at_key", True, "events_id_at_key"),
+                    ("events_2024_events_payload_idx", True, "events_payload_idx"),
+                    ("events_2025_a_events_id_at_key", True, "events_2025_events_id_at_key"),
+                    ("events_2025_a_events_payload_idx", True, "events_2025_events_payload_idx"),
+                    ("events_2025_b_events_id_at_key", True, "events_2025_events_id_at_key"),
+                    ("events_2025_b_events_payload_idx", True, "events_2025_events_payload_idx"),
+                    ("events_2025_events_id_at_key", True, "events_id_at_key"),
+                    ("events_2025_events_payload_idx", True, "events_payload_idx"),
+                    ("events_id_at_key", True, None),
+                    ("events_payload_idx", True, None),
+                ],
+            ),
+            ("SELECT obj_description('events_payload_idx'::regclass, 'pg_class')", [(None,)]),
+        ],
+    ),
+]
+
+
+CASES += [
+    Case(
+        "drop_index of a partitioned index",
+        setup=BASE + EVENTS + "CREATE INDEX events_kind_idx ON events (kind);",
+        contract="""
+        - drop_index: {name: events_kind_idx}
+        """,
+        old=["SELECT count(*) FROM events WHERE kind = 'a'"],
+        final=[(_indexes("events"), [])],
+    ),
+    Case(
+        # The Done-means item: several partitions, one of them sub-partitioned, none
+        # with a key (each leaf is walked by its own pages), get a backfilled column
+        # with its index, NOT NULL in the end, and no statement fails.
+        "add_column with up, indexed, on a partitioned table",
+        setup=BASE + EVENTS,
+        expand="""
+        - add_column:
+            table: events
+            column: {name: label, type: text}
+            up: "kind || '-' || id"
+            final: {nullable: false}
+        - create_index: {table: events, name: events_label_idx, columns: [label]}
+        """,
+        old=[
+            "INSERT INTO events (id, at, kind, payload) VALUES (5000, '2025-02-02', 'b', 'old')",
+            "UPDATE events SET payload = 'old2' WHERE id = 7",
+        ],
+        new=["INSERT INTO events VALUES (5001, '2024-02-02', 'a', 'new', 'mine')"],
+        final=[
+            ("SELECT count(*) FROM events WHERE label IS NULL", [(0,)]),
+            (
+                "SELECT DISTINCT id, label FROM events WHERE id IN (7, 5000) ORDER BY id",
+                [(7, "b-7"), (5000, "b-5000")],
+            ),
+            (
+                "SELECT attrelid::regclass::text, attnotnull FROM pg_attribute "
+                "WHERE attname = 'label' AND attrelid IN "
+                "(SELECT relid FROM pg_partition_tree('events')) ORDER BY 1",
+                [
+                    ("events", True),
+                    ("events_2024", True),
+                    ("events_2025", True),
+                    ("events_2025_a", True),
+                    ("events_2025_b", True),
+                ],
+            ),
+            (
+                "SELECT count(*) FILTER (WHERE i.indisvalid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE '%label_idx'",
+                [(5,)],
+            ),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_operation_release(case: Case, db: str) -> None:
+    run_release_case(case, db)
+
+
+# Findings the lint rightly reports on a case's own statements: the rollback of a
+# partitioned index (and its drop) is a DROP INDEX without CONCURRENTLY, the only form
+# PostgreSQL has for one.
+EXPECTED_LINT: dict[str, set[str]] = {
+    "create_index on a partitioned table, unique too": {"M002"},
+    "drop_index of a partitioned index": {"M002"},
+    "add_column with up, indexed, on a partitioned table": {"M002"},
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+    """Every statement, held to docs/lint-rules.md by migrator's linter on the live catalog."""
+    q(db, case.setup)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(plan, catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert {f.rule for f in findings} == EXPECTED_LINT.get(case.id, set()), findings
+    # ... and only as the warning that says why: no error stands in the way.
+    assert all(f.severity == "warning" for f in findings), findings
+
+
+def test_partitioned_index_build_resumes_after_the_partition_it_stopped_at(db: str) -> None:
+    """A build interrupted between partitions (a partition held under a lock past the
+    plan's lock_timeout and retries) resumes where it stopped: the partitions already
+    indexed are not built again, and the parent's index ends valid."""
+    q(db, BASE + EVENTS)
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: events, name: events_payload_idx, columns: [payload]}",
+            lock_timeout="100ms",
+        ).replace("retries: 2", "retries: 0")
+    )
+    with psycopg.connect(db) as holder:
+        holder.execute("LOCK TABLE events_2025_b IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(LockNotAcquired, match="events_2025_b"):
+            commands.expand(plan, opts(db))
+        holder.rollback()
+    assert q(db, _indexes("events")) == [
+        ("events_2024_events_payload_idx", True, "events_payload_idx"),
+        ("events_2025_a_events_payload_idx", True, "events_2025_events_payload_idx"),
+        ("events_2025_events_payload_idx", False, "events_payload_idx"),
+        ("events_payload_idx", False, None),
+    ]
+    rec = Recorder()
+    result = commands.expand(plan, opts(db, rec))
+    assert [k for k in result.ran if "create_index" in k] == [
+        "0.create_index.create-index-events_2025_b",
+        "0.create_index.create-index-done",
+    ]
+    assert [s for _, s, _ in rec.statements if "CREATE INDEX" in s] == [
+        "CREATE INDEX CONCURRENTLY events_2025_b_events_payload_idx ON public.events_2025_b "
+        "USING btree (payload)"
+    ]
+    assert q(db, _indexes("events"))[-1] == ("events_payload_idx", True, None)
+    assert all(valid for _, valid, _ in q(db, _indexes("events")))
+
+
+def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None:
+    """A partition created after the expand gets the sync trigger (it is on the parent:
+    PostgreSQL 13+ clones row triggers to new partitions) and the partitioned index."""
+    q(db, BASE + EVENTS)
+    plan = parse_plan(
+        plan_text("""
+        - add_column:
+            table: events
+            column: {name: label, type: text}
+            up: "kind || '-' || id"
+        - create_index: {table: events, name: events_label_idx, columns: [label]}
+        """)
+    )
+    commands.expand(plan, opts(db))
+    q(
+        db,
+        "CREATE TABLE events_2026 PARTITION OF events "
+        "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    )
+    # The old version's insert, without the new column, into the new partition.
+    q(db, "INSERT INTO events (id, at, kind) VALUES (9000, '2026-03-03', 'a')")
+    assert q(db, "SELECT label FROM events_2026") == [("a-9000",)]
+    assert ("events_2026_label_idx", True, "events_label_idx") in q(db, _indexes("events"))
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    assert q(db, "SELECT count(*) FROM events WHERE label IS NULL") == [(0,)]
