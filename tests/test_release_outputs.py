@@ -297,7 +297,7 @@ def test_report_is_one_page_that_draws_in_chromium(released: Released) -> None:
     assert dom.stdout.count("<rect") >= 10 and "<path" in dom.stdout and "<circle" in dom.stdout
     shot = released.folder / "shot.png"
     taken = _chromium(
-        f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri(), cwd=released.folder
+        f"--screenshot={shot}", "--window-size=1000,900", page.as_uri(), cwd=released.folder
     )
     assert taken.returncode == 0 and shot.exists(), taken.stderr
     _assert_drawn(shot.read_bytes())
