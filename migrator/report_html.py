@@ -111,7 +111,7 @@ def _timeline(report: ReleaseReport, axis: _Axis) -> str:
         y = top + n * row_height
         x0 = axis.x(span.start)
         x1 = axis.x(span.end or now)
-        width = max(x1 - x0, 3.0)
+        width = max(x1 - x0, 4.0)  # an instant (check, complete) still shows
         indent = 0 if bar > 10 else 12
         weight = ' font-weight="600"' if bar > 10 else ""
         shown = label if len(label) <= 30 else label[:29] + "…"
