@@ -16,10 +16,11 @@ import pytest
 from migrator import commands
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
-from migrator.errors import LockNotAcquired
+from migrator.errors import ExitCode, LockNotAcquired, ValidationFailed
 from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
 from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
+from tests.support.catalog_snapshot import schema_dump
 from tests.support.servers import Server
 
 
@@ -157,6 +158,63 @@ CASES += [
     ),
 ]
 
+# A table to attach, its rows inside the bound of 2026, and an index matching the
+# partitioned one so the attach builds nothing.
+TO_ATTACH = """
+CREATE INDEX events_payload_idx ON events (payload);
+CREATE TABLE events_2026 (LIKE events INCLUDING DEFAULTS);
+INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
+FROM generate_series(1, 50) g;
+CREATE INDEX events_2026_payload_idx ON events_2026 (payload);
+"""
+
+CASES += [
+    Case(
+        "attach_partition",
+        setup=BASE + EVENTS + TO_ATTACH,
+        expand="""
+        - attach_partition:
+            table: events
+            partition: events_2026
+            bound: "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        """,
+        old=[
+            "SELECT count(*) FROM events",
+            "INSERT INTO events_2026 (id, at, kind) VALUES (77, '2026-05-05', 'b')",
+        ],
+        new=["SELECT count(*) FROM events WHERE at >= '2026-01-01'"],
+        final=[
+            (
+                "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'events_2026'",
+                [("FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",)],
+            ),
+            (
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events_2026'::regclass "
+                "AND contype <> 'n'",
+                [(0,)],
+            ),
+            ("SELECT count(*) FROM events WHERE at >= '2026-01-01'", [(52,)]),
+        ],
+    ),
+    Case(
+        "detach_partition",
+        setup=BASE + EVENTS,
+        expand="""
+        - detach_partition: {table: events, partition: events_2024}
+        """,
+        old=["SELECT count(*) FROM events_2024"],
+        new=["SELECT count(*) FROM events"],
+        final=[
+            ("SELECT relispartition FROM pg_class WHERE relname = 'events_2024'", [(False,)]),
+            (
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events_2024'::regclass "
+                "AND contype <> 'n'",
+                [(0,)],
+            ),
+        ],
+    ),
+]
+
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
@@ -252,3 +310,48 @@ def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None
     commands.complete(plan, opts(db))
     commands.contract(opts(db))
     assert q(db, "SELECT count(*) FROM events WHERE label IS NULL") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("expand", "message"),
+    [
+        (
+            "- attach_partition: {table: events, partition: events_2026, "
+            "bound: \"FOR VALUES FROM ('2024-06-01') TO ('2027-01-01')\"}",
+            "plan.yaml:4:5: attach_partition events_2026: bound FOR VALUES FROM "
+            "('2024-06-01') TO ('2027-01-01'): partition \"events_2026\" would overlap "
+            'partition "events_2024"',
+        ),
+        (
+            "- attach_partition: {table: events, partition: events_2026, "
+            "bound: \"FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')\"}",
+            "plan.yaml:4:5: attach_partition events_2026: events_2026 holds 20 rows outside "
+            "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01'); move or delete them first",
+        ),
+        (
+            "- detach_partition: {table: events, partition: users}",
+            "plan.yaml:4:5: detach_partition users: public.users is not a partition of events",
+        ),
+        (
+            "- create_index: {table: events, name: events_id_key, columns: [id], unique: true}",
+            "plan.yaml:4:5: create_index events_id_key: a unique index on partitioned table "
+            "events must hold every column of its partition key (at, kind is missing) "
+            "(PostgreSQL checks uniqueness per partition)",
+        ),
+    ],
+)
+def test_bad_partition_input_is_refused_in_one_line_exit_2(
+    db: str, expand: str, message: str
+) -> None:
+    """An overlapping bound, rows outside the bound (counted), a table that is no
+    partition, a unique index without the partition key: one line at the plan's
+    file:line:column, exit 2, nothing changed."""
+    q(db, BASE + EVENTS + TO_ATTACH)
+    before = schema_dump(db)
+    plan = parse_plan(plan_text(expand), "plan.yaml")
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(plan, opts(db))
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before

@@ -151,7 +151,9 @@ class BoundTrial:
     constraint: str | None
 
 
-def try_bound(cat: Catalog, schema: str, table: str, bound: str, *, skip: str = "") -> BoundTrial:
+def try_bound(
+    cat: Catalog, schema: str, table: str, bound: str, *, skip: str = "", name: str = "new"
+) -> BoundTrial:
     """Try ``bound`` (``FOR VALUES ...`` or ``DEFAULT``) beside the table's partitions.
 
     A temporary copy of the table's columns, partitioned by the same key, gets one
@@ -167,6 +169,7 @@ def try_bound(cat: Catalog, schema: str, table: str, bound: str, *, skip: str = 
         return BoundTrial(f"{schema}.{table} is not a partitioned table", None)
     live = [p for p in partitions(cat, schema, table) if p.level == 1 and p.name != skip]
     names = {f"_migrator_probe_{n}": p.name for n, p in enumerate(live)}
+    names["_migrator_probe_new"] = name
     try:
         with cat.conn.begin_nested() as sp:
             cat.conn.execute(
@@ -175,7 +178,7 @@ def try_bound(cat: Catalog, schema: str, table: str, bound: str, *, skip: str = 
                     f"PARTITION BY {key}"
                 )
             )
-            for probe, part in zip(names, live, strict=True):
+            for probe, part in zip(list(names)[:-1], live, strict=True):
                 cat.conn.execute(
                     text(
                         f"CREATE TEMPORARY TABLE {ident(probe)} PARTITION OF _migrator_probe "
@@ -216,3 +219,16 @@ def rows_outside(cat: Catalog, schema: str, table: str, constraint: str) -> int:
             text(f"SELECT count(*) FROM {ident(schema, table)} WHERE NOT ({constraint})")
         ).scalar_one()
     )
+
+
+def partition_constraint(cat: Catalog, schema: str, partition: str) -> str | None:
+    """The partition constraint of an attached partition (its bound as a condition)."""
+    value = cat.conn.execute(
+        text(
+            "SELECT pg_get_partition_constraintdef(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t AND c.relispartition"
+        ),
+        {"s": schema, "t": partition},
+    ).scalar()
+    return None if value is None else str(value)

@@ -12,10 +12,12 @@ from migrator.ops.add_enum_value import AddEnumValue
 from migrator.ops.add_foreign_key import AddForeignKey
 from migrator.ops.add_unique import AddUnique
 from migrator.ops.alter_column import AlterColumn
+from migrator.ops.attach_partition import AttachPartition
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.create_enum import CreateEnum
 from migrator.ops.create_index import CreateIndex
 from migrator.ops.create_table import CreateTable
+from migrator.ops.detach_partition import DetachPartition
 from migrator.ops.drop_column import DropColumn
 from migrator.ops.drop_constraint import DropConstraint
 from migrator.ops.drop_index import DropIndex
@@ -48,6 +50,8 @@ REGISTRY: dict[str, type[Operation]] = {
         DropConstraint,
         RenameConstraint,
         SetReplicaIdentity,
+        AttachPartition,
+        DetachPartition,
         RawSql,
     )
 }
