@@ -19,8 +19,8 @@ from migrator.engine.catalog import Catalog
 from migrator.errors import ExitCode, LockNotAcquired, ValidationFailed
 from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
-from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
 from tests.support.catalog_snapshot import schema_dump
+from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
 from tests.support.servers import Server
 
 
