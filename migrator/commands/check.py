@@ -11,6 +11,7 @@ there, the schema before it is that schema with the plan's rollback run on the c
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,14 +30,14 @@ from migrator.db.embedded import EmbeddedPostgres, start
 from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor
 from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleasePhase, StateStore
-from migrator.errors import GateRefused, UsageError
+from migrator.errors import GateRefused, MigratorError, UsageError
 from migrator.lint import RuleSettings, lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.loader import missing_files
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
 from migrator.verify.phase_schemas import phase_databases
-from migrator.verify.queries import Query, load_query_set
+from migrator.verify.queries import Parsed, Query, load_query_set
 from migrator.verify.report import CheckReport, Finding
 from migrator.verify.scratch import ScratchServer
 from migrator.verify.static import column_changes
@@ -135,6 +136,7 @@ def _queries(
 ) -> tuple[dict[str, tuple[str, list[Query]]], list[Finding]]:
     versions: dict[str, tuple[str, list[Query]]] = {}
     problems: list[Finding] = []
+    parsed: Parsed = {}  # the versions share most queries: each text is parsed once
     specs = plan.versions
     for key in ("old", "new"):
         spec = getattr(specs, key) if specs is not None else None
@@ -160,7 +162,7 @@ def _queries(
             raise UsageError(
                 f"{plan_path}: versions.{key}.queries: {spec.queries} does not exist ({path})"
             )
-        queries = load_query_set(path)
+        queries = load_query_set(path, parsed=parsed)
         for q in queries:
             if q.error is not None:
                 problems.append(
@@ -268,23 +270,40 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
     live_version, live_expanded = (
         _live_version(opts.database_url, plan) if opts.database_url else (None, False)
     )
-    with _scratch(opts) as scratch_server:
-        versions, problems = _queries(plan, path)
+    with (
+        _scratch(opts) as scratch_server,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-queries") as pool,
+    ):
+        # The query sets are read while the server starts and the phase databases are
+        # built: that is waiting on the server and on psql, this is parsing.
+        reading = pool.submit(_queries, plan, path)
         changes = column_changes(plan)
         search_path = tuple(dict.fromkeys((plan.schema_name, "public")))
-        lap("queries")
-        server = scratch_server()
-        scratch_version = server.server_version()
-        lap("scratch server")
-        with phase_databases(
-            plan,
-            path,
-            server,
-            CommandPhases(),
-            live_url=opts.database_url,
-            live_expanded=live_expanded,
-        ) as dbs:
+        try:
+            server = scratch_server()
+            scratch_version = server.server_version()
+            lap("scratch server")
+            building = phase_databases(
+                plan,
+                path,
+                server,
+                CommandPhases(),
+                live_url=opts.database_url,
+                live_expanded=live_expanded,
+            )
+            dbs = building.__enter__()
+        except BaseException:
+            # A query set that cannot be read is bad input: it is reported first, as it
+            # was when the sets were read before anything else.
+            failed = reading.exception()
+            if isinstance(failed, MigratorError):
+                raise failed from None
+            raise
+        with contextlib.ExitStack() as phases:
+            phases.push(building.__exit__)
             lap("phase databases")
+            versions, problems = reading.result()
+            lap("queries (read meanwhile)")
             opts.observer.info(f"schema before the release: {dbs.source}")
             cells = run_matrix(dbs.urls, versions, changes, search_path, opts.observer)
             lap("matrix")

@@ -11,6 +11,8 @@ to the static checks of `migrator.verify.static`.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -283,18 +285,29 @@ def run_matrix(
     for spec in CELLS:
         by_phase.setdefault(spec.phase, []).append(spec)
     done: dict[CellSpec, Cell] = {}
-    for phase, specs in by_phase.items():
+    lock = threading.Lock()
+
+    def run_phase(phase: str, specs: list[CellSpec]) -> None:
         with connect(urls[phase], search_path) as conn:
             preparer = Preparer(conn)
             try:
                 for spec in specs:
                     name, queries = versions[spec.version]
-                    observer.progress(
-                        "check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
-                    )
-                    done[spec] = run_cell(spec, name, queries, preparer, snaps, changes)
+                    with lock:
+                        observer.progress(
+                            "check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
+                        )
+                    cell = run_cell(spec, name, queries, preparer, snaps, changes)
+                    with lock:
+                        done[spec] = cell
             finally:
                 preparer.finish()
+
+    # One connection per phase, the phases side by side: while one thread waits for the
+    # server's answer to a batch of PREPAREs, another runs its static checks.
+    with ThreadPoolExecutor(max_workers=len(by_phase), thread_name_prefix="migrator-cell") as pool:
+        for future in [pool.submit(run_phase, ph, sp) for ph, sp in by_phase.items()]:
+            future.result()
     for spec in CELLS:
         cells.append(done[spec])
     _point_to_first(cells)

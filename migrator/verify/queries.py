@@ -177,10 +177,20 @@ def _split(text: str) -> list[tuple[int, int]]:
     return pieces
 
 
+# Parse trees by statement text, shared by the query sets of one check: the versions
+# share most of their queries, and building pglast's tree is most of reading a query.
+Parsed = dict[str, tuple[ast.Node | None, str | None, int | None]]
+
+
 def parse_statements(
-    text: str, file: str, first_line: int = 1, name: str | None = None
+    text: str,
+    file: str,
+    first_line: int = 1,
+    name: str | None = None,
+    parsed: Parsed | None = None,
 ) -> list[Query]:
-    """Every statement of ``text``; ``first_line`` is the line ``text`` starts on in ``file``."""
+    """Every statement of ``text``; ``first_line`` is the line ``text`` starts on in ``file``.
+    ``parsed`` keeps the trees by statement text, for the next call to reuse."""
     try:
         pieces = _split(text)
     except pglast.parser.ParseError as exc:
@@ -205,7 +215,7 @@ def parse_statements(
         previous_end = stop
         if name is not None:
             label = name if len(pieces) == 1 else f"{name}#{number}"
-        queries.append(_parsed(label or f"{Path(file).name}:{line}", file, line, statement))
+        queries.append(_parsed(label or f"{Path(file).name}:{line}", file, line, statement, parsed))
     return queries
 
 
@@ -215,21 +225,33 @@ def _statement_name(preamble: str) -> str | None:
     return str(found[-1]) if found else None
 
 
-def _parsed(name: str, file: str, line: int, statement: str) -> Query:
-    sql, params = normalise_placeholders(statement)
-    query = Query(name=name, file=file, line=line, text=statement, sql=sql, params=params)
+def _parse_one(sql: str) -> tuple[ast.Node | None, str | None, int | None]:
+    """The tree of one statement, or the parser's message and the offset it points at."""
     try:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
-        query.error = str(exc.args[0]) if exc.args else str(exc)
+        message = str(exc.args[0]) if exc.args else str(exc)
         position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+        return None, message, position
+    if len(stmts) != 1 or stmts[0].stmt is None:
+        return None, "expected exactly one statement", None
+    return stmts[0].stmt, None, None
+
+
+def _parsed(name: str, file: str, line: int, statement: str, parsed: Parsed | None = None) -> Query:
+    sql, params = normalise_placeholders(statement)
+    query = Query(name=name, file=file, line=line, text=statement, sql=sql, params=params)
+    found = parsed.get(sql) if parsed is not None else None
+    if found is None:
+        found = _parse_one(sql)
+        if parsed is not None:
+            parsed[sql] = found
+    tree, error, position = found
+    if error is not None:
+        query.error = error
         query.error_line = line + (sql.count("\n", 0, position) if position else 0)
         return query
-    if len(stmts) != 1 or stmts[0].stmt is None:
-        query.error = "expected exactly one statement"
-        query.error_line = line
-        return query
-    query.tree = stmts[0].stmt
+    query.tree = tree
     return query
 
 
@@ -246,16 +268,20 @@ def _display(path: Path, root: Path | None) -> str:
         return str(resolved)
 
 
-def load_sql_file(path: Path, root: Path | None = None) -> list[Query]:
+def load_sql_file(
+    path: Path, root: Path | None = None, parsed: Parsed | None = None
+) -> list[Query]:
     """The statements of one ``.sql`` file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read query file {path}: {exc}") from None
-    return parse_statements(text, _display(path, root))
+    return parse_statements(text, _display(path, root), parsed=parsed)
 
 
-def load_yaml_file(path: Path, root: Path | None = None) -> list[Query]:
+def load_yaml_file(
+    path: Path, root: Path | None = None, parsed: Parsed | None = None
+) -> list[Query]:
     """The queries of a YAML list of ``{name, sql}``, each at the line its SQL starts."""
     display = _display(path, root)
     try:
@@ -293,13 +319,16 @@ def load_yaml_file(path: Path, root: Path | None = None) -> list[Query]:
         # A block scalar (| or >) starts on the line after its indicator.
         first = sql_node.start_mark.line + 1 + (1 if sql_node.style in ("|", ">") else 0)
         queries += parse_statements(
-            str(sql_node.value), display, first, name or f"{path.name}:{first}"
+            str(sql_node.value), display, first, name or f"{path.name}:{first}", parsed
         )
     return queries
 
 
-def load_query_set(path: str | Path, root: Path | None = None) -> list[Query]:
-    """A query set from a folder, a ``.sql`` file or a ``.yaml``/``.yml`` list."""
+def load_query_set(
+    path: str | Path, root: Path | None = None, parsed: Parsed | None = None
+) -> list[Query]:
+    """A query set from a folder, a ``.sql`` file or a ``.yaml``/``.yml`` list; ``parsed``
+    shares the parse trees with the other query sets of the same check."""
     p = Path(path)
     if p.is_dir():
         files = sorted(
@@ -307,14 +336,14 @@ def load_query_set(path: str | Path, root: Path | None = None) -> list[Query]:
         )
         queries: list[Query] = []
         for f in files:
-            queries += load_query_set(f, root)
+            queries += load_query_set(f, root, parsed)
         return queries
     if not p.exists():
         raise UsageError(f"query set {p} does not exist")
     if p.suffix == ".sql":
-        return load_sql_file(p, root)
+        return load_sql_file(p, root, parsed)
     if p.suffix in (".yaml", ".yml"):
-        return load_yaml_file(p, root)
+        return load_yaml_file(p, root, parsed)
     raise UsageError(f"query set {p}: expected a folder, a .sql file or a .yaml list")
 
 
@@ -342,4 +371,11 @@ def relations(tree: ast.Node) -> Iterator[tuple[str | None, str]]:
         yield schema, name
 
 
-__all__ = ["Query", "load_query_set", "normalise_placeholders", "parse_statements", "relations"]
+__all__ = [
+    "Parsed",
+    "Query",
+    "load_query_set",
+    "normalise_placeholders",
+    "parse_statements",
+    "relations",
+]
