@@ -329,6 +329,13 @@ def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None
             "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01'); move or delete them first",
         ),
         (
+            "- add_unique: {table: events, name: events_u, columns: [id, at, kind]}",
+            "plan.yaml:4:5: add_unique events_u: a UNIQUE constraint on partitioned table "
+            "events cannot be added USING INDEX (PostgreSQL refuses it), and added directly "
+            "it builds every partition's index under SHARE; use create_index with unique: "
+            "true, built partition by partition",
+        ),
+        (
             "- detach_partition: {table: events, partition: users}",
             "plan.yaml:4:5: detach_partition users: public.users is not a partition of events",
         ),
@@ -353,5 +360,53 @@ def test_bad_partition_input_is_refused_in_one_line_exit_2(
         commands.expand(plan, opts(db))
     assert str(info.value) == message
     assert "\n" not in str(info.value)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+
+
+FOREIGN_KEY = Case(
+    "add_foreign_key on a partitioned table",
+    setup=BASE + EVENTS + "ALTER TABLE events ADD COLUMN user_id bigint;"
+    "UPDATE events SET user_id = 1 + id % 50;",
+    expand="""
+    - add_foreign_key:
+        table: events
+        name: events_user_fkey
+        columns: [user_id]
+        references: {table: users, columns: [id]}
+    """,
+    old=["INSERT INTO events (id, at, kind) VALUES (8000, '2024-04-04', 'a')"],
+    new=["INSERT INTO events (id, at, kind, user_id) VALUES (8001, '2024-04-04', 'a', 3)"],
+    final=[
+        (
+            "SELECT conrelid::regclass::text, convalidated FROM pg_constraint "
+            "WHERE conname = 'events_user_fkey' ORDER BY 1",
+            [
+                ("events", True),
+                ("events_2024", True),
+                ("events_2025", True),
+                ("events_2025_a", True),
+                ("events_2025_b", True),
+            ],
+        )
+    ],
+)
+
+
+def test_foreign_key_on_a_partitioned_table_per_version(db: str) -> None:
+    """PostgreSQL 18 adds a foreign key NOT VALID on a partitioned table (the suite's
+    whole release); 15 cannot, and the plan is refused naming both versions, exit 2."""
+    version = int(q(db, "SHOW server_version_num")[0][0])  # type: ignore[call-overload]
+    if version >= 180000:
+        run_release_case(FOREIGN_KEY, db)
+        return
+    q(db, FOREIGN_KEY.setup)
+    before = schema_dump(db)
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(parse_plan(plan_text(FOREIGN_KEY.expand), "plan.yaml"), opts(db))
+    assert str(info.value).startswith(
+        "plan.yaml:4:5: add_foreign_key events_user_fkey: PostgreSQL 15 cannot add a "
+        "foreign key NOT VALID on partitioned table events (PostgreSQL 18 can)"
+    )
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before

@@ -30,6 +30,7 @@ from migrator.ops.columns import (
     unique_name,
 )
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
+from migrator.ops.partitioned import refuse_partitioned_constraint
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
@@ -272,6 +273,13 @@ class AddColumn(Operation):
                     f"{where}: {key} reads {', '.join(unknown)}, which {self.table} does not have"
                 )
         names = [self.check_constraint_name(), self.final_check_name(), self.unique_name()]
+        refuse_partitioned_constraint(
+            ctx,
+            where,
+            self.table,
+            foreign_key=self.column.references is not None,
+            unique=self.unique_name() is not None,
+        )
         if self.column.references is not None:
             ref = self.column.references
             names.append(self.foreign_key_name())

@@ -18,6 +18,7 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier, OnDelete, TableReference
+from migrator.ops.partitioned import refuse_partitioned_constraint
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
 
@@ -55,6 +56,7 @@ class AddForeignKey(Operation):
                 "unique, so it cannot be referenced"
             )
         refuse_constraint_clash(ctx, where, self.table, self.name)
+        refuse_partitioned_constraint(ctx, where, self.table, foreign_key=True)
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         return [

@@ -19,6 +19,7 @@ from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
+from migrator.ops.partitioned import refuse_partitioned_constraint
 from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
 from migrator.ops.validation import (
     refuse_constraint_clash,
@@ -45,6 +46,7 @@ class AddUnique(Operation):
         require_table(ctx, where, self.table)
         require_columns(ctx, where, self.table, self.columns)
         refuse_constraint_clash(ctx, where, self.table, self.name)
+        refuse_partitioned_constraint(ctx, where, self.table, unique=True)
         existing = ctx.catalog.index(ctx.schema, self.name)
         if existing is not None and not (
             existing.table == self.table

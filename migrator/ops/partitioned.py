@@ -182,3 +182,35 @@ def drop_partitioned_index_step(key: str, schema: str, name: str) -> Step:
         "partitions, no scan",
         f"DROP INDEX IF EXISTS {ident(schema, name)}",
     )
+
+
+# ADD FOREIGN KEY ... NOT VALID on a partitioned table: PostgreSQL 18+ (before, "cannot
+# add NOT VALID foreign key on partitioned table").
+FOREIGN_KEY_NOT_VALID = 180000
+
+
+def refuse_partitioned_constraint(
+    ctx: Context, where: str, table: str, *, foreign_key: bool = False, unique: bool = False
+) -> None:
+    """Refuse, naming the version, a constraint PostgreSQL cannot add lock-safely on a
+    partitioned table; a table the plan creates is empty and always fine."""
+    from migrator.engine.catalog_partitions import is_partitioned
+    from migrator.errors import ValidationFailed
+
+    if table in ctx.planned_tables or not is_partitioned(ctx.catalog, ctx.schema, table):
+        return
+    if foreign_key and ctx.server_version < FOREIGN_KEY_NOT_VALID:
+        raise ValidationFailed(
+            f"{where}: PostgreSQL {ctx.server_version // 10000} cannot add a foreign key "
+            f"NOT VALID on partitioned table {table} (PostgreSQL 18 can), and a valid one "
+            "scans every partition under SHARE ROW EXCLUSIVE; add it NOT VALID to each "
+            "partition and validate those first (PostgreSQL then adopts them when it is "
+            "added to the table, without a scan)"
+        )
+    if unique:
+        raise ValidationFailed(
+            f"{where}: a UNIQUE constraint on partitioned table {table} cannot be added "
+            "USING INDEX (PostgreSQL refuses it), and added directly it builds every "
+            "partition's index under SHARE; use create_index with unique: true, built "
+            "partition by partition"
+        )
