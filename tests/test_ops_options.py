@@ -281,6 +281,82 @@ CASES += [
 ]
 
 
+FOREIGN_KEYS_OF = (
+    "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1"
+)
+
+CASES += [
+    Case(
+        "foreign key options",
+        expand="""
+        - add_foreign_key:
+            table: orders
+            name: orders_user_fk
+            columns: [user_id]
+            references: {table: users, columns: [id]}
+            on_update: CASCADE
+            match: full
+            deferrable: true
+            initially_deferred: true
+        - add_column:
+            table: orders
+            column:
+              name: referrer_id
+              type: bigint
+              references: {table: users, column: id, on_update: set null, deferrable: true}
+        - create_table:
+            table: payments
+            columns:
+              - {name: id, type: bigint, nullable: false}
+              - {name: user_id, type: bigint,
+                 references: {table: users, column: id, on_delete: cascade, on_update: cascade}}
+              - {name: order_id, type: bigint}
+            primary_key: [id]
+            constraints:
+              - name: payments_order_fk
+                foreign_key: {columns: [order_id, user_id],
+                              references: {table: orders, columns: [id, user_id]},
+                              match: full, deferrable: true}
+        """,
+        setup=BASE + "ALTER TABLE orders ADD CONSTRAINT orders_id_user_key UNIQUE (id, user_id);",
+        old=["UPDATE users SET id = 1000 WHERE id = 50"],
+        # Deferred: the row may point nowhere until the transaction ends.
+        new=[
+            "INSERT INTO orders (user_id, amount) VALUES (999, 1); "
+            "DELETE FROM orders WHERE user_id = 999"
+        ],
+        final=[
+            (
+                FOREIGN_KEYS_OF,
+                [
+                    (
+                        "orders_referrer_id_fkey",
+                        "FOREIGN KEY (referrer_id) REFERENCES users(id) ON UPDATE SET NULL "
+                        "DEFERRABLE",
+                    ),
+                    (
+                        "orders_user_fk",
+                        "FOREIGN KEY (user_id) REFERENCES users(id) MATCH FULL ON UPDATE CASCADE "
+                        "DEFERRABLE INITIALLY DEFERRED",
+                    ),
+                    (
+                        "payments_order_fk",
+                        "FOREIGN KEY (order_id, user_id) REFERENCES orders(id, user_id) "
+                        "MATCH FULL DEFERRABLE",
+                    ),
+                    (
+                        "payments_user_id_fkey",
+                        "FOREIGN KEY (user_id) REFERENCES users(id) ON UPDATE CASCADE "
+                        "ON DELETE CASCADE",
+                    ),
+                ],
+            ),
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -438,6 +514,20 @@ PLAN_ERRORS: list[tuple[str, str, str, str]] = [
         "- create_index: {table: users, name: i1, columns: [{column: name, opclas: x}]}",
         "4:69",
         "unknown key 'opclas'",
+    ),
+    (
+        "initially_deferred without deferrable",
+        "- add_foreign_key: {table: orders, name: f, columns: [user_id], "
+        "references: {table: users, columns: [id]}, initially_deferred: true}",
+        "4:5",
+        "initially_deferred: true needs deferrable: true",
+    ),
+    (
+        "a match PostgreSQL does not have",
+        "- add_foreign_key: {table: orders, name: f, columns: [user_id], "
+        "references: {table: users, columns: [id]}, match: partial}",
+        "4:117",
+        "match: Input should be 'simple' or 'full' (got 'partial')",
     ),
     (
         "replica identity of an unknown kind",

@@ -378,7 +378,7 @@ class AddColumn(Operation):
                     [self.column.name],
                     ref.table,
                     [ref.column],
-                    ref.on_delete,
+                    ref,
                 )
             )
         unique = self.unique_name()

@@ -17,14 +17,15 @@ from pydantic import Field
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
-from migrator.ops.columns import Identifier, OnDelete, TableReference
+from migrator.ops.columns import FkOptions, Identifier, TableReference
 from migrator.ops.partitioned import refuse_partitioned_constraint
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
 
 
-class AddForeignKey(Operation):
-    """`add_foreign_key`: NOT VALID now, VALIDATE in the contract."""
+class AddForeignKey(Operation, FkOptions):
+    """`add_foreign_key`: NOT VALID now, VALIDATE in the contract; the options of
+    `FkOptions` (on_delete, on_update, match, deferrable, initially_deferred)."""
 
     op_name: ClassVar[str] = "add_foreign_key"
     allowed: ClassVar[frozenset[Phase]] = frozenset({"expand"})
@@ -32,7 +33,6 @@ class AddForeignKey(Operation):
     name: Identifier
     columns: list[Identifier] = Field(min_length=1)
     references: TableReference
-    on_delete: OnDelete | None = None
 
     def describe(self) -> str:
         return f"foreign key {self.name} on {self.table}"
@@ -68,7 +68,7 @@ class AddForeignKey(Operation):
                 self.columns,
                 self.references.table,
                 self.references.columns,
-                self.on_delete,
+                self,
             )
         ]
 

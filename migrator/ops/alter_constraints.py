@@ -130,7 +130,7 @@ class Tightening:
                     [over],
                     ref.table,
                     [ref.column],
-                    ref.on_delete,
+                    ref,
                 ),
                 validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
             ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from migrator.pgtypes import identity_type
 from migrator.sqltext import short_name
@@ -63,12 +63,45 @@ class SequenceOptions(Strict):
         return " ".join(parts)
 
 
-class ColumnReference(Strict):
+class FkOptions(Strict):
+    """What a foreign key does and when it checks: ``on_delete``, ``on_update``,
+    ``match`` (simple | full), ``deferrable``, ``initially_deferred``."""
+
+    on_delete: OnDelete | None = None
+    on_update: FkAction | None = None
+    match: Literal["simple", "full"] | None = Field(
+        default=None, description="MATCH SIMPLE (default) or FULL, for several columns"
+    )
+    deferrable: bool = False
+    initially_deferred: bool = Field(
+        default=False, description="checked at COMMIT unless SET CONSTRAINTS (needs deferrable)"
+    )
+
+    @model_validator(mode="after")
+    def _deferred_needs_deferrable(self) -> FkOptions:
+        if self.initially_deferred and not self.deferrable:
+            raise ValueError("initially_deferred: true needs deferrable: true")
+        return self
+
+    def fk_sql(self) -> str:
+        """What follows REFERENCES t (c): `` MATCH FULL ON DELETE CASCADE ... DEFERRABLE``."""
+        sql = f" MATCH {self.match.upper()}" if self.match else ""
+        if self.on_delete:
+            sql += f" ON DELETE {self.on_delete.upper()}"
+        if self.on_update:
+            sql += f" ON UPDATE {self.on_update.upper()}"
+        if self.deferrable:
+            sql += " DEFERRABLE"
+            if self.initially_deferred:
+                sql += " INITIALLY DEFERRED"
+        return sql
+
+
+class ColumnReference(FkOptions):
     """A column-level foreign key: ``references: {table: users, column: id, name: ...}``."""
 
     table: Identifier
     column: Identifier = "id"
-    on_delete: OnDelete | None = None
     name: Identifier | None = Field(
         default=None, description="the constraint's name (default <table>_<column>_fkey)"
     )

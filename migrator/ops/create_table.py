@@ -19,8 +19,8 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import (
     ColumnSpec,
+    FkOptions,
     Identifier,
-    OnDelete,
     TableReference,
     check_name,
     reference_name,
@@ -33,12 +33,12 @@ from migrator.sqltext import ident, literal, short_name
 from migrator.strict import Strict
 
 
-class ForeignKeyConstraint(Strict):
-    """``foreign_key: {columns, references: {table, columns}, on_delete}``."""
+class ForeignKeyConstraint(FkOptions):
+    """``foreign_key: {columns, references: {table, columns}, on_delete, on_update, match,
+    deferrable, initially_deferred}``."""
 
     columns: list[Identifier] = Field(min_length=1)
     references: TableReference
-    on_delete: OnDelete | None = None
 
 
 class TableConstraint(Strict):
@@ -263,7 +263,7 @@ class CreateTable(Operation):
                 parts.append(
                     f"CONSTRAINT {ident(name)} FOREIGN KEY ({ident(col.name)}) "
                     f"REFERENCES {ident(ctx.schema, ref.table)} ({ident(ref.column)})"
-                    + (f" ON DELETE {ref.on_delete.upper()}" if ref.on_delete else "")
+                    + ref.fk_sql()
                 )
         for k in self.constraints:
             if k.check is not None:
@@ -278,8 +278,7 @@ class CreateTable(Operation):
                     f"CONSTRAINT {ident(k.name)} FOREIGN KEY "
                     f"({', '.join(ident(c) for c in fk.columns)}) "
                     f"REFERENCES {ident(ctx.schema, fk.references.table)} "
-                    f"({', '.join(ident(c) for c in fk.references.columns)})"
-                    + (f" ON DELETE {fk.on_delete.upper()}" if fk.on_delete else "")
+                    f"({', '.join(ident(c) for c in fk.references.columns)})" + fk.fk_sql()
                 )
         return parts
 

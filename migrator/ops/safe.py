@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from migrator.engine.steps import Step, step
-from migrator.ops.columns import OnDelete
+from migrator.ops.columns import FkOptions, OnDelete
 from migrator.sqltext import ident, literal, short_name
 
 if TYPE_CHECKING:
@@ -84,15 +84,18 @@ def add_foreign_key_step(
     columns: Sequence[str],
     ref_table: str,
     ref_columns: Sequence[str],
-    on_delete: OnDelete | None = None,
+    on_delete: OnDelete | FkOptions | None = None,
 ) -> Step:
-    """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held."""
+    """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held.
+    ``on_delete`` is the action alone, or every option (`FkOptions`)."""
     sql = (
         f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
         f"FOREIGN KEY ({', '.join(ident(c) for c in columns)}) "
         f"REFERENCES {ident(schema, ref_table)} ({', '.join(ident(c) for c in ref_columns)})"
     )
-    if on_delete is not None:
+    if isinstance(on_delete, FkOptions):
+        sql += on_delete.fk_sql()
+    elif on_delete is not None:
         sql += f" ON DELETE {on_delete.upper()}"
     return step(key, f"foreign key {name} on {table}, NOT VALID", sql + " NOT VALID")
 
