@@ -72,3 +72,11 @@ def short_name(*parts: str, prefix: str = "", limit: int = MAX_IDENTIFIER) -> st
         return plain
     digest = hashlib.sha256(plain.encode()).hexdigest()[:8]
     return plain.encode()[: limit - 9].decode(errors="ignore") + "_" + digest
+
+
+def private_function_sql(function: str) -> str:
+    """Take back the EXECUTE every new function gives PUBLIC, for a function migrator
+    makes in its schema (``function`` quoted, without its arguments): the schema is
+    usable by PUBLIC for `migrator.release_phase`, and ``ALTER DEFAULT PRIVILEGES ...
+    IN SCHEMA`` cannot revoke PostgreSQL's built-in default, so each one is revoked."""
+    return f"REVOKE EXECUTE ON FUNCTION {function}() FROM PUBLIC"

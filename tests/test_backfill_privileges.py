@@ -199,3 +199,58 @@ def test_the_privilege_is_named_from_the_statement() -> None:
         "CREATE ON DATABASE d"
     )
     assert privilege_needed("something else", None, "SELECT 1") is None
+
+
+PLAN3 = """
+release: r3
+expand:
+  - add_column:
+      table: users
+      column: {name: phone, type: text}
+      up: "coalesce(legacy_phone, '')"
+  - alter_column: {table: users, column: legacy_phone, type: varchar(40)}
+"""
+
+
+def test_only_release_phase_is_callable_by_other_roles(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The schema `migrator` is usable by PUBLIC for release_phase(); the functions an
+    expand puts there (sync triggers, the saved column) and one an earlier migrator left
+    with PostgreSQL's default PUBLIC EXECUTE are not callable by another role."""
+    role = f"app_owner_{uuid.uuid4().hex[:6]}"
+    url = _database_with(server, role, documented_grants("{database}", role))
+    assert cli("init", url=url, cwd=tmp_path).returncode == 0
+    with psycopg.connect(url, autocommit=True) as conn:  # as an earlier migrator made it
+        conn.execute("CREATE FUNCTION migrator.left_over() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    (tmp_path / "plan3.yaml").write_text(PLAN3)
+    done = cli("expand", "plan3.yaml", url=url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert cli("init", url=url, cwd=tmp_path).returncode == 0
+    reader = f"app_reader_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(reader)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        functions = [
+            r[0]
+            for r in conn.execute(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p "
+                "WHERE p.pronamespace = 'migrator'::regnamespace ORDER BY 1"
+            ).fetchall()
+        ]
+    # release_phase, left_over, the sync trigger's, the retype's and the saved column's.
+    assert len(functions) == 5 and "migrator.release_phase(text)" in functions, functions
+    with psycopg.connect(as_role(url, reader), autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert conn.execute("SELECT * FROM migrator.release_phase('r3')").fetchall() == [
+            ("expanded", False)
+        ]
+        for function in functions:
+            if function == "migrator.release_phase(text)":
+                continue
+            assert conn.execute(
+                "SELECT has_function_privilege(%s, 'EXECUTE')", (function,)
+            ).fetchone() == (False,), function
+        for function in ("migrator.left_over()", next(f for f in functions if "before" in f)):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("SELECT {}").format(sql.SQL(function)))  # type: ignore[arg-type]

@@ -144,3 +144,37 @@ def test_every_spelling_of_a_password_is_redacted() -> None:
     # Every password met so far is gone from any later message, however it is escaped.
     said = "pw1-secret 'pw5 secret' pw6@secret pw6%40secret \"pw8-secret\" pw3-secret"
     assert scrub_secrets(said) == '*** *** *** *** "***" ***'  # the quoted form masked whole
+
+
+def test_a_short_password_is_masked_where_it_stands_as_one() -> None:
+    """A password of one to three characters is masked in a URL's userinfo and as a
+    password key's value; elsewhere the text stays as it is (masking every "a" would
+    make the output unreadable and spell the password out all the same)."""
+    from migrator.db.secrets import BARE_MIN, remember_secrets, scrub_secrets
+
+    assert BARE_MIN == 4
+    remember_secrets("postgresql://u:a@h/d")
+    remember_secrets("host=h password=Q7 dbname=d")
+    remember_secrets("postgresql://u@h/d?password=%40")  # "@", escaped
+    said = (
+        "a banana at postgresql://u:a@h/d, x:a, host=h password=Q7 dbname=d; "
+        '{"password": "a", "url": "postgresql://u@h/d?password=%40&sslmode=disable"} '
+        "password='Q7' PASSWORD: a Q7Q7 @ %40"
+    )
+    assert scrub_secrets(said) == (
+        "a banana at postgresql://u:***@h/d, x:a, host=h password=*** dbname=d; "
+        '{"password": "***", "url": "postgresql://u@h/d?password=***&sslmode=disable"} '
+        "password='***' PASSWORD: *** Q7Q7 @ %40"
+    )
+    # Four characters and more: masked wherever they stand, as before.
+    remember_secrets("postgresql://u:Zk4x@h/d")
+    assert scrub_secrets("Zk4x, postgresql://u:Zk4x@h/d") == "***, postgresql://u:***@h/d"
+
+
+def test_a_one_character_password_through_the_cli(tmp_path: Path) -> None:
+    """The CLI's output of a URL that does not parse, password "a": masked in the URL,
+    every other "a" of the message kept."""
+    code, output = run("status", "--database-url", "postgresql//u:a@h/d", cwd=tmp_path)
+    assert code == 2, output
+    assert "postgresql//u:***@h/d" in output and "u:a@" not in output, output
+    assert "not a database URL" in output, output

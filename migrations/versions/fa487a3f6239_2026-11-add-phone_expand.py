@@ -50,6 +50,7 @@ BEGIN
   RETURN NEW;
 END
 $migrator$""")
+    _execute('REVOKE EXECUTE ON FUNCTION migrator.public_users_phone_sync() FROM PUBLIC')
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync ON public.users')
     _execute('DROP TRIGGER IF EXISTS _migrator_phone_sync_update ON public.users')
     _execute('CREATE TRIGGER _migrator_phone_sync BEFORE INSERT ON public.users FOR EACH ROW WHEN (NEW.phone IS NULL) EXECUTE FUNCTION migrator.public_users_phone_sync()')

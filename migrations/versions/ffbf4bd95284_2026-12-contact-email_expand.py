@@ -65,6 +65,7 @@ BEGIN
   RETURN NEW;
 END
 $migrator$""")
+    _execute('REVOKE EXECUTE ON FUNCTION migrator.public_users_email_contact_email_sync() FROM PUBLIC')
     _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync ON public.users')
     _execute('DROP TRIGGER IF EXISTS _migrator_email_contact_email_sync_update ON public.users')
     _execute('CREATE TRIGGER _migrator_email_contact_email_sync BEFORE INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION migrator.public_users_email_contact_email_sync()')

@@ -194,6 +194,25 @@ BEGIN
   END IF;
 END
 $migrator$""",
+    # The schema's USAGE is PUBLIC's for release_phase; every other function there (the
+    # sync triggers', made by an earlier migrator with PostgreSQL's default PUBLIC
+    # EXECUTE) is the owner's only. Operations revoke it as they make one
+    # (sqltext.private_function_sql); ALTER DEFAULT PRIVILEGES IN SCHEMA cannot, since
+    # the default is built in. Only where one is left, so a rerun takes no lock.
+    """DO $migrator$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN
+    SELECT p.oid::regprocedure FROM pg_proc p
+    WHERE p.pronamespace = 'migrator'::regnamespace
+      AND p.oid <> 'migrator.release_phase(text)'::regprocedure
+      AND has_function_privilege('public', p.oid, 'EXECUTE')
+  LOOP
+    -- (regprocedure's text is quoted; no format(): these run with and without parameters)
+    EXECUTE 'REVOKE EXECUTE ON FUNCTION ' || f::text || ' FROM PUBLIC';
+  END LOOP;
+END
+$migrator$""",
 )
 
 

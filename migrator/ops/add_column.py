@@ -42,7 +42,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.validation import refuse_duplicates
 from migrator.pgtypes import is_serial
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import ident, literal, private_function_sql, short_name
 
 
 class AddColumn(Operation):
@@ -359,6 +359,7 @@ class AddColumn(Operation):
                     "sync-trigger",
                     f"trigger filling {self.table}.{self.column.name} on old-version writes",
                     self._function_sql(ctx, fill),
+                    private_function_sql(self.function_name(ctx)),
                     *self._trigger_sql(ctx, fill),
                 )
             )

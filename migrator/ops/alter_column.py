@@ -92,7 +92,7 @@ from migrator.ops.validation import (
     require_table,
 )
 from migrator.pgtypes import INTEGER_BOUNDS, identity_type, rewrites
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import ident, literal, private_function_sql, short_name
 
 
 class AlterColumn(Operation):
@@ -461,6 +461,7 @@ class AlterColumn(Operation):
                 f"CREATE OR REPLACE FUNCTION {self.saved_name(ctx)}() RETURNS text "
                 f"LANGUAGE sql IMMUTABLE AS $migrator$ SELECT {literal(json.dumps(saved))} "
                 "$migrator$",
+                private_function_sql(self.saved_name(ctx)),
             )
         ]
         if self.type is not None and self._changes_type(facts):

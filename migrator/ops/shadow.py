@@ -40,7 +40,7 @@ from pglast.visitors import Visitor
 
 from migrator.engine.steps import Step, step
 from migrator.ops.expressions import column_refs, qualified
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import ident, literal, private_function_sql, short_name
 
 if TYPE_CHECKING:
     from migrator.engine.catalog_columns import IndexFacts
@@ -250,6 +250,7 @@ def sync_trigger_step(
         key,
         description,
         sync.function_sql(function),
+        private_function_sql(function),
         f"DROP TRIGGER IF EXISTS {ident(trigger)} ON {t}",
         f"DROP TRIGGER IF EXISTS {ident(update)} ON {t}",
         f"CREATE TRIGGER {ident(trigger)} BEFORE INSERT ON {t} "
