@@ -74,6 +74,17 @@ def short_name(*parts: str, prefix: str = "", limit: int = MAX_IDENTIFIER) -> st
     return plain.encode()[: limit - 9].decode(errors="ignore") + "_" + digest
 
 
+def dollar_quoted(body: str, tag: str = "migrator") -> str:
+    """``body`` between dollar quotes (a function's or a DO block's), with a tag it does
+    not hold: a name or value written in it may hold ``$migrator$``, which would end
+    the quotes there and run the rest as SQL."""
+    chosen, n = tag, 0
+    while f"${chosen}" in body:
+        n += 1
+        chosen = f"{tag}{n}"
+    return f"${chosen}${body}${chosen}$"
+
+
 def private_function_sql(function: str) -> str:
     """Take back the EXECUTE every new function gives PUBLIC, for a function migrator
     makes in its schema (``function`` quoted, without its arguments): the schema is

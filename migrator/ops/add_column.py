@@ -42,7 +42,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.validation import refuse_duplicates
 from migrator.pgtypes import is_serial
-from migrator.sqltext import ident, literal, private_function_sql, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 
 class AddColumn(Operation):
@@ -459,18 +459,20 @@ class AddColumn(Operation):
             f"CREATE OR REPLACE FUNCTION {self.function_name(ctx)}() RETURNS trigger\n"
             # The plan's expression was checked with the plan's schema first on the
             # search_path; the function keeps that, whatever the application's is.
-            "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
-            f"DECLARE\n{declare}"
-            "BEGIN\n"
-            f"  IF TG_OP = 'INSERT' THEN\n"
-            f"    IF NEW.{target} IS NULL THEN\n"
-            f"      NEW.{target} := ({fill});\n"
-            "    END IF;\n"
-            f"{update_branch}"
-            "  END IF;\n"
-            "  RETURN NEW;\n"
-            "END\n"
-            "$migrator$"
+            "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
+            + dollar_quoted(
+                "\n"
+                f"DECLARE\n{declare}"
+                "BEGIN\n"
+                f"  IF TG_OP = 'INSERT' THEN\n"
+                f"    IF NEW.{target} IS NULL THEN\n"
+                f"      NEW.{target} := ({fill});\n"
+                "    END IF;\n"
+                f"{update_branch}"
+                "  END IF;\n"
+                "  RETURN NEW;\n"
+                "END\n"
+            )
         )
 
     def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:

@@ -92,7 +92,7 @@ from migrator.ops.validation import (
     require_table,
 )
 from migrator.pgtypes import INTEGER_BOUNDS, identity_type, rewrites
-from migrator.sqltext import ident, literal, private_function_sql, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 
 class AlterColumn(Operation):
@@ -459,8 +459,8 @@ class AlterColumn(Operation):
                 "save",
                 f"remember {self.table}.{self.column} as it is, for the rollback",
                 f"CREATE OR REPLACE FUNCTION {self.saved_name(ctx)}() RETURNS text "
-                f"LANGUAGE sql IMMUTABLE AS $migrator$ SELECT {literal(json.dumps(saved))} "
-                "$migrator$",
+                "LANGUAGE sql IMMUTABLE AS "
+                + dollar_quoted(f" SELECT {literal(json.dumps(saved))} "),
                 private_function_sql(self.saved_name(ctx)),
             )
         ]
@@ -670,14 +670,18 @@ class AlterColumn(Operation):
             # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
             # column's own name back (a no-op before 18, where NOT NULL has no name).
             sqls.append(
-                _NOT_NULL_NAME
-                % {
-                    "table": literal(t),
-                    "column": literal(col),
-                    "name": literal(
-                        not_null_constraint(ctx.catalog, facts) or f"{self.table}_{col}_not_null"
-                    ),
-                }
+                "DO "
+                + dollar_quoted(
+                    _NOT_NULL_NAME
+                    % {
+                        "table": literal(t),
+                        "column": literal(col),
+                        "name": literal(
+                            not_null_constraint(ctx.catalog, facts)
+                            or f"{self.table}_{col}_not_null"
+                        ),
+                    }
+                )
             )
         default = default_sql(self.default) if self.default is not None else facts.default
         if default is not None and not self.drops_default():
@@ -841,7 +845,7 @@ def cat_has(ctx: Context, table: str, column: str) -> bool:
     return ctx.catalog.column(ctx.schema, table, column) is not None
 
 
-_NOT_NULL_NAME = """DO $migrator$
+_NOT_NULL_NAME = """
 DECLARE
   current_name text;
 BEGIN
@@ -853,4 +857,4 @@ BEGIN
                    %(name)s);
   END IF;
 END
-$migrator$"""
+"""

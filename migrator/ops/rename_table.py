@@ -20,7 +20,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.validation import refuse_dependants, require_table
-from migrator.sqltext import ident, literal
+from migrator.sqltext import dollar_quoted, ident, literal
 
 COMPAT_VIEW_MARK = "migrator: the old name of"
 
@@ -96,15 +96,15 @@ class RenameTable(Operation):
         # whether or not the expand ran (a failed expand, or a rendered downgrade).
         old = ident(ctx.schema, self.from_)
         new = ident(ctx.schema, self.to)
-        undo = (
-            "DO $migrator$\nBEGIN\n"
+        undo = "DO " + dollar_quoted(
+            "\nBEGIN\n"
             "  IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             f" WHERE n.nspname = {literal(ctx.schema)} AND c.relname = {literal(self.from_)}"
             " AND c.relkind = 'v')\n"
             f"     AND to_regclass({literal(new)}) IS NOT NULL THEN\n"
             f"    DROP VIEW {old};\n"
             f"    ALTER TABLE {new} RENAME TO {ident(self.from_)};\n"
-            "  END IF;\nEND\n$migrator$"
+            "  END IF;\nEND\n"
         )
         return [
             step(

@@ -40,7 +40,7 @@ from pglast.visitors import Visitor
 
 from migrator.engine.steps import Step, step
 from migrator.ops.expressions import column_refs, qualified
-from migrator.sqltext import ident, literal, private_function_sql, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 if TYPE_CHECKING:
     from migrator.engine.catalog_columns import IndexFacts
@@ -179,28 +179,30 @@ class ShadowSync:
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
             # The plan's expressions were checked under migrator's search_path; the
             # function keeps it, whatever search_path the application's sessions use.
-            "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
-            f"DECLARE\n{declare}"
-            "BEGIN\n"
-            "  IF TG_OP = 'INSERT' THEN\n"
-            f"    IF NEW.{sh} IS NULL THEN\n"
-            f"      NEW.{sh} := ({up});\n"
-            f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-            f"    {down_block}"
-            "    END IF;\n"
-            f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
-            "    -- the new version wrote the shadow; a value that agrees with the old column\n"
-            "    -- (the backfill) leaves the old column as it is\n"
-            f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-            f"    {down_block}"
-            "    END IF;\n"
-            f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
-            "    -- the old version wrote, or the row is not backfilled yet\n"
-            f"    NEW.{sh} := ({up});\n"
-            "  END IF;\n"
-            "  RETURN NEW;\n"
-            "END\n"
-            "$migrator$"
+            "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
+            + dollar_quoted(
+                "\n"
+                f"DECLARE\n{declare}"
+                "BEGIN\n"
+                "  IF TG_OP = 'INSERT' THEN\n"
+                f"    IF NEW.{sh} IS NULL THEN\n"
+                f"      NEW.{sh} := ({up});\n"
+                f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+                f"    {down_block}"
+                "    END IF;\n"
+                f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
+                "    -- the new version wrote the shadow; a value that agrees with the old column\n"
+                "    -- (the backfill) leaves the old column as it is\n"
+                f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+                f"    {down_block}"
+                "    END IF;\n"
+                f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
+                "    -- the old version wrote, or the row is not backfilled yet\n"
+                f"    NEW.{sh} := ({up});\n"
+                "  END IF;\n"
+                "  RETURN NEW;\n"
+                "END\n"
+            )
         )
 
     def update_condition(self) -> str:
@@ -299,7 +301,7 @@ def shadow_index_steps(
     return steps
 
 
-_SAVE_VIEWS = """DO $migrator$
+_SAVE_VIEWS = """
 DECLARE
   v record;
 BEGIN
@@ -337,9 +339,9 @@ BEGIN
     EXECUTE format('DROP VIEW %%s', v.name);
   END LOOP;
 END
-$migrator$"""
+"""
 
-_RESTORE_VIEWS = """DO $migrator$
+_RESTORE_VIEWS = """
 DECLARE
   v record;
   g text;
@@ -362,7 +364,7 @@ BEGIN
   END LOOP;
   DROP TABLE pg_temp._migrator_views;
 END
-$migrator$"""
+"""
 
 
 def save_and_drop_views_sql(schema: str, table: str, column: str) -> str:
@@ -373,10 +375,11 @@ def save_and_drop_views_sql(schema: str, table: str, column: str) -> str:
     They go to a temporary table dropped at commit; `restore_views_sql` reads it back
     in the same transaction.
     """
-    return _SAVE_VIEWS % {"table": literal(ident(schema, table)), "column": literal(column)}
+    body = _SAVE_VIEWS % {"table": literal(ident(schema, table)), "column": literal(column)}
+    return "DO " + dollar_quoted(body)
 
 
 def restore_views_sql() -> str:
     """Re-create the views `save_and_drop_views_sql` dropped: definition, options, owner,
     comment and grants, those nearest the table first."""
-    return _RESTORE_VIEWS.replace("%%", "%")
+    return "DO " + dollar_quoted(_RESTORE_VIEWS.replace("%%", "%"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrator.engine.steps import BackfillSpec, Step
-from migrator.sqltext import ident, schema_first_sql
+from migrator.sqltext import dollar_quoted, ident, schema_first_sql
 
 BASELINE = "baseline"
 
@@ -125,8 +125,8 @@ def backfill_sql(spec: BackfillSpec, keys: list[tuple[str, str]], batch: int = 1
         return f"UPDATE {table} SET {sets} WHERE ({spec.needs})"
     key, key_type = keys[0]
     k = ident(key)
-    return (
-        "DO $migrator$\n"
+    return "DO " + dollar_quoted(
+        "\n"
         "DECLARE\n"
         f"  _migrator_last {key_type};\n"
         f"  _migrator_batch {key_type}[];\n"
@@ -143,7 +143,6 @@ def backfill_sql(spec: BackfillSpec, keys: list[tuple[str, str]], batch: int = 1
         "    COMMIT;\n"
         "  END LOOP;\n"
         "END\n"
-        "$migrator$"
     )
 
 
