@@ -30,7 +30,7 @@ from migrator.ops.validation import (
     require_expression,
     require_table,
 )
-from migrator.sqltext import ident, short_name
+from migrator.sqltext import dollar_quoted, ident, private_function_sql, short_name
 
 
 class DropColumn(Operation):
@@ -111,13 +111,16 @@ class DropColumn(Operation):
                 "down-trigger",
                 f"{self.table}.{self.column} filled with down where a write leaves it NULL",
                 f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
-                "LANGUAGE plpgsql SET search_path FROM CURRENT AS $migrator$\n"
-                f"DECLARE\n{declare}"
-                "BEGIN\n"
-                f"  NEW.{col} := ({self.down});\n"
-                "  RETURN NEW;\n"
-                "END\n"
-                "$migrator$",
+                "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
+                + dollar_quoted(
+                    "\n"
+                    f"DECLARE\n{declare}"
+                    "BEGIN\n"
+                    f"  NEW.{col} := ({self.down});\n"
+                    "  RETURN NEW;\n"
+                    "END\n"
+                ),
+                private_function_sql(function),
                 f"DROP TRIGGER IF EXISTS {trigger} ON {t}",
                 f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW "
                 f"WHEN (NEW.{col} IS NULL) EXECUTE FUNCTION {function}()",

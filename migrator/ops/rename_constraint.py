@@ -22,7 +22,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.validation import refuse_constraint_clash, require_table
-from migrator.sqltext import ident, literal
+from migrator.sqltext import dollar_quoted, ident, literal
 
 
 class RenameConstraint(Operation):
@@ -81,15 +81,15 @@ class RenameConstraint(Operation):
         # One statement that checks the catalog itself, so the same SQL is right whether
         # or not the expand's rename ran (a failed expand, a rendered downgrade).
         table = ident(ctx.schema, self.table)
-        undo = (
-            "DO $migrator$\nBEGIN\n"
+        undo = "DO " + dollar_quoted(
+            "\nBEGIN\n"
             "  IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = "
             f"to_regclass({literal(table)}) AND conname = {literal(self.to)})\n"
             "     AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = "
             f"to_regclass({literal(table)}) AND conname = {literal(self.from_)}) THEN\n"
             f"    ALTER TABLE {table} RENAME CONSTRAINT {ident(self.to)} "
             f"TO {ident(self.from_)};\n"
-            "  END IF;\nEND\n$migrator$"
+            "  END IF;\nEND\n"
         )
         return [
             step(

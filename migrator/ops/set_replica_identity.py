@@ -31,7 +31,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.validation import require_table
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 from migrator.strict import Strict
 
 
@@ -132,9 +132,10 @@ class SetReplicaIdentity(Operation):
     def expand(self, ctx: Context) -> Sequence[Step]:
         save = (
             f"CREATE OR REPLACE FUNCTION {self._saved(ctx)}() RETURNS text LANGUAGE sql "
-            f"IMMUTABLE AS $migrator$ SELECT {literal(self._current(ctx))} $migrator$"
+            f"IMMUTABLE AS {dollar_quoted(f' SELECT {literal(self._current(ctx))} ')}"
         )
-        return [self._alter(ctx, "replica-identity", identity_sql(self.identity), save)]
+        private = private_function_sql(self._saved(ctx))
+        return [self._alter(ctx, "replica-identity", identity_sql(self.identity), save, private)]
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         # The saved record says which section the operation stands in: the expand made
