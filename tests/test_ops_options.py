@@ -357,6 +357,33 @@ CASES += [
 ]
 
 
+CASES += [
+    Case(
+        "add_check with up",
+        expand="""
+        - add_check:
+            table: orders
+            name: orders_amount_min
+            expression: "amount >= 10"
+            column: amount
+            up: "10"
+        """,
+        old=[
+            "SELECT sum(amount) FROM orders",
+            "INSERT INTO orders (user_id, amount) VALUES (1, 11)",
+        ],
+        new=["UPDATE orders SET amount = 12 WHERE id = 20"],
+        final=[
+            ("SELECT min(amount), count(*) FILTER (WHERE amount = 10) FROM orders", [(10, 10)]),
+            (
+                "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_amount_min'",
+                [(True,)],
+            ),
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -439,6 +466,11 @@ REFUSALS = [
         "default: null on an identity column",
         "- alter_column: {table: tickets, column: id, default: null}",
         "alter_column tickets.id: id is an identity column, which has no default to drop",
+    ),
+    (
+        "add_check whose up rewrites a missing column",
+        "- add_check: {table: orders, name: c, expression: 'amount > 0', column: nope, up: '1'}",
+        "add_check c: public.orders has no column nope",
     ),
     (
         "replica identity nothing on a published table",
@@ -528,6 +560,12 @@ PLAN_ERRORS: list[tuple[str, str, str, str]] = [
         "references: {table: users, columns: [id]}, match: partial}",
         "4:117",
         "match: Input should be 'simple' or 'full' (got 'partial')",
+    ),
+    (
+        "add_check with up but no column",
+        "- add_check: {table: orders, name: c, expression: 'amount > 0', up: '1'}",
+        "4:5",
+        "column and up go together",
     ),
     (
         "replica identity of an unknown kind",
