@@ -384,6 +384,60 @@ CASES += [
 ]
 
 
+CASES += [
+    Case(
+        "create_table table-level constraints",
+        expand="""
+        - create_table:
+            table: bookings
+            columns:
+              - {name: id, type: bigint, nullable: false}
+              - {name: room, type: text, nullable: false}
+              - {name: during, type: tstzrange, nullable: false}
+              - {name: user_id, type: bigint}
+              - {name: note, type: text}
+            primary_key: {name: bookings_pk, columns: [id]}
+            constraints:
+              - {name: bookings_room_code, check: "room <> ''"}
+              - {name: bookings_room_note_key, unique: [room, id], include: [note]}
+              - name: bookings_user_fk
+                foreign_key: {columns: [user_id], references: {table: users, columns: [id]},
+                              on_delete: set null}
+              - name: bookings_no_overlap
+                exclude:
+                  using: gist
+                  elements: [{column: during, with: "&&"}]
+                  where: "room <> 'lobby'"
+        """,
+        old=["INSERT INTO users (name) VALUES ('old')"],
+        new=[
+            "INSERT INTO bookings VALUES "
+            "(1, 'a', tstzrange('2026-01-01', '2026-01-02'), 1, 'n'), "
+            "(2, 'lobby', tstzrange('2026-01-01', '2026-01-02'), 1, 'n')",
+        ],
+        final=[
+            (
+                "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'bookings'::regclass AND contype <> 'n' ORDER BY 1",
+                [
+                    (
+                        "bookings_no_overlap",
+                        "EXCLUDE USING gist (during WITH &&) WHERE ((room <> 'lobby'::text))",
+                    ),
+                    ("bookings_pk", "PRIMARY KEY (id)"),
+                    ("bookings_room_code", "CHECK ((room <> ''::text))"),
+                    ("bookings_room_note_key", "UNIQUE (room, id) INCLUDE (note)"),
+                    (
+                        "bookings_user_fk",
+                        "FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE SET NULL",
+                    ),
+                ],
+            ),
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
     run_release_case(case, db)
@@ -471,6 +525,12 @@ REFUSALS = [
         "add_check whose up rewrites a missing column",
         "- add_check: {table: orders, name: c, expression: 'amount > 0', column: nope, up: '1'}",
         "add_check c: public.orders has no column nope",
+    ),
+    (
+        "an exclusion over a column the table lacks",
+        "- create_table: {table: t, columns: [{name: a, type: tstzrange}], constraints: "
+        "[{name: t_x, exclude: {elements: [{column: nope, with: '&&'}]}}]}",
+        "create_table t: constraint t_x names unknown column nope",
     ),
     (
         "replica identity nothing on a published table",
@@ -566,6 +626,13 @@ PLAN_ERRORS: list[tuple[str, str, str, str]] = [
         "- add_check: {table: orders, name: c, expression: 'amount > 0', up: '1'}",
         "4:5",
         "column and up go together",
+    ),
+    (
+        "include without unique",
+        "- create_table: {table: t, columns: [{name: a, type: int}], "
+        "constraints: [{name: c, check: 'a > 0', include: [a]}]}",
+        "4:77",
+        "include goes with unique",
     ),
     (
         "replica identity of an unknown kind",

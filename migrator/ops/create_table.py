@@ -27,6 +27,7 @@ from migrator.ops.columns import (
     unique_name,
 )
 from migrator.ops.expressions import column_refs, default_sql
+from migrator.ops.safe import index_key
 from migrator.ops.validation import require_columns, require_table
 from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, literal, short_name
@@ -41,20 +42,59 @@ class ForeignKeyConstraint(FkOptions):
     references: TableReference
 
 
+class ExclusionElement(Strict):
+    """One element of an exclusion: ``{column: during, with: "&&"}`` (column or expression)."""
+
+    column: str = Field(description="a column of the table, or an SQL expression")
+    with_: str = Field(
+        alias="with", pattern=r"^[-+*/<>=~!@#%^&|`?]{1,63}$", description="the operator: =, &&, ..."
+    )
+
+
+class Exclusion(Strict):
+    """``exclude: {using: gist, elements: [...], where: ...}``: no two rows for which every
+    element's operator is true."""
+
+    using: str = Field(default="gist", pattern=r"^[a-z_][a-z0-9_]*$")
+    elements: list[ExclusionElement] = Field(min_length=1)
+    where: str | None = None
+
+
 class TableConstraint(Strict):
-    """A named table constraint: exactly one of check, unique, foreign_key."""
+    """A named table constraint: exactly one of check, unique (with include), foreign_key,
+    exclude."""
 
     name: Identifier
     check: str | None = None
     unique: list[Identifier] | None = None
+    include: list[Identifier] | None = Field(
+        default=None, description="with unique: columns the index carries, not part of the key"
+    )
     foreign_key: ForeignKeyConstraint | None = None
+    exclude: Exclusion | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TableConstraint:
-        kinds = [k for k in ("check", "unique", "foreign_key") if getattr(self, k) is not None]
+        kinds = [
+            k for k in ("check", "unique", "foreign_key", "exclude") if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
-            raise ValueError("a constraint takes exactly one of check, unique, foreign_key")
+            raise ValueError(
+                "a constraint takes exactly one of check, unique, foreign_key, exclude"
+            )
+        if self.include is not None and self.unique is None:
+            raise ValueError("include goes with unique")
         return self
+
+    def columns_named(self) -> list[str]:
+        """The plain columns the constraint names (expressions left out)."""
+        if self.unique is not None:
+            return self.unique + (self.include or [])
+        if self.foreign_key is not None:
+            return self.foreign_key.columns
+        if self.exclude is not None:
+            return [e.column for e in self.exclude.elements if e.column.isidentifier()]
+        return []
 
 
 class NamedPrimaryKey(Strict):
@@ -133,8 +173,7 @@ class CreateTable(Operation):
             if not ctx.type_known(col.type):
                 raise ValidationFailed(f"{where}: column {col.name}: unknown type {col.type!r}")
         for key, cols in (("primary_key", self._key_columns()),) + tuple(
-            (f"constraint {k.name}", k.unique or (k.foreign_key.columns if k.foreign_key else []))
-            for k in self.constraints
+            (f"constraint {k.name}", k.columns_named()) for k in self.constraints
         ):
             missing = [c for c in cols if c not in names]
             if missing:
@@ -142,6 +181,11 @@ class CreateTable(Operation):
         for label, expression in [
             *((f"column {c.name} check", c.check_sql) for c in self.columns),
             *((f"constraint {k.name}", k.check) for k in self.constraints),
+            *(
+                (f"constraint {k.name} where", k.exclude.where)
+                for k in self.constraints
+                if k.exclude is not None
+            ),
         ]:
             if expression is None:
                 continue
@@ -271,6 +315,16 @@ class CreateTable(Operation):
             elif k.unique is not None:
                 parts.append(
                     f"CONSTRAINT {ident(k.name)} UNIQUE ({', '.join(ident(c) for c in k.unique)})"
+                    + (f" INCLUDE ({', '.join(ident(c) for c in k.include)})" if k.include else "")
+                )
+            elif k.exclude is not None:
+                names = self._column_names()
+                elements = ", ".join(
+                    f"{index_key(e.column, names)} WITH {e.with_}" for e in k.exclude.elements
+                )
+                parts.append(
+                    f"CONSTRAINT {ident(k.name)} EXCLUDE USING {k.exclude.using} ({elements})"
+                    + (f" WHERE ({k.exclude.where})" if k.exclude.where else "")
                 )
             elif k.foreign_key is not None:
                 fk = k.foreign_key
