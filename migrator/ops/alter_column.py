@@ -14,7 +14,8 @@ A type change never rewrites the table under ACCESS EXCLUSIVE (LINT rule 16):
   validated (CHECKs, foreign keys both ways, a CHECK for NOT NULL), then swaps in one
   short transaction: the old column is dropped, the shadow renamed in, and the default,
   NOT NULL, primary key / unique constraints (USING INDEX), index, constraint and view
-  names put back as they were. The column moves to the end of the table.
+  names put back as they were (ops/column_swap.py). The column moves to the end of the
+  table.
 
 The rest, without a type change:
 
@@ -59,29 +60,22 @@ from migrator.engine.catalog_columns import (
     function_exists,
     function_text,
     generated_readers,
-    not_null_constraint,
     other_dependants,
-    owned_sequence,
-    sequence_facts,
     types_without_equality,
 )
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.alter_constraints import Tightening
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
+from migrator.ops.column_swap import swap_steps
 from migrator.ops.columns import ColumnReference, Identifier, NamedCheck, NamedUnique
 from migrator.ops.expressions import default_sql
 from migrator.ops.safe import (
-    drop_constraint_step,
-    not_null_check_name,
     not_null_steps,
-    validate_step,
 )
 from migrator.ops.shadow import (
     ShadowSync,
     drop_sync_sql,
-    renamed_constraint,
-    renamed_references,
     restore_views_sql,
     save_and_drop_views_sql,
     shadow_index_steps,
@@ -91,7 +85,7 @@ from migrator.ops.validation import (
     require_expression,
     require_table,
 )
-from migrator.pgtypes import INTEGER_BOUNDS, identity_type, rewrites
+from migrator.pgtypes import identity_type, rewrites
 from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 
@@ -211,6 +205,14 @@ class AlterColumn(Operation):
 
     def _where(self) -> str:
         return f"alter_column {self.table}.{self.column}"
+
+    def where(self) -> str:
+        """How messages name this operation."""
+        return self._where()
+
+    def left_behind(self) -> str | None:
+        """The constraint the swap leaves behind (drop_constraint's form), if any."""
+        return self._dropping
 
     def _expanded(self, ctx: Context) -> bool:
         """True once the expand saved the column (the catalog shows the expanded state)."""
@@ -556,11 +558,19 @@ class AlterColumn(Operation):
             "index",
             ctx.schema,
             self.table,
-            self._kept_indexes(ctx, facts),
+            self.kept_indexes(ctx, facts),
             {self.column: shadow},
             self.index_name,
         )
         return steps
+
+    def kept_indexes(self, ctx: Context, facts: ColumnFacts) -> list[IndexFacts]:
+        """The column's indexes the shadow gets: all but a dropped constraint's."""
+        return [
+            i
+            for i in column_indexes(ctx.catalog, facts)
+            if self._dropping is None or i.constraint != self._dropping
+        ]
 
     def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:
         if self.type is None and not self.rewrites_data():
@@ -585,7 +595,7 @@ class AlterColumn(Operation):
         facts = self._facts(ctx)
         drop_saved = f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()"
         if self._shadowed(ctx):
-            return self._swap_steps(ctx, facts, drop_saved)
+            return swap_steps(self, ctx, facts, drop_saved)
         # Tightening waits for the contract: a CHECK, UNIQUE or FOREIGN KEY is enforced
         # on new writes from the moment it is added, and the old version's writes must
         # not start failing while it runs.
@@ -605,181 +615,6 @@ class AlterColumn(Operation):
             )
         steps.append(step("forget", "drop the saved record of the column", drop_saved))
         return steps
-
-    def _swap_steps(self, ctx: Context, facts: ColumnFacts, drop_saved: str) -> list[Step]:
-        cat = ctx.catalog
-        t = ident(ctx.schema, self.table)
-        col, shadow = self.column, self.shadow_name()
-        mapping = {col: shadow}
-        constraints = column_constraints(cat, facts)
-        own = [c for c in constraints if not c.incoming and c.name != self._dropping]
-        incoming = [c for c in constraints if c.incoming]
-        indexes = self._kept_indexes(ctx, facts)
-        views = dependent_views(cat, facts)
-        sequence = owned_sequence(cat, ctx.schema, self.table, col)
-        not_null = facts.not_null if self.nullable is None else not self.nullable
-        # 0. The constraints the change adds, over the shadow (ops/alter_constraints.py).
-        steps: list[Step] = self.tightening().steps(ctx, shadow)
-        # 1. Every constraint again over the shadow: NOT VALID (brief lock, no scan),
-        #    validated in its own transaction while reads and writes go on.
-        for con in own:
-            tmp = self.constraint_name(con.name)
-            steps += [
-                step(
-                    f"constraint-{con.name}",
-                    f"{con.name} again over {shadow}, NOT VALID",
-                    f"ALTER TABLE {t} ADD CONSTRAINT {ident(tmp)} "
-                    f"{renamed_constraint(con.definition, mapping)}",
-                ),
-                validate_step(f"validate-{con.name}", ctx.schema, self.table, tmp),
-            ]
-        if not_null:
-            steps += not_null_steps(ctx.schema, self.table, shadow)[:2]
-        # 2. Foreign keys pointing at the column point at the shadow too; the old ones go
-        #    before the swap, each in its own transaction on its own table (the new one
-        #    already guards the rows).
-        for con in incoming:
-            tmp = self.constraint_name(con.name)
-            steps += [
-                step(
-                    f"incoming-{con.name}",
-                    f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
-                    f"ALTER TABLE {ident(con.schema, con.table)} ADD CONSTRAINT {ident(tmp)} "
-                    f"{renamed_references(con.definition, mapping)}",
-                ),
-                validate_step(f"validate-incoming-{con.name}", con.schema, con.table, tmp),
-                drop_constraint_step(f"drop-incoming-{con.name}", con.schema, con.table, con.name),
-            ]
-        # 3. The swap: one short transaction on the table (and the views over it).
-        sqls = drop_sync_sql(ctx.schema, self.table, self.trigger_name(), self.function_name(ctx))
-        if sequence and not facts.identity:
-            sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
-        if views:
-            sqls.append(save_and_drop_views_sql(ctx.schema, self.table, col))
-        if not_null:
-            # Still under the shadow's name, which the validated check names: no scan.
-            sqls += [
-                f"ALTER TABLE {t} ALTER COLUMN {ident(shadow)} SET NOT NULL",
-                f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(self.table, shadow))}",
-            ]
-        if facts.identity and sequence:
-            sqls += self._identity_swap(ctx, facts, sequence)
-        sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
-        sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
-        if not_null:
-            # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
-            # column's own name back (a no-op before 18, where NOT NULL has no name).
-            sqls.append(
-                "DO "
-                + dollar_quoted(
-                    _NOT_NULL_NAME
-                    % {
-                        "table": literal(t),
-                        "column": literal(col),
-                        "name": literal(
-                            not_null_constraint(ctx.catalog, facts)
-                            or f"{self.table}_{col}_not_null"
-                        ),
-                    }
-                )
-            )
-        default = default_sql(self.default) if self.default is not None else facts.default
-        if default is not None and not self.drops_default():
-            sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
-        sqls += self._restore_indexes(ctx, indexes)
-        sqls += [
-            f"ALTER TABLE {t} RENAME CONSTRAINT {ident(self.constraint_name(c.name))} "
-            f"TO {ident(c.name)}"
-            for c in own
-        ]
-        if facts.comment is not None:
-            sqls.append(f"COMMENT ON COLUMN {t}.{ident(col)} IS {literal(facts.comment)}")
-        if views:
-            sqls.append(restore_views_sql())
-        sqls.append(drop_saved)
-        what = f"the {self.type} column" if self.type is not None else "the rewritten column"
-        steps.append(step("swap", f"{self.table}.{col} becomes {what}", *sqls))
-        # 4. The foreign keys pointing at it get their names back.
-        for con in incoming:
-            steps.append(
-                step(
-                    f"rename-incoming-{con.name}",
-                    f"{con.table}.{con.name} gets its name back",
-                    f"ALTER TABLE {ident(con.schema, con.table)} RENAME CONSTRAINT "
-                    f"{ident(self.constraint_name(con.name))} TO {ident(con.name)}",
-                )
-            )
-        return steps
-
-    def _kept_indexes(self, ctx: Context, facts: ColumnFacts) -> list[IndexFacts]:
-        """The column's indexes the shadow gets: all but a dropped constraint's."""
-        return [
-            i
-            for i in column_indexes(ctx.catalog, facts)
-            if self._dropping is None or i.constraint != self._dropping
-        ]
-
-    def _identity_swap(self, ctx: Context, facts: ColumnFacts, sequence: str) -> list[str]:
-        """The shadow becomes the identity column, its sequence where the old one was.
-
-        An identity sequence belongs to its column (PostgreSQL will not give it to
-        another) and goes when the column is dropped; so the old one steps aside under
-        another name, the shadow gets a sequence of the old one's name and options
-        (GENERATED ALWAYS or BY DEFAULT as before), set to the old one's value, and the
-        old one goes with the old column. All under the swap's ACCESS EXCLUSIVE lock, so
-        no insert draws a value in between: the next insert gets the next value.
-        """
-        seq = sequence_facts(ctx.catalog, sequence)
-        if seq is None:
-            raise ValidationFailed(f"{self._where()}: the identity sequence {sequence} is gone")
-        t = ident(ctx.schema, self.table)
-        aside = short_name(seq.name, prefix="_migrator_old_")
-        old_type = identity_type(seq.type) or "int8"
-        low, high = INTEGER_BOUNDS[old_type]
-        ascending = seq.increment > 0
-        # A bound that was the old type's default becomes the new type's default, as
-        # ALTER COLUMN ... TYPE does to an identity's sequence; one set by hand stays.
-        default_min, default_max = (1, high) if ascending else (low, -1)
-        options = [
-            f"SEQUENCE NAME {ident(seq.schema, seq.name)}",
-            f"START WITH {seq.start}",
-            f"INCREMENT BY {seq.increment}",
-            "NO MINVALUE" if seq.minvalue == default_min else f"MINVALUE {seq.minvalue}",
-            "NO MAXVALUE" if seq.maxvalue == default_max else f"MAXVALUE {seq.maxvalue}",
-            f"CACHE {seq.cache}",
-            "CYCLE" if seq.cycle else "NO CYCLE",
-        ]
-        kind = "ALWAYS" if facts.identity == "a" else "BY DEFAULT"
-        return [
-            f"ALTER SEQUENCE {ident(seq.schema, seq.name)} RENAME TO {ident(aside)}",
-            f"ALTER TABLE {t} ALTER COLUMN {ident(self.shadow_name())} "
-            f"ADD GENERATED {kind} AS IDENTITY ({' '.join(options)})",
-            f"SELECT setval({literal(ident(seq.schema, seq.name))}, last_value, is_called) "
-            f"FROM {ident(seq.schema, aside)}",
-        ]
-
-    def _restore_indexes(self, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
-        t = ident(ctx.schema, self.table)
-        sqls = []
-        for index in indexes:
-            copy = ident(self.index_name(index.name))
-            if index.constraint is not None:
-                kind = "PRIMARY KEY" if index.constraint_kind == "p" else "UNIQUE"
-                sqls.append(
-                    f"ALTER TABLE {t} ADD CONSTRAINT {ident(index.constraint)} {kind} "
-                    f"USING INDEX {copy}"
-                )
-                if index.constraint != index.name:
-                    sqls.append(
-                        f"ALTER INDEX {ident(ctx.schema, index.constraint)} "
-                        f"RENAME TO {ident(index.name)}"
-                    )
-            else:
-                sqls.append(
-                    f"ALTER INDEX {ident(ctx.schema, self.index_name(index.name))} "
-                    f"RENAME TO {ident(index.name)}"
-                )
-        return sqls
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         facts = self._facts(ctx)
@@ -843,18 +678,3 @@ class AlterColumn(Operation):
 def cat_has(ctx: Context, table: str, column: str) -> bool:
     """True when the live table has the column."""
     return ctx.catalog.column(ctx.schema, table, column) is not None
-
-
-_NOT_NULL_NAME = """
-DECLARE
-  current_name text;
-BEGIN
-  SELECT k.conname INTO current_name FROM pg_constraint k
-  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
-  WHERE k.conrelid = to_regclass(%(table)s) AND k.contype = 'n' AND a.attname = %(column)s;
-  IF current_name IS NOT NULL AND current_name <> %(name)s THEN
-    EXECUTE format('ALTER TABLE %%s RENAME CONSTRAINT %%I TO %%I', %(table)s, current_name,
-                   %(name)s);
-  END IF;
-END
-"""

@@ -1,0 +1,229 @@
+"""The contract's swap of a shadowed `alter_column` (and of drop_constraint's form of it).
+
+The shadow column, kept in step since the expand, takes the column's place: every
+constraint is added again over it (NOT VALID, then validated in its own transaction),
+foreign keys pointing at the column point at the shadow, and then one short transaction
+drops the old column, renames the shadow in and puts back the default, NOT NULL, the
+identity with its sequence, the primary key / unique constraints (USING INDEX) and the
+index, constraint and view names as they were.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from migrator.engine.catalog_columns import (
+    ColumnFacts,
+    IndexFacts,
+    column_constraints,
+    dependent_views,
+    not_null_constraint,
+    owned_sequence,
+    sequence_facts,
+)
+from migrator.engine.steps import Step, step
+from migrator.errors import ValidationFailed
+from migrator.ops.base import Context
+from migrator.ops.expressions import default_sql
+from migrator.ops.safe import (
+    drop_constraint_step,
+    not_null_check_name,
+    not_null_steps,
+    validate_step,
+)
+from migrator.ops.shadow import (
+    drop_sync_sql,
+    renamed_constraint,
+    renamed_references,
+    restore_views_sql,
+    save_and_drop_views_sql,
+)
+from migrator.pgtypes import INTEGER_BOUNDS, identity_type
+from migrator.sqltext import dollar_quoted, ident, literal, short_name
+
+if TYPE_CHECKING:
+    from migrator.ops.alter_column import AlterColumn
+
+
+def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: str) -> list[Step]:
+    """The contract of a shadowed change: constraints again over the shadow, then the swap."""
+    cat = ctx.catalog
+    t = ident(ctx.schema, op.table)
+    col, shadow = op.column, op.shadow_name()
+    mapping = {col: shadow}
+    constraints = column_constraints(cat, facts)
+    own = [c for c in constraints if not c.incoming and c.name != op.left_behind()]
+    incoming = [c for c in constraints if c.incoming]
+    indexes = op.kept_indexes(ctx, facts)
+    views = dependent_views(cat, facts)
+    sequence = owned_sequence(cat, ctx.schema, op.table, col)
+    not_null = facts.not_null if op.nullable is None else not op.nullable
+    # 0. The constraints the change adds, over the shadow (ops/alter_constraints.py).
+    steps: list[Step] = op.tightening().steps(ctx, shadow)
+    # 1. Every constraint again over the shadow: NOT VALID (brief lock, no scan),
+    #    validated in its own transaction while reads and writes go on.
+    for con in own:
+        tmp = op.constraint_name(con.name)
+        steps += [
+            step(
+                f"constraint-{con.name}",
+                f"{con.name} again over {shadow}, NOT VALID",
+                f"ALTER TABLE {t} ADD CONSTRAINT {ident(tmp)} "
+                f"{renamed_constraint(con.definition, mapping)}",
+            ),
+            validate_step(f"validate-{con.name}", ctx.schema, op.table, tmp),
+        ]
+    if not_null:
+        steps += not_null_steps(ctx.schema, op.table, shadow)[:2]
+    # 2. Foreign keys pointing at the column point at the shadow too; the old ones go
+    #    before the swap, each in its own transaction on its own table (the new one
+    #    already guards the rows).
+    for con in incoming:
+        tmp = op.constraint_name(con.name)
+        steps += [
+            step(
+                f"incoming-{con.name}",
+                f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
+                f"ALTER TABLE {ident(con.schema, con.table)} ADD CONSTRAINT {ident(tmp)} "
+                f"{renamed_references(con.definition, mapping)}",
+            ),
+            validate_step(f"validate-incoming-{con.name}", con.schema, con.table, tmp),
+            drop_constraint_step(f"drop-incoming-{con.name}", con.schema, con.table, con.name),
+        ]
+    # 3. The swap: one short transaction on the table (and the views over it).
+    sqls = drop_sync_sql(ctx.schema, op.table, op.trigger_name(), op.function_name(ctx))
+    if sequence and not facts.identity:
+        sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
+    if views:
+        sqls.append(save_and_drop_views_sql(ctx.schema, op.table, col))
+    if not_null:
+        # Still under the shadow's name, which the validated check names: no scan.
+        sqls += [
+            f"ALTER TABLE {t} ALTER COLUMN {ident(shadow)} SET NOT NULL",
+            f"ALTER TABLE {t} DROP CONSTRAINT {ident(not_null_check_name(op.table, shadow))}",
+        ]
+    if facts.identity and sequence:
+        sqls += _identity_swap(op, ctx, facts, sequence)
+    sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
+    sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
+    if not_null:
+        # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
+        # column's own name back (a no-op before 18, where NOT NULL has no name).
+        sqls.append(
+            "DO "
+            + dollar_quoted(
+                _NOT_NULL_NAME
+                % {
+                    "table": literal(t),
+                    "column": literal(col),
+                    "name": literal(
+                        not_null_constraint(ctx.catalog, facts) or f"{op.table}_{col}_not_null"
+                    ),
+                }
+            )
+        )
+    default = default_sql(op.default) if op.default is not None else facts.default
+    if default is not None and not op.drops_default():
+        sqls.append(f"ALTER TABLE {t} ALTER COLUMN {ident(col)} SET DEFAULT {default}")
+    sqls += _restore_indexes(op, ctx, indexes)
+    sqls += [
+        f"ALTER TABLE {t} RENAME CONSTRAINT {ident(op.constraint_name(c.name))} TO {ident(c.name)}"
+        for c in own
+    ]
+    if facts.comment is not None:
+        sqls.append(f"COMMENT ON COLUMN {t}.{ident(col)} IS {literal(facts.comment)}")
+    if views:
+        sqls.append(restore_views_sql())
+    sqls.append(drop_saved)
+    what = f"the {op.type} column" if op.type is not None else "the rewritten column"
+    steps.append(step("swap", f"{op.table}.{col} becomes {what}", *sqls))
+    # 4. The foreign keys pointing at it get their names back.
+    for con in incoming:
+        steps.append(
+            step(
+                f"rename-incoming-{con.name}",
+                f"{con.table}.{con.name} gets its name back",
+                f"ALTER TABLE {ident(con.schema, con.table)} RENAME CONSTRAINT "
+                f"{ident(op.constraint_name(con.name))} TO {ident(con.name)}",
+            )
+        )
+    return steps
+
+
+def _identity_swap(op: AlterColumn, ctx: Context, facts: ColumnFacts, sequence: str) -> list[str]:
+    """The shadow becomes the identity column, its sequence where the old one was.
+
+    An identity sequence belongs to its column (PostgreSQL will not give it to
+    another) and goes when the column is dropped; so the old one steps aside under
+    another name, the shadow gets a sequence of the old one's name and options
+    (GENERATED ALWAYS or BY DEFAULT as before), set to the old one's value, and the
+    old one goes with the old column. All under the swap's ACCESS EXCLUSIVE lock, so
+    no insert draws a value in between: the next insert gets the next value.
+    """
+    seq = sequence_facts(ctx.catalog, sequence)
+    if seq is None:
+        raise ValidationFailed(f"{op.where()}: the identity sequence {sequence} is gone")
+    t = ident(ctx.schema, op.table)
+    aside = short_name(seq.name, prefix="_migrator_old_")
+    old_type = identity_type(seq.type) or "int8"
+    low, high = INTEGER_BOUNDS[old_type]
+    ascending = seq.increment > 0
+    # A bound that was the old type's default becomes the new type's default, as
+    # ALTER COLUMN ... TYPE does to an identity's sequence; one set by hand stays.
+    default_min, default_max = (1, high) if ascending else (low, -1)
+    options = [
+        f"SEQUENCE NAME {ident(seq.schema, seq.name)}",
+        f"START WITH {seq.start}",
+        f"INCREMENT BY {seq.increment}",
+        "NO MINVALUE" if seq.minvalue == default_min else f"MINVALUE {seq.minvalue}",
+        "NO MAXVALUE" if seq.maxvalue == default_max else f"MAXVALUE {seq.maxvalue}",
+        f"CACHE {seq.cache}",
+        "CYCLE" if seq.cycle else "NO CYCLE",
+    ]
+    kind = "ALWAYS" if facts.identity == "a" else "BY DEFAULT"
+    return [
+        f"ALTER SEQUENCE {ident(seq.schema, seq.name)} RENAME TO {ident(aside)}",
+        f"ALTER TABLE {t} ALTER COLUMN {ident(op.shadow_name())} "
+        f"ADD GENERATED {kind} AS IDENTITY ({' '.join(options)})",
+        f"SELECT setval({literal(ident(seq.schema, seq.name))}, last_value, is_called) "
+        f"FROM {ident(seq.schema, aside)}",
+    ]
+
+
+def _restore_indexes(op: AlterColumn, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
+    t = ident(ctx.schema, op.table)
+    sqls = []
+    for index in indexes:
+        copy = ident(op.index_name(index.name))
+        if index.constraint is not None:
+            kind = "PRIMARY KEY" if index.constraint_kind == "p" else "UNIQUE"
+            sqls.append(
+                f"ALTER TABLE {t} ADD CONSTRAINT {ident(index.constraint)} {kind} "
+                f"USING INDEX {copy}"
+            )
+            if index.constraint != index.name:
+                sqls.append(
+                    f"ALTER INDEX {ident(ctx.schema, index.constraint)} "
+                    f"RENAME TO {ident(index.name)}"
+                )
+        else:
+            sqls.append(
+                f"ALTER INDEX {ident(ctx.schema, op.index_name(index.name))} "
+                f"RENAME TO {ident(index.name)}"
+            )
+    return sqls
+
+
+_NOT_NULL_NAME = """
+DECLARE
+  current_name text;
+BEGIN
+  SELECT k.conname INTO current_name FROM pg_constraint k
+  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+  WHERE k.conrelid = to_regclass(%(table)s) AND k.contype = 'n' AND a.attname = %(column)s;
+  IF current_name IS NOT NULL AND current_name <> %(name)s THEN
+    EXECUTE format('ALTER TABLE %%s RENAME CONSTRAINT %%I TO %%I', %(table)s, current_name,
+                   %(name)s);
+  END IF;
+END
+"""
