@@ -16,47 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pglast
 import psycopg
 import pytest
 
 from migrator import commands
 from migrator.plan.loader import load_plan
 from tests.support.catalog_snapshot import diff, schema_dump
+from tests.support.pagila import load_pagila
 from tests.support.servers import Server
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "tests" / "corpus" / "pagila-schema.sql"
 PLAN = ROOT / "plans" / "examples" / "pagila-catalogue.yaml"
-
-# Statements the embedded server cannot run (no pgvector) or that name a role it lacks.
-_LEFT_OUT = ("OWNER TO", "film_embedding", "EXTENSION IF NOT EXISTS vector", "EXTENSION vector")
-
-SAMPLE = """
-INSERT INTO public.language (language_id, name) VALUES (1, 'English'), (2, 'Italian');
-INSERT INTO public.country (country_id, country) VALUES (1, 'Italy'), (2, 'Chile');
-INSERT INTO public.city (city_id, city, country_id) VALUES (1, 'Torino', 1), (2, 'Arica', 2);
-INSERT INTO public.address (address_id, address, district, city_id, postal_code, phone)
-SELECT g, g || ' Via Roma', 'Piemonte', 1 + g % 2,
-       CASE WHEN g % 7 = 0 THEN NULL ELSE lpad(g::text, 5, '0') END, '+39 011 ' || g
-FROM generate_series(1, 40) g;
-INSERT INTO public.film (film_id, title, language_id, rental_duration, rental_rate, length,
-                         special_features)
-SELECT g, 'Film Number ' || g, 1, 1 + g % 7, 0.99 + g % 3, 60 + g, ARRAY['Trailers']
-FROM generate_series(1, 30) g;
-INSERT INTO public.category (category_id, name) VALUES (1, 'Drama');
-INSERT INTO public.film_category (film_id, category_id) SELECT g, 1 FROM generate_series(1, 30) g;
-INSERT INTO public.actor (actor_id, first_name, last_name) VALUES (1, 'Ada', 'Rossi');
-INSERT INTO public.film_actor (actor_id, film_id) SELECT 1, g FROM generate_series(1, 30) g;
-INSERT INTO public.store (store_id, manager_staff_id, address_id) VALUES (1, 1, 1);
-INSERT INTO public.staff (staff_id, first_name, last_name, address_id, store_id, username)
-VALUES (1, 'Mia', 'Bianchi', 2, 1, 'mia');
-INSERT INTO public.customer (customer_id, store_id, first_name, last_name, email, address_id)
-SELECT g, 1, 'Name' || g, 'Surname' || g, 'c' || g || '@example.com', g
-FROM generate_series(1, 20) g;
-SELECT setval('public.address_address_id_seq', 40), setval('public.film_film_id_seq', 30),
-       setval('public.customer_customer_id_seq', 20);
-"""
 
 CHECKSUM = (
     "SELECT (SELECT md5(string_agg(address_id || ':' || {phone} || ':' "
@@ -67,18 +37,6 @@ CHECKSUM = (
     "(SELECT md5(string_agg(customer_id || ':' || store_id || ':' || email, ',' "
     "ORDER BY customer_id)) FROM customer WHERE customer_id <= 20)"
 )
-
-
-def load_pagila(url: str, version: int = 180000) -> None:
-    text = SCHEMA.read_text()
-    if version < 180000:
-        text = text.replace("DEFAULT uuidv7()", "DEFAULT gen_random_uuid()")
-        text = text.replace(") VIRTUAL", ") STORED")
-    statements = [s for s in pglast.split(text) if not any(x in s for x in _LEFT_OUT)]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute((";\n".join(statements) + ";").encode())
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SAMPLE.encode())
 
 
 def q(url: str, query: str) -> list[tuple[object, ...]]:

@@ -3,7 +3,9 @@
 `Pair` runs initdb for a primary listening on 127.0.0.1 (wal_level=logical, so a test
 can also make a logical slot), pg_basebackup -R of it for a standby, and starts both
 on free ports. For the tests of the backfill's replication throttle and for a benchmark
-that wants a real replica; nothing here is a stub.
+that wants a real replica; nothing here is a stub. With ``standby=False`` it is a lone
+primary on loopback that bench/faults.py stops with ``-m immediate`` and starts again
+on the same port (`stop_primary`, `start_primary`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _free_port() -> int:
 class Pair:
     """A running primary and its standby; `stop` ends both and removes their folder."""
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: dict[str, str] | None = None, *, standby: bool = True) -> None:
         self.bin = bin_dir()
         self.folder = Path(tempfile.mkdtemp(prefix="migrator-standby-"))
         self.user: str | None = None
@@ -70,6 +72,8 @@ class Pair:
                     out.write(f"{name} = '{value}'\n")
             self.primary_port = self._start(self.primary_data)
             self.primary_url = self._url(self.primary_port)
+            if not standby:
+                return
             self._run(
                 "pg_basebackup",
                 "-h",
@@ -102,10 +106,10 @@ class Pair:
             command = ["runuser", "-u", self.user, "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=300)
 
-    def _start(self, data: Path) -> int:
+    def _start(self, data: Path, port: int | None = None) -> int:
         # A port taken between its choice and the start: choose again.
-        for _ in range(5):
-            port = _free_port()
+        for _ in range(1 if port else 5):
+            chosen = port or _free_port()
             try:
                 self._run(
                     "pg_ctl",
@@ -117,14 +121,23 @@ class Pair:
                     "-l",
                     str(data.parent / f"{data.name}.log"),
                     "-o",
-                    f"-h 127.0.0.1 -p {port} -k {self.folder}",
+                    f"-h 127.0.0.1 -p {chosen} -k {self.folder}",
                     "start",
                 )
             except subprocess.CalledProcessError:
                 continue
             self._started.append(data)
-            return port
+            return chosen
         raise RuntimeError(f"could not start PostgreSQL in {data}: see {data.name}.log")
+
+    def stop_primary(self, mode: str = "immediate") -> None:
+        """Stop the primary (``-m immediate``: as a crash, no checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.primary_data), "-m", mode, "-w", "stop")
+        self._started.remove(self.primary_data)
+
+    def start_primary(self) -> None:
+        """Start the primary again, on its port (after `stop_primary`)."""
+        self._start(self.primary_data, self.primary_port)
 
     @staticmethod
     def _url(port: int, database: str = "postgres") -> str:
@@ -146,6 +159,8 @@ class Pair:
         the standby has replayed its creation)."""
         with psycopg.connect(self.primary_url, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        if not hasattr(self, "standby_url"):  # a lone primary
+            return self._url(self.primary_port, name), ""
         self.wait_replayed()
         return self._url(self.primary_port, name), self._url(self.standby_port, name)
 
