@@ -7,9 +7,6 @@ holds is ever run as SQL (a canary table would be dropped)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -17,6 +14,7 @@ import yaml
 from psycopg import sql
 
 from tests.support.catalog_snapshot import diff, schema_dump
+from tests.test_backfill_secrets import run as run_cli
 
 RELEASE = "rel \"ä\" 'x'; DROP TABLE canary; --"
 TABLE = 'Kunden "Ü" Liste'
@@ -72,17 +70,7 @@ def plan(lb: Path) -> dict[str, object]:
 
 
 def cli(*args: str, url: str, cwd: Path) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATOR_")}
-    env["COLUMNS"] = "250"
-    done = subprocess.run(
-        [sys.executable, "-m", "migrator", *args, "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-    return done.returncode, done.stdout + done.stderr
+    return run_cli(*args, "--database-url", url, cwd=cwd)
 
 
 def q(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
