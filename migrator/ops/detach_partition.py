@@ -24,7 +24,7 @@ from migrator.ops.attach_partition import attach_steps, detach_steps
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.validation import require_table
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 
 class DetachPartition(Operation):
@@ -61,7 +61,8 @@ class DetachPartition(Operation):
                     "save-bound",
                     f"remember {self.partition}'s bound for the rollback",
                     f"CREATE OR REPLACE FUNCTION {ident(*self._saved(ctx))}() RETURNS text "
-                    f"LANGUAGE sql IMMUTABLE AS $migrator$ SELECT {literal(saved)} $migrator$",
+                    f"LANGUAGE sql IMMUTABLE AS {dollar_quoted(f' SELECT {literal(saved)} ')}",
+                    private_function_sql(ident(*self._saved(ctx))),
                 )
             )
         return steps + detach_steps(ctx, "detach", self.table, self.partition)
