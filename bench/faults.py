@@ -11,7 +11,8 @@ application plays on it (tests/support/pagila.AppLoad): old-version requests unt
 switch is done, new-version ones from the end of the expand on.
 
 First one undisturbed run, then --faults runs, each with one fault at a random moment of
-the release (uniform over the undisturbed run's time), in turn:
+the release (uniform over the undisturbed run's time: a command, and a time into it;
+where that command ends sooner, the fault comes early in the next one), in turn:
 
   kill-9     the migrator process gets SIGKILL;
   terminate  pg_terminate_backend() of every connection of migrator's;
@@ -75,7 +76,9 @@ CREATE EVENT TRIGGER bench_log_ddl ON ddl_command_end EXECUTE FUNCTION bench.log
 @dataclass
 class Fault:
     kind: str
-    at: float  # seconds into the release
+    target: int  # the index of the command it comes in
+    at: float  # seconds into that command
+    rearmed: bool = False  # that command ended first: it came early in the next
     command: str = ""
     landed: str = ""  # what was under way when it came
     reruns: int = 0
@@ -103,6 +106,7 @@ class Run:
 class Bench(ReleaseBed):
     def __init__(self, rows: int, down: float, rate: float, batch: int) -> None:
         super().__init__(rows, batch, setup=DDL_LOG)
+        self.base: dict[str, float] = {}  # the undisturbed run's seconds per command
         self.down = down
         self.rate = rate
 
@@ -116,9 +120,13 @@ class Bench(ReleaseBed):
         load.start()
         begun = time.monotonic()
         try:
-            for args in self.commands:
+            for index, args in enumerate(self.commands):
                 start = time.monotonic()
-                code = self._command(args, url, fault, begun, run)
+                armed = fault if fault and not fault.command and index >= fault.target else None
+                if armed is not None and index > armed.target:
+                    armed.rearmed = True
+                    armed.at = random.uniform(0.05, 0.5) * self.base.get(args[0], 1.0)
+                code = self._command(args, url, armed, start, run)
                 attempts = 0
                 while code != 0 and attempts < RERUNS:
                     attempts += 1
@@ -163,7 +171,7 @@ class Bench(ReleaseBed):
         proc = subprocess.Popen(
             cli(*args, url=url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        if fault is not None and not fault.command:
+        if fault is not None:
             ends_by = begun + fault.at
             while proc.poll() is None and time.monotonic() < ends_by:
                 time.sleep(0.01)
@@ -255,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             print("the undisturbed release failed:\n" + "\n".join(base.said))
             return 2
         total = sum(base.seconds.values())
+        bench.base = base.seconds
         print(
             "undisturbed: "
             + ", ".join(f"{k} {v:.1f}s" for k, v in base.seconds.items())
@@ -268,7 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         failed_up = failed_down = requests = 0
         twice_total = 0
         for i in range(args.faults):
-            fault = Fault(kinds[i % len(kinds)], rng.uniform(0.05, 0.95) * total)
+            # A moment of the undisturbed release's time, uniform: the command it falls
+            # in, and how far into that command.
+            moment = rng.uniform(0.02, 0.98) * total
+            seconds = list(base.seconds.values())
+            target = 0
+            while target < len(seconds) - 1 and moment >= seconds[target]:
+                moment -= seconds[target]
+                target += 1
+            fault = Fault(kinds[i % len(kinds)], target, moment)
             run = bench.release(fault)
             sums = run.checksums == base.checksums
             schema = run.schema == base.schema
@@ -281,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             failed_down += run.failed_down
             requests += run.requests
             print(
-                f"{i + 1:2}/{args.faults} {fault.kind:9} at {fault.at:5.1f}s "
-                f"in {fault.command or '(between commands)'} [{fault.landed}]: "
+                f"{i + 1:2}/{args.faults} {fault.kind:9} {fault.at:5.1f}s into "
+                f"{fault.command or '(no command: the release had ended)'}"
+                f"{' (its planned command ended first)' if fault.rearmed else ''} "
+                f"[{fault.landed}]: "
                 f"reruns {fault.reruns}, {'exact' if ok else 'NOT EXACT'}; requests "
                 f"{run.requests}, failed {run.failed_up} up / {run.failed_down} down",
                 flush=True,
