@@ -361,7 +361,16 @@ class ReleaseBed:
                 )
             )
         self.lb.write_text("0\n")
-        return self.pair.primary_url.rsplit("/", 1)[0] + f"/{name}"
+        url = self.pair.primary_url.rsplit("/", 1)[0] + f"/{name}"
+        # A copy's sequences hold the template's pre-logged values (log_cnt) with no WAL
+        # of their own: after a crash (bench/faults.py's restart) they would go back and
+        # hand out ids again (migrator.events: duplicate key). setval logs where each is.
+        q(
+            url,
+            "DO $$DECLARE s regclass; BEGIN FOR s IN SELECT oid FROM pg_class "
+            "WHERE relkind = 'S' LOOP PERFORM setval(s, nextval(s)); END LOOP; END $$",
+        )
+        return url
 
     def drop(self, url: str) -> None:
         name = str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
