@@ -15,6 +15,7 @@ without it, and two runs can be compared by `table_checksums`.
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -381,3 +382,4 @@ class ReleaseBed:
 
     def stop(self) -> None:
         self.pair.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
