@@ -112,16 +112,18 @@ def prepared(url: str, plan: Any) -> tuple[Any, str, Any]:
 
 
 def test_a_lagging_replica_pauses_the_batches(fresh_db: str) -> None:
-    """Readings stubbed for the lag only (no replica here); the database is real."""
+    """Readings stubbed for the lag only (no replica here); the database is real.
+
+    The replica lags for the first four readings, counted rather than timed (a busy
+    machine takes fewer readings in a given time): no row is filled meanwhile."""
     q(fresh_db, SEED.format(rows=5000))
     plan = make_plan(batch="500")
     spec, key, engine = prepared(fresh_db, plan)
-    started = time.monotonic()
     filled_while_lagging: list[int] = []
 
     def reader(conn: Connection, pids: Sequence[int]) -> Readings:
         real = throttle.read(conn, pids)
-        if time.monotonic() - started < 1.5:
+        if len(filled_while_lagging) < 4:
             filled_while_lagging.append(
                 int(conn.execute(text("SELECT count(phone) FROM users")).scalar_one())
             )
@@ -140,8 +142,7 @@ def test_a_lagging_replica_pauses_the_batches(fresh_db: str) -> None:
         reader=reader,
     ).run()
     engine.dispose()
-    assert time.monotonic() - started >= 1.5
-    assert len(filled_while_lagging) >= 4 and set(filled_while_lagging) == {0}
+    assert filled_while_lagging == [0, 0, 0, 0]
     assert any("pausing: replica lag 30.0s" in w for w in recorder.warnings)
     assert outcome.rows == 5000
     assert wrong_rows(fresh_db) == 0
@@ -213,5 +214,5 @@ def test_many_active_sessions_slow_the_backfill(fresh_db: str) -> None:
     elapsed = time.monotonic() - started
     assert any("active sessions > max_active_sessions 2" in w for w in recorder.warnings)
     assert any("back under the limits" in i for i in recorder.infos)
-    assert 2.0 < elapsed < 60
+    assert elapsed > 2.0  # it waited out the load (no upper bound: a busy machine is slow)
     assert wrong_rows(fresh_db) == 0
