@@ -31,6 +31,22 @@ def pg15_server() -> Iterator[Server]:
     server.stop()
 
 
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each test that takes it runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped
+    where absent): the operation suites, the type facts, the pagila release."""
+    name = "pg_server" if request.param == "pg18" else "pg15_server"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[str]:
+    """A fresh database for one test, on each version of ``server``; its URL."""
+    url = server.create_database("ops")
+    yield url
+    server.drop_database(url)
+
+
 @pytest.fixture(scope="module")
 def module_db(pg_server: Server) -> Iterator[str]:
     """A fresh database for one test module; its URL."""

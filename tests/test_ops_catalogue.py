@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -37,24 +36,9 @@ from tests.support.ops_suite import (
     release_rows,
     run_release_case,
 )
-from tests.support.servers import Server
 
 # The harness (Case, run_release_case) is tests/support/ops_suite.py, shared with the
 # other tests/test_ops_*.py modules.
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("ops")
-    yield url
-    server.drop_database(url)
 
 
 # -- the table of operations -----------------------------------------------------------------

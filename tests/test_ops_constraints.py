@@ -8,7 +8,6 @@ lock-safe form. Then the refusals: exit 2, one line at file:line:column, nothing
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,30 +20,6 @@ from migrator.lint.sources import lint_plan
 from migrator.plan.loader import load_plan, parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, opts, plan_text, q, release_rows, run_release_case
-from tests.support.servers import Server
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("cons")
-    yield url
-    server.drop_database(url)
-
-
-@pytest.fixture
-def db18(pg_server: Server) -> Iterator[str]:
-    """PostgreSQL 18 only: the lint and the refusals do not differ between versions."""
-    url = pg_server.create_database("cons")
-    yield url
-    pg_server.drop_database(url)
-
 
 CASES = [
     # Section 7: expressions over a column an earlier operation of the plan adds (or the
@@ -290,12 +265,12 @@ def test_operation_release(case: Case, db: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_statements_pass_the_lint_rules(case: Case, db18: str) -> None:
+def test_statements_pass_the_lint_rules(case: Case, fresh_db: str) -> None:
     """Every statement the operations write, through migrator's own linter on the live
     catalog: no finding."""
-    q(db18, case.setup)
+    q(fresh_db, case.setup)
     plan = parse_plan(plan_text(case.expand, case.contract))
-    engine = make_engine(db18)
+    engine = make_engine(fresh_db)
     try:
         with connect(engine) as conn:
             findings = lint_plan(plan, catalog=Catalog(conn))
@@ -370,24 +345,24 @@ REFUSALS = [
 @pytest.mark.parametrize(
     ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
 )
-def test_refusals(db18: str, tmp_path: Path, expand: str, message: str) -> None:
+def test_refusals(fresh_db: str, tmp_path: Path, expand: str, message: str) -> None:
     q(
-        db18,
+        fresh_db,
         BASE + "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) "
         "REFERENCES users (id);",
     )
-    before = schema_dump(db18)
+    before = schema_dump(fresh_db)
     path = tmp_path / "plan.yaml"
     path.write_text(plan_text(expand))
     with pytest.raises(MigratorError) as err:  # the plan's loading, or its validation
-        commands.expand(load_plan(path), opts(db18))
+        commands.expand(load_plan(path), opts(fresh_db))
     text = str(err.value)
     assert text.startswith(f"{path}:"), text  # file:line:column of the operation
     assert message in text
     assert "\n" not in text
     assert err.value.exit_code == ExitCode.BAD_INPUT
-    assert schema_dump(db18) == before
-    assert release_rows(db18) == []
+    assert schema_dump(fresh_db) == before
+    assert release_rows(fresh_db) == []
 
 
 PLACEMENT = [
@@ -417,17 +392,17 @@ PLACEMENT = [
 
 @pytest.mark.parametrize(("expand", "contract", "message"), PLACEMENT)
 def test_keys_decide_where_an_operation_stands(
-    db18: str, tmp_path: Path, expand: str, contract: str, message: str
+    fresh_db: str, tmp_path: Path, expand: str, contract: str, message: str
 ) -> None:
     """drop_column's down and drop_constraint's column/down decide where they stand:
     one line at file:line:column (exit 2), at load time or before anything runs."""
-    q(db18, BASE)
-    before = schema_dump(db18)
+    q(fresh_db, BASE)
+    before = schema_dump(fresh_db)
     path = tmp_path / "plan.yaml"
     path.write_text(plan_text(expand, contract))
     with pytest.raises(MigratorError) as err:
-        commands.expand(load_plan(path), opts(db18))
+        commands.expand(load_plan(path), opts(fresh_db))
     text = str(err.value)
     assert text.startswith(f"{path}:") and message in text and "\n" not in text, text
     assert err.value.exit_code == ExitCode.BAD_INPUT
-    assert schema_dump(db18) == before
+    assert schema_dump(fresh_db) == before

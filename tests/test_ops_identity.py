@@ -11,7 +11,6 @@ is refused in one line at its place in the file, with nothing changed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -24,31 +23,6 @@ from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import Case, opts, plan_text, q, run_release_case
-from tests.support.servers import Server
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("ident")
-    yield url
-    server.drop_database(url)
-
-
-@pytest.fixture
-def db18(pg_server: Server) -> Iterator[str]:
-    """For what does not differ between versions (the lint, the refusals): 18 only,
-    which keeps the suite's time down."""
-    url = pg_server.create_database("ident")
-    yield url
-    pg_server.drop_database(url)
-
 
 # users.id: an int identity key two foreign keys point at; orders.id an identity BY
 # DEFAULT with sequence options of its own.
@@ -256,12 +230,12 @@ def test_identity_and_generated_release(case: Case, db: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_statements_pass_the_lint_rules(case: Case, db18: str) -> None:
+def test_statements_pass_the_lint_rules(case: Case, fresh_db: str) -> None:
     """Every statement, held to docs/lint-rules.md against the live catalog; the ADD
     COLUMN of identity and generated columns is M013, which the plan suppresses."""
-    q(db18, case.setup)
+    q(fresh_db, case.setup)
     plan = parse_plan(plan_text(case.expand, case.contract))
-    engine = make_engine(db18)
+    engine = make_engine(fresh_db)
     try:
         with connect(engine) as conn:
             findings = lint_plan(plan, catalog=Catalog(conn))
@@ -270,8 +244,8 @@ def test_statements_pass_the_lint_rules(case: Case, db18: str) -> None:
     assert findings == []
 
 
-def test_lint_says_adding_a_generated_column_rewrites(db18: str) -> None:
-    q(db18, IDENTITY_BASE)
+def test_lint_says_adding_a_generated_column_rewrites(fresh_db: str) -> None:
+    q(fresh_db, IDENTITY_BASE)
     plan = parse_plan(
         plan_text(
             "- add_column: {table: users, column: {name: d, type: text, "
@@ -279,7 +253,7 @@ def test_lint_says_adding_a_generated_column_rewrites(db18: str) -> None:
             "- add_column: {table: orders, column: {name: n, type: bigint, identity: always}}"
         )
     )
-    engine = make_engine(db18)
+    engine = make_engine(fresh_db)
     try:
         with connect(engine) as conn:
             findings = lint_plan(plan, catalog=Catalog(conn))
@@ -443,13 +417,13 @@ REFUSALS = [
 @pytest.mark.parametrize(
     ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
 )
-def test_refusals(db18: str, expand: str, message: str) -> None:
-    q(db18, GENERATED_BASE)
-    before = schema_dump(db18)
+def test_refusals(fresh_db: str, expand: str, message: str) -> None:
+    q(fresh_db, GENERATED_BASE)
+    before = schema_dump(fresh_db)
     plan = parse_plan(plan_text(expand), "plans/p.yaml")
     with pytest.raises(ValidationFailed) as err:
-        commands.expand(plan, opts(db18))
+        commands.expand(plan, opts(fresh_db))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
     assert err.value.exit_code == ExitCode.BAD_INPUT
-    assert schema_dump(db18) == before
+    assert schema_dump(fresh_db) == before

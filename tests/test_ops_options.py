@@ -10,7 +10,6 @@ bad input of each: one line naming file:line:column, exit 2, nothing changed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,22 +30,6 @@ from tests.support.ops_suite import (
     release_rows,
     run_release_case,
 )
-from tests.support.servers import Server
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("opts")
-    yield url
-    server.drop_database(url)
-
 
 KEYED = (
     BASE

@@ -8,8 +8,6 @@ sync trigger and the indexes, attach and detach, and the bad bounds refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
@@ -21,22 +19,6 @@ from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
-from tests.support.servers import Server
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("parts")
-    yield url
-    server.drop_database(url)
-
 
 # The suite's seeded users and orders, plus events partitioned by range of day, one
 # partition of them itself partitioned by list of kind.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,20 +63,6 @@ def plan_for(expand: str) -> str:
         f"expand:\n{body}\n"
         "contract: {not_before: 0s, operations: []}\n"
     )
-
-
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """Each test runs on PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def db(server: Server) -> Iterator[str]:
-    url = server.create_database("ra")
-    yield url
-    server.drop_database(url)
 
 
 SEED = """

@@ -45,13 +45,6 @@ def q(url: str, query: str) -> list[tuple[object, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-@pytest.fixture(params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
 @pytest.fixture
 def pagila(server: Server) -> Iterator[str]:
     url = server.create_database("pagila")

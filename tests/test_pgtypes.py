@@ -144,13 +144,6 @@ USER_TYPES = (
 )
 
 
-@pytest.fixture(scope="module", params=["pg18", "pg15"])
-def server(request: pytest.FixtureRequest) -> Server:
-    """PostgreSQL 18 (embedded) and 15 (Debian; skipped where absent)."""
-    name = "pg_server" if request.param == "pg18" else "pg15_server"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def db(server: Server) -> Iterator[str]:
     url = server.create_database("pgt")
