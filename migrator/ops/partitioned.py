@@ -53,7 +53,7 @@ def _index_sql(
 ) -> str:
     """CREATE INDEX CONCURRENTLY on a partition, or CREATE INDEX IF NOT EXISTS ON ONLY a
     partitioned table (which builds nothing)."""
-    sql = create_index_sql(
+    return create_index_sql(
         schema,
         table,
         name,
@@ -65,13 +65,8 @@ def _index_sql(
         if_not_exists=only,
         nulls_not_distinct=nulls_not_distinct,
         storage=storage,
+        only=only,
     )
-    if only:
-        target = ident(schema, table)
-        sql = sql.replace(" INDEX CONCURRENTLY ", " INDEX ", 1).replace(
-            f" ON {target} ", f" ON ONLY {target} ", 1
-        )
-    return sql
 
 
 def _attach_sql(schema: str, parent_index: str, index: str) -> str:

@@ -138,13 +138,15 @@ def create_index_sql(
     if_not_exists: bool = False,
     nulls_not_distinct: bool = False,
     storage: str = "",
+    only: bool = False,
 ) -> str:
     """CREATE [UNIQUE] INDEX CONCURRENTLY; ``keys`` are already SQL (see `index_key`),
-    ``storage`` the WITH (...) list (see `storage_sql`)."""
+    ``storage`` the WITH (...) list (see `storage_sql`). With ``only``: CREATE INDEX ...
+    ON ONLY a partitioned table, which builds nothing (and cannot be CONCURRENTLY)."""
     sql = (
-        f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY "
+        f"CREATE {'UNIQUE ' if unique else ''}INDEX {'' if only else 'CONCURRENTLY '}"
         f"{'IF NOT EXISTS ' if if_not_exists else ''}{ident(name)} "
-        f"ON {ident(schema, table)} USING {method} ({', '.join(keys)})"
+        f"ON {'ONLY ' if only else ''}{ident(schema, table)} USING {method} ({', '.join(keys)})"
     )
     if include:
         sql += f" INCLUDE ({', '.join(ident(c) for c in include)})"
