@@ -727,9 +727,10 @@ def test_dry_run_shows_a_batchs_update_and_changes_nothing(
     )
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
-    assert f"UPDATE public.users SET phone = ({UP}) WHERE {where} AND (phone IS NULL)" in flat, (
-        result.output
-    )
+    assert (
+        f"UPDATE public.users SET phone = ({UP}) WHERE {where} AND ((phone IS NULL) IS TRUE)"
+        in flat
+    ), result.output
     assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS NOT NULL") == [(0,)]
     assert q(fresh_db, "SELECT count(*) FROM migrator.steps WHERE phase = 'backfill'") == [(0,)]
 
@@ -755,3 +756,35 @@ def test_nothing_to_fill_ends_without_a_batch(fresh_db: str, shape: str) -> None
     assert q(fresh_db, "SELECT phase FROM migrator.releases") == [("backfilled",)]
     after = q(fresh_db, "SELECT md5(string_agg(users::text, ',' ORDER BY users::text)) FROM users")
     assert after == before
+
+
+def test_a_batch_never_scans_an_index_of_the_column_it_fills(fresh_db: str) -> None:
+    """The condition that a row still needs filling (``x IS NULL``) is never an index
+    condition of a batch: an index on the column being filled (a retyped key's unique
+    index, built before the backfill) holds one entry per row while the column is all
+    NULL, and a bitmap AND with it read all of them in every batch (found at 10M rows:
+    0.48 s a batch instead of 3 ms). Without the table's statistics, as after a copy or
+    before autovacuum has been by, the planner guesses that few rows are NULL."""
+    from migrator.backfill.batcher import update_keys_sql, update_pages_sql
+    from migrator.backfill.keys import KeyColumn, Walk
+    from migrator.engine.steps import BackfillSpec
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE filled (id int PRIMARY KEY, x bigint) WITH (autovacuum_enabled = off);"
+            "INSERT INTO filled (id) SELECT g FROM generate_series(1, 200000) g;"
+            "CREATE UNIQUE INDEX filled_x ON filled (x)"
+        )
+    spec = BackfillSpec(
+        key="k", schema="public", table="filled", set={"x": "id::bigint"}, needs="x IS NULL"
+    )
+    walk = Walk(kind="primary key", columns=(KeyColumn("id", "integer"),), index="filled_pkey")
+    for statement in (
+        update_keys_sql(spec, walk, ["1000"], ["1250"]),
+        update_pages_sql(spec, 10, 12),
+    ):
+        with psycopg.connect(fresh_db) as conn:
+            conn.execute("SET LOCAL enable_indexscan = off")  # as _update_range runs it
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {statement}").fetchall())
+            conn.rollback()
+        assert "filled_x" not in plan, plan

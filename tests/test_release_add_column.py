@@ -120,7 +120,7 @@ def test_sync_function_runs_only_for_old_version_writes(db: str) -> None:
         calls(
             "UPDATE public.users SET phone = (coalesce(legacy_phone, 'unknown')) "
             "WHERE (id) > (CAST('100' AS bigint)) AND (id) <= (CAST('200' AS bigint)) "
-            "AND (phone IS NULL)"
+            "AND ((phone IS NULL) IS TRUE)"
         )
         == start
     )

@@ -92,6 +92,19 @@ def _only(only: str | None) -> str:
     return f" AND ({only})" if only else ""
 
 
+def still_needs(spec: BackfillSpec) -> str:
+    """The spec's ``needs`` as a batch filters on it: ``(...) IS TRUE``, which keeps the
+    same rows (a WHERE drops NULL as it drops false) but is no index condition.
+
+    An index on the column being filled (a retyped key's unique index, built in the
+    expand) holds an entry for every row while the column is still NULL. Without fresh
+    statistics on the new column the planner takes ``x IS NULL`` for selective and ANDs
+    that index into the key range's bitmap, reading all of those entries in every batch:
+    0.48 s a batch of 250 rows instead of 3 ms, on 10M rows.
+    """
+    return f"(({spec.needs}) IS TRUE)"
+
+
 def update_keys_sql(
     spec: BackfillSpec, walk: Walk, lo: Key | None, hi: Key | None, only: str | None = None
 ) -> str:
@@ -99,7 +112,7 @@ def update_keys_sql(
     pass but the last, only the rows ``only`` chooses)."""
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
-        f"WHERE {key_bounds(walk, lo, hi)} AND ({spec.needs}){_only(only)}"
+        f"WHERE {key_bounds(walk, lo, hi)} AND {still_needs(spec)}{_only(only)}"
     )
 
 
@@ -191,7 +204,7 @@ def batch_template(spec: BackfillSpec, walk: Walk) -> str:
         where = "ctid >= '(:first,0)'::tid AND ctid < '(:end,0)'::tid"
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
-        f"WHERE {where} AND ({spec.needs})"
+        f"WHERE {where} AND {still_needs(spec)}"
     )
 
 
@@ -208,7 +221,7 @@ def update_pages_sql(spec: BackfillSpec, first: int, end: int, only: str | None 
     return (
         f"UPDATE {ident(spec.schema, spec.table)} SET {set_clause(spec)} "
         f"WHERE ctid >= {literal(f'({int(first)},0)')}::tid "
-        f"AND ctid < {literal(f'({int(end)},0)')}::tid AND ({spec.needs}){_only(only)}"
+        f"AND ctid < {literal(f'({int(end)},0)')}::tid AND {still_needs(spec)}{_only(only)}"
     )
 
 
