@@ -243,6 +243,25 @@ def test_rerun_of_each_phase_changes_nothing(db: str) -> None:
     assert catalog(db) == snapshot
 
 
+def test_events_sequence_gone_back_does_not_stop_a_command(db: str) -> None:
+    """After a crash a database copied from a template can find migrator.events' sequence
+    behind the ids it handed out; the next commands still run and log every event."""
+    plan = parse_plan(PLAN)
+    commands.expand(plan, opts(db))
+    logged = q(db, "SELECT count(*), max(id) FROM migrator.events")[0]
+    assert logged[0] >= 2
+    q(db, "SELECT setval(pg_get_serial_sequence('migrator.events', 'id'), 1, false)")
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    actions = [a for (a,) in q(db, "SELECT action FROM migrator.events ORDER BY id")]
+    assert actions[: logged[0]] == ["expand.start", "expand.done"]
+    assert "backfill.done" in actions[logged[0] :] and "complete" in actions[logged[0] :]
+    assert q(
+        db, "SELECT min(id) > %s FROM migrator.events WHERE action = 'complete'", logged[1]
+    ) == [(True,)]
+    assert q(db, "SELECT phase FROM migrator.releases") == [("completed",)]
+
+
 def test_expand_resumes_after_a_failed_step(db: str) -> None:
     """A step that fails is redone on the rerun; the steps before it are skipped."""
     plan = parse_plan(PLAN)

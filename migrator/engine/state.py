@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
+from sqlalchemy.exc import IntegrityError
 
 from migrator.db.connection import scrub_secrets, scrub_value
 
@@ -214,6 +215,47 @@ BEGIN
 END
 $migrator$""",
 )
+
+
+_INSERT_EVENT = text(
+    "INSERT INTO migrator.events (release, actor, action, plan_hash, details) "
+    "VALUES (:r, :a, :ac, :h, CAST(:d AS jsonb))"
+)
+# After a crash, a sequence can come back behind ids it handed out (a database copied
+# from a template holds the template's pre-logged values with no WAL of its own): it is
+# moved past the highest id, so the log never stops a command.
+_ADVANCE_EVENTS_ID = text(
+    "SELECT setval(pg_get_serial_sequence('migrator.events', 'id'), "
+    "greatest((SELECT max(id) FROM migrator.events), "
+    "nextval(pg_get_serial_sequence('migrator.events', 'id'))))"
+)
+
+
+def append_event(
+    conn: Connection,
+    release: str | None,
+    actor: str,
+    action: str,
+    plan_hash: str | None,
+    details: Any,
+) -> None:
+    """One row of migrator.events, in a savepoint of ``conn``'s transaction: a duplicate
+    id (the sequence went back) advances the sequence past the log and tries once more."""
+    values = {
+        "r": release,
+        "a": actor,
+        "ac": action,
+        "h": plan_hash,
+        "d": json.dumps(details, default=str),
+    }
+    try:
+        with conn.begin_nested():
+            conn.execute(_INSERT_EVENT, values)
+    except IntegrityError as exc:
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "events_pkey":
+            raise
+        conn.execute(_ADVANCE_EVENTS_ID)
+        conn.execute(_INSERT_EVENT, values)
 
 
 @dataclass(frozen=True)
@@ -535,19 +577,7 @@ class StateStore:
         **details: Any,
     ) -> None:
         """Append to the audit log."""
-        conn.execute(
-            text(
-                "INSERT INTO migrator.events (release, actor, action, plan_hash, details) "
-                "VALUES (:r, :a, :ac, :h, CAST(:d AS jsonb))"
-            ),
-            {
-                "r": release,
-                "a": actor,
-                "ac": action,
-                "h": plan_hash,
-                "d": json.dumps(scrub_value(details), default=str),
-            },
-        )
+        append_event(conn, release, actor, action, plan_hash, scrub_value(details))
 
     def events(self, conn: Connection, release: str | None = None) -> list[dict[str, Any]]:
         """The audit log, oldest first."""

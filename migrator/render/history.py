@@ -22,12 +22,11 @@ crash between the two is repaired by the rerun.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
-from migrator.engine.state import NOT_EXPANDED_PHASES
+from migrator.engine.state import NOT_EXPANDED_PHASES, append_event
 from migrator.observer import Observer
 from migrator.render.revisions import revision_id
 
@@ -54,12 +53,8 @@ def _set(conn: Connection, table: str, value: str | None) -> None:
 
 
 def _record(conn: Connection, release: str, previous: str | None, revision: str) -> None:
-    conn.execute(
-        text(
-            "INSERT INTO migrator.events (release, actor, action, details) "
-            "VALUES (:r, 'migrator', :a, CAST(:d AS jsonb))"
-        ),
-        {"r": release, "a": _ACTION, "d": json.dumps({"previous": previous, "revision": revision})},
+    append_event(
+        conn, release, "migrator", _ACTION, None, {"previous": previous, "revision": revision}
     )
 
 
