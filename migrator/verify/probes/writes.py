@@ -1,0 +1,176 @@
+"""What a write puts in each column, read from pglast's tree: an INSERT's rows or an
+UPDATE's assignments, each value a literal, NULL, a parameter, DEFAULT or unknown."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pglast import ast
+from pglast.stream import RawStream
+
+from migrator.ops.sql import walk_nodes
+from migrator.sqltext import literal
+from migrator.verify.queries import Query
+from migrator.verify.snapshot import Relation, Snapshot
+
+Kind = Literal["literal", "null", "param", "unknown", "default"]
+
+
+@dataclass(frozen=True)
+class Value:
+    """A value a write gives a column: a literal (its SQL), NULL, a parameter, DEFAULT,
+    or something only the data knows (a column, a subquery)."""
+
+    kind: Kind
+    sql: str = ""
+
+
+def _value(expr: Any) -> Value:
+    if isinstance(expr, ast.SetToDefault):
+        return Value("default")
+    if isinstance(expr, ast.ParamRef):
+        return Value("param")
+    if isinstance(expr, ast.A_Const):
+        # The common literal, written out without pglast's deparser (a thousand times
+        # cheaper): a number as the parser read it, a string quoted by the library.
+        val = expr.val
+        if expr.isnull:
+            return Value("null")
+        if isinstance(val, ast.Integer):
+            return Value("literal", str(val.ival))
+        if isinstance(val, ast.Float):
+            return Value("literal", str(val.fval))
+        if isinstance(val, ast.String):
+            return Value("literal", literal(val.sval))
+    nodes = list(walk_nodes(expr))
+    if any(isinstance(n, ast.ParamRef) for n in nodes):
+        return Value("param")
+    if any(isinstance(n, ast.ColumnRef | ast.SubLink | ast.MultiAssignRef) for n in nodes):
+        return Value("unknown")
+    bare = expr.arg if isinstance(expr, ast.TypeCast) else expr
+    if isinstance(bare, ast.A_Const) and bare.isnull:
+        return Value("null")
+    return Value("literal", str(RawStream()(expr)))
+
+
+@dataclass
+class Write:
+    """An INSERT's rows or an UPDATE's assignments to one relation."""
+
+    relation: Relation
+    verb: Literal["insert", "update"]
+    rows: list[dict[str, Value]]  # column -> value; an INSERT's omitted columns are absent
+    conflict: frozenset[str] | None = None  # ON CONFLICT columns (empty: no target)
+
+
+def named(constraint: str) -> frozenset[str]:
+    """An ``ON CONFLICT ON CONSTRAINT`` target, apart from any column name."""
+    return frozenset({"\x00" + constraint})
+
+
+def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
+    if node.cols:
+        names = [c.name for c in node.cols if isinstance(c, ast.ResTarget) and c.name]
+    else:
+        names = [c.name for c in rel.columns]
+    select = node.selectStmt
+    rows: list[dict[str, Value]] = []
+    if select is None:
+        rows = [{}]  # DEFAULT VALUES
+    elif isinstance(select, ast.SelectStmt) and select.valuesLists:
+        for row in select.valuesLists:
+            rows.append({n: _value(e) for n, e in zip(names, row, strict=False)})
+    elif isinstance(select, ast.SelectStmt) and select.targetList and select.op == 0:
+        targets = [t.val for t in select.targetList if isinstance(t, ast.ResTarget)]
+        if any(isinstance(n, ast.A_Star) for t in targets for n in walk_nodes(t)):
+            return None
+        many = bool(select.fromClause)  # the rows are the data's
+        rows.append(
+            {
+                n: Value("unknown") if many else _value(e)
+                for n, e in zip(names, targets, strict=False)
+            }
+        )
+    else:
+        return None
+    conflict: frozenset[str] | None = None
+    clause = node.onConflictClause
+    if clause is not None:
+        infer = clause.infer
+        elems = (infer.indexElems or ()) if infer is not None else ()
+        conflict = frozenset(e.name for e in elems if isinstance(e, ast.IndexElem) and e.name)
+        if infer is not None and infer.conname:
+            conflict = named(infer.conname)
+    return Write(rel, "insert", rows, conflict)
+
+
+def _update_write(node: ast.UpdateStmt, rel: Relation) -> Write:
+    row: dict[str, Value] = {}
+    for t in node.targetList or ():
+        if not isinstance(t, ast.ResTarget) or not t.name:
+            continue
+        val = t.val
+        if isinstance(val, ast.MultiAssignRef):
+            source = val.source
+            if isinstance(source, ast.RowExpr) and source.args and val.colno:
+                row[t.name] = _value(source.args[val.colno - 1])
+            else:
+                row[t.name] = Value("unknown")
+        else:
+            row[t.name] = _value(val)
+    return Write(rel, "update", [row])
+
+
+def query_nodes(query: Query) -> list[ast.Node]:
+    """Every node of the query's tree, walked once and kept on the query."""
+    if query.nodes is None:
+        query.nodes = list(walk_nodes(query.tree))
+    return query.nodes
+
+
+def may_write(query: Query) -> bool:
+    """An INSERT or UPDATE, or a statement whose WITH may hold one: the only ones probed."""
+    return _writes_in(query.tree)
+
+
+def _writes_in(tree: Any) -> bool:
+    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt):
+        return True
+    with_clause = getattr(tree, "withClause", None)
+    ctes = with_clause.ctes if with_clause is not None else None
+    return any(_writes_in(c.ctequery) for c in ctes or () if isinstance(c, ast.CommonTableExpr))
+
+
+def writes(
+    query: Query, snapshot: Snapshot, only: Container[tuple[str, str]] | None = None
+) -> list[Write]:
+    """The INSERTs and UPDATEs of a query on tables of the phase (those in ``only``, when
+    given), with their values."""
+    if query.tree is None:
+        return []
+    nodes = query_nodes(query)
+    ctes = {n.ctename for n in nodes if isinstance(n, ast.CommonTableExpr) and n.ctename}
+    out: list[Write] = []
+    for node in nodes:
+        if not isinstance(node, ast.InsertStmt | ast.UpdateStmt):
+            continue
+        rv = node.relation
+        if rv is None or rv.relname is None or (rv.schemaname is None and rv.relname in ctes):
+            continue
+        rel = snapshot.resolve(rv.schemaname, rv.relname)
+        if rel is None or rel.kind not in ("r", "p"):
+            continue
+        if only is not None and (rel.schema, rel.name) not in only:
+            continue
+        if isinstance(node, ast.InsertStmt):
+            write = _insert_write(node, rel)
+            if write is not None:
+                out.append(write)
+        else:
+            out.append(_update_write(node, rel))
+    return out
+
+
+__all__ = ["Kind", "Value", "Write", "may_write", "named", "query_nodes", "writes"]
