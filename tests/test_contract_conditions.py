@@ -14,26 +14,7 @@ from migrator.engine.steps import Doomed
 from migrator.errors import GateRefused
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
-
-PLAN = """
-release: r1
-versions:
-  old: {name: v1, application_name: api-v1}
-  new: {name: v2, application_name: api-v2}
-expand:
-  - add_column:
-      table: users
-      column: {name: phone, type: text}
-      up: "coalesce(legacy_phone, '')"
-      final: {nullable: false}
-contract:
-  - drop_column: {table: users, column: legacy_phone}
-"""
-
-SEED = (
-    "CREATE TABLE users (id int PRIMARY KEY, name text, legacy_phone text);"
-    "INSERT INTO users SELECT g, 'u' || g, 'p' || g FROM generate_series(1, 100) g"
-)
+from tests.support import phone_release
 
 
 class Infos(Observer):
@@ -51,7 +32,7 @@ def q(url: str, query: str) -> list[tuple]:  # type: ignore[type-arg]
 
 
 def release_completed(url: str) -> None:
-    plan = parse_plan(PLAN)
+    plan = phone_release.plan()
     opts = commands.Options(database_url=url)
     commands.expand(plan, opts)
     commands.backfill(plan, opts)
@@ -59,7 +40,7 @@ def release_completed(url: str) -> None:
 
 
 def test_refused_while_old_version_connected(fresh_db: str) -> None:
-    q(fresh_db, SEED)
+    phone_release.seed(fresh_db)
     release_completed(fresh_db)
     old = psycopg.connect(fresh_db, application_name="api-v1")
     try:
@@ -81,7 +62,7 @@ def test_refused_while_old_version_connected(fresh_db: str) -> None:
 
 
 def test_force_skips_a_condition_and_records_why(fresh_db: str) -> None:
-    q(fresh_db, SEED)
+    phone_release.seed(fresh_db)
     release_completed(fresh_db)
     with psycopg.connect(fresh_db, application_name="api-v1"):
         commands.contract(
@@ -102,7 +83,7 @@ def statements_server() -> Iterator[EmbeddedPostgres]:
 def test_refused_while_doomed_column_is_still_read(statements_server: EmbeddedPostgres) -> None:
     url = statements_server.create_database("doomed")
     q(url, "CREATE EXTENSION pg_stat_statements")
-    q(url, SEED)
+    phone_release.seed(url)
     release_completed(url)
     # Someone still reads the column the contract drops, after completion.
     with psycopg.connect(url) as conn:
@@ -129,7 +110,7 @@ def test_touches_uses_the_parse_tree() -> None:
 
 
 def test_next_release_warns_while_contract_due_and_strict_refuses(fresh_db: str) -> None:
-    q(fresh_db, SEED)
+    phone_release.seed(fresh_db)
     release_completed(fresh_db)
     nxt = parse_plan(
         "release: r2\nafter: r1\nexpand:\n"

@@ -15,43 +15,10 @@ from typer.testing import CliRunner
 from migrator import commands
 from migrator.cli import app
 from migrator.errors import ExitCode
-from migrator.plan.loader import parse_plan
-from tests.support.switch_env import SEED_SQL, record_check, switch_plan
+from tests.support import phone_release
+from tests.support.switch_env import command_section, record_check, seed_users, switch_plan
 
 TABLES = ("releases", "steps", "contracts", "events", "backfill_ranges")
-
-BACKFILL_PLAN = """
-release: r1
-versions:
-  old: {name: v1, application_name: api-v1}
-  new: {name: v2, application_name: api-v2}
-expand:
-  - add_column:
-      table: users
-      column: {name: phone, type: text}
-      up: "coalesce(legacy_phone, '')"
-      final: {nullable: false}
-contract:
-  - drop_column: {table: users, column: legacy_phone}
-"""
-
-BACKFILL_SEED = (
-    "CREATE TABLE users (id int PRIMARY KEY, name text, legacy_phone text);"
-    "INSERT INTO users SELECT g, 'u' || g, 'p' || g FROM generate_series(1, 20) g"
-)
-
-
-def _section(state: Path) -> dict[str, Any]:
-    state.write_text("0\n")
-    return {
-        "command": {
-            "to_green": f"echo {{percent}} > {state}",
-            "to_blue": f"echo 0 > {state}",
-            "status": f"cat {state}",
-        },
-        "watch": {"duration": 0, "interval": 1},
-        "steps": [50, 100],
-    }
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -77,9 +44,8 @@ def test_switch_gate_refuses_before_expand_and_check_and_passes_after(
     fresh_db: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    plan = switch_plan(command_section(state, steps=[50, 100]))
+    seed_users(fresh_db)
     # Nothing at all yet: not even the state schema, and the gate does not make it.
     first = _gate(fresh_db, plan, "switch")
     assert not first.ok and first.phase is None
@@ -107,11 +73,10 @@ def test_switch_gate_refuses_before_expand_and_check_and_passes_after(
 
 def test_switch_gate_names_a_changed_plan(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    plan = switch_plan(command_section(state, steps=[50, 100]))
+    seed_users(fresh_db)
     commands.expand(plan, commands.Options(database_url=fresh_db))
-    changed = switch_plan({**_section(state), "steps": [100]})
+    changed = switch_plan({**command_section(state, steps=[50, 100]), "steps": [100]})
     result = _gate(fresh_db, changed, "switch")
     assert not result.ok
     assert "changed since it started" in result.problems[0]
@@ -122,9 +87,8 @@ def test_complete_gate_refuses_while_traffic_is_not_all_green(
     fresh_db: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    plan = switch_plan(command_section(state, steps=[50, 100]))
+    seed_users(fresh_db)
     opts = commands.Options(database_url=fresh_db)
     assert "has not been expanded" in _gate(fresh_db, plan, "complete").problems[0]
     commands.expand(plan, opts)
@@ -141,9 +105,8 @@ def test_complete_gate_refuses_while_traffic_is_not_all_green(
 
 
 def test_complete_and_contract_gates_follow_backfill_and_conditions(fresh_db: str) -> None:
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(BACKFILL_SEED)
-    plan = parse_plan(BACKFILL_PLAN)
+    phone_release.seed(fresh_db)
+    plan = phone_release.plan()
     opts = commands.Options(database_url=fresh_db)
     commands.expand(plan, opts)
     unfilled = _gate(fresh_db, plan, "complete")
@@ -173,12 +136,11 @@ def test_cli_gate_exit_codes_and_json(fresh_db: str, tmp_path: Path) -> None:
     data = {
         "release": "r-cli",
         "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
-        "switch": _section(state),
+        "switch": command_section(state, steps=[50, 100]),
     }
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    seed_users(fresh_db)
     runner = CliRunner()
     url = ["--database-url", fresh_db]
 
@@ -206,11 +168,11 @@ def test_cli_gate_exit_codes_and_json(fresh_db: str, tmp_path: Path) -> None:
 
 
 def test_release_phase_sql_function_answers_a_plain_role(fresh_db: str) -> None:
+    phone_release.seed(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(BACKFILL_SEED)
         conn.execute("DROP ROLE IF EXISTS app_reader")
         conn.execute("CREATE ROLE app_reader LOGIN")
-    plan = parse_plan(BACKFILL_PLAN)
+    plan = phone_release.plan()
     opts = commands.Options(database_url=fresh_db)
     commands.init(opts)
     commands.init(opts)  # rerun-safe
@@ -255,9 +217,10 @@ def test_deploy_manifests_ask_the_switch_gate(fresh_db: str, tmp_path: Path) -> 
 
     state = tmp_path / "lb"
     path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(switch_plan(_section(state)).model_dump(mode="json")))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    path.write_text(
+        yaml.safe_dump(switch_plan(command_section(state, steps=[50, 100])).model_dump(mode="json"))
+    )
+    seed_users(fresh_db)
     runner = CliRunner()
     for args in (job["args"], hook_args, step_args):
         assert args[0] == "gate" and args[2:] == ["--for", "switch"]

@@ -22,27 +22,15 @@ from migrator.observer import Observer
 from migrator.plan.models import Plan
 from migrator.switch import SmokeFailed
 from tests.support.switch_env import (
-    SEED_SQL,
+    command_section,
     free_port,
     phase,
     ready_release,
     record_check,
+    seed_users,
     switch_plan,
     traffic_events,
 )
-
-
-def _section(state: Path, **extra: Any) -> dict[str, Any]:
-    state.write_text("0\n")
-    return {
-        "command": {
-            "to_green": f"echo {{percent}} > {state}",
-            "to_blue": f"echo 0 > {state}",
-            "status": f"cat {state}",
-        },
-        "watch": {"duration": 0, "interval": 1},
-        **extra,
-    }
 
 
 def _events(url: str, release: str) -> list[dict[str, Any]]:
@@ -65,9 +53,8 @@ def _columns(url: str) -> list[str]:
 
 def test_switch_before_expand_is_refused_and_moves_nothing(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    plan = switch_plan(command_section(state))
+    seed_users(fresh_db)
     opts = commands.Options(database_url=fresh_db, actor="tester@test")
     commands.init(opts)
     record_check(fresh_db, plan)
@@ -82,12 +69,12 @@ def test_switch_without_a_passing_check_for_this_plan_is_refused(
     fresh_db: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
+    plan = switch_plan(command_section(state))
     opts = ready_release(fresh_db, plan, check=False)
     with pytest.raises(GateRefused, match=r"`migrator check` has not run for this plan"):
         commands.switch(plan, opts)
     # A check of another plan (another hash) does not count.
-    other = switch_plan(_section(state, steps=[50, 100]))
+    other = switch_plan(command_section(state, steps=[50, 100]))
     record_check(fresh_db, other)
     with pytest.raises(GateRefused, match=r"has not run for this plan"):
         commands.switch(plan, opts)
@@ -110,7 +97,7 @@ def test_switch_without_a_passing_check_for_this_plan_is_refused(
 
 def test_force_skips_the_gates_and_records_the_reason(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
+    plan = switch_plan(command_section(state))
     opts = ready_release(fresh_db, plan, check=False)
     opts.force, opts.force_reason = True, "check is down; verified by hand, INC-123"
     commands.switch(plan, opts)
@@ -125,7 +112,7 @@ def test_every_traffic_change_is_recorded_with_who_when_from_to_and_backend(
     fresh_db: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state, steps=[20, 100]))
+    plan = switch_plan(command_section(state, steps=[20, 100]))
     opts = ready_release(fresh_db, plan)
     commands.switch(plan, opts, step=1)
     assert phase(fresh_db, plan.release) == "switching"
@@ -151,7 +138,7 @@ def test_rollback_moves_traffic_first_and_the_schema_only_when_none_is_on_green(
     fresh_db: str, tmp_path: Path
 ) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
+    plan = switch_plan(command_section(state))
     opts = ready_release(fresh_db, plan)
     commands.switch(plan, opts)
     assert "phone" in _columns(fresh_db)
@@ -168,7 +155,7 @@ def test_rollback_moves_traffic_first_and_the_schema_only_when_none_is_on_green(
 
 def test_rollback_is_refused_once_the_contract_has_run(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
+    plan = switch_plan(command_section(state))
     opts = ready_release(fresh_db, plan)
     commands.switch(plan, opts)
     engine = make_engine(fresh_db)
@@ -186,7 +173,7 @@ def test_rollback_is_refused_once_the_contract_has_run(fresh_db: str, tmp_path: 
 
 def test_complete_is_refused_until_all_traffic_is_on_green(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state, steps=[50, 100]))
+    plan = switch_plan(command_section(state, steps=[50, 100]))
     opts = ready_release(fresh_db, plan)
     with pytest.raises(GateRefused, match=r"traffic is blue 100% / green 0%"):
         commands.complete(plan, opts)
@@ -209,12 +196,11 @@ def test_cli_switch_exit_codes(fresh_db: str, tmp_path: Path) -> None:
     data = {
         "release": "r-cli",
         "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
-        "switch": _section(state),
+        "switch": command_section(state),
     }
     path = _write(tmp_path, data)
     runner = CliRunner()
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    seed_users(fresh_db)
     url = ["--database-url", fresh_db]
     assert runner.invoke(app, ["expand", str(path), *url]).exit_code == 0
 
@@ -258,7 +244,7 @@ def test_plan_without_switch_section_is_a_usage_error(fresh_db: str) -> None:
 
 def test_back_to_blue_needs_no_passing_check(fresh_db: str, tmp_path: Path) -> None:
     state = tmp_path / "lb"
-    plan = switch_plan(_section(state))
+    plan = switch_plan(command_section(state))
     opts = ready_release(fresh_db, plan)
     commands.switch(plan, opts)
     record_check(fresh_db, plan, "check.failed")  # a later check found a problem
@@ -274,7 +260,7 @@ def test_switch_waits_for_the_copy_a_renamed_column_needs(fresh_db: str, tmp_pat
         {
             "release": "r-rename",
             "expand": [{"rename_column": {"table": "users", "from": "name", "to": "full_name"}}],
-            "switch": _section(state),
+            "switch": command_section(state),
         }
     )
     opts = ready_release(fresh_db, plan)
@@ -317,11 +303,10 @@ def test_release_says_what_it_did_not_verify(fresh_db: str, tmp_path: Path) -> N
     data = {
         "release": "r-unverified",
         "expand": [{"add_column": {"table": "users", "column": {"name": "phone", "type": "text"}}}],
-        "switch": _section(state),
+        "switch": command_section(state),
     }
     path = _write(tmp_path, data)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    seed_users(fresh_db)
     from migrator.plan.loader import load_plan
 
     record_check(fresh_db, load_plan(path))
@@ -344,7 +329,9 @@ def test_release_says_what_it_did_not_verify(fresh_db: str, tmp_path: Path) -> N
         "after": "r-unverified",
         "expand": [{"add_column": {"table": "users", "column": {"name": "fax", "type": "text"}}}],
         "versions": {"old": {"name": "v1", "queries": "q.sql"}, "new": {"name": "v2"}},
-        "switch": _section(state, smoke=[{"http": {"url": f"http://127.0.0.1:{free_port()}/"}}]),
+        "switch": command_section(
+            state, smoke=[{"http": {"url": f"http://127.0.0.1:{free_port()}/"}}]
+        ),
     }
     plan = Plan.model_validate(data)
     record_check(fresh_db, plan)

@@ -407,6 +407,29 @@ class LoadGenerator:
 SEED_SQL = "CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL)"
 
 
+def seed_users(url: str) -> None:
+    """The users table switch_plan's expand adds to."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SEED_SQL)
+
+
+def command_section(state: Path, **extra: Any) -> dict[str, Any]:
+    """A switch section for the command backend whose load balancer is the file `state`
+    (green's percent, 0 to start), with no watch; `extra` adds or replaces keys."""
+    state.write_text("0\n")
+    return {
+        "command": {
+            "to_green": f"echo {{percent}} > {state}",
+            "to_blue": f"echo 0 > {state}",
+            "status": f"cat {state}",
+        },
+        "watch": {"duration": 0, "interval": 1},
+        **extra,
+    }
+
+
 def switch_plan(switch: dict[str, Any], release: str = "r-switch") -> Any:
     """A plan adding users.phone, with the given switch section."""
     from migrator.plan.models import Plan
@@ -440,12 +463,9 @@ def record_check(url: str, plan: Any, action: str = "check.passed", **details: A
 def ready_release(url: str, plan: Any, *, check: bool = True) -> Any:
     """Seed, expand and (by default) record a passing check: the switch gates are open.
     Returns the Options to run commands with."""
-    import psycopg
-
     from migrator import commands
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SEED_SQL)
+    seed_users(url)
     opts = commands.Options(database_url=url, actor="tester@test")
     commands.expand(plan, opts)
     if check:
