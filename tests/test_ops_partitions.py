@@ -375,20 +375,76 @@ FOREIGN_KEY = Case(
 )
 
 
-def test_foreign_key_on_a_partitioned_table_per_version(db: str) -> None:
-    """PostgreSQL 18 adds a foreign key NOT VALID on a partitioned table (the suite's
-    whole release); 15 cannot, and the plan is refused naming both versions, exit 2."""
-    version = int(q(db, "SHOW server_version_num")[0][0])  # type: ignore[call-overload]
-    if version >= 180000:
-        run_release_case(FOREIGN_KEY, db)
-        return
+def test_foreign_key_on_a_partitioned_table(db: str) -> None:
+    """The suite's whole release on both versions: PostgreSQL 18 adds the key NOT VALID
+    on the table and validates it in the contract; 15 adds it NOT VALID to each leaf
+    partition, validates each, then adds it to the sub-partitioned partition and the
+    table, which attach those without a scan."""
+    run_release_case(FOREIGN_KEY, db)
+
+
+def test_foreign_key_per_partition_attaches_without_a_scan(db: str) -> None:
+    """Before 18 the key is added to the table last, once every leaf holds it validated;
+    PostgreSQL attaches the leaves' keys and scans nothing. Proven by a row that breaks
+    the key slipped into a leaf just before that statement (replica mode skips the key's
+    trigger): a scan would refuse the ADD; the ADD goes through and the row is still
+    there. Each leaf is its own pair of steps; on 18 the table takes it NOT VALID."""
     q(db, FOREIGN_KEY.setup)
+    plan = parse_plan(plan_text(FOREIGN_KEY.expand))
+    version = int(q(db, "SHOW server_version_num")[0][0])  # type: ignore[call-overload]
+    parent = "ALTER TABLE public.events ADD CONSTRAINT events_user_fkey"
+
+    class Slip(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if sql.startswith(parent) and version < 180000:
+                with psycopg.connect(db, autocommit=True) as conn:
+                    conn.execute("SET session_replication_role = replica")
+                    conn.execute(
+                        "INSERT INTO events_2024 (id, at, kind, user_id) "
+                        "VALUES (9999, '2024-02-02', 'a', 424242)"
+                    )
+
+    rec = Slip()
+    result = commands.expand(plan, opts(db, rec))
+    if version >= 180000:
+        assert result.ran == ["0.add_foreign_key.add-foreign-key"]
+        assert [s for _, s, _ in rec.statements][-1].endswith("NOT VALID")
+        return
+    assert result.ran == [
+        "0.add_foreign_key.add-foreign-key-events_2025_a",
+        "0.add_foreign_key.add-foreign-key-events_2025_a-validate",
+        "0.add_foreign_key.add-foreign-key-events_2025_b",
+        "0.add_foreign_key.add-foreign-key-events_2025_b-validate",
+        "0.add_foreign_key.add-foreign-key-events_2024",
+        "0.add_foreign_key.add-foreign-key-events_2024-validate",
+        "0.add_foreign_key.add-foreign-key-events_2025",
+        "0.add_foreign_key.add-foreign-key",
+    ]
+    assert q(db, "SELECT count(*) FROM events WHERE user_id = 424242") == [(1,)]
+    assert q(
+        db,
+        "SELECT conrelid::regclass::text, convalidated, conparentid <> 0 FROM pg_constraint "
+        "WHERE conname = 'events_user_fkey' ORDER BY 1",
+    ) == [
+        ("events", True, False),
+        ("events_2024", True, True),
+        ("events_2025", True, True),
+        ("events_2025_a", True, True),
+        ("events_2025_b", True, True),
+    ]
+
+
+def test_foreign_key_on_a_partitioned_table_refuses_rows_that_break_it(db: str) -> None:
+    """Rows of a partitioned table with no referenced row are counted before anything
+    runs: one line, exit 2, nothing changed, on both versions."""
+    q(db, FOREIGN_KEY.setup + "UPDATE events SET user_id = 7000 + id WHERE id IN (3, 4, 5);")
     before = schema_dump(db)
     with pytest.raises(ValidationFailed) as info:
         commands.expand(parse_plan(plan_text(FOREIGN_KEY.expand), "plan.yaml"), opts(db))
-    assert str(info.value).startswith(
-        "plan.yaml:4:5: add_foreign_key events_user_fkey: PostgreSQL 15 cannot add a "
-        "foreign key NOT VALID on partitioned table events (PostgreSQL 18 can)"
+    assert str(info.value) == (
+        "plan.yaml:4:5: add_foreign_key events_user_fkey: 3 rows of partitioned table events "
+        "break the key (user_id not in users); fix or delete them first"
     )
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before

@@ -232,3 +232,31 @@ def partition_constraint(cat: Catalog, schema: str, partition: str) -> str | Non
         {"s": schema, "t": partition},
     ).scalar()
     return None if value is None else str(value)
+
+
+def foreign_key_violations(
+    cat: Catalog,
+    schema: str,
+    table: str,
+    columns: list[str],
+    ref_table: str,
+    ref_columns: list[str],
+    *,
+    full: bool = False,
+) -> int:
+    """How many rows of a table a foreign key would refuse: every key column set and no
+    matching row referenced (MATCH SIMPLE); with ``full``, also a key partly NULL."""
+    cols = [ident(c) for c in columns]
+    match = " AND ".join(f"r.{ident(rc)} = t.{c}" for rc, c in zip(ref_columns, cols, strict=True))
+    missing = (
+        " AND ".join(f"t.{c} IS NOT NULL" for c in cols)
+        + f" AND NOT EXISTS (SELECT 1 FROM {ident(schema, ref_table)} r WHERE {match})"
+    )
+    if full and len(cols) > 1:
+        nulls = f"num_nulls({', '.join(f't.{c}' for c in cols)})"
+        missing = f"({missing}) OR {nulls} BETWEEN 1 AND {len(cols) - 1}"
+    return int(
+        cat.conn.execute(
+            text(f"SELECT count(*) FROM {ident(schema, table)} t WHERE {missing}")
+        ).scalar_one()
+    )

@@ -5,6 +5,11 @@ on, existing rows are not scanned, and the locks (SHARE ROW EXCLUSIVE on both ta
 are held only for the catalog change. The contract validates it in its own
 transaction, which scans under SHARE UPDATE EXCLUSIVE (reads and writes go on) once
 the backfills had their chance to fix the rows. The rollback drops it.
+
+On a partitioned table, rows that break the key are counted and refused before
+anything runs. PostgreSQL 18 adds it NOT VALID there as above; before 18 it cannot, so
+the key goes on each leaf partition NOT VALID, is validated there, and is then added to
+the table, which attaches the partitions' keys without a scan (ops/partitioned.py).
 """
 
 from __future__ import annotations
@@ -14,13 +19,19 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from migrator.engine.catalog_partitions import foreign_key_violations, is_partitioned, partitions
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import FkOptions, Identifier, TableReference
-from migrator.ops.partitioned import refuse_partitioned_constraint
+from migrator.ops.partitioned import (
+    FOREIGN_KEY_NOT_VALID,
+    drop_per_partition_steps,
+    foreign_key_per_partition_steps,
+)
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
+from migrator.words import count
 
 
 class AddForeignKey(Operation, FkOptions):
@@ -56,9 +67,62 @@ class AddForeignKey(Operation, FkOptions):
                 "unique, so it cannot be referenced"
             )
         refuse_constraint_clash(ctx, where, self.table, self.name)
-        refuse_partitioned_constraint(ctx, where, self.table, foreign_key=True)
+        if self.table in ctx.planned_tables or not is_partitioned(
+            ctx.catalog, ctx.schema, self.table
+        ):
+            return
+        for part in partitions(ctx.catalog, ctx.schema, self.table):
+            if ctx.catalog.constraint_exists(part.schema, part.name, self.name):
+                raise ValidationFailed(
+                    f"{where}: partition {part.name} already has a constraint named {self.name}"
+                )
+        if set(self.columns) & set(ctx.planned_columns.get(self.table, [])):
+            return  # a column the plan adds holds no values yet
+        bad = foreign_key_violations(
+            ctx.catalog,
+            ctx.schema,
+            self.table,
+            self.columns,
+            ref.table,
+            ref.columns,
+            full=self.match == "full",
+        )
+        if bad:
+            raise ValidationFailed(
+                f"{where}: {count(bad, 'row')} of partitioned table {self.table} "
+                f"break{'s' if bad == 1 else ''} the key ({', '.join(self.columns)} not in "
+                f"{ref.table}); fix or delete them first"
+            )
+
+    def _per_partition(self, ctx: Context) -> bool:
+        """True where the key goes on each partition first (partitioned, before 18)."""
+        return ctx.server_version < FOREIGN_KEY_NOT_VALID and is_partitioned(
+            ctx.catalog, ctx.schema, self.table
+        )
+
+    def _add(self, ctx: Context, table: str, key: str, valid: bool, description: str) -> Step:
+        return add_foreign_key_step(
+            key,
+            ctx.schema,
+            table,
+            self.name,
+            self.columns,
+            self.references.table,
+            self.references.columns,
+            self,
+            not_valid=not valid,
+            description=description,
+        )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
+        if self._per_partition(ctx):
+            return foreign_key_per_partition_steps(
+                ctx,
+                "add-foreign-key",
+                self.table,
+                self.name,
+                lambda table, key, valid, what: self._add(ctx, table, key, valid, what),
+            )
         return [
             add_foreign_key_step(
                 "add-foreign-key",
@@ -73,7 +137,11 @@ class AddForeignKey(Operation, FkOptions):
         ]
 
     def contract(self, ctx: Context) -> Sequence[Step]:
+        if self._per_partition(ctx):
+            return []  # validated partition by partition in the expand
         return [validate_step("validate-foreign-key", ctx.schema, self.table, self.name)]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
+        if self._per_partition(ctx):
+            return drop_per_partition_steps(ctx, "drop-foreign-key", self.table, self.name)
         return [drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.name)]

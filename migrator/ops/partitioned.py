@@ -23,12 +23,18 @@ scan), under lock_timeout with retries like every step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from migrator.engine.catalog_partitions import partition_index, partitions
+from migrator.engine.catalog_partitions import Partition, partition_index, partitions
 from migrator.engine.steps import Step, step
 from migrator.ops.base import Context
-from migrator.ops.safe import create_index_sql, index_mark, unmark_index_sql
+from migrator.ops.safe import (
+    create_index_sql,
+    drop_constraint_step,
+    index_mark,
+    unmark_index_sql,
+    validate_step,
+)
 from migrator.sqltext import ident, literal, short_name
 
 
@@ -184,6 +190,62 @@ def drop_partitioned_index_step(key: str, schema: str, name: str) -> Step:
 FOREIGN_KEY_NOT_VALID = 180000
 
 
+def bottom_up(ctx: Context, table: str) -> list[Partition]:
+    """The table's partitions, the deepest first (each level by name)."""
+    return sorted(partitions(ctx.catalog, ctx.schema, table), key=lambda p: -p.level)
+
+
+def foreign_key_per_partition_steps(
+    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, bool, str], Step]
+) -> list[Step]:
+    """Foreign key ``name`` on partitioned ``table`` where PostgreSQL (before 18) cannot
+    add it NOT VALID there: NOT VALID on each leaf partition (brief SHARE ROW
+    EXCLUSIVE, no scan), VALIDATE each (SHARE UPDATE EXCLUSIVE: reads and writes go
+    on), then the same key on each sub-partitioned partition, deepest first, and on the
+    table: PostgreSQL attaches the partitions' validated constraints instead of scanning
+    (SHARE ROW EXCLUSIVE on the table, its partitions and the referenced table, for the
+    catalog change only). Each statement its own step, so a stop resumes where it was.
+
+    ``add(table, key, valid, description)`` is the ADD CONSTRAINT step on one table.
+    """
+    steps: list[Step] = []
+    parts = bottom_up(ctx, table)
+    for part in parts:
+        if part.partitioned:
+            continue
+        steps.append(
+            add(
+                part.name,
+                f"{key}-{part.name}",
+                False,
+                f"foreign key {name} on {part.name}, NOT VALID",
+            )
+        )
+        steps.append(validate_step(f"{key}-{part.name}-validate", part.schema, part.name, name))
+    attaches = "valid: attaches its partitions' validated ones (no scan)"
+    for part in parts:
+        if part.partitioned:
+            steps.append(
+                add(
+                    part.name,
+                    f"{key}-{part.name}",
+                    True,
+                    f"foreign key {name} on {part.name}, {attaches}",
+                )
+            )
+    steps.append(add(table, key, True, f"foreign key {name} on {table}, {attaches}"))
+    return steps
+
+
+def drop_per_partition_steps(ctx: Context, key: str, table: str, name: str) -> list[Step]:
+    """Undo a constraint added partition by partition: the table's (which takes the
+    attached ones with it), then what a stopped run left on partitions, top down."""
+    steps = [drop_constraint_step(key, ctx.schema, table, name)]
+    for part in reversed(bottom_up(ctx, table)):
+        steps.append(drop_constraint_step(f"{key}-{part.name}", part.schema, part.name, name))
+    return steps
+
+
 def refuse_partitioned_constraint(
     ctx: Context, where: str, table: str, *, foreign_key: bool = False, unique: bool = False
 ) -> None:
@@ -198,9 +260,8 @@ def refuse_partitioned_constraint(
         raise ValidationFailed(
             f"{where}: PostgreSQL {ctx.server_version // 10000} cannot add a foreign key "
             f"NOT VALID on partitioned table {table} (PostgreSQL 18 can), and a valid one "
-            "scans every partition under SHARE ROW EXCLUSIVE; add it NOT VALID to each "
-            "partition and validate those first (PostgreSQL then adopts them when it is "
-            "added to the table, without a scan)"
+            "scans every partition under SHARE ROW EXCLUSIVE; add the column first, then "
+            "the key with add_foreign_key, which goes partition by partition"
         )
     if unique:
         raise ValidationFailed(

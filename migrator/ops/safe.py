@@ -85,9 +85,14 @@ def add_foreign_key_step(
     ref_table: str,
     ref_columns: Sequence[str],
     on_delete: OnDelete | FkOptions | None = None,
+    *,
+    not_valid: bool = True,
+    description: str | None = None,
 ) -> Step:
     """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held.
-    ``on_delete`` is the action alone, or every option (`FkOptions`)."""
+    ``on_delete`` is the action alone, or every option (`FkOptions`). Without
+    ``not_valid`` only for a partitioned table whose partitions all hold the same key
+    validated already (PostgreSQL attaches theirs instead of scanning)."""
     sql = (
         f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
         f"FOREIGN KEY ({', '.join(ident(c) for c in columns)}) "
@@ -97,7 +102,9 @@ def add_foreign_key_step(
         sql += on_delete.fk_sql()
     elif on_delete is not None:
         sql += f" ON DELETE {on_delete.upper()}"
-    return step(key, f"foreign key {name} on {table}, NOT VALID", sql + " NOT VALID")
+    if not not_valid:
+        return step(key, description or f"foreign key {name} on {table}", sql)
+    return step(key, description or f"foreign key {name} on {table}, NOT VALID", sql + " NOT VALID")
 
 
 def validate_step(key: str, schema: str, table: str, name: str) -> Step:
