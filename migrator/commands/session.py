@@ -255,12 +255,30 @@ def run_steps(
         if last is not None and position == len(steps) - 1:
             on_done = _both(on_done, last)
         started = time.perf_counter()
-        executor.run(key, st, on_start=mark("running"), on_done=on_done, on_failed=failed)
+        try:
+            executor.run(key, st, on_start=mark("running"), on_done=on_done, on_failed=failed)
+        except GateRefused as exc:
+            if exc.gate == "precheck":
+                _locate_step(plan, phase, key, exc)
+            raise
         s.opts.observer.step_done(key, st.description, time.perf_counter() - started)
         result.ran.append(key)
     if last is not None and not s.opts.dry_run:
         with s.conn() as conn:
             last(conn)
+
+
+def _locate_step(plan: Plan, phase: str, key: str, exc: GateRefused) -> None:
+    """Name the operation's place in the plan file in a guard's refusal (its step key
+    starts with the operation's index: ``0.add_exclusion.check``)."""
+    index = key.split(".", 1)[0]
+    positions = plan_positions(plan)
+    if positions is None or not index.isdigit() or phase not in ("expand", "contract"):
+        return
+    op = plan.operations("expand" if phase == "expand" else "contract")[int(index)]
+    mark = positions.operation(phase, int(index), op.op_name)
+    if mark is not None:
+        exc.message = f"{positions.source}:{mark.line}:{mark.column}: {exc.message}"
 
 
 def _both(

@@ -9,7 +9,7 @@ loads without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from migrator.sqltext import ident
@@ -116,22 +116,31 @@ def comment_of(cat: Catalog, schema: str, table: str, column: str | None = None)
 
 
 def index_build_error(
-    cat: Catalog, schema: str, table: str, build: Callable[[str, str], str]
+    cat: Catalog,
+    schema: str,
+    table: str,
+    build: Callable[[str, str], str],
+    columns: Sequence[tuple[str, str]] | None = None,
 ) -> str | None:
-    """Why PostgreSQL refuses an index, or None: ``build(schema, table)`` is its CREATE
-    INDEX on a given table, run on an empty temporary copy of the table's columns
-    (CREATE TEMP TABLE ... LIKE) inside a savepoint that is rolled back. The live table
-    is neither locked beyond ACCESS SHARE nor scanned.
+    """Why PostgreSQL refuses an index (or an index-backed constraint), or None:
+    ``build(schema, table)`` is its CREATE INDEX (or ALTER TABLE ... ADD CONSTRAINT) on a
+    given table, run on an empty temporary copy of the table's columns (CREATE TEMP TABLE
+    ... LIKE; or, for a table the plan creates, ``columns`` as (name, type SQL)) inside a
+    savepoint that is rolled back. The live table is neither locked beyond ACCESS SHARE
+    nor scanned.
     """
     import psycopg
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    shape = (
+        f"LIKE {ident(schema, table)}"
+        if columns is None
+        else ", ".join(f"{ident(name)} {type_sql}" for name, type_sql in columns)
+    )
     try:
         with cat.conn.begin_nested() as sp:
-            cat.conn.execute(
-                text(f"CREATE TEMP TABLE _migrator_probe (LIKE {ident(schema, table)})")
-            )
+            cat.conn.execute(text(f"CREATE TEMP TABLE _migrator_probe ({shape})"))
             cat.conn.execute(text(build("pg_temp", "_migrator_probe")))
             sp.rollback()
     except DBAPIError as exc:
@@ -140,3 +149,58 @@ def index_build_error(
             return orig.diag.message_primary
         return str(orig).splitlines()[0]
     return None
+
+
+def exclusion_conflicts_sql(
+    schema: str, table: str, keys: Sequence[str], operators: Sequence[str], where: str | None
+) -> str:
+    """``SELECT count, example`` of the pairs of rows an exclusion constraint over
+    ``keys`` (index keys as SQL) with ``operators`` would reject: the pairs for which
+    every operator is true, each pair once. The example is both rows' keys as text.
+
+    The keys are read in a subquery PostgreSQL pulls up, so an index of the same method
+    over the same keys (the expand's helper index) serves the join's inner side.
+    """
+    names = [f"k{i}" for i in range(len(keys))]
+    picked = ", ".join(f"{key} AS {n}" for key, n in zip(keys, names, strict=True))
+    shown = f"'(' || concat_ws(', ', {', '.join(f'({k})::text' for k in keys)}) || ')' AS shown"
+    rows = (
+        f"(SELECT ctid AS r, {shown}, {picked} FROM {ident(schema, table)}"
+        + (f" WHERE ({where})" if where else "")
+        + ")"
+    )
+    pairs = " AND ".join(f"a.{n} {op} b.{n}" for n, op in zip(names, operators, strict=True))
+    return (
+        "SELECT count(*), min(a.shown || ' and ' || b.shown) "
+        f"FROM {rows} a JOIN {rows} b ON a.r < b.r AND {pairs}"
+    )
+
+
+def exclusion_conflicts(
+    cat: Catalog,
+    schema: str,
+    table: str,
+    keys: Sequence[str],
+    operators: Sequence[str],
+    where: str | None,
+) -> tuple[int, str | None]:
+    """How many pairs of rows the exclusion would reject, and one of them (see
+    `exclusion_conflicts_sql`); read only."""
+    from sqlalchemy import text
+
+    row = cat.conn.execute(
+        text(exclusion_conflicts_sql(schema, table, keys, operators, where))
+    ).one()
+    return int(row[0]), (str(row[1]) if row[1] is not None else None)
+
+
+def relation_bytes(cat: Catalog, schema: str, table: str) -> int:
+    """The table's size on disk (its main fork), from the catalog; no scan."""
+    from sqlalchemy import text
+
+    return int(
+        cat.conn.execute(
+            text("SELECT pg_relation_size(to_regclass(:t))"), {"t": ident(schema, table)}
+        ).scalar()
+        or 0
+    )

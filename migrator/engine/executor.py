@@ -28,11 +28,14 @@ from sqlalchemy.exc import DBAPIError
 from migrator.db.connection import connect, describe_db_error, note_statement, sqlstate
 from migrator.durations import format_duration
 from migrator.engine.steps import Step
-from migrator.errors import LockNotAcquired, StepFailed
+from migrator.errors import GateRefused, LockNotAcquired, StepFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
+# Raised by a guard statement an operation puts before a strong lock (add_exclusion's
+# check of the rows and of its measured index build): a precondition, not a failure.
+PRECHECK_REFUSED = "MGR01"
 
 # Writes a step's record in the step's own transaction (or around an autocommit block).
 StepRecorder = Callable[[Connection], None]
@@ -115,6 +118,8 @@ class Executor:
                     with connect(self.engine) as conn:
                         on_failed(conn, reason)
                         conn.commit()
+                if sqlstate(exc) == PRECHECK_REFUSED:
+                    raise GateRefused(_primary(exc) or reason, gate="precheck") from None
                 if sqlstate(exc) == LOCK_NOT_AVAILABLE:
                     raise LockNotAcquired(
                         f"step {name} could not take its lock within lock_timeout "
@@ -169,6 +174,12 @@ class Executor:
             except psycopg.Error as exc:
                 note_statement(exc, statement.sql)  # names a missing privilege
                 raise
+
+
+def _primary(exc: BaseException) -> str | None:
+    """The server's message alone (a guard's message is the whole refusal)."""
+    orig = getattr(exc, "orig", exc)
+    return orig.diag.message_primary if isinstance(orig, psycopg.Error) else None
 
 
 def _ms(seconds: float) -> str:

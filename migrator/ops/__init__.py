@@ -9,6 +9,7 @@ from __future__ import annotations
 from migrator.ops.add_check import AddCheck
 from migrator.ops.add_column import AddColumn
 from migrator.ops.add_enum_value import AddEnumValue
+from migrator.ops.add_exclusion import AddExclusion
 from migrator.ops.add_foreign_key import AddForeignKey
 from migrator.ops.add_unique import AddUnique
 from migrator.ops.alter_column import AlterColumn
@@ -41,6 +42,7 @@ REGISTRY: dict[str, type[Operation]] = {
         AddForeignKey,
         AddCheck,
         AddUnique,
+        AddExclusion,
         AddEnumValue,
         CreateEnum,
         SetNotNull,

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from migrator.engine.catalog_tables import index_build_error
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
@@ -58,6 +59,50 @@ class Exclusion(Strict):
     using: str = Field(default="gist", pattern=r"^[a-z_][a-z0-9_]*$")
     elements: list[ExclusionElement] = Field(min_length=1)
     where: str | None = None
+
+    def keys(self, columns: Sequence[str]) -> list[str]:
+        """The elements as index keys (a column quoted, an expression parenthesised)."""
+        return [index_key(e.column, columns) for e in self.elements]
+
+    def sql(self, columns: Sequence[str]) -> str:
+        """``EXCLUDE USING gist (during WITH &&) WHERE (...)``; ``columns`` are the table's."""
+        elements = ", ".join(
+            f"{key} WITH {e.with_}"
+            for key, e in zip(self.keys(columns), self.elements, strict=True)
+        )
+        return f"EXCLUDE USING {self.using} ({elements})" + (
+            f" WHERE ({self.where})" if self.where else ""
+        )
+
+
+def exclusion_error(
+    ctx: Context,
+    table: str,
+    name: str,
+    exclude: Exclusion,
+    columns: Sequence[tuple[str, str]] | None = None,
+) -> str | None:
+    """Why PostgreSQL refuses the exclusion constraint (an operator the column's type has
+    no operator class for, one that is not commutative, an unknown function), or None.
+
+    The constraint is added to an empty temporary copy of the table (``columns`` as
+    (name, type SQL) for a table the plan creates), in a savepoint rolled back: the same
+    build `create_index` tries, so the check runs before anything changes.
+    """
+    names = [c for c, _ in columns] if columns is not None else ctx.column_names(table)
+
+    def build(schema: str, probe: str) -> str:
+        return f"ALTER TABLE {ident(schema, probe)} ADD CONSTRAINT {ident(name)} " + exclude.sql(
+            names
+        )
+
+    problem = index_build_error(ctx.catalog, ctx.schema, table, build, columns)
+    if problem and "no default operator class" in problem and exclude.using == "gist":
+        problem += (
+            " (the btree_gist extension gives gist operator classes to scalar types: "
+            "CREATE EXTENSION btree_gist)"
+        )
+    return problem
 
 
 class TableConstraint(Strict):
@@ -232,11 +277,28 @@ class CreateTable(Operation):
                     f"{where}: a table, view, index or sequence named {ctx.schema}.{name} "
                     "already exists (the name of a key's index)"
                 )
+        self._validate_exclusions(ctx, where)
         ctx.planned_relations.update(keyed)
         ctx.planned_tables[self.table] = names
         for name in constraints:
             ctx.plan_constraint(self.table, name)
         ctx.planned_generated[self.table] = {c.name for c in self.columns if c.generated}
+
+    def _validate_exclusions(self, ctx: Context, where: str) -> None:
+        """Each exclusion as PostgreSQL takes it, tried on an empty temporary table of the
+        new table's columns: an operator the type has no operator class for is refused
+        here, not when the expand's CREATE TABLE fails."""
+        exclusions = [k for k in self.constraints if k.exclude is not None]
+        if not exclusions or any(ctx.type_planned(c.type) for c in self.columns):
+            return  # a type an earlier operation creates is not there to try it with
+        columns = [(c.name, c.type) for c in self.columns]
+        for k in exclusions:
+            assert k.exclude is not None
+            problem = exclusion_error(ctx, self.table, k.name, k.exclude, columns)
+            if problem:
+                raise ValidationFailed(
+                    f"{where}: constraint {k.name}: PostgreSQL refuses the exclusion: {problem}"
+                )
 
     def _validate_generated(self, where: str, names: list[str]) -> None:
         """A generated column reads columns of the table, none of them generated
@@ -318,14 +380,7 @@ class CreateTable(Operation):
                     + (f" INCLUDE ({', '.join(ident(c) for c in k.include)})" if k.include else "")
                 )
             elif k.exclude is not None:
-                names = self._column_names()
-                elements = ", ".join(
-                    f"{index_key(e.column, names)} WITH {e.with_}" for e in k.exclude.elements
-                )
-                parts.append(
-                    f"CONSTRAINT {ident(k.name)} EXCLUDE USING {k.exclude.using} ({elements})"
-                    + (f" WHERE ({k.exclude.where})" if k.exclude.where else "")
-                )
+                parts.append(f"CONSTRAINT {ident(k.name)} " + k.exclude.sql(self._column_names()))
             elif k.foreign_key is not None:
                 fk = k.foreign_key
                 parts.append(

@@ -247,15 +247,40 @@ def add_constraint(
         if a.live is not None and keys:
             report_duplicates(a, stmt, schema, table, [quote(k) for k in keys], None)
     elif con.contype == CT.CONSTR_EXCLUSION:
-        a.report(
-            "M025",
-            stmt,
-            f"adds EXCLUDE constraint {name} on {table}: built under ACCESS EXCLUSIVE and "
-            "it cannot be NOT VALID",
-        )
+        method = con.access_method or "gist"
+        if _built_concurrently_before(a, stmt, table, method):
+            # add_exclusion's route: the lock is still held through a build, only bounded.
+            a.report(
+                "M025",
+                stmt,
+                f"adds EXCLUDE constraint {name} on {table}: its index is still built under "
+                f"ACCESS EXCLUSIVE (it cannot be NOT VALID); the same operation built a {method} "
+                "index on it concurrently first, so the lock lasts about as long as that build",
+                severity="warning",
+            )
+        else:
+            a.report(
+                "M025",
+                stmt,
+                f"adds EXCLUDE constraint {name} on {table}: built under ACCESS EXCLUSIVE and "
+                "it cannot be NOT VALID",
+            )
     elif con.contype == CT.CONSTR_NOTNULL and not con.skip_validation:
         for key in keys or [""]:
             set_not_null(a, stmt, schema, table, key, new)
+
+
+def _built_concurrently_before(a: Analyzer, stmt: Stmt, table: str, method: str) -> bool:
+    """True when the same operation built an index of ``method`` on ``table``
+    CONCURRENTLY before this statement (add_exclusion's timed helper index)."""
+    return any(
+        isinstance(s.node, ast.IndexStmt)
+        and s.node.concurrent
+        and s.node.relation is not None
+        and s.node.relation.relname == table
+        and (s.node.accessMethod or "btree") == method
+        for s in a.earlier(stmt)
+    )
 
 
 def set_not_null(a: Analyzer, stmt: Stmt, schema: str, table: str, column: str, new: bool) -> None:

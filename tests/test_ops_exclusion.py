@@ -1,0 +1,316 @@
+"""Exclusion constraints (issue 16 section 6): `add_exclusion` on a table that exists, and
+the operator check of create_table's `exclude` and add_exclusion before anything runs,
+the releases on PostgreSQL 18 and 15, the refusals (the same on both) on 18.
+
+The release cases go through tests/support/ops_suite.py's whole release (reads and
+writes of both versions after expand, rollback to the same pg_dump --schema-only, the
+contract's checksums, reruns, the lock-safe forms) and migrator's own lint. Then the bad
+input: one line at file:line:column, exit 2, nothing changed; and the expand's guard on a
+table too big to count conflicts before anything runs (exit 3, at file:line:column).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from migrator import commands
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.errors import ExitCode, GateRefused, ValidationFailed
+from migrator.lint.sources import lint_plan
+from migrator.plan.loader import parse_plan
+from tests.support.catalog_snapshot import schema_dump
+from tests.support.ops_suite import (
+    BASE,
+    Case,
+    opts,
+    plan_text,
+    q,
+    release_rows,
+    run_release_case,
+)
+
+BOOKINGS = (
+    BASE
+    + """
+CREATE TABLE bookings (id bigserial PRIMARY KEY, room int NOT NULL, during tstzrange NOT NULL,
+                       starts date, ends date, cancelled boolean NOT NULL DEFAULT false);
+INSERT INTO bookings (room, during, starts, ends, cancelled)
+SELECT g % 5, tstzrange('2026-01-01'::timestamptz + g * interval '1 day',
+                        '2026-01-01'::timestamptz + (g + 1) * interval '1 day'),
+       '2026-01-01'::date + g, '2026-01-01'::date + g + 1, g % 7 = 0
+FROM generate_series(1, 40) g;
+"""
+)
+
+CONSTRAINTS = (
+    "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE conrelid = 'bookings'::regclass AND contype = 'x' ORDER BY 1"
+)
+# The helper index is gone once the constraint stands.
+HELPERS = "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_migrator\\_%probe'"
+
+CASES = [
+    Case(
+        "add_exclusion over a column",
+        setup=BOOKINGS,
+        expand="""
+        - add_exclusion:
+            table: bookings
+            name: bookings_no_overlap
+            elements: [{column: during, with: "&&"}]
+        """,
+        old=[
+            # Run again after the rollback: written not to clash with itself.
+            "INSERT INTO bookings (room, during) SELECT 1, tstzrange('2030-01-01', '2030-01-02') "
+            "WHERE NOT EXISTS (SELECT FROM bookings WHERE during && '[2030-01-01,2030-01-02)')",
+            "UPDATE bookings SET room = 2 WHERE id = 3",
+        ],
+        new=[
+            "INSERT INTO bookings (room, during) SELECT 1, tstzrange('2031-01-01', '2031-01-02') "
+            "WHERE NOT EXISTS (SELECT FROM bookings WHERE during && '[2031-01-01,2031-01-02)')",
+            "SELECT count(*) FROM bookings WHERE during && tstzrange('2026-01-05', '2026-01-07')",
+        ],
+        final=[
+            (CONSTRAINTS, [("bookings_no_overlap", "EXCLUDE USING gist (during WITH &&)")]),
+            (HELPERS, [(0,)]),
+        ],
+    ),
+    Case(
+        "add_exclusion over an expression, with where",
+        setup=BOOKINGS,
+        expand="""
+        - add_exclusion:
+            table: bookings
+            name: bookings_dates_free
+            using: gist
+            elements: [{column: "daterange(starts, ends)", with: "&&"}]
+            where: "NOT cancelled"
+        """,
+        old=[
+            # A cancelled booking may overlap: the WHERE leaves it out.
+            "INSERT INTO bookings (room, during, starts, ends, cancelled) VALUES "
+            "(1, tstzrange('2030-01-01', '2030-01-02'), '2026-01-05', '2026-01-09', true)",
+        ],
+        new=[
+            "INSERT INTO bookings (room, during, starts, ends) VALUES "
+            "(1, tstzrange('2031-01-01', '2031-01-02'), '2031-01-01', '2031-01-02')",
+        ],
+        final=[
+            (
+                CONSTRAINTS,
+                [
+                    (
+                        "bookings_dates_free",
+                        "EXCLUDE USING gist (daterange(starts, ends) WITH &&) WHERE ((NOT cancelled))",
+                    )
+                ],
+            ),
+            (HELPERS, [(0,)]),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_operation_release(case: Case, db: str) -> None:
+    run_release_case(case, db)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+    """Every statement add_exclusion writes, through migrator's own linter on the live
+    catalog: the ADD CONSTRAINT ... EXCLUDE is named for the lock it still holds through
+    its build (M025), a warning since the operation built and timed the same index
+    concurrently first; nothing else."""
+    q(db, case.setup)
+    plan = parse_plan(plan_text(case.expand, case.contract))
+    engine = make_engine(db)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(plan, catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert {(f.rule, f.severity) for f in findings} == {("M025", "warning")}, findings
+    assert "built a gist index on it concurrently first" in findings[0].reason
+
+
+def test_the_exclusion_holds_after_expand(fresh_db: str) -> None:
+    """The constraint is in force from the expand on: an overlapping write fails."""
+    q(fresh_db, BOOKINGS)
+    plan = parse_plan(plan_text(CASES[0].expand))
+    commands.expand(plan, opts(fresh_db))
+    with pytest.raises(Exception, match="bookings_no_overlap"):
+        q(
+            fresh_db,
+            "INSERT INTO bookings (room, during) VALUES (1, tstzrange('2026-01-05', '2026-01-06'))",
+        )
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+REFUSAL_SETUP = (
+    BOOKINGS
+    + """
+INSERT INTO bookings (room, during) VALUES (9, tstzrange('2026-01-10 12:00', '2026-01-11 12:00'));
+ALTER TABLE orders ADD CONSTRAINT orders_amount_positive CHECK (amount >= 0);
+CREATE INDEX bookings_room_idx ON bookings (room);
+"""
+)
+
+# (id, expand, message); the plan's first operation is at line 4, column 5.
+REFUSALS = [
+    (
+        "add_exclusion over rows that conflict",
+        "- add_exclusion: {table: bookings, name: x, elements: [{column: during, with: '&&'}]}",
+        "add_exclusion x: 2 pairs of rows of bookings conflict under the exclusion, e.g. "
+        '(during) = (["2026-01-10 ',
+    ),
+    (
+        "add_exclusion with an operator that does not exist",
+        "- add_exclusion: {table: bookings, name: x, elements: [{column: during, with: '&&&'}]}",
+        "add_exclusion x: PostgreSQL refuses the exclusion: operator does not exist: "
+        "tstzrange &&& tstzrange",
+    ),
+    (
+        "add_exclusion with an operator the type has no operator class for",
+        "- add_exclusion: {table: bookings, name: x, elements: [{column: room, with: '&&'}]}",
+        "add_exclusion x: PostgreSQL refuses the exclusion: data type integer has no default "
+        'operator class for access method "gist" (the btree_gist extension',
+    ),
+    (
+        "add_exclusion with an operator that is not commutative",
+        "- add_exclusion: {table: bookings, name: x, elements: [{column: during, with: '@>'}]}",
+        "is not commutative",
+    ),
+    (
+        "add_exclusion named like a constraint the table has",
+        "- add_exclusion: {table: orders, name: orders_amount_positive, "
+        "elements: [{column: amount, with: '='}], using: btree}",
+        "add_exclusion orders_amount_positive: orders already has a constraint named "
+        "orders_amount_positive",
+    ),
+    (
+        "add_exclusion named like an index of the schema",
+        "- add_exclusion: {table: bookings, name: bookings_room_idx, "
+        "elements: [{column: during, with: '&&'}]}",
+        "a relation named public.bookings_room_idx already exists",
+    ),
+    (
+        "add_exclusion over a column the table lacks",
+        "- add_exclusion: {table: bookings, name: x, elements: [{column: nope, with: '&&'}]}",
+        "add_exclusion x: public.bookings has no column nope",
+    ),
+    (
+        "create_table exclude with an operator the type has no operator class for",
+        "- create_table: {table: t, columns: [{name: a, type: int}], constraints: "
+        "[{name: t_x, exclude: {elements: [{column: a, with: '&&'}]}}]}",
+        "create_table t: constraint t_x: PostgreSQL refuses the exclusion: data type integer "
+        'has no default operator class for access method "gist"',
+    ),
+    (
+        "create_table exclude with an operator that does not exist",
+        "- create_table: {table: t, columns: [{name: a, type: int4range}], constraints: "
+        "[{name: t_x, exclude: {elements: [{column: a, with: '~~~'}]}}]}",
+        "create_table t: constraint t_x: PostgreSQL refuses the exclusion: operator does not "
+        "exist: int4range ~~~ int4range",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("expand", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_bad_input_is_one_line_at_its_place(fresh_db: str, expand: str, message: str) -> None:
+    q(fresh_db, REFUSAL_SETUP)
+    before = schema_dump(fresh_db)
+    plan = parse_plan(plan_text(expand), "plans/r1.yaml")
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(fresh_db))
+    line = str(err.value)
+    assert re.match(r"plans/r1\.yaml:4:5: ", line), line
+    assert message in line, line
+    assert "\n" not in line
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(fresh_db) == before
+    assert release_rows(fresh_db) == []
+
+
+def test_create_table_exclude_with_btree_gist_is_taken(fresh_db: str) -> None:
+    """The same `=` on an int column that the check refuses without btree_gist is taken
+    once the extension gives int a gist operator class: the check asks PostgreSQL."""
+    q(fresh_db, BASE + "CREATE EXTENSION btree_gist;")
+    plan = parse_plan(
+        plan_text(
+            "- create_table: {table: t, columns: [{name: a, type: int}, {name: r, type: int4range}], "
+            "constraints: [{name: t_x, exclude: {elements: [{column: a, with: '='}, "
+            "{column: r, with: '&&'}]}}]}"
+        )
+    )
+    commands.expand(plan, opts(fresh_db))
+    assert q(fresh_db, "SELECT contype::text FROM pg_constraint WHERE conname = 't_x'") == [("x",)]
+
+
+# A table past PRECHECK_BYTES: its conflicts are counted by the expand's guard, through
+# the helper index, before the ACCESS EXCLUSIVE lock is taken.
+BIG = (
+    BASE
+    + """
+CREATE TABLE slots (id bigserial PRIMARY KEY, during int4range NOT NULL, pad text);
+INSERT INTO slots (during, pad) SELECT int4range(g * 10, g * 10 + 5), repeat('x', 60)
+FROM generate_series(1, 4000) g;
+"""
+)
+
+
+def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -> None:
+    q(fresh_db, BIG + "INSERT INTO slots (during) VALUES (int4range(12, 14));")
+    before = schema_dump(fresh_db)
+    plan = parse_plan(
+        plan_text(
+            "- add_exclusion: {table: slots, name: slots_free, "
+            "elements: [{column: during, with: '&&'}]}"
+        ),
+        "plans/r1.yaml",
+    )
+    with pytest.raises(GateRefused) as err:
+        commands.expand(plan, opts(fresh_db))
+    line = str(err.value)
+    assert line.startswith(
+        "plans/r1.yaml:4:5: add_exclusion slots_free: 1 pair(s) of rows of slots conflict "
+        "under the exclusion, e.g. (during) = "
+    ), line
+    assert err.value.exit_code == ExitCode.REFUSED
+    # The constraint was never tried; the rollback leaves the schema as it was.
+    assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(0,)]
+    commands.rollback(plan, opts(fresh_db))
+    assert schema_dump(fresh_db) == before
+
+
+def test_guard_refuses_a_build_slower_than_max_lock_hold(fresh_db: str) -> None:
+    """The build, timed on the concurrent helper index, above max_lock_hold: refused with
+    the measured time, naming the route (a new table and a copy); the lock never taken."""
+    q(fresh_db, BIG)
+    before = schema_dump(fresh_db)
+    plan = parse_plan(
+        plan_text(
+            "- add_exclusion: {table: slots, name: slots_free, max_lock_hold: 0s, "
+            "elements: [{column: during, with: '&&'}]}"
+        ),
+        "plans/r1.yaml",
+    )
+    with pytest.raises(GateRefused) as err:
+        commands.expand(plan, opts(fresh_db))
+    line = str(err.value)
+    assert re.match(
+        r"plans/r1\.yaml:4:5: add_exclusion slots_free: its index took [0-9.]+ s to build "
+        r"concurrently, above max_lock_hold 0s?; ADD CONSTRAINT \.\.\. EXCLUDE would hold "
+        r"ACCESS EXCLUSIVE on slots about that long\. Create a new table with the constraint",
+        line,
+    ), line
+    assert err.value.exit_code == ExitCode.REFUSED
+    assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(0,)]
+    commands.rollback(plan, opts(fresh_db))
+    assert schema_dump(fresh_db) == before
