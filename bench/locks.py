@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 load.old.clear()
         sampler.stop()
         load.stop()
+        deadlocks = bed.deadlocks()
     finally:
         bed.stop()
     print(
@@ -146,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if worst_what:
         print(f"the longest lock wait seen was for {worst_what}")
+    errors = Counter(f"{r.version} {r.error}"[:200] for r in load.requests if r.error)
+    for error, count in errors.most_common():
+        print(f"failed: {count} x {error}")
+    print(f"deadlocks in the server log: {len(deadlocks)}")
+    for report in deadlocks:
+        print("  " + report.replace("\n", "\n  "))
     print(f"bench time: {time.monotonic() - started:.0f}s")
     return 0
 

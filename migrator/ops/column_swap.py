@@ -90,12 +90,13 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             validate_step(f"validate-incoming-{con.name}", con.schema, con.table, tmp),
             drop_constraint_step(f"drop-incoming-{con.name}", con.schema, con.table, con.name),
         ]
-    # 3. The swap: one short transaction on the table (and the views over it).
-    sqls = drop_sync_sql(ctx.schema, op.table, op.trigger_name(), op.function_name(ctx))
+    # 3. The swap: one short transaction on the table (and the views over it). The
+    #    views go first: a query on a view locks the view, then the table; taking the
+    #    table first deadlocked with such a query waiting between the two.
+    sqls = [save_and_drop_views_sql(ctx.schema, op.table, col)] if views else []
+    sqls += drop_sync_sql(ctx.schema, op.table, op.trigger_name(), op.function_name(ctx))
     if sequence and not facts.identity:
         sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")
-    if views:
-        sqls.append(save_and_drop_views_sql(ctx.schema, op.table, col))
     if not_null:
         # Still under the shadow's name, which the validated check names: no scan.
         sqls += [

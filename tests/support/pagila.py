@@ -301,7 +301,16 @@ class ReleaseBed:
     ``batch`` as the backfill's batch_size. `fresh` gives a copy of the template."""
 
     def __init__(self, rows: int, batch: int, setup: str = "") -> None:
-        self.pair = Pair({"shared_preload_libraries": "pg_stat_statements"}, standby=False)
+        self.pair = Pair(
+            {
+                "shared_preload_libraries": "pg_stat_statements",
+                # Both sides of a deadlock and every lock wait past deadlock_timeout go to
+                # the server log with the session's name: `deadlocks` reads them.
+                "log_line_prefix": "%m [%p] %a: ",
+                "log_lock_waits": "on",
+            },
+            standby=False,
+        )
         self.folder = Path(tempfile.mkdtemp(prefix="migrator-pagila-"))
         self.rows = rows
         try:
@@ -372,6 +381,26 @@ class ReleaseBed:
             "WHERE relkind = 'S' LOOP PERFORM setval(s, nextval(s)); END LOOP; END $$",
         )
         return url
+
+    def deadlocks(self) -> list[str]:
+        """Each deadlock the server logged so far: who detected it (its application_name),
+        the statement it was aborted in, and PostgreSQL's DETAIL naming both sides."""
+        log = self.pair.folder / "primary.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        out: list[str] = []
+        for n, line in enumerate(lines):
+            if "ERROR:  deadlock detected" not in line:
+                continue
+            report = [line]
+            for follow in lines[n + 1 : n + 12]:
+                if follow.startswith(("\t", " ")) or any(
+                    k in follow for k in ("DETAIL:", "HINT:", "CONTEXT:", "STATEMENT:")
+                ):
+                    report.append(follow)
+                else:
+                    break
+            out.append("\n".join(report))
+        return out
 
     def drop(self, url: str) -> None:
         name = str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
