@@ -67,6 +67,33 @@ def test_writes_reads_each_columns_value(tmp_path: Path, snapshot: Snapshot) -> 
     assert view == []  # a view's writes are the table's: PREPARE and the static checks see them
 
 
+def test_insert_select_keeps_its_constants(tmp_path: Path, snapshot: Snapshot) -> None:
+    """A constant selected is every row's value, FROM or not; each UNION arm is a row,
+    and UNION (not ALL) may fold equal rows; SELECT * under a column list writes them."""
+    found = queries(
+        tmp_path,
+        "INSERT INTO item (code, qty) SELECT code, 0 FROM item WHERE id = $1;\n"
+        "INSERT INTO item (code, qty) SELECT 'a', 1 UNION ALL SELECT $1, NULL;\n"
+        "INSERT INTO item (code, qty) SELECT 'a', 1 UNION SELECT 'a', 1;\n"
+        "INSERT INTO item (code, qty) SELECT 'a', 1 EXCEPT SELECT code, qty FROM item;\n"
+        "INSERT INTO item (code, note) SELECT * FROM item;\n"
+        "INSERT INTO item OVERRIDING SYSTEM VALUE SELECT * FROM item;\n",
+    )
+    copied, union_all, union, except_, star, bare_star = (writes(q, snapshot) for q in found)
+    assert copied[0].rows == [{"code": Value("unknown"), "qty": Value("literal", "0")}]
+    assert copied[0].selects and not copied[0].distinct
+    assert union_all[0].rows == [
+        {"code": Value("literal", "'a'"), "qty": Value("literal", "1")},
+        {"code": Value("param"), "qty": Value("null")},
+    ]
+    assert not union_all[0].distinct and not union_all[0].selects
+    assert union[0].distinct and len(union[0].rows) == 2
+    assert except_[0].rows == [{"code": Value("literal", "'a'"), "qty": Value("literal", "1")}]
+    assert not except_[0].selects  # only the left arm's rows: one
+    assert star[0].rows == [{"code": Value("unknown"), "note": Value("unknown")}]
+    assert bare_star == []  # the width is the source's: not read
+
+
 def test_run_probes_keeps_each_outcome_apart(db: str) -> None:
     with psycopg.connect(db) as conn:
         outcomes = run_probes(

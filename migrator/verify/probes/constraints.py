@@ -112,7 +112,12 @@ def constraint_probes(
                 if con.kind != "c" or write.verb == "update" or triggers:
                     continue  # not written; the existing or default value is not new
             _judge(cell, query, write, con, values, by, fix, verb, probes, handlers)
-        if con.kind in ("u", "p") and write.verb == "insert" and len(write.rows) > 1:
+        if (
+            con.kind in ("u", "p")
+            and write.verb == "insert"
+            and len(write.rows) > 1
+            and not write.distinct  # a UNION may fold the two rows into one
+        ):
             keys = [tuple(row.get(c, Value("unknown")) for c in con.columns) for row in write.rows]
             literal = [k for k in keys if all(v.kind == "literal" for v in k)]
             if len(set(literal)) < len(literal):
@@ -180,7 +185,9 @@ def _judge(
                 query,
                 "constraint-write",
                 "warning",
-                f"{verb} {rel.qualified} writes {written}: {what}, rejects a value another row has",
+                f"{verb} {rel.qualified} writes {written}"
+                + (" on every row it selects" if write.selects else "")
+                + f": {what}, rejects a value another row has",
                 fix,
             )
         return

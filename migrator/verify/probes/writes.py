@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pglast import ast
+from pglast.enums import SetOperation
 from pglast.stream import RawStream
 
 from migrator.ops.sql import walk_nodes
@@ -63,6 +64,8 @@ class Write:
     verb: Literal["insert", "update"]
     rows: list[dict[str, Value]]  # column -> value; an INSERT's omitted columns are absent
     conflict: frozenset[str] | None = None  # ON CONFLICT columns (empty: no target)
+    distinct: bool = False  # rows the same in every column are one (UNION, DISTINCT)
+    selects: bool = False  # an INSERT ... SELECT ... FROM: as many rows as the data gives
 
 
 def named(constraint: str) -> frozenset[str]:
@@ -76,23 +79,16 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
     else:
         names = [c.name for c in rel.columns]
     select = node.selectStmt
-    rows: list[dict[str, Value]] = []
+    rows: list[dict[str, Value]] | None
+    distinct = selects = False
     if select is None:
         rows = [{}]  # DEFAULT VALUES
-    elif isinstance(select, ast.SelectStmt) and select.valuesLists:
-        for row in select.valuesLists:
-            rows.append({n: _value(e) for n, e in zip(names, row, strict=False)})
-    elif isinstance(select, ast.SelectStmt) and select.targetList and select.op == 0:
-        targets = [t.val for t in select.targetList if isinstance(t, ast.ResTarget)]
-        if any(isinstance(n, ast.A_Star) for t in targets for n in walk_nodes(t)):
+    elif isinstance(select, ast.SelectStmt):
+        found = _select_rows(select, names, bool(node.cols))
+        if found is None:
             return None
-        many = bool(select.fromClause)  # the rows are the data's
-        rows.append(
-            {
-                n: Value("unknown") if many else _value(e)
-                for n, e in zip(names, targets, strict=False)
-            }
-        )
+        rows, distinct = found
+        selects = _from_data(select)
     else:
         return None
     conflict: frozenset[str] | None = None
@@ -103,7 +99,55 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
         conflict = frozenset(e.name for e in elems if isinstance(e, ast.IndexElem) and e.name)
         if infer is not None and infer.conname:
             conflict = named(infer.conname)
-    return Write(rel, "insert", rows, conflict)
+    return Write(rel, "insert", rows, conflict, distinct, selects)
+
+
+def _from_data(select: ast.SelectStmt) -> bool:
+    """True when some arm of the SELECT reads a FROM list (its row count is the data's)."""
+    if select.op != SetOperation.SETOP_NONE:
+        # INTERSECT / EXCEPT keep some of the left arm's rows: the right arm's count not.
+        arms = (
+            (select.larg, select.rarg) if select.op == SetOperation.SETOP_UNION else (select.larg,)
+        )
+        return any(_from_data(arm) for arm in arms if arm is not None)
+    return bool(select.fromClause)
+
+
+def _select_rows(
+    select: ast.SelectStmt, names: list[str], listed: bool
+) -> tuple[list[dict[str, Value]], bool] | None:
+    """The rows an INSERT's VALUES or SELECT gives, one per VALUES row or SELECT arm, and
+    whether a set operation drops duplicate rows; None when the columns cannot be told
+    (``SELECT *`` without a column list).
+
+    A constant in a SELECT's target list is the value of every row it selects, FROM or
+    not; a column of the FROM list is the data's (unknown)."""
+    if select.valuesLists:
+        return [
+            {n: _value(e) for n, e in zip(names, row, strict=False)} for row in select.valuesLists
+        ], False
+    op = select.op
+    if op != SetOperation.SETOP_NONE:
+        assert select.larg is not None and select.rarg is not None
+        left = _select_rows(select.larg, names, listed)
+        if left is None:
+            return None
+        distinct = not select.all
+        if op == SetOperation.SETOP_UNION:
+            right = _select_rows(select.rarg, names, listed)
+            if right is None:
+                return None
+            return left[0] + right[0], distinct or left[1] or right[1]
+        return left[0], True  # INTERSECT / EXCEPT: some of the left arm's rows
+    if not select.targetList:
+        return None
+    targets = [t.val for t in select.targetList if isinstance(t, ast.ResTarget)]
+    if any(isinstance(n, ast.A_Star) for t in targets for n in walk_nodes(t)):
+        # The width is the source's: the listed columns are written, with the data's values.
+        return ([{n: Value("unknown") for n in names}], False) if listed else None
+    return [{n: _value(e) for n, e in zip(names, targets, strict=False)}], bool(
+        select.distinctClause
+    )
 
 
 def _update_write(node: ast.UpdateStmt, rel: Relation) -> Write:
