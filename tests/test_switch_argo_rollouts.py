@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from migrator import commands
-from migrator.errors import ExitCode, GateRefused, PlanError
-from migrator.plan.loader import parse_plan
-from migrator.switch import ALL_BLUE, Split, SwitchFailed, WatchFailed
+from migrator.errors import GateRefused
+from migrator.switch import ALL_BLUE, Split, SwitchFailed
 from migrator.switch.argo_rollouts import ArgoRollouts, ArgoRolloutsSettings
+from tests.support import kube_switch
 from tests.support.kmock_cluster import (
     NEW_HASH,
     NS,
@@ -27,14 +27,8 @@ from tests.support.kmock_cluster import (
     replicaset,
     rollout,
 )
-from tests.support.switch_env import (
-    FakePrometheus,
-    SleptTime,
-    phase,
-    ready_release,
-    switch_plan,
-    traffic_events,
-)
+from tests.support.kube_switch import green_moves
+from tests.support.switch_env import SleptTime, phase
 
 # Ends with setWeight 100 and a pause: all traffic on green, and an abort still possible.
 CANARY = [step for weight in (1, 5, 25, 50, 100) for step in ({"setWeight": weight}, {"pause": {}})]
@@ -42,12 +36,12 @@ CANARY = [step for weight in (1, 5, 25, 50, 100) for step in ({"setWeight": weig
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, controller=False)
-    c.emulator.objects[ROLLOUTS, NS, "api"] = rollout("canary", steps=CANARY)
-    c.emulator.objects[REPLICASETS, NS, f"api-{OLD_HASH}"] = replicaset(OLD_HASH, 4, 4)
-    c.emulator.objects[REPLICASETS, NS, f"api-{NEW_HASH}"] = replicaset(NEW_HASH, 1, 1)
-    yield c
-    c.stop()
+    with kube_switch.cluster(
+        tmp_path, {ROLLOUTS: rollout("canary", steps=CANARY)}, controller=False
+    ) as c:
+        c.emulator.objects[REPLICASETS, NS, f"api-{OLD_HASH}"] = replicaset(OLD_HASH, 4, 4)
+        c.emulator.objects[REPLICASETS, NS, f"api-{NEW_HASH}"] = replicaset(NEW_HASH, 1, 1)
+        yield c
 
 
 @pytest.fixture
@@ -65,18 +59,9 @@ def status(cluster: Cluster) -> dict[str, Any]:
     return found
 
 
-def section(cluster: Cluster, steps: list[int] | None = None, **argo: Any) -> dict[str, Any]:
-    return {
-        "argo_rollouts": {
-            "namespace": NS,
-            "rollout": "api",
-            "timeout": "30s",
-            "kubeconfig": str(cluster.kubeconfig),
-            **argo,
-        },
-        "steps": steps or [1, 5, 25, 50, 100],
-        "watch": {"duration": "300ms", "interval": "100ms"},
-    }
+def section(cluster: Cluster, steps: list[int] = kube_switch.STEPS, **argo: Any) -> dict[str, Any]:
+    settings = {"rollout": "api", "timeout": "30s", **argo}
+    return kube_switch.section("argo_rollouts", cluster, settings, steps=steps)
 
 
 def backend(cluster: Cluster, **argo: Any) -> ArgoRollouts:
@@ -84,21 +69,16 @@ def backend(cluster: Cluster, **argo: Any) -> ArgoRollouts:
     return ArgoRollouts(settings, poll=0.02)
 
 
-def moves(url: str, release: str) -> list[int]:
-    return [e["details"]["to"]["green"] for e in traffic_events(url, release)]
-
-
 def test_each_step_promotes_the_canary_to_its_next_pause_and_the_end_after_the_watch(
     fresh_db: str, cluster: Cluster, controller: RolloutController
 ) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
 
     result = commands.switch(plan, opts, timing=SleptTime().timing)
 
     # Traffic was at the Rollout's first pause (1%): watched first, then one promote per step.
     assert result.before == {"blue": 99, "green": 1}
-    assert moves(fresh_db, plan.release) == [5, 25, 50, 100]
+    assert green_moves(fresh_db, plan.release) == [5, 25, 50, 100]
     assert controller.acted == ["pause at 3", "pause at 5", "pause at 7", "pause at 9", "complete"]
     final = status(cluster)
     assert final["stableRS"] == NEW_HASH and final["currentStepIndex"] == len(CANARY)
@@ -108,27 +88,14 @@ def test_each_step_promotes_the_canary_to_its_next_pause_and_the_end_after_the_w
 def test_a_failed_watch_aborts_the_rollout(
     fresh_db: str, cluster: Cluster, controller: RolloutController
 ) -> None:
-    prometheus = FakePrometheus(0.0)
-    try:
-        s = section(cluster)
-        s["watch"]["probes"] = [
-            {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
-        ]
-        plan = switch_plan(s)
-        opts = ready_release(fresh_db, plan)
-        time = SleptTime()
-
-        def errors_at_25() -> None:
-            if status(cluster).get("currentStepIndex") == 5:  # the pause after setWeight 25
-                prometheus.value = 0.5
-
-        time.after_sleep = errors_at_25
-        with pytest.raises(WatchFailed, match=r"step 3/5 \(25% green\).*gave 0.5") as failed:
-            commands.switch(plan, opts, timing=time.timing)
-    finally:
-        prometheus.stop()
-    assert failed.value.exit_code == ExitCode.REFUSED
-    assert moves(fresh_db, plan.release) == [5, 25, 0]
+    plan = kube_switch.failed_watch(
+        fresh_db,
+        section(cluster),
+        # the pause after setWeight 25
+        errors_when=lambda: status(cluster).get("currentStepIndex") == 5,
+        match=r"step 3/5 \(25% green\).*gave 0.5",
+    )
+    assert green_moves(fresh_db, plan.release) == [5, 25, 0]
     final = status(cluster)
     assert final["abort"] is True and final["currentStepIndex"] == 0
     assert final["stableRS"] == OLD_HASH
@@ -139,15 +106,12 @@ def test_a_failed_watch_aborts_the_rollout(
 def test_manual_rollback_aborts(
     fresh_db: str, cluster: Cluster, controller: RolloutController
 ) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
     commands.switch(plan, opts, step=4, timing=SleptTime().timing)  # to 50%
     assert status(cluster)["currentStepIndex"] == 7
-    back = commands.rollback(plan, opts)
-    assert back.ran and "50% green -> 0% green" in back.ran[0]
+    kube_switch.rolled_back(fresh_db, plan, opts, green=50)
     assert status(cluster)["abort"] is True
-    assert moves(fresh_db, plan.release) == [50, 0]
-    assert phase(fresh_db, plan.release) == "expanded"
+    assert green_moves(fresh_db, plan.release) == [50, 0]
 
 
 def test_blue_green_is_promoted_from_its_pre_promotion_pause(
@@ -162,8 +126,7 @@ def test_blue_green_is_promoted_from_its_pre_promotion_pause(
         b.set_split(Split(25))
     assert controller.acted == []
 
-    plan = switch_plan(section(cluster, steps=[100]))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster, steps=[100]))
     result = commands.switch(plan, opts, timing=SleptTime().timing)
     assert result.after == {"blue": 0, "green": 100}
     assert status(cluster)["blueGreen"]["activeSelector"] == NEW_HASH
@@ -209,36 +172,24 @@ def test_preflight_refusals_move_nothing(
         cluster.emulator.objects[ROLLOUTS, NS, "api"].patch({"status": change["status"]})
     if "replicaset" in change:
         cluster.emulator.objects[REPLICASETS, NS, f"api-{NEW_HASH}"] = change["replicaset"]
-    before = cluster.emulator.objects[ROLLOUTS, NS, "api"].raw
-    with pytest.raises(GateRefused, match=message) as refused:
-        backend(cluster, **change.get("argo", {})).preflight()
-    assert refused.value.exit_code == ExitCode.REFUSED
-    assert cluster.emulator.objects[ROLLOUTS, NS, "api"].raw == before
+    kube_switch.preflight_refused(
+        cluster, ROLLOUTS, backend(cluster, **change.get("argo", {})), message
+    )
 
 
 def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     fresh_db: str, cluster: Cluster, controller: RolloutController
 ) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
     cluster.emulator.forbidden.add(("patch", "rollouts/status"))
-    with pytest.raises(
-        GateRefused,
-        match=r"argo_rollouts: patch rollouts/status\.argoproj\.io api in namespace prod: "
-        r'forbidden \(HTTP 403\).*\{apiGroups: \["argoproj.io"\], resources: '
-        r'\["rollouts/status"\], resourceNames: \["api"\], verbs: \["patch"\]\}',
-    ):
-        commands.switch(plan, opts, timing=SleptTime().timing)
+    message = kube_switch.forbidden(
+        "argo_rollouts", "patch", "rollouts/status", "argoproj.io", "api"
+    )
+    kube_switch.switch_refused(fresh_db, plan, opts, message)
     assert status(cluster)["currentStepIndex"] == 1 and controller.acted == []
-    assert moves(fresh_db, plan.release) == []
 
 
-@pytest.mark.parametrize("steps", ["[5, 1, 100]", "[1, 5, 50]", "[0, 100]", "[2.5, 100]"])
+@pytest.mark.parametrize("steps", kube_switch.BAD_STEPS)
 def test_steps_that_are_not_rising_integers_1_to_100_are_refused(steps: str) -> None:
     text = f"release: r\nswitch:\n  argo_rollouts: {{rollout: api}}\n  steps: {steps}\n"
-    with pytest.raises(
-        PlanError,
-        match=r"plan\.yaml:4:\d+: (steps: steps must rise|Input should be (a valid integer|greater))",
-    ) as refused:
-        parse_plan(text, "plan.yaml")
-    assert refused.value.exit_code == ExitCode.BAD_INPUT
+    kube_switch.plan_refused(text, kube_switch.BAD_STEPS_MESSAGE)

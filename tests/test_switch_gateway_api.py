@@ -12,22 +12,15 @@ from typing import Any
 import pytest
 
 from migrator import commands
-from migrator.errors import ExitCode, GateRefused, PlanError
-from migrator.plan.loader import parse_plan
-from migrator.switch import ALL_BLUE, ALL_GREEN, Split, WatchFailed
+from migrator.errors import GateRefused
+from migrator.switch import ALL_BLUE, ALL_GREEN, Split
 from migrator.switch.gateway_api import GatewayApi, GatewayApiSettings
+from tests.support import kube_switch
 from tests.support.kmock_cluster import NS, Cluster
-from tests.support.switch_env import (
-    FakePrometheus,
-    SleptTime,
-    phase,
-    ready_release,
-    switch_plan,
-    traffic_events,
-)
+from tests.support.kube_switch import STEPS, green_moves
+from tests.support.switch_env import FakePrometheus, SleptTime, phase, traffic_events
 
 ROUTES = "gateway.networking.k8s.io/v1/httproutes"
-STEPS = [1, 5, 25, 50, 100]
 
 
 def httproute(*, accepted: str = "True", green: str = "api-green") -> dict[str, Any]:
@@ -71,10 +64,8 @@ def httproute(*, accepted: str = "True", green: str = "api-green") -> dict[str, 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, controller=False)
-    c.emulator.objects[ROUTES, NS, "api"] = httproute()
-    yield c
-    c.stop()
+    with kube_switch.cluster(tmp_path, {ROUTES: httproute()}, controller=False) as c:
+        yield c
 
 
 def weights(cluster: Cluster) -> tuple[int | None, int | None]:
@@ -86,26 +77,14 @@ def weights(cluster: Cluster) -> tuple[int | None, int | None]:
     return refs["api-blue"], refs["api-green"]
 
 
-def section(cluster: Cluster, **extra: Any) -> dict[str, Any]:
-    return {
-        "gateway_api": {
-            "namespace": NS,
-            "route": "api",
-            "blue": {"service": "api-blue", "port": 8080},
-            "green": {"service": "api-green", "port": 8080},
-            "kubeconfig": str(cluster.kubeconfig),
-            **extra.pop("gateway", {}),
-        },
-        "steps": STEPS,
-        "watch": {"duration": "500ms", "interval": "100ms"},
-        **extra,
-    }
+def section(cluster: Cluster, **gateway: Any) -> dict[str, Any]:
+    blue, green = {"service": "api-blue", "port": 8080}, {"service": "api-green", "port": 8080}
+    settings = {"route": "api", "blue": blue, "green": green, **gateway}
+    return kube_switch.section("gateway_api", cluster, settings, duration="500ms")
 
 
 def backend(cluster: Cluster, **gateway: Any) -> GatewayApi:
-    return GatewayApi(
-        GatewayApiSettings.model_validate(section(cluster, gateway=gateway)["gateway_api"])
-    )
+    return GatewayApi(GatewayApiSettings.model_validate(section(cluster, **gateway)["gateway_api"]))
 
 
 def test_a_plan_moves_1_5_25_50_100_with_the_watch_between_steps_and_rolls_back(
@@ -117,8 +96,7 @@ def test_a_plan_moves_1_5_25_50_100_with_the_watch_between_steps_and_rolls_back(
         s["watch"]["probes"] = [
             {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
         ]
-        plan = switch_plan(s)
-        opts = ready_release(fresh_db, plan)
+        plan, opts = kube_switch.ready(fresh_db, s)
         time = SleptTime()
         seen: list[tuple[int | None, int | None]] = []  # the route at every round of a watch
         time.after_sleep = lambda: seen.append(weights(cluster))
@@ -137,10 +115,8 @@ def test_a_plan_moves_1_5_25_50_100_with_the_watch_between_steps_and_rolls_back(
     assert len(prometheus.queries) == len(seen) + len(STEPS)
     assert phase(fresh_db, plan.release) == "switched"
 
-    back = commands.rollback(plan, opts)
-    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    kube_switch.rolled_back(fresh_db, plan, opts)
     assert weights(cluster) == (100, 0)
-    assert phase(fresh_db, plan.release) == "expanded"
     moves = [
         (e["details"]["from"]["green"], e["details"]["to"]["green"])
         for e in traffic_events(fresh_db, plan.release)
@@ -154,36 +130,14 @@ def test_a_plan_moves_1_5_25_50_100_with_the_watch_between_steps_and_rolls_back(
 
 
 def test_a_failed_watch_puts_all_traffic_back_on_blue(fresh_db: str, cluster: Cluster) -> None:
-    prometheus = FakePrometheus(0.0)
-    try:
-        s = section(cluster)
-        s["watch"]["probes"] = [
-            {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
-        ]
-        plan = switch_plan(s)
-        opts = ready_release(fresh_db, plan)
-        time = SleptTime()
-
-        def errors_at_25() -> None:
-            if weights(cluster) == (75, 25):
-                prometheus.value = 0.5
-
-        time.after_sleep = errors_at_25
-        with pytest.raises(
-            WatchFailed, match=r"step 3/5 \(25% green\).*gave 0.5, limit <= 0.1"
-        ) as failed:
-            commands.switch(plan, opts, timing=time.timing)
-    finally:
-        prometheus.stop()
-    assert failed.value.exit_code == ExitCode.REFUSED
+    plan = kube_switch.failed_watch(
+        fresh_db,
+        section(cluster),
+        errors_when=lambda: weights(cluster) == (75, 25),
+        match=r"step 3/5 \(25% green\).*gave 0.5, limit <= 0.1",
+    )
     assert weights(cluster) == (100, 0)
-    assert [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)] == [
-        1,
-        5,
-        25,
-        0,
-    ]
-    assert phase(fresh_db, plan.release) == "expanded"
+    assert green_moves(fresh_db, plan.release) == [1, 5, 25, 0]
 
 
 def test_current_and_set_split_read_and_write_the_weights(cluster: Cluster) -> None:
@@ -240,31 +194,19 @@ def test_preflight_refusals_move_nothing(
 ) -> None:
     if route is not None:
         cluster.emulator.objects[ROUTES, NS, "api"] = route
-    before = cluster.emulator.objects[ROUTES, NS, "api"].raw
-    with pytest.raises(GateRefused, match=message) as refused:
-        backend(cluster, **gateway).preflight()
-    assert refused.value.exit_code == ExitCode.REFUSED
-    assert cluster.emulator.objects[ROUTES, NS, "api"].raw == before
+    kube_switch.preflight_refused(cluster, ROUTES, backend(cluster, **gateway), message)
 
 
 def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     fresh_db: str, cluster: Cluster
 ) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
     cluster.emulator.forbidden.add(("patch", "httproutes"))
-    rule = (
-        r'\{apiGroups: \["gateway.networking.k8s.io"\], resources: \["httproutes"\], '
-        r'resourceNames: \["api"\], verbs: \["patch"\]\}'
+    message = kube_switch.forbidden(
+        "gateway_api", "patch", "httproutes", "gateway.networking.k8s.io", "api"
     )
-    with pytest.raises(
-        GateRefused,
-        match=r"gateway_api: patch httproutes\.gateway\.networking\.k8s\.io api in namespace prod: forbidden \(HTTP 403\).*"
-        + rule,
-    ):
-        commands.switch(plan, opts, timing=SleptTime().timing)
+    kube_switch.switch_refused(fresh_db, plan, opts, message)
     assert weights(cluster) == (100, 0)
-    assert traffic_events(fresh_db, plan.release) == []
 
     cluster.emulator.forbidden = {("get", "httproutes")}
     with pytest.raises(
@@ -290,7 +232,4 @@ def test_steps_that_are_not_rising_integers_1_to_100_are_refused(steps: str, mes
         "release: r\nswitch:\n  gateway_api:\n    route: api\n    blue: {service: b}\n"
         f"    green: {{service: g}}\n  steps: {steps}\n"
     )
-    with pytest.raises(PlanError, match=message) as refused:
-        parse_plan(text, "plan.yaml")
-    assert refused.value.exit_code == ExitCode.BAD_INPUT
-    assert "plan.yaml:7:" in str(refused.value)
+    assert "plan.yaml:7:" in str(kube_switch.plan_refused(text, message))

@@ -10,19 +10,12 @@ from typing import Any
 import pytest
 
 from migrator import commands
-from migrator.errors import ExitCode, GateRefused, PlanError
-from migrator.plan.loader import parse_plan
-from migrator.switch import ALL_BLUE, Split, WatchFailed
+from migrator.switch import ALL_BLUE, Split
 from migrator.switch.istio import Istio, IstioSettings
+from tests.support import kube_switch
 from tests.support.kmock_cluster import NS, Cluster
-from tests.support.switch_env import (
-    FakePrometheus,
-    SleptTime,
-    phase,
-    ready_release,
-    switch_plan,
-    traffic_events,
-)
+from tests.support.kube_switch import green_moves
+from tests.support.switch_env import SleptTime
 
 SERVICES = "networking.istio.io/v1/virtualservices"
 RULES = "networking.istio.io/v1/destinationrules"
@@ -70,11 +63,9 @@ def destination_rule(*subsets: str, host: str = HOST) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, controller=False)
-    c.emulator.objects[SERVICES, NS, "api"] = virtual_service()
-    c.emulator.objects[RULES, NS, "api"] = destination_rule("v1", "v2")
-    yield c
-    c.stop()
+    objects = {SERVICES: virtual_service(), RULES: destination_rule("v1", "v2")}
+    with kube_switch.cluster(tmp_path, objects, controller=False) as c:
+        yield c
 
 
 def weights(cluster: Cluster) -> tuple[int | None, int | None]:
@@ -87,19 +78,8 @@ def weights(cluster: Cluster) -> tuple[int | None, int | None]:
 
 
 def section(cluster: Cluster, **istio: Any) -> dict[str, Any]:
-    return {
-        "istio": {
-            "namespace": NS,
-            "virtual_service": "api",
-            "host": HOST,
-            "blue": {"subset": "v1"},
-            "green": {"subset": "v2"},
-            "kubeconfig": str(cluster.kubeconfig),
-            **istio,
-        },
-        "steps": [1, 5, 25, 50, 100],
-        "watch": {"duration": "300ms", "interval": "100ms"},
-    }
+    settings = {"virtual_service": "api", "host": HOST, "blue": {"subset": "v1"}}
+    return kube_switch.section("istio", cluster, {**settings, "green": {"subset": "v2"}, **istio})
 
 
 def backend(cluster: Cluster, **istio: Any) -> Istio:
@@ -107,8 +87,7 @@ def backend(cluster: Cluster, **istio: Any) -> Istio:
 
 
 def test_switch_weighted_steps_and_manual_rollback(fresh_db: str, cluster: Cluster) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
     time = SleptTime()
     seen: list[tuple[int | None, int | None]] = []
     time.after_sleep = lambda: seen.append(weights(cluster))
@@ -122,46 +101,20 @@ def test_switch_weighted_steps_and_manual_rollback(fresh_db: str, cluster: Clust
     vs = cluster.emulator.objects[SERVICES, NS, "api"]
     assert vs["spec"]["http"][0]["route"] == [{"destination": {"host": HOST, "subset": "v2"}}]
 
-    back = commands.rollback(plan, opts)
-    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    kube_switch.rolled_back(fresh_db, plan, opts)
     assert weights(cluster) == (100, 0)
-    assert phase(fresh_db, plan.release) == "expanded"
-    assert [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)] == [
-        1,
-        5,
-        25,
-        50,
-        100,
-        0,
-    ]
+    assert green_moves(fresh_db, plan.release) == [1, 5, 25, 50, 100, 0]
 
 
 def test_a_failed_watch_puts_all_traffic_back_on_blue(fresh_db: str, cluster: Cluster) -> None:
-    prometheus = FakePrometheus(0.0)
-    try:
-        s = section(cluster)
-        s["watch"]["probes"] = [
-            {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
-        ]
-        plan = switch_plan(s)
-        opts = ready_release(fresh_db, plan)
-        time = SleptTime()
-
-        def errors_at_5() -> None:
-            if weights(cluster) == (95, 5):
-                prometheus.value = 0.5
-
-        time.after_sleep = errors_at_5
-        with pytest.raises(WatchFailed, match=r"step 2/5 \(5% green\).*gave 0.5"):
-            commands.switch(plan, opts, timing=time.timing)
-    finally:
-        prometheus.stop()
+    plan = kube_switch.failed_watch(
+        fresh_db,
+        section(cluster),
+        errors_when=lambda: weights(cluster) == (95, 5),
+        match=r"step 2/5 \(5% green\).*gave 0.5",
+    )
     assert weights(cluster) == (100, 0)
-    assert [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)] == [
-        1,
-        5,
-        0,
-    ]
+    assert green_moves(fresh_db, plan.release) == [1, 5, 0]
 
 
 def test_current_and_set_split(cluster: Cluster) -> None:
@@ -219,44 +172,27 @@ def test_preflight_refusals_move_nothing(
 ) -> None:
     for resource, obj in objects.items():
         cluster.emulator.objects[resource, NS, "api"] = obj
-    before = cluster.emulator.objects[SERVICES, NS, "api"].raw
-    with pytest.raises(GateRefused, match=message) as refused:
-        backend(cluster, **istio).preflight()
-    assert refused.value.exit_code == ExitCode.REFUSED
-    assert cluster.emulator.objects[SERVICES, NS, "api"].raw == before
+    kube_switch.preflight_refused(cluster, SERVICES, backend(cluster, **istio), message)
 
 
 def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     fresh_db: str, cluster: Cluster
 ) -> None:
-    plan = switch_plan(section(cluster))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, section(cluster))
     cluster.emulator.forbidden.add(("list", "destinationrules"))
-    with pytest.raises(
-        GateRefused,
-        match=r"istio: list destinationrules\.networking\.istio\.io in namespace prod: "
-        r'forbidden \(HTTP 403\).*\{apiGroups: \["networking.istio.io"\], '
-        r'resources: \["destinationrules"\], verbs: \["list"\]\}',
-    ):
-        commands.switch(plan, opts, timing=SleptTime().timing)
+    message = kube_switch.forbidden("istio", "list", "destinationrules", "networking.istio.io")
+    kube_switch.switch_refused(fresh_db, plan, opts, message)
     cluster.emulator.forbidden = {("patch", "virtualservices")}
-    with pytest.raises(
-        GateRefused, match=r"patch virtualservices\.networking\.istio\.io api .*forbidden"
-    ):
-        commands.switch(plan, opts, timing=SleptTime().timing)
+    kube_switch.switch_refused(
+        fresh_db, plan, opts, r"patch virtualservices\.networking\.istio\.io api .*forbidden"
+    )
     assert weights(cluster) == (100, 0)
-    assert traffic_events(fresh_db, plan.release) == []
 
 
-@pytest.mark.parametrize("steps", ["[5, 1, 100]", "[1, 5, 50]", "[0, 100]", "[2.5, 100]"])
+@pytest.mark.parametrize("steps", kube_switch.BAD_STEPS)
 def test_steps_that_are_not_rising_integers_1_to_100_are_refused(steps: str) -> None:
     text = (
         "release: r\nswitch:\n  istio: {virtual_service: a, host: h, blue: {subset: b}, "
         f"green: {{subset: g}}}}\n  steps: {steps}\n"
     )
-    with pytest.raises(
-        PlanError,
-        match=r"plan\.yaml:4:\d+: (steps: steps must rise|Input should be (a valid integer|greater))",
-    ) as refused:
-        parse_plan(text, "plan.yaml")
-    assert refused.value.exit_code == ExitCode.BAD_INPUT
+    kube_switch.plan_refused(text, kube_switch.BAD_STEPS_MESSAGE)

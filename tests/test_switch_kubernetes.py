@@ -16,42 +16,40 @@ from migrator import commands
 from migrator.errors import GateRefused
 from migrator.switch import ALL_BLUE, ALL_GREEN, Split, SwitchFailed
 from migrator.switch.kubernetes import ORIGINAL_REPLICAS, Kubernetes, KubernetesSettings
+from tests.support import kube_switch
 from tests.support.kmock_cluster import NS, Cluster
-from tests.support.switch_env import SleptTime, phase, ready_release, switch_plan, traffic_events
+from tests.support.kube_switch import green_moves
+from tests.support.switch_env import phase, traffic_events
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    yield c
-    c.stop()
+    with kube_switch.cluster(tmp_path) as c:
+        yield c
 
 
-def _section(cluster: Cluster, **extra: Any) -> dict[str, Any]:
-    kube = {
-        "namespace": NS,
+def _section(cluster: Cluster, steps: list[int] | None = None, **kube: Any) -> dict[str, Any]:
+    settings = {
         "service": "api",
         "selector": {"key": "version", "blue": "blue", "green": "green"},
         "blue": {"deployment": "api-blue"},
         "green": {"deployment": "api-green", "image": "registry.test/api:v2"},
-        "kubeconfig": str(cluster.kubeconfig),
         "shared_selector": {"app": "api"},
         "rollout_timeout": "20s",
-        **extra.pop("kube", {}),
+        **kube,
     }
-    return {"kubernetes": kube, "watch": {"duration": "300ms", "interval": "100ms"}, **extra}
+    return kube_switch.section("kubernetes", cluster, settings, steps=steps)
 
 
 def _backend(cluster: Cluster, **kube: Any) -> Kubernetes:
-    settings = KubernetesSettings.model_validate(_section(cluster, kube=kube)["kubernetes"])
+    settings = KubernetesSettings.model_validate(_section(cluster, **kube)["kubernetes"])
     return Kubernetes(settings, poll=0.02)
 
 
 def test_switch_sets_the_image_waits_for_the_rollout_and_patches_the_selector(
     fresh_db: str, cluster: Cluster
 ) -> None:
-    plan = switch_plan(_section(cluster, kube={"blue_after_switch": "zero"}))
-    opts = ready_release(fresh_db, plan)
+    plan, opts = kube_switch.ready(fresh_db, _section(cluster, blue_after_switch="zero"))
 
     result = commands.switch(plan, opts)
 
@@ -66,12 +64,10 @@ def test_switch_sets_the_image_waits_for_the_rollout_and_patches_the_selector(
     assert phase(fresh_db, plan.release) == "switched"
 
     # The rollback brings blue back up, waits for it, then moves the selector.
-    back = commands.rollback(plan, opts)
-    assert back.ran and "100% green -> 0% green" in back.ran[0]
+    kube_switch.rolled_back(fresh_db, plan, opts)
     assert cluster.selector() == {"app": "api", "version": "blue"}
     blue = cluster.deployment("api-blue")
     assert blue.spec.replicas == 4 and blue.status.available_replicas == 4
-    assert phase(fresh_db, plan.release) == "expanded"
     moves = [
         (e["details"]["from"], e["details"]["to"]) for e in traffic_events(fresh_db, plan.release)
     ]
@@ -168,27 +164,14 @@ def test_preflight_returns_only_once_the_new_image_is_rolled_out(cluster: Cluste
 def test_a_failed_watch_during_a_weighted_step_puts_blue_back_whole(
     fresh_db: str, cluster: Cluster
 ) -> None:
-    from migrator.switch import WatchFailed
-    from tests.support.switch_env import FakePrometheus
-
-    prometheus = FakePrometheus(0.0)
-    prometheus.bad_from = (3, 0.5)  # the third query, during step 1's watch, sees errors
-    try:
-        section = _section(cluster, steps=[25, 100])
-        section["watch"] = {
-            "duration": "2s",
-            "interval": "100ms",
-            "probes": [{"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}],
-        }
-        plan = switch_plan(section)
-        opts = ready_release(fresh_db, plan)
-        with pytest.raises(WatchFailed, match=r"step 1/2 \(25% green\).*gave 0.5, limit <= 0.1"):
-            commands.switch(plan, opts, timing=SleptTime().timing)
-    finally:
-        prometheus.stop()
+    plan = kube_switch.failed_watch(
+        fresh_db,
+        _section(cluster, steps=[25, 100]),
+        # errors once green serves its quarter: during step 1's watch
+        errors_when=lambda: cluster.replicas() == (3, 1),
+        match=r"step 1/2 \(25% green\).*gave 0.5, limit <= 0.1",
+    )
     assert cluster.selector() == {"app": "api", "version": "blue"}
     blue = cluster.deployment("api-blue")
     assert blue.spec.replicas == 4 and blue.status.available_replicas == 4
-    moves = [e["details"]["to"]["green"] for e in traffic_events(fresh_db, plan.release)]
-    assert moves == [25, 0]
-    assert phase(fresh_db, plan.release) == "expanded"
+    assert green_moves(fresh_db, plan.release) == [25, 0]
