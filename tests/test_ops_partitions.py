@@ -140,6 +140,44 @@ CASES += [
     ),
 ]
 
+UNIQUE_CONSTRAINTS = (
+    "SELECT conrelid::regclass::text, conname, conindid::regclass::text, conparentid <> 0 "
+    "FROM pg_constraint WHERE contype = 'u' AND conrelid IN "
+    "(SELECT relid FROM pg_partition_tree('events')) ORDER BY 1"
+)
+
+CASES += [
+    Case(
+        "add_unique on a partitioned table",
+        setup=BASE + EVENTS,
+        expand="""
+        - add_unique: {table: events, name: events_key, columns: [id, at, kind]}
+        """,
+        old=["INSERT INTO events SELECT max(id) + 1, '2025-03-03', 'a' FROM events"],
+        new=[
+            "INSERT INTO events (id, at, kind) VALUES (6001, '2024-03-03', 'b') ON CONFLICT "
+            "ON CONSTRAINT events_key DO NOTHING"
+        ],
+        final=[
+            (
+                UNIQUE_CONSTRAINTS,
+                [
+                    ("events", "events_key", "events_key", False),
+                    ("events_2024", "events_2024_events_key", "events_2024_events_key", True),
+                    ("events_2025", "events_2025_events_key", "events_2025_events_key", True),
+                    ("events_2025_a", "events_2025_a_events_key", "events_2025_a_events_key", True),
+                    ("events_2025_b", "events_2025_b_events_key", "events_2025_b_events_key", True),
+                ],
+            ),
+            (
+                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname LIKE '%events_key' AND NOT i.indisvalid",
+                [(0,)],
+            ),
+        ],
+    ),
+]
+
 # A table to attach, its rows inside the bound of 2026, and an index matching the
 # partitioned one so the attach builds nothing.
 TO_ATTACH = """
@@ -311,11 +349,10 @@ def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None
             "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01'); move or delete them first",
         ),
         (
-            "- add_unique: {table: events, name: events_u, columns: [id, at, kind]}",
+            "- add_unique: {table: events, name: events_u, columns: [id, at]}",
             "plan.yaml:4:5: add_unique events_u: a UNIQUE constraint on partitioned table "
-            "events cannot be added USING INDEX (PostgreSQL refuses it), and added directly "
-            "it builds every partition's index under SHARE; use create_index with unique: "
-            "true, built partition by partition",
+            "events must hold every column of its partition key (kind is missing) "
+            "(PostgreSQL checks uniqueness per partition)",
         ),
         (
             "- detach_partition: {table: events, partition: users}",
@@ -375,12 +412,54 @@ FOREIGN_KEY = Case(
 )
 
 
+def test_unique_on_a_partitioned_table_adopts_the_partitions_indexes(db: str) -> None:
+    """The constraint added to the table last builds nothing: each index under it, as
+    it stands just before that statement (the leaves' built concurrently, their own
+    constraints), is the very one (same oid) attached after it, on 15 and 18."""
+    q(db, BASE + EVENTS)
+    plan = parse_plan(
+        plan_text("- add_unique: {table: events, name: events_key, columns: [id, at, kind]}")
+    )
+    tree = (
+        "SELECT c.relname, c.oid::int FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree('events')) ORDER BY 1"
+    )
+    seen: list[list[tuple[object, ...]]] = []
+
+    class Before(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if sql.startswith("ALTER TABLE public.events ADD CONSTRAINT"):
+                seen.append(q(db, tree))
+
+    rec = Before()
+    result = commands.expand(plan, opts(db, rec))
+    assert result.ran[-1] == "0.add_unique.unique"
+    assert [s for _, s, _ in rec.statements if "CREATE" in s] == [
+        f"CREATE UNIQUE INDEX CONCURRENTLY {leaf}_events_key ON public.{leaf} "
+        "USING btree (id, at, kind)"
+        for leaf in ("events_2025_a", "events_2025_b", "events_2024")
+    ]
+    after = q(db, tree)
+    assert [n for n, _ in after] == [
+        "events_2024_events_key",
+        "events_2025_a_events_key",
+        "events_2025_b_events_key",
+        "events_2025_events_key",
+        "events_key",
+    ]
+    assert seen == [[row for row in after if row[0] != "events_key"]]
+
+
 def test_foreign_key_on_a_partitioned_table(db: str) -> None:
     """The suite's whole release on both versions: PostgreSQL 18 adds the key NOT VALID
     on the table and validates it in the contract; 15 adds it NOT VALID to each leaf
     partition, validates each, then adds it to the sub-partitioned partition and the
-    table, which attach those without a scan."""
+    table, which attach those without a scan. Its statements pass the lint (the last
+    ones are known to attach what the leaves hold)."""
     run_release_case(FOREIGN_KEY, db)
+    q(db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA migrator CASCADE")
+    test_statements_pass_the_lint_rules(FOREIGN_KEY, db)
 
 
 def test_foreign_key_per_partition_attaches_without_a_scan(db: str) -> None:

@@ -62,6 +62,27 @@ class Live:
         )
         return None if kind is None else kind == "p"
 
+    def leaf_partitions(self, schema: str, table: str) -> list[str] | None:
+        """The leaf partitions under a partitioned table (at any depth)."""
+        from migrator.sqltext import text
+
+        def leaves() -> list[str]:
+            rows = self.conn.execute(
+                text(
+                    "WITH RECURSIVE tree(relid) AS (SELECT c.oid FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t "
+                    "UNION ALL SELECT i.inhrelid FROM pg_inherits i "
+                    "JOIN tree ON i.inhparent = tree.relid) "
+                    "SELECT c.relname FROM tree JOIN pg_class c ON c.oid = tree.relid "
+                    "WHERE c.relispartition AND c.relkind <> 'p' ORDER BY 1"
+                ),
+                {"s": schema, "t": table},
+            ).all()
+            return [str(r[0]) for r in rows]
+
+        return self._ask(leaves)
+
     def index_table(self, schema: str, name: str) -> str | None:
         """The table an index belongs to."""
         return self._scalar(  # type: ignore[no-any-return]

@@ -83,6 +83,10 @@ class Tracker:
     validated_not_null: set[tuple[str, str]] = field(default_factory=set)
     validated_tables: set[str] = field(default_factory=set)
     foreign_keys: set[tuple[str, str]] = field(default_factory=set)
+    # Tables given a UNIQUE constraint, and (table, name) of constraints validated, so a
+    # partitioned table's constraint added after each leaf's own is known to attach them.
+    unique_tables: set[str] = field(default_factory=set)
+    validated_constraints: set[tuple[str, str]] = field(default_factory=set)
     matviews: set[str] = field(default_factory=set)
     temp_tables: set[str] = field(default_factory=set)
     lock_timeout: bool = False

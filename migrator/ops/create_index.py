@@ -20,8 +20,6 @@ from pydantic import Field
 
 from migrator.engine.catalog_partitions import (
     is_partitioned,
-    partition_key_columns,
-    partitions,
 )
 from migrator.engine.catalog_tables import index_build_error
 from migrator.engine.steps import Step, step
@@ -31,7 +29,9 @@ from migrator.ops.columns import Identifier
 from migrator.ops.partitioned import (
     drop_partitioned_index_step,
     partition_index_clashes,
+    partition_key_missing,
     partitioned_index_steps,
+    refuse_unique_without_partition_key,
 )
 from migrator.ops.safe import (
     build_index_step,
@@ -202,24 +202,8 @@ class CreateIndex(Operation):
                 "which is taken; choose another index name"
             )
         if self.unique:
-            # Every level's key: PostgreSQL checks uniqueness per leaf partition.
-            key: list[str] | None = []
-            for table in [self.table] + [
-                p.name for p in partitions(ctx.catalog, ctx.schema, self.table) if p.partitioned
-            ]:
-                level = partition_key_columns(ctx.catalog, ctx.schema, table)
-                key = None if key is None or level is None else key + level
-            plain = self._plain_columns(ctx) or []
-            missing = (
-                list(dict.fromkeys(c for c in key if c not in plain)) if key is not None else None
-            )
-            if missing is None or missing:
-                raise ValidationFailed(
-                    f"{where}: a unique index on partitioned table {self.table} must hold "
-                    "every column of its partition key"
-                    + (f" ({', '.join(missing)} is missing)" if missing else "")
-                    + " (PostgreSQL checks uniqueness per partition)"
-                )
+            missing = partition_key_missing(ctx, self.table, self._plain_columns(ctx) or [])
+            refuse_unique_without_partition_key(where, "a unique index", self.table, missing)
 
     def _partitioned(self, ctx: Context) -> bool:
         return ctx.catalog.relation_kind(ctx.schema, self.table) == "p"

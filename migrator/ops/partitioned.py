@@ -25,13 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from migrator.engine.catalog_partitions import Partition, partition_index, partitions
+from migrator.engine.catalog_partitions import (
+    Partition,
+    partition_index,
+    partition_key_columns,
+    partitions,
+)
 from migrator.engine.steps import Step, step
 from migrator.ops.base import Context
 from migrator.ops.safe import (
     create_index_sql,
     drop_constraint_step,
+    drop_index_step,
     index_mark,
+    is_ours,
+    unique_steps,
     unmark_index_sql,
     validate_step,
 )
@@ -265,8 +273,129 @@ def refuse_partitioned_constraint(
         )
     if unique:
         raise ValidationFailed(
-            f"{where}: a UNIQUE constraint on partitioned table {table} cannot be added "
-            "USING INDEX (PostgreSQL refuses it), and added directly it builds every "
-            "partition's index under SHARE; use create_index with unique: true, built "
-            "partition by partition"
+            f"{where}: a UNIQUE column added to partitioned table {table} would build "
+            "every partition's index under its lock; add the column, then add_unique, "
+            "which builds them concurrently partition by partition"
         )
+
+
+def partition_key_missing(ctx: Context, table: str, columns: Sequence[str]) -> list[str] | None:
+    """The columns of the partition key, at every level under ``table``, that ``columns``
+    lacks (PostgreSQL checks uniqueness per leaf, so a unique key needs them all); None
+    when a key holds an expression, which no unique key can."""
+    key: list[str] = []
+    for level in [table] + [
+        p.name for p in partitions(ctx.catalog, ctx.schema, table) if p.partitioned
+    ]:
+        found = partition_key_columns(ctx.catalog, ctx.schema, level)
+        if found is None:
+            return None
+        key += found
+    return list(dict.fromkeys(c for c in key if c not in columns))
+
+
+def refuse_unique_without_partition_key(
+    where: str, what: str, table: str, missing: list[str] | None
+) -> None:
+    """One line naming the partition key's columns a unique key on ``table`` lacks."""
+    from migrator.errors import ValidationFailed
+
+    if missing is None or missing:
+        raise ValidationFailed(
+            f"{where}: {what} on partitioned table {table} must hold every column of its "
+            "partition key"
+            + (
+                f" ({', '.join(missing)} is missing)"
+                if missing
+                else " (an expression is part of it)"
+            )
+            + " (PostgreSQL checks uniqueness per partition)"
+        )
+
+
+def unique_clashes(ctx: Context, table: str, name: str) -> list[str]:
+    """Names the partitions' unique constraints would take that something else holds; a
+    leaf's valid index this release built and did not record yet is its own."""
+    taken = []
+    for part in partitions(ctx.catalog, ctx.schema, table):
+        own = partition_index_name(part.name, name)
+        found = ctx.catalog.index(part.schema, own)
+        if found is not None and not part.partitioned and found.constraint is None:
+            if not found.valid or is_ours(found, part.name, ctx.release):
+                continue  # a failed or unrecorded build of this very index
+        if ctx.catalog.relation_kind(part.schema, own) is not None or ctx.constraint_taken(
+            part.name, own
+        ):
+            taken.append(own)
+    return taken
+
+
+def unique_per_partition_steps(
+    ctx: Context, key: str, table: str, name: str, columns: Sequence[str]
+) -> list[Step]:
+    """UNIQUE ``name`` on partitioned ``table`` without a build under a strong lock.
+
+    PostgreSQL refuses ``ADD CONSTRAINT ... USING INDEX`` on a partitioned table, but
+    ``ADD CONSTRAINT ... UNIQUE`` there adopts, instead of building, an index of the
+    same definition a partition holds as a UNIQUE constraint of its own (an index alone
+    is not enough). So: on each leaf partition the unique index built CONCURRENTLY and
+    made its constraint USING INDEX (brief ACCESS EXCLUSIVE on that leaf, no scan); then
+    the constraint on each sub-partitioned partition, deepest first, and on the table,
+    each attaching what is below it: ACCESS EXCLUSIVE on the table for the catalog change
+    (and SHARE, on 18 ACCESS EXCLUSIVE, on its partitions), no build and no scan.
+    """
+    cols = ", ".join(ident(c) for c in columns)
+    steps: list[Step] = []
+    parts = bottom_up(ctx, table)
+    for part in parts:
+        if part.partitioned:
+            continue
+        own = partition_index_name(part.name, name)
+        steps += unique_steps(
+            f"{key}-{part.name}",
+            part.schema,
+            part.name,
+            own,
+            columns,
+            release=ctx.release,
+            reuse_index=is_ours(ctx.catalog.index(part.schema, own), part.name, ctx.release),
+        )
+    attaches = "attaches its partitions' (no build, no scan)"
+    for part in parts:
+        if part.partitioned:
+            own = partition_index_name(part.name, name)
+            steps.append(
+                step(
+                    f"{key}-{part.name}",
+                    f"UNIQUE {own} on {part.name}: {attaches}",
+                    f"ALTER TABLE {ident(part.schema, part.name)} ADD CONSTRAINT {ident(own)} "
+                    f"UNIQUE ({cols})",
+                )
+            )
+    steps.append(
+        step(
+            key,
+            f"UNIQUE {name} on {table}: {attaches}",
+            f"ALTER TABLE {ident(ctx.schema, table)} ADD CONSTRAINT {ident(name)} UNIQUE ({cols})",
+        )
+    )
+    return steps
+
+
+def drop_unique_per_partition_steps(ctx: Context, key: str, table: str, name: str) -> list[Step]:
+    """Undo `unique_per_partition_steps`: the table's constraint (its index takes the
+    attached ones), then what a stopped run left on partitions."""
+    steps = [drop_constraint_step(f"{key}-constraint", ctx.schema, table, name)]
+    for part in reversed(bottom_up(ctx, table)):
+        own = partition_index_name(part.name, name)
+        steps.append(drop_constraint_step(f"{key}-{part.name}", part.schema, part.name, own))
+        if not part.partitioned:
+            steps.append(
+                drop_index_step(
+                    f"{key}-{part.name}-index",
+                    f"drop index {own} if it is still there",
+                    part.schema,
+                    own,
+                )
+            )
+    return steps

@@ -6,6 +6,7 @@ ADD COLUMN, ADD CONSTRAINT, DROP COLUMN and DROP CONSTRAINT; ADD COLUMN and ALTE
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pglast import ast, enums
@@ -138,6 +139,16 @@ def validate_constraint(a: Analyzer, stmt: Stmt, state: UnitState, table: str, n
     if column is not None:
         a.tracker.validated_not_null.add((table, column))
     a.tracker.validated_tables.add(table)
+    a.tracker.validated_constraints.add((table, name))
+
+
+def leaves_hold_it(a: Analyzer, schema: str, table: str, held: Callable[[str], bool]) -> bool:
+    """True for a partitioned table each of whose leaf partitions got, earlier in the
+    unit, what ``held`` asks: PostgreSQL then attaches theirs (no build, no scan)."""
+    if a.live is None or not a.live.partitioned(schema, table):
+        return False
+    leaves = a.live.leaf_partitions(schema, table)
+    return bool(leaves) and all(held(leaf) for leaf in leaves or [])
 
 
 def partition(
@@ -198,6 +209,10 @@ def add_constraint(
             a.tracker.validated_tables.add(table)
     if con.contype == CT.CONSTR_FOREIGN:
         a.tracker.foreign_keys.add((table, name))
+        if not con.skip_validation:
+            a.tracker.validated_constraints.add((table, name))
+    if con.contype == CT.CONSTR_UNIQUE:
+        a.tracker.unique_tables.add(table)
     # Only the key columns the plan or file adds are judged.
     added = [k for k in key_columns([], [con]) if (table, k[0]) in a.tracker.columns]
     key_type_rules(a, stmt, table, added)
@@ -206,6 +221,10 @@ def add_constraint(
     keys = names(con.keys)
     if con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
         ref = con.pktable.relname if con.pktable is not None else "?"
+        if leaves_hold_it(
+            a, schema, table, lambda leaf: (leaf, name) in a.tracker.validated_constraints
+        ):
+            return  # it attaches each leaf's validated key: no scan
         a.report(
             "M005",
             stmt,
@@ -219,6 +238,8 @@ def add_constraint(
             f"adds CHECK {name} on {table} validated at once: ACCESS EXCLUSIVE through a full scan",
         )
     elif con.contype == CT.CONSTR_UNIQUE and not con.indexname:
+        if leaves_hold_it(a, schema, table, lambda leaf: leaf in a.tracker.unique_tables):
+            return  # it attaches each leaf's unique constraint: no build
         a.report(
             "M008",
             stmt,
