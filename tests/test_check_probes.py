@@ -4,7 +4,9 @@ check says when the probes cannot run. The findings themselves are the corpus's
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -64,7 +66,11 @@ def test_writes_reads_each_columns_value(tmp_path: Path, snapshot: Snapshot) -> 
     ]
     assert select[0].rows == [{"code": Value("unknown")}]
     assert select[0].conflict == frozenset({"code"})
-    assert view == []  # a view's writes are the table's: PREPARE and the static checks see them
+    # A write through an auto-updatable view is its table's (rename_table's old name).
+    assert [(w.relation.name, w.via.name if w.via else None) for w in view] == [
+        ("item", "item_view")
+    ]
+    assert view[0].rows == [{"code": Value("literal", "'v'")}]
 
 
 def test_insert_select_keeps_its_constants(tmp_path: Path, snapshot: Snapshot) -> None:
@@ -92,6 +98,26 @@ def test_insert_select_keeps_its_constants(tmp_path: Path, snapshot: Snapshot) -
     assert not except_[0].selects  # only the left arm's rows: one
     assert star[0].rows == [{"code": Value("unknown"), "note": Value("unknown")}]
     assert bare_star == []  # the width is the source's: not read
+
+
+def test_not_null_left_out_through_a_view(tmp_path: Path, db: str, snapshot: Snapshot) -> None:
+    """insert-not-null reads tables only: an INSERT through a view that leaves out a
+    column NOT NULL only at this phase, with no default, is the probes' to find."""
+    now = copy.deepcopy(snapshot)
+    item = now.relations[("public", "item")]
+    item.columns = [replace(c, not_null=True) if c.name == "note" else c for c in item.columns]
+    now.by_oid[item.oid] = item
+    found = queries(
+        tmp_path,
+        "INSERT INTO item_view (code) VALUES ('a');\nINSERT INTO item (code) VALUES ('b');",
+    )
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, now, snapshot, snapshot)
+        result = probe_cell(conn, cell, found)
+    [finding] = result[id(found[0])]
+    assert finding.severity == "error"
+    assert "item_view (a view of public.item) leaves out note" in finding.reason
+    assert id(found[1]) not in result  # a table's omission is insert-not-null's
 
 
 def test_run_probes_keeps_each_outcome_apart(db: str) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pglast
 import psycopg
+from pglast import ast
 
 # pg_relation_is_updatable returns a bit per command: 1 << CMD_UPDATE (2), CMD_INSERT (3),
 # CMD_DELETE (4); information_schema reads it the same way.
@@ -69,6 +71,11 @@ class Relation:
     # The functions of migrator's sync triggers on the table, as errors name them
     # (``migrator.fn``): a write's value is converted there.
     sync_functions: list[str] = field(default_factory=list)
+    oid: int = 0  # the same in every phase: the phase databases are template copies
+    # An auto-updatable view's one base relation, and the base column under each of the
+    # view's columns (None: not a plain column); a write through the view is its base's.
+    base_oid: int | None = None
+    base_columns: tuple[str | None, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -99,6 +106,7 @@ class Snapshot:
     phase: str
     relations: dict[tuple[str, str], Relation]
     search_path: tuple[str, ...]
+    by_oid: dict[int, Relation] = field(default_factory=dict)
 
     def resolve(self, schema: str | None, name: str) -> Relation | None:
         """A relation as a query names it: qualified, or found along the search path."""
@@ -125,7 +133,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         "AND n.nspname NOT LIKE 'pg_temp%'"
     ).fetchall()
     for oid, schema, name, kind, updatable in rows:
-        rel = Relation(str(schema), str(name), str(kind), int(updatable))
+        rel = Relation(str(schema), str(name), str(kind), int(updatable), oid=int(oid))
         relations[(rel.schema, rel.name)] = rel
         by_oid[int(oid)] = rel
     for oid, name, type_, not_null, has_default, identity, generated, default in conn.execute(
@@ -201,7 +209,41 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
             found.before_update_triggers.append(str(name))
         if function is not None and str(function) not in found.sync_functions:
             found.sync_functions.append(str(function))
-    return Snapshot(phase, relations, search_path)
+    _view_bases(conn, by_oid)
+    return Snapshot(phase, relations, search_path, by_oid)
+
+
+def _view_bases(conn: psycopg.Connection[Any], by_oid: dict[int, Relation]) -> None:
+    """The base relation and columns of each auto-updatable view: its one FROM item (the
+    relation its rewrite rule depends on) and its target list, read by pglast."""
+    views = [oid for oid, rel in by_oid.items() if rel.kind == "v" and rel.updatable]
+    if not views:
+        return
+    for oid, definition, bases in conn.execute(
+        "SELECT v.oid::int8, pg_get_viewdef(v.oid), array(SELECT DISTINCT d.refobjid::int8 "
+        "  FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass "
+        "  AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass "
+        "  WHERE r.ev_class = v.oid AND d.refobjid <> v.oid) "
+        # Auto-updatable without triggers: an INSTEAD OF trigger's writes are its own.
+        "FROM unnest(%s::oid[]) AS v(oid) WHERE pg_relation_is_updatable(v.oid, false) <> 0",
+        (views,),
+    ).fetchall():
+        rel = by_oid[int(oid)]
+        if len(bases) != 1 or int(bases[0]) not in by_oid:
+            continue
+        try:
+            stmt = pglast.parse_sql(str(definition))[0].stmt
+        except pglast.parser.ParseError:
+            continue
+        if not isinstance(stmt, ast.SelectStmt) or len(stmt.targetList or ()) != len(rel.columns):
+            continue
+        columns: list[str | None] = []
+        for target in stmt.targetList or ():
+            val = getattr(target, "val", None)
+            last = val.fields[-1] if isinstance(val, ast.ColumnRef) and val.fields else None
+            columns.append(last.sval if isinstance(last, ast.String) else None)
+        rel.base_oid = int(bases[0])
+        rel.base_columns = tuple(columns)
 
 
 __all__ = ["Column", "Constraint", "Relation", "Snapshot", "take"]

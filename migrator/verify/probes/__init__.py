@@ -50,7 +50,8 @@ def probe_cell(
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
     if cell.previous is not None:
         for key, rel in cell.snapshot.relations.items():
-            prev = cell.previous.relations.get(key)
+            # By oid first: a table renamed at this phase is the one it was before.
+            prev = cell.previous.by_oid.get(rel.oid) or cell.previous.relations.get(key)
             if rel.kind in ("r", "p") and prev is not None:
                 added, tightened = added_constraints(rel, prev)
                 if added or tightened:

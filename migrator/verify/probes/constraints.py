@@ -71,15 +71,33 @@ def constraint_probes(
     for column in tightened:
         for row in write.rows:
             value = row.get(column)
-            if value is None:
-                continue  # left out: insert-not-null judges the default
             what = f"NOT NULL on {rel.name}.{column}, which {by} adds"
+            if value is None:
+                # Left out: insert-not-null judges the table's default, but not through a
+                # view (a view's INSERT takes the table's default where it has none).
+                col = rel.column(column)
+                if (
+                    write.via is not None
+                    and write.verb == "insert"
+                    and not triggers
+                    and col is not None
+                    and not (col.has_default or col.identity or col.generated)
+                ):
+                    cell.add(
+                        query,
+                        "constraint-write",
+                        "error",
+                        f"{verb} {write.target} leaves out {column}, which has no default: "
+                        f"{what}, rejects the NULL",
+                        fix,
+                    )
+                continue
             if value.kind == "null":
                 cell.add(
                     query,
                     "constraint-write",
                     "error",
-                    f"{verb} {rel.qualified} writes NULL to {column}: {what} rejects it",
+                    f"{verb} {write.target} writes NULL to {column}: {what}, rejects it",
                     fix,
                 )
             elif value.kind == "param":
@@ -87,7 +105,7 @@ def constraint_probes(
                     query,
                     "constraint-write",
                     "warning",
-                    f"{verb} {rel.qualified} writes {column} from a parameter: {what} rejects "
+                    f"{verb} {write.target} writes {column} from a parameter: {what}, rejects "
                     "a NULL",
                     fix,
                 )
@@ -125,7 +143,7 @@ def constraint_probes(
                     query,
                     "constraint-write",
                     "error",
-                    f"{verb} {rel.qualified} writes the same {', '.join(con.columns)} twice: "
+                    f"{verb} {write.target} writes the same {', '.join(con.columns)} twice: "
                     f"{_describe(con)}, which {by} adds, rejects the second row",
                     fix,
                 )
@@ -168,7 +186,7 @@ def _judge(
                 query,
                 "constraint-write",
                 "warning",
-                f"{verb} {rel.qualified} writes {written}: {what}, rejects a value the "
+                f"{verb} {write.target} writes {written}: {what}, rejects a value the "
                 "referenced table lacks",
                 fix,
             )
@@ -185,7 +203,7 @@ def _judge(
                 query,
                 "constraint-write",
                 "warning",
-                f"{verb} {rel.qualified} writes {written}"
+                f"{verb} {write.target} writes {written}"
                 + (" on every row it selects" if write.selects else "")
                 + f": {what}, rejects a value another row has",
                 fix,
@@ -197,7 +215,7 @@ def _judge(
             query,
             "constraint-write",
             "warning",
-            f"{verb} {rel.qualified} writes {', '.join(params)} from a parameter: {what}, "
+            f"{verb} {write.target} writes {', '.join(params)} from a parameter: {what}, "
             "rejects some values",
             fix,
         )
@@ -225,7 +243,7 @@ def _judge(
                 query,
                 "constraint-write",
                 "error",
-                f"{verb} {rel.qualified} writes {shown}: {what}, rejects it",
+                f"{verb} {write.target} writes {shown}: {what}, rejects it",
                 fix,
             )
 

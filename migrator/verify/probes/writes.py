@@ -4,7 +4,7 @@ UPDATE's assignments, each value a literal, NULL, a parameter, DEFAULT or unknow
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pglast import ast
@@ -66,6 +66,14 @@ class Write:
     conflict: frozenset[str] | None = None  # ON CONFLICT columns (empty: no target)
     distinct: bool = False  # rows the same in every column are one (UNION, DISTINCT)
     selects: bool = False  # an INSERT ... SELECT ... FROM: as many rows as the data gives
+    via: Relation | None = None  # the view written through, when not the table itself
+
+    @property
+    def target(self) -> str:
+        """The relation as the query names it, for messages: a view with its table."""
+        if self.via is None:
+            return self.relation.qualified
+        return f"{self.via.qualified} (a view of {self.relation.qualified})"
 
 
 def named(constraint: str) -> frozenset[str]:
@@ -187,11 +195,47 @@ def _writes_in(tree: Any) -> bool:
     return any(_writes_in(c.ctequery) for c in ctes or () if isinstance(c, ast.CommonTableExpr))
 
 
+def _through(rel: Relation, snapshot: Snapshot) -> tuple[Relation | None, dict[str, str]]:
+    """The table a write to ``rel`` lands in, and the table's column under each of the
+    relation's: a table is its own; an auto-updatable view is its base table's (through
+    views over views), such as the view `rename_table` leaves under the old name."""
+    mapping = {c.name: c.name for c in rel.columns}
+    for _ in range(16):  # views over views, never a loop in PostgreSQL
+        if rel.kind in ("r", "p"):
+            return rel, mapping
+        base = snapshot.by_oid.get(rel.base_oid) if rel.base_oid is not None else None
+        if rel.kind != "v" or base is None:
+            return None, {}
+        under = {c.name: b for c, b in zip(rel.columns, rel.base_columns, strict=True) if b}
+        mapping = {v: under[c] for v, c in mapping.items() if c in under}
+        rel = base
+    return None, {}
+
+
+def _onto(write: Write, base: Relation, mapping: dict[str, str]) -> Write:
+    """A write through a view as the base table receives it: the view's column names
+    mapped to the table's; a column the INSERT leaves out that has a default on the view
+    gets that default, which is not the table's (so its value is unknown here)."""
+    view = write.relation
+    rows = []
+    for row in write.rows:
+        onto = {mapping[c]: v for c, v in row.items() if c in mapping}
+        if write.verb == "insert":
+            for col in view.columns:
+                if col.name not in row and col.has_default and col.name in mapping:
+                    onto[mapping[col.name]] = Value("unknown")
+        rows.append(onto)
+    conflict = write.conflict
+    if conflict is not None and not any(c.startswith("\x00") for c in conflict):
+        conflict = frozenset(mapping.get(c, c) for c in conflict)
+    return replace(write, relation=base, rows=rows, conflict=conflict, via=view)
+
+
 def writes(
     query: Query, snapshot: Snapshot, only: Container[tuple[str, str]] | None = None
 ) -> list[Write]:
     """The INSERTs and UPDATEs of a query on tables of the phase (those in ``only``, when
-    given), with their values."""
+    given), with their values; a write through an auto-updatable view is its table's."""
     if query.tree is None:
         return []
     nodes = query_nodes(query)
@@ -204,16 +248,20 @@ def writes(
         if rv is None or rv.relname is None or (rv.schemaname is None and rv.relname in ctes):
             continue
         rel = snapshot.resolve(rv.schemaname, rv.relname)
-        if rel is None or rel.kind not in ("r", "p"):
+        if rel is None:
             continue
-        if only is not None and (rel.schema, rel.name) not in only:
+        base, mapping = _through(rel, snapshot)
+        if base is None:
+            continue
+        if only is not None and (base.schema, base.name) not in only:
             continue
         if isinstance(node, ast.InsertStmt):
             write = _insert_write(node, rel)
-            if write is not None:
-                out.append(write)
+            if write is None:
+                continue
         else:
-            out.append(_update_write(node, rel))
+            write = _update_write(node, rel)
+        out.append(write if base is rel else _onto(write, base, mapping))
     return out
 
 
