@@ -28,7 +28,7 @@ from tests.support.kmock_cluster import (
     rollout,
 )
 from tests.support.kube_switch import green_moves
-from tests.support.switch_env import SleptTime, phase
+from tests.support.switch_env import phase
 
 # Ends with setWeight 100 and a pause: all traffic on green, and an abort still possible.
 CANARY = [step for weight in (1, 5, 25, 50, 100) for step in ({"setWeight": weight}, {"pause": {}})]
@@ -74,7 +74,7 @@ def test_each_step_promotes_the_canary_to_its_next_pause_and_the_end_after_the_w
 ) -> None:
     plan, opts = kube_switch.ready(fresh_db, section(cluster))
 
-    result = commands.switch(plan, opts, timing=SleptTime().timing)
+    result = commands.switch(plan, opts, timing=kube_switch.ClusterTime(controller).timing)
 
     # Traffic was at the Rollout's first pause (1%): watched first, then one promote per step.
     assert result.before == {"blue": 99, "green": 1}
@@ -94,6 +94,7 @@ def test_a_failed_watch_aborts_the_rollout(
         # the pause after setWeight 25
         errors_when=lambda: status(cluster).get("currentStepIndex") == 5,
         match=r"step 3/5 \(25% green\).*gave 0.5",
+        time=kube_switch.ClusterTime(controller),
     )
     assert green_moves(fresh_db, plan.release) == [5, 25, 0]
     final = status(cluster)
@@ -107,7 +108,7 @@ def test_manual_rollback_aborts(
     fresh_db: str, cluster: Cluster, controller: RolloutController
 ) -> None:
     plan, opts = kube_switch.ready(fresh_db, section(cluster))
-    commands.switch(plan, opts, step=4, timing=SleptTime().timing)  # to 50%
+    commands.switch(plan, opts, step=4, timing=kube_switch.ClusterTime(controller).timing)  # to 50%
     assert status(cluster)["currentStepIndex"] == 7
     kube_switch.rolled_back(fresh_db, plan, opts, green=50)
     assert status(cluster)["abort"] is True
@@ -127,7 +128,7 @@ def test_blue_green_is_promoted_from_its_pre_promotion_pause(
     assert controller.acted == []
 
     plan, opts = kube_switch.ready(fresh_db, section(cluster, steps=[100]))
-    result = commands.switch(plan, opts, timing=SleptTime().timing)
+    result = commands.switch(plan, opts, timing=kube_switch.ClusterTime(controller).timing)
     assert result.after == {"blue": 0, "green": 100}
     assert status(cluster)["blueGreen"]["activeSelector"] == NEW_HASH
     # Promoted, blue-green is done: an abort cannot undo it, and the rollback says how.
@@ -185,7 +186,7 @@ def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     message = kube_switch.forbidden(
         "argo_rollouts", "patch", "rollouts/status", "argoproj.io", "api"
     )
-    kube_switch.switch_refused(fresh_db, plan, opts, message)
+    kube_switch.switch_refused(fresh_db, plan, opts, message, kube_switch.ClusterTime(controller))
     assert status(cluster)["currentStepIndex"] == 1 and controller.acted == []
 
 

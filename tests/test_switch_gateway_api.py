@@ -18,7 +18,7 @@ from migrator.switch.gateway_api import GatewayApi, GatewayApiSettings
 from tests.support import kube_switch
 from tests.support.kmock_cluster import NS, Cluster
 from tests.support.kube_switch import STEPS, green_moves
-from tests.support.switch_env import FakePrometheus, SleptTime, phase, traffic_events
+from tests.support.switch_env import FakePrometheus, phase, traffic_events
 
 ROUTES = "gateway.networking.k8s.io/v1/httproutes"
 
@@ -97,7 +97,7 @@ def test_a_plan_moves_1_5_25_50_100_with_the_watch_between_steps_and_rolls_back(
             {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
         ]
         plan, opts = kube_switch.ready(fresh_db, s)
-        time = SleptTime()
+        time = kube_switch.ClusterTime()
         seen: list[tuple[int | None, int | None]] = []  # the route at every round of a watch
         time.after_sleep = lambda: seen.append(weights(cluster))
 
@@ -135,6 +135,7 @@ def test_a_failed_watch_puts_all_traffic_back_on_blue(fresh_db: str, cluster: Cl
         section(cluster),
         errors_when=lambda: weights(cluster) == (75, 25),
         match=r"step 3/5 \(25% green\).*gave 0.5, limit <= 0.1",
+        time=kube_switch.ClusterTime(),
     )
     assert weights(cluster) == (100, 0)
     assert green_moves(fresh_db, plan.release) == [1, 5, 25, 0]
@@ -205,7 +206,7 @@ def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     message = kube_switch.forbidden(
         "gateway_api", "patch", "httproutes", "gateway.networking.k8s.io", "api"
     )
-    kube_switch.switch_refused(fresh_db, plan, opts, message)
+    kube_switch.switch_refused(fresh_db, plan, opts, message, kube_switch.ClusterTime())
     assert weights(cluster) == (100, 0)
 
     cluster.emulator.forbidden = {("get", "httproutes")}

@@ -15,7 +15,6 @@ from migrator.switch.istio import Istio, IstioSettings
 from tests.support import kube_switch
 from tests.support.kmock_cluster import NS, Cluster
 from tests.support.kube_switch import green_moves
-from tests.support.switch_env import SleptTime
 
 SERVICES = "networking.istio.io/v1/virtualservices"
 RULES = "networking.istio.io/v1/destinationrules"
@@ -88,7 +87,7 @@ def backend(cluster: Cluster, **istio: Any) -> Istio:
 
 def test_switch_weighted_steps_and_manual_rollback(fresh_db: str, cluster: Cluster) -> None:
     plan, opts = kube_switch.ready(fresh_db, section(cluster))
-    time = SleptTime()
+    time = kube_switch.ClusterTime()
     seen: list[tuple[int | None, int | None]] = []
     time.after_sleep = lambda: seen.append(weights(cluster))
 
@@ -112,6 +111,7 @@ def test_a_failed_watch_puts_all_traffic_back_on_blue(fresh_db: str, cluster: Cl
         section(cluster),
         errors_when=lambda: weights(cluster) == (95, 5),
         match=r"step 2/5 \(5% green\).*gave 0.5",
+        time=kube_switch.ClusterTime(),
     )
     assert weights(cluster) == (100, 0)
     assert green_moves(fresh_db, plan.release) == [1, 5, 0]
@@ -181,10 +181,14 @@ def test_a_403_names_the_verb_the_resource_and_the_role_rule(
     plan, opts = kube_switch.ready(fresh_db, section(cluster))
     cluster.emulator.forbidden.add(("list", "destinationrules"))
     message = kube_switch.forbidden("istio", "list", "destinationrules", "networking.istio.io")
-    kube_switch.switch_refused(fresh_db, plan, opts, message)
+    kube_switch.switch_refused(fresh_db, plan, opts, message, kube_switch.ClusterTime())
     cluster.emulator.forbidden = {("patch", "virtualservices")}
     kube_switch.switch_refused(
-        fresh_db, plan, opts, r"patch virtualservices\.networking\.istio\.io api .*forbidden"
+        fresh_db,
+        plan,
+        opts,
+        r"patch virtualservices\.networking\.istio\.io api .*forbidden",
+        kube_switch.ClusterTime(),
     )
     assert weights(cluster) == (100, 0)
 

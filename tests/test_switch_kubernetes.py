@@ -51,7 +51,7 @@ def test_switch_sets_the_image_waits_for_the_rollout_and_patches_the_selector(
 ) -> None:
     plan, opts = kube_switch.ready(fresh_db, _section(cluster, blue_after_switch="zero"))
 
-    result = commands.switch(plan, opts)
+    result = commands.switch(plan, opts, timing=kube_switch.ClusterTime(cluster).timing)
 
     green = cluster.deployment("api-green")
     assert green.spec.template.spec.containers[0].image == "registry.test/api:v2"
@@ -170,6 +170,7 @@ def test_a_failed_watch_during_a_weighted_step_puts_blue_back_whole(
         # errors once green serves its quarter: during step 1's watch
         errors_when=lambda: cluster.replicas() == (3, 1),
         match=r"step 1/2 \(25% green\).*gave 0.5, limit <= 0.1",
+        time=kube_switch.ClusterTime(cluster),
     )
     assert cluster.selector() == {"app": "api", "version": "blue"}
     blue = cluster.deployment("api-blue")

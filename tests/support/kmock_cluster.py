@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,32 @@ from kubernetes import client as k8s
 NS = "prod"
 CONTROLLER_AGENT = "test-deployment-controller"
 DEPLOYMENTS = "apps/v1/deployments"
+
+
+class Passes:
+    """A controller's passes over its objects, counted, so that a test can wait for the
+    event it needs, the controller having caught up (a whole pass that began after the
+    test asked and found nothing to do), instead of for some time."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0  # passes finished
+        self._idle = 0  # the number of the last pass that found nothing to do
+
+    def done(self, *, idle: bool) -> None:
+        with self._changed:
+            self._count += 1
+            if idle:
+                self._idle = self._count
+            self._changed.notify_all()
+
+    def settled(self, timeout: float = 30.0) -> None:
+        with self._changed:
+            # The pass under way (number count + 1) may have read the objects before the
+            # caller changed them: only one after it counts.
+            after = self._count + 1
+            caught_up = self._changed.wait_for(lambda: self._idle > after, timeout)
+        assert caught_up, f"the controller did not catch up in {timeout}s"
 
 
 VERBS = {"FETCH": "get", "LIST": "list", "WATCH": "watch", "CREATE": "create", "DELETE": "delete"}
@@ -123,6 +148,7 @@ class Cluster:
         self.lag = 3  # polls before the controller reacts to a new generation
         self.custom = k8s.CustomObjectsApi(self.api)
         self._stop = threading.Event()
+        self.passes = Passes()
         self._controller = threading.Thread(target=self._control, daemon=True)
         if controller:  # the custom-object backends need no deployment controller
             self._controller.start()
@@ -139,6 +165,7 @@ class Cluster:
         """The deployment controller: status follows spec after `lag` polls."""
         seen: dict[str, int] = {}
         while not self._stop.is_set():
+            idle = True
             for name in ("api-blue", "api-green"):
                 try:
                     dep = self._controller_apps.read_namespaced_deployment(name, NS)
@@ -147,6 +174,7 @@ class Cluster:
                 generation = dep.metadata.generation or 1
                 if dep.status and dep.status.observed_generation == generation:
                     continue
+                idle = False
                 seen[name] = seen.get(name, 0) + 1
                 if seen[name] < self.lag:
                     continue
@@ -154,7 +182,13 @@ class Cluster:
                 self._controller_apps.patch_namespaced_deployment_status(
                     name, NS, {"status": _status(dep, generation, self.bad_images)}
                 )
-            time.sleep(self.poll)
+            self.passes.done(idle=idle)
+            self._stop.wait(self.poll)
+
+    def settled(self) -> None:
+        """Returns once the deployment controller (if it runs) has caught up."""
+        if self._controller.is_alive():
+            self.passes.settled()
 
     def selector(self) -> dict[str, str]:
         return dict(self.core.read_namespaced_service("api", NS).spec.selector)
@@ -316,6 +350,7 @@ class RolloutController:
         self.lag = lag
         self.poll = 0.01
         self.acted: list[str] = []  # what the controller did, in order
+        self.passes = Passes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -391,7 +426,12 @@ class RolloutController:
                     waited = 0
                     self.acted.append(action[0])
                     self._status(action[1])
-            time.sleep(self.poll)
+            self.passes.done(idle=action is None)
+            self._stop.wait(self.poll)
+
+    def settled(self) -> None:
+        """Returns once the controller has caught up: the Rollout is as it leaves it."""
+        self.passes.settled()
 
     def stop(self) -> None:
         self._stop.set()

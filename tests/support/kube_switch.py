@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -29,6 +29,26 @@ from tests.support.switch_env import (
 )
 
 STEPS = [1, 5, 25, 50, 100]
+
+
+class Settles(Protocol):
+    def settled(self) -> None: ...
+
+
+class ClusterTime(SleptTime):
+    """SleptTime whose sleeps wait, instead of for the time, for the event the code polls
+    for: each of `controllers` (a Cluster's deployment controller, a RolloutController)
+    having caught up with what the code changed. With none, a sleep waits for nothing:
+    kmock without controllers changes nothing by itself."""
+
+    def __init__(self, *controllers: Settles) -> None:
+        super().__init__()
+        self.controllers = controllers
+
+    def wait(self, seconds: float) -> None:
+        for controller in self.controllers:
+            controller.settled()
+
 
 # Steps that are not integers rising strictly from 1 to 100, as the plan's fourth line
 # (`  steps: ...`), and what the plan loader says of each.
@@ -87,10 +107,15 @@ def green_moves(url: str, release: str) -> list[int]:
 
 
 def failed_watch(
-    url: str, switch: dict[str, Any], errors_when: Callable[[], bool], match: str
+    url: str,
+    switch: dict[str, Any],
+    errors_when: Callable[[], bool],
+    match: str,
+    time: SleptTime,
 ) -> Any:
-    """Switches by the plan of `switch` with a Prometheus probe (errors, at most 0.1)
-    that reads 0.5 from the first round of a watch at which `errors_when()` holds. The
+    """Switches by the plan of `switch`, on the clock `time`, with a Prometheus probe
+    (errors, at most 0.1) that reads 0.5 from the first round of a watch at which
+    `errors_when()` holds. The
     switch must fail its watch with a message matching `match`, and exit 3, with the
     release back at expanded. Returns the plan."""
     prometheus = FakePrometheus(0.0)
@@ -99,7 +124,6 @@ def failed_watch(
             {"prometheus": {"url": prometheus.url, "query": "errors", "max": 0.1}}
         ]
         plan, opts = ready(url, switch)
-        time = SleptTime()
 
         def errors() -> None:
             if errors_when():
@@ -138,11 +162,13 @@ def forbidden(backend: str, verb: str, resource: str, group: str, name: str | No
     )
 
 
-def switch_refused(url: str, plan: Any, opts: commands.Options, match: str) -> None:
-    """The switch is refused by a gate (exit 3) with a message matching `match`, and
-    records no traffic change."""
+def switch_refused(
+    url: str, plan: Any, opts: commands.Options, match: str, time: SleptTime
+) -> None:
+    """The switch, on the clock `time`, is refused by a gate (exit 3) with a message
+    matching `match`, and records no traffic change."""
     with pytest.raises(GateRefused, match=match) as refused:
-        commands.switch(plan, opts, timing=SleptTime().timing)
+        commands.switch(plan, opts, timing=time.timing)
     assert refused.value.exit_code == ExitCode.REFUSED
     assert traffic_events(url, plan.release) == []
 

@@ -101,7 +101,8 @@ class SleptTime:
     """A clock that moves only by what the code sleeps, and a sleep that really sleeps
     (so servers and controller threads move meanwhile): a watch of 2s every 100ms is 20
     rounds however busy the machine is, where on the wall clock it could be two.
-    `after_sleep`, if set, runs after each sleep: a test's hook into the watch."""
+    `after_sleep`, if set, runs after each sleep: a test's hook into the watch. A subclass
+    may `wait` for the event the code polls for instead of the time (kube_switch's)."""
 
     def __init__(self) -> None:
         self.micros = 0
@@ -111,8 +112,12 @@ class SleptTime:
     def now(self) -> float:
         return self.micros / 1e6
 
-    def sleep(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
+        """What a sleep of the code does in the real world: here, really sleep."""
         time.sleep(seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.wait(seconds)
         # Whole microseconds, at least one: float seconds summed can stall, a watch's last
         # tiny remainder (5e-17s) then adding nothing to the clock, and it never ends.
         self.micros += max(1, round(seconds * 1e6))
