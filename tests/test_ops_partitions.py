@@ -188,6 +188,31 @@ FROM generate_series(1, 50) g;
 CREATE INDEX events_2026_payload_idx ON events_2026 (payload);
 """
 
+# The parent with a plain index, a partial expression one and a UNIQUE constraint, and
+# a table to attach that has none of them.
+INDEXED_PARENT = """
+CREATE INDEX events_payload_idx ON events (payload);
+CREATE INDEX events_lower_idx ON events (lower(payload)) WHERE id > 0;
+ALTER TABLE events ADD CONSTRAINT events_key UNIQUE (id, at, kind);
+CREATE TABLE events_2026 (LIKE events INCLUDING DEFAULTS);
+INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
+FROM generate_series(1, 50) g;
+"""
+
+PARTITION_INDEXES = (
+    "SELECT c.relname, c.oid::int, i.indisvalid, p.relname, "
+    "obj_description(c.oid, 'pg_class') FROM pg_index i "
+    "JOIN pg_class c ON c.oid = i.indexrelid "
+    "LEFT JOIN pg_inherits h ON h.inhrelid = c.oid "
+    "LEFT JOIN pg_class p ON p.oid = h.inhparent "
+    "WHERE i.indrelid = 'events_2026'::regclass ORDER BY 1"
+)
+ATTACHED_COPIES = [
+    ("events_2026_events_key", True, "events_key", None),
+    ("events_2026_events_lower_idx", True, "events_lower_idx", None),
+    ("events_2026_events_payload_idx", True, "events_payload_idx", None),
+]
+
 CASES += [
     Case(
         "attach_partition",
@@ -214,6 +239,29 @@ CASES += [
                 [(0,)],
             ),
             ("SELECT count(*) FROM events WHERE at >= '2026-01-01'", [(52,)]),
+        ],
+    ),
+    Case(
+        "attach_partition builds the parent's indexes first",
+        setup=BASE + EVENTS + INDEXED_PARENT,
+        expand="""
+        - attach_partition:
+            table: events
+            partition: events_2026
+            bound: "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        """,
+        old=[
+            "INSERT INTO events_2026 SELECT max(id) + 1, '2026-05-05', 'b' FROM events_2026",
+            "SELECT count(*) FROM events WHERE lower(payload) = 'n5' AND id > 0",
+        ],
+        new=["INSERT INTO events VALUES (1, '2026-02-02', 'b', 'x') ON CONFLICT DO NOTHING"],
+        final=[
+            (PARTITION_INDEXES.replace("c.oid::int, ", "", 1), ATTACHED_COPIES),
+            (
+                "SELECT conname, conparentid <> 0 FROM pg_constraint "
+                "WHERE conrelid = 'events_2026'::regclass AND contype <> 'n'",
+                [("events_2026_events_key", True)],
+            ),
         ],
     ),
     Case(
@@ -449,6 +497,48 @@ def test_unique_on_a_partitioned_table_adopts_the_partitions_indexes(db: str) ->
         "events_key",
     ]
     assert seen == [[row for row in after if row[0] != "events_key"]]
+
+
+def test_attach_builds_no_index_under_its_lock(db: str) -> None:
+    """Every index of the parent is on the table before the ATTACH statement runs (built
+    concurrently, each its own step, the unique one made its constraint), and the attach
+    adopts exactly those: the same oids before and after it, none added, on 15 and 18."""
+    q(db, BASE + EVENTS + INDEXED_PARENT)
+    plan = parse_plan(
+        plan_text(
+            "- attach_partition: {table: events, partition: events_2026, "
+            "bound: \"FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')\"}"
+        )
+    )
+    seen: list[list[tuple[object, ...]]] = []
+
+    class Before(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if " ATTACH PARTITION " in sql:
+                seen.append([(n, oid, valid) for n, oid, valid, _, _ in q(db, PARTITION_INDEXES)])
+
+    rec = Before()
+    result = commands.expand(plan, opts(db, rec))
+    assert result.ran[:4] == [
+        "0.attach_partition.attach-index-events_key",
+        "0.attach_partition.attach-index-events_key-constraint",
+        "0.attach_partition.attach-index-events_lower_idx",
+        "0.attach_partition.attach-index-events_payload_idx",
+    ]
+    assert [s for _, s, _ in rec.statements if s.startswith("CREATE")] == [
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_events_key ON public.events_2026 "
+        "(id, at, kind)",
+        "CREATE INDEX CONCURRENTLY events_2026_events_lower_idx ON public.events_2026 "
+        "((lower(payload))) WHERE id > 0",
+        "CREATE INDEX CONCURRENTLY events_2026_events_payload_idx ON public.events_2026 (payload)",
+    ]
+    after = q(db, PARTITION_INDEXES)
+    assert seen == [[(n, oid, True) for n, oid, _, _, _ in after]]
+    mark = "migrator: built by release r1"
+    assert [(n, v, p, c) for n, _, v, p, c in after] == [
+        (n, v, p, mark) for n, v, p, _ in ATTACHED_COPIES
+    ]
 
 
 def test_foreign_key_on_a_partitioned_table(db: str) -> None:

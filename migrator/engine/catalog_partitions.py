@@ -260,3 +260,35 @@ def foreign_key_violations(
             text(f"SELECT count(*) FROM {ident(schema, table)} t WHERE {missing}")
         ).scalar_one()
     )
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    """An index of one table: its definition (pg_get_indexdef), whether it is valid and
+    attached to a partitioned index, the kind of constraint it backs (``p``, ``u``,
+    ``x`` or None) and its comment."""
+
+    name: str
+    definition: str
+    valid: bool
+    attached: bool
+    constraint: str | None
+    comment: str | None
+
+
+def table_indexes(cat: Catalog, schema: str, table: str) -> list[TableIndex]:
+    """The table's own indexes (a partitioned table's: its partitioned indexes), by name."""
+    rows = cat.conn.execute(
+        text(
+            "SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisvalid, ic.relispartition, "
+            "con.contype::text, obj_description(ic.oid, 'pg_class') "
+            "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid "
+            "AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x') "
+            "WHERE n.nspname = :s AND t.relname = :t ORDER BY ic.relname"
+        ),
+        {"s": schema, "t": table},
+    ).all()
+    return [TableIndex(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]

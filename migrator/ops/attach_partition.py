@@ -8,6 +8,14 @@ its own transaction (SHARE UPDATE EXCLUSIVE: reads and writes go on), then the a
 skips its scan (SHARE UPDATE EXCLUSIVE on the parent), and the CHECK is dropped. A bound
 that overlaps a partition, or rows outside it, are refused before anything runs. The
 rollback detaches it again (CONCURRENTLY where the version has it).
+
+ATTACH also builds, under its lock, each index of the parent the table lacks. So before
+it, each one missing is built CONCURRENTLY on the table from the parent's own
+definition (pg_get_indexdef, re-aimed by pglast), one step each; one that backs a
+UNIQUE or PRIMARY KEY constraint is then made the table's constraint USING INDEX, as
+PostgreSQL adopts only such an index for it. The attach then adopts them all and builds
+nothing. They carry migrator's build mark until the contract, so the rollback drops
+them (and only them) after the detach.
 """
 
 from __future__ import annotations
@@ -15,22 +23,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import pglast
+from pglast import ast
+from pglast.stream import RawStream
 from pydantic import Field
 
 from migrator.engine.catalog_partitions import (
+    TableIndex,
     is_partitioned,
     partition_constraint,
     partition_of,
     rows_outside,
+    table_indexes,
     try_bound,
 )
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.safe import validate_step
+from migrator.ops.partitioned import partition_index_name
+from migrator.ops.safe import (
+    drop_constraint_step,
+    drop_index_step,
+    index_mark,
+    unmark_index_sql,
+    validate_step,
+)
 from migrator.ops.validation import require_table
-from migrator.sqltext import ident, short_name
+from migrator.sqltext import ident, literal, short_name
 from migrator.words import count
 
 # DETACH PARTITION ... CONCURRENTLY is PostgreSQL 14+.
@@ -40,6 +60,100 @@ DETACH_CONCURRENTLY = 140000
 def bound_check_name(partition: str) -> str:
     """The temporary CHECK that proves a partition's rows fit its bound."""
     return short_name(partition, "bound", prefix="_migrator_")
+
+
+def _index_sql(definition: str, schema: str, table: str, name: str, if_not_exists: bool) -> str:
+    """An index's definition (pg_get_indexdef) as CREATE INDEX CONCURRENTLY on another
+    table under another name; with ``table`` empty, the definition with no name or table
+    (what two indexes must share to match)."""
+    stmt = pglast.parse_sql(definition)[0].stmt
+    assert isinstance(stmt, ast.IndexStmt)
+    stmt.idxname = name or None
+    stmt.relation = ast.RangeVar(
+        schemaname=schema or None, relname=table or "t", inh=True, relpersistence="p"
+    )
+    stmt.concurrent = bool(table)
+    stmt.if_not_exists = if_not_exists
+    return str(RawStream()(stmt))
+
+
+def _shape(index: TableIndex) -> str:
+    return _index_sql(index.definition, "", "", "", False)
+
+
+def missing_indexes(ctx: Context, table: str, partition: str) -> list[tuple[TableIndex, str]]:
+    """The parent's indexes ``partition`` has no match for (as ATTACH PARTITION looks for
+    one: same definition, valid, not attached, and backing a constraint of the same kind
+    where the parent's does), each with the name its copy takes."""
+    own = [
+        i for i in table_indexes(ctx.catalog, ctx.schema, partition) if i.valid and not i.attached
+    ]
+    used: set[str] = set()
+    missing = []
+    for parent in table_indexes(ctx.catalog, ctx.schema, table):
+        shape = _shape(parent)
+        match = next(
+            (
+                i
+                for i in own
+                if i.name not in used
+                and (parent.constraint is None or i.constraint == parent.constraint)
+                and _shape(i) == shape
+            ),
+            None,
+        )
+        if match is not None:
+            used.add(match.name)
+        else:
+            missing.append((parent, partition_index_name(partition, parent.name)))
+    return missing
+
+
+def index_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step]:
+    """Each index of the parent that ``partition`` lacks, built concurrently (see the
+    module): an INVALID leftover of a failed build is dropped first; a valid one this
+    release built is kept (IF NOT EXISTS)."""
+    steps = []
+    mark = literal(index_mark(ctx.release))
+    part = ident(ctx.schema, partition)
+    for parent, name in missing_indexes(ctx, table, partition):
+        found = ctx.catalog.index(ctx.schema, name)
+        reuse = found is not None and found.valid and found.comment == index_mark(ctx.release)
+        create = _index_sql(parent.definition, ctx.schema, partition, name, reuse)
+        steps.append(
+            step(
+                f"{key}-index-{parent.name}",
+                f"index {name} on {partition}, as {table}'s {parent.name}, built concurrently",
+                *(
+                    []
+                    if reuse
+                    else [f"DROP INDEX CONCURRENTLY IF EXISTS {ident(ctx.schema, name)}"]
+                ),
+                create,
+                f"COMMENT ON INDEX {ident(ctx.schema, name)} IS {mark}",
+                autocommit=True,
+            )
+        )
+        if parent.constraint in ("u", "p"):
+            kind = "PRIMARY KEY" if parent.constraint == "p" else "UNIQUE"
+            steps.append(
+                step(
+                    f"{key}-index-{parent.name}-constraint",
+                    f"{kind} {name} on {partition} USING INDEX (no scan)",
+                    f"ALTER TABLE {part} ADD CONSTRAINT {ident(name)} {kind} USING INDEX "
+                    f"{ident(name)}",
+                )
+            )
+    return steps
+
+
+def built_indexes(ctx: Context, partition: str) -> list[TableIndex]:
+    """The partition's indexes this release built (they carry its build mark)."""
+    return [
+        i
+        for i in table_indexes(ctx.catalog, ctx.schema, partition)
+        if i.comment == index_mark(ctx.release)
+    ]
 
 
 def attach_steps(ctx: Context, key: str, table: str, partition: str, bound: str) -> list[Step]:
@@ -182,6 +296,29 @@ class AttachPartition(Operation):
         trial = try_bound(ctx.catalog, ctx.schema, self.table, self.bound, name=self.partition)
         if trial.error is not None or trial.constraint is None:
             raise ValidationFailed(f"{where}: bound {self.bound.strip()}: {trial.error}")
+        for parent, name in missing_indexes(ctx, self.table, self.partition):
+            if parent.constraint == "x":
+                raise ValidationFailed(
+                    f"{where}: the attach would build exclusion constraint {parent.name}'s "
+                    f"index on {self.partition} under its lock; give {self.partition} a "
+                    "matching exclusion constraint first"
+                )
+            copy = ctx.catalog.index(ctx.schema, name)
+            # A failed (INVALID) or unrecorded (marked) earlier build of this very copy.
+            earlier = (
+                copy is not None
+                and copy.table == self.partition
+                and copy.constraint is None
+                and (not copy.valid or copy.comment == index_mark(ctx.release))
+            )
+            if (not earlier and ctx.relation_taken(name)) or ctx.constraint_taken(
+                self.partition, name
+            ):
+                raise ValidationFailed(
+                    f"{where}: the copy of {self.table}'s index {parent.name} on "
+                    f"{self.partition} would be named {name}, which is taken"
+                )
+            ctx.planned_relations.add(name)
         outside = rows_outside(ctx.catalog, ctx.schema, self.partition, trial.constraint)
         if outside:
             raise ValidationFailed(
@@ -190,7 +327,35 @@ class AttachPartition(Operation):
             )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
-        return attach_steps(ctx, "attach", self.table, self.partition, self.bound.strip())
+        return index_steps(ctx, "attach", self.table, self.partition) + attach_steps(
+            ctx, "attach", self.table, self.partition, self.bound.strip()
+        )
+
+    def contract(self, ctx: Context) -> Sequence[Step]:
+        return [
+            step(
+                f"unmark-{index.name}",
+                f"index {index.name} recorded: clear its build mark",
+                unmark_index_sql(ctx.schema, index.name),
+            )
+            for index in built_indexes(ctx, self.partition)
+        ]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        return detach_steps(ctx, "detach", self.table, self.partition)
+        steps = detach_steps(ctx, "detach", self.table, self.partition)
+        for index in built_indexes(ctx, self.partition):
+            if index.constraint is not None:
+                steps.append(
+                    drop_constraint_step(
+                        f"drop-{index.name}-constraint", ctx.schema, self.partition, index.name
+                    )
+                )
+            steps.append(
+                drop_index_step(
+                    f"drop-{index.name}",
+                    f"drop index {index.name}, built for the attach",
+                    ctx.schema,
+                    index.name,
+                )
+            )
+        return steps
