@@ -11,6 +11,19 @@ import pytest
 from tests.support.servers import Debian15Server, EmbeddedServer, Server, UrlServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI keeps its cache (check's initdb'd data directory) under XDG_CACHE_HOME:
+    a folder of the session's, never the real home."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     """PostgreSQL 18 embedded, or the server of MIGRATOR_TEST_DATABASE_URL."""

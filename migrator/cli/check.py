@@ -15,6 +15,7 @@ from migrator.cli.common import (
     PlanPath,
     ScratchUrl,
     actor,
+    cache_dir,
     escape,
     handled,
     out,
@@ -148,6 +149,7 @@ def register(app: typer.Typer) -> None:
             pg_version=parse_pg_version(pg_version),
             lint=lint,
             lint_settings=lint_settings(),
+            cache_dir=cache_dir(),
         )
         report = check(loaded, plan, opts)
         if format == Format.table:

@@ -146,6 +146,13 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def cache_dir() -> Path:
+    """migrator's cache folder: $XDG_CACHE_HOME/migrator, else ~/.cache/migrator (where
+    `check` keeps the embedded server's initdb'd data directory between runs)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "migrator"
+
+
 class _Scrubbing:
     """A text stream that writes through `scrub_secrets`: no password the process was
     given (a URL, a conninfo string) reaches the terminal, a log or a --json reader."""

@@ -26,7 +26,7 @@ from migrator.commands.expand import expand
 from migrator.commands.rollback import rollback_steps
 from migrator.commands.session import Options
 from migrator.db.connection import connect, make_engine
-from migrator.db.embedded import EmbeddedPostgres, start
+from migrator.db.embedded import EmbeddedPostgres, memory_folder, start
 from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor
 from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleasePhase, StateStore
@@ -39,7 +39,7 @@ from migrator.verify.matrix import run_matrix
 from migrator.verify.phase_schemas import phase_databases
 from migrator.verify.queries import Parsed, Query, load_query_set
 from migrator.verify.report import CheckReport, Finding
-from migrator.verify.scratch import ScratchServer
+from migrator.verify.scratch import DISPOSABLE_SETTINGS, ScratchServer
 from migrator.verify.static import column_changes
 
 CHECK_PASSED = "check.passed"
@@ -86,6 +86,8 @@ class CheckOptions:
     recorded there. ``scratch_url``: a server where check may create and drop its scratch
     databases (default: an embedded PostgreSQL started for the run). ``pg_version``: the
     server version the lint judges by when no live database is given (e.g. 150000).
+    ``cache_dir``: where the embedded server's initdb'd data directory is kept between
+    runs (None: initdb on each run).
     """
 
     database_url: str | None = None
@@ -95,17 +97,14 @@ class CheckOptions:
     pg_version: int | None = None
     lint: bool = True
     lint_settings: RuleSettings = field(default_factory=RuleSettings)
+    cache_dir: Path | None = None
 
 
-def _start_disposable() -> tuple[EmbeddedPostgres, ScratchServer]:
-    server = start()
-    try:
-        scratch = ScratchServer(server.url, single_use=True)
-        scratch.make_disposable()
-    except BaseException:
-        server.stop()
-        raise
-    return server, scratch
+def _start_disposable(cache: Path | None) -> tuple[EmbeddedPostgres, ScratchServer]:
+    # A throwaway cluster: in memory where there is room, without durability from its
+    # first start (ScratchServer.make_disposable's settings, with no restart).
+    server = start(cache=cache, temp_root=memory_folder(), settings=DISPOSABLE_SETTINGS)
+    return server, ScratchServer(server.url, single_use=True)
 
 
 @contextmanager
@@ -118,7 +117,7 @@ def _scratch(opts: CheckOptions) -> Iterator[Callable[[], ScratchServer]]:
         return
     opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-scratch") as pool:
-        future = pool.submit(_start_disposable)
+        future = pool.submit(_start_disposable, opts.cache_dir)
         try:
             yield lambda: future.result()[1]
         finally:
@@ -290,6 +289,8 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
                 CommandPhases(),
                 live_url=opts.database_url,
                 live_expanded=live_expanded,
+                # A server started for this check goes as a whole: no drops first.
+                keep=server.single_use,
             )
             dbs = building.__enter__()
         except BaseException:

