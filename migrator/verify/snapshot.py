@@ -50,6 +50,30 @@ class Constraint:
     columns: tuple[str, ...]
     definition: str  # pg_get_constraintdef: what a phase is compared by
     expression: str | None  # a CHECK's expression, over the columns' bare names
+    # A FOREIGN KEY's referenced table (oid), its columns there, and confupdtype /
+    # confdeltype / confmatchtype ('a' no action, 'r' restrict, 'c' cascade, ...).
+    ref_oid: int | None = None
+    ref_columns: tuple[str, ...] = ()
+    on_update: str = ""
+    on_delete: str = ""
+    match: str = ""
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What makes two phases' constraints the same one: the definition, except that a
+        foreign key names its table by oid (the text changes when the table is renamed)
+        and leaves its validity out (VALIDATE does not change what it rejects)."""
+        if self.kind == "f":
+            return (
+                "f",
+                self.columns,
+                self.ref_oid,
+                self.ref_columns,
+                self.on_update,
+                self.on_delete,
+                self.match,
+            )
+        return (self.kind, self.definition)
 
 
 @dataclass
@@ -176,12 +200,28 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
             found.unique_indexes.append((str(index), frozenset(columns)))
         else:
             found.partial_unique.append((str(index), frozenset(columns), str(predicate)))
-    for oid, name, kind, columns, definition, expression in conn.execute(
+    for (
+        oid,
+        name,
+        kind,
+        columns,
+        definition,
+        expression,
+        ref_oid,
+        ref_columns,
+        on_update,
+        on_delete,
+        match,
+    ) in conn.execute(
         "SELECT conrelid::int8, conname, contype::text, "
         "array(SELECT a.attname FROM unnest(conkey) k JOIN pg_attribute a "
         "      ON a.attrelid = conrelid AND a.attnum = k), "
         "pg_get_constraintdef(oid), "
-        "CASE WHEN contype = 'c' THEN pg_get_expr(conbin, conrelid) END "
+        "CASE WHEN contype = 'c' THEN pg_get_expr(conbin, conrelid) END, "
+        "NULLIF(confrelid, 0)::int8, "
+        "array(SELECT a.attname FROM unnest(confkey) k JOIN pg_attribute a "
+        "      ON a.attrelid = confrelid AND a.attnum = k), "
+        "confupdtype::text, confdeltype::text, confmatchtype::text "
         "FROM pg_constraint WHERE conrelid <> 0"
     ).fetchall():
         found = by_oid.get(int(oid))
@@ -190,7 +230,18 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         found.constraints.add(str(name))
         if kind in ("c", "f", "u", "p"):
             found.checked.append(
-                Constraint(str(name), str(kind), tuple(columns), str(definition), expression)
+                Constraint(
+                    str(name),
+                    str(kind),
+                    tuple(columns),
+                    str(definition),
+                    expression,
+                    None if ref_oid is None else int(ref_oid),
+                    tuple(ref_columns),
+                    str(on_update).strip(),
+                    str(on_delete).strip(),
+                    str(match).strip(),
+                )
             )
     # tgtype bits: 1 row, 2 before, 4 insert, 16 update (see pg_trigger.h).
     for oid, name, tgtype, function in conn.execute(

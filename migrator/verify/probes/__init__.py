@@ -1,5 +1,8 @@
 """What PREPARE cannot see, asked of the server itself in one round trip per cell.
 
+One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``sync.py``;
+``writes.py`` reads what a write gives each column, ``server.py`` runs the probes.
+
 - ``on-conflict``: the planner, not PREPARE, picks an ``ON CONFLICT`` arbiter; each
   upsert that PREPAREd is planned (``EXPLAIN EXECUTE`` with NULL parameters), so a
   target no unique index or constraint matches at the phase is found as PostgreSQL
@@ -10,7 +13,10 @@
   version's): a literal the constraint rejects is an error, the CHECK evaluated by the
   server on the written values; a parameter that decides is a warning for the old
   version only (the new version was written for the schema after the contract, so its
-  parameters are taken to be meant for it);
+  parameters are taken to be meant for it). A write through an auto-updatable view
+  (`rename_table`'s old name) is its table's. A FOREIGN KEY that refuses (NO ACTION,
+  RESTRICT) is held against a DELETE of the rows it references, or an UPDATE of their
+  key, as a warning (`references.py`);
 - ``sync-convert``: a literal a version writes that migrator's sync trigger cannot
   convert (``up`` or the retype's cast): the write is run, rolled back, and an error
   raised inside the trigger function is reported.
@@ -29,12 +35,13 @@ import psycopg
 from migrator.verify.probes.cell import CellProbe
 from migrator.verify.probes.conflict import conflict_probe
 from migrator.verify.probes.constraints import added_constraints, constraint_probes
+from migrator.verify.probes.references import incoming, reference_findings
 from migrator.verify.probes.server import Outcome, Probe, ProbesFailed, run_probes
 from migrator.verify.probes.sync import sync_probes
 from migrator.verify.probes.writes import Value, Write, may_write, writes
 from migrator.verify.queries import Query
 from migrator.verify.report import Finding
-from migrator.verify.snapshot import Constraint
+from migrator.verify.snapshot import Constraint, Relation
 
 
 def probe_cell(
@@ -48,14 +55,23 @@ def probe_cell(
     # The tables worth reading a write's values for: those the phase constrains anew, and
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
+    new_tables: dict[int, tuple[Relation, list[Constraint]]] = {}
     if cell.previous is not None:
         for key, rel in cell.snapshot.relations.items():
+            if rel.kind not in ("r", "p"):
+                continue
             # By oid first: a table renamed at this phase is the one it was before.
             prev = cell.previous.by_oid.get(rel.oid) or cell.previous.relations.get(key)
-            if rel.kind in ("r", "p") and prev is not None:
-                added, tightened = added_constraints(rel, prev)
-                if added or tightened:
-                    constrained[key] = (added, tightened)
+            if prev is None:
+                # Created at this phase: no version wrote it before, but its foreign keys
+                # bind the tables they reference.
+                new_tables[rel.oid] = (rel, rel.checked)
+                continue
+            added, tightened = added_constraints(rel, prev)
+            if added or tightened:
+                constrained[key] = (added, tightened)
+                new_tables[rel.oid] = (rel, added)
+    refs = incoming(new_tables)
     synced = (
         {k for k, rel in cell.snapshot.relations.items() if rel.sync_functions}
         if cell.phase == "expanded" and cell.must_pass
@@ -67,6 +83,8 @@ def probe_cell(
             continue
         count = len(probes)
         conflict_probe(cell, query, probes, handlers)
+        if refs:
+            reference_findings(cell, query, refs)
         for write in writes(query, cell.snapshot, watched) if watched else ():
             key = (write.relation.schema, write.relation.name)
             if key in constrained:

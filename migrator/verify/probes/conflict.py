@@ -20,7 +20,7 @@ _names = itertools.count(1)
 
 def conflict_probe(cell: CellProbe, query: Query, probes: list[Probe], handlers: list[Any]) -> None:
     tree = query.tree
-    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt) and tree.withClause is None:
+    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt) and not tree.withClause:
         if getattr(tree, "onConflictClause", None) is None:
             return  # the common write: no walk
     nodes = query_nodes(query)

@@ -22,8 +22,8 @@ def _describe(con: Constraint) -> str:
 def added_constraints(rel: Relation, prev: Relation) -> tuple[list[Constraint], list[str]]:
     """The constraints of ``rel`` that ``prev`` lacks (compared by kind and definition, so
     a renamed or copied one is not new), and the columns NOT NULL only now."""
-    had = {(c.kind, c.definition) for c in prev.checked}
-    added = [c for c in rel.checked if (c.kind, c.definition) not in had]
+    had = {c.key for c in prev.checked}
+    added = [c for c in rel.checked if c.key not in had]
     had_unique = {cols for _, cols in prev.unique_indexes}
     covered = {frozenset(c.columns) for c in added if c.kind in ("u", "p")}
     for name, cols in rel.unique_indexes:

@@ -183,19 +183,20 @@ def query_nodes(query: Query) -> list[ast.Node]:
 
 
 def may_write(query: Query) -> bool:
-    """An INSERT or UPDATE, or a statement whose WITH may hold one: the only ones probed."""
+    """An INSERT, UPDATE or DELETE, or a statement whose WITH may hold one: the only ones
+    probed."""
     return _writes_in(query.tree)
 
 
 def _writes_in(tree: Any) -> bool:
-    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt):
+    if isinstance(tree, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
         return True
     with_clause = getattr(tree, "withClause", None)
     ctes = with_clause.ctes if with_clause is not None else None
     return any(_writes_in(c.ctequery) for c in ctes or () if isinstance(c, ast.CommonTableExpr))
 
 
-def _through(rel: Relation, snapshot: Snapshot) -> tuple[Relation | None, dict[str, str]]:
+def through(rel: Relation, snapshot: Snapshot) -> tuple[Relation | None, dict[str, str]]:
     """The table a write to ``rel`` lands in, and the table's column under each of the
     relation's: a table is its own; an auto-updatable view is its base table's (through
     views over views), such as the view `rename_table` leaves under the old name."""
@@ -250,7 +251,7 @@ def writes(
         rel = snapshot.resolve(rv.schemaname, rv.relname)
         if rel is None:
             continue
-        base, mapping = _through(rel, snapshot)
+        base, mapping = through(rel, snapshot)
         if base is None:
             continue
         if only is not None and (base.schema, base.name) not in only:
@@ -265,4 +266,13 @@ def writes(
     return out
 
 
-__all__ = ["Kind", "Value", "Write", "may_write", "named", "query_nodes", "writes"]
+__all__ = [
+    "Kind",
+    "Value",
+    "Write",
+    "may_write",
+    "named",
+    "query_nodes",
+    "through",
+    "writes",
+]
