@@ -43,7 +43,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Constraint:
-    """A CHECK (c), FOREIGN KEY (f), UNIQUE (u) or PRIMARY KEY (p) constraint."""
+    """A CHECK (c), FOREIGN KEY (f), UNIQUE (u), PRIMARY KEY (p) or EXCLUDE (x) constraint."""
 
     name: str
     kind: str  # pg_constraint.contype
@@ -57,6 +57,9 @@ class Constraint:
     on_update: str = ""
     on_delete: str = ""
     match: str = ""
+    # An EXCLUDE's operator under each of ``columns`` (``OPERATOR(pg_catalog.=)``); empty
+    # when an element is an expression rather than a column.
+    operators: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -212,23 +215,29 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         on_update,
         on_delete,
         match,
+        operators,
     ) in conn.execute(
         "SELECT conrelid::int8, conname, contype::text, "
-        "array(SELECT a.attname FROM unnest(conkey) k JOIN pg_attribute a "
-        "      ON a.attrelid = conrelid AND a.attnum = k), "
+        "array(SELECT a.attname FROM unnest(conkey) WITH ORDINALITY AS k(n, i) "
+        "      JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n ORDER BY k.i), "
         "pg_get_constraintdef(oid), "
         "CASE WHEN contype = 'c' THEN pg_get_expr(conbin, conrelid) END, "
         "NULLIF(confrelid, 0)::int8, "
         "array(SELECT a.attname FROM unnest(confkey) k JOIN pg_attribute a "
         "      ON a.attrelid = confrelid AND a.attnum = k), "
-        "confupdtype::text, confdeltype::text, confmatchtype::text "
+        "confupdtype::text, confdeltype::text, confmatchtype::text, "
+        "CASE WHEN contype = 'x' AND 0 <> ALL (conkey) THEN array("
+        "  SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname) "
+        "  FROM unnest(conexclop) WITH ORDINALITY AS e(op, i) "
+        "  JOIN pg_operator o ON o.oid = e.op JOIN pg_namespace n ON n.oid = o.oprnamespace "
+        "  ORDER BY e.i) END "
         "FROM pg_constraint WHERE conrelid <> 0"
     ).fetchall():
         found = by_oid.get(int(oid))
         if found is None:
             continue
         found.constraints.add(str(name))
-        if kind in ("c", "f", "u", "p"):
+        if kind in ("c", "f", "u", "p", "x"):
             found.checked.append(
                 Constraint(
                     str(name),
@@ -241,6 +250,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
                     str(on_update).strip(),
                     str(on_delete).strip(),
                     str(match).strip(),
+                    tuple(operators or ()),
                 )
             )
     # tgtype bits: 1 row, 2 before, 4 insert, 16 update (see pg_trigger.h).

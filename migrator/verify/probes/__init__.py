@@ -16,7 +16,9 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   parameters are taken to be meant for it). A write through an auto-updatable view
   (`rename_table`'s old name) is its table's. A FOREIGN KEY that refuses (NO ACTION,
   RESTRICT) is held against a DELETE of the rows it references, or an UPDATE of their
-  key, as a warning (`references.py`);
+  key, as a warning (`references.py`). An EXCLUDE: literals in its elements are a
+  warning (another row decides), two rows of one INSERT that conflict an error, NULL
+  nothing;
 - ``sync-convert``: a literal a version writes that migrator's sync trigger cannot
   convert (``up`` or the retype's cast): the write is run, rolled back, and an error
   raised inside the trigger function is reported.

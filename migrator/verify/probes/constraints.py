@@ -15,7 +15,9 @@ from migrator.verify.snapshot import Constraint, Relation
 
 
 def _describe(con: Constraint) -> str:
-    kind = {"c": "CHECK", "f": "FOREIGN KEY", "u": "UNIQUE", "p": "PRIMARY KEY"}[con.kind]
+    kind = {"c": "CHECK", "f": "FOREIGN KEY", "u": "UNIQUE", "p": "PRIMARY KEY", "x": "EXCLUDE"}[
+        con.kind
+    ]
     return f"{kind} constraint {con.name} ({con.definition})"
 
 
@@ -147,6 +149,57 @@ def constraint_probes(
                     f"{_describe(con)}, which {by} adds, rejects the second row",
                     fix,
                 )
+        if con.kind == "x" and write.verb == "insert" and len(write.rows) > 1:
+            _rows_conflict(cell, query, write, con, by, fix, verb, probes, handlers)
+
+
+def _rows_conflict(
+    cell: CellProbe,
+    query: Query,
+    write: Write,
+    con: Constraint,
+    by: str,
+    fix: str,
+    verb: str,
+    probes: list[Probe],
+    handlers: list[Any],
+) -> None:
+    """Two literal rows of one INSERT that conflict with each other under an EXCLUDE: the
+    second is rejected whatever the table holds, so an error; the server applies the
+    constraint's operators to each pair."""
+    rel = write.relation
+    types = [rel.column(c) for c in con.columns]
+    if not con.operators or " WHERE " in con.definition or write.distinct or None in types:
+        return  # an expression element, or a predicate that may leave a row out
+    rows = [
+        r for r in write.rows if all(r.get(c, Value("null")).kind == "literal" for c in con.columns)
+    ]
+    pairs = []
+    for i, first in enumerate(rows[:16]):
+        for second in rows[i + 1 : 16]:
+            pairs.append(
+                " AND ".join(
+                    f"(CAST(({first[c].sql}) AS {col.type}) {op} CAST(({second[c].sql}) AS {col.type}))"
+                    for c, op, col in zip(con.columns, con.operators, types, strict=True)
+                    if col is not None
+                )
+            )
+    if not pairs:
+        return
+    probes.append(Probe([], "SELECT " + " OR ".join(f"({p})" for p in pairs)))
+
+    def handle(outcome: Outcome) -> None:
+        if outcome.state is None and outcome.value == "true":
+            cell.add(
+                query,
+                "constraint-write",
+                "error",
+                f"{verb} {write.target} writes two rows that conflict with each other: "
+                f"{_describe(con)}, which {by} adds, rejects the second",
+                fix,
+            )
+
+    handlers.append(handle)
 
 
 def _shown(values: dict[str, Value], columns: Iterable[str]) -> str:
@@ -188,6 +241,24 @@ def _judge(
                 "warning",
                 f"{verb} {write.target} writes {written}: {what}, rejects a value the "
                 "referenced table lacks",
+                fix,
+            )
+        return
+    if con.kind == "x":
+        # NULL in an element never conflicts (the operators are strict); an element that
+        # is an expression may hide one, so only a constraint of plain columns is judged.
+        if not con.operators or any(v.kind == "null" for v in values.values()):
+            return
+        if write.verb == "insert" and write.conflict == frozenset():
+            return  # ON CONFLICT DO NOTHING with no target takes an exclusion conflict
+        written = _shown(values, con.columns)
+        if written:
+            cell.add(
+                query,
+                "constraint-write",
+                "warning",
+                f"{verb} {write.target} writes {written}: {what}, rejects the row where "
+                "another row conflicts with it (the data decides)",
                 fix,
             )
         return
