@@ -57,7 +57,7 @@ def probe_cell(
     # The tables worth reading a write's values for: those the phase constrains anew, and
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
-    new_tables: dict[int, tuple[Relation, list[Constraint]]] = {}
+    new_tables: dict[int, tuple[Relation, list[Constraint], list[Constraint]]] = {}
     if cell.previous is not None:
         for key, rel in cell.snapshot.relations.items():
             if rel.kind not in ("r", "p"):
@@ -67,12 +67,12 @@ def probe_cell(
             if prev is None:
                 # Created at this phase: no version wrote it before, but its foreign keys
                 # bind the tables they reference.
-                new_tables[rel.oid] = (rel, rel.checked)
+                new_tables[rel.oid] = (rel, rel.checked, [])
                 continue
             added, tightened = added_constraints(rel, prev)
             if added or tightened:
                 constrained[key] = (added, tightened)
-                new_tables[rel.oid] = (rel, added)
+                new_tables[rel.oid] = (rel, added, prev.checked)
     refs = incoming(new_tables)
     synced = (
         {k for k, rel in cell.snapshot.relations.items() if rel.sync_functions}

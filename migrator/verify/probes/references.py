@@ -12,22 +12,34 @@ from migrator.verify.probes.writes import query_nodes, through
 from migrator.verify.queries import Query
 from migrator.verify.snapshot import Constraint, Relation
 
-Incoming = dict[int, list[tuple[Relation, Constraint]]]  # referenced oid -> (table, FK)
+# referenced oid -> (table, FK, refuses a DELETE anew, refuses a key UPDATE anew)
+Incoming = dict[int, list[tuple[Relation, Constraint, bool, bool]]]
 
 _REFUSES = ("a", "r")
 _ACTION = {"a": "NO ACTION", "r": "RESTRICT"}
 
 
-def incoming(added: dict[int, tuple[Relation, list[Constraint]]]) -> Incoming:
-    """The foreign keys among ``added`` (table oid -> the table and its new constraints)
-    that refuse a DELETE or a key UPDATE on the table they reference, by that table."""
+def incoming(added: dict[int, tuple[Relation, list[Constraint], list[Constraint]]]) -> Incoming:
+    """The foreign keys among ``added`` (table oid -> the table, its new constraints, its
+    constraints at the phase before) that refuse a DELETE or a key UPDATE on the table
+    they reference, by that table. A key the table had already refusing over the same
+    columns (pagila's store.manager_staff_id) refused it before: nothing new."""
     out: Incoming = {}
-    for rel, constraints in added.values():
+    for rel, constraints, before in added.values():
         for con in constraints:
             if con.kind != "f" or con.ref_oid is None:
                 continue
-            if con.on_delete in _REFUSES or con.on_update in _REFUSES:
-                out.setdefault(con.ref_oid, []).append((rel, con))
+            had = [
+                p
+                for p in before
+                if p.kind == "f"
+                and (p.ref_oid, p.ref_columns, p.columns)
+                == (con.ref_oid, con.ref_columns, con.columns)
+            ]
+            deletes = con.on_delete in _REFUSES and not any(p.on_delete in _REFUSES for p in had)
+            updates = con.on_update in _REFUSES and not any(p.on_update in _REFUSES for p in had)
+            if deletes or updates:
+                out.setdefault(con.ref_oid, []).append((rel, con, deletes, updates))
     return out
 
 
@@ -48,8 +60,8 @@ def reference_findings(cell: CellProbe, query: Query, refs: Incoming) -> None:
             continue
         target = base.qualified if rel is base else f"{rel.qualified} (a view of {base.qualified})"
         if isinstance(node, ast.DeleteStmt):
-            for child, con in refs[base.oid]:
-                if con.on_delete in _REFUSES:
+            for child, con, deletes, _ in refs[base.oid]:
+                if deletes:
                     _warn(cell, query, f"DELETE from {target}", child, con, con.on_delete)
             continue
         written = {
@@ -57,9 +69,9 @@ def reference_findings(cell: CellProbe, query: Query, refs: Incoming) -> None:
             for t in node.targetList or ()
             if isinstance(t, ast.ResTarget) and t.name in mapping
         }
-        for child, con in refs[base.oid]:
+        for child, con, _, updates in refs[base.oid]:
             keys = [c for c in con.ref_columns if c in written]
-            if keys and con.on_update in _REFUSES:
+            if keys and updates:
                 verb = f"UPDATE of {', '.join(keys)} on {target}"
                 _warn(cell, query, verb, child, con, con.on_update)
 
