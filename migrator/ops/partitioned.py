@@ -211,8 +211,9 @@ def foreign_key_per_partition_steps(
     EXCLUSIVE, no scan), VALIDATE each (SHARE UPDATE EXCLUSIVE: reads and writes go
     on), then the same key on each sub-partitioned partition, deepest first, and on the
     table: PostgreSQL attaches the partitions' validated constraints instead of scanning
-    (SHARE ROW EXCLUSIVE on the table, its partitions and the referenced table, for the
-    catalog change only). Each statement its own step, so a stop resumes where it was.
+    (SHARE ROW EXCLUSIVE on the table and its partitions, ACCESS EXCLUSIVE on the
+    referenced table where it drops the partitions' own action triggers: the catalog
+    change only; bench/partitions.py). Each statement its own step, so a stop resumes where it was.
 
     ``add(table, key, valid, description)`` is the ADD CONSTRAINT step on one table.
     """
