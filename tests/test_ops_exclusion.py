@@ -135,6 +135,7 @@ def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
         engine.dispose()
     assert {(f.rule, f.severity) for f in findings} == {("M025", "warning")}, findings
     assert "built a gist index on it concurrently first" in findings[0].reason
+    assert "measured before the lock, not shortened" in findings[0].reason
 
 
 def test_the_exclusion_holds_after_expand(fresh_db: str) -> None:
@@ -290,8 +291,9 @@ def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -
 
 
 def test_guard_refuses_a_build_slower_than_max_lock_hold(fresh_db: str) -> None:
-    """The build, timed on the concurrent helper index, above max_lock_hold: refused with
-    the measured time, naming the route (a new table and a copy); the lock never taken."""
+    """The build, timed on the concurrent helper index, and the rows' check through it,
+    above max_lock_hold: refused with the measured times, naming the route (a new table
+    and a copy); the lock never taken."""
     q(fresh_db, BIG)
     before = schema_dump(fresh_db)
     plan = parse_plan(
@@ -306,8 +308,9 @@ def test_guard_refuses_a_build_slower_than_max_lock_hold(fresh_db: str) -> None:
     line = str(err.value)
     assert re.match(
         r"plans/r1\.yaml:4:5: add_exclusion slots_free: its index took [0-9.]+ s to build "
-        r"concurrently, above max_lock_hold 0s?; ADD CONSTRAINT \.\.\. EXCLUDE would hold "
-        r"ACCESS EXCLUSIVE on slots about that long\. Create a new table with the constraint",
+        r"concurrently and its rows [0-9.]+ s to verify through it, above max_lock_hold 0s?; "
+        r"ADD CONSTRAINT \.\.\. EXCLUDE does both while it holds ACCESS EXCLUSIVE on slots\. "
+        r"Create a new table with the constraint",
         line,
     ), line
     assert err.value.exit_code == ExitCode.REFUSED

@@ -264,9 +264,10 @@ RULES: dict[str, Rule] = _rules(
         "ADD CONSTRAINT ... EXCLUDE on an existing table",
         "builds its index under ACCESS EXCLUSIVE, and cannot be added NOT VALID (PostgreSQL "
         "has no lock-light form; a warning where the same operation built that index "
-        "concurrently first, as add_exclusion does to time it and refuse a slow one)",
+        "concurrently first, as add_exclusion does to time the build and the rows' check and "
+        "refuse a slow one: the lock is measured first, not shortened)",
         "a new table with the constraint, copy the rows across, then switch; on a table whose "
-        "index builds within max_lock_hold, add_exclusion",
+        "index build and check fit within max_lock_hold, add_exclusion",
     ),
     Rule(
         "M026",

@@ -275,8 +275,9 @@ def add_constraint(
                 "M025",
                 stmt,
                 f"adds EXCLUDE constraint {name} on {table}: its index is still built under "
-                f"ACCESS EXCLUSIVE (it cannot be NOT VALID); the same operation built a {method} "
-                "index on it concurrently first, so the lock lasts about as long as that build",
+                f"ACCESS EXCLUSIVE and every row checked through it (it cannot be NOT VALID); "
+                f"the same operation built a {method} index on it concurrently first, which "
+                "lets that time be measured before the lock, not shortened",
                 severity="warning",
             )
         else:
