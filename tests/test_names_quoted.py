@@ -14,6 +14,7 @@ import yaml
 from psycopg import sql
 
 from tests.support.catalog_snapshot import diff, schema_dump
+from tests.support.switch_env import command_section
 from tests.test_backfill_secrets import run as run_cli
 
 RELEASE = "rel \"ä\" 'x'; DROP TABLE canary; --"
@@ -54,14 +55,7 @@ def plan(lb: Path) -> dict[str, object]:
             {"add_check": {"table": TABLE, "name": CHECK, "expression": f"{_q('n')} >= 0"}},
         ],
         "backfill": {"batch_size": 100},
-        "switch": {
-            "command": {
-                "to_green": f"echo {{percent}} > {lb}",
-                "to_blue": f"echo 0 > {lb}",
-                "status": f"cat {lb}",
-            },
-            "watch": {"duration": 0, "interval": 1},
-        },
+        "switch": command_section(lb),
         "contract": {
             "not_before": "0s",
             "operations": [{"drop_column": {"table": TABLE, "column": GONE}}],
@@ -94,7 +88,6 @@ def test_a_release_of_awkward_names_runs_end_to_end(fresh_db: str, tmp_path: Pat
             f"UPDATE {t} SET {_q(column)} = $2 WHERE id = $1;\n"
         )
     lb = tmp_path / "lb"
-    lb.write_text("0\n")
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan(lb), allow_unicode=True))
     before = schema_dump(fresh_db)
     said: dict[str, str] = {}

@@ -11,7 +11,14 @@ import pytest
 from migrator import commands
 from migrator.errors import ExitCode
 from migrator.switch import SmokeFailed
-from tests.support.switch_env import ColourServer, phase, ready_release, switch_plan, traffic_events
+from tests.support.switch_env import (
+    ColourServer,
+    command_section,
+    phase,
+    ready_release,
+    switch_plan,
+    traffic_events,
+)
 
 
 @pytest.fixture
@@ -23,19 +30,7 @@ def green() -> Iterator[ColourServer]:
 
 def _plan(tmp_path: Path, smoke: dict[str, Any]) -> tuple[Any, Path]:
     state = tmp_path / "lb"
-    state.write_text("0\n")
-    plan = switch_plan(
-        {
-            "command": {
-                "to_green": f"echo {{percent}} > {state}",
-                "to_blue": f"echo 0 > {state}",
-                "status": f"cat {state}",
-            },
-            "smoke": [{"http": smoke}],
-            "watch": {"duration": 0, "interval": 1},
-        }
-    )
-    return plan, state
+    return switch_plan(command_section(state, smoke=[{"http": smoke}])), state
 
 
 def test_failed_smoke_test_stops_with_exit_3_and_moves_nothing(

@@ -16,6 +16,7 @@ from migrator.switch import Timing, WatchFailed
 from tests.support.switch_env import (
     ColourServer,
     FakePrometheus,
+    command_section,
     phase,
     ready_release,
     switch_plan,
@@ -63,19 +64,8 @@ def _plan(
     tmp_path: Path, probes: list[dict[str, Any]], steps: list[int] | None = None
 ) -> tuple[Any, Path]:
     state = tmp_path / "lb"
-    state.write_text("0\n")
-    plan = switch_plan(
-        {
-            "command": {
-                "to_green": f"echo {{percent}} > {state}",
-                "to_blue": f"echo 0 > {state}",
-                "status": f"cat {state}",
-            },
-            "steps": steps or [100],
-            "watch": {"duration": "10m", "interval": "15s", "probes": probes},
-        }
-    )
-    return plan, state
+    watch = {"duration": "10m", "interval": "15s", "probes": probes}
+    return switch_plan(command_section(state, steps=steps or [100], watch=watch)), state
 
 
 def test_a_ten_minute_watch_probes_every_interval(
