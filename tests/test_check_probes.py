@@ -24,6 +24,13 @@ CREATE TABLE item (
     note text
 );
 CREATE VIEW item_view AS SELECT * FROM item;
+CREATE VIEW item_renamed AS SELECT id AS ident, upper(code) AS shout, note FROM item;
+CREATE TABLE booking (
+    room int,
+    slot int,
+    item_id int REFERENCES item ON DELETE CASCADE,
+    EXCLUDE USING btree (slot WITH =, room WITH =)
+);
 """
 
 
@@ -118,6 +125,30 @@ def test_not_null_left_out_through_a_view(tmp_path: Path, db: str, snapshot: Sna
     assert finding.severity == "error"
     assert "item_view (a view of public.item) leaves out note" in finding.reason
     assert id(found[1]) not in result  # a table's omission is insert-not-null's
+
+
+def test_snapshot_reads_view_bases_keys_and_exclusions(tmp_path: Path, snapshot: Snapshot) -> None:
+    """What the probes need of the catalog: a view's table and columns (a computed one is
+    no column), a foreign key's table, columns and actions, an EXCLUDE's operators in the
+    order of its columns."""
+    item = snapshot.relations[("public", "item")]
+    renamed = snapshot.relations[("public", "item_renamed")]
+    assert renamed.base_oid == item.oid and renamed.base_columns == ("id", None, "note")
+    booking = snapshot.relations[("public", "booking")]
+    [fk] = [c for c in booking.checked if c.kind == "f"]
+    assert (fk.ref_oid, fk.columns, fk.ref_columns, fk.on_delete) == (
+        item.oid,
+        ("item_id",),
+        ("id",),
+        "c",
+    )
+    [excl] = [c for c in booking.checked if c.kind == "x"]
+    assert excl.columns == ("slot", "room")
+    assert excl.operators == ("OPERATOR(pg_catalog.=)", "OPERATOR(pg_catalog.=)")
+    [query] = queries(tmp_path, "UPDATE item_renamed SET note = 'n' WHERE ident = $1;")
+    [write] = writes(query, snapshot)
+    assert (write.relation.name, write.rows) == ("item", [{"note": Value("literal", "'n'")}])
+    assert write.target == "public.item_renamed (a view of public.item)"
 
 
 def test_run_probes_keeps_each_outcome_apart(db: str) -> None:
