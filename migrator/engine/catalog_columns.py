@@ -290,6 +290,43 @@ def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
     return frozenset(missing)
 
 
+def key_type_error(
+    cat: Catalog, column_type: str, *, unique: bool, references: str | None
+) -> str | None:
+    """Why PostgreSQL cannot build a unique constraint (``unique``) or a foreign key to a
+    column of type ``references`` over a column of ``column_type``, or None.
+
+    Tried for real on temporary tables inside a savepoint that is rolled back: the
+    server's own rules (a default btree operator class; an equality operator between
+    the two key types, or an implicit cast), without a lock on any table of the plan.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    sqls = []
+    if unique:
+        sqls.append(f"CREATE TEMPORARY TABLE _migrator_uq (c {column_type} UNIQUE) ON COMMIT DROP")
+    if references is not None:
+        sqls += [
+            f"CREATE TEMPORARY TABLE _migrator_pk (k {references} PRIMARY KEY) ON COMMIT DROP",
+            f"CREATE TEMPORARY TABLE _migrator_fk (c {column_type} REFERENCES _migrator_pk (k)) "
+            "ON COMMIT DROP",
+        ]
+    try:
+        with cat.conn.begin_nested() as sp:
+            for sql in sqls:
+                cat.conn.execute(text(sql))
+            sp.rollback()
+    except DBAPIError as exc:
+        diag: Any = getattr(exc.orig, "diag", None)
+        if diag is not None and diag.message_detail:
+            return str(diag.message_detail).rstrip(".")
+        if diag is not None and diag.message_primary:
+            return str(diag.message_primary)
+        return str(exc.orig).splitlines()[0]
+    return None
+
+
 def exclusion_constraints(cat: Catalog, facts: ColumnFacts) -> list[str]:
     """The table's exclusion constraints that use the column, by name."""
     from sqlalchemy import text

@@ -32,7 +32,11 @@ The rest, without a type change:
   validated in its own transaction; a unique index built concurrently, then ADD
   CONSTRAINT ... USING INDEX; a foreign key added NOT VALID and validated separately.
   Their names and the data are checked when the plan is validated (duplicates are
-  named), so a contract failing half-way is unlikely.
+  named), so a contract failing half-way is unlikely. With a shadow column (a type
+  change, or ``up`` given) they are added over the shadow before the swap, so ``type``
+  combines with all of them (ops/alter_constraints.py); what PostgreSQL cannot build on
+  the new type (a unique without a btree class, a foreign key between incompatible key
+  types, a check that does not plan over it) is refused when the plan is validated.
 
 What the column was before the expand (type, default, NOT NULL) is saved in a small
 function in migrator's schema, so the rollback puts it back exactly even though the
@@ -248,6 +252,10 @@ class AlterColumn(Operation):
             # later): PostgreSQL retypes it in place, recomputing it where the change
             # rewrites (validation says so).
             return True
+        if (self.up is not None or self.down is not None) and self.tightens():
+            # `up` rewrites the values the new constraints forbid: through the shadow
+            # column, even where the type change alone would rewrite nothing.
+            return False
         spelled = ctx.catalog.type_spelling(self.type)
         return spelled is not None and rewrites(facts.type, spelled) is False
 
@@ -315,15 +323,21 @@ class AlterColumn(Operation):
             )
         if self.default is not None:
             require_expression(ctx, where, self.table, default_sql(self.default), final_type)
-        if self._changes_type(facts):
-            for key in ("check", "unique", "references"):
-                if getattr(self, key) is not None:
-                    raise ValidationFailed(
-                        f"{where}: {key} together with a type change is not supported; "
-                        "add it in a later release, once the new type is in place"
-                    )
+        if self.default is not None and (facts.identity or facts.generated):
+            kind = "an identity" if facts.identity else "a generated"
+            raise ValidationFailed(
+                f"{where}: {self.column} is {kind} column; PostgreSQL gives it no default"
+            )
+        # With a shadow column the constraints land on it: on its values as `up` (or the
+        # cast) gives them, and of its type.
+        shadowed = self._shadowed(ctx)
+        retyped = self._changes_type(facts)
         self.tightening().validate(
-            ctx, where, up=self._up(facts.type) if self.rewrites_data() else None
+            ctx,
+            where,
+            up=f"({self._up(facts.type)})::{final_type}" if shadowed else None,
+            column_type=final_type,
+            retyped=retyped,
         )
 
     def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrator.engine.catalog_columns import expression_error_with, key_type_error
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
@@ -58,13 +59,42 @@ class Tightening:
             return self.unique.name
         return short_name(self.table, self.column, "key")
 
-    def validate(self, ctx: Context, where: str, *, up: str | None) -> None:
+    def validate(
+        self,
+        ctx: Context,
+        where: str,
+        *,
+        up: str | None,
+        column_type: str | None = None,
+        retyped: bool = False,
+    ) -> None:
         """Expressions, references and names; duplicates in the data, or in the data as
-        ``up`` rewrites it (given ``up``, the shadow column's form)."""
+        ``up`` rewrites it (given ``up``, the shadow column's form). ``column_type`` is
+        the type the constraints land on (``retyped``: the new one of a type change, so
+        the check is planned over it); what PostgreSQL cannot build on it is refused."""
         expression = check_sql(self.check)
         if expression is not None:
-            require_expression(ctx, f"{where}: check", self.table, expression, "boolean")
+            if retyped and column_type is not None and self.table not in ctx.planned_tables:
+                problem = expression_error_with(
+                    ctx.catalog,
+                    ctx.schema,
+                    self.table,
+                    expression,
+                    "boolean",
+                    self.column,
+                    column_type,
+                    ctx.planned_column_types.get(self.table, {}),
+                )
+                if problem:
+                    raise ValidationFailed(
+                        f"{where}: check {expression!r} does not work on {self.column} as "
+                        f"{column_type}: {problem}"
+                    )
+            else:
+                require_expression(ctx, f"{where}: check", self.table, expression, "boolean")
             refuse_constraint_clash(ctx, where, self.table, self.check_name())
+        if column_type is not None:
+            self._refuse_key_types(ctx, where, column_type)
         if self.unique is not None:
             if self.unique is False:
                 raise ValidationFailed(
@@ -98,6 +128,40 @@ class Tightening:
                     "constraint for a foreign key to reference"
                 )
             refuse_constraint_clash(ctx, where, self.table, self.fk_name())
+
+    def _refuse_key_types(self, ctx: Context, where: str, column_type: str) -> None:
+        """A unique constraint or foreign key PostgreSQL cannot build on the column's
+        type (no btree operator class; key types without a usable equality)."""
+        ref = self.references
+        ref_type = None
+        if ref is not None and ref.table not in ctx.planned_tables:
+            ref_type = next(
+                (
+                    c.type
+                    for c in ctx.catalog.columns(ctx.schema, ref.table)
+                    if c.name == ref.column
+                ),
+                None,
+            )
+        if not self.unique and ref_type is None:
+            return
+        if ctx.type_planned(column_type) or (ref_type is not None and ctx.type_planned(ref_type)):
+            return  # a type the plan creates: the contract's own statements try it
+        if self.unique:
+            problem = key_type_error(ctx.catalog, column_type, unique=True, references=None)
+            if problem:
+                raise ValidationFailed(
+                    f"{where}: unique on {self.column} as {column_type} cannot be built: {problem}"
+                )
+        if ref is not None and ref_type is not None:
+            problem = key_type_error(ctx.catalog, column_type, unique=False, references=ref_type)
+            if problem:
+                # PostgreSQL's own words name the trial's columns: say it of the plan's.
+                raise ValidationFailed(
+                    f"{where}: references {ref.table}.{ref.column} cannot be built on "
+                    f"{self.column} as {column_type}: PostgreSQL has no equality operator "
+                    f"between {column_type} and {ref_type} for a foreign key"
+                )
 
     def steps(self, ctx: Context, over: str) -> list[Step]:
         """The contract's steps adding the constraints over column ``over`` (the column
