@@ -10,8 +10,10 @@ PostgreSQL cannot build: exit 2, one line at file:line:column, nothing changed.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from migrator import commands
@@ -192,6 +194,74 @@ CASES = [
     ),
 ]
 
+# What the swap keeps besides the data: a role granted columns only (GRANT SELECT (col))
+# and USAGE on an identity's sequence, the comments on the sequence and on the columns.
+# The roles are the cluster's, made once per server.
+ROLES = """
+DO $$ BEGIN CREATE ROLE mc_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN CREATE ROLE mc_writer; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+"""
+GRANTED = """
+CREATE TABLE tokens (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, code text);
+INSERT INTO tokens (code) SELECT g::text FROM generate_series(1, 30) g;
+COMMENT ON SEQUENCE tokens_id_seq IS 'token ids';
+COMMENT ON COLUMN tokens.id IS 'the key';
+COMMENT ON COLUMN tokens.code IS 'a code';
+GRANT SELECT (id, code), UPDATE (code) ON tokens TO mc_reader;
+GRANT SELECT (code) ON tokens TO mc_writer WITH GRANT OPTION;
+GRANT USAGE ON SEQUENCE tokens_id_seq TO mc_writer;
+GRANT SELECT ON SEQUENCE tokens_id_seq TO PUBLIC;
+"""
+PRIVILEGES_OF = (
+    "SELECT * FROM (SELECT a.attname::text AS what, x.privilege_type AS privilege, "
+    "coalesce(pg_get_userbyid(nullif(x.grantee, 0)), 'PUBLIC') AS grantee, x.is_grantable "
+    "FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x "
+    "WHERE a.attrelid = 'tokens'::regclass AND NOT a.attisdropped UNION ALL "
+    "SELECT 'sequence', x.privilege_type, coalesce(pg_get_userbyid(nullif(x.grantee, 0)), "
+    "'PUBLIC'), x.is_grantable FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) x "
+    "WHERE c.oid = pg_get_serial_sequence('tokens', 'id')::regclass "
+    "AND x.grantee <> c.relowner) AS p "
+    'ORDER BY what COLLATE "C", privilege COLLATE "C", grantee COLLATE "C"'
+)
+PRIVILEGES = [
+    ("code", "SELECT", "mc_reader", False),
+    ("code", "SELECT", "mc_writer", True),
+    ("code", "UPDATE", "mc_reader", False),
+    ("id", "SELECT", "mc_reader", False),
+    ("sequence", "SELECT", "PUBLIC", False),
+    ("sequence", "USAGE", "mc_writer", False),
+]
+
+CASES.append(
+    Case(
+        "identity and plain retypes keep grants and comments",
+        setup=BASE + ROLES + GRANTED,
+        expand="""
+        - alter_column: {table: tokens, column: id, type: bigint}
+        - alter_column: {table: tokens, column: code, type: int, check: "code > 0"}
+        """,
+        old=["INSERT INTO tokens (code) VALUES ('31')"],
+        new=[
+            "INSERT INTO tokens (_migrator_new_code) VALUES (32)",
+            # the column grants reach the shadow: the new version may read it as mc_reader
+            "SELECT 1 / count(*) FROM information_schema.column_privileges "
+            "WHERE grantee = 'mc_reader' AND column_name = '_migrator_new_code'",
+        ],
+        final=[
+            (COLUMN_OF.format(t="tokens", c="id"), [("bigint", True, None)]),
+            (COLUMN_OF.format(t="tokens", c="code"), [("integer", False, None)]),
+            (PRIVILEGES_OF, PRIVILEGES),
+            (
+                "SELECT obj_description(pg_get_serial_sequence('tokens', 'id')::regclass, "
+                "'pg_class'), (SELECT array_agg(col_description(attrelid, attnum) "
+                "ORDER BY attname) FROM pg_attribute WHERE attrelid = 'tokens'::regclass "
+                "AND attnum > 0 AND NOT attisdropped)",
+                [("token ids", ["a code", "the key"])],
+            ),
+        ],
+    )
+)
+
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_operation_release(case: Case, db: str) -> None:
@@ -272,3 +342,80 @@ def test_refusals(fresh_db: str, tmp_path: Path, expand: str, message: str) -> N
     assert err.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(fresh_db) == before
     assert release_rows(fresh_db) == []
+
+
+def test_a_role_inserts_through_the_identity_swap(db: str) -> None:
+    """mc_app, granted USAGE on the identity's sequence and some columns only, inserts
+    and reads lastval() (which needs the sequence's USAGE) and the retyped column (which
+    needs its column grant) without pause while the contract swaps tokens.id to bigint
+    and tokens.code to int: every statement succeeds, before, during and after the swap."""
+    q(
+        db,
+        ROLES
+        + "DO $$ BEGIN CREATE ROLE mc_app LOGIN; "
+        + "EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        + GRANTED
+        + "GRANT USAGE ON SCHEMA public TO mc_app;"
+        + "GRANT INSERT (code), SELECT (id, code) ON tokens TO mc_app;"
+        + "GRANT USAGE ON SEQUENCE tokens_id_seq TO mc_app;",
+    )
+    plan = parse_plan(
+        plan_text(
+            "- alter_column: {table: tokens, column: id, type: bigint}\n"
+            "- alter_column: {table: tokens, column: code, type: int}",
+            lock_timeout="5s",
+        )
+    )
+    commands.expand(plan, opts(db))
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    info = psycopg.conninfo.conninfo_to_dict(db)
+    info["user"] = "mc_app"
+    info.pop("password", None)
+    app = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+    ids: list[int] = []
+    errors: list[BaseException] = []
+    started, swapped, after_swap, stop = (threading.Event() for _ in range(4))
+
+    def writer() -> None:
+        after = 0
+        try:
+            with psycopg.connect(app, autocommit=True, prepare_threshold=None) as conn:
+                conn.execute("SET lock_timeout = '20s'")
+                while not stop.is_set():
+                    n = 100 + len(ids)
+                    row = conn.execute(
+                        "INSERT INTO tokens (code) VALUES (%s) RETURNING id, lastval()", (str(n),)
+                    ).fetchone()
+                    assert row is not None and row[0] == row[1]
+                    ids.append(int(row[0]))
+                    got = conn.execute("SELECT code::text FROM tokens WHERE id = %s", (row[0],))
+                    assert got.fetchone() == (str(n),)
+                    if len(ids) >= 20:
+                        started.set()
+                    if swapped.is_set():
+                        after += 1
+                        if after >= 20:
+                            after_swap.set()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+            started.set()
+            after_swap.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert started.wait(60)
+        commands.contract(opts(db))
+        swapped.set()
+        assert after_swap.wait(60)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert errors == []
+    assert ids == sorted(set(ids)) and ids[0] == 31  # 30 seeded
+    assert q(db, COLUMN_OF.format(t="tokens", c="id")) == [("bigint", True, None)]
+    kept = q(db, PRIVILEGES_OF)
+    assert ("sequence", "USAGE", "mc_writer", False) in kept
+    assert ("sequence", "USAGE", "mc_app", False) in kept

@@ -421,6 +421,52 @@ def sequence_facts(cat: Catalog, sequence: str) -> SequenceFacts | None:
     )
 
 
+@dataclass(frozen=True)
+class Grant:
+    """One privilege granted on a relation or a column (``grantee`` None: PUBLIC)."""
+
+    privilege: str
+    grantee: str | None
+    grantable: bool
+
+
+def grants_on(cat: Catalog, relation: str, column: str | None = None) -> list[Grant]:
+    """The privileges granted on a relation (named by its quoted, qualified name) or on
+    one of its columns (GRANT SELECT (col)), to others than its owner, whose own
+    privileges come with ownership."""
+    from sqlalchemy import text
+
+    acl, where = (
+        ("c.relacl", "")
+        if column is None
+        else (
+            "a.attacl",
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = :c AND NOT a.attisdropped",
+        )
+    )
+    rows = cat.conn.execute(
+        text(
+            "SELECT x.privilege_type, CASE WHEN x.grantee = 0 THEN NULL "
+            "ELSE pg_get_userbyid(x.grantee) END AS grantee, x.is_grantable "
+            f"FROM pg_class c {where} CROSS JOIN LATERAL aclexplode({acl}) AS x "
+            "WHERE c.oid = to_regclass(:r) AND x.grantee <> c.relowner "
+            "ORDER BY 2 NULLS FIRST, 1"
+        ),
+        {"r": relation, "c": column},
+    ).all()
+    return [Grant(str(r[0]), None if r[1] is None else str(r[1]), bool(r[2])) for r in rows]
+
+
+def relation_comment(cat: Catalog, relation: str) -> str | None:
+    """The COMMENT on a relation (a sequence too), named by its quoted, qualified name."""
+    from sqlalchemy import text
+
+    value = cat.conn.execute(
+        text("SELECT obj_description(to_regclass(:r), 'pg_class')"), {"r": relation}
+    ).scalar()
+    return None if value is None else str(value)
+
+
 def generated_readers(cat: Catalog, facts: ColumnFacts) -> list[str]:
     """The table's generated columns whose expression reads the column, by name."""
     from sqlalchemy import text

@@ -64,6 +64,7 @@ from migrator.engine.catalog_columns import (
     function_exists,
     function_text,
     generated_readers,
+    grants_on,
     other_dependants,
     types_without_equality,
 )
@@ -71,7 +72,7 @@ from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.alter_constraints import Tightening
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
-from migrator.ops.column_swap import swap_steps
+from migrator.ops.column_swap import grant_sql, swap_steps
 from migrator.ops.columns import ColumnReference, Identifier, NamedCheck, NamedUnique
 from migrator.ops.expressions import default_sql
 from migrator.ops.safe import (
@@ -335,7 +336,7 @@ class AlterColumn(Operation):
         self.tightening().validate(
             ctx,
             where,
-            up=f"({self._up(facts.type)})::{final_type}" if shadowed else None,
+            up=self._up(facts.type) if shadowed else None,
             column_type=final_type,
             retyped=retyped,
         )
@@ -549,6 +550,9 @@ class AlterColumn(Operation):
                 "add-shadow",
                 f"add {self.table}.{shadow} of type {new_type}",
                 f"ALTER TABLE {t} ADD COLUMN {ident(shadow)} {new_type}",
+                # A role granted the column alone (GRANT SELECT (col)) gets the shadow
+                # too, so the new version may use it; the swap grants them again.
+                *grant_sql(grants_on(ctx.catalog, t, self.column), f"TABLE {t}", shadow),
             ),
             sync_trigger_step(
                 "sync-trigger",

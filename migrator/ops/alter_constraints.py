@@ -109,7 +109,9 @@ class Tightening:
             if up is None:
                 refuse_duplicates(ctx, where, self.table, [self.column])
             elif self.table not in ctx.planned_tables:
-                count, sample = ctx.catalog.duplicates_of(ctx.schema, self.table, up)
+                # As the shadow holds them: of its type.
+                typed = up if column_type is None else f"({up})::{column_type}"
+                count, sample = ctx.catalog.duplicates_of(ctx.schema, self.table, typed)
                 if count:
                     shown = "; ".join(f"{value} in {rows} rows" for value, rows in sample)
                     more = f" and {count - len(sample)} more" if count > len(sample) else ""

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 
 from migrator.engine.catalog_columns import (
     ColumnFacts,
+    Grant,
     IndexFacts,
     column_constraints,
     dependent_views,
+    grants_on,
     not_null_constraint,
     owned_sequence,
+    relation_comment,
     sequence_facts,
 )
 from migrator.engine.steps import Step, step
@@ -107,6 +110,13 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
         sqls += _identity_swap(op, ctx, facts, sequence)
     sqls.append(f"ALTER TABLE {t} DROP COLUMN {ident(col)}")
     sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
+    # Column privileges (GRANT SELECT (col)) went with the old column; the shadow's own
+    # (given by the expand, maybe since changed on the column) make way for them.
+    sqls += [
+        f"REVOKE ALL ({ident(col)}) ON TABLE {t} FROM {_grantee(g)}"
+        for g in {g.grantee: g for g in grants_on(cat, t, shadow)}.values()
+    ]
+    sqls += grant_sql(grants_on(cat, t, col), f"TABLE {t}", col)
     if not_null:
         # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
         # column's own name back (a no-op before 18, where NOT NULL has no name).
@@ -182,12 +192,34 @@ def _identity_swap(op: AlterColumn, ctx: Context, facts: ColumnFacts, sequence: 
         "CYCLE" if seq.cycle else "NO CYCLE",
     ]
     kind = "ALWAYS" if facts.identity == "a" else "BY DEFAULT"
-    return [
-        f"ALTER SEQUENCE {ident(seq.schema, seq.name)} RENAME TO {ident(aside)}",
+    name = ident(seq.schema, seq.name)
+    sqls = [
+        f"ALTER SEQUENCE {name} RENAME TO {ident(aside)}",
         f"ALTER TABLE {t} ALTER COLUMN {ident(op.shadow_name())} "
         f"ADD GENERATED {kind} AS IDENTITY ({' '.join(options)})",
-        f"SELECT setval({literal(ident(seq.schema, seq.name))}, last_value, is_called) "
-        f"FROM {ident(seq.schema, aside)}",
+        f"SELECT setval({literal(name)}, last_value, is_called) FROM {ident(seq.schema, aside)}",
+    ]
+    # The roles that may draw from it (USAGE for an insert as them) and its comment,
+    # as the old one had them.
+    sqls += grant_sql(grants_on(ctx.catalog, sequence), f"SEQUENCE {name}")
+    comment = relation_comment(ctx.catalog, sequence)
+    if comment is not None:
+        sqls.append(f"COMMENT ON SEQUENCE {name} IS {literal(comment)}")
+    return sqls
+
+
+def _grantee(grant: Grant) -> str:
+    return "PUBLIC" if grant.grantee is None else ident(grant.grantee)
+
+
+def grant_sql(grants: list[Grant], on: str, column: str | None = None) -> list[str]:
+    """GRANT statements giving ``grants`` again on ``on`` (``TABLE t`` with a column:
+    column privileges; ``SEQUENCE s``)."""
+    columns = "" if column is None else f" ({ident(column)})"
+    return [
+        f"GRANT {g.privilege}{columns} ON {on} TO {_grantee(g)}"
+        + (" WITH GRANT OPTION" if g.grantable else "")
+        for g in grants
     ]
 
 
