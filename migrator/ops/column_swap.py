@@ -4,8 +4,9 @@ The shadow column, kept in step since the expand, takes the column's place: ever
 constraint is added again over it (NOT VALID, then validated in its own transaction),
 foreign keys pointing at the column point at the shadow, and then one short transaction
 drops the old column, renames the shadow in and puts back the default, NOT NULL, the
-identity with its sequence, the primary key / unique constraints (USING INDEX) and the
-index, constraint and view names as they were.
+identity with its sequence (its grants and comment too), the primary key / unique
+constraints (USING INDEX), the column's comment and privileges, and the index,
+constraint and view names as they were.
 """
 
 from __future__ import annotations
