@@ -26,6 +26,7 @@ from migrator.db.embedded import (
     memory_folder,
     start,
 )
+from migrator.errors import DatabaseError
 from migrator.verify.scratch import DISPOSABLE_SETTINGS
 
 
@@ -60,8 +61,8 @@ def tmp(scratch_root: Path) -> Iterator[Path]:
 
 
 def _entry(cache: Path) -> Path:
-    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
-    return entry
+    """The plain entry (a prepared variant's name extends it)."""
+    return min((p for p in cache.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _settings(pg: EmbeddedPostgres, names: list[str]) -> dict[str, str]:
@@ -136,6 +137,36 @@ def test_a_corrupted_entry_is_rebuilt_also_by_two_processes_at_once(
         assert _settings(started[0], ["server_version_num"])["server_version_num"] >= "180000"
     finally:
         os.rename(entry, cache / entry.name)
+
+
+def test_a_prepared_variant_is_made_once_and_one_that_fails_is_not_kept(
+    cache: Path, memory: Path | None, started: list[EmbeddedPostgres]
+) -> None:
+    runs: list[str] = []
+
+    def load(url: str) -> None:
+        runs.append(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE baseline_here")
+
+    for _ in range(2):
+        started.append(start(cache=cache, temp_root=memory, prepared=("demo", load)))
+    assert len(runs) == 1  # made once, then copied
+    for pg in started:
+        with psycopg.connect(pg.url) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert "baseline_here" in names
+    variant = cache / f"{_entry(cache).name}-demo"
+    assert variant.is_dir() and not (variant / "pgdata" / "postmaster.pid").exists()
+
+    def broken(url: str) -> None:
+        raise DatabaseError("cannot load baseline.sql: syntax error")
+
+    started.append(start(cache=cache, temp_root=memory, prepared=("broken", broken)))
+    with psycopg.connect(started[-1].url) as conn:  # the plain copy: no variant kept
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not any("broken" in p.name for p in cache.iterdir())
+    shutil.rmtree(variant)
 
 
 def test_an_unusable_cache_falls_back_to_initdb(

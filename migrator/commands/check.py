@@ -12,11 +12,13 @@ there, the schema before it is that schema with the plan's rollback run on the c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.loader import missing_files
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
-from migrator.verify.phase_schemas import phase_databases
+from migrator.verify.phase_schemas import baseline_file, load_baseline_template, phase_databases
 from migrator.verify.queries import Parsed, Query, load_query_set
 from migrator.verify.report import CheckReport, Finding
 from migrator.verify.scratch import DISPOSABLE_SETTINGS, ScratchServer
@@ -100,15 +102,37 @@ class CheckOptions:
     cache_dir: Path | None = None
 
 
-def _start_disposable(cache: Path | None) -> tuple[EmbeddedPostgres, ScratchServer]:
+def _start_disposable(
+    cache: Path | None, baseline: Path | None
+) -> tuple[EmbeddedPostgres, ScratchServer]:
     # A throwaway cluster: in memory where there is room, without durability from its
-    # first start (ScratchServer.make_disposable's settings, with no restart).
-    server = start(cache=cache, temp_root=memory_folder(), settings=DISPOSABLE_SETTINGS)
+    # first start (ScratchServer.make_disposable's settings, with no restart); from a
+    # cached data directory that holds the baseline already, where there is one.
+    prepared = None
+    if baseline is not None:
+        digest = hashlib.sha256(baseline.read_bytes()).hexdigest()[:16]
+        prepared = (f"baseline-{digest}", partial(load_baseline_template, path=baseline))
+    server = start(
+        cache=cache, temp_root=memory_folder(), settings=DISPOSABLE_SETTINGS, prepared=prepared
+    )
     return server, ScratchServer(server.url, single_use=True)
 
 
+def _baseline(plan: Plan, plan_path: Path, opts: CheckOptions) -> Path | None:
+    """The baseline file the phase databases will load, where one is (a failure to find
+    it is reported where they are built)."""
+    if opts.database_url is not None or opts.cache_dir is None:
+        return None
+    try:
+        return baseline_file(plan, plan_path)
+    except MigratorError:
+        return None
+
+
 @contextmanager
-def _scratch(opts: CheckOptions) -> Iterator[Callable[[], ScratchServer]]:
+def _scratch(
+    opts: CheckOptions, baseline: Path | None = None
+) -> Iterator[Callable[[], ScratchServer]]:
     """The scratch server, as a function that waits for it: the embedded server starts in
     the background while the query sets are parsed, and stops when the block ends."""
     if opts.scratch_url is not None:
@@ -117,7 +141,7 @@ def _scratch(opts: CheckOptions) -> Iterator[Callable[[], ScratchServer]]:
         return
     opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-scratch") as pool:
-        future = pool.submit(_start_disposable, opts.cache_dir)
+        future = pool.submit(_start_disposable, opts.cache_dir, baseline)
         try:
             yield lambda: future.result()[1]
         finally:
@@ -270,7 +294,7 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         _live_version(opts.database_url, plan) if opts.database_url else (None, False)
     )
     with (
-        _scratch(opts) as scratch_server,
+        _scratch(opts, _baseline(plan, path, opts)) as scratch_server,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-queries") as pool,
     ):
         # The query sets are read while the server starts and the phase databases are

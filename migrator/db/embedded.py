@@ -15,18 +15,20 @@ import subprocess
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from migrator.errors import DatabaseError
+from migrator.errors import DatabaseError, MigratorError
 from migrator.sqltext import ident, literal
 
 # The wheel's own initdb options: a cached data directory is what it would make.
 INITDB_OPTIONS = ("--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres")
 ROOT_SYSTEM_USER = "embedded_postgres"
 MANIFEST = "manifest.json"
+# A variant of a cached data directory: its name, and what is done to it once, on its URL.
+Prepared = tuple[str, Callable[[str], None]]
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
@@ -198,7 +200,7 @@ def discard_entry(entry: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def cached_data_directory(cache: Path) -> Path:
+def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path:
     """An initdb'd data directory for this binary, kept in ``cache`` between runs.
 
     Built once per binary version and initdb options: initdb in a temporary folder,
@@ -206,18 +208,37 @@ def cached_data_directory(cache: Path) -> Path:
     renamed into place in one step; two processes building at once each make their own
     and the second rename loses harmlessly. An entry whose files do not match its
     manifest is rebuilt.
+
+    ``prepared``: (name, function) for a variant of it, the plain entry started once
+    with the function run on its URL (check loads a baseline there), kept as its own
+    entry; the last few variants used are kept.
     """
-    entry = cache / _binary_key()
+    key = _binary_key()
+    entry = cache / (key if prepared is None else f"{key}-{prepared[0]}")
     if _intact(entry):
+        if prepared is not None:
+            os.utime(entry)  # recently used: kept when older variants go
         return entry / "pgdata"
     discard_entry(entry)
+    base = cached_data_directory(cache) if prepared is not None else None
     cache.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=cache))
-    work = Path(tempfile.mkdtemp(prefix="migrator-initdb-"))
+    work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
     try:
-        # initdb in a temporary folder: as root it runs as another user, who may not
-        # reach the cache (often under root's home).
-        _initdb(work / "pgdata", _system_user())
+        if base is None:
+            # initdb in a temporary folder: as root it runs as another user, who may
+            # not reach the cache (often under root's home).
+            _initdb(work / "pgdata", _system_user())
+        else:
+            _copy_data_directory(base, work / "pgdata")
+            server = start(work)
+            try:
+                assert prepared is not None
+                prepared[1](server.url)
+            finally:
+                server.stop()  # a clean shutdown: its checkpoint is in the copy
+            for leftover in ("log", "postmaster.opts", ".handle_pids.json"):
+                (work / "pgdata" / leftover).unlink(missing_ok=True)
         shutil.copytree(work / "pgdata", build / "pgdata", copy_function=shutil.copyfile)
         manifest = build / MANIFEST
         manifest.write_text(json.dumps(_manifest(build / "pgdata")), encoding="utf-8")
@@ -228,26 +249,48 @@ def cached_data_directory(cache: Path) -> Path:
             if not _intact(entry):
                 raise
         _fsync_dir(cache)
+        if prepared is not None:
+            _keep_recent(cache, f"{key}-")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(build, ignore_errors=True)
     return entry / "pgdata"
 
 
-def _seed(pgdata: Path, cache: Path | None) -> None:
+def _keep_recent(cache: Path, prefix: str, keep: int = 4) -> None:
+    variants = sorted(
+        (p for p in cache.iterdir() if p.name.startswith(prefix)),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in variants[keep:]:
+        discard_entry(old)
+
+
+def _copy_data_directory(source: Path, pgdata: Path) -> None:
+    shutil.copytree(source, pgdata, copy_function=shutil.copyfile)
+    os.chmod(pgdata, 0o700)
+    _chown_tree(pgdata, _system_user())
+
+
+def _seed(pgdata: Path, cache: Path | None, prepared: Prepared | None) -> None:
     """A fresh data directory at ``pgdata``: a copy of the cached one (far cheaper than
     initdb), or initdb's own where there is no cache or the copy failed."""
-    user = _system_user()
     if cache is not None:
         try:
-            source = cached_data_directory(cache)
-            shutil.copytree(source, pgdata, copy_function=shutil.copyfile)
-            os.chmod(pgdata, 0o700)
-            _chown_tree(pgdata, user)
+            try:
+                source = cached_data_directory(cache, prepared)
+            except MigratorError:
+                if prepared is None:
+                    raise
+                # The variant cannot be made (a baseline that does not load): the plain
+                # entry, and whoever needed the variant meets that error itself.
+                source = cached_data_directory(cache)
+            _copy_data_directory(source, pgdata)
             return
         except OSError:  # an unwritable cache, or its entry replaced mid-copy
             shutil.rmtree(pgdata, ignore_errors=True)
-    _initdb(pgdata, user)
+    _initdb(pgdata, _system_user())
 
 
 def _write_settings(pgdata: Path, settings: dict[str, str]) -> None:
@@ -282,12 +325,14 @@ def start(
     settings: dict[str, str] | None = None,
     cache: Path | None = None,
     temp_root: Path | None = None,
+    prepared: Prepared | None = None,
 ) -> EmbeddedPostgres:
     """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None, made
     in ``temp_root`` if given, and removed at stop).
 
     ``cache``: where an initdb'd data directory is kept between runs (see
-    `cached_data_directory`); a new data directory is a copy of it. ``settings`` are
+    `cached_data_directory`); a new data directory is a copy of it (of its ``prepared``
+    variant if given; without a cache, ``prepared`` is not run). ``settings`` are
     written to postgresql.auto.conf before the first start of a new data directory; on
     an existing one with ALTER SYSTEM and a restart (for those that need one:
     ``shared_preload_libraries = pg_stat_statements``).
@@ -307,7 +352,7 @@ def start(
         seeded = not (pgdata / "PG_VERSION").exists() and (owns or cache is not None)
         if seeded:
             shutil.rmtree(pgdata, ignore_errors=True)
-            _seed(pgdata, cache)
+            _seed(pgdata, cache, prepared)
             if settings:
                 _write_settings(pgdata, settings)
         with warnings.catch_warnings():

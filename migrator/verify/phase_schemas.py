@@ -116,9 +116,12 @@ class _Cache:
     """Baselines loaded once per scratch server and kept as templates (keyed by content)."""
 
     @staticmethod
+    def name(path: Path) -> str:
+        return f"migrator_baseline_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+
+    @staticmethod
     def template_for(server: ScratchServer, path: Path) -> str:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        name = f"migrator_baseline_{digest}"
+        name = _Cache.name(path)
         if not server.exists(name):
             loading = f"{name}_{server.token}"
             url = server.create(loading)
@@ -130,6 +133,20 @@ class _Cache:
                 server.drop(loading)
                 raise
         return name
+
+
+def baseline_file(plan: Plan, plan_path: Path) -> Path | None:
+    """The baseline file the schema before ``plan`` starts from (its own ``baseline:``
+    or the first of its chain of earlier plans), or None."""
+    chain = earlier_plans(plan, plan_path)
+    first_path, first = chain[0] if chain else (plan_path, plan)
+    return _baseline_path(first, first_path)
+
+
+def load_baseline_template(url: str, path: Path) -> None:
+    """Load a baseline as the template database `before_database` looks for, on the
+    server at ``url`` (a data directory check keeps between runs with it loaded)."""
+    _Cache.template_for(ScratchServer(url), path)
 
 
 def before_database(
@@ -147,7 +164,7 @@ def before_database(
     chain = earlier_plans(plan, plan_path)
     first_path, first = chain[0] if chain else (plan_path, plan)
     baseline = _baseline_path(first, first_path)
-    if baseline is not None and not server.single_use:
+    if baseline is not None and (not server.single_use or server.exists(_Cache.name(baseline))):
         server.create(name, template=_Cache.template_for(server, baseline))
     else:
         server.create(name)
@@ -241,7 +258,9 @@ __all__ = [
     "PhaseBuildError",
     "PhaseDatabases",
     "Phases",
+    "baseline_file",
     "before_database",
     "earlier_plans",
+    "load_baseline_template",
     "phase_databases",
 ]
