@@ -604,6 +604,44 @@ def test_foreign_key_per_partition_attaches_without_a_scan(db: str) -> None:
     ]
 
 
+def test_foreign_key_per_partition_resumes_at_the_partition_it_stopped_at(db: str) -> None:
+    """Before 18, a run stopped at one leaf (a writer holds it past lock_timeout and the
+    retries) resumes there: the leaves done are not touched again. On 18 the one step
+    on the table is what waits, and what the rerun runs."""
+    q(db, FOREIGN_KEY.setup)
+    plan = parse_plan(
+        plan_text(FOREIGN_KEY.expand, lock_timeout="100ms").replace("retries: 2", "retries: 0")
+    )
+    version = int(q(db, "SHOW server_version_num")[0][0])  # type: ignore[call-overload]
+    with psycopg.connect(db) as holder:
+        # A writer's open transaction: the row count before the run reads past it.
+        holder.execute("LOCK TABLE events_2025_b IN ROW EXCLUSIVE MODE")
+        with pytest.raises(
+            LockNotAcquired, match="events_2025_b" if version < 180000 else "add-foreign-key"
+        ):
+            commands.expand(plan, opts(db))
+        holder.rollback()
+    rec = Recorder()
+    ran = commands.expand(plan, opts(db, rec)).ran
+    if version >= 180000:
+        assert ran == ["0.add_foreign_key.add-foreign-key"]
+    else:
+        assert ran == [
+            "0.add_foreign_key.add-foreign-key-events_2025_b",
+            "0.add_foreign_key.add-foreign-key-events_2025_b-validate",
+            "0.add_foreign_key.add-foreign-key-events_2024",
+            "0.add_foreign_key.add-foreign-key-events_2024-validate",
+            "0.add_foreign_key.add-foreign-key-events_2025",
+            "0.add_foreign_key.add-foreign-key",
+        ]
+        assert not any("events_2025_a" in sql for _, sql, _ in rec.statements)
+    assert q(
+        db,
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'events_user_fkey' "
+        "AND convalidated = (current_setting('server_version_num')::int < 180000)",
+    ) == [(5,)]
+
+
 def test_foreign_key_on_a_partitioned_table_refuses_rows_that_break_it(db: str) -> None:
     """Rows of a partitioned table with no referenced row are counted before anything
     runs: one line, exit 2, nothing changed, on both versions."""
