@@ -267,6 +267,8 @@ FROM generate_series(1, 4000) g;
 
 
 def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -> None:
+    """Conflicts in a table too big to count them before anything runs: the guard refuses
+    them, with the count and a pair, before the lock; fixed, the rerun goes on from it."""
     q(fresh_db, BIG + "INSERT INTO slots (during) VALUES (int4range(12, 14));")
     before = schema_dump(fresh_db)
     plan = parse_plan(
@@ -284,8 +286,19 @@ def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -
         "under the exclusion, e.g. (during) = "
     ), line
     assert err.value.exit_code == ExitCode.REFUSED
-    # The constraint was never tried; the rollback leaves the schema as it was.
+    # The constraint was never tried.
     assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(0,)]
+    # The rows fixed, the same expand goes on from the guard: the constraint, no helper.
+    q(fresh_db, "DELETE FROM slots WHERE during = int4range(12, 14)")
+    ran = commands.expand(plan, opts(fresh_db)).ran
+    assert [k.rsplit(".", 1)[1] for k in ran] == [
+        "exclusion-guard",
+        "exclusion-constraint",
+        "exclusion-drop-helper",
+    ]
+    assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(1,)]
+    assert q(fresh_db, HELPERS) == [(0,)]
+    # The rollback leaves the schema as it was.
     commands.rollback(plan, opts(fresh_db))
     assert schema_dump(fresh_db) == before
 
