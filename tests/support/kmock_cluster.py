@@ -30,21 +30,24 @@ class Passes:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._count = 0  # passes finished
+        self._begun = 0  # passes begun
         self._idle = 0  # the number of the last pass that found nothing to do
+
+    def begin(self) -> None:
+        with self._changed:
+            self._begun += 1
 
     def done(self, *, idle: bool) -> None:
         with self._changed:
-            self._count += 1
             if idle:
-                self._idle = self._count
+                self._idle = self._begun
             self._changed.notify_all()
 
     def settled(self, timeout: float = 30.0) -> None:
         with self._changed:
-            # The pass under way (number count + 1) may have read the objects before the
-            # caller changed them: only one after it counts.
-            after = self._count + 1
+            # A pass under way may have read the objects before the caller changed them:
+            # only one begun after now counts.
+            after = self._begun
             caught_up = self._changed.wait_for(lambda: self._idle > after, timeout)
         assert caught_up, f"the controller did not catch up in {timeout}s"
 
@@ -165,6 +168,7 @@ class Cluster:
         """The deployment controller: status follows spec after `lag` polls."""
         seen: dict[str, int] = {}
         while not self._stop.is_set():
+            self.passes.begin()
             idle = True
             for name in ("api-blue", "api-green"):
                 try:
@@ -414,6 +418,7 @@ class RolloutController:
     def _run(self) -> None:
         waited = 0
         while not self._stop.is_set():
+            self.passes.begin()
             try:
                 action = self._next(self._get())
             except Exception:
