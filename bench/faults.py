@@ -329,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steps run twice:               {twice_total}")
         print(f"failed requests, database up:  {failed_up} of {requests}")
         print(f"failed requests, database down (restart faults): {failed_down}")
+        deadlocks = bench.deadlocks()
+        print(f"deadlocks in the server log:   {len(deadlocks)}")
+        for report in deadlocks:
+            print("     " + report.replace("\n", "\n     "))
         print(f"bench time:                    {time.monotonic() - started:.0f}s")
         return 0 if exact == args.faults and failed_up == 0 else 1
     finally:

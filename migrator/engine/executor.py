@@ -132,9 +132,16 @@ class Executor:
         assert self.engine is not None
         with connect(self.engine) as conn:
             with conn.begin():
-                self._execute(conn.connection.cursor(), name, step, "SET LOCAL")
+                self._settings_for(conn.connection.cursor(), "SET LOCAL")
+                # The record first: it commits with the step or not at all either way,
+                # and its round trips stay out of the time the step's locks are held.
+                # The step's statements end with COMMIT (the context's own commit then
+                # finds nothing to do).
                 if on_done is not None:
                     on_done(conn)
+                driver = conn.connection.driver_connection
+                assert isinstance(driver, psycopg.Connection)
+                self._pipelined(driver, name, step)
 
     def _run_autocommit(
         self, name: str, step: Step, on_start: StepRecorder | None, on_done: StepRecorder | None
@@ -157,14 +164,49 @@ class Executor:
                 on_done(conn)
                 conn.commit()
 
-    def _execute(self, cursor: Any, name: str, step: Step, set_command: str) -> None:
-        """The timeouts (``SET LOCAL`` in a transaction, ``SET`` in autocommit), then the
-        step's statements, each told to the observer as it starts."""
+    def _settings_for(self, cursor: Any, set_command: str) -> None:
+        """The timeouts and the search_path (``SET LOCAL`` in a transaction, ``SET`` in
+        autocommit)."""
         for setting in self._settings():
             cursor.execute(f"{set_command} {setting}")
         schema_first = schema_first_sql(self.schema, local=set_command == "SET LOCAL")
         if schema_first is not None:
             cursor.execute(schema_first)
+
+    def _pipelined(self, conn: psycopg.Connection[Any], name: str, step: Step) -> None:
+        """A transaction's statements and its COMMIT sent together (libpq's pipeline
+        mode): from the first lock a step takes to its commit, no statement waits for
+        the client to be scheduled again (at load 14 on 2 cores, each round trip cost
+        milliseconds while a swap held ACCESS EXCLUSIVE). The statement that failed is
+        the first whose result did not come back; nothing after it ran, COMMIT neither."""
+        if not psycopg.Pipeline.is_supported():
+            self._statements(conn.cursor(), name, step)
+            return
+        cursors = [conn.cursor() for _ in step.statements]
+        try:
+            with conn.pipeline():
+                for cursor, statement in zip(cursors, step.statements, strict=True):
+                    self.observer.statement(
+                        statement.sql, step=name, autocommit=False, dry_run=False
+                    )
+                    cursor.execute(statement.sql)
+                conn.cursor().execute("COMMIT")
+        except psycopg.Error as exc:
+            failed = next(
+                (x for c, x in zip(cursors, step.statements, strict=True) if c.pgresult is None),
+                None,
+            )
+            if failed is not None:
+                note_statement(exc, failed.sql)  # names a missing privilege
+            raise
+
+    def _execute(self, cursor: Any, name: str, step: Step, set_command: str) -> None:
+        """The timeouts, then the step's statements one by one."""
+        self._settings_for(cursor, set_command)
+        self._statements(cursor, name, step)
+
+    def _statements(self, cursor: Any, name: str, step: Step) -> None:
+        """The step's statements, each told to the observer as it starts."""
         for statement in step.statements:
             self.observer.statement(
                 statement.sql, step=name, autocommit=step.autocommit, dry_run=False
