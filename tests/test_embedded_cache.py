@@ -46,10 +46,11 @@ def scratch_root(memory: Path | None) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def cache(scratch_root: Path) -> Path:
-    """One cache for the module, built once (one initdb)."""
+def cache(scratch_root: Path, memory: Path | None) -> Path:
+    """One cache for the module, built once (one initdb) by a first start on it, which
+    stores its entry while the server runs and is done when it stops."""
     folder = scratch_root / "cache"
-    cached_data_directory(folder)
+    start(cache=folder, temp_root=memory).stop()
     return folder
 
 
@@ -151,7 +152,9 @@ def test_a_prepared_variant_is_made_once_and_one_that_fails_is_not_kept(
 
     for _ in range(2):
         started.append(start(cache=cache, temp_root=memory, prepared=("demo", load)))
+        started[-1].stop()  # the first stores the variant by the time it stops
     assert len(runs) == 1  # made once, then copied
+    started[:] = [start(cache=cache, temp_root=memory, prepared=("demo", load))]
     for pg in started:
         with psycopg.connect(pg.url) as conn:
             names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}

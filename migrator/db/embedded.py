@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,10 +36,17 @@ SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 class EmbeddedPostgres:
     """A running embedded server; ``url`` connects to its ``postgres`` database."""
 
-    def __init__(self, server: Any, folder: Path, owns_folder: bool) -> None:
+    def __init__(
+        self,
+        server: Any,
+        folder: Path,
+        owns_folder: bool,
+        storing: threading.Thread | None = None,
+    ) -> None:
         self._server = server
         self.folder = folder
         self._owns_folder = owns_folder
+        self._storing = storing  # the cache entry its data directory came from, being written
 
     @property
     def url(self) -> str:
@@ -61,6 +69,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop the server and remove its folder when it made one."""
         self._server.cleanup()
+        if self._storing is not None:
+            self._storing.join()
         if self._owns_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -200,6 +210,11 @@ def discard_entry(entry: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _entry(cache: Path, prepared: Prepared | None) -> Path:
+    key = _binary_key()
+    return cache / (key if prepared is None else f"{key}-{prepared[0]}")
+
+
 def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path:
     """An initdb'd data directory for this binary, kept in ``cache`` between runs.
 
@@ -213,33 +228,45 @@ def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path
     with the function run on its URL (check loads a baseline there), kept as its own
     entry; the last few variants used are kept.
     """
-    key = _binary_key()
-    entry = cache / (key if prepared is None else f"{key}-{prepared[0]}")
+    entry = _entry(cache, prepared)
     if _intact(entry):
         if prepared is not None:
             os.utime(entry)  # recently used: kept when older variants go
         return entry / "pgdata"
     discard_entry(entry)
-    base = cached_data_directory(cache) if prepared is not None else None
-    cache.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=cache))
     work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
     try:
-        if base is None:
-            # initdb in a temporary folder: as root it runs as another user, who may
-            # not reach the cache (often under root's home).
-            _initdb(work / "pgdata", _system_user())
-        else:
-            _copy_data_directory(base, work / "pgdata")
-            server = start(work)
-            try:
-                assert prepared is not None
-                prepared[1](server.url)
-            finally:
-                server.stop()  # a clean shutdown: its checkpoint is in the copy
-            for leftover in ("log", "postmaster.opts", ".handle_pids.json"):
-                (work / "pgdata" / leftover).unlink(missing_ok=True)
-        shutil.copytree(work / "pgdata", build / "pgdata", copy_function=shutil.copyfile)
+        _make(cache, prepared, work / "pgdata")
+        _store(work / "pgdata", entry, prepared is not None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return entry / "pgdata"
+
+
+def _make(cache: Path, prepared: Prepared | None, pgdata: Path) -> None:
+    """A new data directory at ``pgdata``: initdb's, or the plain cached one prepared."""
+    if prepared is None:
+        # initdb in a temporary folder: as root it runs as another user, who may not
+        # reach the cache (often under root's home).
+        _initdb(pgdata, _system_user())
+        return
+    _copy_data_directory(cached_data_directory(cache), pgdata)
+    server = start(pgdata.parent)
+    try:
+        prepared[1](server.url)
+    finally:
+        server.stop()  # a clean shutdown: its checkpoint is in the copy
+    for leftover in ("log", "postmaster.opts", ".handle_pids.json"):
+        (pgdata / leftover).unlink(missing_ok=True)
+
+
+def _store(pgdata: Path, entry: Path, variant: bool) -> None:
+    """A copy of ``pgdata`` as the cache entry ``entry``: synced, manifest last, renamed."""
+    cache = entry.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=cache))
+    try:
+        shutil.copytree(pgdata, build / "pgdata", copy_function=shutil.copyfile)
         manifest = build / MANIFEST
         manifest.write_text(json.dumps(_manifest(build / "pgdata")), encoding="utf-8")
         _fsync_tree(build)
@@ -249,12 +276,10 @@ def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path
             if not _intact(entry):
                 raise
         _fsync_dir(cache)
-        if prepared is not None:
-            _keep_recent(cache, f"{key}-")
+        if variant:
+            _keep_recent(cache, "-".join(entry.name.split("-")[:3]) + "-")  # its binary's
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(build, ignore_errors=True)
-    return entry / "pgdata"
 
 
 def _keep_recent(cache: Path, prefix: str, keep: int = 4) -> None:
@@ -273,24 +298,61 @@ def _copy_data_directory(source: Path, pgdata: Path) -> None:
     _chown_tree(pgdata, _system_user())
 
 
-def _seed(pgdata: Path, cache: Path | None, prepared: Prepared | None) -> None:
+def _store_in_background(work: Path, entry: Path, variant: bool) -> threading.Thread:
+    def store() -> None:
+        try:
+            _store(work / "pgdata", entry, variant)
+        except (OSError, MigratorError):
+            pass  # the cache only saves time: the next run builds its entry again
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    thread = threading.Thread(target=store, name="migrator-cache-store")
+    thread.start()
+    return thread
+
+
+def _seed(pgdata: Path, cache: Path | None, prepared: Prepared | None) -> threading.Thread | None:
     """A fresh data directory at ``pgdata``: a copy of the cached one (far cheaper than
-    initdb), or initdb's own where there is no cache or the copy failed."""
+    initdb), or initdb's own where there is no cache or the copy failed.
+
+    Where the entry is missing, the data directory is made in a temporary folder, copied
+    to ``pgdata``, and stored in the cache by the thread returned (writing and syncing
+    the cache need not hold up the server's start). With no plain entry yet, no variant
+    is made: a first run costs what it did without a cache."""
     if cache is not None:
         try:
+            if prepared is not None and _intact(_entry(cache, prepared)):
+                _copy_data_directory(cached_data_directory(cache, prepared), pgdata)
+                return None
+            plain = _entry(cache, None)
+            if not _intact(plain):
+                prepared = None
+            elif prepared is None:
+                _copy_data_directory(plain / "pgdata", pgdata)
+                return None
+            entry = _entry(cache, prepared)
+            discard_entry(entry)
+            work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
             try:
-                source = cached_data_directory(cache, prepared)
+                _make(cache, prepared, work / "pgdata")
             except MigratorError:
+                shutil.rmtree(work, ignore_errors=True)
                 if prepared is None:
                     raise
                 # The variant cannot be made (a baseline that does not load): the plain
                 # entry, and whoever needed the variant meets that error itself.
-                source = cached_data_directory(cache)
-            _copy_data_directory(source, pgdata)
-            return
+                _copy_data_directory(plain / "pgdata", pgdata)
+                return None
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+            _copy_data_directory(work / "pgdata", pgdata)
+            return _store_in_background(work, entry, prepared is not None)
         except OSError:  # an unwritable cache, or its entry replaced mid-copy
             shutil.rmtree(pgdata, ignore_errors=True)
     _initdb(pgdata, _system_user())
+    return None
 
 
 def _write_settings(pgdata: Path, settings: dict[str, str]) -> None:
@@ -350,9 +412,10 @@ def start(
         # A folder of our own, or one a cache seeds, is initdb'd here; the wheel's own
         # initdb (which also looks for servers left running on a reused path) does the rest.
         seeded = not (pgdata / "PG_VERSION").exists() and (owns or cache is not None)
+        storing = None
         if seeded:
             shutil.rmtree(pgdata, ignore_errors=True)
-            _seed(pgdata, cache, prepared)
+            storing = _seed(pgdata, cache, prepared)
             if settings:
                 _write_settings(pgdata, settings)
         with warnings.catch_warnings():
@@ -362,7 +425,7 @@ def start(
         if owns:
             shutil.rmtree(path, ignore_errors=True)
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {path}: {exc}") from None
-    pg = EmbeddedPostgres(server, path, owns)
+    pg = EmbeddedPostgres(server, path, owns, storing)
     if settings and not seeded:
         for name, value in settings.items():
             pg.psql(f"ALTER SYSTEM SET {ident(name)} = {literal(value)}")
