@@ -15,7 +15,7 @@ from migrator import commands
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
 from migrator.errors import ExitCode, LockNotAcquired, ValidationFailed
-from migrator.lint.sources import lint_plan
+from migrator.lint.sources import lint_plan, lint_sql
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
@@ -655,3 +655,41 @@ def test_foreign_key_on_a_partitioned_table_refuses_rows_that_break_it(db: str) 
     )
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before
+
+
+def test_lint_knows_a_partitioned_constraint_that_adopts_its_leaves(module_db: str) -> None:
+    """ADD CONSTRAINT ... UNIQUE on a partitioned table is M008 (it builds every
+    partition's index under its lock) unless each leaf got its own UNIQUE earlier in the
+    same migration; likewise a validated foreign key (M005) unless each leaf's is
+    validated first."""
+    q(module_db, BASE + EVENTS + "ALTER TABLE events ADD COLUMN user_id bigint;")
+    unique = "ALTER TABLE events ADD CONSTRAINT events_key UNIQUE (id, at, kind);"
+    fk = (
+        "ALTER TABLE {t} ADD CONSTRAINT events_user_fkey FOREIGN KEY (user_id) "
+        "REFERENCES users (id){nv};"
+    )
+    leaves = ("events_2024", "events_2025_a", "events_2025_b")
+    per_leaf_unique = "".join(
+        f"ALTER TABLE {leaf} ADD CONSTRAINT {leaf}_key UNIQUE USING INDEX {leaf}_key;"
+        for leaf in leaves
+    )
+    per_leaf_fk = "".join(
+        fk.format(t=leaf, nv=" NOT VALID")
+        + f"ALTER TABLE {leaf} VALIDATE CONSTRAINT events_user_fkey;"
+        for leaf in leaves
+    )
+    engine = make_engine(module_db)
+    try:
+        with connect(engine) as conn:
+
+            def rules(sql: str) -> set[str]:
+                found = lint_sql(sql, 150000, catalog=Catalog(conn), assume_in_transaction=False)
+                return {f.rule for f in found if f.severity == "error"}
+
+            assert "M008" in rules(unique)
+            assert "M008" in rules(per_leaf_unique.split(";")[0] + ";" + unique)  # one leaf only
+            assert "M008" not in rules(per_leaf_unique + unique)
+            assert "M005" in rules(fk.format(t="events", nv=""))
+            assert "M005" not in rules(per_leaf_fk + fk.format(t="events", nv=""))
+    finally:
+        engine.dispose()

@@ -85,7 +85,8 @@ RULES: dict[str, Rule] = _rules(
         "ADD FOREIGN KEY (or ADD COLUMN ... REFERENCES) without NOT VALID on an existing table",
         "holds SHARE ROW EXCLUSIVE on both tables through a full scan of the referencing one",
         "ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in its own "
-        "transaction",
+        "transaction; on a partitioned table before PostgreSQL 18 (no NOT VALID there), "
+        "that on each leaf partition, then the key on the table, which attaches theirs",
     ),
     Rule(
         "M006",
@@ -109,7 +110,9 @@ RULES: dict[str, Rule] = _rules(
         "error",
         "ADD UNIQUE (constraint or column option) on an existing table, not USING INDEX",
         "builds the index under ACCESS EXCLUSIVE: reads and writes wait for the build",
-        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX; on a "
+        "partitioned table (no USING INDEX there), that on each leaf partition, then ADD "
+        "CONSTRAINT ... UNIQUE on the table, which adopts theirs",
     ),
     Rule(
         "M009",
