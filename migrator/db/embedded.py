@@ -322,8 +322,10 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Prepared | None) -> thread
     is made: a first run costs what it did without a cache."""
     if cache is not None:
         try:
-            if prepared is not None and _intact(_entry(cache, prepared)):
-                _copy_data_directory(cached_data_directory(cache, prepared), pgdata)
+            variant = _entry(cache, prepared) if prepared is not None else None
+            if variant is not None and _intact(variant):
+                os.utime(variant)  # recently used: kept when older variants go
+                _copy_data_directory(variant / "pgdata", pgdata)
                 return None
             plain = _entry(cache, None)
             if not _intact(plain):
