@@ -188,12 +188,13 @@ FROM generate_series(1, 50) g;
 CREATE INDEX events_2026_payload_idx ON events_2026 (payload);
 """
 
-# The parent with a plain index, a partial expression one and a UNIQUE constraint, and
-# a table to attach that has none of them.
+# The parent with a plain index, a partial expression one, a UNIQUE constraint and a
+# primary key, and a table to attach that has none of them.
 INDEXED_PARENT = """
 CREATE INDEX events_payload_idx ON events (payload);
 CREATE INDEX events_lower_idx ON events (lower(payload)) WHERE id > 0;
 ALTER TABLE events ADD CONSTRAINT events_key UNIQUE (id, at, kind);
+ALTER TABLE events ADD PRIMARY KEY (at, kind, id);
 CREATE TABLE events_2026 (LIKE events INCLUDING DEFAULTS);
 INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
 FROM generate_series(1, 50) g;
@@ -211,6 +212,7 @@ ATTACHED_COPIES = [
     ("events_2026_events_key", True, "events_key", None),
     ("events_2026_events_lower_idx", True, "events_lower_idx", None),
     ("events_2026_events_payload_idx", True, "events_payload_idx", None),
+    ("events_2026_events_pkey", True, "events_pkey", None),
 ]
 
 CASES += [
@@ -259,8 +261,8 @@ CASES += [
             (PARTITION_INDEXES.replace("c.oid::int, ", "", 1), ATTACHED_COPIES),
             (
                 "SELECT conname, conparentid <> 0 FROM pg_constraint "
-                "WHERE conrelid = 'events_2026'::regclass AND contype <> 'n'",
-                [("events_2026_events_key", True)],
+                "WHERE conrelid = 'events_2026'::regclass AND contype <> 'n' ORDER BY 1",
+                [("events_2026_events_key", True), ("events_2026_events_pkey", True)],
             ),
         ],
     ),
@@ -520,11 +522,13 @@ def test_attach_builds_no_index_under_its_lock(db: str) -> None:
 
     rec = Before()
     result = commands.expand(plan, opts(db, rec))
-    assert result.ran[:4] == [
+    assert result.ran[:6] == [
         "0.attach_partition.attach-index-events_key",
         "0.attach_partition.attach-index-events_key-constraint",
         "0.attach_partition.attach-index-events_lower_idx",
         "0.attach_partition.attach-index-events_payload_idx",
+        "0.attach_partition.attach-index-events_pkey",
+        "0.attach_partition.attach-index-events_pkey-constraint",
     ]
     assert [s for _, s, _ in rec.statements if s.startswith("CREATE")] == [
         "CREATE UNIQUE INDEX CONCURRENTLY events_2026_events_key ON public.events_2026 "
@@ -532,6 +536,8 @@ def test_attach_builds_no_index_under_its_lock(db: str) -> None:
         "CREATE INDEX CONCURRENTLY events_2026_events_lower_idx ON public.events_2026 "
         "((lower(payload))) WHERE id > 0",
         "CREATE INDEX CONCURRENTLY events_2026_events_payload_idx ON public.events_2026 (payload)",
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_events_pkey ON public.events_2026 "
+        "(at, kind, id)",
     ]
     after = q(db, PARTITION_INDEXES)
     assert seen == [[(n, oid, True) for n, oid, _, _, _ in after]]
