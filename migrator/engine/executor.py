@@ -27,15 +27,12 @@ from sqlalchemy.exc import DBAPIError
 
 from migrator.db.connection import connect, describe_db_error, note_statement, sqlstate
 from migrator.durations import format_duration
-from migrator.engine.steps import Step
+from migrator.engine.steps import PRECHECK_REFUSED, Step
 from migrator.errors import GateRefused, LockNotAcquired, StepFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
-# Raised by a guard statement an operation puts before a strong lock (add_exclusion's
-# check of the rows and of its measured index build): a precondition, not a failure.
-PRECHECK_REFUSED = "MGR01"
 
 # Writes a step's record in the step's own transaction (or around an autocommit block).
 StepRecorder = Callable[[Connection], None]

@@ -39,8 +39,7 @@ from migrator.engine.catalog_tables import (
     exclusion_conflicts_sql,
     relation_bytes,
 )
-from migrator.engine.executor import PRECHECK_REFUSED
-from migrator.engine.steps import Step, step
+from migrator.engine.steps import PRECHECK_REFUSED, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
