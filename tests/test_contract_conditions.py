@@ -131,3 +131,48 @@ def test_next_release_warns_while_contract_due_and_strict_refuses(fresh_db: str)
     warned = Warnings()
     commands.expand(nxt, commands.Options(database_url=fresh_db, observer=warned))
     assert any("contract of r1 is still due" in line for line in warned.lines)
+
+
+class StopAtSecondStep(Infos):
+    """Stops the run as a crash would, when the contract's second step starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+
+    def step_started(self, key: str, description: str) -> None:
+        self.started += 1
+        if self.started == 2:
+            raise RuntimeError("stopped between the contract's steps")
+
+
+def test_a_contract_that_began_is_finished_not_judged_again(
+    statements_server: EmbeddedPostgres,
+) -> None:
+    """After a crash between contract steps, the rerun finishes the contract: the
+    conditions held (or were forced) before its first step, and a doomed column's name
+    may be the new column's by now (a swap), which pg_stat_statements cannot tell apart.
+    Found by bench/faults.py: PostgreSQL stopped during the contract, every rerun refused."""
+    url = statements_server.create_database("resumed")
+    q(url, "CREATE EXTENSION pg_stat_statements")
+    phone_release.seed(url)
+    q(url, "ALTER TABLE users ADD COLUMN nickname text")
+    plan = parse_plan(phone_release.PLAN + "  - drop_column: {table: users, column: nickname}\n")
+    opts = commands.Options(database_url=url)
+    commands.expand(plan, opts)
+    commands.backfill(plan, opts)
+    commands.complete(plan, opts)
+    q(url, "SELECT legacy_phone FROM users WHERE id = 3")  # a use the condition sees
+    stopper = StopAtSecondStep()
+    with pytest.raises(RuntimeError, match="stopped between"):
+        commands.contract(
+            commands.Options(database_url=url, force=True, force_reason="drain", observer=stopper)
+        )
+    statuses = [s for (s,) in q(url, "SELECT status FROM migrator.contracts")]
+    assert statuses.count("done") == 1 and "scheduled" in statuses, statuses
+    infos = Infos()
+    commands.contract(commands.Options(database_url=url, observer=infos))
+    assert q(url, "SELECT phase FROM migrator.releases") == [("contracted",)]
+    assert any("resuming at" in line for line in infos.lines), infos.lines
+    columns = q(url, "SELECT attname FROM pg_attribute WHERE attrelid = 'users'::regclass")
+    assert not {("legacy_phone",), ("nickname",)} & set(columns)

@@ -114,7 +114,18 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                     f"cannot contract {name}: it is {release.phase}, not completed",
                     gate="completed",
                 )
-            verdicts = _contract_conditions(s, release, mine, now)
+            # A contract that has begun is finished, not judged again: its conditions held
+            # (or were forced) before its first step, which the old version cannot outlive,
+            # and after a swap a doomed column's name is the new column's, so the new
+            # version's statements would read as uses of the doomed one.
+            resumed = any(r.release == name and r.status == "done" for r in records)
+            if resumed:
+                opts.observer.info(
+                    f"{name}: its contract began with its conditions met; resuming at {mine[0].key}"
+                )
+                verdicts = []
+            else:
+                verdicts = _contract_conditions(s, release, mine, now)
             failing = [c for c in verdicts if not c.ok]
             for c in verdicts:
                 mark = "ok" if c.ok else ("FORCED" if opts.force else "BLOCKS")
@@ -144,6 +155,7 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
                     forced=[c.name for c in failing] if opts.force else [],
                     reason=opts.force_reason or None,
                     conditions={c.name: c.detail for c in verdicts},
+                    resumed=resumed,
                 )
             for record in mine:
                 st = Step(
