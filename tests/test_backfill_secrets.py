@@ -178,3 +178,20 @@ def test_a_one_character_password_through_the_cli(tmp_path: Path) -> None:
     assert code == 2, output
     assert "postgresql//u:***@h/d" in output and "u:a@" not in output, output
     assert "not a database URL" in output, output
+
+
+def test_a_dropped_connection_is_told_in_one_whole_line() -> None:
+    """A client-side error has no server message; its text is several lines, of which
+    the last alone read "database error:  before or while processing the request."."""
+    import psycopg
+
+    from migrator.db.connection import describe_db_error
+
+    lost = psycopg.OperationalError(
+        "server closed the connection unexpectedly\n"
+        "\tThis probably means the server terminated abnormally\n"
+        "\tbefore or while processing the request."
+    )
+    line = describe_db_error(lost)
+    assert line.startswith("server closed the connection unexpectedly This probably"), line
+    assert "\n" not in line

@@ -163,7 +163,9 @@ def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
     orig: Any = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(orig, psycopg.Error):
         diag = orig.diag
-        primary = diag.message_primary or str(orig).strip().splitlines()[-1]
+        # A client-side error (a dropped connection) has no server message: its text is
+        # several lines, the first saying what happened ("server closed the connection").
+        primary = diag.message_primary or " ".join(str(orig).split())
         state = f" [{diag.sqlstate}]" if diag.sqlstate else ""
         detail = f" ({diag.message_detail})" if diag.message_detail else ""
         needed = ""
