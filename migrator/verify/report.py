@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from migrator.findings import (
     CHECK,
@@ -25,6 +25,42 @@ from migrator.findings import (
     junit_document,
     suite_counts,
 )
+
+if TYPE_CHECKING:
+    from migrator.verify.queries import Query
+
+
+class CellFacts(Protocol):
+    """What a finding takes from the cell it was found in."""
+
+    @property
+    def version_label(self) -> str: ...
+    @property
+    def phase(self) -> str: ...
+    @property
+    def must_pass(self) -> bool: ...
+
+
+def query_finding(
+    query: Query, cell: CellFacts, check: str, severity: Severity, reason: str, fix: str
+) -> Finding:
+    """A finding on one query of one cell; an error in an informational cell is told as
+    info (such cells never fail the check)."""
+    if not cell.must_pass and severity == "error":
+        severity = "info"
+    return Finding(
+        check=check,
+        severity=severity,
+        reason=reason,
+        fix=fix,
+        file=query.file,
+        line=query.line,
+        query=query.name,
+        version=cell.version_label,
+        phase=cell.phase,
+        must_pass=cell.must_pass,
+        sql=query.text,
+    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from migrator.ops.sql import walk_nodes
 from migrator.pgtypes import rewrites
 from migrator.plan.models import Plan
 from migrator.verify.queries import Query
-from migrator.verify.report import Finding, Severity
+from migrator.verify.report import Finding, query_finding
 from migrator.verify.snapshot import DELETE_BIT, INSERT_BIT, UPDATE_BIT, Relation, Snapshot
 
 # -- what the plan changes -----------------------------------------------------------------
@@ -144,31 +144,6 @@ class CellContext:
     home: Snapshot  # the schema the version was written for: old -> before, new -> contracted
     before: Snapshot
     changes: list[ColumnChange] = field(default_factory=list)
-
-
-def _finding(
-    query: Query,
-    ctx: CellContext,
-    check: str,
-    severity: Severity,
-    reason: str,
-    fix: str,
-) -> Finding:
-    if not ctx.must_pass and severity == "error":
-        severity = "info"  # informational cells never fail the check
-    return Finding(
-        check=check,
-        severity=severity,
-        reason=reason,
-        fix=fix,
-        file=query.file,
-        line=query.line,
-        query=query.name,
-        version=ctx.version_label,
-        phase=ctx.phase,
-        must_pass=ctx.must_pass,
-        sql=query.text,
-    )
 
 
 def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
@@ -293,7 +268,7 @@ def _insert_not_null(
     else:
         fix = f"write {names} in the new version's INSERT, or give the column a default"
     return [
-        _finding(
+        query_finding(
             query,
             ctx,
             "insert-not-null",
@@ -312,7 +287,7 @@ def _view_write(
         return []
     kind = "materialized view" if rel.kind == "m" else "view"
     return [
-        _finding(
+        query_finding(
             query,
             ctx,
             "view-write",
@@ -343,7 +318,7 @@ def _on_conflict(
 
 
 def _conflict_finding(query: Query, ctx: CellContext, rel: Relation, what: str) -> Finding:
-    return _finding(
+    return query_finding(
         query,
         ctx,
         "on-conflict",
@@ -365,7 +340,7 @@ def _unsynced(query: Query, ctx: CellContext, rel: Relation, written: list[str])
             continue
         if change.column in written:
             findings.append(
-                _finding(
+                query_finding(
                     query,
                     ctx,
                     "unsynced-write",
@@ -425,7 +400,7 @@ def _star(
             )
             home_phase = "before" if ctx.version == "old" else "contracted"
             findings.append(
-                _finding(
+                query_finding(
                     query,
                     ctx,
                     "select-star",

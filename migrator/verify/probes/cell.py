@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from migrator.verify.queries import Query
-from migrator.verify.report import Finding, Severity
+from migrator.verify.report import Finding, Severity, query_finding
 from migrator.verify.snapshot import Snapshot
 
 
@@ -27,26 +27,10 @@ class CellProbe:
     def add(self, query: Query, check: str, severity: Severity, reason: str, fix: str) -> None:
         if check == "constraint-write" and severity == "warning" and self.version == "new":
             return  # see the module doc: the new version knows its constraints
-        if not self.must_pass and severity == "error":
-            severity = "info"
         found = self.findings.setdefault(id(query), [])
         if any(f.check == check and f.reason == reason for f in found):
             return
-        found.append(
-            Finding(
-                check=check,
-                severity=severity,
-                reason=reason,
-                fix=fix,
-                file=query.file,
-                line=query.line,
-                query=query.name,
-                version=self.version_label,
-                phase=self.phase,
-                must_pass=self.must_pass,
-                sql=query.text,
-            )
-        )
+        found.append(query_finding(query, self, check, severity, reason, fix))
 
 
 __all__ = ["CellProbe"]
