@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
-import psycopg
+from _workload import q
 
 from migrator import commands
 from migrator.plan.loader import parse_plan
@@ -29,12 +28,6 @@ expand:
       up: "coalesce(legacy_phone, 'none')"
 backfill: {batch_size: 1000}
 """
-
-
-def q(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query.encode())
-        return cur.fetchall() if cur.description else []
 
 
 def scans(url: str) -> int:

@@ -7,7 +7,8 @@
 ``bookings (id bigint identity PRIMARY KEY, room int, during tstzrange)`` with --rows rows
 that do not overlap is built once into a template database; each method runs on its own
 copy while a reader thread reads one booking by id every 5 ms and times each read from
-when it was sent to its answer (a lock wait is all in it):
+when it was sent to its answer (a lock wait is all in it), and a sampler polls pg_locks
+for its lock waits and who blocks them (bench/_workload.py):
 
   (a) the baseline: one plain ``ALTER TABLE bookings ADD CONSTRAINT ... EXCLUDE USING
       gist (during WITH &&)``: the index build and the check under ACCESS EXCLUSIVE;
@@ -24,14 +25,16 @@ refused above max_lock_hold), and the conflicts found before the lock is taken.
 from __future__ import annotations
 
 import argparse
-import threading
+import functools
+import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from _workload import App, LockSampler, Op, StepTimes, Wait, q
 
 from migrator import commands
-from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 
 PLAN = """
@@ -51,12 +54,6 @@ CREATE TABLE bookings (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, room 
 """
 
 
-def q(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query)
-        return cur.fetchall() if cur.description else []
-
-
 def build_template(url: str, rows: int) -> None:
     q(url, SCHEMA)
     q(
@@ -69,47 +66,47 @@ def build_template(url: str, rows: int) -> None:
     q(url, "VACUUM ANALYZE bookings")
 
 
-class Reader(threading.Thread):
-    """Reads one booking by id every 5 ms; keeps the longest read and the count."""
-
-    def __init__(self, url: str, rows: int) -> None:
-        super().__init__(daemon=True)
-        self.url, self.rows = url, rows
-        self.stop = threading.Event()
-        self.longest = 0.0
-        self.reads = 0
-
-    def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                sent = time.perf_counter()
-                conn.execute("SELECT room FROM bookings WHERE id = %s", (1 + n % self.rows,))
-                self.longest = max(self.longest, time.perf_counter() - sent)
-                self.reads += 1
-                time.sleep(0.005)
+def read_booking(rows: int, conn: psycopg.Connection[Any], rng: random.Random) -> tuple[str, Any]:
+    conn.execute("SELECT room FROM bookings WHERE id = %s", (rng.randint(1, rows),)).fetchall()
+    return "read", None
 
 
-class Steps(Observer):
-    def __init__(self) -> None:
-        self.times: list[tuple[str, float]] = []
+@dataclass
+class Measured:
+    """A method's wall time, the reader's reads during it and its lock waits."""
 
-    def step_done(self, step: str, description: str, seconds: float) -> None:
-        self.times.append((step, seconds))
+    wall: float
+    reads: list[Op]
+    wait: Wait | None
+
+    def line(self) -> str:
+        longest = max((o.seconds for o in self.reads), default=0.0)
+        text = f"longest read {longest * 1000:.0f} ms over {len(self.reads)} reads"
+        if self.wait is not None:
+            text += (
+                f"; longest lock wait seen {self.wait.seconds * 1000:.0f} ms: "
+                f"{self.wait.describe()}"
+            )
+        return text
 
 
-def measured(url: str, rows: int, run: Any) -> tuple[float, Reader]:
-    reader = Reader(url, rows)
-    reader.start()
+def measured(url: str, rows: int, run: Any) -> Measured:
+    """``run()`` while a reader reads one booking by id every 5 ms (200/s) and the
+    sampler watches its lock waits."""
+    reader = App(url, functools.partial(read_booking, rows), rate=200, process=False).start()
+    sampler = LockSampler(url).start()
     time.sleep(0.5)
-    started = time.perf_counter()
+    started = time.time()
     run()
-    wall = time.perf_counter() - started
+    ended = time.time()
     time.sleep(0.2)
-    reader.stop.set()
-    reader.join()
-    return wall, reader
+    ops = reader.finish()
+    sampler.stop()
+    return Measured(
+        ended - started,
+        [o for o in ops if o.sent >= started - 0.5],
+        sampler.longest(started, time.time()),
+    )
 
 
 def main() -> None:
@@ -141,7 +138,7 @@ def main() -> None:
 
         plain = url_of("exclusion_plain")
         q(url, "CHECKPOINT")
-        wall, reader = measured(
+        plain_run = measured(
             plain,
             args.rows,
             lambda: q(
@@ -151,26 +148,23 @@ def main() -> None:
             ),
         )
         print(
-            f"(a) plain ADD CONSTRAINT ... EXCLUDE: {wall:.3f} s under ACCESS EXCLUSIVE; "
-            f"longest read {reader.longest * 1000:.0f} ms over {reader.reads} reads"
+            f"(a) plain ADD CONSTRAINT ... EXCLUDE: {plain_run.wall:.3f} s under ACCESS "
+            f"EXCLUSIVE; {plain_run.line()}"
         )
 
         ours = url_of("exclusion_migrator")
         q(url, "CHECKPOINT")
-        steps = Steps()
+        steps = StepTimes()
         plan = parse_plan(PLAN)
-        wall, reader = measured(
+        ours_run = measured(
             ours,
             args.rows,
             lambda: commands.expand(plan, commands.Options(database_url=ours, observer=steps)),
         )
-        print(f"(b) migrator expand (add_exclusion): {wall:.3f} s in all")
-        for step, seconds in steps.times:
-            print(f"    {step}: {seconds:.3f} s")
-        print(
-            f"    longest read {reader.longest * 1000:.0f} ms over {reader.reads} reads "
-            "(the ADD CONSTRAINT step above is the ACCESS EXCLUSIVE hold)"
-        )
+        print(f"(b) migrator expand (add_exclusion): {ours_run.wall:.3f} s in all")
+        for run in steps.steps:
+            print(f"    {run.name}: {run.seconds:.3f} s")
+        print(f"    {ours_run.line()} (the ADD CONSTRAINT step above is the ACCESS EXCLUSIVE hold)")
     finally:
         if server is not None:
             server.stop()

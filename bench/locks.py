@@ -10,8 +10,10 @@ writes every table the release touches (tests/support/pagila.AppLoad: address, f
 customer, rental, staff, loyalty_event; old-version requests until the switch is done,
 new-version ones from the end of the expand on).
 
-A sampler polls pg_locks every --sample seconds for the application's sessions waiting
-on a lock (``now() - waitstart``; a wait shorter than a poll can be missed) and the
+A sampler (bench/_workload.py) polls pg_locks every --sample seconds for the
+application's sessions waiting on a lock (``clock_timestamp() - waitstart``, with the
+mode, the relation and the blocking sessions' statements; a wait shorter than a poll can
+be missed) and the
 statement latencies are timed by the application itself (they include any wait, so they
 bound it from above). For each command it prints the longest wait seen, the longest
 statement and its 99th percentile, beside the plan's lock_timeout; the goal is that no
@@ -24,57 +26,17 @@ import argparse
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import psycopg
+from _workload import LockSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.pagila import AppLoad, ReleaseBed, cli
 
 GOAL = 0.250
-WAITS = """
-SELECT extract(epoch FROM now() - l.waitstart), l.locktype, l.mode,
-       l.relation::regclass::text, left(a.query, 80)
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE NOT l.granted AND a.application_name LIKE 'app %%' AND l.waitstart IS NOT NULL
-"""
-
-
-class Sampler:
-    """The application's lock waits, polled; the longest seen in each window."""
-
-    def __init__(self, url: str, every: float) -> None:
-        self.url = url
-        self.every = every
-        self.samples: list[tuple[float, float, str]] = []  # (when, seconds waited, what)
-        self.polls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True, application_name="bench sampler") as c:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                for waited, locktype, mode, relation, query in c.execute(WAITS).fetchall():
-                    what = f"{mode} on {relation or locktype}: {query}"
-                    self.samples.append((now, float(waited), what))
-                self.polls += 1
-                time.sleep(self.every)
-
-    def longest(self, start: float, end: float) -> tuple[float, str]:
-        inside = [(w, what) for t, w, what in self.samples if start <= t <= end]
-        return max(inside, default=(0.0, ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = bed.fresh()
         load = AppLoad(url, bed.keys, threads=args.threads, rate=args.rate)
-        sampler = Sampler(url, args.sample)
+        sampler = LockSampler(url, args.sample, application="app %", clock=time.monotonic)
         load.old.set()
         load.start()
         sampler.start()
@@ -128,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         inside = [r for r in load.requests if start <= r.start <= end]
         lat = sorted(r.end - r.start for r in inside)
         p99 = lat[int(0.99 * (len(lat) - 1))] if lat else 0.0
-        wait, what = sampler.longest(start, end)
+        seen = sampler.longest(start, end)
+        wait, what = (seen.seconds, seen.describe()) if seen else (0.0, "")
         if name != "(load alone)" and max(wait, lat[-1] if lat else 0.0) > worst:
             worst = max(wait, lat[-1] if lat else 0.0)
             worst_what = what

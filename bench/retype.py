@@ -18,8 +18,13 @@ when it was sent to its answer, so a lock wait is all in it.
   (b) `migrator`: expand, backfill, complete, contract of a plan with
       ``alter_column: {table: users, column: id, type: bigint}``.
 
-Printed: each phase's wall time, the workload's longest wait and p99 in each phase (goal:
-under 250 ms at every phase of (b)), (b)'s longest wait over (a)'s as a ratio, and after
+A sampler (bench/_workload.py) polls pg_locks every --sample seconds for the workload's
+lock waits: how long, the lock and mode waited for, and the statement of the session
+blocking it (pg_blocking_pids), which names the step that made the application wait.
+
+Printed: each phase's wall time, the workload's longest operation, p99 and longest lock
+wait in each phase (goal: under 250 ms at every phase of (b)), (b)'s longest operation
+over (a)'s as a ratio, the longest lock waits with their blockers, and after
 the swap the sequence's state, the largest id before it and the first id an insert got
 after it (which must be larger: no collision).
 """
@@ -27,14 +32,14 @@ after it (which must be larger: no collision).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import functools
 import random
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import psycopg
+from _workload import App, LockSampler, Op, StepTimes, q, summary
 
 from migrator import commands
 from migrator.plan.loader import parse_plan
@@ -54,12 +59,6 @@ CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 CREATE TABLE payments (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                        user_id int NOT NULL REFERENCES users (id), total numeric NOT NULL);
 """
-
-
-def q(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query.encode())
-        return cur.fetchall() if cur.description else []
 
 
 def build_template(url: str, rows: int) -> None:
@@ -87,83 +86,36 @@ def build_template(url: str, rows: int) -> None:
 # -- the workload ----------------------------------------------------------------------
 
 
-def workload(url: str, rows: int, rate: float, ready: Any, stop: Any, out: Connection) -> None:
-    """Point reads and inserts at ``rate`` per second until ``stop``; sends back
-    (due, service time, kind, inserted id or None, error or None) for every operation.
-    The service time runs from when the operation was sent to its answer: a lock wait
-    is all in it. ``ready`` is set once the first operation is done."""
-    records: list[tuple[float, float, str, int | None, str | None]] = []
-    rng = random.Random(7)
-    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        conn.execute("SET statement_timeout = '600s'")
-        due = time.time()
-        while not stop.is_set():
-            due += 1.0 / rate
-            pause = due - time.time()
-            if pause > 0:
-                time.sleep(pause)
-            sent = time.time()
-            kind = "insert" if rng.random() < 0.3 else "read"
-            new_id: int | None = None
-            error: str | None = None
-            try:
-                if kind == "read":
-                    conn.execute(
-                        "SELECT id, name FROM users WHERE id = %s", (rng.randint(1, rows),)
-                    ).fetchall()
-                else:
-                    with conn.transaction():
-                        row = conn.execute(
-                            "INSERT INTO users (name) VALUES ('w') RETURNING id"
-                        ).fetchone()
-                        assert row is not None
-                        new_id = int(row[0])
-                        conn.execute(
-                            "INSERT INTO orders (user_id, amount) VALUES (%s, 1)", (new_id,)
-                        )
-            except psycopg.Error as exc:
-                error = str(exc).splitlines()[0]
-            records.append((sent, time.time() - sent, kind, new_id, error))
-            ready.set()
-    out.send(records)
+def operation(rows: int, conn: psycopg.Connection[Any], rng: random.Random) -> tuple[str, Any]:
+    """A point read of a user by id (70%), or a user and an order for it inserted in one
+    transaction (30%: the order's foreign key check reads the user); an insert keeps the
+    id it got."""
+    if rng.random() >= 0.3:
+        conn.execute("SELECT id, name FROM users WHERE id = %s", (rng.randint(1, rows),)).fetchall()
+        return "read", None
+    with conn.transaction():
+        row = conn.execute("INSERT INTO users (name) VALUES ('w') RETURNING id").fetchone()
+        assert row is not None
+        conn.execute("INSERT INTO orders (user_id, amount) VALUES (%s, 1)", (row[0],))
+    return "insert", int(row[0])
 
 
 @dataclass
 class Loaded:
-    """A workload process on one database; `finish` returns its records."""
+    """The workload and the lock sampler on one database; `finish` stops both."""
 
-    process: Any
-    stop: Any
-    receiver: Connection
+    app: App
+    sampler: LockSampler
 
     @classmethod
-    def start(cls, url: str, rows: int, rate: float) -> Loaded:
-        ctx = multiprocessing.get_context("spawn")
-        stop, ready = ctx.Event(), ctx.Event()
-        receiver, sender = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=workload, args=(url, rows, rate, ready, stop, sender))
-        process.start()
-        if not ready.wait(120):
-            raise SystemExit("the workload did not start")
-        return cls(process, stop, receiver)
+    def start(cls, url: str, rows: int, rate: float, sample: float) -> Loaded:
+        app = App(url, functools.partial(operation, rows), rate).start()
+        return cls(app, LockSampler(url, sample).start())
 
-    def finish(self) -> list[tuple[float, float, str, int | None, str | None]]:
-        self.stop.set()
-        records: list[tuple[float, float, str, int | None, str | None]] = self.receiver.recv()
-        self.process.join()
-        return records
-
-
-def summary(
-    records: list[tuple[float, float, str, int | None, str | None]], start: float, end: float
-) -> tuple[int, float, float, int]:
-    """Operations sent in [start, end): count, p99 and longest service time (ms), errors."""
-    window = [r for r in records if start <= r[0] < end]
-    if not window:
-        return 0, 0.0, 0.0, 0
-    latencies = sorted(r[1] * 1000 for r in window)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(window), p99, latencies[-1], sum(1 for r in window if r[4])
+    def finish(self) -> list[Op]:
+        ops = self.app.finish()
+        self.sampler.stop()
+        return ops
 
 
 def settle(seconds: float) -> None:
@@ -172,44 +124,55 @@ def settle(seconds: float) -> None:
 
 
 def phase_lines(
-    label: str,
-    phases: list[tuple[str, float, float]],
-    records: list[tuple[float, float, str, int | None, str | None]],
-) -> float:
-    """Print each phase's wall time and the workload in it; return the longest wait."""
+    label: str, phases: list[tuple[str, float, float]], ops: list[Op], sampler: LockSampler
+) -> tuple[float, float]:
+    """Print each phase's wall time, the workload in it and its longest lock wait seen in
+    pg_locks (what it waited for, and on whom); return the longest operation and the
+    longest lock wait (ms) outside the idle windows."""
     print(f"\n{label}")
     print(
-        f"  {'phase':<12} {'wall s':>8} {'ops':>7} {'p99 ms':>8} {'longest ms':>11} {'errors':>6}"
+        f"  {'phase':<12} {'wall s':>8} {'ops':>7} {'p99 ms':>8} {'longest ms':>11} "
+        f"{'errors':>6} {'lock wait ms':>13}"
     )
-    worst = 0.0
+    worst = worst_wait = 0.0
+    notes = []
     for name, start, end in phases:
-        n, p99, longest, errors = summary(records, start, end)
+        s = summary(ops, start, end)
+        wait = sampler.longest(start, end)
+        wait_ms = wait.seconds * 1000 if wait else 0.0
         if name != "idle":
-            worst = max(worst, longest)
-        print(f"  {name:<12} {end - start:8.1f} {n:7d} {p99:8.1f} {longest:11.1f} {errors:6d}")
-    return worst
+            worst = max(worst, s.longest_ms)
+            worst_wait = max(worst_wait, wait_ms)
+        print(
+            f"  {name:<12} {end - start:8.1f} {s.count:7d} {s.p99_ms:8.1f} "
+            f"{s.longest_ms:11.1f} {s.errors:6d} {wait_ms:13.1f}"
+        )
+        if wait is not None:
+            notes.append(f"  {name}: longest lock wait {wait_ms:.0f} ms: {wait.describe()}")
+    print("\n".join(notes))
+    print(f"  ({sampler.polls} polls of pg_locks, every {sampler.every * 1000:g} ms)")
+    return worst, worst_wait
 
 
-def run_plain(url: str, rows: int, rate: float, idle: float) -> tuple[float, float]:
-    loaded = Loaded.start(url, rows, rate)
+def run_plain(url: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    loaded = Loaded.start(url, args.rows, args.workload_rate, args.sample)
     t0 = time.time()
-    settle(idle)
+    settle(args.idle)
     t1 = time.time()
     q(url, "ALTER TABLE users ALTER COLUMN id TYPE bigint")
     t2 = time.time()
-    settle(idle)
+    settle(args.idle)
     t3 = time.time()
-    records = loaded.finish()
+    ops = loaded.finish()
     phases = [("idle", t0, t1), ("alter", t1, t2), ("after", t2, t3)]
-    worst = phase_lines("(a) plain ALTER COLUMN id TYPE bigint", phases, records)
-    return worst, t2 - t1
+    worst, wait = phase_lines("(a) plain ALTER COLUMN id TYPE bigint", phases, ops, loaded.sampler)
+    return worst, wait, t2 - t1
 
 
-def run_migrator(
-    url: str, rows: int, rate: float, idle: float
-) -> tuple[float, float, dict[str, float]]:
+def run_migrator(url: str, args: argparse.Namespace) -> tuple[float, float, float]:
     plan = parse_plan(PLAN, "retype.yaml")
-    opts = commands.Options(database_url=url)
+    steps = StepTimes()
+    opts = commands.Options(database_url=url, observer=steps)
     # (the verbs' modules load here, not inside the idle window)
     verbs = (
         ("expand", commands.expand),
@@ -217,26 +180,37 @@ def run_migrator(
         ("complete", commands.complete),
     )
     contract = commands.contract
-    loaded = Loaded.start(url, rows, rate)
+    loaded = Loaded.start(url, args.rows, args.workload_rate, args.sample)
     marks = [("idle", time.time())]
-    settle(idle)
+    settle(args.idle)
     for name, verb in verbs:
         marks.append((name, time.time()))
         verb(plan, opts)
+        steps.close()
     marks.append(("contract", time.time()))
     before_swap_max = int(q(url, "SELECT max(id) FROM users")[0][0])
     contract(opts)
+    steps.close()
     marks.append(("after", time.time()))
-    settle(idle)
+    settle(args.idle)
     end = time.time()
-    records = loaded.finish()
+    ops = loaded.finish()
     phases = [
         (name, start, marks[i + 1][1] if i + 1 < len(marks) else end)
         for i, (name, start) in enumerate(marks)
     ]
-    worst = phase_lines("(b) migrator: expand, backfill, complete, contract", phases, records)
+    worst, wait = phase_lines(
+        "(b) migrator: expand, backfill, complete, contract", phases, ops, loaded.sampler
+    )
+    print("\n  steps: seconds, lock retries, the workload's longest lock wait begun in it")
+    for run in steps.steps:
+        seen = loaded.sampler.longest(run.started, run.ended)
+        print(
+            f"  {run.name:<48} {run.seconds:8.3f} s {run.retries:3d} "
+            f"{seen.seconds * 1000 if seen else 0:8.1f} ms"
+        )
     swap_end = marks[-1][1]
-    after = sorted(r[3] for r in records if r[3] is not None and r[0] >= swap_end)
+    after = sorted(o.value for o in ops if o.value is not None and o.sent >= swap_end)
     seq = q(
         url,
         "SELECT s.last_value, s.is_called, format_type(p.seqtypid, NULL), p.seqmax, "
@@ -261,7 +235,7 @@ def run_migrator(
         raise SystemExit("collision: an id after the swap is not beyond the ids before it")
     totals = {name: end_ - start for name, start, end_ in phases}
     wall = sum(v for k, v in totals.items() if k not in ("idle", "after"))
-    return worst, wall, totals
+    return worst, wait, wall
 
 
 def main() -> None:
@@ -269,6 +243,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workload-rate", type=float, default=50.0)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of workload alone")
+    parser.add_argument(
+        "--sample", type=float, default=0.01, help="seconds between polls of pg_locks"
+    )
     parser.add_argument("--database-url")
     args = parser.parse_args()
     server = None
@@ -291,17 +268,18 @@ def main() -> None:
             q(url, f"DROP DATABASE IF EXISTS {name}")
             q(url, f"CREATE DATABASE {name} TEMPLATE {template}")
         q(url, "CHECKPOINT")
-        plain_worst, plain_wall = run_plain(
-            url_of("retype_plain"), args.rows, args.workload_rate, args.idle
-        )
+        plain_worst, plain_wait, plain_wall = run_plain(url_of("retype_plain"), args)
         q(url, "CHECKPOINT")
-        worst, wall, _ = run_migrator(
-            url_of("retype_migrator"), args.rows, args.workload_rate, args.idle
-        )
+        worst, wait, wall = run_migrator(url_of("retype_migrator"), args)
         print(
             f"\nlongest wait: migrator {worst:.0f} ms, plain ALTER {plain_worst:.0f} ms: "
             f"ratio {worst / max(plain_worst, 0.001):.3f} (goal: migrator under 250 ms: "
             f"{'met' if worst < 250 else 'NOT met'})"
+        )
+        print(
+            f"longest lock wait seen in pg_locks: migrator {wait:.0f} ms, plain ALTER "
+            f"{plain_wait:.0f} ms (goal: migrator under 250 ms: "
+            f"{'met' if wait < 250 else 'NOT met'})"
         )
         print(
             f"wall time: migrator {wall:.1f} s (expand to contract), plain ALTER "
