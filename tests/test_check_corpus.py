@@ -25,10 +25,14 @@ CASES = sorted((CORPUS / "cases").glob("*.yaml"))
 
 
 def write_case(case: dict[str, Any], name: str, folder: Path) -> Path:
-    """The case as files: plan.yaml, old.sql / old.yaml, new.sql / new.yaml."""
+    """The case as files: plan.yaml, old.sql / old.yaml, new.sql / new.yaml, and the
+    case's own schema.sql when pagila cannot hold what it needs."""
     plan = dict(case.get("plan") or {})
     plan.setdefault("release", name)
     plan["baseline"] = str(CORPUS / "pagila-schema.sql")
+    if "schema" in case:
+        (folder / "schema.sql").write_text(case["schema"])
+        plan["baseline"] = str(folder / "schema.sql")
     versions: dict[str, Any] = {}
     for key, version in (("old", "v1"), ("new", "v2")):
         if f"{key}_yaml" in case:
