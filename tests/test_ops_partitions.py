@@ -200,6 +200,15 @@ INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
 FROM generate_series(1, 50) g;
 """
 
+# The parent's payload and kind NOT NULL; the table to attach has them nullable (and no
+# NULL in them), which ATTACH PARTITION refuses on 15 and 18.
+NULLABLE_TO_ATTACH = """
+ALTER TABLE events ALTER COLUMN payload SET NOT NULL;
+CREATE TABLE events_2026 (id bigint NOT NULL, at date NOT NULL, kind text, payload text);
+INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
+FROM generate_series(1, 50) g;
+"""
+
 PARTITION_INDEXES = (
     "SELECT c.relname, c.oid::int, i.indisvalid, p.relname, "
     "obj_description(c.oid, 'pg_class') FROM pg_index i "
@@ -263,6 +272,30 @@ CASES += [
                 "SELECT conname, conparentid <> 0 FROM pg_constraint "
                 "WHERE conrelid = 'events_2026'::regclass AND contype <> 'n' ORDER BY 1",
                 [("events_2026_events_key", True), ("events_2026_events_pkey", True)],
+            ),
+        ],
+    ),
+    Case(
+        "attach_partition sets the parent's NOT NULL first",
+        setup=BASE + EVENTS + NULLABLE_TO_ATTACH,
+        expand="""
+        - attach_partition:
+            table: events
+            partition: events_2026
+            bound: "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        """,
+        old=["INSERT INTO events_2026 VALUES (77, '2026-05-05', 'b', 'x')"],
+        new=["SELECT count(*) FROM events WHERE payload = 'n3'"],
+        final=[
+            (
+                "SELECT attname, attnotnull FROM pg_attribute WHERE attnum > 0 "
+                "AND attrelid = 'events_2026'::regclass ORDER BY attnum",
+                [("id", True), ("at", True), ("kind", True), ("payload", True)],
+            ),
+            (
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events_2026'::regclass "
+                "AND contype <> 'n'",
+                [(0,)],
             ),
         ],
     ),
@@ -545,6 +578,108 @@ def test_attach_builds_no_index_under_its_lock(db: str) -> None:
     assert [(n, v, p, c) for n, _, v, p, c in after] == [
         (n, v, p, mark) for n, v, p, _ in ATTACHED_COPIES
     ]
+
+
+ATTACH_2026 = (
+    "- attach_partition: {table: events, partition: events_2026, "
+    "bound: \"FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')\"}"
+)
+
+
+def _seq_scans(url: str, table: str) -> int:
+    """pg_stat_user_tables.seq_scan of a table, once no other session of the database is
+    left: a backend flushes its statistics before it leaves pg_stat_activity."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute(query).fetchone() != (0,):
+            conn.execute("SELECT pg_sleep(0.05)")
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = %s::regclass", (table,)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_attach_sets_not_null_without_a_scan_and_refuses_nulls(db: str) -> None:
+    """A column the parent has NOT NULL and the table nullable: with NULLs in it, one
+    line naming the column and the count, exit 2, nothing changed; without, the table
+    is scanned only by the plan's checks (the NULL and outside-the-bound counts) and the
+    two VALIDATEs: SET NOT NULL and ATTACH scan nothing (pg_stat_user_tables.seq_scan),
+    on 15 and 18."""
+    q(db, BASE + EVENTS + NULLABLE_TO_ATTACH + "UPDATE events_2026 SET payload = NULL WHERE id < 4")
+    before = schema_dump(db)
+    plan = parse_plan(plan_text(ATTACH_2026), "plan.yaml")
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(plan, opts(db))
+    assert str(info.value) == (
+        "plan.yaml:4:5: attach_partition events_2026: column payload of events_2026 holds "
+        "3 NULLs, and events.payload is NOT NULL; fill or delete those rows first"
+    )
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+
+    q(db, "UPDATE events_2026 SET payload = 'fixed' WHERE payload IS NULL")
+    scans = _seq_scans(db, "events_2026")
+    rec = Recorder()
+    commands.expand(plan, opts(db, rec))
+    validates = [s for _, s, _ in rec.statements if "VALIDATE CONSTRAINT" in s]
+    assert len(validates) == 3  # kind's and payload's IS NOT NULL, the bound's CHECK
+    # validate_live's counts: NULLs of kind, of payload; rows outside the bound.
+    assert _seq_scans(db, "events_2026") - scans == 3 + len(validates)
+    sets = [s for _, s, _ in rec.statements if "SET NOT NULL" in s]
+    assert sets == [
+        f"ALTER TABLE public.events_2026 ALTER COLUMN {c} SET NOT NULL" for c in ("kind", "payload")
+    ]
+    assert q(db, "SELECT relispartition FROM pg_class WHERE relname = 'events_2026'") == [(True,)]
+
+
+def test_attach_index_builds_resume_after_an_interrupted_one(db: str) -> None:
+    """The second index build fails part way (a writer's open transaction on the table
+    outlasts the build's wait for it: lock_timeout, no retry), leaving its INVALID
+    index; the rerun drops that, builds it and the rest, each once, and attaches: the
+    first index (and its constraint) untouched, no invalid index left, on 15 and 18."""
+    q(db, BASE + EVENTS + INDEXED_PARENT)
+    plan = parse_plan(
+        plan_text(ATTACH_2026, lock_timeout="100ms").replace("retries: 2", "retries: 0")
+    )
+    second = "CREATE INDEX CONCURRENTLY events_2026_events_lower_idx"
+    with psycopg.connect(db) as writer:
+
+        class Interrupt(Recorder):
+            def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+                super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+                if sql.startswith(second):
+                    writer.execute("INSERT INTO events_2026 VALUES (999, '2026-09-09', 'a', 'w')")
+
+        with pytest.raises(LockNotAcquired, match="attach-index-events_lower_idx"):
+            commands.expand(plan, opts(db, Interrupt()))
+        writer.rollback()
+    left = q(db, PARTITION_INDEXES)
+    assert [(n, v) for n, _, v, _, _ in left] == [
+        ("events_2026_events_key", True),
+        ("events_2026_events_lower_idx", False),
+    ]
+    rec = Recorder()
+    ran = commands.expand(plan, opts(db, rec)).ran
+    assert ran[:4] == [
+        "0.attach_partition.attach-index-events_lower_idx",
+        "0.attach_partition.attach-index-events_payload_idx",
+        "0.attach_partition.attach-index-events_pkey",
+        "0.attach_partition.attach-index-events_pkey-constraint",
+    ]
+    assert [s.split(" ON ")[0] for _, s, _ in rec.statements if s.startswith("CREATE")] == [
+        second,
+        "CREATE INDEX CONCURRENTLY events_2026_events_payload_idx",
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_events_pkey",
+    ]
+    after = q(db, PARTITION_INDEXES)
+    assert after[0][:2] == left[0][:2]  # the first index: the same oid, not rebuilt
+    assert [(n, v, p) for n, _, v, p, _ in after] == [(n, v, p) for n, v, p, _ in ATTACHED_COPIES]
+    assert q(db, "SELECT relispartition FROM pg_class WHERE relname = 'events_2026'") == [(True,)]
 
 
 def test_foreign_key_on_a_partitioned_table(db: str) -> None:

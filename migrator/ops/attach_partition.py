@@ -9,6 +9,13 @@ skips its scan (SHARE UPDATE EXCLUSIVE on the parent), and the CHECK is dropped.
 that overlaps a partition, or rows outside it, are refused before anything runs. The
 rollback detaches it again (CONCURRENTLY where the version has it).
 
+ATTACH refuses a column the parent has NOT NULL and the table not (15 and 18 alike).
+Such a column holding NULLs is refused before anything runs (named, with its NULL
+count); else it is made NOT NULL first without a scan under the strong lock: CHECK (col
+IS NOT NULL) NOT VALID, VALIDATE, then SET NOT NULL (which trusts the validated CHECK)
+and the CHECK dropped. The columns are saved first (a function in the migrator schema)
+so the rollback makes exactly those nullable again after the detach.
+
 ATTACH also builds, under its lock, each index of the parent the table lacks. So before
 it, each one missing is built CONCURRENTLY on the table from the parent's own
 definition (pg_get_indexdef, re-aimed by pglast), one step each; one that backs a
@@ -20,6 +27,7 @@ them (and only them) after the detach.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -28,6 +36,7 @@ from pglast import ast
 from pglast.stream import RawStream
 from pydantic import Field
 
+from migrator.engine.catalog_columns import function_exists, function_text
 from migrator.engine.catalog_partitions import (
     TableIndex,
     is_partitioned,
@@ -50,7 +59,7 @@ from migrator.ops.safe import (
     validate_step,
 )
 from migrator.ops.validation import require_table
-from migrator.sqltext import ident, literal, short_name
+from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 from migrator.words import count
 
 # DETACH PARTITION ... CONCURRENTLY is PostgreSQL 14+.
@@ -60,6 +69,102 @@ DETACH_CONCURRENTLY = 140000
 def bound_check_name(partition: str) -> str:
     """The temporary CHECK that proves a partition's rows fit its bound."""
     return short_name(partition, "bound", prefix="_migrator_")
+
+
+def not_null_check_name(partition: str, column: str) -> str:
+    """The temporary CHECK (column IS NOT NULL) that lets SET NOT NULL skip its scan."""
+    return short_name(partition, column, "nn", prefix="_migrator_")
+
+
+def saved_not_null(schema: str, partition: str) -> tuple[str, str]:
+    """The function keeping the columns the attach made NOT NULL, for the rollback."""
+    return "migrator", short_name(schema, partition, "not_null")
+
+
+def nullable_columns(ctx: Context, table: str, partition: str) -> list[str]:
+    """Columns NOT NULL in the partitioned table that ``partition`` leaves nullable
+    (ATTACH PARTITION refuses those, on 15 and 18 alike)."""
+    required = {c.name for c in ctx.catalog.columns(ctx.schema, table) if c.not_null}
+    return [
+        c.name
+        for c in ctx.catalog.columns(ctx.schema, partition)
+        if c.name in required and not c.not_null
+    ]
+
+
+def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step]:
+    """Each column the parent has NOT NULL and ``partition`` not: first the list saved
+    (the rollback drops exactly those NOT NULLs again after the detach), then per column
+    CHECK (col IS NOT NULL) NOT VALID, VALIDATE (SHARE UPDATE EXCLUSIVE: reads and writes
+    go on), and SET NOT NULL, which finds the validated CHECK and skips its scan, with
+    the CHECK dropped in the same transaction."""
+    columns = nullable_columns(ctx, table, partition)
+    if not columns:
+        return []
+    schema, name = saved_not_null(ctx.schema, partition)
+    steps = []
+    if not function_exists(ctx.catalog, schema, name):
+        saved = json.dumps(columns)
+        steps.append(
+            step(
+                f"{key}-save-not-null",
+                f"remember the columns of {partition} made NOT NULL, for the rollback",
+                f"CREATE OR REPLACE FUNCTION {ident(schema, name)}() RETURNS text "
+                f"LANGUAGE sql IMMUTABLE AS {dollar_quoted(f' SELECT {literal(saved)} ')}",
+                private_function_sql(ident(schema, name)),
+            )
+        )
+    part = ident(ctx.schema, partition)
+    for column in columns:
+        check = not_null_check_name(partition, column)
+        steps += [
+            step(
+                f"{key}-not-null-{column}",
+                f"CHECK ({column} IS NOT NULL) on {partition}, NOT VALID",
+                f"ALTER TABLE {part} DROP CONSTRAINT IF EXISTS {ident(check)}",
+                f"ALTER TABLE {part} ADD CONSTRAINT {ident(check)} "
+                f"CHECK ({ident(column)} IS NOT NULL) NOT VALID",
+            ),
+            validate_step(f"{key}-not-null-{column}-validate", ctx.schema, partition, check),
+            step(
+                f"{key}-not-null-{column}-set",
+                f"{partition}.{column} SET NOT NULL (no scan: the CHECK proves it)",
+                f"ALTER TABLE {part} ALTER COLUMN {ident(column)} SET NOT NULL",
+                f"ALTER TABLE {part} DROP CONSTRAINT {ident(check)}",
+            ),
+        ]
+    return steps
+
+
+def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
+    """After the detach: DROP NOT NULL on the columns the attach made NOT NULL (catalog
+    only), any helper CHECK a stopped run left, and the saved list."""
+    schema, name = saved_not_null(ctx.schema, partition)
+    if not function_exists(ctx.catalog, schema, name):
+        return []
+    part = ident(ctx.schema, partition)
+    columns = [str(c) for c in json.loads(function_text(ctx.catalog, ident(schema, name)))]
+    return [
+        *(
+            step(
+                f"{key}-not-null-{column}",
+                f"{partition}.{column} nullable again",
+                f"ALTER TABLE {part} DROP CONSTRAINT IF EXISTS "
+                f"{ident(not_null_check_name(partition, column))}",
+                f"ALTER TABLE {part} ALTER COLUMN {ident(column)} DROP NOT NULL",
+            )
+            for column in columns
+        ),
+        forget_not_null_step(ctx, f"{key}-forget-not-null", partition),
+    ]
+
+
+def forget_not_null_step(ctx: Context, key: str, partition: str) -> Step:
+    return step(
+        key,
+        f"forget the columns of {partition} made NOT NULL",
+        f"DROP FUNCTION IF EXISTS {ident(*saved_not_null(ctx.schema, partition))}()",
+    )
 
 
 def _index_sql(definition: str, schema: str, table: str, name: str, if_not_exists: bool) -> str:
@@ -296,6 +401,14 @@ class AttachPartition(Operation):
         trial = try_bound(ctx.catalog, ctx.schema, self.table, self.bound, name=self.partition)
         if trial.error is not None or trial.constraint is None:
             raise ValidationFailed(f"{where}: bound {self.bound.strip()}: {trial.error}")
+        for column in nullable_columns(ctx, self.table, self.partition):
+            nulls = ctx.catalog.null_count(ctx.schema, self.partition, column)
+            if nulls:
+                raise ValidationFailed(
+                    f"{where}: column {column} of {self.partition} holds "
+                    f"{count(nulls, 'NULL')}, and {self.table}.{column} is NOT NULL; fill "
+                    "or delete those rows first"
+                )
         for parent, name in missing_indexes(ctx, self.table, self.partition):
             if parent.constraint == "x":
                 raise ValidationFailed(
@@ -327,12 +440,19 @@ class AttachPartition(Operation):
             )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
-        return index_steps(ctx, "attach", self.table, self.partition) + attach_steps(
-            ctx, "attach", self.table, self.partition, self.bound.strip()
+        return (
+            not_null_steps(ctx, "attach", self.table, self.partition)
+            + index_steps(ctx, "attach", self.table, self.partition)
+            + attach_steps(ctx, "attach", self.table, self.partition, self.bound.strip())
         )
 
     def contract(self, ctx: Context) -> Sequence[Step]:
-        return [
+        forget = (
+            [forget_not_null_step(ctx, "forget-not-null", self.partition)]
+            if function_exists(ctx.catalog, *saved_not_null(ctx.schema, self.partition))
+            else []
+        )
+        return forget + [
             step(
                 f"unmark-{index.name}",
                 f"index {index.name} recorded: clear its build mark",
@@ -358,4 +478,4 @@ class AttachPartition(Operation):
                     index.name,
                 )
             )
-        return steps
+        return steps + undo_not_null_steps(ctx, "undo", self.partition)
