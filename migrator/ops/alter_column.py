@@ -15,7 +15,7 @@ A type change never rewrites the table under ACCESS EXCLUSIVE (LINT rule 16):
   short transaction: the old column is dropped, the shadow renamed in, and the default,
   NOT NULL, primary key / unique constraints (USING INDEX), index, constraint and view
   names put back as they were (ops/column_swap.py). The column moves to the end of the
-  table.
+  table. The shadow column's expand, backfill and rollback are ops/alter_column_shadow.py.
 
 The rest, without a type change:
 
@@ -41,6 +41,8 @@ The rest, without a type change:
 What the column was before the expand (type, default, NOT NULL) is saved in a small
 function in migrator's schema, so the rollback puts it back exactly even though the
 catalog no longer shows it; the contract and the rollback drop the function.
+
+What is checked when the plan is validated is ops/alter_column_validation.py.
 """
 
 from __future__ import annotations
@@ -55,42 +57,24 @@ from pydantic import Field, PrivateAttr
 from migrator.engine.catalog_columns import (
     ColumnFacts,
     IndexFacts,
-    column_constraints,
     column_facts,
     column_indexes,
     dependent_views,
-    exclusion_constraints,
-    expression_error_with,
     function_exists,
     function_text,
-    generated_readers,
-    grants_on,
-    other_dependants,
-    types_without_equality,
 )
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
+from migrator.ops.alter_column_shadow import drop_shadow_step, shadow_backfill, shadow_steps
+from migrator.ops.alter_column_validation import validate
 from migrator.ops.alter_constraints import Tightening
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
-from migrator.ops.column_swap import grant_sql, swap_steps
+from migrator.ops.column_swap import swap_steps
 from migrator.ops.columns import ColumnReference, Identifier, NamedCheck, NamedUnique
 from migrator.ops.expressions import default_sql
-from migrator.ops.safe import (
-    not_null_steps,
-)
-from migrator.ops.shadow import (
-    ShadowSync,
-    drop_sync_sql,
-    restore_views_sql,
-    save_and_drop_views_sql,
-    shadow_index_steps,
-    sync_trigger_step,
-)
-from migrator.ops.validation import (
-    require_expression,
-    require_table,
-)
-from migrator.pgtypes import identity_type, rewrites
+from migrator.ops.safe import not_null_steps
+from migrator.ops.shadow import restore_views_sql, save_and_drop_views_sql
+from migrator.pgtypes import rewrites
 from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 
@@ -123,7 +107,7 @@ class AlterColumn(Operation):
         """True for an explicit ``default: null``: the column's default goes."""
         return "default" in self.model_fields_set and self.default is None
 
-    def _comments(self) -> bool:
+    def sets_comment(self) -> bool:
         """True when the plan sets or (with an explicit null) removes the comment."""
         return "comment" in self.model_fields_set
 
@@ -200,50 +184,45 @@ class AlterColumn(Operation):
 
     # -- what kind of change --------------------------------------------------------------
 
-    def _facts(self, ctx: Context) -> ColumnFacts:
+    def facts(self, ctx: Context) -> ColumnFacts:
+        """The live column; ValidationFailed when the table has no such column."""
         facts = column_facts(ctx.catalog, ctx.schema, self.table, self.column)
         if facts is None:
             raise ValidationFailed(
-                f"{self._where()}: column {self.column} does not exist in {ctx.schema}.{self.table}"
+                f"{self.where()}: column {self.column} does not exist in {ctx.schema}.{self.table}"
             )
         return facts
 
-    def _where(self) -> str:
-        return f"alter_column {self.table}.{self.column}"
-
     def where(self) -> str:
         """How messages name this operation."""
-        return self._where()
+        return f"alter_column {self.table}.{self.column}"
 
     def left_behind(self) -> str | None:
         """The constraint the swap leaves behind (drop_constraint's form), if any."""
         return self._dropping
 
-    def _expanded(self, ctx: Context) -> bool:
+    def expanded(self, ctx: Context) -> bool:
         """True once the expand saved the column (the catalog shows the expanded state)."""
         name = short_name(ctx.schema, self.table, self.column, "before")
         return function_exists(ctx.catalog, "migrator", name)
 
-    def _saved(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
+    def column_before(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
         """The column as it was before the expand: the saved record, or the live column."""
-        if self._expanded(ctx):
+        if self.expanded(ctx):
             raw = function_text(ctx.catalog, self.saved_name(ctx))
             return dict(json.loads(raw))
-        return {
-            "type": facts.type,
-            "default": facts.default,
-            "not_null": facts.not_null,
-            "comment": facts.comment,
-        }
+        return _record(facts)
 
-    def _new_type(self, facts: ColumnFacts) -> str:
+    def shadow_type(self, facts: ColumnFacts) -> str:
         """The shadow's type: the new one, or the column's own for the constraint form."""
         return self.type if self.type is not None else facts.type
 
-    def _changes_type(self, facts: ColumnFacts) -> bool:
+    def changes_type(self, facts: ColumnFacts) -> bool:
+        """True when ``type`` differs from the live column's."""
         return self.type is not None and self.type.strip() != facts.type
 
-    def _in_place(self, ctx: Context, facts: ColumnFacts) -> bool:
+    def in_place(self, ctx: Context, facts: ColumnFacts) -> bool:
+        """True when the type change goes without a shadow column (``type`` is given)."""
         assert self.type is not None
         # Both types as the server spells them (a user type by its visible name), so
         # pgtypes judges the change; where it cannot know (domains, user types,
@@ -262,23 +241,25 @@ class AlterColumn(Operation):
 
     def retypes_in_place(self, ctx: Context) -> bool:
         """True when the type change is a catalog-only ALTER TYPE (no shadow column)."""
-        return self.type is not None and self._in_place(ctx, self._facts(ctx))
+        return self.type is not None and self.in_place(ctx, self.facts(ctx))
 
-    def _shadowed(self, ctx: Context) -> bool:
+    def shadowed(self, ctx: Context) -> bool:
         """True when the expand made (or makes) a shadow column."""
         if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
             return True
         if self.rewrites_data():
             return True
-        facts = self._facts(ctx)
-        return self._changes_type(facts) and not self._in_place(ctx, facts)
+        facts = self.facts(ctx)
+        return self.changes_type(facts) and not self.in_place(ctx, facts)
 
-    def _up(self, old_type: str) -> str:
+    def up_sql(self) -> str:
+        """The shadow's value from the column's: ``up``, or a cast to the new type."""
         if self.up is not None:
             return self.up
         return f"{ident(self.column)}::{self.type}" if self.type is not None else ident(self.column)
 
-    def _down(self, old_type: str) -> str:
+    def down_sql(self, old_type: str) -> str:
+        """The column's value from the shadow's: ``down``, or a cast back to ``old_type``."""
         if self.down is not None:
             return self.down
         return f"{ident(self.column)}::{old_type}" if self.type is not None else ident(self.column)
@@ -286,191 +267,13 @@ class AlterColumn(Operation):
     # -- lifecycle -------------------------------------------------------------------------
 
     def validate_live(self, ctx: Context) -> None:
-        where = self._where()
-        cat = ctx.catalog
-        require_table(ctx, where, self.table)
-        facts = self._facts(ctx)
-        given = [
-            k
-            for k in ("type", "nullable", "default", "check", "unique", "references")
-            if getattr(self, k) is not None
-        ] + [
-            k for k, on in (("default", self.drops_default()), ("comment", self._comments())) if on
-        ]
-        if self.rewrites_data() and not self.tightens() and self._dropping is None:
-            raise ValidationFailed(
-                f"{where}: up and down go with a type change (type:) or a tightening "
-                "(nullable: false, check, unique, references)"
-            )
-        if not given and self._dropping is None:
-            raise ValidationFailed(
-                f"{where}: nothing to change; give type, nullable, default, check, unique, "
-                "references or comment"
-            )
-        if self.type is not None:
-            self._validate_type(ctx, facts)
-        elif self.rewrites_data():
-            self._validate_shadow(ctx, facts)
-        if self.nullable is True and facts.not_null:
-            if self.column in cat.primary_key(ctx.schema, self.table):
-                raise ValidationFailed(
-                    f"{where}: {self.column} is in the primary key and cannot be nullable"
-                )
-        final_type = self.type or facts.type
-        if self.drops_default() and (facts.identity or facts.generated):
-            kind = "an identity" if facts.identity else "a generated"
-            raise ValidationFailed(
-                f"{where}: {self.column} is {kind} column, which has no default to drop"
-            )
-        if self.default is not None:
-            require_expression(ctx, where, self.table, default_sql(self.default), final_type)
-        if self.default is not None and (facts.identity or facts.generated):
-            kind = "an identity" if facts.identity else "a generated"
-            raise ValidationFailed(
-                f"{where}: {self.column} is {kind} column; PostgreSQL gives it no default"
-            )
-        # With a shadow column the constraints land on it: on its values as `up` (or the
-        # cast) gives them, and of its type.
-        shadowed = self._shadowed(ctx)
-        retyped = self._changes_type(facts)
-        self.tightening().validate(
-            ctx,
-            where,
-            up=self._up(facts.type) if shadowed else None,
-            column_type=final_type,
-            retyped=retyped,
-        )
-
-    def _validate_type(self, ctx: Context, facts: ColumnFacts) -> None:
-        where = self._where()
-        assert self.type is not None
-        if not ctx.catalog.type_exists(self.type):
-            raise ValidationFailed(f"{where}: unknown type {self.type!r}")
-        if not self._changes_type(facts):
-            raise ValidationFailed(f"{where}: the column already has type {facts.type}")
-        readers = generated_readers(ctx.catalog, facts)
-        if readers:
-            raise ValidationFailed(
-                f"{where}: generated column {', '.join(readers)} reads {self.column}; "
-                "PostgreSQL cannot change the type of a column a generated column uses: drop "
-                "the generated column first (or add a new column and move to it)"
-            )
-        if facts.identity and identity_type(self.type) is None:
-            raise ValidationFailed(
-                f"{where}: {self.column} is an identity column; {self.type} cannot be one "
-                "(only smallint, integer and bigint can)"
-            )
-        views = dependent_views(ctx.catalog, facts)
-        materialized = [f"{v.schema}.{v.name}" for v in views if v.kind == "m"]
-        if materialized:
-            raise ValidationFailed(
-                f"{where}: materialized view {', '.join(materialized)} uses the column; "
-                "a type change would have to rebuild it; drop it first"
-            )
-        if facts.generated:
-            spelled = ctx.catalog.type_spelling(self.type)
-            if spelled is None or rewrites(facts.type, spelled) is not False:
-                ctx.notes.append(
-                    f"{where}: {self.column} is a generated column: PostgreSQL recomputes it "
-                    f"as {self.type} for every row, a table rewrite under ACCESS EXCLUSIVE "
-                    "(LINT rule M016); the lock-safe way is a new plain column with `up` "
-                    "(add_column) and the generated one dropped in the contract"
-                )
-            if self.up is not None or self.down is not None:
-                raise ValidationFailed(
-                    f"{where}: {self.column} is a generated column; its expression gives "
-                    "its values, so up and down do not apply"
-                )
-            return
-        if self._in_place(ctx, facts):
-            if self.up is not None or self.down is not None:
-                ctx.notes.append(
-                    f"{where}: {facts.type} to {self.type} is binary-coercible and done in "
-                    "place; up and down are not needed and not used"
-                )
-            return
-        self._validate_shadow(ctx, facts)
-
-    def _validate_shadow(self, ctx: Context, facts: ColumnFacts) -> None:
-        """What a shadow column (of the new type, or of the same for the constraint form)
-        cannot carry over, and the ``up`` / ``down`` expressions."""
-        where = self._where()
-        new_type = self._new_type(facts)
-        if facts.relkind == "p":
-            raise ValidationFailed(
-                f"{where}: {self.table} is partitioned; indexes cannot be built concurrently "
-                "on a partitioned table, so a shadow column for this change is not supported "
-                "there yet"
-            )
-        if facts.generated:
-            raise ValidationFailed(
-                f"{where}: {self.column} is a generated column; its expression gives its "
-                "values, so it cannot be changed through a shadow column"
-            )
-        if ctx.catalog.column(ctx.schema, self.table, self.shadow_name()) is not None:
-            raise ValidationFailed(
-                f"{where}: column {self.shadow_name()} already exists in {self.table}"
-            )
-        if ctx.server_version < 180000:
-            # PostgreSQL 18 first allows a NOT VALID foreign key on a partitioned table.
-            parted = [
-                f"{c.table}.{c.name}"
-                for c in column_constraints(ctx.catalog, facts)
-                if c.incoming and ctx.catalog.relation_kind(c.schema, c.table) == "p"
-            ]
-            if parted:
-                raise ValidationFailed(
-                    f"{where}: foreign key {', '.join(parted)} on a partitioned table points "
-                    "at the column; PostgreSQL before 18 cannot re-create it NOT VALID, so "
-                    "the type cannot be changed without a long lock there"
-                )
-        excluding = ", ".join(exclusion_constraints(ctx.catalog, facts))
-        if excluding:
-            raise ValidationFailed(
-                f"{where}: exclusion constraint {excluding} uses the column; it cannot be "
-                "added without a long lock (LINT rule 25), so the type cannot be swapped"
-            )
-        others = other_dependants(ctx.catalog, facts)
-        if others:
-            raise ValidationFailed(
-                f"{where}: {', '.join(others)} depend{'s' if len(others) == 1 else ''} on the "
-                "column and cannot be carried over to the new type; drop or change "
-                f"{'it' if len(others) == 1 else 'them'} first"
-            )
-        require_expression(ctx, f"{where}: up", self.table, self._up(facts.type), new_type)
-        # Columns earlier operations of the plan add are there for `down` to read; one of
-        # a type the plan creates cannot be tried here (the expand's transaction tries it).
-        extra = ctx.planned_column_types.get(self.table, {})
-        problem = (
-            None
-            if any(ctx.type_planned(t) for t in extra.values())
-            else expression_error_with(
-                ctx.catalog,
-                ctx.schema,
-                self.table,
-                self._down(facts.type),
-                facts.type,
-                self.column,
-                new_type,
-                extra,
-            )
-        )
-        if problem:
-            raise ValidationFailed(
-                f"{where}: down {self._down(facts.type)!r} does not work on {self.table} "
-                f"(its {self.column} being {new_type}): {problem}"
-            )
+        validate(self, ctx)
 
     def expand(self, ctx: Context) -> Sequence[Step]:
-        facts = self._facts(ctx)
+        facts = self.facts(ctx)
         t = ident(ctx.schema, self.table)
         col = ident(self.column)
-        saved = {
-            "type": facts.type,
-            "default": facts.default,
-            "not_null": facts.not_null,
-            "comment": facts.comment,
-        }
+        saved = _record(facts)
         steps = [
             step(
                 "save",
@@ -481,16 +284,16 @@ class AlterColumn(Operation):
                 private_function_sql(self.saved_name(ctx)),
             )
         ]
-        if self.type is not None and self._changes_type(facts):
-            if self._in_place(ctx, facts):
+        if self.type is not None and self.changes_type(facts):
+            if self.in_place(ctx, facts):
                 steps.append(self._retype_in_place(ctx, facts, self.type, "retype"))
             else:
-                steps += self._shadow_steps(ctx, facts)
+                steps += shadow_steps(self, ctx, facts)
         elif self.rewrites_data():
-            steps += self._shadow_steps(ctx, facts)
+            steps += shadow_steps(self, ctx, facts)
         if self.nullable is True and facts.not_null:
             ctx.notes.append(
-                f"{self._where()}: DROP NOT NULL: the old version may now read NULLs in "
+                f"{self.where()}: DROP NOT NULL: the old version may now read NULLs in "
                 f"{self.table}.{self.column} (LINT rule 15)"
             )
             steps.append(
@@ -500,7 +303,7 @@ class AlterColumn(Operation):
                     f"ALTER TABLE {t} ALTER COLUMN {col} DROP NOT NULL",
                 )
             )
-        if self.default is not None and not self._shadowed(ctx):
+        if self.default is not None and not self.shadowed(ctx):
             steps.append(
                 step(
                     "set-default",
@@ -508,7 +311,7 @@ class AlterColumn(Operation):
                     f"ALTER TABLE {t} ALTER COLUMN {col} SET DEFAULT {default_sql(self.default)}",
                 )
             )
-        if self._comments():
+        if self.sets_comment():
             # A step of its own: COMMENT ON takes SHARE UPDATE EXCLUSIVE, which queues
             # behind a VACUUM or an index build (lint rule M039 warns of it).
             steps.append(self._comment_step(ctx, "comment", self.comment))
@@ -534,54 +337,6 @@ class AlterColumn(Operation):
             sqls.append(restore_views_sql())
         return step(key, f"{self.table}.{self.column} becomes {new_type} (no rewrite)", *sqls)
 
-    def _shadow_steps(self, ctx: Context, facts: ColumnFacts) -> list[Step]:
-        new_type = self._new_type(facts)
-        t = ident(ctx.schema, self.table)
-        shadow = self.shadow_name()
-        ctx.notes.append(
-            f"{self._where()}: {shadow} (the {new_type} column) is NULL on existing rows until "
-            "the backfill fills it; if the new version reads it, backfill before the switch "
-            "(backfill: {when: before_switch})"
-        )
-        types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
-        function = self.function_name(ctx)
-        steps = [
-            step(
-                "add-shadow",
-                f"add {self.table}.{shadow} of type {new_type}",
-                f"ALTER TABLE {t} ADD COLUMN {ident(shadow)} {new_type}",
-                # A role granted the column alone (GRANT SELECT (col)) gets the shadow
-                # too, so the new version may use it; the swap grants them again.
-                *grant_sql(grants_on(ctx.catalog, t, self.column), f"TABLE {t}", shadow),
-            ),
-            sync_trigger_step(
-                "sync-trigger",
-                f"trigger keeping {self.table}.{self.column} and {shadow} in step",
-                ctx.schema,
-                self.table,
-                self.trigger_name(),
-                function,
-                ShadowSync(
-                    column=self.column,
-                    shadow=shadow,
-                    shadow_type=new_type,
-                    up=self._up(facts.type),
-                    down=self._down(facts.type),
-                    column_types=types,
-                    no_equality=types_without_equality(ctx.catalog, [*types.values(), new_type]),
-                ),
-            ),
-        ]
-        steps += shadow_index_steps(
-            "index",
-            ctx.schema,
-            self.table,
-            self.kept_indexes(ctx, facts),
-            {self.column: shadow},
-            self.index_name,
-        )
-        return steps
-
     def kept_indexes(self, ctx: Context, facts: ColumnFacts) -> list[IndexFacts]:
         """The column's indexes the shadow gets: all but a dropped constraint's."""
         return [
@@ -594,25 +349,14 @@ class AlterColumn(Operation):
         if self.type is None and not self.rewrites_data():
             return ()
         facts = column_facts(ctx.catalog, ctx.schema, self.table, self.column)
-        if facts is None or not self._shadowed(ctx):
+        if facts is None or not self.shadowed(ctx):
             return ()
-        old_type = str(self._saved(ctx, facts)["type"])
-        shadow = ident(self.shadow_name())
-        return (
-            BackfillSpec(
-                key="backfill",
-                schema=ctx.schema,
-                table=self.table,
-                set={self.shadow_name(): self._up(old_type)},
-                needs=f"{shadow} IS NULL",
-                description=f"fill {self.table}.{self.shadow_name()} from {self.column}",
-            ),
-        )
+        return (shadow_backfill(self, ctx),)
 
     def contract(self, ctx: Context) -> Sequence[Step]:
-        facts = self._facts(ctx)
+        facts = self.facts(ctx)
         drop_saved = f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()"
-        if self._shadowed(ctx):
+        if self.shadowed(ctx):
             return swap_steps(self, ctx, facts, drop_saved)
         # Tightening waits for the contract: a CHECK, UNIQUE or FOREIGN KEY is enforced
         # on new writes from the moment it is added, and the old version's writes must
@@ -635,8 +379,8 @@ class AlterColumn(Operation):
         return steps
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        facts = self._facts(ctx)
-        saved = self._saved(ctx, facts)
+        facts = self.facts(ctx)
+        saved = self.column_before(ctx, facts)
         t = ident(ctx.schema, self.table)
         col = ident(self.column)
         steps: list[Step] = []
@@ -651,35 +395,26 @@ class AlterColumn(Operation):
                     else f"ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT",
                 )
             )
-        if self._comments():
+        if self.sets_comment():
             steps.append(self._comment_step(ctx, "restore-comment", saved.get("comment")))
         shadow = self.shadow_name()
-        if self._expanded(ctx):
+        if self.expanded(ctx):
             relaxed = self.nullable is True and bool(saved.get("not_null")) and not facts.not_null
             shadowed = cat_has(ctx, self.table, shadow)
             retyped = not shadowed and self.type is not None and facts.type != saved["type"]
         else:
             # Computed before the expand (migrator render): undo what the expand will do.
             relaxed = self.nullable is True and facts.not_null
-            changes = self.type is not None and self._changes_type(facts)
-            shadowed = self.rewrites_data() or (changes and not self._in_place(ctx, facts))
+            changes = self.type is not None and self.changes_type(facts)
+            shadowed = self.rewrites_data() or (changes and not self.in_place(ctx, facts))
             retyped = changes and not shadowed
         if relaxed:
             steps += not_null_steps(ctx.schema, self.table, self.column, key="restore")
         if shadowed:
-            steps.append(
-                step(
-                    "drop-shadow",
-                    f"drop {self.table}.{shadow}, its trigger and index copies",
-                    *drop_sync_sql(
-                        ctx.schema, self.table, self.trigger_name(), self.function_name(ctx)
-                    ),
-                    f"ALTER TABLE {t} DROP COLUMN IF EXISTS {ident(shadow)}",
-                )
-            )
+            steps.append(drop_shadow_step(self, ctx))
         elif retyped:
             ctx.notes.append(
-                f"{self._where()}: rollback turns {self.type} back into {saved['type']}; "
+                f"{self.where()}: rollback turns {self.type} back into {saved['type']}; "
                 "narrowing scans the table and fails if longer values were written"
             )
             steps.append(self._retype_in_place(ctx, facts, str(saved["type"]), "restore-type"))
@@ -691,6 +426,16 @@ class AlterColumn(Operation):
             )
         )
         return steps
+
+
+def _record(facts: ColumnFacts) -> dict[str, object]:
+    """What the expand saves of the column for the rollback."""
+    return {
+        "type": facts.type,
+        "default": facts.default,
+        "not_null": facts.not_null,
+        "comment": facts.comment,
+    }
 
 
 def cat_has(ctx: Context, table: str, column: str) -> bool:
