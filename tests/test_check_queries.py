@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pglast
 import pytest
+from pglast import ast
 
 from migrator.errors import UsageError
-from migrator.verify.queries import load_query_set, normalise_placeholders, parse_statements
+from migrator.verify import queries as queries_module
+from migrator.verify.queries import (
+    load_query_set,
+    normalise_placeholders,
+    parse_statements,
+    unchecked_trees,
+)
 
 
 def test_statements_keep_their_line_and_sqlc_names() -> None:
@@ -138,3 +146,46 @@ def test_missing_or_unknown_query_set(tmp_path: Path) -> None:
     (tmp_path / "q.txt").write_text("SELECT 1")
     with pytest.raises(UsageError, match="expected a folder, a .sql file or a .yaml list"):
         load_query_set(tmp_path / "q.txt")
+
+
+def _same_tree(a: object, b: object) -> bool:
+    """Equal and of the same types all the way down, positions included (pglast's own
+    == ignores them)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, ast.Node):
+        return all(_same_tree(getattr(a, k), getattr(b, k)) for k in a)
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return a == b
+
+
+def test_trees_built_without_pglasts_checks_are_the_same_trees() -> None:
+    # Every kind of statement pagila's dump holds (DDL, functions, COPY-less data types),
+    # and DML with every literal kind, placeholders, CTEs, upserts, MERGE.
+    corpus = Path(__file__).parent / "corpus" / "pagila-schema.sql"
+    text = corpus.read_text(encoding="utf-8") + (
+        "SELECT 1, 1.5, 'x', B'101', X'ff', true, NULL, $1::int[], (ARRAY[1,2])[1:2], "
+        "interval '1 day', 'ü' || 'é' AS \"naïve\" FROM t WHERE a IN (1, 2) AND b ~ 'x';\n"
+        "WITH w AS (SELECT * FROM t FOR UPDATE SKIP LOCKED) INSERT INTO u (a) SELECT a FROM w "
+        "ON CONFLICT (a) WHERE a > 0 DO UPDATE SET a = excluded.a RETURNING *;\n"
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v "
+        "WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.v);\n"
+        "SELECT json_object('a': 1), xmlelement(name x), count(*) FILTER (WHERE a) "
+        "OVER (PARTITION BY b ORDER BY c ROWS 2 PRECEDING) FROM t GROUP BY ROLLUP (a, b);\n"
+    )
+    pieces = [text[s:e] for s, e in queries_module._split(text)]
+    assert len(pieces) > 300
+    checked = [pglast.parse_sql(p) for p in pieces]
+    with unchecked_trees():
+        fast = [pglast.parse_sql(p) for p in pieces]
+    assert all(_same_tree(a, b) for a, b in zip(checked, fast, strict=True))
+
+
+def test_pglasts_checks_are_back_after_a_query_set_is_read(tmp_path: Path) -> None:
+    (tmp_path / "q.sql").write_text("SELECT 1;\nselec oops;\n")
+    with pytest.raises(RuntimeError), unchecked_trees(), unchecked_trees():
+        raise RuntimeError("a failure inside, nested")
+    load_query_set(tmp_path / "q.sql")
+    with pytest.raises(ValueError, match="Bad value"):
+        ast.RangeVar().relname = 42  # type: ignore[assignment]
