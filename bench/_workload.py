@@ -167,14 +167,14 @@ def summary(ops: list[Op], start: float, end: float) -> Summary:
 # -- lock waits ------------------------------------------------------------------------
 
 _WAITS = """
-SELECT l.pid, extract(epoch FROM l.waitstart)::float8,
+SELECT l.pid, a.application_name, extract(epoch FROM l.waitstart)::float8,
        extract(epoch FROM clock_timestamp() - l.waitstart)::float8,
        l.locktype, l.mode, l.relation::regclass::text, left(a.query, 200),
        ARRAY(SELECT b.pid::text || ' ' || coalesce(b.application_name, '') || ': '
                     || left(b.query, 300)
              FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(l.pid)))
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE NOT l.granted AND l.waitstart IS NOT NULL AND a.application_name LIKE %s
+WHERE NOT l.granted AND l.waitstart IS NOT NULL AND a.application_name LIKE ANY (%s)
 """
 
 
@@ -184,6 +184,7 @@ class Wait:
 
     seen: float  # the sampler's clock when first seen
     pid: int
+    application: str
     seconds: float
     locktype: str
     mode: str
@@ -200,8 +201,9 @@ class Wait:
 class LockSampler:
     """The application's lock waits, polled every ``every`` seconds (see the module doc).
 
-    ``application`` is a LIKE pattern for the sessions' application_name; ``clock`` gives
-    the times the windows of `longest` are in (the workload's)."""
+    ``application`` is a LIKE pattern for the sessions' application_name, ``also`` more
+    patterns whose waits are kept too (``migrator%``: what made migrator's steps wait);
+    ``clock`` gives the times the windows of `longest` are in (the workload's)."""
 
     def __init__(
         self,
@@ -209,8 +211,10 @@ class LockSampler:
         every: float = 0.01,
         application: str = APP_NAME + "%",
         clock: Callable[[], float] = time.time,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.url, self.every, self.application, self.clock = url, every, application, clock
+        self.patterns = [application, *also]
         self.waits: dict[tuple[int, float], Wait] = {}
         self.polls = 0
         self._stop = threading.Event()
@@ -228,14 +232,15 @@ class LockSampler:
         with psycopg.connect(self.url, autocommit=True, application_name="bench sampler") as conn:
             while not self._stop.is_set():
                 now = self.clock()
-                rows = conn.execute(_WAITS, (self.application,)).fetchall()
-                for pid, started, waited, locktype, mode, relation, query, blockers in rows:
+                rows = conn.execute(_WAITS, (self.patterns,)).fetchall()
+                for pid, app, started, waited, locktype, mode, relation, query, blockers in rows:
                     key = (int(pid), float(started))
                     first = self.waits.get(key)
                     if first is None or waited > first.seconds:
                         self.waits[key] = Wait(
                             first.seen if first else now,
                             int(pid),
+                            str(app),
                             float(waited),
                             str(locktype),
                             str(mode),
@@ -246,9 +251,15 @@ class LockSampler:
                 self.polls += 1
                 time.sleep(self.every)
 
-    def longest(self, start: float, end: float) -> Wait | None:
-        """The longest wait first seen in [start, end)."""
-        inside = [w for w in self.waits.values() if start <= w.seen < end]
+    def longest(self, start: float, end: float, application: str | None = None) -> Wait | None:
+        """The longest wait first seen in [start, end) of the sessions whose
+        application_name starts with ``application`` (default: the application's)."""
+        prefix = self.application.rstrip("%") if application is None else application
+        inside = [
+            w
+            for w in self.waits.values()
+            if start <= w.seen < end and w.application.startswith(prefix)
+        ]
         return max(inside, key=lambda w: w.seconds, default=None)
 
 

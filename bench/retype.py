@@ -110,7 +110,7 @@ class Loaded:
     @classmethod
     def start(cls, url: str, rows: int, rate: float, sample: float) -> Loaded:
         app = App(url, functools.partial(operation, rows), rate).start()
-        return cls(app, LockSampler(url, sample).start())
+        return cls(app, LockSampler(url, sample, also=("migrator%",)).start())
 
     def finish(self) -> list[Op]:
         ops = self.app.finish()
@@ -202,13 +202,19 @@ def run_migrator(url: str, args: argparse.Namespace) -> tuple[float, float, floa
     worst, wait = phase_lines(
         "(b) migrator: expand, backfill, complete, contract", phases, ops, loaded.sampler
     )
-    print("\n  steps: seconds, lock retries, the workload's longest lock wait begun in it")
+    print(
+        "\n  steps: seconds, lock retries, the workload's longest lock wait begun in it, "
+        "migrator's own longest lock wait (and on whom)"
+    )
     for run in steps.steps:
         seen = loaded.sampler.longest(run.started, run.ended)
+        own = loaded.sampler.longest(run.started, run.ended, "migrator")
         print(
             f"  {run.name:<48} {run.seconds:8.3f} s {run.retries:3d} "
-            f"{seen.seconds * 1000 if seen else 0:8.1f} ms"
+            f"{seen.seconds * 1000 if seen else 0:8.1f} ms {own.seconds * 1000 if own else 0:8.1f} ms"
         )
+        if own is not None and own.seconds > 0.05:
+            print(f"      migrator waited {own.describe()}")
     swap_end = marks[-1][1]
     after = sorted(o.value for o in ops if o.value is not None and o.sent >= swap_end)
     seq = q(

@@ -139,6 +139,14 @@ class Executor:
                 driver = conn.connection.driver_connection
                 assert isinstance(driver, psycopg.Connection)
                 self._pipelined(driver, name, step)
+                # The step committed without waiting for its WAL flush (see
+                # _pipelined). This transaction writes WAL (a logical decoding message,
+                # a no-op for replication), so its commit waits for the flush (and the
+                # synchronous standbys) as the server is set to, which covers the
+                # step's commit record too: the step is as durable as before when
+                # run() returns, but its locks were not held meanwhile. (An xid alone
+                # would not do: a commit that wrote no WAL of its own is not flushed.)
+                driver.execute("SELECT pg_logical_emit_message(true, 'migrator', 'flush')")
 
     def _run_autocommit(
         self, name: str, step: Step, on_start: StepRecorder | None, on_done: StepRecorder | None
@@ -176,6 +184,14 @@ class Executor:
         the client to be scheduled again (at load 14 on 2 cores, each round trip cost
         milliseconds while a swap held ACCESS EXCLUSIVE). The statement that failed is
         the first whose result did not come back; nothing after it ran, COMMIT neither."""
+        # Its COMMIT does not wait for the WAL flush, which under write load (a backfill,
+        # a checkpoint) took tens to hundreds of milliseconds while the step's locks, an
+        # ACCESS EXCLUSIVE one among them, made the application wait (bench/retype.py's
+        # lock sampler: blocked by COMMIT). A crash before the flush loses the step and
+        # its record together (one transaction), so the rerun runs it again; the caller
+        # waits for the flush after the locks are gone. PostgreSQL itself still flushes
+        # first a commit that drops relation files.
+        conn.cursor().execute("SET LOCAL synchronous_commit = off")
         if not psycopg.Pipeline.is_supported():
             self._statements(conn.cursor(), name, step)
             return

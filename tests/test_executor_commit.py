@@ -1,0 +1,45 @@
+"""A transactional step commits without waiting for its WAL flush, and run() returns only
+once it is flushed: its locks (ACCESS EXCLUSIVE for most DDL) are not held while the
+commit waits on the disk, which under a backfill's write load made the application wait
+(bench/retype.py: the blocker was at COMMIT)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from migrator.db.connection import make_engine
+from migrator.engine.executor import Executor
+from migrator.engine.steps import step
+
+
+def test_a_step_commits_asynchronously_and_is_flushed_when_run_returns(module_db: str) -> None:
+    url = module_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE seen (setting text, lsn pg_lsn)")
+        conn.execute("CREATE TABLE victim (id int)")
+    engine = make_engine(url)
+    try:
+        Executor(engine).run(
+            "0.test.step",
+            step(
+                "step",
+                "a step that records how it commits",
+                "ALTER TABLE victim ADD COLUMN note text",
+                "INSERT INTO seen SELECT current_setting('synchronous_commit'), "
+                "pg_current_wal_insert_lsn()",
+            ),
+        )
+    finally:
+        engine.dispose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        setting, flushed = conn.execute(
+            "SELECT setting, pg_current_wal_flush_lsn() >= lsn FROM seen"
+        ).fetchone() or (None, None)
+        assert setting == "off"
+        assert flushed is True
+        # The session's own setting is back for whatever the connection runs next.
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'victim'::regclass "
+            "AND attname = 'note'"
+        ).fetchone() == (1,)
