@@ -8,6 +8,8 @@ sync trigger and the indexes, attach and detach, and the bad bounds refused.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
@@ -209,6 +211,43 @@ INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, 'a', 'n' || g
 FROM generate_series(1, 50) g;
 """
 
+# The indexed parent (INDEXED_PARENT's indexes) and a table to attach that is itself
+# partitioned by list of kind, with none of them and kind nullable.
+SUB_PARTITIONED_TO_ATTACH = """
+CREATE INDEX events_payload_idx ON events (payload);
+CREATE INDEX events_lower_idx ON events (lower(payload)) WHERE id > 0;
+ALTER TABLE events ADD CONSTRAINT events_key UNIQUE (id, at, kind);
+ALTER TABLE events ADD PRIMARY KEY (at, kind, id);
+CREATE TABLE events_2026 (id bigint NOT NULL, at date NOT NULL, kind text, payload text)
+    PARTITION BY LIST (kind);
+CREATE TABLE events_2026_a PARTITION OF events_2026 FOR VALUES IN ('a');
+CREATE TABLE events_2026_b PARTITION OF events_2026 FOR VALUES IN ('b');
+INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, CASE WHEN g % 3 = 0 THEN 'a' ELSE 'b' END,
+                               'n' || g
+FROM generate_series(1, 60) g;
+"""
+SUB_TREE_INDEXES = (
+    "SELECT c.relname, c.oid::int, i.indisvalid, p.relname FROM pg_index i "
+    "JOIN pg_class c ON c.oid = i.indexrelid "
+    "LEFT JOIN pg_inherits h ON h.inhrelid = c.oid "
+    "LEFT JOIN pg_class p ON p.oid = h.inhparent "
+    "WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree('events_2026')) ORDER BY 1"
+)
+SUB_ATTACHED = [
+    ("events_2026_a_events_key", True, "events_2026_events_key"),
+    ("events_2026_a_events_lower_idx", True, "events_2026_events_lower_idx"),
+    ("events_2026_a_events_payload_idx", True, "events_2026_events_payload_idx"),
+    ("events_2026_a_events_pkey", True, "events_2026_events_pkey"),
+    ("events_2026_b_events_key", True, "events_2026_events_key"),
+    ("events_2026_b_events_lower_idx", True, "events_2026_events_lower_idx"),
+    ("events_2026_b_events_payload_idx", True, "events_2026_events_payload_idx"),
+    ("events_2026_b_events_pkey", True, "events_2026_events_pkey"),
+    ("events_2026_events_key", True, "events_key"),
+    ("events_2026_events_lower_idx", True, "events_lower_idx"),
+    ("events_2026_events_payload_idx", True, "events_payload_idx"),
+    ("events_2026_events_pkey", True, "events_pkey"),
+]
+
 PARTITION_INDEXES = (
     "SELECT c.relname, c.oid::int, i.indisvalid, p.relname, "
     "obj_description(c.oid, 'pg_class') FROM pg_index i "
@@ -297,6 +336,38 @@ CASES += [
                 "AND contype <> 'n'",
                 [(0,)],
             ),
+        ],
+    ),
+    Case(
+        "attach_partition of a sub-partitioned table",
+        setup=BASE + EVENTS + SUB_PARTITIONED_TO_ATTACH,
+        expand="""
+        - attach_partition:
+            table: events
+            partition: events_2026
+            bound: "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        """,
+        old=["INSERT INTO events_2026 SELECT max(id) + 1, '2026-05-05', 'a', 'x' FROM events_2026"],
+        new=[
+            "INSERT INTO events VALUES (7002, '2026-02-02', 'b', 'y') ON CONFLICT DO NOTHING",
+            "SELECT count(*) FROM events WHERE lower(payload) = 'n5' AND id > 0",
+        ],
+        final=[
+            (SUB_TREE_INDEXES.replace("c.oid::int, ", "", 1), SUB_ATTACHED),
+            (
+                "SELECT conrelid::regclass::text, conname, conparentid <> 0 FROM pg_constraint "
+                "WHERE conrelid IN (SELECT relid FROM pg_partition_tree('events_2026')) "
+                "AND contype <> 'n' ORDER BY 1, 2",
+                [
+                    ("events_2026", "events_2026_events_key", True),
+                    ("events_2026", "events_2026_events_pkey", True),
+                    ("events_2026_a", "events_2026_a_events_key", True),
+                    ("events_2026_a", "events_2026_a_events_pkey", True),
+                    ("events_2026_b", "events_2026_b_events_key", True),
+                    ("events_2026_b", "events_2026_b_events_pkey", True),
+                ],
+            ),
+            ("SELECT count(*) FROM events WHERE at >= '2026-01-01'", [(63,)]),
         ],
     ),
     Case(
@@ -637,6 +708,79 @@ def test_attach_sets_not_null_without_a_scan_and_refuses_nulls(db: str) -> None:
     assert q(db, "SELECT relispartition FROM pg_class WHERE relname = 'events_2026'") == [(True,)]
 
 
+def test_attach_of_a_sub_partitioned_table_builds_and_scans_nothing_under_its_lock(
+    db: str,
+) -> None:
+    """A table that is itself partitioned: each missing index goes ON ONLY the table and
+    CONCURRENTLY on each leaf (attached), the unique and primary keys per leaf USING
+    INDEX, then on the table (adopting theirs); when the ATTACH runs, every index of the
+    tree is the one there after it (same oids) and every leaf holds the bound's CHECK,
+    validated, so PostgreSQL skips its scan; on 15 and 18."""
+    q(db, BASE + EVENTS + SUB_PARTITIONED_TO_ATTACH)
+    plan = parse_plan(plan_text(ATTACH_2026))
+    seen: list[object] = []
+    bound_checks = (
+        "SELECT conrelid::regclass::text, convalidated FROM pg_constraint "
+        "WHERE conname = '_migrator_events_2026_bound' ORDER BY 1"
+    )
+
+    class Before(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if " ATTACH PARTITION " in sql and sql.startswith("ALTER TABLE"):
+                seen.append([(n, oid, v) for n, oid, v, _ in q(db, SUB_TREE_INDEXES)])
+                seen.append(q(db, bound_checks))
+
+    rec = Before()
+    commands.expand(plan, opts(db, rec))
+    creates = [
+        re.sub(r" (USING \w+ )?\(.*", "", s)
+        for _, s, _ in rec.statements
+        if s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))
+    ]
+    assert creates == [
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_a_events_key ON public.events_2026_a",
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_b_events_key ON public.events_2026_b",
+        "CREATE INDEX IF NOT EXISTS events_2026_events_lower_idx ON ONLY public.events_2026",
+        "CREATE INDEX CONCURRENTLY events_2026_a_events_lower_idx ON public.events_2026_a",
+        "CREATE INDEX CONCURRENTLY events_2026_b_events_lower_idx ON public.events_2026_b",
+        "CREATE INDEX IF NOT EXISTS events_2026_events_payload_idx ON ONLY public.events_2026",
+        "CREATE INDEX CONCURRENTLY events_2026_a_events_payload_idx ON public.events_2026_a",
+        "CREATE INDEX CONCURRENTLY events_2026_b_events_payload_idx ON public.events_2026_b",
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_a_events_pkey ON public.events_2026_a",
+        "CREATE UNIQUE INDEX CONCURRENTLY events_2026_b_events_pkey ON public.events_2026_b",
+    ]
+    after = q(db, SUB_TREE_INDEXES)
+    assert seen == [
+        [(n, oid, True) for n, oid, _, _ in after],
+        [("events_2026", True), ("events_2026_a", True), ("events_2026_b", True)],
+    ]
+    assert [(n, v, p) for n, _, v, p in after] == SUB_ATTACHED
+
+
+def test_attach_of_a_table_partitioned_off_the_parents_unique_key_is_refused(db: str) -> None:
+    """A sub-partitioned table whose partition key the parent's unique key lacks cannot
+    hold that key (PostgreSQL checks uniqueness per partition): one line, exit 2,
+    nothing changed."""
+    q(
+        db,
+        BASE + EVENTS + "ALTER TABLE events ADD CONSTRAINT events_key UNIQUE (id, at, kind);"
+        "CREATE TABLE events_2026 (LIKE events) PARTITION BY LIST (payload);"
+        "CREATE TABLE events_2026_x PARTITION OF events_2026 FOR VALUES IN ('x');",
+    )
+    before = schema_dump(db)
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(parse_plan(plan_text(ATTACH_2026), "plan.yaml"), opts(db))
+    assert str(info.value) == (
+        "plan.yaml:4:5: attach_partition events_2026: events_2026 is partitioned by "
+        "payload, which events_key of events (id, at, kind) does not hold: PostgreSQL checks "
+        "uniqueness per partition, so events_2026 cannot have that constraint, and the "
+        "attach needs it"
+    )
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+
+
 def test_attach_index_builds_resume_after_an_interrupted_one(db: str) -> None:
     """The second index build fails part way (a writer's open transaction on the table
     outlasts the build's wait for it: lock_timeout, no retry), leaving its INVALID
@@ -830,6 +974,10 @@ def test_lint_knows_a_partitioned_constraint_that_adopts_its_leaves(module_db: s
             assert "M008" in rules(unique)
             assert "M008" in rules(per_leaf_unique.split(";")[0] + ";" + unique)  # one leaf only
             assert "M008" not in rules(per_leaf_unique + unique)
+            primary = "ALTER TABLE events ADD PRIMARY KEY (id, at, kind);"
+            per_leaf_primary = per_leaf_unique.replace("UNIQUE", "PRIMARY KEY")
+            assert "M009" in rules(primary)
+            assert "M009" not in rules(per_leaf_primary + primary)
             assert "M005" in rules(fk.format(t="events", nv=""))
             assert "M005" not in rules(per_leaf_fk + fk.format(t="events", nv=""))
     finally:

@@ -86,6 +86,7 @@ class Tracker:
     # Tables given a UNIQUE constraint, and (table, name) of constraints validated, so a
     # partitioned table's constraint added after each leaf's own is known to attach them.
     unique_tables: set[str] = field(default_factory=set)
+    primary_tables: set[str] = field(default_factory=set)
     validated_constraints: set[tuple[str, str]] = field(default_factory=set)
     matviews: set[str] = field(default_factory=set)
     temp_tables: set[str] = field(default_factory=set)

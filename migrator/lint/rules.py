@@ -121,7 +121,9 @@ RULES: dict[str, Rule] = _rules(
         "ADD PRIMARY KEY on an existing table, not USING INDEX",
         "ACCESS EXCLUSIVE through the index build and the NOT NULL scan",
         "a validated CHECK (col IS NOT NULL) and SET NOT NULL first, CREATE UNIQUE INDEX "
-        "CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX",
+        "CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX; on a partitioned "
+        "table, that on each leaf partition, then ADD PRIMARY KEY on the table, which "
+        "adopts theirs",
     ),
     Rule(
         "M010",

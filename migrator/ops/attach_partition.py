@@ -22,7 +22,9 @@ definition (pg_get_indexdef, re-aimed by pglast), one step each; one that backs 
 UNIQUE or PRIMARY KEY constraint is then made the table's constraint USING INDEX, as
 PostgreSQL adopts only such an index for it. The attach then adopts them all and builds
 nothing. They carry migrator's build mark until the contract, so the rollback drops
-them (and only them) after the detach.
+them (and only them) after the detach. A table that is itself partitioned gets each
+index ON ONLY itself and CONCURRENTLY per leaf, attached (a unique or primary key: per
+leaf USING INDEX, then on the table, adopting theirs), as ops/partitioned.py does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from migrator.engine.catalog_partitions import (
     is_partitioned,
     partition_constraint,
     partition_of,
+    partitions,
     rows_outside,
     table_indexes,
     try_bound,
@@ -50,7 +53,12 @@ from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.partitioned import partition_index_name
+from migrator.ops.partitioned import (
+    bottom_up,
+    drop_partitioned_index_step,
+    partition_index_name,
+    partition_key_missing,
+)
 from migrator.ops.safe import (
     drop_constraint_step,
     drop_index_step,
@@ -104,7 +112,15 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
     schema, name = saved_not_null(ctx.schema, partition)
     steps = []
     if not function_exists(ctx.catalog, schema, name):
-        saved = json.dumps(columns)
+        # With each partition's own nullable ones (a sub-partitioned table): SET NOT NULL
+        # reaches them, and on 18 a leaf's NOT NULL a primary key needs stays its own.
+        pairs = [[partition, c] for c in columns] + [
+            [p.name, c.name]
+            for p in partitions(ctx.catalog, ctx.schema, partition)
+            for c in ctx.catalog.columns(p.schema, p.name)
+            if c.name in columns and not c.not_null
+        ]
+        saved = json.dumps(pairs)
         steps.append(
             step(
                 f"{key}-save-not-null",
@@ -138,22 +154,30 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
 
 def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
     """After the detach: DROP NOT NULL on the columns the attach made NOT NULL (catalog
-    only), any helper CHECK a stopped run left, and the saved list."""
+    only; the table's first, then its partitions' own), any helper CHECK a stopped run
+    left, and the saved list."""
     schema, name = saved_not_null(ctx.schema, partition)
     if not function_exists(ctx.catalog, schema, name):
         return []
-    part = ident(ctx.schema, partition)
-    columns = [str(c) for c in json.loads(function_text(ctx.catalog, ident(schema, name)))]
+    pairs = [
+        (str(t), str(c)) for t, c in json.loads(function_text(ctx.catalog, ident(schema, name)))
+    ]
     return [
         *(
             step(
-                f"{key}-not-null-{column}",
-                f"{partition}.{column} nullable again",
-                f"ALTER TABLE {part} DROP CONSTRAINT IF EXISTS "
-                f"{ident(not_null_check_name(partition, column))}",
-                f"ALTER TABLE {part} ALTER COLUMN {ident(column)} DROP NOT NULL",
+                f"{key}-not-null-{column}" + ("" if table == partition else f"-{table}"),
+                f"{table}.{column} nullable again",
+                *(
+                    [
+                        f"ALTER TABLE {ident(ctx.schema, table)} DROP CONSTRAINT IF EXISTS "
+                        f"{ident(not_null_check_name(partition, column))}"
+                    ]
+                    if table == partition
+                    else []
+                ),
+                f"ALTER TABLE {ident(ctx.schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL",
             )
-            for column in columns
+            for table, column in pairs
         ),
         forget_not_null_step(ctx, f"{key}-forget-not-null", partition),
     ]
@@ -167,19 +191,29 @@ def forget_not_null_step(ctx: Context, key: str, partition: str) -> Step:
     )
 
 
-def _index_sql(definition: str, schema: str, table: str, name: str, if_not_exists: bool) -> str:
+def _index_sql(
+    definition: str, schema: str, table: str, name: str, if_not_exists: bool, only: bool = False
+) -> str:
     """An index's definition (pg_get_indexdef) as CREATE INDEX CONCURRENTLY on another
-    table under another name; with ``table`` empty, the definition with no name or table
-    (what two indexes must share to match)."""
+    table under another name (with ``only``: CREATE INDEX ON ONLY a partitioned table,
+    catalog only); with ``table`` empty, the definition with no name or table (what two
+    indexes must share to match)."""
     stmt = pglast.parse_sql(definition)[0].stmt
     assert isinstance(stmt, ast.IndexStmt)
     stmt.idxname = name or None
     stmt.relation = ast.RangeVar(
-        schemaname=schema or None, relname=table or "t", inh=True, relpersistence="p"
+        schemaname=schema or None, relname=table or "t", inh=not only, relpersistence="p"
     )
-    stmt.concurrent = bool(table)
+    stmt.concurrent = bool(table) and not only
     stmt.if_not_exists = if_not_exists
     return str(RawStream()(stmt))
+
+
+def _index_columns(definition: str) -> list[str]:
+    """The key columns of a UNIQUE or PRIMARY KEY constraint's index (plain columns)."""
+    stmt = pglast.parse_sql(definition)[0].stmt
+    assert isinstance(stmt, ast.IndexStmt)
+    return [str(e.name) for e in stmt.indexParams or () if isinstance(e, ast.IndexElem)]
 
 
 def _shape(index: TableIndex) -> str:
@@ -214,28 +248,131 @@ def missing_indexes(ctx: Context, table: str, partition: str) -> list[tuple[Tabl
     return missing
 
 
+def _build_sql(ctx: Context, schema: str, table: str, name: str, definition: str) -> list[str]:
+    """CREATE INDEX CONCURRENTLY ``name`` on ``table`` from ``definition``, marked: an
+    INVALID leftover of a failed build is dropped first; a valid one this release built
+    is kept (IF NOT EXISTS)."""
+    found = ctx.catalog.index(schema, name)
+    reuse = found is not None and found.valid and found.comment == index_mark(ctx.release)
+    return [
+        *([] if reuse else [f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}"]),
+        _index_sql(definition, schema, table, name, reuse),
+        f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(ctx.release))}",
+    ]
+
+
+def _partitioned_index_steps(
+    ctx: Context, key: str, partition: str, parent: TableIndex, name: str
+) -> list[Step]:
+    """The parent's index ``parent`` on a partitioned ``partition`` (a sub-partitioned
+    table to attach), built the way create_index builds one on a partitioned table
+    (ops/partitioned.py): a plain index ON ONLY the table (catalog only), then per leaf
+    CONCURRENTLY and ATTACH PARTITION, each its own step. One backing a UNIQUE or
+    PRIMARY KEY constraint: per leaf CONCURRENTLY and made the leaf's constraint USING
+    INDEX, then the constraint on each sub-partitioned level, deepest first, and on the
+    table, each adopting what is below it (no build, no scan)."""
+    mark = literal(index_mark(ctx.release))
+    what = f"{partition}'s {name} ({parent.name} of the parent)"
+    steps: list[Step] = []
+    if parent.constraint not in ("u", "p"):
+        steps.append(
+            step(
+                f"{key}-index-{parent.name}",
+                f"index {name} on ONLY {partition} (empty until its partitions' are attached)",
+                _index_sql(parent.definition, ctx.schema, partition, name, True, only=True),
+                f"COMMENT ON INDEX {ident(ctx.schema, name)} IS {mark}",
+            )
+        )
+        owner = {partition: name}
+        for part in partitions(ctx.catalog, ctx.schema, partition):
+            child = partition_index_name(part.name, parent.name)
+            owner[part.name] = child
+            attach = (
+                f"ALTER INDEX {ident(ctx.schema, owner[part.parent])} "
+                f"ATTACH PARTITION {ident(part.schema, child)}"
+            )
+            if part.partitioned:
+                steps.append(
+                    step(
+                        f"{key}-index-{parent.name}-{part.name}",
+                        f"index {child} on ONLY {part.name}, attached to {owner[part.parent]}",
+                        _index_sql(parent.definition, part.schema, part.name, child, True, True),
+                        f"COMMENT ON INDEX {ident(part.schema, child)} IS {mark}",
+                        attach,
+                    )
+                )
+                continue
+            # ALTER INDEX ... ATTACH PARTITION of an attached index does nothing: rerunnable.
+            steps.append(
+                step(
+                    f"{key}-index-{parent.name}-{part.name}",
+                    f"index {child} on {part.name}, as {what}, built concurrently and attached",
+                    *_build_sql(ctx, part.schema, part.name, child, parent.definition),
+                    attach,
+                    autocommit=True,
+                )
+            )
+        return steps
+    kind = "PRIMARY KEY" if parent.constraint == "p" else "UNIQUE"
+    cols = ", ".join(ident(c) for c in _index_columns(parent.definition))
+    levels = bottom_up(ctx, partition)
+    for part in levels:
+        if part.partitioned:
+            continue
+        child = partition_index_name(part.name, parent.name)
+        leaf_key = f"{key}-index-{parent.name}-{part.name}"
+        steps += [
+            step(
+                leaf_key,
+                f"index {child} on {part.name}, as {what}, built concurrently",
+                *_build_sql(ctx, part.schema, part.name, child, parent.definition),
+                autocommit=True,
+            ),
+            step(
+                f"{leaf_key}-constraint",
+                f"{kind} {child} on {part.name} USING INDEX (no scan)",
+                f"ALTER TABLE {ident(part.schema, part.name)} ADD CONSTRAINT {ident(child)} "
+                f"{kind} USING INDEX {ident(child)}",
+            ),
+        ]
+    attaches = "attaches its partitions' (no build, no scan)"
+    for schema, level, own in [
+        *(
+            (p.schema, p.name, partition_index_name(p.name, parent.name))
+            for p in levels
+            if p.partitioned
+        ),
+        (ctx.schema, partition, name),
+    ]:
+        steps.append(
+            step(
+                f"{key}-index-{parent.name}-{level}-constraint"
+                if level != partition
+                else f"{key}-index-{parent.name}-constraint",
+                f"{kind} {own} on {level}: {attaches}",
+                f"ALTER TABLE {ident(schema, level)} ADD CONSTRAINT {ident(own)} {kind} ({cols})",
+                f"COMMENT ON INDEX {ident(schema, own)} IS {mark}",
+            )
+        )
+    return steps
+
+
 def index_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step]:
     """Each index of the parent that ``partition`` lacks, built concurrently (see the
     module): an INVALID leftover of a failed build is dropped first; a valid one this
     release built is kept (IF NOT EXISTS)."""
     steps = []
-    mark = literal(index_mark(ctx.release))
     part = ident(ctx.schema, partition)
+    partitioned = is_partitioned(ctx.catalog, ctx.schema, partition)
     for parent, name in missing_indexes(ctx, table, partition):
-        found = ctx.catalog.index(ctx.schema, name)
-        reuse = found is not None and found.valid and found.comment == index_mark(ctx.release)
-        create = _index_sql(parent.definition, ctx.schema, partition, name, reuse)
+        if partitioned:
+            steps += _partitioned_index_steps(ctx, key, partition, parent, name)
+            continue
         steps.append(
             step(
                 f"{key}-index-{parent.name}",
                 f"index {name} on {partition}, as {table}'s {parent.name}, built concurrently",
-                *(
-                    []
-                    if reuse
-                    else [f"DROP INDEX CONCURRENTLY IF EXISTS {ident(ctx.schema, name)}"]
-                ),
-                create,
-                f"COMMENT ON INDEX {ident(ctx.schema, name)} IS {mark}",
+                *_build_sql(ctx, ctx.schema, partition, name, parent.definition),
                 autocommit=True,
             )
         )
@@ -252,12 +389,21 @@ def index_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step
     return steps
 
 
-def built_indexes(ctx: Context, partition: str) -> list[TableIndex]:
-    """The partition's indexes this release built (they carry its build mark)."""
+def built_tree_indexes(ctx: Context, partition: str) -> list[tuple[str, str, TableIndex, bool]]:
+    """The indexes this release built on ``partition`` and, where it is partitioned, on
+    its partitions, parents first: (schema, table, index, whether the table is
+    partitioned)."""
+    tables = [(ctx.schema, partition, is_partitioned(ctx.catalog, ctx.schema, partition))]
+    if tables[0][2]:
+        tables += [
+            (p.schema, p.name, p.partitioned)
+            for p in partitions(ctx.catalog, ctx.schema, partition)
+        ]
     return [
-        i
-        for i in table_indexes(ctx.catalog, ctx.schema, partition)
-        if i.comment == index_mark(ctx.release)
+        (schema, table, index, partitioned)
+        for schema, table, partitioned in tables
+        for index in table_indexes(ctx.catalog, schema, table)
+        if index.comment == index_mark(ctx.release)
     ]
 
 
@@ -360,13 +506,29 @@ def detach_steps(ctx: Context, key: str, table: str, partition: str) -> list[Ste
 
 
 def _has_default(ctx: Context, table: str, partition: str) -> bool:
-    from migrator.engine.catalog_partitions import partitions
-
     return any(
         p.bound == "DEFAULT" and p.name != partition
         for p in partitions(ctx.catalog, ctx.schema, table)
         if p.level == 1
     )
+
+
+def _refuse_taken(ctx: Context, where: str, table: str, name: str, what: str) -> None:
+    """Refuse a copy's name something else holds; a failed (INVALID) or unrecorded
+    (marked) earlier build of this very copy on this table is its own."""
+    copy = ctx.catalog.index(ctx.schema, name)
+    if (
+        copy is not None
+        and copy.table == table
+        and (not copy.valid or copy.comment == index_mark(ctx.release))
+    ):
+        ctx.planned_relations.add(name)
+        return
+    if ctx.relation_taken(name) or ctx.constraint_taken(table, name):
+        raise ValidationFailed(
+            f"{where}: the copy of {what} on {table} would be named {name}, which is taken"
+        )
+    ctx.planned_relations.add(name)
 
 
 class AttachPartition(Operation):
@@ -409,6 +571,7 @@ class AttachPartition(Operation):
                     f"{count(nulls, 'NULL')}, and {self.table}.{column} is NOT NULL; fill "
                     "or delete those rows first"
                 )
+        partitioned = is_partitioned(ctx.catalog, ctx.schema, self.partition)
         for parent, name in missing_indexes(ctx, self.table, self.partition):
             if parent.constraint == "x":
                 raise ValidationFailed(
@@ -416,22 +579,29 @@ class AttachPartition(Operation):
                     f"index on {self.partition} under its lock; give {self.partition} a "
                     "matching exclusion constraint first"
                 )
-            copy = ctx.catalog.index(ctx.schema, name)
-            # A failed (INVALID) or unrecorded (marked) earlier build of this very copy.
-            earlier = (
-                copy is not None
-                and copy.table == self.partition
-                and copy.constraint is None
-                and (not copy.valid or copy.comment == index_mark(ctx.release))
-            )
-            if (not earlier and ctx.relation_taken(name)) or ctx.constraint_taken(
-                self.partition, name
-            ):
-                raise ValidationFailed(
-                    f"{where}: the copy of {self.table}'s index {parent.name} on "
-                    f"{self.partition} would be named {name}, which is taken"
+            _refuse_taken(ctx, where, self.partition, name, f"{self.table}'s index {parent.name}")
+            if not partitioned:
+                continue
+            if parent.constraint in ("u", "p"):
+                columns = _index_columns(parent.definition)
+                missing = partition_key_missing(ctx, self.partition, columns)
+                if missing is None or missing:
+                    raise ValidationFailed(
+                        f"{where}: {self.partition} is partitioned by "
+                        + (", ".join(missing) if missing else "an expression")
+                        + f", which {parent.name} of {self.table} ({', '.join(columns)}) does "
+                        f"not hold: PostgreSQL checks uniqueness per partition, so "
+                        f"{self.partition} cannot have that constraint, and the attach "
+                        "needs it"
+                    )
+            for part in partitions(ctx.catalog, ctx.schema, self.partition):
+                _refuse_taken(
+                    ctx,
+                    where,
+                    part.name,
+                    partition_index_name(part.name, parent.name),
+                    f"{self.table}'s index {parent.name}",
                 )
-            ctx.planned_relations.add(name)
         outside = rows_outside(ctx.catalog, ctx.schema, self.partition, trial.constraint)
         if outside:
             raise ValidationFailed(
@@ -456,25 +626,27 @@ class AttachPartition(Operation):
             step(
                 f"unmark-{index.name}",
                 f"index {index.name} recorded: clear its build mark",
-                unmark_index_sql(ctx.schema, index.name),
+                unmark_index_sql(schema, index.name),
             )
-            for index in built_indexes(ctx, self.partition)
+            for schema, _, index, _ in built_tree_indexes(ctx, self.partition)
         ]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         steps = detach_steps(ctx, "detach", self.table, self.partition)
-        for index in built_indexes(ctx, self.partition):
+        # Top down: a partitioned index (or constraint) takes those attached below it.
+        for schema, table, index, partitioned in built_tree_indexes(ctx, self.partition):
             if index.constraint is not None:
                 steps.append(
-                    drop_constraint_step(
-                        f"drop-{index.name}-constraint", ctx.schema, self.partition, index.name
-                    )
+                    drop_constraint_step(f"drop-{index.name}-constraint", schema, table, index.name)
                 )
+            elif partitioned:
+                steps.append(drop_partitioned_index_step(f"drop-{index.name}", schema, index.name))
+                continue
             steps.append(
                 drop_index_step(
                     f"drop-{index.name}",
                     f"drop index {index.name}, built for the attach",
-                    ctx.schema,
+                    schema,
                     index.name,
                 )
             )

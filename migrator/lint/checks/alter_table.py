@@ -213,6 +213,8 @@ def add_constraint(
             a.tracker.validated_constraints.add((table, name))
     if con.contype == CT.CONSTR_UNIQUE:
         a.tracker.unique_tables.add(table)
+    if con.contype == CT.CONSTR_PRIMARY:
+        a.tracker.primary_tables.add(table)
     # Only the key columns the plan or file adds are judged.
     added = [k for k in key_columns([], [con]) if (table, k[0]) in a.tracker.columns]
     key_type_rules(a, stmt, table, added)
@@ -259,6 +261,8 @@ def add_constraint(
                     f"({column} IS NOT NULL) first",
                 )
     elif con.contype == CT.CONSTR_PRIMARY and not con.indexname:
+        if leaves_hold_it(a, schema, table, lambda leaf: leaf in a.tracker.primary_tables):
+            return  # it attaches each leaf's primary key: no build (their NOT NULL holds)
         a.report(
             "M009",
             stmt,
