@@ -330,3 +330,45 @@ def test_guard_refuses_a_build_slower_than_max_lock_hold(fresh_db: str) -> None:
     assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(0,)]
     commands.rollback(plan, opts(fresh_db))
     assert schema_dump(fresh_db) == before
+
+
+# A column an earlier operation of the plan adds: the operators are tried on the empty
+# copy of the table with that column added (as add_check plans over it), before anything.
+ADDED_THEN_EXCLUDED = """
+- add_column: {table: bookings, column: {name: slot, type: int4range}}
+- add_exclusion: {table: bookings, name: x, elements: [{column: slot, with: '%s'}]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("operator", "message"),
+    [
+        ("&&&", "operator does not exist: int4range &&& int4range"),
+        ("@>", "is not commutative"),
+    ],
+)
+def test_exclusion_over_a_column_the_plan_adds_is_tried_first(
+    fresh_db: str, operator: str, message: str
+) -> None:
+    q(fresh_db, REFUSAL_SETUP)
+    before = schema_dump(fresh_db)
+    plan = parse_plan(plan_text(ADDED_THEN_EXCLUDED % operator), "plans/r1.yaml")
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(fresh_db))
+    line = str(err.value)
+    assert line.startswith(
+        "plans/r1.yaml:5:5: add_exclusion x: PostgreSQL refuses the exclusion: "
+    ), line
+    assert message in line, line
+    assert "\n" not in line
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(fresh_db) == before
+    assert release_rows(fresh_db) == []
+
+
+def test_exclusion_over_a_column_the_plan_adds_is_taken(fresh_db: str) -> None:
+    """The right operator over the added column passes the same check, and the expand
+    adds the column and then the constraint."""
+    q(fresh_db, REFUSAL_SETUP)
+    commands.expand(parse_plan(plan_text(ADDED_THEN_EXCLUDED % "&&")), opts(fresh_db))
+    assert q(fresh_db, CONSTRAINTS) == [("x", "EXCLUDE USING gist (slot WITH &&)")]

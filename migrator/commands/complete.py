@@ -12,7 +12,8 @@ from migrator.commands.session import (
     STATE,
     Options,
     PhaseResult,
-    operation_context,
+    precheck_context,
+    prechecks_bounded,
     require_release,
     session,
 )
@@ -45,10 +46,11 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
         if not opts.force:
             require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
         with s.conn() as conn:
-            ctx = operation_context(plan, conn)
+            ctx = precheck_context(s, plan, conn)
             undone, todo_backfills = pending_work(conn, plan, ctx)
             if not undone:
-                validate_contract_ops(plan, ctx)
+                with prechecks_bounded(plan):
+                    validate_contract_ops(plan, ctx)
             steps = contract_steps(plan, ctx)
             conn.rollback()
         doomed = [

@@ -17,7 +17,8 @@ from migrator.commands.session import (
     Session,
     at_operation,
     keyed_steps,
-    operation_context,
+    precheck_context,
+    prechecks_bounded,
     session,
     set_phase,
     state_ready,
@@ -143,7 +144,9 @@ def contract(opts: Options, release_name: str | None = None) -> list[PhaseResult
             # column): check again before the first step, so a refusal changes nothing.
             attempted = {r.key for r in records if r.release == name and r.status != "scheduled"}
             with s.conn() as conn:
-                validate_contract_ops(stored_plan, operation_context(stored_plan, conn), attempted)
+                with prechecks_bounded(stored_plan):
+                    ctx = precheck_context(s, stored_plan, conn)
+                    validate_contract_ops(stored_plan, ctx, attempted)
                 conn.rollback()
             executor = s.executor(stored_plan)
             if not opts.dry_run:

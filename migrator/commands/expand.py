@@ -14,8 +14,9 @@ from migrator.commands.session import (
     check_plan_hash,
     find_release,
     keyed_steps,
-    operation_context,
     phase_forward,
+    precheck_context,
+    prechecks_bounded,
     run_steps,
     session,
     state_ready,
@@ -43,17 +44,18 @@ def expand(plan: Plan, opts: Options) -> PhaseResult:
                 if release and release.phase != ReleasePhase.ROLLED_BACK
                 else {}
             )
-            ctx = operation_context(plan, conn)
+            ctx = precheck_context(s, plan, conn)
             steps: list[tuple[str, Step]] = []
-            for index, op in enumerate(plan.operations("expand")):
-                prefix = f"{index}.{op.op_name}."
-                mine = {k: v for k, v in done.items() if k.startswith(prefix)}
-                if mine and all(v == "done" for v in mine.values()):
-                    continue  # all done on an earlier run
-                with at_operation(plan, "expand", index, op):
-                    if not any(v == "done" for v in mine.values()):
-                        op.validate_live(ctx)  # a half-done operation was validated before
-                    steps += keyed_steps(index, op, op.expand(ctx))
+            with prechecks_bounded(plan):
+                for index, op in enumerate(plan.operations("expand")):
+                    prefix = f"{index}.{op.op_name}."
+                    mine = {k: v for k, v in done.items() if k.startswith(prefix)}
+                    if mine and all(v == "done" for v in mine.values()):
+                        continue  # all done on an earlier run
+                    with at_operation(plan, "expand", index, op):
+                        if not any(v == "done" for v in mine.values()):
+                            op.validate_live(ctx)  # a half-done one was validated before
+                        steps += keyed_steps(index, op, op.expand(ctx))
             conn.rollback()
         for note in dict.fromkeys(ctx.notes):  # what the operations want the user to know
             opts.observer.warning(note)

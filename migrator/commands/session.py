@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
-from migrator.db.connection import connect, make_engine
-from migrator.engine.catalog import Catalog
-from migrator.engine.executor import Executor, RetryPolicy
+from migrator.db.connection import connect, make_engine, sqlstate
+from migrator.durations import format_duration
+from migrator.engine.catalog import Catalog, LockWaits
+from migrator.engine.executor import LOCK_NOT_AVAILABLE, Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
 from migrator.engine.state import (
     FORWARD_PHASES,
@@ -25,12 +27,12 @@ from migrator.engine.state import (
     StateStore,
 )
 from migrator.engine.steps import Step
-from migrator.errors import GateRefused, ValidationFailed
+from migrator.errors import GateRefused, LockNotAcquired, ValidationFailed
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.ops.base import Context, Operation
 from migrator.plan.loader import plan_positions
 from migrator.plan.models import Plan
-from migrator.sqltext import schema_first_sql
+from migrator.sqltext import literal, schema_first_sql
 
 STATE = StateStore()
 
@@ -138,19 +140,62 @@ def find_release(s: Session, name: str) -> Release | None:
         return STATE.release(conn, name)
 
 
-def operation_context(plan: Plan, conn: Connection) -> Context:
+def operation_context(plan: Plan, conn: Connection, waits: LockWaits | None = None) -> Context:
     """What the plan's operations may know while they build statements on ``conn``
-    (whose transaction gets the plan's schema first on its search_path)."""
+    (whose transaction gets the plan's schema first on its search_path; with ``waits``,
+    the lock_timeout its row reads wait under)."""
     schema_first = schema_first_sql(plan.schema_name, local=True)
     if schema_first is not None:
         conn.execute(text(schema_first))
-    catalog = Catalog(conn)
+    if waits is not None:
+        ms = f"{round(waits.lock_timeout * 1000)}ms"
+        conn.execute(text(f"SET LOCAL lock_timeout = {literal(ms)}"))
+    catalog = Catalog(conn, waits)
     return Context(
         schema=plan.schema_name,
         release=plan.release,
         catalog=catalog,
         server_version=catalog.server_version,
     )
+
+
+def precheck_context(s: Session, plan: Plan, conn: Connection) -> Context:
+    """`operation_context` for the validation a phase runs before it changes anything:
+    the prechecks that read rows (duplicates, NULLs, violating rows, conflicting pairs)
+    or plan over them wait for each table's lock at most the plan's lock_timeout, with
+    the steps' retries and backoff, each wait told to the observer (`Catalog.read_lock`).
+
+    No statement_timeout: a count holds ACCESS SHARE only, which no read or write of
+    the application waits for, and cancelling it would trade its exact answer for a
+    failure; Ctrl-C stops it.
+    """
+    executor = s.executor(plan)
+    policy, observer = executor.policy, s.opts.observer
+
+    def pause(what: str, attempt: int, reason: str) -> None:
+        wait = policy.wait(attempt)
+        observer.retry(what, attempt, wait, reason)
+        policy.sleep(wait)
+
+    waits = LockWaits(executor.lock_timeout, policy.retries, pause)
+    return operation_context(plan, conn, waits)
+
+
+@contextmanager
+def prechecks_bounded(plan: Plan) -> Iterator[None]:
+    """A lock timeout inside the prechecks that `Catalog.read_lock` did not take first (a
+    table an expression reads through a function): one line, exit 5, nothing changed."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        timeout = format_duration(plan.database.lock_timeout)
+        raise LockNotAcquired(
+            f"the prechecks could not take a lock within lock_timeout {timeout}: another "
+            "session holds one on a table they read; nothing was changed; rerun when it "
+            "is done"
+        ) from None
 
 
 def keyed_steps(index: int, op: Operation, steps: Sequence[Step]) -> list[tuple[str, Step]]:

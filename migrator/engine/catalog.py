@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from migrator.durations import format_duration
+from migrator.errors import LockNotAcquired
 from migrator.sqltext import ident, text
 
 if TYPE_CHECKING:
@@ -22,11 +24,112 @@ class ColumnInfo:
     default: str | None
 
 
-class Catalog:
-    """Answers from pg_catalog over one connection; never changes anything."""
+@dataclass(frozen=True)
+class LockWaits:
+    """How a question that reads a table's rows (or plans over them) waits for the
+    table's ACCESS SHARE lock: at most ``lock_timeout`` a try (set on the transaction by
+    whoever builds the catalog), ``retries`` tries more, ``pause(what, attempt, reason)``
+    between them (the executor's backoff, told to the observer), as a step would."""
 
-    def __init__(self, conn: Connection) -> None:
+    lock_timeout: float
+    retries: int
+    pause: Callable[[str, int, str], None]
+
+
+# lock_not_available; undefined_table and insufficient_privilege leave the question to
+# fail (or answer) on its own.
+_LOCK_NOT_AVAILABLE = "55P03"
+_LEFT_TO_THE_QUESTION = frozenset({"42P01", "42501"})
+
+
+class Catalog:
+    """Answers from pg_catalog over one connection; never changes anything.
+
+    With ``waits``, a question that reads a table's rows first takes ACCESS SHARE on it
+    under the plan's lock_timeout and retries (`read_lock`), so a precheck never waits
+    without limit behind another session's ACCESS EXCLUSIVE, and one that cannot have
+    the lock names the table and who holds it.
+    """
+
+    waits: LockWaits | None = None  # a class default too: the lint's offline catalog
+
+    def __init__(self, conn: Connection, waits: LockWaits | None = None) -> None:
         self.conn = conn
+        self.waits = waits
+        self._read_locked: set[tuple[str, str, bool]] = set()
+
+    def read_lock(self, schema: str, table: str, *, rows: bool = True) -> None:
+        """ACCESS SHARE on a table, held to the end of the transaction, before a question
+        reads its rows or plans over them (``rows``: its partitions too, as a scan or a
+        plan of the table locks them) or reads its definition (not ``rows``: the table
+        alone, as pg_get_expr or CREATE TABLE ... LIKE lock it): the lock that question
+        takes anyway, taken on purpose so that its wait is bounded and named.
+
+        Each try waits at most lock_timeout (the transaction's), in a savepoint so a
+        timeout leaves the transaction usable; after the last retry `LockNotAcquired`
+        (exit 5) names the table and the session holding the lock. Without ``waits``
+        (the lint, authoring) nothing is taken here.
+        """
+        if self.waits is None or (schema, table, rows) in self._read_locked:
+            return
+        if (schema, table, True) in self._read_locked:
+            return
+        from sqlalchemy.exc import DBAPIError
+
+        only = "" if rows else "ONLY "
+        attempt = 0
+        while True:
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(
+                        text(f"LOCK TABLE {only}{ident(schema, table)} IN ACCESS SHARE MODE")
+                    )
+            except DBAPIError as exc:
+                state = getattr(exc.orig, "sqlstate", None)
+                if state in _LEFT_TO_THE_QUESTION:
+                    return
+                if state != _LOCK_NOT_AVAILABLE:
+                    raise
+                if attempt >= self.waits.retries:
+                    raise LockNotAcquired(
+                        f"the prechecks could not read {schema}.{table} within lock_timeout "
+                        f"{format_duration(self.waits.lock_timeout)} after {attempt} retries: "
+                        f"{self._lock_holder(schema, table)}; nothing was changed; rerun "
+                        "when it is done"
+                    ) from None
+                attempt += 1
+                self.waits.pause(f"precheck {schema}.{table}", attempt, "lock timeout")
+                continue
+            self._read_locked.add((schema, table, rows))
+            return
+
+    def _lock_holder(self, schema: str, table: str) -> str:
+        """Who holds (or waits ahead for) ACCESS EXCLUSIVE on a table or one of its
+        partitions, as the one clause of a refusal."""
+        row = self.conn.execute(
+            text(
+                "SELECT l.pid, l.granted, l.relation = to_regclass(:t), l.relation::regclass::text, "
+                "a.state, "
+                "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) "
+                "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' "
+                "AND l.database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) "
+                "AND l.pid IS DISTINCT FROM pg_backend_pid() "
+                "AND (l.relation = to_regclass(:t) "
+                "OR l.relation IN (SELECT relid FROM pg_partition_tree(to_regclass(:t)))) "
+                "ORDER BY l.granted DESC, l.pid LIMIT 1"
+            ),
+            {"t": ident(schema, table)},
+        ).first()
+        if row is None:
+            return "another session holds a lock on it that conflicts with reading it"
+        pid, granted, itself, relation, state, query = row
+        who = "a prepared transaction" if pid is None else f"pid {pid}"
+        where = "it" if itself else f"its partition {relation}"
+        verb = "holds" if granted else "waits ahead for"
+        doing = f" ({state}: {query})" if state and query else (f" ({state})" if state else "")
+        return f"{who} {verb} ACCESS EXCLUSIVE on {where}{doing}"
 
     @property
     def server_version(self) -> int:
@@ -55,7 +158,8 @@ class Catalog:
         ).scalar()
 
     def columns(self, schema: str, table: str) -> list[ColumnInfo]:
-        """The table's live columns in order."""
+        """The table's live columns in order (pg_get_expr takes ACCESS SHARE)."""
+        self.read_lock(schema, table, rows=False)
         rows = self.conn.execute(
             text(
                 "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
@@ -158,6 +262,7 @@ class Catalog:
         import psycopg
         from sqlalchemy.exc import DBAPIError
 
+        self.read_lock(schema, table)
         value = f"({expression})"
         if cast_to:
             value = f"{value}::{cast_to}"
@@ -171,6 +276,8 @@ class Catalog:
                 sp.rollback()
         except DBAPIError as exc:
             orig = exc.orig
+            if getattr(orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise  # a wait, not PostgreSQL's verdict on the expression
             if isinstance(orig, psycopg.Error) and orig.diag.message_primary:
                 return orig.diag.message_primary
             return str(orig).splitlines()[0]
@@ -261,12 +368,14 @@ class Catalog:
 
     def row_count(self, schema: str, table: str) -> int:
         """The exact number of rows of a table."""
+        self.read_lock(schema, table)
         return int(
             self.conn.execute(text(f"SELECT count(*) FROM {ident(schema, table)}")).scalar_one()
         )
 
     def null_count(self, schema: str, table: str, column: str) -> int:
         """How many rows hold NULL in a column."""
+        self.read_lock(schema, table)
         return int(
             self.conn.execute(
                 text(f"SELECT count(*) FROM {ident(schema, table)} WHERE {ident(column)} IS NULL")
@@ -281,6 +390,7 @@ class Catalog:
         Returns how many distinct values clash, and up to ``limit`` of them as text with
         their row counts, most frequent first.
         """
+        self.read_lock(schema, table)
         cols = ", ".join(ident(c) for c in columns)
         not_null = " AND ".join(f"{ident(c)} IS NOT NULL" for c in columns)
         shown = " || ', ' || ".join(f"quote_nullable({ident(c)}::text)" for c in columns)
@@ -302,6 +412,7 @@ class Catalog:
         """Values an SQL expression over the table's rows gives more than one row (NULLs
         never clash), as `duplicates` counts them: what a unique constraint over a column
         rewritten by that expression would refuse."""
+        self.read_lock(schema, table)
         rows = self.conn.execute(
             text(
                 "SELECT quote_nullable(v::text), count(*), count(*) OVER () "

@@ -42,6 +42,7 @@ def column_facts(cat: Catalog, schema: str, table: str, column: str) -> ColumnFa
     """One column of a table, or None when the table or the column is absent."""
     from sqlalchemy import text
 
+    cat.read_lock(schema, table, rows=False)  # pg_get_expr takes ACCESS SHARE
     row = cat.conn.execute(
         text(
             "SELECT a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, "
@@ -247,6 +248,7 @@ def expression_error_with(
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    cat.read_lock(schema, table)
     cols = [c.name for c in cat.columns(schema, table) if c.name != column]
     added = [f"NULL::{t} AS {ident(c)}" for c, t in (extra or {}).items() if c != column]
     select = ", ".join(
@@ -262,6 +264,8 @@ def expression_error_with(
             sp.rollback()
     except DBAPIError as exc:
         orig: Any = exc.orig
+        if getattr(orig, "sqlstate", None) == "55P03":
+            raise  # a wait, not PostgreSQL's verdict on the expression
         diag = getattr(orig, "diag", None)
         if diag is not None and diag.message_primary:
             return str(diag.message_primary)

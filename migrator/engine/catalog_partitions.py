@@ -167,6 +167,7 @@ def try_bound(
     key = partition_key(cat, schema, table)
     if key is None:
         return BoundTrial(f"{schema}.{table} is not a partitioned table", None)
+    cat.read_lock(schema, table, rows=False)  # LIKE takes ACCESS SHARE
     live = [p for p in partitions(cat, schema, table) if p.level == 1 and p.name != skip]
     names = {f"_migrator_probe_{n}": p.name for n, p in enumerate(live)}
     names["_migrator_probe_new"] = name
@@ -208,12 +209,15 @@ def try_bound(
             ).scalar()
             sp.rollback()
     except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":
+            raise  # a wait, not PostgreSQL's verdict on the bound
         return BoundTrial(str(exc.orig).splitlines()[0], None)
     return BoundTrial(None, None if constraint is None else str(constraint))
 
 
 def rows_outside(cat: Catalog, schema: str, table: str, constraint: str) -> int:
     """How many rows of a table the partition constraint refuses (as a CHECK would)."""
+    cat.read_lock(schema, table)
     return int(
         cat.conn.execute(
             text(f"SELECT count(*) FROM {ident(schema, table)} WHERE NOT ({constraint})")
@@ -246,6 +250,8 @@ def foreign_key_violations(
 ) -> int:
     """How many rows of a table a foreign key would refuse: every key column set and no
     matching row referenced (MATCH SIMPLE); with ``full``, also a key partly NULL."""
+    cat.read_lock(schema, table)
+    cat.read_lock(schema, ref_table)
     cols = [ident(c) for c in columns]
     match = " AND ".join(f"r.{ident(rc)} = t.{c}" for rc, c in zip(ref_columns, cols, strict=True))
     missing = (

@@ -9,7 +9,7 @@ loads without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from migrator.sqltext import ident
@@ -121,11 +121,13 @@ def index_build_error(
     table: str,
     build: Callable[[str, str], str],
     columns: Sequence[tuple[str, str]] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why PostgreSQL refuses an index (or an index-backed constraint), or None:
     ``build(schema, table)`` is its CREATE INDEX (or ALTER TABLE ... ADD CONSTRAINT) on a
     given table, run on an empty temporary copy of the table's columns (CREATE TEMP TABLE
-    ... LIKE; or, for a table the plan creates, ``columns`` as (name, type SQL)) inside a
+    ... LIKE, with ``extra`` (name -> type SQL) added: columns earlier operations of the
+    plan add; or, for a table the plan creates, ``columns`` as (name, type SQL)) inside a
     savepoint that is rolled back. The live table is neither locked beyond ACCESS SHARE
     nor scanned.
     """
@@ -133,8 +135,11 @@ def index_build_error(
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    if columns is None:
+        cat.read_lock(schema, table, rows=False)  # LIKE takes ACCESS SHARE
+    added = "".join(f", {ident(name)} {type_sql}" for name, type_sql in (extra or {}).items())
     shape = (
-        f"LIKE {ident(schema, table)}"
+        f"LIKE {ident(schema, table)}{added}"
         if columns is None
         else ", ".join(f"{ident(name)} {type_sql}" for name, type_sql in columns)
     )
@@ -145,6 +150,8 @@ def index_build_error(
             sp.rollback()
     except DBAPIError as exc:
         orig = exc.orig
+        if getattr(orig, "sqlstate", None) == "55P03":
+            raise  # a wait, not PostgreSQL's verdict on the index
         if isinstance(orig, psycopg.Error) and orig.diag.message_primary:
             return orig.diag.message_primary
         return str(orig).splitlines()[0]
@@ -188,6 +195,7 @@ def exclusion_conflicts(
     `exclusion_conflicts_sql`); read only."""
     from sqlalchemy import text
 
+    cat.read_lock(schema, table)
     row = cat.conn.execute(
         text(exclusion_conflicts_sql(schema, table, keys, operators, where))
     ).one()
@@ -198,6 +206,7 @@ def relation_bytes(cat: Catalog, schema: str, table: str) -> int:
     """The table's size on disk (its main fork), from the catalog; no scan."""
     from sqlalchemy import text
 
+    cat.read_lock(schema, table, rows=False)  # pg_relation_size takes ACCESS SHARE
     return int(
         cat.conn.execute(
             text("SELECT pg_relation_size(to_regclass(:t))"), {"t": ident(schema, table)}

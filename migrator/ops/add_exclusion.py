@@ -128,11 +128,16 @@ class AddExclusion(Operation):
                 f"{where}: {ctx.schema}.{helper}, the name of the helper index, is taken"
             )
         ctx.planned_relations.update({self.name, helper})
-        if self.table in ctx.planned_tables or ctx.planned_columns.get(self.table):
+        # Columns earlier operations add are added to the empty copy the operators are
+        # tried on; a table or a type the plan creates is not there to copy or name.
+        extra = ctx.planned_column_types.get(self.table, {})
+        if self.table in ctx.planned_tables or any(ctx.type_planned(t) for t in extra.values()):
             return  # nothing to try it on yet: the expand's guard and ADD CONSTRAINT do
-        problem = exclusion_error(ctx, self.table, self.name, self._exclusion())
+        problem = exclusion_error(ctx, self.table, self.name, self._exclusion(), extra=extra)
         if problem:
             raise ValidationFailed(f"{where}: PostgreSQL refuses the exclusion: {problem}")
+        if extra:
+            return  # the rows have no such column yet: the expand's guard counts conflicts
         indexed = found is not None and found.valid
         if indexed or relation_bytes(ctx.catalog, ctx.schema, self.table) <= PRECHECK_BYTES:
             count, example = exclusion_conflicts(

@@ -107,8 +107,18 @@ class Context:
         return self.catalog.constraint_exists(self.schema, table, name)
 
     def table_known(self, table: str) -> bool:
-        """True when the table exists, or an earlier operation of the plan creates it."""
-        return table in self.planned_tables or self.catalog.table_exists(self.schema, table)
+        """True when the table exists, or an earlier operation of the plan creates it.
+
+        A live table is read-locked here (`Catalog.read_lock`), the first question an
+        operation asks of it: later ones (defaults through pg_get_expr, counts, plans)
+        take ACCESS SHARE on it too, and would otherwise wait without a bound or a name.
+        """
+        if table in self.planned_tables:
+            return True
+        if not self.catalog.table_exists(self.schema, table):
+            return False
+        self.catalog.read_lock(self.schema, table, rows=False)
+        return True
 
     def column_names(self, table: str) -> list[str]:
         """The columns of a live or planned table."""

@@ -150,11 +150,19 @@ class CreateIndex(Operation):
             raise ValidationFailed(
                 f"{where}: a relation named {ctx.schema}.{self.name} already exists"
             )
-        if self.table not in ctx.planned_tables and not ctx.planned_columns.get(self.table):
-            # The index built once, on an empty copy of the table, in a savepoint rolled
-            # back: the method, operator classes and storage parameters as PostgreSQL takes them.
+        extra = ctx.planned_column_types.get(self.table, {})
+        if self.table not in ctx.planned_tables and not any(
+            ctx.type_planned(t) for t in extra.values()
+        ):
+            # The index built once, on an empty copy of the table (with the columns earlier
+            # operations add), in a savepoint rolled back: the method, operator classes and
+            # storage parameters as PostgreSQL takes them.
             problem = index_build_error(
-                ctx.catalog, ctx.schema, self.table, lambda s, t: self._probe_sql(ctx, s, t)
+                ctx.catalog,
+                ctx.schema,
+                self.table,
+                lambda s, t: self._probe_sql(ctx, s, t),
+                extra=extra,
             )
             if problem:
                 raise ValidationFailed(f"{where}: PostgreSQL refuses the index: {problem}")

@@ -9,7 +9,7 @@ rollback drops the table; the contract has nothing to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from pydantic import Field, model_validator
@@ -81,12 +81,14 @@ def exclusion_error(
     name: str,
     exclude: Exclusion,
     columns: Sequence[tuple[str, str]] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why PostgreSQL refuses the exclusion constraint (an operator the column's type has
     no operator class for, one that is not commutative, an unknown function), or None.
 
     The constraint is added to an empty temporary copy of the table (``columns`` as
-    (name, type SQL) for a table the plan creates), in a savepoint rolled back: the same
+    (name, type SQL) for a table the plan creates; ``extra``, name -> type SQL, the
+    columns earlier operations add to a live one), in a savepoint rolled back: the same
     build `create_index` tries, so the check runs before anything changes.
     """
     names = [c for c, _ in columns] if columns is not None else ctx.column_names(table)
@@ -96,7 +98,7 @@ def exclusion_error(
             names
         )
 
-    problem = index_build_error(ctx.catalog, ctx.schema, table, build, columns)
+    problem = index_build_error(ctx.catalog, ctx.schema, table, build, columns, extra)
     if problem and "no default operator class" in problem and exclude.using == "gist":
         problem += (
             " (the btree_gist extension gives gist operator classes to scalar types: "
