@@ -15,7 +15,13 @@ import pytest
 from typer.testing import CliRunner
 
 from migrator.cli import app
-from migrator.commands.check import CHECK_FAILED, CHECK_PASSED, CheckOptions, check
+from migrator.commands.check import (
+    CHECK_FAILED,
+    CHECK_PASSED,
+    CheckOptions,
+    CommandPhases,
+    check,
+)
 from migrator.db.embedded import start
 from migrator.errors import GateRefused, UsageError
 from migrator.plan.loader import load_plan
@@ -494,3 +500,42 @@ def test_live_database_with_an_earlier_release_and_its_state(
     report = check(second, second_path, CheckOptions(database_url=fresh_db, scratch_url=scratch))
     assert not report.failed, [f.summary() for f in report.findings]
     assert report.queries == {"old": 1, "new": 1}
+
+
+def test_a_warm_check_builds_no_phase_database_and_reports_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cache keeps the phase databases in a data directory keyed by the baseline, the
+    # plans and migrator's code: a third check on the same plan applies nothing, and
+    # reports what a check that built them does; a changed plan gets its own.
+    expands: list[str] = []
+    plain_expand = CommandPhases.expand
+
+    def counted(self: CommandPhases, plan: Any, url: str, observer: Any) -> None:
+        expands.append(plan.release)
+        plain_expand(self, plan, url, observer)
+
+    monkeypatch.setattr(CommandPhases, "expand", counted)
+    plan_path = write_release(tmp_path, NEW_BAD)
+    cache = tmp_path / "cache"
+
+    def run() -> tuple[list[tuple[Any, ...]], str]:
+        report = check(load_plan(plan_path), plan_path, CheckOptions(cache_dir=cache))
+        found = [(f.check, f.severity, f.file, f.line, f.phase, f.reason) for f in report.findings]
+        return found, report.before_source
+
+    first = run()  # builds its phase databases; caches the initdb'd data directory
+    assert first[0] and len(expands) == 1
+    second = run()  # builds the data directory with the phase databases, and uses it
+    assert second == first and len(expands) == 2
+    assert any("-phases-" in p.name for p in cache.iterdir())
+    assert run() == first and len(expands) == 2  # nothing applied
+
+    plan_path.write_text(
+        plan_path.read_text()
+        + "  - add_column: {table: customer, column: {name: phone_number, type: text}}\n"
+    )
+    changed = run()
+    assert len(expands) == 3
+    assert changed[0] != first[0]
+    assert not any("phone_number" in str(f[5]) for f in changed[0] if f[1] == "error")

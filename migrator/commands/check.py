@@ -12,6 +12,7 @@ there, the schema before it is that schema with the plan's rollback run on the c
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from migrator.commands.expand import expand
 from migrator.commands.rollback import rollback_steps
 from migrator.commands.session import Options
 from migrator.db.connection import connect, make_engine
-from migrator.db.embedded import EmbeddedPostgres, memory_folder, start
+from migrator.db.embedded import EmbeddedPostgres, Prepared, memory_folder, start
 from migrator.engine.catalog import Catalog
 from migrator.engine.executor import Executor
 from migrator.engine.state import EXPANDED_PHASES, HALF_APPLIED_PHASES, ReleasePhase, StateStore
@@ -38,7 +39,14 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.loader import missing_files
 from migrator.plan.models import Plan
 from migrator.verify.matrix import run_matrix
-from migrator.verify.phase_schemas import baseline_file, load_baseline_template, phase_databases
+from migrator.verify.phase_schemas import (
+    baseline_file,
+    earlier_plans,
+    keep_phase_databases,
+    kept_phase_databases,
+    load_baseline_template,
+    phase_databases,
+)
 from migrator.verify.queries import Parsed, Query, load_query_set
 from migrator.verify.report import CheckReport, Finding
 from migrator.verify.scratch import DISPOSABLE_SETTINGS, ScratchServer
@@ -102,36 +110,71 @@ class CheckOptions:
     cache_dir: Path | None = None
 
 
+# The phase databases a cached data directory holds are named so.
+KEPT_PHASES = "migrator_check_kept"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """migrator's own source: the phase databases are what this code builds of a plan."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _variants(plan: Plan, plan_path: Path, opts: CheckOptions) -> list[Prepared]:
+    """The cached data directories this check can start from: the baseline loaded (a
+    template), then the phase databases built, keyed by the baseline's content, the
+    plans applied (this one and its chain) and migrator's code. None where the schema
+    before is the live one, or the chain cannot be read (that is reported where the
+    phase databases are built)."""
+    if opts.database_url is not None or opts.cache_dir is None:
+        return []
+    try:
+        chain = earlier_plans(plan, plan_path)
+        baseline = baseline_file(plan, plan_path)
+    except MigratorError:
+        return []
+    variants: list[Prepared] = []
+    key = hashlib.sha256(b"phases 1\0" + _code_digest().encode())
+    if baseline is not None:
+        content = baseline.read_bytes()
+        key.update(content)
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        variants.append((f"baseline-{digest}", partial(load_baseline_template, path=baseline)))
+    for _, step in [*chain, (plan_path, plan)]:
+        key.update(b"\0" + step.digest().encode())
+    build = partial(_keep_phases, plan=plan, plan_path=plan_path)
+    variants.append((f"phases-{key.hexdigest()[:16]}", build))
+    return variants
+
+
+def _keep_phases(url: str, plan: Plan, plan_path: Path) -> None:
+    keep_phase_databases(plan, plan_path, ScratchServer(url), CommandPhases(), KEPT_PHASES)
+
+
 def _start_disposable(
-    cache: Path | None, baseline: Path | None
+    cache: Path | None, variants: list[Prepared]
 ) -> tuple[EmbeddedPostgres, ScratchServer]:
     # A throwaway cluster: in memory where there is room, without durability from its
     # first start (ScratchServer.make_disposable's settings, with no restart); from a
-    # cached data directory that holds the baseline already, where there is one.
-    prepared = None
-    if baseline is not None:
-        digest = hashlib.sha256(baseline.read_bytes()).hexdigest()[:16]
-        prepared = (f"baseline-{digest}", partial(load_baseline_template, path=baseline))
+    # cached data directory that holds the phase databases already (or the baseline),
+    # where there is one.
     server = start(
-        cache=cache, temp_root=memory_folder(), settings=DISPOSABLE_SETTINGS, prepared=prepared
+        cache=cache,
+        temp_root=memory_folder(),
+        settings=DISPOSABLE_SETTINGS,
+        prepared=variants or None,
     )
     return server, ScratchServer(server.url, single_use=True)
 
 
-def _baseline(plan: Plan, plan_path: Path, opts: CheckOptions) -> Path | None:
-    """The baseline file the phase databases will load, where one is (a failure to find
-    it is reported where they are built)."""
-    if opts.database_url is not None or opts.cache_dir is None:
-        return None
-    try:
-        return baseline_file(plan, plan_path)
-    except MigratorError:
-        return None
-
-
 @contextmanager
 def _scratch(
-    opts: CheckOptions, baseline: Path | None = None
+    opts: CheckOptions, variants: list[Prepared] | None = None
 ) -> Iterator[Callable[[], ScratchServer]]:
     """The scratch server, as a function that waits for it: the embedded server starts in
     the background while the query sets are parsed, and stops when the block ends."""
@@ -141,7 +184,7 @@ def _scratch(
         return
     opts.observer.info("starting an embedded PostgreSQL for the scratch databases")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-scratch") as pool:
-        future = pool.submit(_start_disposable, opts.cache_dir, baseline)
+        future = pool.submit(_start_disposable, opts.cache_dir, variants or [])
         try:
             yield lambda: future.result()[1]
         finally:
@@ -293,8 +336,9 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
     live_version, live_expanded = (
         _live_version(opts.database_url, plan) if opts.database_url else (None, False)
     )
+    variants = _variants(plan, path, opts)
     with (
-        _scratch(opts, _baseline(plan, path, opts)) as scratch_server,
+        _scratch(opts, variants) as scratch_server,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-queries") as pool,
     ):
         # The query sets are read while the server starts and the phase databases are
@@ -306,15 +350,20 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
             server = scratch_server()
             scratch_version = server.server_version()
             lap("scratch server")
-            building = phase_databases(
-                plan,
-                path,
-                server,
-                CommandPhases(),
-                live_url=opts.database_url,
-                live_expanded=live_expanded,
-                # A server started for this check goes as a whole: no drops first.
-                keep=server.single_use,
+            kept = kept_phase_databases(server, KEPT_PHASES) if variants else None
+            building = (
+                contextlib.nullcontext(kept)
+                if kept is not None
+                else phase_databases(
+                    plan,
+                    path,
+                    server,
+                    CommandPhases(),
+                    live_url=opts.database_url,
+                    live_expanded=live_expanded,
+                    # A server started for this check goes as a whole: no drops first.
+                    keep=server.single_use,
+                )
             )
             dbs = building.__enter__()
         except BaseException:

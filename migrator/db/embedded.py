@@ -16,7 +16,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,10 @@ ROOT_SYSTEM_USER = "embedded_postgres"
 MANIFEST = "manifest.json"
 # A variant of a cached data directory: its name, and what is done to it once, on its URL.
 Prepared = tuple[str, Callable[[str], None]]
+# Variants that build on each other, each the one before with its function run too (check:
+# the baseline loaded, then the phase databases built on it). The last is wanted; where
+# it is missing it is made from the deepest one the cache holds.
+Variants = Prepared | Sequence[Prepared]
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
@@ -247,24 +251,27 @@ def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path
     discard_entry(entry)
     work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
     try:
-        _make(cache, prepared, work / "pgdata")
+        source = cached_data_directory(cache) if prepared is not None else None
+        _make(source, () if prepared is None else (prepared,), work / "pgdata")
         _store(work / "pgdata", entry, prepared is not None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return entry / "pgdata"
 
 
-def _make(cache: Path, prepared: Prepared | None, pgdata: Path) -> None:
-    """A new data directory at ``pgdata``: initdb's, or the plain cached one prepared."""
-    if prepared is None:
+def _make(source: Path | None, steps: Sequence[Prepared], pgdata: Path) -> None:
+    """A new data directory at ``pgdata``: initdb's (no ``source``), or a copy of the
+    cached ``source`` with the functions of ``steps`` run on it in turn."""
+    if source is None:
         # initdb in a temporary folder: as root it runs as another user, who may not
         # reach the cache (often under root's home).
         _initdb(pgdata, _system_user())
         return
-    _copy_data_directory(cached_data_directory(cache), pgdata)
+    _copy_data_directory(source, pgdata)
     server = start(pgdata.parent)
     try:
-        prepared[1](server.url)
+        for _, prepare in steps:
+            prepare(server.url)
     finally:
         server.stop()  # a clean shutdown: its checkpoint is in the copy
     for leftover in ("log", "postmaster.opts", ".handle_pids.json"):
@@ -334,45 +341,62 @@ def _store_in_background(work: Path, entry: Path, variant: bool) -> threading.Th
     return thread
 
 
-def _seed(pgdata: Path, cache: Path | None, prepared: Prepared | None) -> threading.Thread | None:
+def _steps(prepared: Variants | None) -> tuple[Prepared, ...]:
+    if prepared is None:
+        return ()
+    if len(prepared) == 2 and isinstance(prepared[0], str):
+        return (prepared,)  # type: ignore[return-value]  # one (name, function)
+    return tuple(prepared)  # type: ignore[arg-type]
+
+
+def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> threading.Thread | None:
     """A fresh data directory at ``pgdata``: a copy of the cached one (far cheaper than
     initdb), or initdb's own where there is no cache or the copy failed.
 
     Where the entry is missing, the data directory is made in a temporary folder, copied
     to ``pgdata``, and stored in the cache by the thread returned (writing and syncing
     the cache need not hold up the server's start). With no plain entry yet, no variant
-    is made: a first run costs what it did without a cache."""
+    is made: a first run costs what it did without a cache. A missing variant is made
+    from the deepest of the ones before it that the cache holds (else the plain entry)."""
+    steps = _steps(prepared)
     if cache is not None:
         try:
-            variant = _entry(cache, prepared) if prepared is not None else None
-            if variant is not None and _intact(variant):
-                os.utime(variant)  # recently used: kept when older variants go
-                _copy_data_directory(variant / "pgdata", pgdata)
-                return None
+            if steps:
+                variant = _entry(cache, steps[-1])
+                if _intact(variant):
+                    os.utime(variant)  # recently used: kept when older variants go
+                    _copy_data_directory(variant / "pgdata", pgdata)
+                    return None
             plain = _entry(cache, None)
             if not _intact(plain):
-                prepared = None
-            elif prepared is None:
+                steps = ()
+            elif not steps:
                 _copy_data_directory(plain / "pgdata", pgdata)
                 return None
-            entry = _entry(cache, prepared)
+            base, done = plain, 0
+            for depth in range(len(steps) - 1, 0, -1):
+                if _intact(_entry(cache, steps[depth - 1])):
+                    base, done = _entry(cache, steps[depth - 1]), depth
+                    break
+            entry = _entry(cache, steps[-1] if steps else None)
             discard_entry(entry)
             work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
             try:
-                _make(cache, prepared, work / "pgdata")
+                _make(base / "pgdata" if steps else None, steps[done:], work / "pgdata")
             except MigratorError:
                 shutil.rmtree(work, ignore_errors=True)
-                if prepared is None:
+                if not steps:
                     raise
-                # The variant cannot be made (a baseline that does not load): the plain
-                # entry, and whoever needed the variant meets that error itself.
-                _copy_data_directory(plain / "pgdata", pgdata)
+                # The variant cannot be made (a baseline that does not load, a plan that
+                # does not apply): the deepest entry there is, and whoever needed the
+                # variant meets that error itself.
+                _copy_data_directory(base / "pgdata", pgdata)
                 return None
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
             _copy_data_directory(work / "pgdata", pgdata)
-            return _store_in_background(work, entry, prepared is not None)
+            return _store_in_background(work, entry, bool(steps))
         except OSError:  # an unwritable cache, or its entry replaced mid-copy
             shutil.rmtree(pgdata, ignore_errors=True)
     _initdb(pgdata, _system_user())
@@ -411,14 +435,15 @@ def start(
     settings: dict[str, str] | None = None,
     cache: Path | None = None,
     temp_root: Path | None = None,
-    prepared: Prepared | None = None,
+    prepared: Variants | None = None,
 ) -> EmbeddedPostgres:
     """Start an embedded PostgreSQL in ``folder`` (a new temporary folder if None, made
     in ``temp_root`` if given, and removed at stop).
 
     ``cache``: where an initdb'd data directory is kept between runs (see
     `cached_data_directory`); a new data directory is a copy of it (of its ``prepared``
-    variant if given; without a cache, ``prepared`` is not run). ``settings`` are
+    variant if given, or the last of a sequence of variants; without a cache,
+    ``prepared`` is not run). ``settings`` are
     written to postgresql.auto.conf before the first start of a new data directory; on
     an existing one with ALTER SYSTEM and a restart (for those that need one:
     ``shared_preload_libraries = pg_stat_statements``).

@@ -202,13 +202,15 @@ def phase_databases(
     live_expanded: bool = False,
     observer: Observer = NULL_OBSERVER,
     keep: bool = False,
+    prefix: str | None = None,
 ) -> Iterator[PhaseDatabases]:
-    """Build the three phase databases; they are dropped when the block ends.
+    """Build the three phase databases; they are dropped when the block ends (unless
+    ``keep``). ``prefix``: their names' (default: one of this server's own).
 
     ``live_expanded``: the plan is already expanded on the live database, so ``before``
     is its schema with the plan's rollback run on the copy.
     """
-    prefix = f"migrator_check_{server.token}"
+    prefix = prefix or f"migrator_check_{server.token}"
     names = {phase: f"{prefix}_{phase}" for phase in PHASES}
     created: list[str] = []
     try:
@@ -253,6 +255,32 @@ def phase_databases(
                 server.drop(name)
 
 
+def kept_phase_databases(server: ScratchServer, prefix: str) -> PhaseDatabases | None:
+    """The phase databases `keep_phase_databases` left on ``server`` (a data directory
+    check keeps between runs), or None."""
+    names = {phase: f"{prefix}_{phase}" for phase in PHASES}
+    source = server.database_comment(names["before"])
+    if source is None:
+        return None
+    return PhaseDatabases(
+        urls={phase: server.url(name) for phase, name in names.items()},
+        source=source,
+        names=list(names.values()),
+    )
+
+
+def keep_phase_databases(
+    plan: Plan, plan_path: Path, server: ScratchServer, phases: Phases, prefix: str
+) -> None:
+    """Build the phase databases of ``plan`` on ``server`` under ``prefix`` and keep
+    them, with where ``before`` came from as its comment; the baseline templates go
+    (the phase databases are all a later check needs of this server)."""
+    with phase_databases(plan, plan_path, server, phases, keep=True, prefix=prefix) as dbs:
+        server.set_database_comment(dbs.names[0], dbs.source)
+    for name in server.databases(like=r"migrator\_baseline\_%"):
+        server.drop(name)
+
+
 __all__ = [
     "PHASES",
     "PhaseBuildError",
@@ -261,6 +289,8 @@ __all__ = [
     "baseline_file",
     "before_database",
     "earlier_plans",
+    "keep_phase_databases",
+    "kept_phase_databases",
     "load_baseline_template",
     "phase_databases",
 ]

@@ -228,6 +228,31 @@ class ScratchServer:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
 
+    def database_comment(self, database: str) -> str | None:
+        """The comment on a database; None when it has none or does not exist."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                (database,),
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_database_comment(self, database: str, comment: str) -> None:
+        """COMMENT ON DATABASE."""
+        self._admin(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(database), sql.Literal(comment)
+            )
+        )
+
+    def databases(self, like: str) -> list[str]:
+        """The names of the databases that match a LIKE pattern."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (like,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def make_disposable(self) -> None:
         """Trade durability for speed on a server that holds only scratch copies.
 
