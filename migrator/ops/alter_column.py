@@ -60,8 +60,6 @@ from migrator.engine.catalog_columns import (
     column_facts,
     column_indexes,
     dependent_views,
-    function_exists,
-    function_text,
 )
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
@@ -72,10 +70,11 @@ from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.column_swap import swap_steps
 from migrator.ops.columns import ColumnReference, Identifier, NamedCheck, NamedUnique
 from migrator.ops.expressions import default_sql
+from migrator.ops.records import SavedRecord
 from migrator.ops.safe import not_null_steps
 from migrator.ops.shadow import restore_views_sql, save_and_drop_views_sql
 from migrator.pgtypes import rewrites
-from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
+from migrator.sqltext import ident, literal, short_name
 
 
 class AlterColumn(Operation):
@@ -158,9 +157,9 @@ class AlterColumn(Operation):
         """The trigger function, in migrator's own schema."""
         return ident("migrator", short_name(ctx.schema, self.table, self.column, "retype"))
 
-    def saved_name(self, ctx: Context) -> str:
-        """The function that remembers the column as it was before the expand."""
-        return ident("migrator", short_name(ctx.schema, self.table, self.column, "before"))
+    def record(self, ctx: Context) -> SavedRecord:
+        """The record of the column as it was before the expand."""
+        return SavedRecord(short_name(ctx.schema, self.table, self.column, "before"))
 
     def index_name(self, index: str) -> str:
         """The copy of an index over the shadow column."""
@@ -203,15 +202,12 @@ class AlterColumn(Operation):
 
     def expanded(self, ctx: Context) -> bool:
         """True once the expand saved the column (the catalog shows the expanded state)."""
-        name = short_name(ctx.schema, self.table, self.column, "before")
-        return function_exists(ctx.catalog, "migrator", name)
+        return self.record(ctx).exists(ctx)
 
     def column_before(self, ctx: Context, facts: ColumnFacts) -> dict[str, object]:
         """The column as it was before the expand: the saved record, or the live column."""
-        if self.expanded(ctx):
-            raw = function_text(ctx.catalog, self.saved_name(ctx))
-            return dict(json.loads(raw))
-        return _record(facts)
+        raw = self.record(ctx).read(ctx)
+        return _record(facts) if raw is None else dict(json.loads(raw))
 
     def shadow_type(self, facts: ColumnFacts) -> str:
         """The shadow's type: the new one, or the column's own for the constraint form."""
@@ -278,10 +274,7 @@ class AlterColumn(Operation):
             step(
                 "save",
                 f"remember {self.table}.{self.column} as it is, for the rollback",
-                f"CREATE OR REPLACE FUNCTION {self.saved_name(ctx)}() RETURNS text "
-                "LANGUAGE sql IMMUTABLE AS "
-                + dollar_quoted(f" SELECT {literal(json.dumps(saved))} "),
-                private_function_sql(self.saved_name(ctx)),
+                *self.record(ctx).save_sql(json.dumps(saved)),
             )
         ]
         if self.type is not None and self.changes_type(facts):
@@ -355,7 +348,7 @@ class AlterColumn(Operation):
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         facts = self.facts(ctx)
-        drop_saved = f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()"
+        drop_saved = self.record(ctx).forget_sql()
         if self.shadowed(ctx):
             return swap_steps(self, ctx, facts, drop_saved)
         # Tightening waits for the contract: a CHECK, UNIQUE or FOREIGN KEY is enforced
@@ -419,11 +412,7 @@ class AlterColumn(Operation):
             )
             steps.append(self._retype_in_place(ctx, facts, str(saved["type"]), "restore-type"))
         steps.append(
-            step(
-                "forget",
-                "drop the saved record of the column",
-                f"DROP FUNCTION IF EXISTS {self.saved_name(ctx)}()",
-            )
+            step("forget", "drop the saved record of the column", self.record(ctx).forget_sql())
         )
         return steps
 

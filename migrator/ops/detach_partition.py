@@ -16,15 +16,15 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.engine.catalog_columns import function_exists, function_text
 from migrator.engine.catalog_partitions import partition_of
 from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.attach_partition import attach_steps, detach_steps
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
+from migrator.ops.records import SavedRecord
 from migrator.ops.validation import require_table
-from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
+from migrator.sqltext import short_name
 
 
 class DetachPartition(Operation):
@@ -38,9 +38,9 @@ class DetachPartition(Operation):
     def describe(self) -> str:
         return f"detach {self.partition} from {self.table}"
 
-    def _saved(self, ctx: Context) -> tuple[str, str]:
-        """The function keeping the bound: (schema, name)."""
-        return "migrator", short_name(ctx.schema, self.partition, "bound")
+    def _record(self, ctx: Context) -> SavedRecord:
+        """The record of the partition's bound."""
+        return SavedRecord(short_name(ctx.schema, self.partition, "bound"))
 
     def validate_live(self, ctx: Context) -> None:
         where = f"detach_partition {self.partition}"
@@ -60,9 +60,7 @@ class DetachPartition(Operation):
                 step(
                     "save-bound",
                     f"remember {self.partition}'s bound for the rollback",
-                    f"CREATE OR REPLACE FUNCTION {ident(*self._saved(ctx))}() RETURNS text "
-                    f"LANGUAGE sql IMMUTABLE AS {dollar_quoted(f' SELECT {literal(saved)} ')}",
-                    private_function_sql(ident(*self._saved(ctx))),
+                    *self._record(ctx).save_sql(saved),
                 )
             )
         return steps + detach_steps(ctx, "detach", self.table, self.partition)
@@ -71,18 +69,18 @@ class DetachPartition(Operation):
         return step(
             key,
             f"forget {self.partition}'s saved bound",
-            f"DROP FUNCTION IF EXISTS {ident(*self._saved(ctx))}()",
+            self._record(ctx).forget_sql(),
         )
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         return [self._forget(ctx, "forget")]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        schema, name = self._saved(ctx)
         found = partition_of(ctx.catalog, ctx.schema, self.partition)
-        if found is not None or not function_exists(ctx.catalog, schema, name):
+        saved = None if found is not None else self._record(ctx).read(ctx)
+        if saved is None:
             return [self._forget(ctx, "forget")]  # never detached
-        bound = str(json.loads(function_text(ctx.catalog, ident(schema, name)))["bound"])
+        bound = str(json.loads(saved)["bound"])
         return [
             *attach_steps(ctx, "reattach", self.table, self.partition, bound),
             self._forget(ctx, "forget"),

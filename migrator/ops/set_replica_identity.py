@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-from migrator.engine.catalog_columns import function_exists, function_text
 from migrator.engine.catalog_tables import (
     identity_index_problem,
     publications_of_changes,
@@ -30,8 +29,9 @@ from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
+from migrator.ops.records import SavedRecord
 from migrator.ops.validation import require_table
-from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
+from migrator.sqltext import ident, short_name
 from migrator.strict import Strict
 
 
@@ -70,11 +70,9 @@ class SetReplicaIdentity(Operation):
             return f"index {self.identity.index}"
         return self.identity
 
-    def _saved_bare(self, ctx: Context) -> str:
-        return short_name(ctx.schema, self.table, "replica_identity")
-
-    def _saved(self, ctx: Context) -> str:
-        return ident("migrator", self._saved_bare(ctx))
+    def _record(self, ctx: Context) -> SavedRecord:
+        """The record of the identity as it was before the expand."""
+        return SavedRecord(short_name(ctx.schema, self.table, "replica_identity"))
 
     def validate_live(self, ctx: Context) -> None:
         where = f"set_replica_identity {self.table}"
@@ -130,37 +128,32 @@ class SetReplicaIdentity(Operation):
         return f"index:{index}" if kind == "index" else kind
 
     def expand(self, ctx: Context) -> Sequence[Step]:
-        save = (
-            f"CREATE OR REPLACE FUNCTION {self._saved(ctx)}() RETURNS text LANGUAGE sql "
-            f"IMMUTABLE AS {dollar_quoted(f' SELECT {literal(self._current(ctx))} ')}"
-        )
-        private = private_function_sql(self._saved(ctx))
-        return [self._alter(ctx, "replica-identity", identity_sql(self.identity), save, private)]
+        save = self._record(ctx).save_sql(self._current(ctx))
+        return [self._alter(ctx, "replica-identity", identity_sql(self.identity), *save)]
 
     def contract(self, ctx: Context) -> Sequence[Step]:
         # The saved record says which section the operation stands in: the expand made
         # it (its contract only forgets it), or the change is the contract's own.
-        if function_exists(ctx.catalog, "migrator", self._saved_bare(ctx)):
+        if self._record(ctx).exists(ctx):
             return [
                 step(
                     "forget",
                     f"drop the saved replica identity of {self.table}",
-                    f"DROP FUNCTION IF EXISTS {self._saved(ctx)}()",
+                    self._record(ctx).forget_sql(),
                 )
             ]
         return [self._alter(ctx, "replica-identity", identity_sql(self.identity))]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        if function_exists(ctx.catalog, "migrator", self._saved_bare(ctx)):
-            before = function_text(ctx.catalog, self._saved(ctx))
-        else:
+        before = self._record(ctx).read(ctx)
+        if before is None:
             before = self._current(ctx)  # not expanded yet (a rendered downgrade)
         return [
             self._alter(
                 ctx,
                 "restore-replica-identity",
                 identity_sql(before),
-                f"DROP FUNCTION IF EXISTS {self._saved(ctx)}()",
+                self._record(ctx).forget_sql(),
                 rollback=True,
             )
         ]
