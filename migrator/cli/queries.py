@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -53,7 +54,9 @@ def capture(
     if command and database_url:
         raise UsageError("give either --database-url or a command after --, not both")
     if command:
-        result = capture_command(command, out_dir, observer=ConsoleObserver(), name=name)
+        result = capture_command(
+            command, out_dir, observer=ConsoleObserver(), name=name, env=os.environ
+        )
     elif database_url:
         result = capture_from(database_url, out_dir, name=name)
     else:

@@ -10,10 +10,9 @@ statement under a ``-- name:`` comment.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,9 +139,11 @@ def capture_command(
     *,
     observer: Observer = NULL_OBSERVER,
     name: str = "captured.sql",
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str],
 ) -> CaptureResult:
-    """Run ``command`` against a fresh embedded PostgreSQL (``DATABASE_URL``) and capture it."""
+    """Run ``command`` against a fresh embedded PostgreSQL (``DATABASE_URL``) and capture it.
+
+    ``env`` is the command's environment (the CLI's own), given ``DATABASE_URL``."""
     if not command:
         raise UsageError("no command to run: `migrator queries capture --out DIR -- COMMAND...`")
     with tempfile.TemporaryDirectory(prefix="migrator-capture-") as tmp:
@@ -153,7 +154,7 @@ def capture_command(
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 conn.execute("SELECT pg_stat_statements_reset()")
             observer.info(f"running {' '.join(command)} with DATABASE_URL={app_url}")
-            child_env = dict(env if env is not None else os.environ)
+            child_env = dict(env)
             child_env["DATABASE_URL"] = app_url
             try:
                 status = subprocess.run(list(command), env=child_env, check=False).returncode
