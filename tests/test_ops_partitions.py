@@ -781,6 +781,109 @@ def test_attach_of_a_table_partitioned_off_the_parents_unique_key_is_refused(db:
     assert schema_dump(db) == before
 
 
+# PostgreSQL 17+ takes an exclusion constraint on a partitioned table (15 refuses it:
+# "exclusion constraints are not supported on partitioned tables"), so on 18 only: the
+# parent's, over the partition key with =, and a table to attach that lacks it.
+ROOMS = """
+CREATE EXTENSION btree_gist;
+CREATE TABLE rooms (room int NOT NULL, during tstzrange NOT NULL, note text)
+    PARTITION BY LIST (room);
+ALTER TABLE rooms ADD CONSTRAINT rooms_no_overlap
+    EXCLUDE USING gist (room WITH =, during WITH &&) WHERE (note IS DISTINCT FROM 'x');
+CREATE TABLE rooms_1 PARTITION OF rooms FOR VALUES IN (1);
+CREATE TABLE rooms_2 (LIKE rooms);
+INSERT INTO rooms_2 SELECT 2, tstzrange('2026-01-01'::timestamptz + g * interval '1 day',
+                                        '2026-01-01'::timestamptz + (g + 1) * interval '1 day'),
+                           'n' || g
+FROM generate_series(1, 40) g;
+"""
+ROOMS_ATTACH = "- attach_partition: {table: rooms, partition: rooms_2, bound: 'FOR VALUES IN (2)'}"
+EXCLUSION = Case(
+    "attach_partition adds the parent's exclusion constraint first",
+    setup=BASE + ROOMS,
+    expand=ROOMS_ATTACH,
+    old=["INSERT INTO rooms_2 VALUES (2, '[2030-01-01,2030-01-02)', 'x')"],
+    new=[
+        "INSERT INTO rooms VALUES (2, '[2031-01-01,2031-01-02)', 'y') ON CONFLICT DO NOTHING",
+    ],
+    final=[
+        (
+            "SELECT conname, pg_get_constraintdef(oid), conparentid <> 0 FROM pg_constraint "
+            "WHERE conrelid = 'rooms_2'::regclass AND contype = 'x'",
+            [
+                (
+                    "rooms_2_rooms_no_overlap",
+                    "EXCLUDE USING gist (room WITH =, during WITH &&) "
+                    "WHERE ((note IS DISTINCT FROM 'x'::text))",
+                    True,
+                )
+            ],
+        ),
+        ("SELECT count(*) FROM pg_class WHERE relname LIKE '\\_migrator\\_%'", [(0,)]),
+        ("SELECT obj_description('rooms_2_rooms_no_overlap'::regclass, 'pg_class')", [(None,)]),
+    ],
+)
+
+
+def test_attach_adds_the_parents_exclusion_constraint_first(fresh_db: str) -> None:
+    """The parent's exclusion constraint, which ATTACH would build on the table under its
+    lock, is added first by add_exclusion's own steps (helper index built concurrently,
+    the guard, ADD CONSTRAINT under lock_timeout, the helper dropped) with the same
+    definition, so the ATTACH adopts it: the whole release, and the lint, on 18."""
+    run_release_case(EXCLUSION, fresh_db)
+    rec = Recorder()
+    q(fresh_db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA migrator CASCADE")
+    q(fresh_db, EXCLUSION.setup)
+    commands.expand(parse_plan(plan_text(EXCLUSION.expand)), opts(fresh_db, rec))
+    assert [k for k in rec.descriptions if "exclusion" in k] == [
+        f"0.attach_partition.attach-index-rooms_no_overlap-exclusion-{s}"
+        for s in ("helper-index", "guard", "constraint", "drop-helper")
+    ]
+    engine = make_engine(fresh_db)
+    q(fresh_db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA migrator CASCADE")
+    q(fresh_db, EXCLUSION.setup)
+    try:
+        with connect(engine) as conn:
+            findings = lint_plan(parse_plan(plan_text(EXCLUSION.expand)), catalog=Catalog(conn))
+    finally:
+        engine.dispose()
+    assert all(f.severity == "warning" for f in findings), findings
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            "INSERT INTO rooms_2 VALUES (2, '[2026-01-03,2026-01-09)', 'n');",
+            "plan.yaml:4:5: attach_partition rooms_2: the copy of rooms's exclusion constraint "
+            "rooms_no_overlap on rooms_2 (rooms_2_rooms_no_overlap): ",
+        ),
+        (
+            "DROP TABLE rooms_2; CREATE TABLE rooms_2 (LIKE rooms) PARTITION BY LIST (note);"
+            "CREATE TABLE rooms_2_n PARTITION OF rooms_2 FOR VALUES IN ('n');",
+            "plan.yaml:4:5: attach_partition rooms_2: the attach would build exclusion "
+            "constraint rooms_no_overlap's index on rooms_2 under its lock, on every partition "
+            "of rooms_2, and no index can be built concurrently on a partitioned table; give "
+            "each partition of rooms_2, then rooms_2, the constraint first",
+        ),
+    ],
+)
+def test_attach_refuses_an_exclusion_it_cannot_add_first(
+    fresh_db: str, setup: str, message: str
+) -> None:
+    """Rows of the table that conflict under the parent's exclusion (counted, as
+    add_exclusion counts them), and a sub-partitioned table (no concurrent build on a
+    partitioned table): one line, exit 2, nothing changed, on 18."""
+    q(fresh_db, BASE + ROOMS + setup)
+    before = schema_dump(fresh_db)
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(parse_plan(plan_text(ROOMS_ATTACH), "plan.yaml"), opts(fresh_db))
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(fresh_db) == before
+
+
 def test_attach_index_builds_resume_after_an_interrupted_one(db: str) -> None:
     """The second index build fails part way (a writer's open transaction on the table
     outlasts the build's wait for it: lock_timeout, no retry), leaving its INVALID

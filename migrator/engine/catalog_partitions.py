@@ -298,3 +298,19 @@ def table_indexes(cat: Catalog, schema: str, table: str) -> list[TableIndex]:
         {"s": schema, "t": table},
     ).all()
     return [TableIndex(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]
+
+
+def index_constraint_definition(cat: Catalog, schema: str, table: str, index: str) -> str | None:
+    """pg_get_constraintdef of the constraint the table's index backs (an exclusion
+    constraint's elements and operators, which the index's definition lacks), or None."""
+    value = cat.conn.execute(
+        text(
+            "SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k "
+            "JOIN pg_class t ON t.oid = k.conrelid "
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "JOIN pg_class i ON i.oid = k.conindid "
+            "WHERE n.nspname = :s AND t.relname = :t AND i.relname = :i"
+        ),
+        {"s": schema, "t": table, "i": index},
+    ).scalar()
+    return None if value is None else str(value)

@@ -24,13 +24,16 @@ PostgreSQL adopts only such an index for it. The attach then adopts them all and
 nothing. They carry migrator's build mark until the contract, so the rollback drops
 them (and only them) after the detach. A table that is itself partitioned gets each
 index ON ONLY itself and CONCURRENTLY per leaf, attached (a unique or primary key: per
-leaf USING INDEX, then on the table, adopting theirs), as ops/partitioned.py does.
+leaf USING INDEX, then on the table, adopting theirs), as ops/partitioned.py does. An
+exclusion constraint of the parent (PostgreSQL 17+) is added to the table first by
+add_exclusion's own steps, with the parent's definition, so the attach adopts it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import pglast
@@ -38,6 +41,7 @@ from pglast import ast
 from pglast.stream import RawStream
 from pydantic import Field
 
+from migrator.durations import Duration
 from migrator.engine.catalog_columns import function_exists, function_text
 from migrator.engine.catalog_partitions import (
     TableIndex,
@@ -49,8 +53,9 @@ from migrator.engine.catalog_partitions import (
     table_indexes,
     try_bound,
 )
-from migrator.engine.steps import Step, step
+from migrator.engine.steps import Statement, Step, step
 from migrator.errors import ValidationFailed
+from migrator.ops.add_exclusion import AddExclusion, helper_index_name
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.partitioned import (
@@ -357,7 +362,60 @@ def _partitioned_index_steps(
     return steps
 
 
-def index_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step]:
+def exclusion_copy(
+    ctx: Context, table: str, partition: str, parent: TableIndex, name: str, max_lock_hold: float
+) -> AddExclusion | str:
+    """The parent's exclusion constraint ``parent`` as an add_exclusion of the same
+    elements, operators, method and WHERE on the table to attach, named ``name`` (PostgreSQL
+    17+ adopts only a constraint of the very same definition); or why it cannot be one."""
+    from migrator.engine.catalog_partitions import index_constraint_definition
+    from migrator.ops.create_table import ExclusionElement
+
+    definition = index_constraint_definition(ctx.catalog, ctx.schema, table, parent.name)
+    if definition is None:
+        return f"{table} has no constraint on index {parent.name}"
+    stmt = pglast.parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {definition}")[0].stmt
+    assert isinstance(stmt, ast.AlterTableStmt) and stmt.cmds
+    cmd = stmt.cmds[0]
+    assert isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.Constraint)
+    con = cmd.def_
+    elements = []
+    for element, operator in con.exclusions or ():
+        names = [str(o.sval) for o in operator]
+        if element.opclass or element.ordering or element.nulls_ordering or element.collation:
+            return f"{definition} has an operator class, collation or ordering"
+        if len(names) > 1 and names[0] != "pg_catalog":
+            return f"{definition} names an operator of schema {names[0]}"
+        column = element.name or str(RawStream()(element.expr))
+        elements.append(ExclusionElement.model_validate({"column": column, "with": names[-1]}))
+    return AddExclusion(
+        table=partition,
+        name=name,
+        using=str(con.access_method or "gist"),
+        elements=elements,
+        where=None if con.where_clause is None else str(RawStream()(con.where_clause)),
+        max_lock_hold=max_lock_hold,
+    )
+
+
+def exclusion_steps(ctx: Context, key: str, parent: TableIndex, copy: AddExclusion) -> list[Step]:
+    """add_exclusion's own steps for ``copy`` (helper index CONCURRENTLY and timed, the
+    guard, ADD CONSTRAINT under lock_timeout, the helper dropped), under this
+    operation's keys; the constraint's index carries the build mark from the transaction
+    that adds it, so the rollback drops it (and only it)."""
+    mark = f"COMMENT ON INDEX {ident(ctx.schema, copy.name)} IS {literal(index_mark(ctx.release))}"
+    steps = []
+    for s in copy.expand(ctx):
+        statements = s.statements
+        if s.key == "exclusion-constraint":
+            statements = (*statements, Statement(mark, False))
+        steps.append(replace(s, key=f"{key}-index-{parent.name}-{s.key}", statements=statements))
+    return steps
+
+
+def index_steps(
+    ctx: Context, key: str, table: str, partition: str, max_lock_hold: float = 1.0
+) -> list[Step]:
     """Each index of the parent that ``partition`` lacks, built concurrently (see the
     module): an INVALID leftover of a failed build is dropped first; a valid one this
     release built is kept (IF NOT EXISTS)."""
@@ -365,6 +423,11 @@ def index_steps(ctx: Context, key: str, table: str, partition: str) -> list[Step
     part = ident(ctx.schema, partition)
     partitioned = is_partitioned(ctx.catalog, ctx.schema, partition)
     for parent, name in missing_indexes(ctx, table, partition):
+        if parent.constraint == "x":
+            copy = exclusion_copy(ctx, table, partition, parent, name, max_lock_hold)
+            assert isinstance(copy, AddExclusion)  # validate_live refused the others
+            steps += exclusion_steps(ctx, key, parent, copy)
+            continue
         if partitioned:
             steps += _partitioned_index_steps(ctx, key, partition, parent, name)
             continue
@@ -546,6 +609,13 @@ class AttachPartition(Operation):
         "FOR VALUES WITH (MODULUS m, REMAINDER r), or DEFAULT",
     )
 
+    max_lock_hold: Duration = Field(
+        default=1.0,
+        description="for an exclusion constraint of the partitioned table that the table "
+        "lacks (added to it first, the add_exclusion way): refuse when its index build and "
+        "the rows' check, timed on a concurrent copy of the index, take longer",
+    )
+
     def describe(self) -> str:
         return f"attach {self.partition} to {self.table}"
 
@@ -574,11 +644,8 @@ class AttachPartition(Operation):
         partitioned = is_partitioned(ctx.catalog, ctx.schema, self.partition)
         for parent, name in missing_indexes(ctx, self.table, self.partition):
             if parent.constraint == "x":
-                raise ValidationFailed(
-                    f"{where}: the attach would build exclusion constraint {parent.name}'s "
-                    f"index on {self.partition} under its lock; give {self.partition} a "
-                    "matching exclusion constraint first"
-                )
+                self._validate_exclusion(ctx, where, parent, name, partitioned)
+                continue
             _refuse_taken(ctx, where, self.partition, name, f"{self.table}'s index {parent.name}")
             if not partitioned:
                 continue
@@ -609,10 +676,41 @@ class AttachPartition(Operation):
                 f"{self.bound.strip()}; move or delete them first"
             )
 
+    def _validate_exclusion(
+        self, ctx: Context, where: str, parent: TableIndex, name: str, partitioned: bool
+    ) -> None:
+        """An exclusion constraint of the parent the table lacks: add_exclusion's checks
+        on its copy (conflicting rows counted where the table is small), or a refusal of
+        what add_exclusion cannot do."""
+        lacks = (
+            f"the attach would build exclusion constraint {parent.name}'s index on "
+            f"{self.partition} under its lock"
+        )
+        if partitioned:
+            raise ValidationFailed(
+                f"{where}: {lacks}, on every partition of {self.partition}, and no index "
+                f"can be built concurrently on a partitioned table; give each partition of "
+                f"{self.partition}, then {self.partition}, the constraint first"
+            )
+        copy = exclusion_copy(ctx, self.table, self.partition, parent, name, self.max_lock_hold)
+        if isinstance(copy, str):
+            raise ValidationFailed(
+                f"{where}: {lacks}, and migrator cannot copy it ({copy}); give "
+                f"{self.partition} the same constraint first"
+            )
+        try:
+            copy.validate_live(ctx)
+        except ValidationFailed as exc:
+            reason = str(exc).removeprefix(f"add_exclusion {name}: ")
+            raise ValidationFailed(
+                f"{where}: the copy of {self.table}'s exclusion constraint {parent.name} on "
+                f"{self.partition} ({name}): {reason}"
+            ) from None
+
     def expand(self, ctx: Context) -> Sequence[Step]:
         return (
             not_null_steps(ctx, "attach", self.table, self.partition)
-            + index_steps(ctx, "attach", self.table, self.partition)
+            + index_steps(ctx, "attach", self.table, self.partition, self.max_lock_hold)
             + attach_steps(ctx, "attach", self.table, self.partition, self.bound.strip())
         )
 
@@ -650,4 +748,15 @@ class AttachPartition(Operation):
                     index.name,
                 )
             )
+        for parent in table_indexes(ctx.catalog, ctx.schema, self.table):
+            helper = helper_index_name(partition_index_name(self.partition, parent.name))
+            if parent.constraint == "x" and ctx.catalog.index(ctx.schema, helper) is not None:
+                steps.append(
+                    drop_index_step(
+                        f"drop-{helper}",
+                        f"drop the helper index {helper} a stopped run left",
+                        ctx.schema,
+                        helper,
+                    )
+                )
         return steps + undo_not_null_steps(ctx, "undo", self.partition)
