@@ -191,3 +191,19 @@ def test_the_cli_keeps_its_cache_under_xdg_cache_home_else_the_home(
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home" / ".cache" / "migrator"
+
+
+def test_a_discarded_server_stops_at_once_and_leaves_nothing(
+    cache: Path, memory: Path | None
+) -> None:
+    # check's own server: stopped in immediate mode (no shutdown checkpoint), waited for
+    # until it has gone, its folder removed, nothing the wheel stops again at exit.
+    pg = start(cache=cache, settings=DISPOSABLE_SETTINGS, temp_root=memory)
+    url, folder = pg.url, pg.folder
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    pg.stop(discard=True)
+    assert not folder.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5)
+    pg.stop(discard=True)  # a second stop is harmless

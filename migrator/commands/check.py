@@ -194,7 +194,7 @@ def _scratch(
             except Exception:  # it failed to start: the caller saw the error already
                 server = None
             if server is not None:
-                server.stop()
+                server.stop(discard=True)
 
 
 def _queries(
