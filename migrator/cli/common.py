@@ -135,6 +135,14 @@ Reason = Annotated[str, typer.Option("--reason", help="Why a gate is forced (rec
 PlanPath = Annotated[
     Path, typer.Argument(help="The release plan (YAML).", show_default=False, metavar="PLAN")
 ]
+AlembicConfig = Annotated[
+    Path | None,
+    typer.Option("--alembic-config", dir_okay=False, help="alembic.ini (default ./alembic.ini)."),
+]
+ScriptLocation = Annotated[
+    str | None,
+    typer.Option("--script-location", help="The revision scripts' folder (over alembic.ini)."),
+]
 
 
 def actor() -> str:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from migrator.cli.common import DatabaseUrl, emit_json, escape, handled, out, parse_pg_version
+from migrator.cli.common import (
+    AlembicConfig,
+    DatabaseUrl,
+    ScriptLocation,
+    emit_json,
+    escape,
+    handled,
+    out,
+    parse_pg_version,
+)
 from migrator.cli.config import lint_settings
 from migrator.errors import ExitCode, UsageError
 
@@ -109,18 +118,8 @@ def register(app: typer.Typer) -> None:
                 "--sql): the arguments are REV, BASE:HEAD or revision files (default: all).",
             ),
         ] = False,
-        alembic_config: Annotated[
-            Path | None,
-            typer.Option(
-                "--alembic-config", dir_okay=False, help="alembic.ini (default ./alembic.ini)."
-            ),
-        ] = None,
-        script_location: Annotated[
-            str | None,
-            typer.Option(
-                "--script-location", help="The revision scripts' folder (over alembic.ini)."
-            ),
-        ] = None,
+        alembic_config: AlembicConfig = None,
+        script_location: ScriptLocation = None,
         pg_version: Annotated[
             str | None,
             typer.Option(

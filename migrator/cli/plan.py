@@ -10,10 +10,12 @@ from typing import Annotated, Any
 import typer
 
 from migrator.cli.common import (
+    AlembicConfig,
     ConsoleObserver,
     DatabaseUrl,
     Json,
     ScratchUrl,
+    ScriptLocation,
     Settings,
     emit_json,
     err,
@@ -248,16 +250,8 @@ def import_alembic(
         typer.Argument(help="REV, or BASE:HEAD (BASE excluded); default: every revision."),
     ] = None,
     release: Release = None,
-    alembic_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--alembic-config", dir_okay=False, help="alembic.ini (default ./alembic.ini)."
-        ),
-    ] = None,
-    script_location: Annotated[
-        str | None,
-        typer.Option("--script-location", help="The revision scripts' folder (over alembic.ini)."),
-    ] = None,
+    alembic_config: AlembicConfig = None,
+    script_location: ScriptLocation = None,
     plans_dir: PlansDir = Path("plans"),
     rename: Renames = None,
     fill: Fills = None,
