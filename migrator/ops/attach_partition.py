@@ -42,7 +42,6 @@ from pglast.stream import RawStream
 from pydantic import Field
 
 from migrator.durations import Duration
-from migrator.engine.catalog_columns import function_exists, function_text
 from migrator.engine.catalog_partitions import (
     TableIndex,
     is_partitioned,
@@ -64,6 +63,7 @@ from migrator.ops.partitioned import (
     partition_index_name,
     partition_key_missing,
 )
+from migrator.ops.records import SavedRecord
 from migrator.ops.safe import (
     drop_constraint_step,
     drop_index_step,
@@ -72,7 +72,7 @@ from migrator.ops.safe import (
     validate_step,
 )
 from migrator.ops.validation import require_table
-from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
+from migrator.sqltext import ident, literal, short_name
 from migrator.words import count
 
 # DETACH PARTITION ... CONCURRENTLY is PostgreSQL 14+.
@@ -89,9 +89,9 @@ def not_null_check_name(partition: str, column: str) -> str:
     return short_name(partition, column, "nn", prefix="_migrator_")
 
 
-def saved_not_null(schema: str, partition: str) -> tuple[str, str]:
-    """The function keeping the columns the attach made NOT NULL, for the rollback."""
-    return "migrator", short_name(schema, partition, "not_null")
+def saved_not_null(schema: str, partition: str) -> SavedRecord:
+    """The record of the columns the attach made NOT NULL, for the rollback."""
+    return SavedRecord(short_name(schema, partition, "not_null"))
 
 
 def nullable_columns(ctx: Context, table: str, partition: str) -> list[str]:
@@ -114,9 +114,9 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
     columns = nullable_columns(ctx, table, partition)
     if not columns:
         return []
-    schema, name = saved_not_null(ctx.schema, partition)
+    record = saved_not_null(ctx.schema, partition)
     steps = []
-    if not function_exists(ctx.catalog, schema, name):
+    if not record.exists(ctx):
         # With each partition's own nullable ones (a sub-partitioned table): SET NOT NULL
         # reaches them, and on 18 a leaf's NOT NULL a primary key needs stays its own.
         pairs = [[partition, c] for c in columns] + [
@@ -130,9 +130,7 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
             step(
                 f"{key}-save-not-null",
                 f"remember the columns of {partition} made NOT NULL, for the rollback",
-                f"CREATE OR REPLACE FUNCTION {ident(schema, name)}() RETURNS text "
-                f"LANGUAGE sql IMMUTABLE AS {dollar_quoted(f' SELECT {literal(saved)} ')}",
-                private_function_sql(ident(schema, name)),
+                *record.save_sql(saved),
             )
         )
     part = ident(ctx.schema, partition)
@@ -161,12 +159,10 @@ def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
     """After the detach: DROP NOT NULL on the columns the attach made NOT NULL (catalog
     only; the table's first, then its partitions' own), any helper CHECK a stopped run
     left, and the saved list."""
-    schema, name = saved_not_null(ctx.schema, partition)
-    if not function_exists(ctx.catalog, schema, name):
+    saved = saved_not_null(ctx.schema, partition).read(ctx)
+    if saved is None:
         return []
-    pairs = [
-        (str(t), str(c)) for t, c in json.loads(function_text(ctx.catalog, ident(schema, name)))
-    ]
+    pairs = [(str(t), str(c)) for t, c in json.loads(saved)]
     return [
         *(
             step(
@@ -192,7 +188,7 @@ def forget_not_null_step(ctx: Context, key: str, partition: str) -> Step:
     return step(
         key,
         f"forget the columns of {partition} made NOT NULL",
-        f"DROP FUNCTION IF EXISTS {ident(*saved_not_null(ctx.schema, partition))}()",
+        saved_not_null(ctx.schema, partition).forget_sql(),
     )
 
 
@@ -717,7 +713,7 @@ class AttachPartition(Operation):
     def contract(self, ctx: Context) -> Sequence[Step]:
         forget = (
             [forget_not_null_step(ctx, "forget-not-null", self.partition)]
-            if function_exists(ctx.catalog, *saved_not_null(ctx.schema, self.partition))
+            if saved_not_null(ctx.schema, self.partition).exists(ctx)
             else []
         )
         return forget + [
