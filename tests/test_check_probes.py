@@ -31,6 +31,14 @@ CREATE TABLE booking (
     item_id int REFERENCES item ON DELETE CASCADE,
     EXCLUDE USING btree (slot WITH =, room WITH =)
 );
+CREATE SEQUENCE tag_seq;
+CREATE TABLE tag (
+    id bigint DEFAULT nextval('tag_seq'),
+    name text,
+    kind text,
+    CONSTRAINT tag_id_key UNIQUE (id),
+    CONSTRAINT tag_name_excl EXCLUDE USING btree (lower(name) WITH =) WHERE (kind <> 'draft')
+);
 """
 
 
@@ -209,3 +217,82 @@ def test_probes_that_cannot_run_are_said_to(tmp_path: Path, db: str, snapshot: S
     [finding] = result[id(found[0])]
     assert (finding.check, finding.severity) == ("probe", "warning")
     assert "not checked" in finding.reason and "TEMP" in finding.fix
+
+
+def test_rows_of_one_insert_compared_whole_by_the_server(
+    tmp_path: Path, db: str, snapshot: Snapshot
+) -> None:
+    """Two literal rows of one INSERT that conflict under a UNIQUE or an EXCLUDE the
+    phase adds: every pair of the VALUES list, compared in the server on the values the
+    INSERT would store (an expression element and the predicate evaluated there)."""
+    before = copy.deepcopy(snapshot)
+    tag = before.relations[("public", "tag")]
+    tag.checked = []
+    before.by_oid[tag.oid] = tag
+    [excl] = [c for c in snapshot.relations[("public", "tag")].checked if c.kind == "x"]
+    assert (excl.columns, excl.elements, excl.plain) == (("name",), ("lower(name)",), (False,))
+    assert (excl.predicate, excl.predicate_columns) == ("kind <> 'draft'::text", ("kind",))
+    rows = [f"('tag {i}', 'topic')" for i in range(2, 40)]
+    found = queries(
+        tmp_path,
+        # rows 1 and 40: lower() makes them equal, whatever lies between
+        f"INSERT INTO tag (name, kind) VALUES ('Alpha', 'topic'), {', '.join(rows)}, "
+        "('ALPHA', 'topic');\n"
+        # nextval() twice is two ids, not the same text twice
+        "INSERT INTO tag (id, name, kind) VALUES (nextval('tag_seq'), NULL, 'topic'), "
+        "(nextval('tag_seq'), NULL, 'topic');\n"
+        # a draft is outside the predicate; lower(NULL) never conflicts
+        "INSERT INTO tag (name, kind) VALUES ('beta', 'draft'), ('Beta', 'topic');\n"
+        "INSERT INTO tag (name, kind) VALUES (NULL, 'topic');\n"
+        # the same id in rows 2 and 3
+        "INSERT INTO tag (id) VALUES (1), (2), (2);\n",
+    )
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    errors = {
+        i: [f.reason for f in result.get(id(q), []) if f.severity == "error"]
+        for i, q in enumerate(found, 1)
+    }
+    assert errors[1] == [
+        "INSERT into public.tag writes rows 1 and 40, which conflict with each other: EXCLUDE "
+        "constraint tag_name_excl (EXCLUDE USING btree (lower(name) WITH =) WHERE "
+        "((kind <> 'draft'::text))), which the expand adds, rejects the later one"
+    ]
+    assert errors[2] == errors[3] == errors[4] == []
+    assert errors[5] == [
+        "INSERT into public.tag writes the same id in rows 2 and 3: UNIQUE constraint "
+        "tag_id_key (UNIQUE (id)), which the expand adds, rejects the later one"
+    ]
+    # The literal rows are the data's to judge too: told once an INSERT, not once a row;
+    # NULL under lower() gives nothing.
+    warnings = [[f.reason for f in result.get(id(q), []) if f.severity == "warning"] for q in found]
+    assert [len(w) for w in warnings] == [1, 1, 1, 0, 1]
+    assert "writes name = 'Alpha':" in warnings[0][0]
+    assert "writes name = 'Beta':" in warnings[2][0]  # the draft is outside
+
+
+def test_upsert_set_list_and_default_are_writes(tmp_path: Path, snapshot: Snapshot) -> None:
+    """An upsert's ON CONFLICT DO UPDATE SET list is an UPDATE of the row that conflicts;
+    DEFAULT through a view whose column has a default of its own is the view's (unknown
+    here), through one without it stays DEFAULT (the table's)."""
+    found = queries(
+        tmp_path,
+        "INSERT INTO item (code, note) VALUES ('a', 'x') "
+        "ON CONFLICT (code) DO UPDATE SET note = NULL, qty = EXCLUDED.qty;\n"
+        "INSERT INTO item (code) VALUES ('a') ON CONFLICT (code) DO NOTHING;\n"
+        "INSERT INTO item_view (code, note) VALUES ('v', DEFAULT);\n",
+    )
+    upsert, nothing, view = (writes(q, snapshot) for q in found)
+    assert [(w.verb, w.upsert) for w in upsert] == [("insert", False), ("update", True)]
+    assert upsert[1].rows == [{"note": Value("null"), "qty": Value("unknown")}]
+    assert upsert[1].verb_phrase == "INSERT ... ON CONFLICT DO UPDATE of"
+    assert [w.verb for w in nothing] == ["insert"]
+    assert view[0].rows == [{"code": Value("literal", "'v'"), "note": Value("default")}]
+    with_default = copy.deepcopy(snapshot)
+    item_view = with_default.relations[("public", "item_view")]
+    item_view.columns = [
+        replace(c, has_default=True) if c.name == "note" else c for c in item_view.columns
+    ]
+    [onto] = writes(found[2], with_default)
+    assert onto.rows == [{"code": Value("literal", "'v'"), "note": Value("unknown")}]

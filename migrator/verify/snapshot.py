@@ -9,12 +9,14 @@ no more catalog round trips than one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pglast
 import psycopg
 from pglast import ast
+
+from migrator.ops.sql import walk_nodes
 
 # pg_relation_is_updatable returns a bit per command: 1 << CMD_UPDATE (2), CMD_INSERT (3),
 # CMD_DELETE (4); information_schema reads it the same way.
@@ -57,9 +59,16 @@ class Constraint:
     on_update: str = ""
     on_delete: str = ""
     match: str = ""
-    # An EXCLUDE's operator under each of ``columns`` (``OPERATOR(pg_catalog.=)``); empty
-    # when an element is an expression rather than a column.
+    # An EXCLUDE's elements: each one's SQL (a column's quoted name or an expression over
+    # the table's bare column names, as pg_get_indexdef writes it), the columns it reads,
+    # and its operator (``OPERATOR(pg_catalog.=)``); ``columns`` is then every column an
+    # element reads, in order. Its index predicate (``where``), if any, and its columns.
+    elements: tuple[str, ...] = ()
+    element_columns: tuple[tuple[str, ...], ...] = ()
+    plain: tuple[bool, ...] = ()  # the element is a column, not an expression
     operators: tuple[str, ...] = ()
+    predicate: str | None = None
+    predicate_columns: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -216,6 +225,8 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         on_delete,
         match,
         operators,
+        elements,
+        predicate,
     ) in conn.execute(
         "SELECT conrelid::int8, conname, contype::text, "
         "array(SELECT a.attname FROM unnest(conkey) WITH ORDINALITY AS k(n, i) "
@@ -226,33 +237,39 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         "array(SELECT a.attname FROM unnest(confkey) k JOIN pg_attribute a "
         "      ON a.attrelid = confrelid AND a.attnum = k), "
         "confupdtype::text, confdeltype::text, confmatchtype::text, "
-        "CASE WHEN contype = 'x' AND 0 <> ALL (conkey) THEN array("
+        "CASE WHEN contype = 'x' THEN array("
         "  SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname) "
         "  FROM unnest(conexclop) WITH ORDINALITY AS e(op, i) "
         "  JOIN pg_operator o ON o.oid = e.op JOIN pg_namespace n ON n.oid = o.oprnamespace "
-        "  ORDER BY e.i) END "
+        "  ORDER BY e.i) END, "
+        "CASE WHEN contype = 'x' THEN array(SELECT pg_get_indexdef(conindid, k, true) "
+        "  FROM pg_index i, generate_series(1, i.indnkeyatts) AS k "
+        "  WHERE i.indexrelid = conindid ORDER BY k) END, "
+        "CASE WHEN contype = 'x' THEN (SELECT pg_get_expr(indpred, indrelid, true) "
+        "  FROM pg_index WHERE indexrelid = conindid) END "
         "FROM pg_constraint WHERE conrelid <> 0"
     ).fetchall():
         found = by_oid.get(int(oid))
         if found is None:
             continue
         found.constraints.add(str(name))
-        if kind in ("c", "f", "u", "p", "x"):
-            found.checked.append(
-                Constraint(
-                    str(name),
-                    str(kind),
-                    tuple(columns),
-                    str(definition),
-                    expression,
-                    None if ref_oid is None else int(ref_oid),
-                    tuple(ref_columns),
-                    str(on_update).strip(),
-                    str(on_delete).strip(),
-                    str(match).strip(),
-                    tuple(operators or ()),
-                )
-            )
+        if kind not in ("c", "f", "u", "p", "x"):
+            continue
+        con = Constraint(
+            str(name),
+            str(kind),
+            tuple(columns),
+            str(definition),
+            expression,
+            None if ref_oid is None else int(ref_oid),
+            tuple(ref_columns),
+            str(on_update).strip(),
+            str(on_delete).strip(),
+            str(match).strip(),
+        )
+        if kind == "x":
+            con = _exclusion(con, found, list(elements or ()), list(operators or ()), predicate)
+        found.checked.append(con)
     # tgtype bits: 1 row, 2 before, 4 insert, 16 update (see pg_trigger.h).
     for oid, name, tgtype, function in conn.execute(
         "SELECT t.tgrelid::int8, t.tgname, t.tgtype::int, "
@@ -272,6 +289,61 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
             found.sync_functions.append(str(function))
     _view_bases(conn, by_oid)
     return Snapshot(phase, relations, search_path, by_oid)
+
+
+def _reads(rel: Relation, expression: str) -> tuple[str, ...] | None:
+    """The table's columns an expression reads, in order, as pglast finds them; None when
+    it does not parse or reads something else (a whole-row reference)."""
+    tree = _expression(expression)
+    if tree is None:
+        return None
+    names = {c.name for c in rel.columns}
+    found: list[str] = []
+    for node in walk_nodes(tree):
+        if not isinstance(node, ast.ColumnRef):
+            continue
+        last = node.fields[-1] if node.fields else None
+        if not isinstance(last, ast.String) or last.sval not in names:
+            return None
+        if last.sval not in found:
+            found.append(last.sval)
+    return tuple(found)
+
+
+def _expression(expression: str) -> Any:
+    try:
+        stmt = pglast.parse_sql(f"SELECT {expression}")[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    targets = stmt.targetList if isinstance(stmt, ast.SelectStmt) else None
+    return targets[0].val if targets and len(targets) == 1 else None
+
+
+def _exclusion(
+    con: Constraint,
+    rel: Relation,
+    elements: list[str],
+    operators: list[str],
+    predicate: str | None,
+) -> Constraint:
+    """An EXCLUDE with its elements, each element's columns and its predicate's; left
+    without elements (so judged by no probe) when one cannot be read."""
+    reads = [_reads(rel, e) for e in elements]
+    where = _reads(rel, predicate) if predicate is not None else ()
+    if len(reads) != len(operators) or where is None or any(r is None for r in reads):
+        return replace(con, columns=())
+    element_columns = tuple(r for r in reads if r is not None)
+    columns = tuple(dict.fromkeys(c for cols in element_columns for c in cols))
+    return replace(
+        con,
+        columns=columns,
+        elements=tuple(elements),
+        element_columns=element_columns,
+        plain=tuple(isinstance(_expression(e), ast.ColumnRef) for e in elements),
+        operators=tuple(operators),
+        predicate=predicate,
+        predicate_columns=where,
+    )
 
 
 def _view_bases(conn: psycopg.Connection[Any], by_oid: dict[int, Relation]) -> None:

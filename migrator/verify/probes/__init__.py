@@ -17,8 +17,11 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   (`rename_table`'s old name) is its table's. A FOREIGN KEY that refuses (NO ACTION,
   RESTRICT) is held against a DELETE of the rows it references, or an UPDATE of their
   key, as a warning (`references.py`). An EXCLUDE: literals in its elements are a
-  warning (another row decides), two rows of one INSERT that conflict an error, NULL
-  nothing;
+  warning (another row decides), NULL nothing; an element that is an expression
+  (``lower(name)``, ``tstzrange(starts, ends)``) and the predicate are evaluated by the
+  server on the literals. Two rows of one INSERT that conflict under a UNIQUE or an
+  EXCLUDE are an error: the whole VALUES list is compared in one query. The warnings
+  where the data decides are told once an INSERT, by its first row;
 - ``sync-convert``: a literal a version writes that migrator's sync trigger cannot
   convert (``up`` or the retype's cast): the write is run, rolled back, and an error
   raised inside the trigger function is reported.
@@ -58,12 +61,13 @@ def probe_cell(
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
     new_tables: dict[int, tuple[Relation, list[Constraint], list[Constraint]]] = {}
-    if cell.previous is not None:
+    previous = cell.previous
+    if previous is not None:
         for key, rel in cell.snapshot.relations.items():
             if rel.kind not in ("r", "p"):
                 continue
             # By oid first: a table renamed at this phase is the one it was before.
-            prev = cell.previous.by_oid.get(rel.oid) or cell.previous.relations.get(key)
+            prev = previous.by_oid.get(rel.oid) or previous.relations.get(key)
             if prev is None:
                 # Created at this phase: no version wrote it before, but its foreign keys
                 # bind the tables they reference.

@@ -23,13 +23,29 @@ class CellProbe:
     before: Snapshot  # the schema before the release
     previous: Snapshot | None  # old@expanded: before; new@contracted: expanded
     findings: dict[int, list[Finding]] = field(default_factory=dict)
+    said: set[tuple[int, str]] = field(default_factory=set)
 
-    def add(self, query: Query, check: str, severity: Severity, reason: str, fix: str) -> None:
+    def add(
+        self,
+        query: Query,
+        check: str,
+        severity: Severity,
+        reason: str,
+        fix: str,
+        once: str | None = None,
+    ) -> None:
+        """A finding of ``query``, unless it has one with the same reason, or one given
+        the same ``once`` (what a finding is about: the rows of a 40-row INSERT that each
+        meet a constraint are told once, by the first)."""
         if check == "constraint-write" and severity == "warning" and self.version == "new":
             return  # see the module doc: the new version knows its constraints
         found = self.findings.setdefault(id(query), [])
         if any(f.check == check and f.reason == reason for f in found):
             return
+        if once is not None:
+            if (id(query), once) in self.said:
+                return
+            self.said.add((id(query), once))
         found.append(query_finding(query, self, check, severity, reason, fix))
 
 

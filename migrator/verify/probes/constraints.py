@@ -67,17 +67,34 @@ def constraint_probes(
 ) -> None:
     rel = write.relation
     by, fix = _who(cell)
-    verb = "INSERT into" if write.verb == "insert" else "UPDATE of"
+    verb = write.verb_phrase
     triggers = rel.before_insert_triggers if write.verb == "insert" else rel.before_update_triggers
 
     for column in tightened:
         for row in write.rows:
             value = row.get(column)
             what = f"NOT NULL on {rel.name}.{column}, which {by} adds"
+            col = rel.column(column)
+            if (
+                value is not None
+                and value.kind == "default"
+                and not triggers
+                and col is not None
+                and not (col.has_default or col.identity or col.generated)
+            ):
+                # DEFAULT where there is none is NULL; insert-not-null takes it as written.
+                cell.add(
+                    query,
+                    "constraint-write",
+                    "error",
+                    f"{verb} {write.target} writes DEFAULT to {column}, which has no default: "
+                    f"{what}, rejects the NULL",
+                    fix,
+                )
+                continue
             if value is None:
                 # Left out: insert-not-null judges the table's default, but not through a
                 # view (a view's INSERT takes the table's default where it has none).
-                col = rel.column(column)
                 if (
                     write.via is not None
                     and write.verb == "insert"
@@ -113,44 +130,85 @@ def constraint_probes(
                 )
 
     for con in added:
-        for row in write.rows:
-            values: dict[str, Value] = {}
-            for column in con.columns:
-                if column in row:
-                    values[column] = row[column]
-                elif write.verb == "update" or triggers:
-                    values[column] = Value("unknown")  # the row's, or a trigger's
-                else:
-                    col = rel.column(column)
-                    if col is None or col.generated or col.identity:
-                        values[column] = Value("unknown")  # computed from the row
-                    elif col.default is not None:
-                        values[column] = Value("literal", col.default)
-                    else:
-                        values[column] = Value("null")
-            if not any(c in row for c in con.columns):
-                if con.kind != "c" or write.verb == "update" or triggers:
-                    continue  # not written; the existing or default value is not new
+        known: list[tuple[int, dict[str, Value]]] = []  # rows whose key values are literals
+        for number, row in enumerate(write.rows, 1):
+            values = _row_values(write, row, con.columns + con.predicate_columns, triggers)
+            if all(v.kind in ("literal", "null") for v in values.values()):
+                known.append((number, values))
+            # DEFAULT written is the column's default: a CHECK judges it; a key with its
+            # default is judged as one left out (not written: the default is not new).
+            if not any(c in row and row[c].kind != "default" for c in con.columns):
+                touched = any(c in row for c in con.columns)
+                if con.kind != "c" or not (touched or (write.verb == "insert" and not triggers)):
+                    continue
             _judge(cell, query, write, con, values, by, fix, verb, probes, handlers)
         if (
-            con.kind in ("u", "p")
+            con.kind in ("u", "p", "x")
+            and con.columns
             and write.verb == "insert"
-            and len(write.rows) > 1
+            and len(known) > 1
             and not write.distinct  # a UNION may fold the two rows into one
+            and not write.selects  # an arm that reads the data may select no row
+            and not _takes_conflict(write, con)
         ):
-            keys = [tuple(row.get(c, Value("unknown")) for c in con.columns) for row in write.rows]
-            literal = [k for k in keys if all(v.kind == "literal" for v in k)]
-            if len(set(literal)) < len(literal):
-                cell.add(
-                    query,
-                    "constraint-write",
-                    "error",
-                    f"{verb} {write.target} writes the same {', '.join(con.columns)} twice: "
-                    f"{_describe(con)}, which {by} adds, rejects the second row",
-                    fix,
-                )
-        if con.kind == "x" and write.verb == "insert" and len(write.rows) > 1:
-            _rows_conflict(cell, query, write, con, by, fix, verb, probes, handlers)
+            _rows_conflict(cell, query, write, con, known, by, fix, verb, probes, handlers)
+
+
+def _row_values(
+    write: Write, row: dict[str, Value], columns: Iterable[str], triggers: list[str]
+) -> dict[str, Value]:
+    """What one row gives each of ``columns``: the written value; for DEFAULT, or an
+    INSERT that leaves a column out, its default (NULL without one); unknown where the
+    row's old value or a trigger decides, or the column is computed."""
+    rel = write.relation
+    values: dict[str, Value] = {}
+    for column in columns:
+        value = row.get(column)
+        if value is not None and value.kind != "default":
+            values[column] = value
+        elif triggers or (value is None and write.verb == "update"):
+            values[column] = Value("unknown")  # the row's, or a trigger's
+        else:
+            col = rel.column(column)
+            if col is None or col.generated or col.identity:
+                values[column] = Value("unknown")  # computed from the row
+            elif col.default is not None:
+                values[column] = Value("literal", col.default)
+            else:
+                values[column] = Value("null")
+    return values
+
+
+def _takes_conflict(write: Write, con: Constraint) -> bool:
+    """The INSERT's ON CONFLICT takes a conflict on ``con`` (DO NOTHING without a target
+    takes any; a target takes its unique constraint's, never an exclusion's)."""
+    if write.verb != "insert" or write.conflict is None:
+        return False
+    if write.conflict == frozenset():
+        return True
+    return con.kind in ("u", "p") and write.conflict in (frozenset(con.columns), named(con.name))
+
+
+def _typed(rel: Relation, values: dict[str, Value]) -> list[str] | None:
+    """Each value cast to its column's type, as the INSERT coerces it; None when a column
+    is not the table's."""
+    typed = []
+    for name, value in values.items():
+        col = rel.column(name)
+        if col is None:
+            return None
+        sql = "NULL" if value.kind == "null" else f"({value.sql})"
+        typed.append(f"CAST({sql} AS {col.type})")
+    return typed
+
+
+def _keys(con: Constraint) -> list[tuple[str, str]]:
+    """The constraint's key as (expression, operator) pairs: an EXCLUDE's elements; a
+    UNIQUE's columns compared by ``=`` (NULLs equal under NULLS NOT DISTINCT)."""
+    if con.kind == "x":
+        return list(zip(con.elements, con.operators, strict=True))
+    op = "IS NOT DISTINCT FROM" if "NULLS NOT DISTINCT" in con.definition else "="
+    return [(ident(c), op) for c in con.columns]
 
 
 def _rows_conflict(
@@ -158,44 +216,57 @@ def _rows_conflict(
     query: Query,
     write: Write,
     con: Constraint,
+    known: list[tuple[int, dict[str, Value]]],
     by: str,
     fix: str,
     verb: str,
     probes: list[Probe],
     handlers: list[Any],
 ) -> None:
-    """Two literal rows of one INSERT that conflict with each other under an EXCLUDE: the
-    second is rejected whatever the table holds, so an error; the server applies the
-    constraint's operators to each pair."""
+    """Two literal rows of one INSERT that conflict with each other under a UNIQUE or an
+    EXCLUDE: the later is rejected whatever the table holds, so an error. The server
+    compares every pair in one query: the rows as a VALUES list cast to the columns'
+    types, the key (an EXCLUDE's expressions, its predicate) computed once per row, then
+    joined to itself with the constraint's operators."""
     rel = write.relation
-    types = [rel.column(c) for c in con.columns]
-    if not con.operators or " WHERE " in con.definition or write.distinct or None in types:
-        return  # an expression element, or a predicate that may leave a row out
-    rows = [
-        r for r in write.rows if all(r.get(c, Value("null")).kind == "literal" for c in con.columns)
-    ]
-    pairs = []
-    for i, first in enumerate(rows[:16]):
-        for second in rows[i + 1 : 16]:
-            pairs.append(
-                " AND ".join(
-                    f"(CAST(({first[c].sql}) AS {col.type}) {op} CAST(({second[c].sql}) AS {col.type}))"
-                    for c, op, col in zip(con.columns, con.operators, types, strict=True)
-                    if col is not None
-                )
-            )
-    if not pairs:
-        return
-    probes.append(Probe([], "SELECT " + " OR ".join(f"({p})" for p in pairs)))
+    names = list(known[0][1])
+    rows = []
+    for number, values in known:
+        typed = _typed(rel, values)
+        if typed is None:
+            return
+        rows.append(f"({number}, {', '.join(typed)})")
+    keys = _keys(con)
+    columns = ", ".join(ident(n) for n in ["migrator row", *names])
+    picked = ", ".join(f"({expr}) AS k{i}" for i, (expr, _) in enumerate(keys))
+    pairs = " AND ".join(f"a.k{i} {op} b.k{i}" for i, (_, op) in enumerate(keys))
+    row = ident("migrator row")
+    probes.append(
+        Probe(
+            [],
+            f"WITH migrator_rows ({columns}) AS (VALUES {', '.join(rows)}), "
+            # Materialized: each row's key is computed once, as the INSERT computes it.
+            f"migrator_keys AS MATERIALIZED (SELECT {row}, {picked} FROM migrator_rows"
+            + (f" WHERE ({con.predicate})" if con.predicate else "")
+            + f") SELECT a.{row} || ' and ' || b.{row} FROM migrator_keys a "
+            f"JOIN migrator_keys b ON a.{row} < b.{row} AND {pairs} "
+            f"ORDER BY b.{row}, a.{row} LIMIT 1",
+        )
+    )
 
     def handle(outcome: Outcome) -> None:
-        if outcome.state is None and outcome.value == "true":
+        if outcome.state is None and outcome.value is not None:
+            what = (
+                f"writes the same {', '.join(con.columns)} in rows {outcome.value}"
+                if con.kind in ("u", "p")
+                else f"writes rows {outcome.value}, which conflict with each other"
+            )
             cell.add(
                 query,
                 "constraint-write",
                 "error",
-                f"{verb} {write.target} writes two rows that conflict with each other: "
-                f"{_describe(con)}, which {by} adds, rejects the second",
+                f"{verb} {write.target} {what}: {_describe(con)}, which {by} adds, rejects "
+                "the later one",
                 fix,
             )
 
@@ -242,25 +313,11 @@ def _judge(
                 f"{verb} {write.target} writes {written}: {what}, rejects a value the "
                 "referenced table lacks",
                 fix,
+                once=con.name,
             )
         return
     if con.kind == "x":
-        # NULL in an element never conflicts (the operators are strict); an element that
-        # is an expression may hide one, so only a constraint of plain columns is judged.
-        if not con.operators or any(v.kind == "null" for v in values.values()):
-            return
-        if write.verb == "insert" and write.conflict == frozenset():
-            return  # ON CONFLICT DO NOTHING with no target takes an exclusion conflict
-        written = _shown(values, con.columns)
-        if written:
-            cell.add(
-                query,
-                "constraint-write",
-                "warning",
-                f"{verb} {write.target} writes {written}: {what}, rejects the row where "
-                "another row conflicts with it (the data decides)",
-                fix,
-            )
+        _judge_exclusion(cell, query, write, con, values, what, fix, verb, probes, handlers)
         return
     if con.kind in ("u", "p"):
         if write.verb == "insert" and write.conflict is not None:
@@ -278,6 +335,7 @@ def _judge(
                 + (" on every row it selects" if write.selects else "")
                 + f": {what}, rejects a value another row has",
                 fix,
+                once=con.name,
             )
         return
     # CHECK: the server evaluates it on the written values; a parameter decides otherwise.
@@ -289,6 +347,7 @@ def _judge(
             f"{verb} {write.target} writes {', '.join(params)} from a parameter: {what}, "
             "rejects some values",
             fix,
+            once=con.name,
         )
         return
     if con.expression is None or any(v.kind in ("unknown", "default") for v in values.values()):
@@ -316,7 +375,65 @@ def _judge(
                 "error",
                 f"{verb} {write.target} writes {shown}: {what}, rejects it",
                 fix,
+                once=con.name + " rejects",
             )
+
+    handlers.append(handle)
+
+
+def _judge_exclusion(
+    cell: CellProbe,
+    query: Query,
+    write: Write,
+    con: Constraint,
+    values: dict[str, Value],
+    what: str,
+    fix: str,
+    verb: str,
+    probes: list[Probe],
+    handlers: list[Any],
+) -> None:
+    """One row against an EXCLUDE: it conflicts only where another row does (the data
+    decides, a warning), and never where an element is NULL (the operators are strict)
+    or the predicate leaves it out. A column element's NULL is read here; an expression
+    element or the predicate over literals is evaluated by the server."""
+    if _takes_conflict(write, con):
+        return
+
+    def known(cols: Iterable[str]) -> bool:
+        return all(values[c].kind in ("literal", "null") for c in cols)
+
+    tests = []
+    for expr, cols, plain in zip(con.elements, con.element_columns, con.plain, strict=True):
+        if plain and values[cols[0]].kind == "null":
+            return
+        if not plain and known(cols):
+            tests.append(f"({expr}) IS NOT NULL")
+    if con.predicate is not None and known(con.predicate_columns):
+        tests.append(f"({con.predicate}) IS TRUE")
+    written = _shown(values, con.columns)
+    if not written:
+        return
+    reason = (
+        f"{verb} {write.target} writes {written}: {what}, rejects the row where another row "
+        "conflicts with it (the data decides)"
+    )
+    if not tests:
+        cell.add(query, "constraint-write", "warning", reason, fix, once=con.name)
+        return
+    if (id(query), con.name) in cell.said:
+        return  # an earlier row of the INSERT is told already
+    # Only the literals are judged: a parameter's or the data's value is no column here.
+    literals = {n: v for n, v in values.items() if v.kind in ("literal", "null")}
+    typed = _typed(write.relation, literals)
+    if typed is None:
+        return
+    row = ", ".join(f"{t} AS {ident(n)}" for n, t in zip(literals, typed, strict=True))
+    probes.append(Probe([], f"SELECT {' AND '.join(tests)} FROM (SELECT {row}) AS migrator_row"))
+
+    def handle(outcome: Outcome) -> None:
+        if outcome.state is None and outcome.value == "true":
+            cell.add(query, "constraint-write", "warning", reason, fix, once=con.name)
 
     handlers.append(handle)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pglast import ast
-from pglast.enums import SetOperation
+from pglast.enums import OnConflictAction, SetOperation
 from pglast.stream import RawStream
 
 from migrator.ops.sql import walk_nodes
@@ -67,6 +67,14 @@ class Write:
     distinct: bool = False  # rows the same in every column are one (UNION, DISTINCT)
     selects: bool = False  # an INSERT ... SELECT ... FROM: as many rows as the data gives
     via: Relation | None = None  # the view written through, when not the table itself
+    upsert: bool = False  # an UPDATE that is an INSERT's ON CONFLICT DO UPDATE
+
+    @property
+    def verb_phrase(self) -> str:
+        """How messages name the write: ``INSERT into``, ``UPDATE of``."""
+        if self.upsert:
+            return "INSERT ... ON CONFLICT DO UPDATE of"
+        return "INSERT into" if self.verb == "insert" else "UPDATE of"
 
     @property
     def target(self) -> str:
@@ -158,9 +166,10 @@ def _select_rows(
     )
 
 
-def _update_write(node: ast.UpdateStmt, rel: Relation) -> Write:
+def _update_write(targets: Any, rel: Relation, upsert: bool = False) -> Write:
+    """An UPDATE's SET list, or an upsert's ON CONFLICT DO UPDATE SET list."""
     row: dict[str, Value] = {}
-    for t in node.targetList or ():
+    for t in targets or ():
         if not isinstance(t, ast.ResTarget) or not t.name:
             continue
         val = t.val
@@ -172,7 +181,7 @@ def _update_write(node: ast.UpdateStmt, rel: Relation) -> Write:
                 row[t.name] = Value("unknown")
         else:
             row[t.name] = _value(val)
-    return Write(rel, "update", [row])
+    return Write(rel, "update", [row], upsert=upsert)
 
 
 def query_nodes(query: Query) -> list[ast.Node]:
@@ -221,10 +230,13 @@ def _onto(write: Write, base: Relation, mapping: dict[str, str]) -> Write:
     rows = []
     for row in write.rows:
         onto = {mapping[c]: v for c, v in row.items() if c in mapping}
-        if write.verb == "insert":
-            for col in view.columns:
-                if col.name not in row and col.has_default and col.name in mapping:
-                    onto[mapping[col.name]] = Value("unknown")
+        for col in view.columns:
+            if col.has_default and col.name in mapping:
+                value = row.get(col.name)
+                if (value is None and write.verb == "insert") or (
+                    value is not None and value.kind == "default"
+                ):
+                    onto[mapping[col.name]] = Value("unknown")  # the view's default
         rows.append(onto)
     conflict = write.conflict
     if conflict is not None and not any(c.startswith("\x00") for c in conflict):
@@ -256,13 +268,18 @@ def writes(
             continue
         if only is not None and (base.schema, base.name) not in only:
             continue
+        found: list[Write] = []
         if isinstance(node, ast.InsertStmt):
             write = _insert_write(node, rel)
-            if write is None:
-                continue
+            if write is not None:
+                found.append(write)
+            clause = node.onConflictClause
+            if clause is not None and clause.action == OnConflictAction.ONCONFLICT_UPDATE:
+                # The row that conflicts is updated instead: its SET list is a write too.
+                found.append(_update_write(clause.targetList, rel, upsert=True))
         else:
-            write = _update_write(node, rel)
-        out.append(write if base is rel else _onto(write, base, mapping))
+            found.append(_update_write(node.targetList, rel))
+        out.extend(w if base is rel else _onto(w, base, mapping) for w in found)
     return out
 
 
