@@ -110,3 +110,46 @@ def test_swap_and_a_query_on_the_view_do_not_deadlock(fresh_db: str) -> None:
             "WHERE attrelid = 'items'::regclass AND attname = 'qty'"
         ).fetchall() == [("bigint",)]
         assert conn.execute("SELECT phase FROM migrator.releases").fetchall() == [("contracted",)]
+
+
+class Statements(Observer):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+        self.seen.append((step, sql))
+
+
+def test_a_referencing_table_is_locked_exclusively_by_one_step(fresh_db: str) -> None:
+    """Dropping the old foreign key takes ACCESS EXCLUSIVE on both tables; the new one
+    takes its name in that same transaction, not in a step of its own after the swap
+    (which took the referencing table's ACCESS EXCLUSIVE lock once more)."""
+    url = fresh_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+            "CREATE TABLE orders (user_id int REFERENCES users (id));"
+            "INSERT INTO users DEFAULT VALUES; INSERT INTO orders VALUES (1)"
+        )
+    plan = parse_plan(PLAN.replace("items, column: qty", "users, column: id"))
+    for verb in (commands.expand, commands.backfill, commands.complete):
+        verb(plan, opts(url))
+    seen = Statements()
+    commands.contract(
+        commands.Options(
+            database_url=url, observer=seen, force=True, force_reason="test: no old version"
+        )
+    )
+    exclusive = {
+        step
+        for step, sql in seen.seen
+        if "orders" in sql and ("DROP CONSTRAINT" in sql or "RENAME CONSTRAINT" in sql)
+    }
+    assert len(exclusive) == 1, exclusive
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT conname, convalidated, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'orders'::regclass"
+        ).fetchall() == [
+            ("orders_user_id_fkey", True, "FOREIGN KEY (user_id) REFERENCES users(id)")
+        ]

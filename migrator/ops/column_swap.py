@@ -6,7 +6,8 @@ foreign keys pointing at the column point at the shadow, and then one short tran
 drops the old column, renames the shadow in and puts back the default, NOT NULL, the
 identity with its sequence (its grants and comment too), the primary key / unique
 constraints (USING INDEX), the column's comment and privileges, and the index,
-constraint and view names as they were.
+constraint and view names as they were. An incoming foreign key gets its name back
+when the old one is dropped, in the same transaction.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
 from migrator.ops.expressions import default_sql
 from migrator.ops.safe import (
-    drop_constraint_step,
     not_null_check_name,
     not_null_steps,
     validate_step,
@@ -81,18 +81,26 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
         steps += not_null_steps(ctx.schema, op.table, shadow)[:2]
     # 2. Foreign keys pointing at the column point at the shadow too; the old ones go
     #    before the swap, each in its own transaction on its own table (the new one
-    #    already guards the rows).
+    #    already guards the rows), and the new one takes its name in the same
+    #    transaction: dropping a foreign key takes ACCESS EXCLUSIVE on both tables, and
+    #    a rename of its own after the swap took the referencing table's once more.
     for con in incoming:
         tmp = op.constraint_name(con.name)
+        ref = ident(con.schema, con.table)
         steps += [
             step(
                 f"incoming-{con.name}",
                 f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
-                f"ALTER TABLE {ident(con.schema, con.table)} ADD CONSTRAINT {ident(tmp)} "
+                f"ALTER TABLE {ref} ADD CONSTRAINT {ident(tmp)} "
                 f"{renamed_references(con.definition, mapping)}",
             ),
             validate_step(f"validate-incoming-{con.name}", con.schema, con.table, tmp),
-            drop_constraint_step(f"drop-incoming-{con.name}", con.schema, con.table, con.name),
+            step(
+                f"drop-incoming-{con.name}",
+                f"{con.table}.{con.name} dropped, the new one takes its name",
+                f"ALTER TABLE IF EXISTS {ref} DROP CONSTRAINT IF EXISTS {ident(con.name)}",
+                f"ALTER TABLE IF EXISTS {ref} RENAME CONSTRAINT {ident(tmp)} TO {ident(con.name)}",
+            ),
         ]
     # 3. The swap: one short transaction on the table (and the views over it). The
     #    views go first: a query on a view locks the view, then the table; taking the
@@ -149,16 +157,6 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     sqls.append(drop_saved)
     what = f"the {op.type} column" if op.type is not None else "the rewritten column"
     steps.append(step("swap", f"{op.table}.{col} becomes {what}", *sqls))
-    # 4. The foreign keys pointing at it get their names back.
-    for con in incoming:
-        steps.append(
-            step(
-                f"rename-incoming-{con.name}",
-                f"{con.table}.{con.name} gets its name back",
-                f"ALTER TABLE {ident(con.schema, con.table)} RENAME CONSTRAINT "
-                f"{ident(op.constraint_name(con.name))} TO {ident(con.name)}",
-            )
-        )
     return steps
 
 
