@@ -43,3 +43,33 @@ def test_a_step_commits_asynchronously_and_is_flushed_when_run_returns(module_db
             "SELECT count(*) FROM pg_attribute WHERE attrelid = 'victim'::regclass "
             "AND attname = 'note'"
         ).fetchone() == (1,)
+
+
+def test_a_server_that_refuses_the_flush_message_still_gets_its_step(module_db: str) -> None:
+    """EXECUTE on pg_logical_emit_message revoked (as a managed service may): the step
+    has committed all the same, and run() does not call it failed."""
+    url = module_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN CREATE ROLE exec_owner LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+        conn.execute("CREATE TABLE owned (id int)")
+        conn.execute("ALTER TABLE owned OWNER TO exec_owner")
+        conn.execute(  # every overload (18 has a flush argument, 15 not)
+            "DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc "
+            "WHERE proname = 'pg_logical_emit_message' LOOP "
+            "EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); END LOOP; END $$"
+        )
+    engine = make_engine(psycopg.conninfo.make_conninfo(url, user="exec_owner"))
+    try:
+        Executor(engine).run(
+            "0.test.refused", step("refused", "a step", "ALTER TABLE owned ADD COLUMN note text")
+        )
+    finally:
+        engine.dispose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'owned'::regclass "
+            "AND attname = 'note'"
+        ).fetchone() == (1,)

@@ -146,7 +146,12 @@ class Executor:
                 # step's commit record too: the step is as durable as before when
                 # run() returns, but its locks were not held meanwhile. (An xid alone
                 # would not do: a commit that wrote no WAL of its own is not flushed.)
-                driver.execute("SELECT pg_logical_emit_message(true, 'migrator', 'flush')")
+                try:
+                    driver.execute("SELECT pg_logical_emit_message(true, 'migrator', 'flush')")
+                except psycopg.Error:
+                    # A server that refuses it (EXECUTE revoked): the step is done, and
+                    # the WAL writer flushes it within wal_writer_delay.
+                    driver.rollback()
 
     def _run_autocommit(
         self, name: str, step: Step, on_start: StepRecorder | None, on_done: StepRecorder | None
