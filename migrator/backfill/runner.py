@@ -346,6 +346,14 @@ class Backfill:
                 records = {r.key: r for r in STATE.steps(conn, self.release, "backfill")}
                 mine = records.get(self.key)
                 position = mine.position if mine is not None else 0
+
+            def mark(key: str, description: str, status: str, error: str | None = None) -> None:
+                with connect(self.engine) as conn:
+                    STATE.mark_step(
+                        conn, self.release, "backfill", key, position, description, status, error
+                    )
+                    conn.commit()
+
             for schema, leaf in leaves:
                 key = f"{self.key}/{leaf}"
                 record = records.get(key)
@@ -353,11 +361,7 @@ class Backfill:
                 if record is not None and record.status == "done" and not self.restart:
                     self.observer.step_skipped(key, description)
                     continue
-                with connect(self.engine) as conn:
-                    STATE.mark_step(
-                        conn, self.release, "backfill", key, position, description, "running"
-                    )
-                    conn.commit()
+                mark(key, description, "running")
                 self.observer.step_started(key, description)
                 part = Backfill(
                     self.engine,
@@ -372,24 +376,9 @@ class Backfill:
                 try:
                     outcome = part.run()
                 except Exception as exc:
-                    with connect(self.engine) as conn:
-                        STATE.mark_step(
-                            conn,
-                            self.release,
-                            "backfill",
-                            key,
-                            position,
-                            description,
-                            "failed",
-                            str(exc),
-                        )
-                        conn.commit()
+                    mark(key, description, "failed", str(exc))
                     raise
-                with connect(self.engine) as conn:
-                    STATE.mark_step(
-                        conn, self.release, "backfill", key, position, description, "done"
-                    )
-                    conn.commit()
+                mark(key, description, "done")
                 self.observer.step_done(key, description, outcome.seconds)
                 rows += outcome.rows
                 batches += outcome.batches
