@@ -12,6 +12,7 @@ import re
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from migrator import commands
 from migrator.db.connection import connect, make_engine
@@ -21,6 +22,7 @@ from migrator.lint.sources import lint_plan, lint_sql
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
+from tests.support.servers import Server
 
 # The suite's seeded users and orders, plus events partitioned by range of day, one
 # partition of them itself partitioned by list of kind.
@@ -179,6 +181,56 @@ CASES += [
         ],
     ),
 ]
+
+# add_column's constraints on a partitioned table, through the routes add_check,
+# add_foreign_key and add_unique take: the CHECK NOT VALID and validated through every
+# partition; the key NOT VALID on 18 (validated in the contract), leaf by leaf on 15
+# (ops/partitioned.py); a UNIQUE with the partition key is add_unique's (a UNIQUE of the
+# new column alone is refused: it lacks the partition key).
+ADD_COLUMN_CONSTRAINTS = Case(
+    "add_column with check, references, up and NOT NULL, then add_unique, on a partitioned table",
+    setup=BASE + EVENTS,
+    expand="""
+    - add_column:
+        table: events
+        column:
+          name: user_id
+          type: bigint
+          check: "user_id > 0"
+          references: {table: users, column: id, on_delete: cascade}
+        up: "1 + id % 50"
+        final: {nullable: false}
+    - add_unique: {table: events, name: events_user_key, columns: [user_id, at, kind]}
+    """,
+    old=[
+        "INSERT INTO events (id, at, kind) SELECT max(id) + 1, '2024-04-04', 'a' FROM events",
+        "UPDATE events SET payload = 'old' WHERE id = 9",
+    ],
+    new=["INSERT INTO events (id, at, kind, user_id) VALUES (8001, '2024-04-05', 'a', 3)"],
+    final=[
+        (
+            "SELECT conrelid::regclass::text, contype, conname, convalidated FROM pg_constraint "
+            "WHERE conrelid IN (SELECT relid FROM pg_partition_tree('events')) "
+            "AND contype IN ('c', 'f', 'u') ORDER BY 1, 2, 3",
+            [
+                (t, c, n, True)
+                for t in ("events", "events_2024", "events_2025", "events_2025_a", "events_2025_b")
+                for c, n in (
+                    ("c", "events_user_id_check"),
+                    ("f", "events_user_id_fkey"),
+                    ("u", "events_user_key" if t == "events" else f"{t}_events_user_key"),
+                )
+            ],
+        ),
+        ("SELECT user_id FROM events WHERE id IN (9, 301) ORDER BY id", [(10,), (2,)]),
+        (
+            "SELECT count(*) FROM pg_attribute WHERE attname = 'user_id' AND attnotnull "
+            "AND attrelid IN (SELECT relid FROM pg_partition_tree('events'))",
+            [(5,)],
+        ),
+    ],
+)
+CASES.append(ADD_COLUMN_CONSTRAINTS)
 
 # A table to attach, its rows inside the bound of 2026, and an index matching the
 # partitioned one so the attach builds nothing.
@@ -390,9 +442,42 @@ CASES += [
 ]
 
 
+def failed_statements(server: Server, since: int) -> list[str]:
+    """Statements that failed on ``server`` since byte ``since`` of its log, each with its
+    error: PostgreSQL logs a failed statement after its ERROR (log_min_error_statement
+    is error); an autovacuum a lock request cancels logs an ERROR with no statement, and
+    is no statement of anyone's. Tests of one process run one at a time, so these are
+    the test's own. Empty where the log cannot be read (a server of
+    MIGRATOR_TEST_DATABASE_URL's)."""
+    if server.log is None:
+        return []
+    with server.log.open("rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    errors: dict[str, str] = {}
+    failed = []
+    for pid, kind, message in re.findall(r"\[(\d+)\] (ERROR|STATEMENT):  (.*)", text):
+        if kind == "ERROR":
+            errors[pid] = message
+        elif pid in errors:
+            failed.append(f"{errors.pop(pid)}: {message}")
+    return failed
+
+
+def log_size(server: Server) -> int:
+    """Where the server's log ends now (0 where it cannot be read)."""
+    return server.log.stat().st_size if server.log is not None else 0
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_operation_release(case: Case, db: str) -> None:
+def test_operation_release(case: Case, server: Server, db: str) -> None:
+    """The suite's whole release; and no statement of it failed, not even one retried
+    after a lock timeout (the Done-means of issue 16's partitions: a partitioned table
+    of several partitions gets a new indexed, backfilled column with no failed
+    statement)."""
+    since = log_size(server)
     run_release_case(case, db)
+    assert failed_statements(server, since) == []
 
 
 # Findings the lint rightly reports on a case's own statements: the rollback of a
@@ -509,6 +594,21 @@ def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None
             "(PostgreSQL checks uniqueness per partition)",
         ),
         (
+            "- add_column: {table: events, column: {name: label, type: text, unique: true}}",
+            "plan.yaml:4:5: add_column events.label: column.unique on partitioned table events "
+            "must hold every column of its partition key (at, kind is missing) (PostgreSQL "
+            "checks uniqueness per partition); add the column, then add_unique with columns "
+            "[label, at, kind]",
+        ),
+        (
+            "- add_column: {table: events, column: {name: label, type: text}, up: payload, "
+            "final: {unique: {name: events_label_key}}}",
+            "plan.yaml:4:5: add_column events.label: final.unique on partitioned table events "
+            "must hold every column of its partition key (at, kind is missing) (PostgreSQL "
+            "checks uniqueness per partition); add the column, then add_unique with columns "
+            "[label, at, kind]",
+        ),
+        (
             "- detach_partition: {table: events, partition: users}",
             "plan.yaml:4:5: detach_partition users: public.users is not a partition of events",
         ),
@@ -524,7 +624,8 @@ def test_bad_partition_input_is_refused_in_one_line_exit_2(
     db: str, expand: str, message: str
 ) -> None:
     """An overlapping bound, rows outside the bound (counted), a table that is no
-    partition, a unique index without the partition key: one line at the plan's
+    partition, a unique index or constraint (add_column's too) without the partition
+    key: one line at the plan's
     file:line:column, exit 2, nothing changed."""
     q(db, BASE + EVENTS + TO_ATTACH)
     before = schema_dump(db)
@@ -1085,3 +1186,69 @@ def test_lint_knows_a_partitioned_constraint_that_adopts_its_leaves(module_db: s
             assert "M005" not in rules(per_leaf_fk + fk.format(t="events", nv=""))
     finally:
         engine.dispose()
+
+
+def test_add_column_references_resumes_at_the_partition_it_stopped_at(db: str) -> None:
+    """add_column's key takes add_foreign_key's route: before 18, stopped at one leaf (a
+    writer takes it once the first leaf's key is on its way and holds it past
+    lock_timeout), the rerun resumes there and leaves the leaf done alone; on 18 the one
+    step on the table is what waits and what the rerun runs. Validated on 15 by the
+    expand (the contract has nothing left of it), NOT VALID on 18 until the contract."""
+    q(db, BASE + EVENTS)
+    plan = parse_plan(
+        plan_text(
+            """
+            - add_column:
+                table: events
+                column: {name: user_id, type: bigint, references: {table: users, column: id}}
+                up: "1 + id % 50"
+            """,
+            lock_timeout="100ms",
+        ).replace("retries: 2", "retries: 0")
+    )
+    version = int(q(db, "SHOW server_version_num")[0][0])  # type: ignore[call-overload]
+    holder = psycopg.connect(db)
+
+    class Writer(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if "FOREIGN KEY" in sql and holder.info.transaction_status == TransactionStatus.IDLE:
+                # A writer's open transaction on a leaf not reached yet (idle: take it once).
+                holder.execute("LOCK TABLE events_2025_b IN ROW EXCLUSIVE MODE")
+
+    try:
+        with pytest.raises(
+            LockNotAcquired, match="events_2025_b" if version < 180000 else "foreign-key "
+        ):
+            commands.expand(plan, opts(db, Writer()))
+    finally:
+        holder.rollback()
+        holder.close()
+    rec = Recorder()
+    ran = [k for k in commands.expand(plan, opts(db, rec)).ran if "foreign-key" in k]
+    if version >= 180000:
+        assert ran == ["0.add_column.foreign-key"]
+    else:
+        assert ran == [
+            "0.add_column.foreign-key-events_2025_b",
+            "0.add_column.foreign-key-events_2025_b-validate",
+            "0.add_column.foreign-key-events_2024",
+            "0.add_column.foreign-key-events_2024-validate",
+            "0.add_column.foreign-key-events_2025",
+            "0.add_column.foreign-key",
+        ]
+        assert not any("events_2025_a" in sql for _, sql, _ in rec.statements)
+    validated = version < 180000
+    keys = (
+        "SELECT count(*) FILTER (WHERE convalidated), count(*) FROM pg_constraint "
+        "WHERE conname = 'events_user_id_fkey'"
+    )
+    assert q(db, keys) == [(5 if validated else 0, 5)]
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    contract = Recorder()
+    commands.contract(opts(db, contract))
+    assert any(
+        "VALIDATE CONSTRAINT events_user_id_fkey" in s for _, s, _ in contract.statements
+    ) == (not validated)
+    assert q(db, keys) == [(5, 5)]

@@ -10,12 +10,13 @@ never held through a table scan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
 from migrator.engine.catalog_columns import column_facts
+from migrator.engine.catalog_partitions import is_partitioned
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
@@ -30,7 +31,13 @@ from migrator.ops.columns import (
     unique_name,
 )
 from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
-from migrator.ops.partitioned import refuse_partitioned_constraint
+from migrator.ops.partitioned import (
+    foreign_key_per_partition,
+    foreign_key_steps,
+    partition_key_missing,
+    refuse_partition_constraint_clash,
+    refuse_unique_without_partition_key,
+)
 from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
@@ -273,13 +280,7 @@ class AddColumn(Operation):
                     f"{where}: {key} reads {', '.join(unknown)}, which {self.table} does not have"
                 )
         names = [self.check_constraint_name(), self.final_check_name(), self.unique_name()]
-        refuse_partitioned_constraint(
-            ctx,
-            where,
-            self.table,
-            foreign_key=self.column.references is not None,
-            unique=self.unique_name() is not None,
-        )
+        self._refuse_partitioned_unique(ctx, where)
         if self.column.references is not None:
             ref = self.column.references
             names.append(self.foreign_key_name())
@@ -298,6 +299,9 @@ class AddColumn(Operation):
                     f"{where}: column.references: {ref.table}.{ref.column} is not a primary key "
                     "or unique, so it cannot be referenced"
                 )
+            refuse_partition_constraint_clash(
+                ctx, f"{where}: column.references", self.table, self.foreign_key_name()
+            )
         if self.final is not None and self.final.unique is False and self.column.unique:
             raise ValidationFailed(
                 f"{where}: final.unique: false would loosen column.unique; drop the constraint "
@@ -328,6 +332,47 @@ class AddColumn(Operation):
             if ctx.relation_taken(unique):
                 raise ValidationFailed(f"{where}: a relation named {unique} already exists")
             ctx.planned_relations.add(unique)
+
+    def _refuse_partitioned_unique(self, ctx: Context, where: str) -> None:
+        """A UNIQUE of the new column alone on a partitioned table: PostgreSQL checks
+        uniqueness per partition, so a unique key there holds the partition key, which a
+        new column is never part of. add_unique's refusal, with the key that would do."""
+        if self.unique_name() is None or self.table in ctx.planned_tables:
+            return
+        if not is_partitioned(ctx.catalog, ctx.schema, self.table):
+            return
+        key = "column.unique" if self.column.unique else "final.unique"
+        missing = partition_key_missing(ctx, self.table, [self.column.name])
+        columns = ", ".join([self.column.name, *(missing or [])])
+        refuse_unique_without_partition_key(
+            where,
+            key,
+            self.table,
+            missing,
+            hint=f"add the column, then add_unique with columns [{columns}]",
+        )
+
+    def _foreign_key_add(self, ctx: Context) -> Callable[[str, str, bool, str], Step]:
+        """The ADD CONSTRAINT step of the column's foreign key on one table (the table,
+        or one of its partitions: see ops/partitioned.py)."""
+        ref = self.column.references
+        assert ref is not None
+
+        def add(table: str, key: str, valid: bool, description: str) -> Step:
+            return add_foreign_key_step(
+                key,
+                ctx.schema,
+                table,
+                self.foreign_key_name(),
+                [self.column.name],
+                ref.table,
+                [ref.column],
+                ref,
+                not_valid=not valid,
+                description=description,
+            )
+
+        return add
 
     def expand(self, ctx: Context) -> Sequence[Step]:
         table = ident(ctx.schema, self.table)
@@ -368,19 +413,10 @@ class AddColumn(Operation):
             steps.append(
                 add_check_step("check", ctx.schema, self.table, check, self.column.check_sql)
             )
-        ref = self.column.references
-        if ref is not None:
-            steps.append(
-                add_foreign_key_step(
-                    "foreign-key",
-                    ctx.schema,
-                    self.table,
-                    self.foreign_key_name(),
-                    [self.column.name],
-                    ref.table,
-                    [ref.column],
-                    ref,
-                )
+        if self.column.references is not None:
+            # On a partitioned table before 18: leaf by leaf, validated here (ops/partitioned.py).
+            steps += foreign_key_steps(
+                ctx, "foreign-key", self.table, self.foreign_key_name(), self._foreign_key_add(ctx)
             )
         unique = self.unique_name()
         if self.column.unique and unique is not None:
@@ -506,7 +542,7 @@ class AddColumn(Operation):
         check = self.check_constraint_name()
         if check is not None:
             steps.append(validate_step("validate-check", ctx.schema, self.table, check))
-        if self.column.references is not None:
+        if self.column.references is not None and not foreign_key_per_partition(ctx, self.table):
             steps.append(
                 validate_step(
                     "validate-foreign-key", ctx.schema, self.table, self.foreign_key_name()

@@ -19,15 +19,16 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.engine.catalog_partitions import foreign_key_violations, is_partitioned, partitions
+from migrator.engine.catalog_partitions import foreign_key_violations, is_partitioned
 from migrator.engine.steps import Step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import FkOptions, Identifier, TableReference
 from migrator.ops.partitioned import (
-    FOREIGN_KEY_NOT_VALID,
     drop_per_partition_steps,
-    foreign_key_per_partition_steps,
+    foreign_key_per_partition,
+    foreign_key_steps,
+    refuse_partition_constraint_clash,
 )
 from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
 from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
@@ -71,11 +72,7 @@ class AddForeignKey(Operation, FkOptions):
             ctx.catalog, ctx.schema, self.table
         ):
             return
-        for part in partitions(ctx.catalog, ctx.schema, self.table):
-            if ctx.catalog.constraint_exists(part.schema, part.name, self.name):
-                raise ValidationFailed(
-                    f"{where}: partition {part.name} already has a constraint named {self.name}"
-                )
+        refuse_partition_constraint_clash(ctx, where, self.table, self.name)
         if set(self.columns) & set(ctx.planned_columns.get(self.table, [])):
             return  # a column the plan adds holds no values yet
         bad = foreign_key_violations(
@@ -94,12 +91,6 @@ class AddForeignKey(Operation, FkOptions):
                 f"{ref.table}); fix or delete them first"
             )
 
-    def _per_partition(self, ctx: Context) -> bool:
-        """True where the key goes on each partition first (partitioned, before 18)."""
-        return ctx.server_version < FOREIGN_KEY_NOT_VALID and is_partitioned(
-            ctx.catalog, ctx.schema, self.table
-        )
-
     def _add(self, ctx: Context, table: str, key: str, valid: bool, description: str) -> Step:
         return add_foreign_key_step(
             key,
@@ -115,33 +106,20 @@ class AddForeignKey(Operation, FkOptions):
         )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
-        if self._per_partition(ctx):
-            return foreign_key_per_partition_steps(
-                ctx,
-                "add-foreign-key",
-                self.table,
-                self.name,
-                lambda table, key, valid, what: self._add(ctx, table, key, valid, what),
-            )
-        return [
-            add_foreign_key_step(
-                "add-foreign-key",
-                ctx.schema,
-                self.table,
-                self.name,
-                self.columns,
-                self.references.table,
-                self.references.columns,
-                self,
-            )
-        ]
+        return foreign_key_steps(
+            ctx,
+            "add-foreign-key",
+            self.table,
+            self.name,
+            lambda table, key, valid, what: self._add(ctx, table, key, valid, what),
+        )
 
     def contract(self, ctx: Context) -> Sequence[Step]:
-        if self._per_partition(ctx):
+        if foreign_key_per_partition(ctx, self.table):
             return []  # validated partition by partition in the expand
         return [validate_step("validate-foreign-key", ctx.schema, self.table, self.name)]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
-        if self._per_partition(ctx):
+        if foreign_key_per_partition(ctx, self.table):
             return drop_per_partition_steps(ctx, "drop-foreign-key", self.table, self.name)
         return [drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.name)]

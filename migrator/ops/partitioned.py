@@ -27,11 +27,13 @@ from collections.abc import Callable, Sequence
 
 from migrator.engine.catalog_partitions import (
     Partition,
+    is_partitioned,
     partition_index,
     partition_key_columns,
     partitions,
 )
 from migrator.engine.steps import Step, step
+from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
 from migrator.ops.safe import (
     create_index_sql,
@@ -255,29 +257,38 @@ def drop_per_partition_steps(ctx: Context, key: str, table: str, name: str) -> l
     return steps
 
 
-def refuse_partitioned_constraint(
-    ctx: Context, where: str, table: str, *, foreign_key: bool = False, unique: bool = False
-) -> None:
-    """Refuse, naming the version, a constraint PostgreSQL cannot add lock-safely on a
-    partitioned table; a table the plan creates is empty and always fine."""
-    from migrator.engine.catalog_partitions import is_partitioned
-    from migrator.errors import ValidationFailed
+def foreign_key_per_partition(ctx: Context, table: str) -> bool:
+    """True where a foreign key on ``table`` goes partition by partition: a partitioned
+    table (not one the plan creates, which is never partitioned) before PostgreSQL 18."""
+    return (
+        ctx.server_version < FOREIGN_KEY_NOT_VALID
+        and table not in ctx.planned_tables
+        and is_partitioned(ctx.catalog, ctx.schema, table)
+    )
 
+
+def foreign_key_steps(
+    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, bool, str], Step]
+) -> list[Step]:
+    """The expand's steps of foreign key ``name`` on ``table``: added NOT VALID (the
+    contract validates it), or where `foreign_key_per_partition`, added and validated
+    leaf by leaf (`foreign_key_per_partition_steps`; the contract has nothing left).
+    ``add`` is as there."""
+    if foreign_key_per_partition(ctx, table):
+        return foreign_key_per_partition_steps(ctx, key, table, name, add)
+    return [add(table, key, False, f"foreign key {name} on {table}, NOT VALID")]
+
+
+def refuse_partition_constraint_clash(ctx: Context, where: str, table: str, name: str) -> None:
+    """A partition already holding a constraint of the name a foreign key added to the
+    table gives each of them (PostgreSQL's clones, or the per-leaf route's) is refused."""
     if table in ctx.planned_tables or not is_partitioned(ctx.catalog, ctx.schema, table):
         return
-    if foreign_key and ctx.server_version < FOREIGN_KEY_NOT_VALID:
-        raise ValidationFailed(
-            f"{where}: PostgreSQL {ctx.server_version // 10000} cannot add a foreign key "
-            f"NOT VALID on partitioned table {table} (PostgreSQL 18 can), and a valid one "
-            "scans every partition under SHARE ROW EXCLUSIVE; add the column first, then "
-            "the key with add_foreign_key, which goes partition by partition"
-        )
-    if unique:
-        raise ValidationFailed(
-            f"{where}: a UNIQUE column added to partitioned table {table} would build "
-            "every partition's index under its lock; add the column, then add_unique, "
-            "which builds them concurrently partition by partition"
-        )
+    for part in partitions(ctx.catalog, ctx.schema, table):
+        if ctx.catalog.constraint_exists(part.schema, part.name, name):
+            raise ValidationFailed(
+                f"{where}: partition {part.name} already has a constraint named {name}"
+            )
 
 
 def partition_key_missing(ctx: Context, table: str, columns: Sequence[str]) -> list[str] | None:
@@ -296,11 +307,10 @@ def partition_key_missing(ctx: Context, table: str, columns: Sequence[str]) -> l
 
 
 def refuse_unique_without_partition_key(
-    where: str, what: str, table: str, missing: list[str] | None
+    where: str, what: str, table: str, missing: list[str] | None, hint: str = ""
 ) -> None:
-    """One line naming the partition key's columns a unique key on ``table`` lacks."""
-    from migrator.errors import ValidationFailed
-
+    """One line naming the partition key's columns a unique key on ``table`` lacks
+    (``hint``, if any, what to write instead, when no expression is in the way)."""
     if missing is None or missing:
         raise ValidationFailed(
             f"{where}: {what} on partitioned table {table} must hold every column of its "
@@ -311,6 +321,7 @@ def refuse_unique_without_partition_key(
                 else " (an expression is part of it)"
             )
             + " (PostgreSQL checks uniqueness per partition)"
+            + (f"; {hint}" if hint and missing else "")
         )
 
 

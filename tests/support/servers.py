@@ -29,6 +29,9 @@ class Server:
 
     admin_url: str
     version: int
+    # The server's log file where this process can read it (None for a server of
+    # MIGRATOR_TEST_DATABASE_URL's).
+    log: Path | None = None
 
     def create_database(self, prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}".lower()
@@ -70,6 +73,7 @@ def _server_version(url: str) -> int:
 class EmbeddedServer(Server):
     def __init__(self) -> None:
         self.pg: EmbeddedPostgres = start()
+        self.log = self.pg.folder / "pgdata" / "log"  # pg_ctl -l, the wheel's choice
         self.admin_url = self.pg.url
         self.version = _server_version(self.admin_url)
 
@@ -127,6 +131,7 @@ class Debian15Server(Server):
                 "start",
             ]
         )
+        self.log = self.folder / "log"
         self.admin_url = f"postgresql://postgres@/postgres?host={self.folder}&port=5432"
         self.version = _server_version(self.admin_url)
 
