@@ -1252,3 +1252,31 @@ def test_add_column_references_resumes_at_the_partition_it_stopped_at(db: str) -
         "VALIDATE CONSTRAINT events_user_id_fkey" in s for _, s, _ in contract.statements
     ) == (not validated)
     assert q(db, keys) == [(5, 5)]
+
+
+def test_add_column_references_refuses_a_partition_constraint_of_its_name(db: str) -> None:
+    """The key's name on every partition (PostgreSQL's clones on 18, the leaves' own on
+    15): a partition holding a constraint of that name is refused as add_foreign_key
+    refuses it, one line at the plan's line, exit 2, nothing changed."""
+    q(
+        db,
+        BASE
+        + EVENTS
+        + "ALTER TABLE events_2024 ADD CONSTRAINT events_user_id_fkey CHECK (id > 0);",
+    )
+    before = schema_dump(db)
+    plan = parse_plan(
+        plan_text(
+            "- add_column: {table: events, column: {name: user_id, type: bigint, "
+            "references: {table: users, column: id}}}"
+        ),
+        "plan.yaml",
+    )
+    with pytest.raises(ValidationFailed) as info:
+        commands.expand(plan, opts(db))
+    assert str(info.value) == (
+        "plan.yaml:4:5: add_column events.user_id: column.references: partition events_2024 "
+        "already has a constraint named events_user_id_fkey"
+    )
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
