@@ -13,6 +13,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, text
 
+from migrator.engine.catalog import Catalog
 from migrator.errors import ValidationFailed
 from migrator.ops.expressions import column_refs
 from migrator.sqltext import ident
@@ -100,13 +101,7 @@ def leaf_partitions(conn: Connection, schema: str, table: str) -> list[tuple[str
 
 def choose_walk(conn: Connection, schema: str, table: str) -> Walk:
     """The best way to walk ``schema.table`` (see the module docstring)."""
-    kind = conn.execute(
-        text(
-            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"
-        ),
-        {"s": schema, "t": table},
-    ).scalar()
+    kind = Catalog(conn).relation_kind(schema, table)
     if kind is None:
         raise ValidationFailed(f"backfill: table {ident(schema, table)} does not exist")
     rows = conn.execute(text(_INDEXES), {"s": schema, "t": table}).mappings().all()
