@@ -976,3 +976,67 @@ def test_retype_under_a_rule_is_refused(db: str) -> None:
     )
     with pytest.raises(MigratorError, match="rule log_scores on table users"):
         commands.expand(plan, opts(db))
+
+
+# A role granted the renamed column alone (GRANT SELECT (email)), with the key it filters
+# on and the columns it inserts: the role is the cluster's, made once per server.
+COLUMN_ROLE = """
+DO $$ BEGIN CREATE ROLE rc_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+GRANT USAGE ON SCHEMA public TO rc_app;
+GRANT SELECT (id, email), UPDATE (email), INSERT (name, email) ON users TO rc_app;
+GRANT USAGE ON SEQUENCE users_id_seq TO rc_app;
+"""
+COLUMN_ACL = (
+    "SELECT a.attname::text, x.privilege_type, pg_get_userbyid(x.grantee)::text "
+    "FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x "
+    "WHERE a.attrelid = 'users'::regclass AND a.attname IN ('email', 'contact_email') "
+    'ORDER BY a.attname::text COLLATE "C", x.privilege_type COLLATE "C"'
+)
+
+
+def test_rename_keeps_a_column_only_grant(db: str) -> None:
+    """rc_app, granted the column and not the table, keeps reading and writing it by the
+    old name through the expand, by the new name from the expand on (the new column gets
+    the old one's column privileges), and by the new name after the contract (the old
+    column's storage, and its grants, become the new name)."""
+    q(db, SEED + COLUMN_ROLE)
+    info = psycopg.conninfo.conninfo_to_dict(db)
+    info["user"] = "rc_app"
+    info.pop("password", None)
+    app = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+    def as_app(*sqls: str) -> None:
+        for sql in sqls:
+            q(app, sql)
+
+    old = (
+        "SELECT email FROM users WHERE id = 1",
+        "UPDATE users SET email = 'o' || id || '@example.com' WHERE id = 2",
+        "INSERT INTO users (name, email) VALUES ('old', 'old@example.com')",
+    )
+
+    def new(phase: str) -> tuple[str, ...]:
+        return (
+            "SELECT contact_email FROM users WHERE id = 1",
+            "UPDATE users SET contact_email = 'n' || id || '@example.com' WHERE id = 3",
+            f"INSERT INTO users (name, contact_email) VALUES ('new', '{phase}@example.com')",
+        )
+
+    granted = [
+        ("INSERT", "rc_app"),
+        ("SELECT", "rc_app"),
+        ("UPDATE", "rc_app"),
+    ]
+    assert q(db, COLUMN_ACL) == [("email", p, r) for p, r in granted]
+    plan = parse_plan(plan_for("- rename_column: {table: users, from: email, to: contact_email}"))
+    commands.expand(plan, opts(db))
+    as_app(*old, *new("expanded"))
+    assert q(db, COLUMN_ACL) == [
+        *(("contact_email", p, r) for p, r in granted),
+        *(("email", p, r) for p, r in granted),
+    ]
+    commands.backfill(plan, opts(db))
+    commands.complete(plan, opts(db))
+    commands.contract(opts(db))
+    as_app(*new("contracted"))
+    assert q(db, COLUMN_ACL) == [("contact_email", p, r) for p, r in granted]

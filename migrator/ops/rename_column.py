@@ -2,8 +2,9 @@
 
 A RENAME COLUMN in place breaks the old version at once (LINT rule 19), so:
 
-- expand adds the new column (same type and collation, nullable, no default), a
-  trigger that keeps old and new in step both ways (see `migrator.ops.shadow`), and
+- expand adds the new column (same type and collation, nullable, no default, the old
+  column's column privileges: a role granted ``SELECT (old)`` alone may read the new
+  name from the expand on), a trigger that keeps old and new in step both ways (see `migrator.ops.shadow`), and
   copies of the old column's indexes over the new one, built concurrently, so the new
   version's queries by the new name are as fast as the old version's;
 - the backfill copies existing rows;
@@ -29,11 +30,13 @@ from pydantic import Field
 from migrator.engine.catalog_columns import (
     column_facts,
     column_indexes,
+    grants_on,
     types_without_equality,
 )
 from migrator.engine.steps import BackfillSpec, Doomed, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
+from migrator.ops.column_swap import grant_sql
 from migrator.ops.columns import Identifier
 from migrator.ops.shadow import (
     ShadowSync,
@@ -125,6 +128,10 @@ class RenameColumn(Operation):
                 "add-column",
                 f"add {self.table}.{self.to} beside {self.from_}",
                 f"ALTER TABLE {table} ADD COLUMN {ident(self.to)} {facts.type}{collate}",
+                # A role granted the old column alone (GRANT SELECT (col)) gets the new
+                # name too, so the new version may use it; the contract keeps the old
+                # column's storage, and its grants with it.
+                *grant_sql(grants_on(ctx.catalog, table, self.from_), f"TABLE {table}", self.to),
             )
         ]
         ctx.notes.append(
