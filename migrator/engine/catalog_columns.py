@@ -427,11 +427,21 @@ def sequence_facts(cat: Catalog, sequence: str) -> SequenceFacts | None:
 
 @dataclass(frozen=True)
 class Grant:
-    """One privilege granted on a relation or a column (``grantee`` None: PUBLIC)."""
+    """One privilege granted on a relation or a column (``grantee`` None: PUBLIC).
+
+    ``grantor`` None: the relation's owner, whom a GRANT by a superuser or by the owner
+    records. ``becomable``: migrator's role may SET ROLE to the grantor, who may use the
+    schema (so a GRANT as that role can record it). ``table_option``: for a column's
+    privilege, the grantor holds the grant option for it on the whole table, so it has
+    it on a new column too.
+    """
 
     privilege: str
     grantee: str | None
     grantable: bool
+    grantor: str | None = None
+    becomable: bool = False
+    table_option: bool = False
 
 
 def grants_on(cat: Catalog, relation: str, column: str | None = None) -> list[Grant]:
@@ -448,17 +458,39 @@ def grants_on(cat: Catalog, relation: str, column: str | None = None) -> list[Gr
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = :c AND NOT a.attisdropped",
         )
     )
+    # SET ROLE needs membership on 15, the SET option of it from 16 on.
+    become = "SET" if cat.server_version >= 160000 else "MEMBER"
+    table_option = (
+        "false"
+        if column is None
+        else "EXISTS (SELECT FROM aclexplode(c.relacl) AS y WHERE y.grantee = x.grantor "
+        "AND y.privilege_type = x.privilege_type AND y.is_grantable)"
+    )
     rows = cat.conn.execute(
         text(
             "SELECT x.privilege_type, CASE WHEN x.grantee = 0 THEN NULL "
-            "ELSE pg_get_userbyid(x.grantee) END AS grantee, x.is_grantable "
+            "ELSE pg_get_userbyid(x.grantee) END AS grantee, x.is_grantable, "
+            "CASE WHEN x.grantor <> c.relowner THEN pg_get_userbyid(x.grantor) END, "
+            f"x.grantor <> c.relowner AND pg_has_role(x.grantor, '{become}') "
+            "AND has_schema_privilege(x.grantor, c.relnamespace, 'USAGE'), "
+            f"x.grantor <> c.relowner AND {table_option} "
             f"FROM pg_class c {where} CROSS JOIN LATERAL aclexplode({acl}) AS x "
             "WHERE c.oid = to_regclass(:r) AND x.grantee <> c.relowner "
             "ORDER BY 2 NULLS FIRST, 1"
         ),
         {"r": relation, "c": column},
     ).all()
-    return [Grant(str(r[0]), None if r[1] is None else str(r[1]), bool(r[2])) for r in rows]
+    return [
+        Grant(
+            str(r[0]),
+            None if r[1] is None else str(r[1]),
+            bool(r[2]),
+            None if r[3] is None else str(r[3]),
+            bool(r[4]),
+            bool(r[5]),
+        )
+        for r in rows
+    ]
 
 
 def relation_comment(cat: Catalog, relation: str) -> str | None:

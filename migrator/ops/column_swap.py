@@ -121,10 +121,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     sqls.append(f"ALTER TABLE {t} RENAME COLUMN {ident(shadow)} TO {ident(col)}")
     # Column privileges (GRANT SELECT (col)) went with the old column; the shadow's own
     # (given by the expand, maybe since changed on the column) make way for them.
-    sqls += [
-        f"REVOKE ALL ({ident(col)}) ON TABLE {t} FROM {_grantee(g)}"
-        for g in {g.grantee: g for g in grants_on(cat, t, shadow)}.values()
-    ]
+    sqls += revoke_sql(grants_on(cat, t, shadow), f"TABLE {t}", col)
     sqls += grant_sql(grants_on(cat, t, col), f"TABLE {t}", col)
     if not_null:
         # PostgreSQL 18 names the NOT NULL constraint after the shadow; give it the
@@ -211,15 +208,65 @@ def _grantee(grant: Grant) -> str:
     return "PUBLIC" if grant.grantee is None else ident(grant.grantee)
 
 
+def _as(grantor: str | None, sql: str) -> list[str]:
+    """``sql`` run as ``grantor`` (None: as migrator's own role)."""
+    if grantor is None:
+        return [sql]
+    return [f"SET LOCAL ROLE {ident(grantor)}", sql, "RESET ROLE"]
+
+
 def grant_sql(grants: list[Grant], on: str, column: str | None = None) -> list[str]:
     """GRANT statements giving ``grants`` again on ``on`` (``TABLE t`` with a column:
-    column privileges; ``SEQUENCE s``)."""
+    column privileges; ``SEQUENCE s``), each recorded with its grantor where PostgreSQL
+    lets migrator do so.
+
+    GRANTED BY cannot do it: on 15 and 18 it takes the current user only ("grantor must
+    be current user"). A GRANT made as the grantor (SET LOCAL ROLE) records it, where
+    migrator's role may become that role and the role holds the grant option there by
+    then: on the whole table, or given just before (the owner's grants first, then each
+    role's once its own option is given). PostgreSQL answers a GRANT without the grant
+    option with a warning, not an error, so a grant whose grantor would not hold it is
+    made as migrator's role instead, recorded as the owner's, as are the others.
+    """
     columns = "" if column is None else f" ({ident(column)})"
-    return [
-        f"GRANT {g.privilege}{columns} ON {on} TO {_grantee(g)}"
-        + (" WITH GRANT OPTION" if g.grantable else "")
-        for g in grants
-    ]
+    held = {(g.grantor, g.privilege) for g in grants if g.table_option}
+    pending = list(grants)
+    sqls: list[str] = []
+    while pending:
+        ready = [
+            g
+            for g in pending
+            if g.grantor is None or not g.becomable or (g.grantor, g.privilege) in held
+        ] or pending[:1]
+        for g in ready:
+            mine = g.becomable and (g.grantor, g.privilege) in held
+            sqls += _as(
+                g.grantor if mine else None,
+                f"GRANT {g.privilege}{columns} ON {on} TO {_grantee(g)}"
+                + (" WITH GRANT OPTION" if g.grantable else ""),
+            )
+            if g.grantable:
+                held.add((g.grantee, g.privilege))
+            pending.remove(g)
+    return sqls
+
+
+def revoke_sql(grants: list[Grant], on: str, column: str) -> list[str]:
+    """REVOKE ALL on a column from the grantees of ``grants``, each as the role that
+    granted it where migrator's role may become it (a REVOKE takes back only the
+    revoker's own grants), and the grants that rest on another's grant option first (the
+    option's REVOKE fails while they stand)."""
+    pending = list(grants)
+    sqls: list[str] = []
+    while pending:
+        grantors = {g.grantor for g in pending if g.grantor is not None}
+        ready = [g for g in pending if g.grantee not in grantors] or pending
+        for grantor, grantee in dict.fromkeys(
+            (g.grantor if g.becomable else None, _grantee(g)) for g in ready
+        ):
+            sqls += _as(grantor, f"REVOKE ALL ({ident(column)}) ON {on} FROM {grantee}")
+        pending = [g for g in pending if g not in ready]
+    return sqls
 
 
 def _restore_indexes(op: AlterColumn, ctx: Context, indexes: list[IndexFacts]) -> list[str]:
