@@ -3,6 +3,7 @@
     python bench/exclusion.py                  # 1,000,000 bookings on an embedded PostgreSQL
     python bench/exclusion.py --rows 200000    # smaller
     python bench/exclusion.py --database-url postgresql://...  # a server of yours
+    python bench/exclusion.py --rows 200000 --sweep-only       # (c) alone
 
 ``bookings (id bigint identity PRIMARY KEY, room int, during tstzrange)`` with --rows rows
 that do not overlap is built once into a template database; each method runs on its own
@@ -15,6 +16,11 @@ for its lock waits and who blocks them (bench/_workload.py):
   (b) `migrator expand` of ``add_exclusion`` with the same element (max_lock_hold 1h, so
       it never refuses here): each step's wall time, the helper index's concurrent build
       and the ADD CONSTRAINT step, which is the ACCESS EXCLUSIVE hold.
+
+  (c) the conflict check add_exclusion runs before anything changes on a table over
+      256 kB (one sort of the rows, `exclusion_sweep`), for ``during WITH &&`` and for
+      ``room WITH =, during WITH &&``, beside a concurrent build of the helper index
+      (gist on during), the other way to find the conflicts, for scale.
 
 Printed: the wall times, and the reader's longest read and count of reads during each.
 PostgreSQL gives an exclusion constraint no lock-light form, so (b) still holds the lock
@@ -35,6 +41,9 @@ import psycopg
 from _workload import App, LockSampler, Op, StepTimes, Wait, q
 
 from migrator import commands
+from migrator.db.connection import connect, make_engine
+from migrator.engine.catalog import Catalog
+from migrator.engine.catalog_tables import exclusion_sweep, exclusion_sweep_key
 from migrator.plan.loader import parse_plan
 
 PLAN = """
@@ -109,10 +118,39 @@ def measured(url: str, rows: int, run: Any) -> Measured:
     )
 
 
+def sweep_lines(url: str) -> list[str]:
+    """(c): the pre-change sweep for two shapes, and the helper index's concurrent build."""
+    lines = []
+    engine = make_engine(url)
+    try:
+        with connect(engine) as conn:
+            cat = Catalog(conn)
+            for keys, ops in ((["during"], ["&&"]), (["room", "during"], ["=", "&&"])):
+                at = exclusion_sweep_key(cat, "public", "bookings", keys, ops)
+                assert at is not None
+                started = time.perf_counter()
+                rows, _ = exclusion_sweep(cat, "public", "bookings", keys, at, None)
+                took = time.perf_counter() - started
+                shape = ", ".join(f"{k} WITH {o}" for k, o in zip(keys, ops, strict=True))
+                lines.append(f"(c) sweep before anything, {shape}: {took:.3f} s ({rows} conflicts)")
+            conn.rollback()
+    finally:
+        engine.dispose()
+    started = time.perf_counter()
+    q(url, "CREATE INDEX CONCURRENTLY bookings_during_probe ON bookings USING gist (during)")
+    took = time.perf_counter() - started
+    q(url, "DROP INDEX CONCURRENTLY bookings_during_probe")
+    lines.append(
+        f"    for scale: the helper index's concurrent build (gist on during): {took:.3f} s"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database-url")
+    parser.add_argument("--sweep-only", action="store_true", help="(c) alone")
     args = parser.parse_args()
     server = None
     url = args.database_url
@@ -135,6 +173,9 @@ def main() -> None:
             q(url, f"CREATE DATABASE {name} TEMPLATE {template}")
         size = q(url_of(template), "SELECT pg_size_pretty(pg_relation_size('bookings'))")[0][0]
         print(f"bookings: {args.rows} rows, {size}; {q(url, 'SHOW server_version')[0][0]}")
+        if args.sweep_only:
+            print("\n".join(sweep_lines(url_of(template))))
+            return
 
         plain = url_of("exclusion_plain")
         q(url, "CHECKPOINT")
@@ -165,6 +206,7 @@ def main() -> None:
         for run in steps.steps:
             print(f"    {run.name}: {run.seconds:.3f} s")
         print(f"    {ours_run.line()} (the ADD CONSTRAINT step above is the ACCESS EXCLUSIVE hold)")
+        print("\n".join(sweep_lines(url_of(template))))
     finally:
         if server is not None:
             server.stop()

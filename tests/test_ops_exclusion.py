@@ -11,6 +11,7 @@ table too big to count conflicts before anything runs (exit 3, at file:line:colu
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -18,6 +19,11 @@ import pytest
 from migrator import commands
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
+from migrator.engine.catalog_tables import (
+    exclusion_conflicts,
+    exclusion_sweep,
+    exclusion_sweep_key,
+)
 from migrator.errors import ExitCode, GateRefused, ValidationFailed
 from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
@@ -267,16 +273,17 @@ FROM generate_series(1, 4000) g;
 
 
 def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -> None:
-    """Conflicts in a table too big to count them before anything runs: the guard refuses
-    them, with the count and a pair, before the lock; fixed, the rerun goes on from it."""
-    q(fresh_db, BIG + "INSERT INTO slots (during) VALUES (int4range(12, 14));")
+    """Conflicts in a table too big to count them before anything runs (adjacent ranges,
+    -|-: no sort decides them): the guard refuses them, with the count and a pair, before
+    the lock; fixed, the rerun goes on from it."""
+    q(fresh_db, BIG + "INSERT INTO slots (during) VALUES (int4range(15, 20));")
     before = schema_dump(fresh_db)
     # max_lock_hold far above the build and check: the rerun passes the guard on the rows
     # alone, however loaded the machine (1s was passed at load 8: 0.15 s + 0.97 s).
     plan = parse_plan(
         plan_text(
             "- add_exclusion: {table: slots, name: slots_free, max_lock_hold: 10m, "
-            "elements: [{column: during, with: '&&'}]}"
+            "elements: [{column: during, with: '-|-'}]}"
         ),
         "plans/r1.yaml",
     )
@@ -284,14 +291,26 @@ def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -
         commands.expand(plan, opts(fresh_db))
     line = str(err.value)
     assert line.startswith(
-        "plans/r1.yaml:4:5: add_exclusion slots_free: 1 pair(s) of rows of slots conflict "
+        "plans/r1.yaml:4:5: add_exclusion slots_free: 2 pair(s) of rows of slots conflict "
         "under the exclusion, e.g. (during) = "
     ), line
+    # What was done, what is left, what to do: the helper index named, the pairs' rule.
+    assert re.search(
+        r"; slots is larger than 256 kB, too big to compare every pair of its rows before "
+        r"anything changes, so they were counted through the helper index "
+        r"public\._migrator_\w+_probe, built concurrently and left in place; nothing else "
+        r"changed\. Change or delete one row of each pair \(two rows conflict where "
+        r"during -\|- during holds between them\), then run `migrator expand` again: it goes "
+        r"on from this check, with that index; or `migrator rollback`, which drops it$",
+        line,
+    ), line
+    assert "\n" not in line
     assert err.value.exit_code == ExitCode.REFUSED
-    # The constraint was never tried.
+    # The constraint was never tried; the helper index is there, as the line says.
     assert q(fresh_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'slots_free'") == [(0,)]
+    assert q(fresh_db, HELPERS) == [(1,)]
     # The rows fixed, the same expand goes on from the guard: the constraint, no helper.
-    q(fresh_db, "DELETE FROM slots WHERE during = int4range(12, 14)")
+    q(fresh_db, "DELETE FROM slots WHERE during = int4range(15, 20)")
     ran = commands.expand(plan, opts(fresh_db)).ran
     assert [k.rsplit(".", 1)[1] for k in ran] == [
         "exclusion-guard",
@@ -303,6 +322,31 @@ def test_guard_refuses_conflicts_on_a_big_table_before_the_lock(fresh_db: str) -
     # The rollback leaves the schema as it was.
     commands.rollback(plan, opts(fresh_db))
     assert schema_dump(fresh_db) == before
+
+
+def test_overlaps_on_a_big_table_are_refused_before_anything(fresh_db: str) -> None:
+    """`&&` over a range (with `=` over others: a booking's shape) on a table too big to
+    compare every pair: one sort of the rows finds the conflict before anything runs,
+    exit 2 at the operation's place, no helper index built."""
+    q(fresh_db, BIG + "INSERT INTO slots (during) VALUES (int4range(12, 14));")
+    before = schema_dump(fresh_db)
+    plan = parse_plan(
+        plan_text(
+            "- add_exclusion: {table: slots, name: slots_free, "
+            "elements: [{column: during, with: '&&'}]}"
+        ),
+        "plans/r1.yaml",
+    )
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(fresh_db))
+    assert str(err.value) == (
+        "plans/r1.yaml:4:5: add_exclusion slots_free: 1 row(s) of slots conflict under the "
+        "exclusion with another row, e.g. (during) = ([12,14)); fix them first"
+    )
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(fresh_db) == before
+    assert q(fresh_db, HELPERS) == [(0,)]
+    assert release_rows(fresh_db) == []
 
 
 def test_guard_refuses_a_build_slower_than_max_lock_hold(fresh_db: str) -> None:
@@ -374,3 +418,57 @@ def test_exclusion_over_a_column_the_plan_adds_is_taken(fresh_db: str) -> None:
     q(fresh_db, REFUSAL_SETUP)
     commands.expand(parse_plan(plan_text(ADDED_THEN_EXCLUDED % "&&")), opts(fresh_db))
     assert q(fresh_db, CONSTRAINTS) == [("x", "EXCLUDE USING gist (slot WITH &&)")]
+
+
+# The sweep that finds conflicts of `=` + `&&` without an index, held to the self-join
+# (every pair compared) on random ranges: bounds drawn from few values so that ties,
+# touching bounds of each inclusivity, unbounded ends, empty and NULL ranges all occur.
+SWEEP_TRIALS = 300
+
+
+def _random_ranges(seed: int) -> str:
+    rng = random.Random(seed)
+    values = []
+    for trial in range(SWEEP_TRIALS):
+        for _ in range(rng.randint(0, 7)):
+            room = rng.choice(["1", "2", "NULL"]) if trial % 3 else "1"
+            if rng.random() < 0.08:
+                during = rng.choice(["NULL", "'empty'::numrange"])
+            else:
+                low, high = sorted(rng.choice([0, 1, 2, 3, 4]) for _ in range(2))
+                low_s = "NULL" if rng.random() < 0.1 else str(low)
+                high_s = "NULL" if rng.random() < 0.1 else str(high)
+                bounds = rng.choice(["[)", "[]", "()", "(]"])
+                during = f"numrange({low_s}, {high_s}, '{bounds}')"
+            values.append(f"({trial}, {room}, {during})")
+    return (
+        "CREATE TABLE sweep (trial int, room int, during numrange);"
+        f"INSERT INTO sweep VALUES {', '.join(values)};"
+    )
+
+
+def test_the_sweep_finds_a_conflict_exactly_when_pairs_do(fresh_db: str) -> None:
+    q(fresh_db, _random_ranges(16))
+    engine = make_engine(fresh_db)
+    try:
+        with connect(engine) as conn:
+            cat = Catalog(conn)
+            for keys, ops in ((["room", "during"], ["=", "&&"]), (["during"], ["&&"])):
+                at = exclusion_sweep_key(cat, "public", "sweep", keys, ops)
+                assert at == keys.index("during")
+                for trial in range(SWEEP_TRIALS):
+                    where = f"trial = {trial}"
+                    pairs, _ = exclusion_conflicts(cat, "public", "sweep", keys, ops, where)
+                    rows, example = exclusion_sweep(cat, "public", "sweep", keys, at, where)
+                    assert (rows > 0) == (pairs > 0), (trial, keys, pairs, rows)
+                    assert rows <= 2 * pairs
+                    assert (example is None) == (rows == 0)
+            # Shapes it cannot sweep exactly: left to the index.
+            assert exclusion_sweep_key(cat, "public", "sweep", ["during"], ["@>"]) is None
+            assert exclusion_sweep_key(cat, "public", "sweep", ["room"], ["&&"]) is None
+            assert (
+                exclusion_sweep_key(cat, "public", "sweep", ["room", "during"], ["<>", "&&"])
+                is None
+            )
+    finally:
+        engine.dispose()

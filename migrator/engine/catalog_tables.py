@@ -183,6 +183,114 @@ def exclusion_conflicts_sql(
     )
 
 
+def exclusion_sweep_sql(
+    schema: str,
+    table: str,
+    keys: Sequence[str],
+    range_at: int,
+    where: str | None,
+) -> str:
+    """``SELECT count, example`` of the rows that overlap a row before them, for an
+    exclusion of ``&&`` over the range ``keys[range_at]`` and ``=`` over the other keys
+    (index keys as SQL): zero exactly when the constraint finds no conflicting pair.
+
+    Without an index: one sort. The rows of each group of equal keys (a NULL key, a NULL
+    or empty range conflict with nothing) are ordered by their range's lower bound (the
+    unbounded first; at one bound, the inclusive first); a row overlaps one before it
+    exactly when the furthest upper bound before it passes its lower bound (or is
+    unbounded, or it is unbounded below itself), or a row's inclusive upper bound equals
+    its inclusive lower bound (a hash join). One sort and one hash join: n log n. The
+    example is that row's keys as text.
+    """
+    named = [("rg" if i == range_at else f"e{i}") for i in range(len(keys))]
+    eq = [n for n in named if n != "rg"]
+    picked = [f"({k}) AS {n}" for k, n in zip(keys, named, strict=True)]
+    # Only the example's row is shown: text made once, not for every row.
+    shown = f"'(' || concat_ws(', ', {', '.join(f'{n}::text' for n in named)}) || ')'"
+    kept = [f"{n} IS NOT NULL" for n in eq] + ["rg IS NOT NULL", "NOT isempty(rg)"]
+    group = f"PARTITION BY {', '.join(eq)} " if eq else ""
+    same = "".join(f" AND j.{n} = s.{n}" for n in eq)
+    # The touching bounds by an equality join (hashed), not a correlated EXISTS: inside
+    # an OR that would be a scan of the rows per row.
+    return f"""WITH keyed AS (
+  SELECT row_number() OVER () AS r, {", ".join(picked)}
+  FROM {ident(schema, table)}{f" WHERE ({where})" if where else ""}
+), kept AS (SELECT * FROM keyed WHERE {" AND ".join(kept)}),
+touching AS (
+  SELECT s.r FROM kept s JOIN kept j ON upper(j.rg) = lower(s.rg){same}
+  WHERE lower_inc(s.rg) AND upper_inc(j.rg) AND j.r <> s.r
+),
+swept AS (
+  SELECT *, count(*) OVER w AS before, bool_or(upper_inf(rg)) OVER w AS unbounded,
+         max(upper(rg)) OVER w AS furthest
+  FROM kept
+  WINDOW w AS ({group}ORDER BY lower(rg) NULLS FIRST, lower_inc(rg) DESC, r
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+)
+SELECT count(*), min({shown}) FROM swept
+WHERE (before > 0 AND (lower_inf(rg) OR unbounded OR furthest > lower(rg)))
+   OR r IN (SELECT r FROM touching)"""
+
+
+def exclusion_sweep_key(
+    cat: Catalog, schema: str, table: str, keys: Sequence[str], operators: Sequence[str]
+) -> int | None:
+    """Which key `exclusion_sweep_sql` sweeps, or None where it cannot be exact: the
+    exclusion must be ``&&`` over exactly one key of a range type whose ``&&`` is
+    range_overlaps, and ``=`` over the others, each the equality of its type's default
+    btree operator class (the one grouping uses). Asked of the server, nothing run."""
+    from sqlalchemy import text
+
+    ranges = [i for i, op in enumerate(operators) if op == "&&"]
+    if len(ranges) != 1 or any(op != "=" for i, op in enumerate(operators) if i != ranges[0]):
+        return None
+    cat.read_lock(schema, table)
+    names = [f"k{i}" for i in range(len(keys))]
+    picked = ", ".join(f"({k}) AS {n}" for k, n in zip(keys, names, strict=True))
+    types = cat.conn.execute(
+        text(
+            f"SELECT {', '.join(f'pg_typeof(x.{n})::oid' for n in names)} "
+            f"FROM (SELECT {picked} FROM {ident(schema, table)} LIMIT 0) AS x "
+            "RIGHT JOIN (VALUES (1)) AS v (one) ON true"
+        )
+    ).one()
+    for i, type_oid in enumerate(types):
+        if i == ranges[0]:
+            query = (
+                "SELECT t.typtype = 'r' AND NOT EXISTS (SELECT FROM pg_operator o "
+                "WHERE o.oprname = '&&' AND o.oprleft = t.oid AND o.oprright = t.oid "
+                "AND o.oprcode <> 'range_overlaps'::regproc) FROM pg_type t WHERE t.oid = :t"
+            )
+        else:
+            query = (
+                "SELECT EXISTS (SELECT FROM pg_operator o "
+                "JOIN pg_amop a ON a.amopopr = o.oid AND a.amopstrategy = 3 "
+                "JOIN pg_opclass c ON c.opcfamily = a.amopfamily AND c.opcdefault "
+                "AND c.opcintype = :t "
+                "JOIN pg_am m ON m.oid = c.opcmethod AND m.amname = 'btree' "
+                "WHERE o.oprname = '=' AND o.oprleft = :t AND o.oprright = :t)"
+            )
+        if not cat.conn.execute(text(query), {"t": int(type_oid)}).scalar():
+            return None
+    return ranges[0]
+
+
+def exclusion_sweep(
+    cat: Catalog,
+    schema: str,
+    table: str,
+    keys: Sequence[str],
+    range_at: int,
+    where: str | None,
+) -> tuple[int, str | None]:
+    """`exclusion_sweep_sql` run: rows overlapping one before them, and one of them."""
+    from sqlalchemy import text
+
+    cat.read_lock(schema, table)
+    row = cat.conn.execute(text(exclusion_sweep_sql(schema, table, keys, range_at, where))).one()
+    return int(row[0]), (str(row[1]) if row[1] is not None else None)
+
+
 def exclusion_conflicts(
     cat: Catalog,
     schema: str,

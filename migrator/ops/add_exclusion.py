@@ -21,7 +21,9 @@ it first, without blocking anyone, and refuses it when it would be too long:
 A table whose build and check take longer needs a new table created with the constraint
 and the rows copied into it; the refusal says so. On a small table (or when the helper
 index is there from an earlier attempt) the conflicting rows are counted before anything
-runs (exit 2). The rollback drops the constraint and the helper index; the contract has
+runs (exit 2); on a bigger one only for `=` keys and one `&&` range, which one sort of
+the rows decides exactly (`exclusion_sweep_sql`); other shapes have no exact way short of
+every pair or an index, so the guard finds them (exit 3, saying what to do). The rollback drops the constraint and the helper index; the contract has
 nothing to do.
 """
 
@@ -37,6 +39,8 @@ from migrator.engine.catalog_partitions import is_partitioned
 from migrator.engine.catalog_tables import (
     exclusion_conflicts,
     exclusion_conflicts_sql,
+    exclusion_sweep,
+    exclusion_sweep_key,
     relation_bytes,
 )
 from migrator.engine.steps import PRECHECK_REFUSED, Step, step
@@ -139,12 +143,27 @@ class AddExclusion(Operation):
         if extra:
             return  # the rows have no such column yet: the expand's guard counts conflicts
         indexed = found is not None and found.valid
+        keys = self._keys(ctx)
         if indexed or relation_bytes(ctx.catalog, ctx.schema, self.table) <= PRECHECK_BYTES:
             count, example = exclusion_conflicts(
-                ctx.catalog, ctx.schema, self.table, self._keys(ctx), self._operators(), self.where
+                ctx.catalog, ctx.schema, self.table, keys, self._operators(), self.where
             )
             if count:
                 raise ValidationFailed(f"{where}: {self._conflict_text(count, example)}")
+            return
+        # A bigger table: `=` over some keys and `&&` over one range (a booking's shape)
+        # is decided exactly by one sort of the rows; any other shape needs an index.
+        at = exclusion_sweep_key(ctx.catalog, ctx.schema, self.table, keys, self._operators())
+        if at is not None:
+            rows, example = exclusion_sweep(
+                ctx.catalog, ctx.schema, self.table, keys, at, self.where
+            )
+            if rows:
+                named = ", ".join(e.column for e in self.elements)
+                raise ValidationFailed(
+                    f"{where}: {rows} row(s) of {self.table} conflict under the exclusion with "
+                    f"another row, e.g. ({named}) = {example}; fix them first"
+                )
 
     def _conflict_text(self, count: int, example: str | None) -> str:
         keys = ", ".join(e.column for e in self.elements)
@@ -203,11 +222,21 @@ class AddExclusion(Operation):
         where = f"add_exclusion {self.name}"
         keys_named = ", ".join(e.column for e in self.elements)
         limit = self.max_lock_hold
+        holds = " and ".join(f"{e.column} {e.with_} {e.column}" for e in self.elements)
+        if self.where:
+            holds += f", both with {self.where}"
         # format()'s text, with % doubled where the plan's expressions may hold one.
+        big = (
+            f"{self.table} is larger than {PRECHECK_BYTES // 1024} kB, too big to compare "
+            "every pair of its rows before anything changes, so they were counted through "
+        )
         conflict_text = literal(
-            f"{where}: %s pair(s) of rows of {self.table} conflict under the exclusion, e.g. "
-            f"({keys_named.replace('%', '%%')}) = %s; fix them, then run expand again "
-            "(or roll back)"
+            f"{where}: %s pair(s) of rows of {self.table} conflict under the exclusion, "
+            f"e.g. ({_pct(keys_named)}) = %s; %sthe helper index "
+            f"{ident(ctx.schema, helper)}, built concurrently and left in place; nothing else "
+            f"changed. Change or delete one row of each pair (two rows conflict where "
+            f"{_pct(holds)} holds between them), then run `migrator expand` again: it goes on "
+            "from this check, with that index; or `migrator rollback`, which drops it"
         )
         slow_text = literal(
             f"{where}: its index took %s s to build concurrently and its rows %s s to verify "
@@ -232,7 +261,10 @@ BEGIN
   checked := extract(epoch FROM clock_timestamp() - started);
   IF n > 0 THEN
     RAISE EXCEPTION USING ERRCODE = {literal(PRECHECK_REFUSED)},
-      MESSAGE = format({conflict_text}, n, example);
+      MESSAGE = format({conflict_text}, n, example,
+        CASE WHEN pg_relation_size({literal(ident(ctx.schema, self.table))}::regclass)
+                  > {PRECHECK_BYTES}
+             THEN {literal(big)} ELSE 'they were counted through ' END);
   END IF;
   took := substring(obj_description({literal(ident(ctx.schema, helper))}::regclass, 'pg_class')
     FROM {literal(_TIMED + "([0-9.]+)")})::double precision;
@@ -255,3 +287,8 @@ END"""
                 autocommit=True,
             ),
         ]
+
+
+def _pct(text: str) -> str:
+    """Plan text inside a format() string: its % doubled."""
+    return text.replace("%", "%%")
