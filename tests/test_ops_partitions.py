@@ -609,6 +609,13 @@ def test_partition_created_mid_release_gets_trigger_and_indexes(db: str) -> None
             "[label, at, kind]",
         ),
         (
+            "- add_column: {table: events, column: {name: user_id, type: bigint, default: 4242, "
+            "references: {table: users, column: id}}}",
+            "plan.yaml:4:5: add_column events.user_id: column.references: every row of events "
+            "would hold the default 4242, which users.id does not hold; add that row first, "
+            "or fill the column with `up` instead",
+        ),
+        (
             "- detach_partition: {table: events, partition: users}",
             "plan.yaml:4:5: detach_partition users: public.users is not a partition of events",
         ),

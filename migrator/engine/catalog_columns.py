@@ -518,3 +518,37 @@ def generated_readers(cat: Catalog, facts: ColumnFacts) -> list[str]:
         {"t": facts.table_oid, "a": facts.attnum},
     ).all()
     return [str(r[0]) for r in rows]
+
+
+def default_breaks_key(
+    cat: Catalog,
+    schema: str,
+    table: str,
+    column_type: str,
+    default: str,
+    ref_table: str,
+    ref_column: str,
+) -> bool:
+    """True when a new column's constant ``default`` (SQL) would give every row of a
+    table that has rows a value ``ref_table.ref_column`` does not hold, so its foreign
+    key could never be validated. False for a NULL default, and where the default does
+    not evaluate (the ADD COLUMN reports that); asked inside a savepoint rolled back."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    cat.read_lock(schema, table)
+    cat.read_lock(schema, ref_table)
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {ident(schema, table)}) AND d.v IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {ident(schema, ref_table)} r "
+        f"WHERE r.{ident(ref_column)} = d.v) FROM (SELECT ({default})::{column_type} AS v) AS d"
+    )
+    try:
+        with cat.conn.begin_nested() as sp:
+            breaks = bool(cat.conn.execute(text(sql)).scalar_one())
+            sp.rollback()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":
+            raise  # a wait, not PostgreSQL's verdict on the default
+        return False
+    return breaks

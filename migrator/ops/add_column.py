@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.engine.catalog_columns import column_facts
+from migrator.engine.catalog_columns import column_facts, default_breaks_key
 from migrator.engine.catalog_partitions import is_partitioned
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
@@ -302,6 +302,29 @@ class AddColumn(Operation):
             refuse_partition_constraint_clash(
                 ctx, f"{where}: column.references", self.table, self.foreign_key_name()
             )
+            default = self.column.default
+            if (
+                default is not None
+                and is_constant(default)
+                and self.table not in ctx.planned_tables
+                and ref.table not in ctx.planned_tables
+                and default_breaks_key(
+                    ctx.catalog,
+                    ctx.schema,
+                    self.table,
+                    self.column.type,
+                    default_sql(default),
+                    ref.table,
+                    ref.column,
+                )
+            ):
+                # Found now, not by the VALIDATE (the contract's, or on a partitioned
+                # table before 18 the expand's own, at its first leaf).
+                raise ValidationFailed(
+                    f"{where}: column.references: every row of {self.table} would hold the "
+                    f"default {default_sql(default)}, which {ref.table}.{ref.column} does not "
+                    "hold; add that row first, or fill the column with `up` instead"
+                )
         if self.final is not None and self.final.unique is False and self.column.unique:
             raise ValidationFailed(
                 f"{where}: final.unique: false would loosen column.unique; drop the constraint "
