@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
+from psycopg import pq
 
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.verify.probes import CellProbe, probe_cell
@@ -104,10 +105,16 @@ class Preparer:
     ) -> list[tuple[psycopg.Error, int] | None]:
         """`prepare` for each statement, in round trips of ``batch`` statements.
 
-        Most queries prepare fine, so a batch is sent as one message; when any of it fails
-        the transaction is rolled back and that batch alone is prepared one by one, so each
-        error is the statement's own, with its own position.
+        In libpq's pipeline mode each PREPARE is its own implicit transaction (a Sync
+        after each), so one that fails costs the others nothing: a round trip a batch,
+        however many fail. Without pipeline mode a batch is sent as one message; when
+        any of it fails the transaction is rolled back and that batch alone is prepared
+        one by one, so each error is the statement's own, with its own position.
         """
+        if psycopg.Pipeline.is_supported():
+            # What the probes of the cell before left open is rolled back, as it would be.
+            self.conn.rollback()
+            return self._pipelined(sqls, batch)
         results: list[tuple[psycopg.Error, int] | None] = []
         for start in range(0, len(sqls), batch):
             chunk = sqls[start : start + batch]
@@ -127,6 +134,36 @@ class Preparer:
                 results += [self.prepare(sql) for sql in chunk]
                 continue
             results += [None] * len(chunk)
+        return results
+
+    def _pipelined(self, sqls: list[str], batch: int) -> list[tuple[psycopg.Error, int] | None]:
+        pgconn = self.conn.pgconn
+        encoding = self.conn.info.encoding
+        results: list[tuple[psycopg.Error, int] | None] = []
+        pgconn.enter_pipeline_mode()
+        try:
+            for start in range(0, len(sqls), batch):
+                prefixes = []
+                for sql in sqls[start : start + batch]:
+                    self.count += 1
+                    prefix = f"PREPARE migrator_check_{self.count} AS "
+                    prefixes.append(len(prefix))
+                    # Bytes, no parameters: sent as written, no placeholder handling.
+                    pgconn.send_query_params((prefix + sql).encode(encoding), None)
+                    pgconn.pipeline_sync()
+                while pgconn.flush():
+                    pass
+                for length in prefixes:
+                    error: psycopg.Error | None = None
+                    while (result := pgconn.get_result()) is not None:
+                        if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                            error = psycopg.errors.error_from_result(result, encoding=encoding)
+                    sync = pgconn.get_result()
+                    if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+                        raise psycopg.OperationalError("the pipeline of PREPAREs lost its place")
+                    results.append(None if error is None else (error, length))
+        finally:
+            pgconn.exit_pipeline_mode()
         return results
 
     def finish(self) -> None:
