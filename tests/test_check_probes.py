@@ -39,6 +39,7 @@ CREATE TABLE tag (
     CONSTRAINT tag_id_key UNIQUE (id),
     CONSTRAINT tag_name_excl EXCLUDE USING btree (lower(name) WITH =) WHERE (kind <> 'draft')
 );
+CREATE UNIQUE INDEX tag_kind_name_key ON tag (kind, upper(name)) WHERE id > 0;
 """
 
 
@@ -296,3 +297,37 @@ def test_upsert_set_list_and_default_are_writes(tmp_path: Path, snapshot: Snapsh
     ]
     [onto] = writes(found[2], with_default)
     assert onto.rows == [{"code": Value("literal", "'v'"), "note": Value("unknown")}]
+
+
+def test_unique_index_over_an_expression_is_a_key(
+    tmp_path: Path, db: str, snapshot: Snapshot
+) -> None:
+    """A unique index over expressions or with a predicate, which the expand adds
+    (create_index unique: true): judged as an EXCLUDE of ``=`` is, on the values the server
+    computes; a plain unique index stays a plain key."""
+    tag = snapshot.relations[("public", "tag")]
+    [key] = tag.unique_keys
+    assert (key.name, key.columns, key.elements, key.plain, key.predicate) == (
+        "tag_kind_name_key",
+        ("kind", "name"),
+        ("kind", "upper(name)"),
+        (True, False),
+        "id > 0",
+    )
+    before = copy.deepcopy(snapshot)
+    before.relations[("public", "tag")].unique_keys = []
+    found = queries(
+        tmp_path,
+        "INSERT INTO tag (id, name, kind) VALUES (1, 'a', 'draft'), (2, 'A', 'draft');\n"
+        "INSERT INTO tag (id, name, kind) VALUES (-1, 'a', 'draft'), (-2, 'A', 'draft');\n",
+    )
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    [error] = [f for f in result[id(found[0])] if f.severity == "error"]
+    assert error.reason == (
+        "INSERT into public.tag writes rows 1 and 2, which conflict with each other: unique "
+        "index tag_kind_name_key on (kind, upper(name)) WHERE id > 0, which the expand adds, "
+        "rejects the later one"
+    )
+    assert id(found[1]) not in result  # both rows are outside the predicate

@@ -104,6 +104,9 @@ class Relation:
     # (index, columns, predicate) of partial unique indexes over plain columns
     partial_unique: list[tuple[str, frozenset[str], str]] = field(default_factory=list)
     checked: list[Constraint] = field(default_factory=list)
+    # Unique indexes over expressions or with a predicate, as keys with elements (their
+    # operators ``=``); the plain ones are ``unique_indexes``.
+    unique_keys: list[Constraint] = field(default_factory=list)
     # The functions of migrator's sync triggers on the table, as errors name them
     # (``migrator.fn``): a write's value is converted there.
     sync_functions: list[str] = field(default_factory=list)
@@ -196,22 +199,36 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
                 )
             )
     # Unique indexes over plain columns: what the messages about an ON CONFLICT target
-    # name (the server itself decides whether one is an arbiter).
-    for oid, index, columns, predicate in conn.execute(
+    # name (the server itself decides whether one is an arbiter). One over expressions or
+    # with a predicate is also kept as a key the probes judge as they judge an EXCLUDE.
+    for oid, index, columns, predicate, plain, keys, pretty, definition in conn.execute(
         "SELECT i.indrelid::int8, ic.relname, "
         "array(SELECT a.attname FROM unnest(i.indkey) k JOIN pg_attribute a "
         "      ON a.attrelid = i.indrelid AND a.attnum = k), "
-        "pg_get_expr(i.indpred, i.indrelid) "
+        "pg_get_expr(i.indpred, i.indrelid), i.indexprs IS NULL, "
+        "array(SELECT pg_get_indexdef(i.indexrelid, k, true) "
+        "      FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k), "
+        "pg_get_expr(i.indpred, i.indrelid, true), pg_get_indexdef(i.indexrelid) "
         "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-        "WHERE i.indisunique AND i.indexprs IS NULL"
+        "WHERE i.indisunique"
     ).fetchall():
         found = by_oid.get(int(oid))
         if found is None:
             continue
-        if predicate is None:
+        if plain and predicate is None:
             found.unique_indexes.append((str(index), frozenset(columns)))
-        else:
+        elif plain:
             found.partial_unique.append((str(index), frozenset(columns), str(predicate)))
+        nulls = " NULLS NOT DISTINCT" in str(definition)
+        if nulls or (plain and predicate is None):
+            continue  # NULLs that clash: not judged as an exclusion's NULLs are
+        keys = list(keys)
+        described = f"unique index on ({', '.join(keys)})" + (
+            f" WHERE {pretty}" if pretty is not None else ""
+        )
+        # Compared by what it is, not its name: the key of an added one is new.
+        key = Constraint(str(index), "u", (), described, None)
+        found.unique_keys.append(_exclusion(key, found, keys, ["="] * len(keys), pretty))
     for (
         oid,
         name,
@@ -326,8 +343,9 @@ def _exclusion(
     operators: list[str],
     predicate: str | None,
 ) -> Constraint:
-    """An EXCLUDE with its elements, each element's columns and its predicate's; left
-    without elements (so judged by no probe) when one cannot be read."""
+    """An EXCLUDE (or a unique index's key) with its elements, each element's columns and
+    its predicate's; left without elements (so judged by no probe) when one cannot be
+    read."""
     reads = [_reads(rel, e) for e in elements]
     where = _reads(rel, predicate) if predicate is not None else ()
     if len(reads) != len(operators) or where is None or any(r is None for r in reads):

@@ -13,7 +13,10 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   version's): a literal the constraint rejects is an error, the CHECK evaluated by the
   server on the written values; a parameter that decides is a warning for the old
   version only (the new version was written for the schema after the contract, so its
-  parameters are taken to be meant for it). A write through an auto-updatable view
+  parameters are taken to be meant for it); what the expand adds is held against the new
+  version at expanded too, for its certain errors (a table it creates, with its CHECK and
+  EXCLUDE). A unique index over expressions or with a predicate is judged as an EXCLUDE
+  of ``=`` is. A write through an auto-updatable view
   (`rename_table`'s old name) is its table's. A FOREIGN KEY that refuses (NO ACTION,
   RESTRICT) is held against a DELETE of the rows it references, or an UPDATE of their
   key, as a warning (`references.py`). An EXCLUDE: literals in its elements are a
@@ -61,7 +64,11 @@ def probe_cell(
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
     new_tables: dict[int, tuple[Relation, list[Constraint], list[Constraint]]] = {}
+    # The new version at expanded is held to what the expand adds too (a table it creates,
+    # a CHECK): errors only, where its literals certainly fail (see CellProbe.add).
     previous = cell.previous
+    if previous is None and (cell.version, cell.phase) == ("new", "expanded"):
+        previous = cell.before
     if previous is not None:
         for key, rel in cell.snapshot.relations.items():
             if rel.kind not in ("r", "p"):
@@ -70,8 +77,11 @@ def probe_cell(
             prev = previous.by_oid.get(rel.oid) or previous.relations.get(key)
             if prev is None:
                 # Created at this phase: no version wrote it before, but its foreign keys
-                # bind the tables they reference.
+                # bind the tables they reference, and every constraint of it is new.
                 new_tables[rel.oid] = (rel, rel.checked, [])
+                added, _ = added_constraints(rel, Relation(rel.schema, rel.name, rel.kind, 0))
+                if added:
+                    constrained[key] = (added, [])
                 continue
             added, tightened = added_constraints(rel, prev)
             if added or tightened:

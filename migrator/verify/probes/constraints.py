@@ -15,6 +15,8 @@ from migrator.verify.snapshot import Constraint, Relation
 
 
 def _describe(con: Constraint) -> str:
+    if con.elements and con.kind == "u":
+        return con.definition.replace("unique index on", f"unique index {con.name} on", 1)
     kind = {"c": "CHECK", "f": "FOREIGN KEY", "u": "UNIQUE", "p": "PRIMARY KEY", "x": "EXCLUDE"}[
         con.kind
     ]
@@ -36,6 +38,8 @@ def added_constraints(rel: Relation, prev: Relation) -> tuple[list[Constraint], 
         ):
             added.append(Constraint(name, "u", tuple(sorted(cols)), f"unique index {name}", None))
             covered.add(cols)
+    had_keys = {c.key for c in prev.unique_keys}
+    added += [c for c in rel.unique_keys if c.key not in had_keys and c.columns]
     tightened = [
         c.name
         for c in rel.columns
@@ -50,6 +54,8 @@ def _who(cell: CellProbe) -> tuple[str, str]:
             "add the constraint in the contract (after the old version is retired), or first "
             "release a version whose writes meet it"
         )
+    if cell.phase == "expanded":
+        return "the expand", "change the new version's write to meet the constraint"
     return "the contract", (
         "change the new version's write to meet the constraint, or leave the constraint out "
         "of the contract"
@@ -185,7 +191,7 @@ def _takes_conflict(write: Write, con: Constraint) -> bool:
     if write.verb != "insert" or write.conflict is None:
         return False
     if write.conflict == frozenset():
-        return True
+        return True  # no target, or one over expressions only (not read: taken as any)
     return con.kind in ("u", "p") and write.conflict in (frozenset(con.columns), named(con.name))
 
 
@@ -205,7 +211,7 @@ def _typed(rel: Relation, values: dict[str, Value]) -> list[str] | None:
 def _keys(con: Constraint) -> list[tuple[str, str]]:
     """The constraint's key as (expression, operator) pairs: an EXCLUDE's elements; a
     UNIQUE's columns compared by ``=`` (NULLs equal under NULLS NOT DISTINCT)."""
-    if con.kind == "x":
+    if con.elements:
         return list(zip(con.elements, con.operators, strict=True))
     op = "IS NOT DISTINCT FROM" if "NULLS NOT DISTINCT" in con.definition else "="
     return [(ident(c), op) for c in con.columns]
@@ -258,7 +264,7 @@ def _rows_conflict(
         if outcome.state is None and outcome.value is not None:
             what = (
                 f"writes the same {', '.join(con.columns)} in rows {outcome.value}"
-                if con.kind in ("u", "p")
+                if con.kind in ("u", "p") and not con.elements
                 else f"writes rows {outcome.value}, which conflict with each other"
             )
             cell.add(
@@ -316,7 +322,7 @@ def _judge(
                 once=con.name,
             )
         return
-    if con.kind == "x":
+    if con.kind == "x" or con.elements:  # an EXCLUDE, a unique index over expressions
         _judge_exclusion(cell, query, write, con, values, what, fix, verb, probes, handlers)
         return
     if con.kind in ("u", "p"):
