@@ -788,3 +788,22 @@ def test_a_batch_never_scans_an_index_of_the_column_it_fills(fresh_db: str) -> N
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {statement}").fetchall())
             conn.rollback()
         assert "filled_x" not in plan, plan
+
+
+def test_the_backfilled_table_is_vacuumed_before_the_contract_needs_it(fresh_db: str) -> None:
+    """Every filled row left a dead version: the backfill vacuums the table itself, so
+    autovacuum does not come for it later and hold off the contract's strong locks
+    (bench/retype.py: autovacuum on users made the contract's step retry for 11 s)."""
+    q(fresh_db, SEEDS["composite"])
+    q(fresh_db, "ALTER TABLE users SET (autovacuum_enabled = false)")  # only ours counts
+    plan = make_plan(batch="5000")
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    assert wrong_rows(fresh_db) == 0
+    assert q(
+        fresh_db,
+        "SELECT vacuum_count, analyze_count > 0, n_dead_tup FROM pg_stat_user_tables "
+        "WHERE relid = 'users'::regclass",
+    ) == [(1, True, 0)]
+    # The pooled session's settings are back as they were.
+    assert q(fresh_db, "SHOW lock_timeout") == [("0",)]

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection
+import psycopg
+from sqlalchemy import Connection, Engine
 
 from migrator.backfill.batcher import batch_template
 from migrator.backfill.keys import choose_walk
@@ -35,6 +36,7 @@ from migrator.errors import ValidationFailed
 from migrator.observer import Observer
 from migrator.ops.base import Context, Operation
 from migrator.plan.models import Plan
+from migrator.sqltext import ident
 from migrator.words import count
 
 
@@ -175,6 +177,36 @@ class _ProgressLog(Observer):
         self.pending.clear()
 
 
+def _vacuum(engine: Engine, spec: BackfillSpec, observer: Observer) -> None:
+    """VACUUM (ANALYZE) the table a backfill rewrote, at autovacuum's pace.
+
+    Every row it filled left a dead version behind, so autovacuum comes for the table
+    soon after, and it holds SHARE UPDATE EXCLUSIVE for as long as it runs: seen by
+    bench/retype.py (3M rows) blocking the contract's ACCESS EXCLUSIVE steps, which
+    retried for 11 s while each attempt queued the application's reads behind it for
+    its lock_timeout (autovacuum yields to a lock waiter only after deadlock_timeout).
+    Done here, nothing waits on it: the backfill's phase takes no strong lock. A
+    VACUUM under way on the table (autovacuum yields to this one) is waited for up to
+    a minute; one that cannot start is left to autovacuum, as before.
+    """
+    table = ident(spec.schema, spec.table)
+    with engine.connect() as conn:
+        cursor = conn.execution_options(isolation_level="AUTOCOMMIT").connection.cursor()
+        cursor.execute("SET lock_timeout = '60s'")
+        # autovacuum's own cost delay (-1: it uses vacuum_cost_delay, the session's).
+        cursor.execute(
+            "SELECT set_config('vacuum_cost_delay', setting || unit, false) FROM pg_settings "
+            "WHERE name = 'autovacuum_vacuum_cost_delay' AND setting::float8 >= 0"
+        )
+        try:
+            cursor.execute(f"VACUUM (ANALYZE) {table}")
+        except psycopg.Error as exc:
+            observer.info(f"VACUUM of {table} after its backfill left to autovacuum: {exc}")
+        finally:  # the pooled connection goes back as it came
+            cursor.execute("RESET lock_timeout")
+            cursor.execute("RESET vacuum_cost_delay")
+
+
 def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
     """Fill the new structures for existing rows: batched, throttled, resumable.
 
@@ -256,6 +288,8 @@ def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
                         error=str(exc),
                     )
                 raise
+            if outcome.rows:
+                _vacuum(s.engine, spec, opts.observer)
             with s.conn() as conn:
                 STATE.mark_step(
                     conn, plan.release, "backfill", key, position, spec.description, "done"
