@@ -360,14 +360,17 @@ def _copy_data_directory(source: Path, pgdata: Path) -> None:
     _chown_tree(pgdata, _system_user())
 
 
-def _store_in_background(work: Path, entry: Path, variant: bool) -> threading.Thread:
+def _store_in_background(made: list[tuple[Path, Path, bool]]) -> threading.Thread:
+    """A thread that stores each (work folder, entry, variant) made, in turn."""
+
     def store() -> None:
-        try:
-            _store(work / "pgdata", entry, variant)
-        except (OSError, MigratorError):
-            pass  # the cache only saves time: the next run builds its entry again
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        for work, entry, variant in made:
+            try:
+                _store(work / "pgdata", entry, variant)
+            except (OSError, MigratorError):
+                pass  # the cache only saves time: the next run builds its entry again
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
     thread = threading.Thread(target=store, name="migrator-cache-store")
     thread.start()
@@ -411,25 +414,41 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> thread
                 if _intact(_entry(cache, steps[depth - 1])):
                     base, done = _entry(cache, steps[depth - 1]), depth
                     break
-            entry = _entry(cache, steps[-1] if steps else None)
-            discard_entry(entry)
-            work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
-            try:
-                _make(base / "pgdata" if steps else None, steps[done:], work / "pgdata")
-            except MigratorError:
-                shutil.rmtree(work, ignore_errors=True)
-                if not steps:
+            if not steps:
+                discard_entry(plain)
+                work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
+                try:
+                    _make(None, (), work / "pgdata")
+                    _copy_data_directory(work / "pgdata", pgdata)
+                except BaseException:
+                    shutil.rmtree(work, ignore_errors=True)
                     raise
-                # The variant cannot be made (a baseline that does not load, a plan that
-                # does not apply): the deepest entry there is, and whoever needed the
-                # variant meets that error itself.
-                _copy_data_directory(base / "pgdata", pgdata)
-                return None
+                return _store_in_background([(work, plain, False)])
+            # Each missing variant is made and kept, not only the last: a changed plan
+            # then starts from the copy that holds its baseline.
+            made: list[tuple[Path, Path, bool]] = []
+            source = base / "pgdata"
+            try:
+                for step in steps[done:]:
+                    entry = _entry(cache, step)
+                    discard_entry(entry)
+                    work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
+                    try:
+                        _make(source, (step,), work / "pgdata")
+                    except MigratorError:
+                        # The variant cannot be made (a baseline that does not load, a
+                        # plan that does not apply): the deepest copy there is, and
+                        # whoever needed the variant meets that error itself.
+                        shutil.rmtree(work, ignore_errors=True)
+                        break
+                    made.append((work, entry, True))
+                    source = work / "pgdata"
+                _copy_data_directory(source, pgdata)
             except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
+                for work, _, _ in made:
+                    shutil.rmtree(work, ignore_errors=True)
                 raise
-            _copy_data_directory(work / "pgdata", pgdata)
-            return _store_in_background(work, entry, bool(steps))
+            return _store_in_background(made) if made else None
         except OSError:  # an unwritable cache, or its entry replaced mid-copy
             shutil.rmtree(pgdata, ignore_errors=True)
     _initdb(pgdata, _system_user())
