@@ -45,12 +45,13 @@ def complete(plan: Plan, opts: Options) -> PhaseResult:
             return result
         if not opts.force:
             require_all_green(plan, opts)  # complete retires blue: all traffic must be on green
-        with s.conn() as conn:
+        with s.conn() as conn, prechecks_bounded(plan):
+            # The contract's steps read the catalog too (a column's grants, indexes,
+            # defaults): under the same lock_timeout as its operations' checks.
             ctx = precheck_context(s, plan, conn)
             undone, todo_backfills = pending_work(conn, plan, ctx)
             if not undone:
-                with prechecks_bounded(plan):
-                    validate_contract_ops(plan, ctx)
+                validate_contract_ops(plan, ctx)
             steps = contract_steps(plan, ctx)
             conn.rollback()
         doomed = [
