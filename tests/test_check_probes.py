@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from migrator.verify.probes import CellProbe, Probe, Value, probe_cell, run_probes, writes
+from migrator.verify.probes.writes import EXPRESSION
 from migrator.verify.queries import Query, load_query_set
 from migrator.verify.snapshot import Snapshot, take
 
@@ -282,9 +283,13 @@ def test_upsert_set_list_and_default_are_writes(tmp_path: Path, snapshot: Snapsh
         "INSERT INTO item (code, note) VALUES ('a', 'x') "
         "ON CONFLICT (code) DO UPDATE SET note = NULL, qty = EXCLUDED.qty;\n"
         "INSERT INTO item (code) VALUES ('a') ON CONFLICT (code) DO NOTHING;\n"
-        "INSERT INTO item_view (code, note) VALUES ('v', DEFAULT);\n",
+        "INSERT INTO item_view (code, note) VALUES ('v', DEFAULT);\n"
+        "INSERT INTO item (code) VALUES ('a') ON CONFLICT (lower(code), qty) DO NOTHING;\n",
     )
-    upsert, nothing, view = (writes(q, snapshot) for q in found)
+    upsert, nothing, view, expression = (writes(q, snapshot) for q in found)
+    # A target over an expression is a target, not "no target" (which takes any conflict).
+    assert expression[0].conflict == frozenset({"qty", EXPRESSION})
+    assert nothing[0].conflict == frozenset({"code"})
     assert [(w.verb, w.upsert) for w in upsert] == [("insert", False), ("update", True)]
     assert upsert[1].rows == [{"note": Value("null"), "qty": Value("unknown")}]
     assert upsert[1].verb_phrase == "INSERT ... ON CONFLICT DO UPDATE of"

@@ -9,7 +9,7 @@ from typing import Any
 from migrator.sqltext import ident
 from migrator.verify.probes.cell import CellProbe
 from migrator.verify.probes.server import Outcome, Probe
-from migrator.verify.probes.writes import Value, Write, named
+from migrator.verify.probes.writes import EXPRESSION, Value, Write, named
 from migrator.verify.queries import Query
 from migrator.verify.snapshot import Constraint, Relation
 
@@ -191,8 +191,14 @@ def _takes_conflict(write: Write, con: Constraint) -> bool:
     if write.verb != "insert" or write.conflict is None:
         return False
     if write.conflict == frozenset():
-        return True  # no target, or one over expressions only (not read: taken as any)
-    return con.kind in ("u", "p") and write.conflict in (frozenset(con.columns), named(con.name))
+        return True
+    if con.kind not in ("u", "p"):
+        return False  # a target names a unique index: an exclusion's conflict is raised
+    if write.conflict in (frozenset(con.columns), named(con.name)):
+        return True
+    # A target over expressions: the server infers which unique index over expressions it
+    # names; any of them may be it (not told apart here), a plain key is not.
+    return EXPRESSION in write.conflict and bool(con.elements)
 
 
 def _typed(rel: Relation, values: dict[str, Value]) -> list[str] | None:
@@ -326,9 +332,8 @@ def _judge(
         _judge_exclusion(cell, query, write, con, values, what, fix, verb, probes, handlers)
         return
     if con.kind in ("u", "p"):
-        if write.verb == "insert" and write.conflict is not None:
-            if write.conflict in (frozenset(), frozenset(con.columns), named(con.name)):
-                return  # the upsert takes the conflict
+        if _takes_conflict(write, con):
+            return  # the upsert takes the conflict
         if all(v.kind == "null" for v in values.values()):
             return
         written = _shown(values, con.columns)

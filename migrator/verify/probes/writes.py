@@ -84,6 +84,10 @@ class Write:
         return f"{self.via.qualified} (a view of {self.relation.qualified})"
 
 
+# In an ON CONFLICT target's set: the target has an expression (``(lower(email))``).
+EXPRESSION = "\x01expression"
+
+
 def named(constraint: str) -> frozenset[str]:
     """An ``ON CONFLICT ON CONSTRAINT`` target, apart from any column name."""
     return frozenset({"\x00" + constraint})
@@ -113,6 +117,8 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
         infer = clause.infer
         elems = (infer.indexElems or ()) if infer is not None else ()
         conflict = frozenset(e.name for e in elems if isinstance(e, ast.IndexElem) and e.name)
+        if any(isinstance(e, ast.IndexElem) and not e.name for e in elems):
+            conflict |= {EXPRESSION}  # a target over expressions is not "no target"
         if infer is not None and infer.conname:
             conflict = named(infer.conname)
     return Write(rel, "insert", rows, conflict, distinct, selects)
@@ -284,6 +290,7 @@ def writes(
 
 
 __all__ = [
+    "EXPRESSION",
     "Kind",
     "Value",
     "Write",
