@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
 from migrator.commands.check import CheckOptions, check
 from migrator.db.embedded import start
 from migrator.plan.loader import load_plan
+from migrator.verify.phase_schemas import _Cache
 from migrator.verify.report import CheckReport, Finding
 from migrator.verify.scratch import ScratchServer
 
@@ -138,3 +140,33 @@ def test_case(case_file: Path, reports: dict[Path, CheckReport | BaseException])
     lint = sorted(f.rule or "" for f in report.lint)
     assert lint == sorted(case.get("lint", [])), everything
     assert report.failed == (case["label"] == "breaks"), everything
+
+
+def test_two_checks_loading_one_baseline_share_it(
+    scratch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checks run two at a time on one scratch server (as here, or CI jobs sharing one):
+    two that load the same baseline at once both find no template; the one whose rename
+    comes second takes the first's copy instead of failing, and leaves no copy behind."""
+    path = tmp_path / "schema.sql"
+    path.write_text("CREATE TABLE shared_baseline (id int);")
+    server = ScratchServer(scratch)
+    name = _Cache.name(path)
+    server.create(name)  # the other check's load, finished while this one was loading
+    real = server.exists
+    asked: list[str] = []
+
+    def exists(database: str) -> bool:
+        asked.append(database)
+        return real(database) if len(asked) > 1 else False  # before the other finished
+
+    monkeypatch.setattr(server, "exists", exists)
+    try:
+        assert _Cache.template_for(server, path) == name
+        with psycopg.connect(scratch) as conn:
+            left = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "_%",)
+            ).fetchall()
+        assert left == []
+    finally:
+        server.drop(name)

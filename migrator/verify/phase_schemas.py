@@ -131,7 +131,10 @@ class _Cache:
                 server.rename(loading, name)
             except MigratorError:
                 server.drop(loading)
-                raise
+                # Another check on this server loaded the same baseline meanwhile (its
+                # rename came first): that copy serves.
+                if not server.exists(name):
+                    raise
         return name
 
 
