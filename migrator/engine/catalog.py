@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from migrator.durations import format_duration
 from migrator.errors import LockNotAcquired
-from migrator.sqltext import ident, text
+from migrator.sqltext import ident, raw, text
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -220,7 +220,7 @@ class Catalog:
         try:
             with self.conn.begin_nested() as sp:
                 self.conn.execute(
-                    text(f"CREATE TEMPORARY TABLE _migrator_typmod (v {type_sql}) ON COMMIT DROP")
+                    raw(f"CREATE TEMPORARY TABLE _migrator_typmod (v {type_sql}) ON COMMIT DROP")
                 )
                 value = self.conn.execute(
                     text(
@@ -272,7 +272,7 @@ class Catalog:
             source = f"(SELECT *, {added} FROM {source}) AS {ident(table)}"
         try:
             with self.conn.begin_nested() as sp:
-                self.conn.execute(text(f"EXPLAIN SELECT {value} FROM {source}"))
+                self.conn.execute(raw(f"EXPLAIN SELECT {value} FROM {source}"))
                 sp.rollback()
         except DBAPIError as exc:
             orig = exc.orig

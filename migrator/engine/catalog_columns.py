@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from migrator.sqltext import ident
+from migrator.sqltext import ident, raw
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
@@ -245,7 +245,6 @@ def expression_error_with(
     type) are columns an earlier operation of the plan adds, read as NULL. Planned,
     never run, inside a savepoint that is rolled back.
     """
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     cat.read_lock(schema, table)
@@ -260,7 +259,7 @@ def expression_error_with(
     )
     try:
         with cat.conn.begin_nested() as sp:
-            cat.conn.execute(text(sql))
+            cat.conn.execute(raw(sql))
             sp.rollback()
     except DBAPIError as exc:
         orig: Any = exc.orig
@@ -278,7 +277,6 @@ def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
 
     Asked of the server: each comparison is planned inside a savepoint rolled back.
     """
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     missing = set()
@@ -286,7 +284,7 @@ def types_without_equality(cat: Catalog, types: list[str]) -> frozenset[str]:
         try:
             with cat.conn.begin_nested() as sp:
                 cat.conn.execute(
-                    text(f"EXPLAIN SELECT NULL::{type_sql} IS DISTINCT FROM NULL::{type_sql}")
+                    raw(f"EXPLAIN SELECT NULL::{type_sql} IS DISTINCT FROM NULL::{type_sql}")
                 )
                 sp.rollback()
         except DBAPIError:
@@ -304,7 +302,6 @@ def key_type_error(
     server's own rules (a default btree operator class; an equality operator between
     the two key types, or an implicit cast), without a lock on any table of the plan.
     """
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     sqls = []
@@ -319,7 +316,7 @@ def key_type_error(
     try:
         with cat.conn.begin_nested() as sp:
             for sql in sqls:
-                cat.conn.execute(text(sql))
+                cat.conn.execute(raw(sql))
             sp.rollback()
     except DBAPIError as exc:
         diag: Any = getattr(exc.orig, "diag", None)
@@ -533,7 +530,6 @@ def default_breaks_key(
     table that has rows a value ``ref_table.ref_column`` does not hold, so its foreign
     key could never be validated. False for a NULL default, and where the default does
     not evaluate (the ADD COLUMN reports that); asked inside a savepoint rolled back."""
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     cat.read_lock(schema, table)
@@ -545,7 +541,7 @@ def default_breaks_key(
     )
     try:
         with cat.conn.begin_nested() as sp:
-            breaks = bool(cat.conn.execute(text(sql)).scalar_one())
+            breaks = bool(cat.conn.execute(raw(sql)).scalar_one())
             sp.rollback()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == "55P03":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from migrator.sqltext import ident, text
+from migrator.sqltext import ident, raw, text
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
@@ -220,7 +220,7 @@ def rows_outside(cat: Catalog, schema: str, table: str, constraint: str) -> int:
     cat.read_lock(schema, table)
     return int(
         cat.conn.execute(
-            text(f"SELECT count(*) FROM {ident(schema, table)} WHERE NOT ({constraint})")
+            raw(f"SELECT count(*) FROM {ident(schema, table)} WHERE NOT ({constraint})")
         ).scalar_one()
     )
 
@@ -263,7 +263,7 @@ def foreign_key_violations(
         missing = f"({missing}) OR {nulls} BETWEEN 1 AND {len(cols) - 1}"
     return int(
         cat.conn.execute(
-            text(f"SELECT count(*) FROM {ident(schema, table)} t WHERE {missing}")
+            raw(f"SELECT count(*) FROM {ident(schema, table)} t WHERE {missing}")
         ).scalar_one()
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from migrator.sqltext import ident
+from migrator.sqltext import ident, raw
 
 if TYPE_CHECKING:
     from migrator.engine.catalog import Catalog
@@ -132,7 +132,6 @@ def index_build_error(
     nor scanned.
     """
     import psycopg
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     if columns is None:
@@ -145,8 +144,8 @@ def index_build_error(
     )
     try:
         with cat.conn.begin_nested() as sp:
-            cat.conn.execute(text(f"CREATE TEMP TABLE _migrator_probe ({shape})"))
-            cat.conn.execute(text(build("pg_temp", "_migrator_probe")))
+            cat.conn.execute(raw(f"CREATE TEMP TABLE _migrator_probe ({shape})"))
+            cat.conn.execute(raw(build("pg_temp", "_migrator_probe")))
             sp.rollback()
     except DBAPIError as exc:
         orig = exc.orig
@@ -284,10 +283,9 @@ def exclusion_sweep(
     where: str | None,
 ) -> tuple[int, str | None]:
     """`exclusion_sweep_sql` run: rows overlapping one before them, and one of them."""
-    from sqlalchemy import text
 
     cat.read_lock(schema, table)
-    row = cat.conn.execute(text(exclusion_sweep_sql(schema, table, keys, range_at, where))).one()
+    row = cat.conn.execute(raw(exclusion_sweep_sql(schema, table, keys, range_at, where))).one()
     return int(row[0]), (str(row[1]) if row[1] is not None else None)
 
 
@@ -301,11 +299,10 @@ def exclusion_conflicts(
 ) -> tuple[int, str | None]:
     """How many pairs of rows the exclusion would reject, and one of them (see
     `exclusion_conflicts_sql`); read only."""
-    from sqlalchemy import text
 
     cat.read_lock(schema, table)
     row = cat.conn.execute(
-        text(exclusion_conflicts_sql(schema, table, keys, operators, where))
+        raw(exclusion_conflicts_sql(schema, table, keys, operators, where))
     ).one()
     return int(row[0]), (str(row[1]) if row[1] is not None else None)
 
