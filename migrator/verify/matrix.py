@@ -105,16 +105,13 @@ class Preparer:
     ) -> list[tuple[psycopg.Error, int] | None]:
         """`prepare` for each statement, in round trips of ``batch`` statements.
 
-        In libpq's pipeline mode each PREPARE is its own implicit transaction (a Sync
-        after each), so one that fails costs the others nothing: a round trip a batch,
-        however many fail. Without pipeline mode a batch is sent as one message; when
-        any of it fails the transaction is rolled back and that batch alone is prepared
-        one by one, so each error is the statement's own, with its own position.
+        Most queries prepare fine, so a batch is sent as one message. When any of it
+        fails the transaction is rolled back and that batch is prepared again in libpq's
+        pipeline mode, each PREPARE its own implicit transaction (a Sync after each), so
+        each error is the statement's own, with its own position, in one more round trip
+        (without pipeline mode: one by one).
         """
-        if psycopg.Pipeline.is_supported():
-            # What the probes of the cell before left open is rolled back, as it would be.
-            self.conn.rollback()
-            return self._pipelined(sqls, batch)
+        pipelined = psycopg.Pipeline.is_supported()
         results: list[tuple[psycopg.Error, int] | None] = []
         for start in range(0, len(sqls), batch):
             chunk = sqls[start : start + batch]
@@ -128,6 +125,9 @@ class Preparer:
                 self.conn.execute(message.encode())
             except psycopg.Error:
                 self.conn.rollback()
+                if pipelined:
+                    results += self._pipelined(chunk)
+                    continue
                 # Prepared statements outlive the rollback: forget the batch's first ones.
                 self.conn.execute(b"DEALLOCATE ALL")
                 self.conn.rollback()
@@ -136,32 +136,31 @@ class Preparer:
             results += [None] * len(chunk)
         return results
 
-    def _pipelined(self, sqls: list[str], batch: int) -> list[tuple[psycopg.Error, int] | None]:
+    def _pipelined(self, chunk: list[str]) -> list[tuple[psycopg.Error, int] | None]:
         pgconn = self.conn.pgconn
         encoding = self.conn.info.encoding
         results: list[tuple[psycopg.Error, int] | None] = []
         pgconn.enter_pipeline_mode()
         try:
-            for start in range(0, len(sqls), batch):
-                prefixes = []
-                for sql in sqls[start : start + batch]:
-                    self.count += 1
-                    prefix = f"PREPARE migrator_check_{self.count} AS "
-                    prefixes.append(len(prefix))
-                    # Bytes, no parameters: sent as written, no placeholder handling.
-                    pgconn.send_query_params((prefix + sql).encode(encoding), None)
-                    pgconn.pipeline_sync()
-                while pgconn.flush():
-                    pass
-                for length in prefixes:
-                    error: psycopg.Error | None = None
-                    while (result := pgconn.get_result()) is not None:
-                        if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
-                            error = psycopg.errors.error_from_result(result, encoding=encoding)
-                    sync = pgconn.get_result()
-                    if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
-                        raise psycopg.OperationalError("the pipeline of PREPAREs lost its place")
-                    results.append(None if error is None else (error, length))
+            prefixes = []
+            for sql in chunk:
+                self.count += 1
+                prefix = f"PREPARE migrator_check_{self.count} AS "
+                prefixes.append(len(prefix))
+                # Bytes, no parameters: sent as written, no placeholder handling.
+                pgconn.send_query_params((prefix + sql).encode(encoding), None)
+                pgconn.pipeline_sync()
+            while pgconn.flush():
+                pass
+            for length in prefixes:
+                error: psycopg.Error | None = None
+                while (result := pgconn.get_result()) is not None:
+                    if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                        error = psycopg.errors.error_from_result(result, encoding=encoding)
+                sync = pgconn.get_result()
+                if sync is None or sync.status != pq.ExecStatus.PIPELINE_SYNC:
+                    raise psycopg.OperationalError("the pipeline of PREPAREs lost its place")
+                results.append(None if error is None else (error, length))
         finally:
             pgconn.exit_pipeline_mode()
         return results
