@@ -15,6 +15,7 @@ in an expression reaches PostgreSQL as written.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -139,19 +140,8 @@ class Executor:
                 driver = conn.connection.driver_connection
                 assert isinstance(driver, psycopg.Connection)
                 self._pipelined(driver, name, step)
-                # The step committed without waiting for its WAL flush (see
-                # _pipelined). This transaction writes WAL (a logical decoding message,
-                # a no-op for replication), so its commit waits for the flush (and the
-                # synchronous standbys) as the server is set to, which covers the
-                # step's commit record too: the step is as durable as before when
-                # run() returns, but its locks were not held meanwhile. (An xid alone
-                # would not do: a commit that wrote no WAL of its own is not flushed.)
-                try:
-                    driver.execute("SELECT pg_logical_emit_message(true, 'migrator', 'flush')")
-                except psycopg.Error:
-                    # A server that refuses it (EXECUTE revoked): the step is done, and
-                    # the WAL writer flushes it within wal_writer_delay.
-                    driver.rollback()
+            # The step has committed: nothing from here on is its failure.
+            _await_flush(driver)
 
     def _run_autocommit(
         self, name: str, step: Step, on_start: StepRecorder | None, on_done: StepRecorder | None
@@ -199,6 +189,7 @@ class Executor:
         conn.cursor().execute("SET LOCAL synchronous_commit = off")
         if not psycopg.Pipeline.is_supported():
             self._statements(conn.cursor(), name, step)
+            conn.cursor().execute("COMMIT")
             return
         cursors = [conn.cursor() for _ in step.statements]
         try:
@@ -234,6 +225,26 @@ class Executor:
             except psycopg.Error as exc:
                 note_statement(exc, statement.sql)  # names a missing privilege
                 raise
+
+
+def _await_flush(driver: psycopg.Connection[Any]) -> None:
+    """Return once a step committed with synchronous_commit off is flushed.
+
+    Its own transaction writes WAL (a logical decoding message, a no-op for
+    replication), so its commit waits for the flush (and the synchronous standbys) as
+    the server is set to, which covers the step's commit record too: the step is as
+    durable as before, but its locks were not held meanwhile. (An xid alone would not
+    do: a commit that wrote no WAL of its own is not flushed.) A server that refuses
+    the message (EXECUTE revoked) or a connection lost here leaves the step done all
+    the same: the WAL writer flushes it within wal_writer_delay, and a crash before
+    that loses the step with its record, so the rerun runs it again.
+    """
+    try:
+        driver.execute("SELECT pg_logical_emit_message(true, 'migrator', 'flush')")
+        driver.commit()
+    except psycopg.Error:
+        with contextlib.suppress(psycopg.Error):
+            driver.rollback()
 
 
 def _primary(exc: BaseException) -> str | None:
