@@ -5,6 +5,7 @@ Also the backfills a plan has, and those the switch waits for.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,9 +203,10 @@ def _vacuum(engine: Engine, spec: BackfillSpec, observer: Observer) -> None:
             cursor.execute(f"VACUUM (ANALYZE) {table}")
         except psycopg.Error as exc:
             observer.info(f"VACUUM of {table} after its backfill left to autovacuum: {exc}")
-        finally:  # the pooled connection goes back as it came
-            cursor.execute("RESET lock_timeout")
-            cursor.execute("RESET vacuum_cost_delay")
+        finally:  # the pooled connection goes back as it came (if it is still there)
+            with contextlib.suppress(psycopg.Error):
+                cursor.execute("RESET lock_timeout")
+                cursor.execute("RESET vacuum_cost_delay")
 
 
 def backfill(plan: Plan, opts: Options, workers: int = 1) -> PhaseResult:
