@@ -413,6 +413,7 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> thread
             for depth in range(len(steps) - 1, 0, -1):
                 if _intact(_entry(cache, steps[depth - 1])):
                     base, done = _entry(cache, steps[depth - 1]), depth
+                    os.utime(base)  # used as a source: kept when older entries go
                     break
             if not steps:
                 discard_entry(plain)
