@@ -77,17 +77,18 @@ def constraint_probes(
     triggers = rel.before_insert_triggers if write.verb == "insert" else rel.before_update_triggers
 
     for column in tightened:
+        what = f"NOT NULL on {rel.name}.{column}, which {by} adds"
+        col = rel.column(column)
+        # Nothing gives the column a value the row lacks: no default, identity, generation
+        # or BEFORE trigger.
+        defaultless = (
+            not triggers
+            and col is not None
+            and not (col.has_default or col.identity or col.generated)
+        )
         for row in write.rows:
             value = row.get(column)
-            what = f"NOT NULL on {rel.name}.{column}, which {by} adds"
-            col = rel.column(column)
-            if (
-                value is not None
-                and value.kind == "default"
-                and not triggers
-                and col is not None
-                and not (col.has_default or col.identity or col.generated)
-            ):
+            if value is not None and value.kind == "default" and defaultless:
                 # DEFAULT where there is none is NULL; insert-not-null takes it as written.
                 cell.add(
                     query,
@@ -101,13 +102,7 @@ def constraint_probes(
             if value is None:
                 # Left out: insert-not-null judges the table's default, but not through a
                 # view (a view's INSERT takes the table's default where it has none).
-                if (
-                    write.via is not None
-                    and write.verb == "insert"
-                    and not triggers
-                    and col is not None
-                    and not (col.has_default or col.identity or col.generated)
-                ):
+                if write.via is not None and write.verb == "insert" and defaultless:
                     cell.add(
                         query,
                         "constraint-write",
