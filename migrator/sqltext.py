@@ -49,7 +49,14 @@ def raw(sql: str) -> TextClause:
     literal ``'{"k":2}'`` became ``'{"k"%(2)s}'``. Every colon is escaped here, which
     SQLAlchemy turns back into the colon it was.
     """
-    return text(sql.replace(":", "\\:"))
+    return text(colons_escaped(sql))
+
+
+def colons_escaped(sql: str) -> str:
+    """SQL text with every colon escaped for ``sqlalchemy.text``: plan SQL pasted into a
+    statement that binds parameters of its own (``:n``), or into a ``text()`` clause
+    that is compiled to a string later (`plan import sql`'s defaults and checks)."""
+    return sql.replace(":", "\\:")
 
 
 def literal(value: object) -> str:

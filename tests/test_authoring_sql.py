@@ -149,3 +149,23 @@ def test_sql_that_does_not_parse_is_exit_2_at_file_line_column(tmp_path: Path) -
     assert f"{sql_file}:2:27: SQL does not parse: syntax error" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "plans").exists()
+
+
+def test_colons_before_a_word_are_kept_as_written(tmp_path: Path) -> None:
+    """A JSON literal in a default, a check, an index predicate: SQLAlchemy's text() read
+    ``:2`` in ``'{"k":2}'`` as a bind parameter, and the plan got NULL in its place."""
+    sql_file = tmp_path / "json.sql"
+    sql_file.write_text(
+        "ALTER TABLE shop_customer ADD COLUMN meta jsonb DEFAULT '{\"k\":2}'::jsonb;\n"
+        "ALTER TABLE shop_customer ADD CONSTRAINT meta_ok CHECK (meta <> '{\"bad\":3}');\n"
+        "CREATE TABLE shop_note (id bigint PRIMARY KEY, body jsonb DEFAULT '{\"n\":1}' "
+        "CHECK (body <> '{\"x\":0}'));\n"
+        "CREATE INDEX shop_note_k ON shop_note (id) WHERE body <> '{\"y\":5}'::jsonb;\n"
+    )
+    plans = tmp_path / "plans"
+    result = invoke(str(sql_file), "--release", "r", "--plans-dir", str(plans))
+    assert result.exit_code == 0, result.output
+    text = (plans / "r.yaml").read_text()
+    for literal in ('{"k":2}', '{"bad":3}', '{"n":1}', '{"x":0}', '{"y":5}'):
+        assert literal in text, text
+    assert "NULL" not in text and "\\:" not in text, text

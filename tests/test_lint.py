@@ -1006,6 +1006,9 @@ def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -
     # a partial index that leaves the duplicates out is fine
     partial = sql + " WHERE id > 4"
     assert "M010" not in rules_of(lint_sql(partial, catalog=Catalog(conn)))
+    # a predicate with a colon before a word reaches PostgreSQL as written
+    colon = sql + """ WHERE email <> '{"k":2}'"""
+    assert "M010" in rules_of(lint_sql(colon, catalog=Catalog(conn)))
     constraint = "ALTER TABLE users ADD CONSTRAINT k UNIQUE (email)"
     assert "M010" in rules_of(lint_sql(constraint, catalog=Catalog(conn)))
 

@@ -25,6 +25,7 @@ from migrator.authoring.draft import Draft
 from migrator.authoring.models import live_choices, plan_head
 from migrator.errors import UsageError
 from migrator.files import read_text
+from migrator.sqltext import colons_escaped
 
 
 class SqlType(sa.types.UserDefinedType[Any]):
@@ -41,6 +42,13 @@ class SqlType(sa.types.UserDefinedType[Any]):
 
 def _sql(node: Any) -> str:
     return str(RawStream()(node))
+
+
+def _text(sql: str) -> sa.TextClause:
+    """SQL text the way Alembic's operations carry it, colons escaped: ``sa.text`` reads
+    ``:2`` in ``'{"k":2}'`` or ``x::int`` after a word as a bind parameter, which the
+    conversion then wrote as NULL."""
+    return sa.text(colons_escaped(sql))
 
 
 def _name(node: Any) -> str:
@@ -68,14 +76,14 @@ class _Statement:
             elif kind == enums.ConstrType.CONSTR_NULL:
                 kwargs["nullable"] = True
             elif kind == enums.ConstrType.CONSTR_DEFAULT:
-                kwargs["server_default"] = sa.text(_sql(c.raw_expr))
+                kwargs["server_default"] = _text(_sql(c.raw_expr))
             elif kind == enums.ConstrType.CONSTR_PRIMARY:
                 kwargs["primary_key"] = True
                 kwargs["nullable"] = False
             elif kind == enums.ConstrType.CONSTR_UNIQUE:
                 extra.append(sa.UniqueConstraint(col.colname, name=c.conname))
             elif kind == enums.ConstrType.CONSTR_CHECK:
-                extra.append(sa.CheckConstraint(sa.text(_sql(c.raw_expr)), name=c.conname))
+                extra.append(sa.CheckConstraint(_text(_sql(c.raw_expr)), name=c.conname))
             elif kind == enums.ConstrType.CONSTR_FOREIGN:
                 ref = c.pktable.relname
                 cols = [_name(n) for n in c.pk_attrs or ()] or ["id"]
@@ -99,7 +107,7 @@ class _Statement:
         if kind == enums.ConstrType.CONSTR_UNIQUE and not c.indexname:
             return sa.UniqueConstraint(*[_name(k) for k in c.keys], name=c.conname)
         if kind == enums.ConstrType.CONSTR_CHECK:
-            return sa.CheckConstraint(sa.text(_sql(c.raw_expr)), name=c.conname)
+            return sa.CheckConstraint(_text(_sql(c.raw_expr)), name=c.conname)
         if kind == enums.ConstrType.CONSTR_FOREIGN:
             ref = c.pktable.relname
             remote = [_name(n) for n in c.pk_attrs or ()] or ["id"]
@@ -153,12 +161,12 @@ class _Statement:
                 raise Skip
             columns: list[Any] = []
             for param in stmt.indexParams:
-                columns.append(param.name if param.name else sa.text(_sql(param.expr)))
+                columns.append(param.name if param.name else _text(_sql(param.expr)))
             kw: dict[str, Any] = {}
             if stmt.accessMethod and stmt.accessMethod != "btree":
                 kw["postgresql_using"] = stmt.accessMethod
             if stmt.whereClause is not None:
-                kw["postgresql_where"] = sa.text(_sql(stmt.whereClause))
+                kw["postgresql_where"] = _text(_sql(stmt.whereClause))
             if stmt.indexIncludingParams:
                 kw["postgresql_include"] = [p.name for p in stmt.indexIncludingParams]
             op = ops.CreateIndexOp(
@@ -210,7 +218,7 @@ class _Statement:
         if kind == t.AT_DropNotNull:
             return [ops.AlterColumnOp(table, cmd.name, modify_nullable=True)]
         if kind == t.AT_ColumnDefault:
-            default = sa.text(_sql(cmd.def_)) if cmd.def_ is not None else None
+            default = _text(_sql(cmd.def_)) if cmd.def_ is not None else None
             return [ops.AlterColumnOp(table, cmd.name, modify_server_default=default)]
         if kind == t.AT_AddConstraint:
             return self._add_constraint(table, self.constraint(table, cmd.def_), notes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from migrator.sqltext import ident, text
+from migrator.sqltext import colons_escaped, ident, text
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -102,10 +102,12 @@ class Live:
         self, schema: str, table: str, keys: Sequence[str], where: str | None, limit: int = 5
     ) -> tuple[int, list[tuple[str, int]]] | None:
         """Key values held by more than one row (NULLs never clash): how many, and the
-        most frequent ``limit`` of them with their row counts. ``keys`` are SQL."""
+        most frequent ``limit`` of them with their row counts. ``keys`` are SQL (their
+        colons escaped: the statement binds ``:n``)."""
+        keys = [colons_escaped(k) for k in keys]
         not_null = " AND ".join(f"({k}) IS NOT NULL" for k in keys)
         if where:
-            not_null += f" AND ({where})"
+            not_null += f" AND ({colons_escaped(where)})"
         shown = " || ', ' || ".join(f"quote_nullable(({k})::text)" for k in keys)
         sql = (
             f"SELECT {shown}, count(*), count(*) OVER () FROM {ident(schema, table)} "
