@@ -41,6 +41,8 @@ CREATE TABLE tag (
     CONSTRAINT tag_name_excl EXCLUDE USING btree (lower(name) WITH =) WHERE (kind <> 'draft')
 );
 CREATE UNIQUE INDEX tag_kind_name_key ON tag (kind, upper(name)) WHERE id > 0;
+CREATE TABLE parcel (ref text, kind text);
+CREATE UNIQUE INDEX parcel_ref_key ON parcel ((ref::int)) WHERE kind <> 'draft';
 """
 
 
@@ -336,3 +338,37 @@ def test_unique_index_over_an_expression_is_a_key(
         "rejects the later one"
     )
     assert id(found[1]) not in result  # both rows are outside the predicate
+
+
+def test_key_the_server_cannot_compute_is_an_error(
+    tmp_path: Path, db: str, snapshot: Snapshot
+) -> None:
+    """A unique index (or EXCLUDE) over an expression that fails on the literal written
+    (``ref::int`` of 'A-1'): the write fails whatever the table holds, an error with the
+    server's message; a row the predicate leaves out never computes the key, and a
+    predicate a parameter decides says nothing certain."""
+    before = copy.deepcopy(snapshot)
+    before.relations[("public", "parcel")].unique_keys = []
+    found = queries(
+        tmp_path,
+        "INSERT INTO parcel (ref, kind) VALUES ('A-1', 'box');\n"
+        "INSERT INTO parcel (ref, kind) VALUES ('A-1', 'draft');\n"
+        "INSERT INTO parcel (ref, kind) VALUES ('A-1', $1);\n"
+        "INSERT INTO parcel (ref, kind) VALUES ('17', 'box');\n"
+        "INSERT INTO parcel (ref, kind) VALUES ('A-1', 'box') ON CONFLICT DO NOTHING;\n",
+    )
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    told = [[(f.severity, f.reason) for f in result.get(id(q), [])] for q in found]
+    error = (
+        "error",
+        "INSERT into public.parcel writes ref = 'A-1', kind = 'box': unique index "
+        "parcel_ref_key on ((ref::integer)) WHERE kind <> 'draft'::text, which the expand "
+        "adds, cannot compute its key for the row: invalid input syntax for type integer: "
+        '"A-1"',
+    )
+    assert told[0] == [error]
+    assert told[1] == told[2] == []
+    assert [s for s, _ in told[3]] == ["warning"]  # another row decides
+    assert told[4] == [error]  # ON CONFLICT still computes the key

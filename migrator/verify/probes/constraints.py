@@ -402,21 +402,25 @@ def _judge_exclusion(
     """One row against an EXCLUDE: it conflicts only where another row does (the data
     decides, a warning), and never where an element is NULL (the operators are strict)
     or the predicate leaves it out. A column element's NULL is read here; an expression
-    element or the predicate over literals is evaluated by the server."""
-    if _takes_conflict(write, con):
-        return
+    element or the predicate over literals is evaluated by the server. An element or a
+    predicate the server cannot evaluate on the literals (a cast that fails) is an error:
+    the write computes them for its index entry whatever the table holds, so it fails."""
 
     def known(cols: Iterable[str]) -> bool:
         return all(values[c].kind in ("literal", "null") for c in cols)
 
-    tests = []
-    for expr, cols, plain in zip(con.elements, con.element_columns, con.plain, strict=True):
-        if plain and values[cols[0]].kind == "null":
-            return
-        if not plain and known(cols):
-            tests.append(f"({expr}) IS NOT NULL")
-    if con.predicate is not None and known(con.predicate_columns):
-        tests.append(f"({con.predicate}) IS TRUE")
+    # A NULL column element never conflicts (nor does an upsert's taken conflict): no
+    # warning; but the index entry is still computed, so its errors stand.
+    quiet = _takes_conflict(write, con) or any(
+        plain and values[cols[0]].kind == "null"
+        for cols, plain in zip(con.element_columns, con.plain, strict=True)
+    )
+    tests = [
+        f"({expr}) IS NOT NULL"
+        for expr, cols, plain in zip(con.elements, con.element_columns, con.plain, strict=True)
+        if not plain and known(cols)
+    ]
+    predicate = con.predicate is not None and known(con.predicate_columns)
     written = _shown(values, con.columns)
     if not written:
         return
@@ -424,21 +428,47 @@ def _judge_exclusion(
         f"{verb} {write.target} writes {written}: {what}, rejects the row where another row "
         "conflicts with it (the data decides)"
     )
-    if not tests:
-        cell.add(query, "constraint-write", "warning", reason, fix, once=con.name)
+    if not tests and not predicate:
+        if not quiet:
+            cell.add(query, "constraint-write", "warning", reason, fix, once=con.name)
         return
-    if (id(query), con.name) in cell.said:
-        return  # an earlier row of the INSERT is told already
     # Only the literals are judged: a parameter's or the data's value is no column here.
     literals = {n: v for n, v in values.items() if v.kind in ("literal", "null")}
     typed = _typed(write.relation, literals)
     if typed is None:
         return
     row = ", ".join(f"{t} AS {ident(n)}" for n, t in zip(literals, typed, strict=True))
-    probes.append(Probe([], f"SELECT {' AND '.join(tests)} FROM (SELECT {row}) AS migrator_row"))
+    # The row apart (OFFSET 0: not folded into the test), so that a literal the column
+    # cannot take (PREPARE's or the data's to tell) is not taken for the element's error.
+    source = f"(SELECT {row} OFFSET 0) AS migrator_row"
+    cast: list[Outcome] = []
+    probes.append(Probe([], f"SELECT 1 FROM {source}"))
+    handlers.append(cast.append)
+    test = " AND ".join(tests) or "true"
+    if predicate:
+        # The index computes its elements only for a row the predicate takes: in order.
+        test = f"CASE WHEN ({con.predicate}) IS TRUE THEN {test} ELSE false END"
+    probes.append(Probe([], f"SELECT {test} FROM {source}"))
+    # Certain only where nothing else decides whether the elements are computed.
+    certain = con.predicate is None or predicate
 
     def handle(outcome: Outcome) -> None:
-        if outcome.state is None and outcome.value == "true":
+        if outcome.state is not None:
+            if certain and cast and cast[0].state is None and outcome.message:
+                shown = ", ".join(
+                    f"{n} = {'NULL' if v.kind == 'null' else v.sql}" for n, v in literals.items()
+                )
+                cell.add(
+                    query,
+                    "constraint-write",
+                    "error",
+                    f"{verb} {write.target} writes {shown}: {what}, cannot compute its key "
+                    f"for the row: {outcome.message}",
+                    fix,
+                    once=con.name + " fails",
+                )
+            return
+        if outcome.value == "true" and not quiet:
             cell.add(query, "constraint-write", "warning", reason, fix, once=con.name)
 
     handlers.append(handle)
