@@ -453,6 +453,42 @@ CASES: list[tuple[str, int, str, str]] = [
         "BEGIN; LOCK users IN SHARE MODE; COMMIT;",
         "BEGIN; CREATE TABLE n (a int); LOCK TABLE n; COMMIT;",
     ),
+    # Exempt: the next statement takes that mode on that table anyway (a foreign key
+    # takes SHARE ROW EXCLUSIVE on the table it references; dropping one it is known to
+    # reference, ACCESS EXCLUSIVE).
+    (
+        "M040",
+        18,
+        "BEGIN; LOCK TABLE users; ALTER TABLE o ADD CONSTRAINT f FOREIGN KEY (u) "
+        "REFERENCES users (id) NOT VALID; COMMIT;",
+        "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE; ALTER TABLE o ADD CONSTRAINT f "
+        "FOREIGN KEY (u) REFERENCES users (id) NOT VALID; COMMIT;",
+    ),
+    (
+        "M040",
+        18,
+        "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE; UPDATE users SET a = 1 WHERE "
+        "id = 1; ALTER TABLE o ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES users (id) NOT "
+        "VALID; COMMIT;",
+        "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE; LOCK TABLE o IN SHARE ROW "
+        "EXCLUSIVE MODE; ALTER TABLE o ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES users (id) "
+        "NOT VALID; COMMIT;",
+    ),
+    (
+        "M040",
+        18,
+        "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE; COMMIT; BEGIN; ALTER TABLE o "
+        "ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES users (id) NOT VALID; COMMIT;",
+        "BEGIN; LOCK TABLE users; ALTER TABLE users ADD COLUMN n int; COMMIT;",
+    ),
+    (
+        "M040",
+        18,
+        # Offline, which table a constraint of a live table references is unknown.
+        "BEGIN; LOCK TABLE users; ALTER TABLE o DROP CONSTRAINT f; COMMIT;",
+        "BEGIN; ALTER TABLE o ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES users (id) NOT "
+        "VALID; COMMIT; BEGIN; LOCK TABLE users; ALTER TABLE o DROP CONSTRAINT f; COMMIT;",
+    ),
 ]
 
 # Rules that need data from a live database, and the optional rules (off unless
@@ -989,6 +1025,36 @@ def test_invalid_index_left_by_a_failed_build(live: tuple[Connection, str]) -> N
         "IF NOT EXISTS ", ""
     )
     assert "M004" not in rules_of(lint_sql(fixed, catalog=Catalog(conn)))
+
+
+def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
+    live: tuple[Connection, str],
+) -> None:
+    """DROP CONSTRAINT of a foreign key takes ACCESS EXCLUSIVE on the table it
+    references: a LOCK TABLE of that table just before it is exempt from M040 (and not
+    counted again by M032), which the database says; of another table, or before a
+    constraint of another kind, it is not."""
+    conn, url = live
+    _run(
+        url,
+        "CREATE TABLE users (id int PRIMARY KEY)",
+        "CREATE TABLE teams (id int PRIMARY KEY)",
+        "CREATE TABLE orders (user_id int CONSTRAINT orders_user_fk REFERENCES users, "
+        "n int CONSTRAINT orders_n_check CHECK (n > 0))",
+    )
+
+    def rules(lock: str, constraint: str) -> set[str]:
+        sql = (
+            f"BEGIN; SET LOCAL lock_timeout = '1s'; LOCK TABLE {lock}; "
+            f"ALTER TABLE orders DROP CONSTRAINT {constraint}; COMMIT;"
+        )
+        return rules_of(lint_sql(sql, catalog=Catalog(conn)))
+
+    # (M022 remains: a raw SQL file's drop of a foreign key is no contract step.)
+    assert rules("users", "orders_user_fk") == {"M022"}
+    assert "M040" in rules("teams", "orders_user_fk")
+    assert "M040" in rules("users", "orders_n_check")
+    assert "M040" in rules("users", "orders_gone")
 
 
 def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -> None:

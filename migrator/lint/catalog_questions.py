@@ -1,4 +1,4 @@
-"""The questions the lint asks a live database (rules 4, 10, 14, 16, 22 and volatility).
+"""The questions the lint asks a live database (rules 4, 10, 14, 16, 22, 40 and volatility).
 
 Each question runs read-only inside a savepoint, so a failure (a table the scratch
 database lacks) never spoils the caller's transaction; the answer is then None.
@@ -131,6 +131,25 @@ class Live:
             t=table,
             c=name,
         )
+
+    def foreign_key_target(self, schema: str, table: str, name: str) -> tuple[str, str] | None:
+        """The (schema, table) a table's foreign key references; None for another kind of
+        constraint or none of that name."""
+        row = self._ask(
+            lambda: self.conn.execute(
+                text(
+                    "SELECT rn.nspname, r.relname FROM pg_constraint k "
+                    "JOIN pg_class c ON c.oid = k.conrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_class r ON r.oid = k.confrelid "
+                    "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t AND k.conname = :c "
+                    "AND k.contype = 'f'"
+                ),
+                {"s": schema, "t": table, "c": name},
+            ).first()
+        )
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def column_type(self, schema: str, table: str, column: str) -> str | None:
         """format_type of a column."""

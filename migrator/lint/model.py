@@ -83,6 +83,8 @@ class Tracker:
     validated_not_null: set[tuple[str, str]] = field(default_factory=set)
     validated_tables: set[str] = field(default_factory=set)
     foreign_keys: set[tuple[str, str]] = field(default_factory=set)
+    # (table, name) of a foreign key added -> the (schema, table) it references.
+    foreign_key_targets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     # Tables given a UNIQUE constraint, and (table, name) of constraints validated, so a
     # partitioned table's constraint added after each leaf's own is known to attach them.
     unique_tables: set[str] = field(default_factory=set)
@@ -107,6 +109,9 @@ class UnitState:
     local_lock_timeout: bool = False
     local_statement_timeout: bool = False
     reported_many_ae: bool = False
+    # id() of the LOCK TABLE statements that take only what the next statement takes
+    # anyway (rule M040's exemption): not counted again among the ACCESS EXCLUSIVE tables.
+    locks_taken_anyway: set[int] = field(default_factory=set)
 
 
 # -- names -------------------------------------------------------------------------------

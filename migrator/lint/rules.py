@@ -418,12 +418,20 @@ RULES: dict[str, Rule] = _rules(
         "M040",
         "lock-table",
         "error",
-        "LOCK TABLE in SHARE mode or stronger on an existing table",
+        "LOCK TABLE in SHARE mode or stronger on an existing table, unless the statement "
+        "right after it takes that mode on that table anyway (ADD FOREIGN KEY: SHARE ROW "
+        "EXCLUSIVE on the table it references; dropping a foreign key: ACCESS EXCLUSIVE on "
+        "it), so the lock is only taken earlier, in the order chosen",
         "blocks every write to the table (ACCESS EXCLUSIVE: every read too) until the "
         "transaction ends, however little it does",
         "no explicit LOCK: let each statement take the lock it needs, briefly; SHARE UPDATE "
-        "EXCLUSIVE or weaker if one is needed",
+        "EXCLUSIVE or weaker if one is needed; to take a foreign key's two locks referenced "
+        "table first (as the application's writes go), LOCK it in the statement's own mode "
+        "right before the statement",
         versions="every version",
+        live="which table a dropped foreign key references is asked of the database; "
+        "without one, only a key the same plan or file added is known, and the LOCK is "
+        "flagged",
     ),
     Rule(
         "M041",

@@ -209,6 +209,11 @@ def add_constraint(
             a.tracker.validated_tables.add(table)
     if con.contype == CT.CONSTR_FOREIGN:
         a.tracker.foreign_keys.add((table, name))
+        if con.pktable is not None:
+            a.tracker.foreign_key_targets[(table, name)] = (
+                con.pktable.schemaname or a.schema,
+                rel(con.pktable),
+            )
         if not con.skip_validation:
             a.tracker.validated_constraints.add((table, name))
     if con.contype == CT.CONSTR_UNIQUE:

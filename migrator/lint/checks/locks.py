@@ -2,15 +2,19 @@
 M032, M039 (COMMENT ON), M040 (LOCK TABLE) and M042 (statement_timeout, optional).
 
 Most read every statement: which existing tables it locks ACCESS EXCLUSIVE, whether it
-is slow (a scan, a rewrite, a build, data changes), and the timeouts in force.
+is slow (a scan, a rewrite, a build, data changes), and the timeouts in force. A LOCK
+TABLE is exempt from M040 where the statement right after it takes that mode on that
+table anyway (`locks_taken`): it only takes the lock earlier, in the order chosen.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pglast import ast, enums
 
+from migrator.lint.checks.alter_table import leaves_hold_it
 from migrator.lint.model import LintPhase, Stmt, Unit, UnitState, is_zero, names, option_on, rel
 from migrator.lint.registry import on
 
@@ -24,6 +28,7 @@ OT = enums.ObjectType
 # LOCK TABLE's mode numbers (lockdefs.h): ShareLock, the weakest that blocks writes, and
 # AccessExclusiveLock.
 SHARE_MODE = 5
+SHARE_ROW_EXCLUSIVE_MODE = 6
 ACCESS_EXCLUSIVE_MODE = 8
 LOCK_MODES = {
     1: "ACCESS SHARE",
@@ -217,7 +222,7 @@ def access_exclusive_on_many_tables(
     a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPhase | None
 ) -> None:
     """Rule 32: ACCESS EXCLUSIVE on several existing tables in one transaction."""
-    if not unit.transactional:
+    if not unit.transactional or id(stmt) in state.locks_taken_anyway:
         return
     for table in ae_tables(a, stmt.node):
         if table not in state.ae_tables:
@@ -267,8 +272,16 @@ def lock_table(
     mode = node.mode or ACCESS_EXCLUSIVE_MODE
     if mode < SHARE_MODE:
         return
-    tables = [rel(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
-    tables = [t for t in tables if not a.new(t)]
+    relations = [r for r in node.relations or () if isinstance(r, ast.RangeVar)]
+    taken = locks_taken(a, _next_statement(unit, stmt)) if unit.transactional else {}
+    if relations and all(
+        taken.get((r.schemaname or a.schema, rel(r)), 0) >= mode for r in relations
+    ):
+        # Only earlier, in the order chosen (a referenced table before the referencing
+        # one, as the application's writes go): nothing more is held, nothing longer.
+        state.locks_taken_anyway.add(id(stmt))
+        return
+    tables = [rel(r) for r in relations if not a.new(rel(r))]
     if tables:
         blocked = "every read and write" if mode == ACCESS_EXCLUSIVE_MODE else "every write"
         a.report(
@@ -277,6 +290,71 @@ def lock_table(
             f"LOCK TABLE {', '.join(tables)} IN {LOCK_MODES.get(mode, str(mode))} MODE blocks "
             f"{blocked} until the transaction ends",
         )
+
+
+def _next_statement(unit: Unit, stmt: Stmt) -> Stmt | None:
+    """The statement of the unit after ``stmt`` and the LOCK TABLEs right after it (a
+    step that locks two tables first locks both, then runs its statement)."""
+    statements = unit.statements
+    at = next((i for i, s in enumerate(statements) if s is stmt), len(statements))
+    for later in statements[at + 1 :]:
+        if not isinstance(later.node, ast.LockStmt):
+            return later
+    return None
+
+
+def _validated_key(a: Analyzer, name: str) -> Callable[[str], bool]:
+    """Whether a table holds validated constraint ``name`` (one the plan validated)."""
+    return lambda table: (table, name) in a.tracker.validated_constraints
+
+
+def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
+    """(schema, table) -> the strongest lock mode a statement takes there, for the
+    statements whose locks M040's exemption knows: ALTER TABLE's own table (ACCESS
+    EXCLUSIVE, SHARE ROW EXCLUSIVE for a foreign key), the table a foreign key it adds
+    references (SHARE ROW EXCLUSIVE; ACCESS EXCLUSIVE where a partitioned table's key
+    attaches its leaves' validated ones, whose action triggers it drops), and the table
+    a foreign key it drops references (ACCESS EXCLUSIVE), known from the same plan or
+    file, else asked of the database; with neither, nothing is assumed."""
+    taken: dict[tuple[str, str], int] = {}
+    node = stmt.node if stmt is not None else None
+    if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+        return taken
+    if node.objtype != OT.OBJECT_TABLE:
+        return taken
+    schema = node.relation.schemaname or a.schema
+    table = rel(node.relation)
+
+    def take(where: tuple[str, str], mode: int) -> None:
+        taken[where] = max(taken.get(where, 0), mode)
+
+    for cmd in node.cmds or ():
+        if not isinstance(cmd, ast.AlterTableCmd):
+            continue
+        if alter_is_ae(cmd):
+            take((schema, table), ACCESS_EXCLUSIVE_MODE)
+        con = cmd.def_
+        if (
+            cmd.subtype == AT.AT_AddConstraint
+            and isinstance(con, ast.Constraint)
+            and con.contype == CT.CONSTR_FOREIGN
+            and con.pktable is not None
+        ):
+            take((schema, table), SHARE_ROW_EXCLUSIVE_MODE)
+            attaches = not con.skip_validation and leaves_hold_it(
+                a, schema, table, _validated_key(a, con.conname or "")
+            )
+            take(
+                (con.pktable.schemaname or a.schema, rel(con.pktable)),
+                ACCESS_EXCLUSIVE_MODE if attaches else SHARE_ROW_EXCLUSIVE_MODE,
+            )
+        elif cmd.subtype == AT.AT_DropConstraint and cmd.name:
+            target = a.tracker.foreign_key_targets.get((table, cmd.name))
+            if target is None and a.live is not None:
+                target = a.live.foreign_key_target(schema, table, cmd.name)
+            if target is not None:
+                take(target, ACCESS_EXCLUSIVE_MODE)
+    return taken
 
 
 @on(ast.Node, stage="last")
