@@ -48,7 +48,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
 from migrator.ops.create_table import Exclusion, ExclusionElement, exclusion_error
-from migrator.ops.safe import create_index_sql, drop_constraint_step, drop_index_sql
+from migrator.ops.safe import IndexShape, drop_constraint_step, drop_index_sql
 from migrator.ops.validation import (
     refuse_constraint_clash,
     require_expression,
@@ -188,8 +188,8 @@ class AddExclusion(Operation):
                 f"helper index {helper} on {self.table}, built concurrently and timed",
                 drop_index_sql(ctx.schema, helper),
                 "SELECT set_config('migrator.build_started', clock_timestamp()::text, false)",
-                create_index_sql(
-                    ctx.schema, self.table, helper, keys, method=self.using, where=self.where
+                IndexShape(tuple(keys), method=self.using, where=self.where).create_sql(
+                    ctx.schema, self.table, helper
                 ),
                 f"DO {timed}",
                 autocommit=True,

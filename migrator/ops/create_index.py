@@ -34,12 +34,12 @@ from migrator.ops.partitioned import (
     refuse_unique_without_partition_key,
 )
 from migrator.ops.safe import (
+    IndexShape,
+    StorageValue,
     build_index_step,
-    create_index_sql,
     drop_index_step,
     index_key,
     is_ours,
-    storage_sql,
     unmark_index_sql,
 )
 from migrator.ops.validation import (
@@ -61,9 +61,6 @@ class IndexColumn(Strict):
     )
     order: Literal["asc", "desc"] | None = None
     nulls: Literal["first", "last"] | None = None
-
-
-StorageValue = str | int | float | bool
 
 
 class CreateIndex(Operation):
@@ -91,6 +88,18 @@ class CreateIndex(Operation):
     def _key_columns(self) -> list[str]:
         """The columns or expressions of the keys, without their options."""
         return [c.column if isinstance(c, IndexColumn) else c for c in self.columns]
+
+    def _shape(self, ctx: Context) -> IndexShape:
+        """The index as CREATE INDEX spells it, on this table's columns."""
+        return IndexShape(
+            tuple(self._keys(ctx)),
+            unique=self.unique,
+            method=self.method,
+            where=self.where,
+            include=tuple(self.include),
+            nulls_not_distinct=self.nulls_not_distinct,
+            storage=tuple(self.storage_parameters.items()),
+        )
 
     def _keys(self, ctx: Context) -> list[str]:
         names = ctx.column_names(self.table)
@@ -184,19 +193,9 @@ class CreateIndex(Operation):
 
     def _probe_sql(self, ctx: Context, schema: str, table: str) -> str:
         """The same index on another table, built at once (`index_build_error`'s copy)."""
-        sql = create_index_sql(
-            schema,
-            table,
-            "_migrator_probe_index",
-            self._keys(ctx),
-            unique=self.unique,
-            method=self.method,
-            where=self.where,
-            include=self.include,
-            nulls_not_distinct=self.nulls_not_distinct,
-            storage=storage_sql(self.storage_parameters),
+        return self._shape(ctx).create_sql(
+            schema, table, "_migrator_probe_index", concurrently=False
         )
-        return sql.replace(" CONCURRENTLY", "", 1)
 
     def _validate_partitioned(self, ctx: Context, where: str, exists: bool) -> None:
         if exists:
@@ -219,17 +218,7 @@ class CreateIndex(Operation):
     def expand(self, ctx: Context) -> Sequence[Step]:
         if self._partitioned(ctx):
             return partitioned_index_steps(
-                ctx,
-                "create-index",
-                self.table,
-                self.name,
-                self._keys(ctx),
-                unique=self.unique,
-                method=self.method,
-                where=self.where,
-                include=self.include,
-                nulls_not_distinct=self.nulls_not_distinct,
-                storage=storage_sql(self.storage_parameters),
+                ctx, "create-index", self.table, self.name, self._shape(ctx)
             )
         existing = ctx.catalog.index(ctx.schema, self.name)
         reuse = is_ours(existing, self.table, ctx.release)
@@ -245,15 +234,9 @@ class CreateIndex(Operation):
                 ctx.schema,
                 self.table,
                 self.name,
-                self._keys(ctx),
+                self._shape(ctx),
                 release=ctx.release,
                 reuse=reuse,
-                unique=self.unique,
-                method=self.method,
-                where=self.where,
-                include=self.include,
-                nulls_not_distinct=self.nulls_not_distinct,
-                storage=storage_sql(self.storage_parameters),
             ),
             step(
                 "unmark-index",

@@ -36,7 +36,7 @@ from migrator.engine.steps import Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
 from migrator.ops.safe import (
-    create_index_sql,
+    IndexShape,
     drop_constraint_step,
     drop_index_step,
     index_mark,
@@ -53,73 +53,20 @@ def partition_index_name(partition: str, index: str) -> str:
     return short_name(partition, index)
 
 
-def _index_sql(
-    schema: str,
-    table: str,
-    name: str,
-    keys: Sequence[str],
-    *,
-    only: bool,
-    unique: bool,
-    method: str,
-    where: str | None,
-    include: Sequence[str],
-    nulls_not_distinct: bool,
-    storage: str,
-) -> str:
-    """CREATE INDEX CONCURRENTLY on a partition, or CREATE INDEX IF NOT EXISTS ON ONLY a
-    partitioned table (which builds nothing)."""
-    return create_index_sql(
-        schema,
-        table,
-        name,
-        keys,
-        unique=unique,
-        method=method,
-        where=where,
-        include=include,
-        if_not_exists=only,
-        nulls_not_distinct=nulls_not_distinct,
-        storage=storage,
-        only=only,
-    )
-
-
 def _attach_sql(schema: str, parent_index: str, index: str) -> str:
     # Attaching an index that is already attached to this parent does nothing: rerunnable.
     return f"ALTER INDEX {ident(schema, parent_index)} ATTACH PARTITION {ident(schema, index)}"
 
 
 def partitioned_index_steps(
-    ctx: Context,
-    key: str,
-    table: str,
-    name: str,
-    keys: Sequence[str],
-    *,
-    unique: bool = False,
-    method: str = "btree",
-    where: str | None = None,
-    include: Sequence[str] = (),
-    nulls_not_distinct: bool = False,
-    storage: str = "",
+    ctx: Context, key: str, table: str, name: str, shape: IndexShape
 ) -> list[Step]:
     """The steps that build index ``name`` on partitioned ``table`` (see the module)."""
 
     def sql(schema: str, table: str, index: str, only: bool) -> str:
-        return _index_sql(
-            schema,
-            table,
-            index,
-            keys,
-            only=only,
-            unique=unique,
-            method=method,
-            where=where,
-            include=include,
-            nulls_not_distinct=nulls_not_distinct,
-            storage=storage,
-        )
+        # ON ONLY a partitioned level: IF NOT EXISTS, as it builds nothing; a leaf's
+        # block drops an INVALID leftover first, so it creates afresh.
+        return shape.create_sql(schema, table, index, if_not_exists=only, only=only)
 
     schema = ctx.schema
     steps = [

@@ -17,7 +17,8 @@ strong lock one statement takes is released before the slow statement that follo
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from migrator.engine.steps import Step, step
@@ -132,49 +133,65 @@ def index_key(column_or_expression: str, columns: Sequence[str]) -> str:
     return f"({column_or_expression})"
 
 
-def create_index_sql(
-    schema: str,
-    table: str,
-    name: str,
-    keys: Sequence[str],
-    *,
-    unique: bool = False,
-    method: str = "btree",
-    where: str | None = None,
-    include: Sequence[str] = (),
-    if_not_exists: bool = False,
-    nulls_not_distinct: bool = False,
-    storage: str = "",
-    only: bool = False,
-) -> str:
-    """CREATE [UNIQUE] INDEX CONCURRENTLY; ``keys`` are already SQL (see `index_key`),
-    ``storage`` the WITH (...) list (see `storage_sql`). With ``only``: CREATE INDEX ...
-    ON ONLY a partitioned table, which builds nothing (and cannot be CONCURRENTLY)."""
-    sql = (
-        f"CREATE {'UNIQUE ' if unique else ''}INDEX {'' if only else 'CONCURRENTLY '}"
-        f"{'IF NOT EXISTS ' if if_not_exists else ''}{ident(name)} "
-        f"ON {'ONLY ' if only else ''}{ident(schema, table)} USING {method} ({', '.join(keys)})"
-    )
-    if include:
-        sql += f" INCLUDE ({', '.join(ident(c) for c in include)})"
-    if nulls_not_distinct:
-        sql += " NULLS NOT DISTINCT"
-    if storage:
-        sql += f" WITH ({storage})"
-    if where:
-        sql += f" WHERE ({where})"
-    return sql
+StorageValue = str | int | float | bool
 
 
-def storage_sql(parameters: Mapping[str, str | int | float | bool]) -> str:
+@dataclass(frozen=True)
+class IndexShape:
+    """What CREATE INDEX says of an index besides its name and table, rendered here only.
+
+    ``keys`` are already SQL (see `index_key`); ``storage`` is the WITH (...) list as
+    (parameter, value) pairs. A new index option is a field here and a clause in
+    `create_sql`; the operations pass the shape through whole.
+    """
+
+    keys: tuple[str, ...]
+    unique: bool = False
+    method: str = "btree"
+    where: str | None = None
+    include: tuple[str, ...] = ()
+    nulls_not_distinct: bool = False
+    storage: tuple[tuple[str, StorageValue], ...] = ()
+
+    def create_sql(
+        self,
+        schema: str,
+        table: str,
+        name: str,
+        *,
+        concurrently: bool = True,
+        if_not_exists: bool = False,
+        only: bool = False,
+    ) -> str:
+        """CREATE [UNIQUE] INDEX [CONCURRENTLY]. With ``only``: CREATE INDEX ... ON ONLY a
+        partitioned table, which builds nothing (and cannot be CONCURRENTLY)."""
+        sql = (
+            f"CREATE {'UNIQUE ' if self.unique else ''}INDEX "
+            f"{'CONCURRENTLY ' if concurrently and not only else ''}"
+            f"{'IF NOT EXISTS ' if if_not_exists else ''}{ident(name)} "
+            f"ON {'ONLY ' if only else ''}{ident(schema, table)} USING {self.method} "
+            f"({', '.join(self.keys)})"
+        )
+        if self.include:
+            sql += f" INCLUDE ({', '.join(ident(c) for c in self.include)})"
+        if self.nulls_not_distinct:
+            sql += " NULLS NOT DISTINCT"
+        if self.storage:
+            sql += f" WITH ({_storage_sql(self.storage)})"
+        if self.where:
+            sql += f" WHERE ({self.where})"
+        return sql
+
+
+def _storage_sql(parameters: Sequence[tuple[str, StorageValue]]) -> str:
     """``fillfactor = 70, deduplicate_items = off``: names quoted, values as literals."""
 
-    def value(v: str | int | float | bool) -> str:
+    def value(v: StorageValue) -> str:
         if isinstance(v, bool):
             return "on" if v else "off"
         return str(v) if isinstance(v, int | float) else literal(v)
 
-    return ", ".join(f"{ident(k)} = {value(v)}" for k, v in parameters.items())
+    return ", ".join(f"{ident(k)} = {value(v)}" for k, v in parameters)
 
 
 def drop_index_sql(schema: str, name: str) -> str:
@@ -218,16 +235,10 @@ def build_index_step(
     schema: str,
     table: str,
     name: str,
-    keys: Sequence[str],
+    shape: IndexShape,
     *,
     release: str | None,
     reuse: bool,
-    unique: bool = False,
-    method: str = "btree",
-    where: str | None = None,
-    include: Sequence[str] = (),
-    nulls_not_distinct: bool = False,
-    storage: str = "",
 ) -> Step:
     """The autocommit block that builds an index concurrently.
 
@@ -239,19 +250,7 @@ def build_index_step(
     The block ends by marking the index as this release's (`index_mark`); the caller's
     next, transactional step clears the mark.
     """
-    create = create_index_sql(
-        schema,
-        table,
-        name,
-        keys,
-        unique=unique,
-        method=method,
-        where=where,
-        include=include,
-        if_not_exists=reuse,
-        nulls_not_distinct=nulls_not_distinct,
-        storage=storage,
-    )
+    create = shape.create_sql(schema, table, name, if_not_exists=reuse)
     marks = (
         [f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(release))}"]
         if release is not None
@@ -284,10 +283,9 @@ def unique_steps(
             schema,
             table,
             name,
-            [ident(c) for c in columns],
+            IndexShape(tuple(ident(c) for c in columns), unique=True),
             release=release,
             reuse=reuse_index,
-            unique=True,
         ),
         step(
             f"{key}-constraint",
