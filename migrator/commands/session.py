@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from migrator.db.connection import connect, make_engine, sqlstate
 from migrator.durations import format_duration
 from migrator.engine.catalog import Catalog, LockWaits
-from migrator.engine.executor import LOCK_NOT_AVAILABLE, Executor, RetryPolicy
+from migrator.engine.executor import DEADLOCK_DETECTED, LOCK_NOT_AVAILABLE, Executor, RetryPolicy
 from migrator.engine.lock import AdvisoryLock
 from migrator.engine.state import (
     FORWARD_PHASES,
@@ -144,13 +144,14 @@ def operation_context(plan: Plan, conn: Connection, waits: LockWaits | None = No
     """What the plan's operations may know while they build statements on ``conn``
     (whose transaction gets the plan's schema first on its search_path; with ``waits``,
     the lock_timeout its row reads wait under)."""
+    setup = []
     schema_first = schema_first_sql(plan.schema_name, local=True)
     if schema_first is not None:
-        conn.execute(text(schema_first))
+        setup.append(schema_first)
     if waits is not None:
         ms = f"{round(waits.lock_timeout * 1000)}ms"
-        conn.execute(text(f"SET LOCAL lock_timeout = {literal(ms)}"))
-    catalog = Catalog(conn, waits)
+        setup.append(f"SET LOCAL lock_timeout = {literal(ms)}")
+    catalog = Catalog(conn, waits, setup)
     return Context(
         schema=plan.schema_name,
         release=plan.release,
@@ -183,18 +184,24 @@ def precheck_context(s: Session, plan: Plan, conn: Connection) -> Context:
 
 @contextmanager
 def prechecks_bounded(plan: Plan) -> Iterator[None]:
-    """A lock timeout inside the prechecks that `Catalog.read_lock` did not take first (a
-    table an expression reads through a function): one line, exit 5, nothing changed."""
+    """A lock timeout or deadlock inside the prechecks that `Catalog.read_lock` did not
+    take first (a table an expression reads through a function): one line, exit 5,
+    nothing changed."""
     try:
         yield
     except DBAPIError as exc:
-        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+        state = sqlstate(exc)
+        if state not in (LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED):
             raise
         timeout = format_duration(plan.database.lock_timeout)
+        why = (
+            "deadlocked with another session over a lock on a table they read"
+            if state == DEADLOCK_DETECTED
+            else f"could not take a lock within lock_timeout {timeout}: another session "
+            "holds one on a table they read"
+        )
         raise LockNotAcquired(
-            f"the prechecks could not take a lock within lock_timeout {timeout}: another "
-            "session holds one on a table they read; nothing was changed; rerun when it "
-            "is done"
+            f"the prechecks {why}; nothing was changed; rerun when it is done"
         ) from None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,9 +36,10 @@ class LockWaits:
     pause: Callable[[str, int, str], None]
 
 
-# lock_not_available; undefined_table and insufficient_privilege leave the question to
-# fail (or answer) on its own.
+# lock_not_available and deadlock_detected are waits to retry; undefined_table and
+# insufficient_privilege leave the question to fail (or answer) on its own.
 _LOCK_NOT_AVAILABLE = "55P03"
+_DEADLOCK = "40P01"
 _LEFT_TO_THE_QUESTION = frozenset({"42P01", "42501"})
 
 
@@ -52,11 +53,23 @@ class Catalog:
     """
 
     waits: LockWaits | None = None  # a class default too: the lint's offline catalog
+    setup: tuple[str, ...] = ()
 
-    def __init__(self, conn: Connection, waits: LockWaits | None = None) -> None:
+    def __init__(
+        self, conn: Connection, waits: LockWaits | None = None, setup: Sequence[str] = ()
+    ) -> None:
+        """``setup``: the statements that begin each transaction of the questions (the
+        plan's schema first on the search_path, the lock_timeout: SET LOCAL), run here
+        and again after `read_lock` rolls the transaction back."""
         self.conn = conn
         self.waits = waits
+        self.setup = tuple(setup)
         self._read_locked: set[tuple[str, str, bool]] = set()
+        self._begin()
+
+    def _begin(self) -> None:
+        for sql in self.setup:
+            self.conn.execute(raw(sql))
 
     def read_lock(self, schema: str, table: str, *, rows: bool = True) -> None:
         """ACCESS SHARE on a table, held to the end of the transaction, before a question
@@ -65,8 +78,12 @@ class Catalog:
         alone, as pg_get_expr or CREATE TABLE ... LIKE lock it): the lock that question
         takes anyway, taken on purpose so that its wait is bounded and named.
 
-        Each try waits at most lock_timeout (the transaction's), in a savepoint so a
-        timeout leaves the transaction usable; after the last retry `LockNotAcquired`
+        Each try waits at most lock_timeout (the transaction's). A try that times out or
+        deadlocks rolls the whole transaction back before it waits again: the locks
+        the questions before it took go with it, so an application's ALTER never queues
+        behind migrator's backoff (and the other side of a deadlock goes on); the tables
+        are locked again as their questions come. Never called inside a savepoint of the
+        caller's, which that rollback would end. After the last retry `LockNotAcquired`
         (exit 5) names the table and the session holding the lock. Without ``waits``
         (the lint, authoring) nothing is taken here.
         """
@@ -76,6 +93,8 @@ class Catalog:
             return
         from sqlalchemy.exc import DBAPIError
 
+        if self.conn.in_nested_transaction():
+            raise RuntimeError(f"read_lock({schema}.{table}) inside a savepoint")
         only = "" if rows else "ONLY "
         attempt = 0
         while True:
@@ -88,20 +107,33 @@ class Catalog:
                 state = getattr(exc.orig, "sqlstate", None)
                 if state in _LEFT_TO_THE_QUESTION:
                     return
-                if state != _LOCK_NOT_AVAILABLE:
+                if state not in (_LOCK_NOT_AVAILABLE, _DEADLOCK):
                     raise
+                self.conn.rollback()
+                self._read_locked.clear()
+                self._begin()
                 if attempt >= self.waits.retries:
                     raise LockNotAcquired(
-                        f"the prechecks could not read {schema}.{table} within lock_timeout "
-                        f"{format_duration(self.waits.lock_timeout)} after {attempt} retries: "
-                        f"{self._lock_holder(schema, table)}; nothing was changed; rerun "
-                        "when it is done"
+                        self._not_read(schema, table, attempt, deadlock=state == _DEADLOCK)
                     ) from None
                 attempt += 1
-                self.waits.pause(f"precheck {schema}.{table}", attempt, "lock timeout")
+                reason = "deadlock" if state == _DEADLOCK else "lock timeout"
+                self.waits.pause(f"precheck {schema}.{table}", attempt, reason)
                 continue
             self._read_locked.add((schema, table, rows))
             return
+
+    def _not_read(self, schema: str, table: str, retries: int, *, deadlock: bool) -> str:
+        assert self.waits is not None
+        why = (
+            "taking its lock deadlocked with another session"
+            if deadlock
+            else f"within lock_timeout {format_duration(self.waits.lock_timeout)}"
+        )
+        return (
+            f"the prechecks could not read {schema}.{table} {why} after {retries} retries: "
+            f"{self._lock_holder(schema, table)}; nothing was changed; rerun when it is done"
+        )
 
     def _lock_holder(self, schema: str, table: str) -> str:
         """Who holds (or waits ahead for) ACCESS EXCLUSIVE on a table or one of its

@@ -34,6 +34,7 @@ from migrator.observer import NULL_OBSERVER, Observer
 from migrator.sqltext import literal, schema_first_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
+DEADLOCK_DETECTED = "40P01"
 
 # Writes a step's record in the step's own transaction (or around an autocommit block).
 StepRecorder = Callable[[Connection], None]
