@@ -3,7 +3,8 @@ directory kept per PostgreSQL binary instead of running initdb on each run.
 
 Each cache here lives in tmp_path (never the real home): a second start copies the
 first's entry, a corrupted or half-built entry is rebuilt (also by two builders at
-once), an unusable cache falls back to initdb, and settings land before the first start.
+once), an unusable cache falls back to initdb, settings land before the first start, and
+a builder never discards the entry another stored meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 
 from migrator.cli.common import cache_dir
+from migrator.db import embedded
 from migrator.db.embedded import (
     MANIFEST,
     EmbeddedPostgres,
@@ -207,3 +209,48 @@ def test_a_discarded_server_stops_at_once_and_leaves_nothing(
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=5)
     pg.stop(discard=True)  # a second stop is harmless
+
+
+@pytest.mark.parametrize("through", ["cached_data_directory", "start"])
+def test_a_variant_another_builder_stored_meanwhile_is_kept(
+    through: str, cache: Path, memory: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two builders of one new variant: A finds it missing, B then builds and stores it,
+    # then A goes on. B's entry (which others may be copying) must stay as it is; A's
+    # own build is the one dropped.
+    name = f"race-{through}"
+    variant = cache / f"{_entry(cache).name}-{name}"
+    runs: list[str] = []
+
+    def load(url: str) -> None:
+        runs.append(url)
+
+    def build() -> None:
+        if through == "start":
+            start(cache=cache, temp_root=memory, prepared=(name, load)).stop()
+        else:
+            cached_data_directory(cache, (name, load))
+
+    stored: list[os.stat_result] = []
+    real_intact = embedded._intact
+    a = threading.current_thread()
+
+    def intact(entry: Path) -> bool:
+        seen = real_intact(entry)
+        if entry == variant and threading.current_thread() is a and not stored:
+            other = threading.Thread(target=build)  # B, between A's check and its build
+            other.start()
+            other.join()
+            stored.append((variant / MANIFEST).stat())
+        return seen
+
+    monkeypatch.setattr(embedded, "_intact", intact)
+    try:
+        build()  # A
+        monkeypatch.undo()
+        assert len(runs) == 2  # both built it
+        after = (variant / MANIFEST).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (stored[0].st_ino, stored[0].st_mtime_ns)
+        assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]
+    finally:
+        shutil.rmtree(variant, ignore_errors=True)

@@ -6,6 +6,7 @@ server listens on a Unix socket inside its own folder only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -280,7 +281,8 @@ def cached_data_directory(cache: Path, prepared: Prepared | None = None) -> Path
         if prepared is not None:
             os.utime(entry)  # recently used: kept when older variants go
         return entry / "pgdata"
-    discard_entry(entry)
+    # A damaged entry is replaced when the new one is stored, not removed here: another
+    # process may have stored an intact one since the check above (see _put_in_place).
     work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
     try:
         source = cached_data_directory(cache) if prepared is not None else None
@@ -321,16 +323,36 @@ def _store(pgdata: Path, entry: Path, variant: bool) -> None:
         manifest = build / MANIFEST
         manifest.write_text(json.dumps(_manifest(build / "pgdata")), encoding="utf-8")
         _fsync_tree(build)
-        try:
-            os.rename(build, entry)
-        except OSError:  # another process put its entry there first: use that one
-            if not _intact(entry):
-                raise
+        _put_in_place(build, entry)
         _fsync_dir(cache)
         if variant:
             _keep_recent(cache, "-".join(entry.name.split("-")[:3]) + "-")  # its binary's
     finally:
         shutil.rmtree(build, ignore_errors=True)
+
+
+def _put_in_place(build: Path, entry: Path, attempts: int = 5) -> None:
+    """Rename the finished ``build`` to ``entry``. An intact entry already there is
+    another process's: it stays and ours is dropped. Only a damaged one is replaced: it
+    is renamed aside first, and one that is intact once aside (another process stored
+    its own between the check and the rename) is put back, never deleted."""
+    for _ in range(attempts):
+        try:
+            os.rename(build, entry)
+            return
+        except OSError:
+            if _intact(entry):
+                return
+        aside = entry.with_name(f".{entry.name}.discarded-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(entry, aside)
+        except FileNotFoundError:
+            continue
+        if _intact(aside):
+            with contextlib.suppress(OSError):
+                os.rename(aside, entry)
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"cannot put the cache entry {entry} in place")
 
 
 def _keep_recent(cache: Path, prefix: str, keep: int = 4) -> None:
@@ -416,7 +438,6 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> thread
                     os.utime(base)  # used as a source: kept when older entries go
                     break
             if not steps:
-                discard_entry(plain)
                 work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
                 try:
                     _make(None, (), work / "pgdata")
@@ -432,7 +453,6 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> thread
             try:
                 for step in steps[done:]:
                     entry = _entry(cache, step)
-                    discard_entry(entry)
                     work = Path(tempfile.mkdtemp(prefix="migrator-initdb-", dir=memory_folder()))
                     try:
                         _make(source, (step,), work / "pgdata")
