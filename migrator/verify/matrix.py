@@ -12,7 +12,7 @@ to the static checks of `migrator.verify.static`.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,15 +69,6 @@ def connect(url: str, search_path: tuple[str, ...]) -> psycopg.Connection[Any]:
     conn.execute("SET statement_timeout = '30s'")
     conn.autocommit = False
     return conn
-
-
-def snapshots(urls: dict[str, str], search_path: tuple[str, ...]) -> dict[str, Snapshot]:
-    """The catalog snapshot of every phase."""
-    out: dict[str, Snapshot] = {}
-    for phase, url in urls.items():
-        with psycopg.connect(url, autocommit=True) as conn:
-            out[phase] = take(conn, phase, search_path)
-    return out
 
 
 class Preparer:
@@ -241,6 +232,26 @@ def run_cell(
     changes: list[ColumnChange],
 ) -> Cell:
     """Check every query of one version at one phase."""
+    outcomes = preparer.prepare_all([q.sql for q in _checked(queries)])
+    return judge_cell(spec, version_name, queries, outcomes, preparer.conn, snaps, changes)
+
+
+def _checked(queries: list[Query]) -> list[Query]:
+    """The queries PREPARE is asked about, in order."""
+    return [q for q in queries if q.tree is not None and q.preparable]
+
+
+def judge_cell(
+    spec: CellSpec,
+    version_name: str,
+    queries: list[Query],
+    outcomes: list[tuple[psycopg.Error, int] | None],
+    conn: psycopg.Connection[Any],
+    snaps: dict[str, Snapshot],
+    changes: list[ColumnChange],
+) -> Cell:
+    """One cell's findings from the outcomes of PREPARE (one for each of the checked
+    queries, in order), the static checks and the probes (run on ``conn``)."""
     label = f"{spec.version} ({version_name})"
     ctx = CellContext(
         version=spec.version,
@@ -253,12 +264,11 @@ def run_cell(
         changes=changes,
     )
     cell = Cell(spec.version, version_name, spec.phase, spec.must_pass)
-    checked = [q for q in queries if q.tree is not None and q.preparable]
-    outcomes = preparer.prepare_all([q.sql for q in checked])
+    checked = _checked(queries)
     prepared = iter(outcomes)
     previous = PREVIOUS.get((spec.version, spec.phase))
     probed = probe_cell(
-        preparer.conn,
+        conn,
         CellProbe(
             version=spec.version,
             version_label=label,
@@ -315,16 +325,28 @@ def run_matrix(
     observer: Observer = NULL_OBSERVER,
 ) -> list[Cell]:
     """Every cell of the matrix; ``versions`` maps old/new to (name, queries)."""
-    snaps = snapshots(urls, search_path)
-    cells: list[Cell] = []
     by_phase: dict[str, list[CellSpec]] = {}
     for spec in CELLS:
         by_phase.setdefault(spec.phase, []).append(spec)
+    # Each phase's snapshot is read on that phase's connection, the three at once; a cell
+    # needs the others' (home, before, previous) only once its PREPAREs are answered.
+    taken: dict[str, Future[Snapshot]] = {phase: Future() for phase in by_phase}
     done: dict[CellSpec, Cell] = {}
     lock = threading.Lock()
 
     def run_phase(phase: str, specs: list[CellSpec]) -> None:
-        with connect(urls[phase], search_path) as conn:
+        try:
+            conn = connect(urls[phase], search_path)
+            try:
+                taken[phase].set_result(take(conn, phase, search_path))
+                conn.rollback()
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as exc:
+            taken[phase].set_exception(exc)
+            raise
+        with conn:
             preparer = Preparer(conn)
             try:
                 for spec in specs:
@@ -333,7 +355,9 @@ def run_matrix(
                         observer.progress(
                             "check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
                         )
-                    cell = run_cell(spec, name, queries, preparer, snaps, changes)
+                    outcomes = preparer.prepare_all([q.sql for q in _checked(queries)])
+                    snaps = {p: future.result() for p, future in taken.items()}
+                    cell = judge_cell(spec, name, queries, outcomes, conn, snaps, changes)
                     with lock:
                         done[spec] = cell
             finally:
@@ -344,8 +368,7 @@ def run_matrix(
     with ThreadPoolExecutor(max_workers=len(by_phase), thread_name_prefix="migrator-cell") as pool:
         for future in [pool.submit(run_phase, ph, sp) for ph, sp in by_phase.items()]:
             future.result()
-    for spec in CELLS:
-        cells.append(done[spec])
+    cells = [done[spec] for spec in CELLS]
     _point_to_first(cells)
     return cells
 
@@ -367,4 +390,4 @@ def _point_to_first(cells: list[Cell]) -> None:
                     first[key] = (cell.phase, f.fix)
 
 
-__all__ = ["CELLS", "CellSpec", "run_cell", "run_matrix"]
+__all__ = ["CELLS", "CellSpec", "judge_cell", "run_cell", "run_matrix"]

@@ -24,6 +24,14 @@ UPDATE_BIT, INSERT_BIT, DELETE_BIT = 1 << 2, 1 << 3, 1 << 4
 
 _SYSTEM = "('pg_catalog', 'information_schema', 'migrator', 'pg_toast')"
 
+# The relations a snapshot holds. The index and constraint queries read only theirs: the
+# catalogs' own (a few hundred, each through pg_get_indexdef) would be read to be dropped.
+_RELATIONS = (
+    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN {_SYSTEM} "
+    "AND n.nspname NOT LIKE 'pg_temp%'"
+)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -210,7 +218,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         "      FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k), "
         "pg_get_expr(i.indpred, i.indrelid, true), pg_get_indexdef(i.indexrelid) "
         "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-        "WHERE i.indisunique"
+        f"WHERE i.indisunique AND i.indrelid IN ({_RELATIONS})"
     ).fetchall():
         found = by_oid.get(int(oid))
         if found is None:
@@ -264,7 +272,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         "  WHERE i.indexrelid = conindid ORDER BY k) END, "
         "CASE WHEN contype = 'x' THEN (SELECT pg_get_expr(indpred, indrelid, true) "
         "  FROM pg_index WHERE indexrelid = conindid) END "
-        "FROM pg_constraint WHERE conrelid <> 0"
+        f"FROM pg_constraint WHERE conrelid IN ({_RELATIONS})"
     ).fetchall():
         found = by_oid.get(int(oid))
         if found is None:
