@@ -866,6 +866,51 @@ def test_attach_of_a_sub_partitioned_table_builds_and_scans_nothing_under_its_lo
     assert [(n, v, p) for n, _, v, p in after] == SUB_ATTACHED
 
 
+# The parent's kind and payload NOT NULL; the sub-partitioned table to attach has them
+# nullable, its leaf events_2026_a both NOT NULL of its own (kind for its primary key),
+# its leaf archive.events_2026_b (another schema) neither.
+MIXED_LEAVES_TO_ATTACH = """
+ALTER TABLE events ALTER COLUMN payload SET NOT NULL;
+CREATE SCHEMA archive;
+CREATE TABLE events_2026 (id bigint NOT NULL, at date NOT NULL, kind text, payload text)
+    PARTITION BY LIST (kind);
+CREATE TABLE events_2026_a PARTITION OF events_2026 (PRIMARY KEY (kind, id), payload NOT NULL)
+    FOR VALUES IN ('a');
+CREATE TABLE archive.events_2026_b PARTITION OF events_2026 FOR VALUES IN ('b');
+INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g, CASE WHEN g % 3 = 0 THEN 'a' ELSE 'b' END,
+                               'n' || g
+FROM generate_series(1, 30) g;
+"""
+
+
+def test_attach_rollback_makes_nullable_exactly_what_the_expand_made_not_null(db: str) -> None:
+    """After the rollback every column of the sub-partitioned table is as nullable as
+    before, on 15 and 18: the leaf in another schema found by its schema, the leaf's own
+    NOT NULLs kept (on 15 the root's DROP NOT NULL reaches every partition, and failed on
+    the one a primary key needs)."""
+    q(db, EVENTS + MIXED_LEAVES_TO_ATTACH)
+    before = schema_dump(db)
+    not_null = (
+        "SELECT attrelid::regclass::text, attname, attnotnull FROM pg_attribute "
+        "WHERE attrelid IN (SELECT relid FROM pg_partition_tree('events_2026')) "
+        "AND attname IN ('kind', 'payload') ORDER BY 1, 2"
+    )
+    plan = parse_plan(plan_text(ATTACH_2026))
+    commands.expand(plan, opts(db))
+    assert {n for _, _, n in q(db, not_null)} == {True}
+    commands.rollback(plan, opts(db))
+    assert q(db, not_null) == [
+        ("archive.events_2026_b", "kind", False),
+        ("archive.events_2026_b", "payload", False),
+        ("events_2026", "kind", False),
+        ("events_2026", "payload", False),
+        ("events_2026_a", "kind", True),
+        ("events_2026_a", "payload", True),
+    ]
+    assert schema_dump(db) == before
+    assert q(db, "SELECT count(*) FROM events_2026") == [(30,)]
+
+
 def test_attach_of_a_table_partitioned_off_the_parents_unique_key_is_refused(db: str) -> None:
     """A sub-partitioned table whose partition key the parent's unique key lacks cannot
     hold that key (PostgreSQL checks uniqueness per partition): one line, exit 2,

@@ -29,6 +29,7 @@ class Partition:
     partitioned: bool
     bound: str
     detach_pending: bool = False
+    parent_schema: str = ""
 
 
 def is_partitioned(cat: Catalog, schema: str, table: str) -> bool:
@@ -51,16 +52,19 @@ def partitions(cat: Catalog, schema: str, table: str) -> list[Partition]:
             " UNION ALL SELECT i.inhrelid, i.inhparent, tree.level + 1"
             " FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
             "SELECT n.nspname, c.relname, pc.relname, t.level, c.relkind = 'p', "
-            "pg_get_expr(c.relpartbound, 0), i.inhdetachpending "
+            "pg_get_expr(c.relpartbound, 0), i.inhdetachpending, pcn.nspname "
             "FROM tree t JOIN pg_class c ON c.oid = t.relid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_class pc ON pc.oid = t.parent "
+            "JOIN pg_namespace pcn ON pcn.oid = pc.relnamespace "
             "JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = t.parent "
             "ORDER BY t.level, c.relname"
         ),
         {"s": schema, "t": table},
     ).all()
-    return [Partition(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5], bool(r[6])) for r in rows]
+    return [
+        Partition(r[0], r[1], r[2], int(r[3]), bool(r[4]), r[5], bool(r[6]), r[7]) for r in rows
+    ]
 
 
 def partition_of(cat: Catalog, schema: str, table: str) -> Partition | None:

@@ -43,6 +43,7 @@ from pydantic import Field
 
 from migrator.durations import Duration
 from migrator.engine.catalog_partitions import (
+    Partition,
     TableIndex,
     is_partitioned,
     partition_constraint,
@@ -77,6 +78,8 @@ from migrator.words import count
 
 # DETACH PARTITION ... CONCURRENTLY is PostgreSQL 14+.
 DETACH_CONCURRENTLY = 140000
+# NOT NULL as a constraint of pg_constraint, a partition's own or inherited: 18+.
+NOT_NULL_CONSTRAINTS = 180000
 
 
 def bound_check_name(partition: str) -> str:
@@ -118,19 +121,18 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
     steps = []
     if not record.exists(ctx):
         # With each partition's own nullable ones (a sub-partitioned table): SET NOT NULL
-        # reaches them, and on 18 a leaf's NOT NULL a primary key needs stays its own.
-        pairs = [[partition, c] for c in columns] + [
-            [p.name, c.name]
+        # reaches them; a partition's NOT NULL of its own is not the attach's to undo.
+        made = [[ctx.schema, partition, c] for c in columns] + [
+            [p.schema, p.name, c.name]
             for p in partitions(ctx.catalog, ctx.schema, partition)
             for c in ctx.catalog.columns(p.schema, p.name)
             if c.name in columns and not c.not_null
         ]
-        saved = json.dumps(pairs)
         steps.append(
             step(
                 f"{key}-save-not-null",
                 f"remember the columns of {partition} made NOT NULL, for the rollback",
-                *record.save_sql(saved),
+                *record.save_sql(json.dumps(made)),
             )
         )
     part = ident(ctx.schema, partition)
@@ -155,33 +157,107 @@ def not_null_steps(ctx: Context, key: str, table: str, partition: str) -> list[S
     return steps
 
 
+def _made_not_null(ctx: Context, partition: str) -> list[tuple[str, str, str]] | None:
+    """(schema, table, column) the attach made NOT NULL, as saved; an older record's
+    (table, column) pairs are in the plan's schema."""
+    saved = saved_not_null(ctx.schema, partition).read(ctx)
+    if saved is None:
+        return None
+    return [
+        (str(e[0]), str(e[1]), str(e[2])) if len(e) == 3 else (ctx.schema, str(e[0]), str(e[1]))
+        for e in json.loads(saved)
+    ]
+
+
 def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
     """After the detach: DROP NOT NULL on the columns the attach made NOT NULL (catalog
     only; the table's first, then its partitions' own), any helper CHECK a stopped run
-    left, and the saved list."""
-    saved = saved_not_null(ctx.schema, partition).read(ctx)
-    if saved is None:
+    left, and the saved list.
+
+    From PostgreSQL 18 a NOT NULL is a constraint that knows whether it is a
+    partition's own: the table's DROP NOT NULL takes only those it gave. Before 18 it
+    reaches every partition (and fails on one whose primary key needs the column), so
+    the partitions that had it of their own are detached for it (the topmost of each
+    such subtree) in the same transaction and attached again after, without a scan: a
+    CHECK matching each one's bound is added NOT VALID and validated first.
+    """
+    made = _made_not_null(ctx, partition)
+    if made is None:
         return []
-    pairs = [(str(t), str(c)) for t, c in json.loads(saved)]
-    return [
-        *(
+    root = (ctx.schema, partition)
+    kept: dict[str, list[Partition]] = {}
+    if ctx.server_version < NOT_NULL_CONSTRAINTS:
+        tree = partitions(ctx.catalog, ctx.schema, partition)
+        for column in dict.fromkeys(c for s, t, c in made if (s, t) == root):
+            was_made = {(s, t) for s, t, c in made if c == column}
+            kept[column] = [
+                p
+                for p in tree
+                if (p.schema, p.name) not in was_made
+                and (p.parent_schema, p.parent) in was_made
+                and not p.detach_pending
+            ]
+    guarded = list({(p.schema, p.name): p for ps in kept.values() for p in ps}.values())
+    steps: list[Step] = []
+    for p in guarded:
+        constraint = partition_constraint(ctx.catalog, p.schema, p.name)
+        if constraint is None:
+            continue
+        check = bound_check_name(p.name)
+        steps += [
             step(
-                f"{key}-not-null-{column}" + ("" if table == partition else f"-{table}"),
-                f"{table}.{column} nullable again",
+                f"{key}-keep-{p.name}-check",
+                f"CHECK matching the bound on {p.name}, NOT VALID, to attach it again",
+                f"ALTER TABLE {ident(p.schema, p.name)} DROP CONSTRAINT IF EXISTS {ident(check)}",
+                f"ALTER TABLE {ident(p.schema, p.name)} ADD CONSTRAINT {ident(check)} "
+                f"CHECK ({constraint}) NOT VALID",
+            ),
+            validate_step(f"{key}-keep-{p.name}-validate", p.schema, p.name, check),
+        ]
+    for schema, table, column in made:
+        own = (schema, table) == root
+        detached = kept.get(column, []) if own else []
+        steps.append(
+            step(
+                f"{key}-not-null-{column}" + ("" if own else f"-{table}"),
+                f"{table}.{column} nullable again"
+                + (
+                    f" ({', '.join(p.name for p in detached)} detached for it and attached "
+                    "again: their NOT NULL is their own)"
+                    if detached
+                    else ""
+                ),
                 *(
                     [
-                        f"ALTER TABLE {ident(ctx.schema, table)} DROP CONSTRAINT IF EXISTS "
+                        f"ALTER TABLE {ident(schema, table)} DROP CONSTRAINT IF EXISTS "
                         f"{ident(not_null_check_name(partition, column))}"
                     ]
-                    if table == partition
+                    if own
                     else []
                 ),
-                f"ALTER TABLE {ident(ctx.schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL",
+                *(
+                    f"ALTER TABLE {ident(p.parent_schema, p.parent)} DETACH PARTITION "
+                    f"{ident(p.schema, p.name)}"
+                    for p in detached
+                ),
+                f"ALTER TABLE {ident(schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL",
+                *(
+                    f"ALTER TABLE {ident(p.parent_schema, p.parent)} ATTACH PARTITION "
+                    f"{ident(p.schema, p.name)} {p.bound}"
+                    for p in detached
+                ),
             )
-            for table, column in pairs
-        ),
-        forget_not_null_step(ctx, f"{key}-forget-not-null", partition),
+        )
+    steps += [
+        step(
+            f"{key}-keep-{p.name}-drop-check",
+            f"drop the bound's CHECK on {p.name}",
+            f"ALTER TABLE {ident(p.schema, p.name)} DROP CONSTRAINT IF EXISTS "
+            f"{ident(bound_check_name(p.name))}",
+        )
+        for p in guarded
     ]
+    return [*steps, forget_not_null_step(ctx, f"{key}-forget-not-null", partition)]
 
 
 def forget_not_null_step(ctx: Context, key: str, partition: str) -> Step:
