@@ -472,3 +472,33 @@ def test_the_sweep_finds_a_conflict_exactly_when_pairs_do(fresh_db: str) -> None
             )
     finally:
         engine.dispose()
+
+
+def test_add_exclusion_on_a_table_the_plan_creates_is_tried_before_anything_runs(
+    fresh_db: str,
+) -> None:
+    """The operators are tried on an empty table of the planned columns (create_table's,
+    then add_column's): a wrong one is refused at its place, exit 2, nothing changed
+    (before: not tried, and the expand failed at its ADD CONSTRAINT after the CREATE
+    TABLE ran); the right one goes through."""
+    q(fresh_db, REFUSAL_SETUP)
+    before = schema_dump(fresh_db)
+    created = (
+        "- create_table: {table: t, columns: [{name: id, type: bigint}], primary_key: [id]}\n"
+        "- add_column: {table: t, column: {name: during, type: tstzrange}}\n"
+    )
+    wrong = "- add_exclusion: {table: t, name: t_x, elements: [{column: id, with: '&&'}]}"
+    plan = parse_plan(plan_text(created + wrong), "plans/r1.yaml")
+    with pytest.raises(ValidationFailed) as err:
+        commands.expand(plan, opts(fresh_db))
+    line = str(err.value)
+    assert line.startswith(
+        "plans/r1.yaml:6:5: add_exclusion t_x: PostgreSQL refuses the exclusion: data type "
+        'bigint has no default operator class for access method "gist"'
+    ), line
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(fresh_db) == before
+    assert release_rows(fresh_db) == []
+    right = wrong.replace("id, with: '&&'", "during, with: '&&'")
+    commands.expand(parse_plan(plan_text(created + right)), opts(fresh_db))
+    assert q(fresh_db, "SELECT contype::text FROM pg_constraint WHERE conname = 't_x'") == [("x",)]

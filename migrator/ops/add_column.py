@@ -203,6 +203,7 @@ class AddColumn(Operation):
             )
         if self.table in ctx.planned_tables:
             ctx.planned_tables[self.table] = [*existing, self.column.name]
+            ctx.planned_table_types.setdefault(self.table, {})[self.column.name] = self.column.type
         else:
             ctx.plan_column(self.table, self.column.name, self.column.type)
 

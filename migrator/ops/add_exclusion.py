@@ -132,10 +132,13 @@ class AddExclusion(Operation):
                 f"{where}: {ctx.schema}.{helper}, the name of the helper index, is taken"
             )
         ctx.planned_relations.update({self.name, helper})
+        if self.table in ctx.planned_tables:
+            self._try_on_planned_table(ctx, where)
+            return  # no rows yet: nothing can conflict
         # Columns earlier operations add are added to the empty copy the operators are
-        # tried on; a table or a type the plan creates is not there to copy or name.
+        # tried on; a type the plan creates is not there to name.
         extra = ctx.planned_column_types.get(self.table, {})
-        if self.table in ctx.planned_tables or any(ctx.type_planned(t) for t in extra.values()):
+        if any(ctx.type_planned(t) for t in extra.values()):
             return  # nothing to try it on yet: the expand's guard and ADD CONSTRAINT do
         problem = exclusion_error(ctx, self.table, self.name, self._exclusion(), extra=extra)
         if problem:
@@ -164,6 +167,19 @@ class AddExclusion(Operation):
                     f"{where}: {rows} row(s) of {self.table} conflict under the exclusion with "
                     f"another row, e.g. ({named}) = {example}; fix them first"
                 )
+
+    def _try_on_planned_table(self, ctx: Context, where: str) -> None:
+        """A table an earlier operation creates: the operators tried on an empty table of
+        its planned columns (create_table's types, and add_column's), as create_table's
+        own ``exclude`` is; skipped where a type is one the plan creates, not there yet."""
+        types = ctx.planned_table_types.get(self.table, {})
+        names = ctx.planned_tables[self.table]
+        if any(n not in types or ctx.type_planned(types[n]) for n in names):
+            return
+        columns = [(n, types[n]) for n in names]
+        problem = exclusion_error(ctx, self.table, self.name, self._exclusion(), columns)
+        if problem:
+            raise ValidationFailed(f"{where}: PostgreSQL refuses the exclusion: {problem}")
 
     def _conflict_text(self, count: int, example: str | None) -> str:
         keys = ", ".join(e.column for e in self.elements)

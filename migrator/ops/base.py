@@ -73,6 +73,9 @@ class Context:
     # one (an index on a table the plan creates, a column of a new enum) does not refuse
     # it for being absent from the live catalog yet. Operations record it as they validate.
     planned_tables: dict[str, list[str]] = field(default_factory=dict)
+    # Their columns' types (table -> column -> type as SQL: create_table's, then
+    # add_column's), so an operator or expression can be tried on an empty copy.
+    planned_table_types: dict[str, dict[str, str]] = field(default_factory=dict)
     planned_types: set[str] = field(default_factory=set)
     planned_relations: set[str] = field(default_factory=set)
     # Columns earlier operations add to tables that exist already (add_column, the new

@@ -282,6 +282,7 @@ class CreateTable(Operation):
         self._validate_exclusions(ctx, where)
         ctx.planned_relations.update(keyed)
         ctx.planned_tables[self.table] = names
+        ctx.planned_table_types[self.table] = {c.name: c.type for c in self.columns}
         for name in constraints:
             ctx.plan_constraint(self.table, name)
         ctx.planned_generated[self.table] = {c.name for c in self.columns if c.generated}
