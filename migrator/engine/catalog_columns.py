@@ -124,6 +124,9 @@ class ConstraintFacts:
     schema: str
     table: str
     incoming: bool
+    # The table a foreign key references (None for a CHECK).
+    ref_schema: str | None = None
+    ref_table: str | None = None
 
 
 def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts]:
@@ -133,9 +136,11 @@ def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts
     rows = cat.conn.execute(
         text(
             "SELECT k.conname, k.contype::text, pg_get_constraintdef(k.oid), n.nspname, "
-            "c.relname, k.confrelid = :t AND :a = ANY (k.confkey) "
+            "c.relname, k.confrelid = :t AND :a = ANY (k.confkey), rn.nspname, r.relname "
             "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_class r ON r.oid = k.confrelid "
+            "LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace "
             # (a partition's copy of its parent's foreign key goes with the parent's)
             "WHERE k.conparentid = 0 AND ("
             "(k.conrelid = :t AND :a = ANY (k.conkey) AND k.contype IN ('c', 'f')) "
@@ -144,7 +149,7 @@ def column_constraints(cat: Catalog, facts: ColumnFacts) -> list[ConstraintFacts
         ),
         {"t": facts.table_oid, "a": facts.attnum},
     ).all()
-    return [ConstraintFacts(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+    return [ConstraintFacts(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from migrator.ops.partitioned import (
     foreign_key_steps,
     refuse_partition_constraint_clash,
 )
-from migrator.ops.safe import add_foreign_key_step, drop_constraint_step, validate_step
+from migrator.ops.safe import add_foreign_key_step, drop_foreign_key_step, validate_step
 from migrator.ops.validation import refuse_constraint_clash, require_columns, require_table
 from migrator.words import count
 
@@ -122,4 +122,13 @@ class AddForeignKey(Operation, FkOptions):
     def rollback(self, ctx: Context) -> Sequence[Step]:
         if foreign_key_per_partition(ctx, self.table):
             return drop_per_partition_steps(ctx, "drop-foreign-key", self.table, self.name)
-        return [drop_constraint_step("drop-foreign-key", ctx.schema, self.table, self.name)]
+        return [
+            drop_foreign_key_step(
+                "drop-foreign-key",
+                ctx.schema,
+                self.table,
+                self.name,
+                self.references.table,
+                exists=ctx.catalog.constraint_exists(ctx.schema, self.table, self.name),
+            )
+        ]

@@ -31,6 +31,7 @@ from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
 from migrator.ops.expressions import default_sql
 from migrator.ops.safe import (
+    lock_referenced_sql,
     not_null_check_name,
     not_null_steps,
     validate_step,
@@ -68,10 +69,17 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     #    validated in its own transaction while reads and writes go on.
     for con in own:
         tmp = op.constraint_name(con.name)
+        # A foreign key's referenced table first (safe.lock_referenced_sql).
+        lock = (
+            [lock_referenced_sql(con.ref_schema, con.ref_table)]
+            if con.ref_schema is not None and con.ref_table is not None
+            else []
+        )
         steps += [
             step(
                 f"constraint-{con.name}",
                 f"{con.name} again over {shadow}, NOT VALID",
+                *lock,
                 f"ALTER TABLE {t} ADD CONSTRAINT {ident(tmp)} "
                 f"{renamed_constraint(con.definition, mapping)}",
             ),
@@ -84,6 +92,10 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     #    already guards the rows), and the new one takes its name in the same
     #    transaction: dropping a foreign key takes ACCESS EXCLUSIVE on both tables, and
     #    a rename of its own after the swap took the referencing table's once more.
+    #    Each locks this table first, in the mode its statement takes here anyway:
+    #    PostgreSQL takes the referencing table first, which stalled an application
+    #    transaction that had written this table and then wrote the referencing one
+    #    until the step's lock_timeout (safe.lock_referenced_sql).
     for con in incoming:
         tmp = op.constraint_name(con.name)
         ref = ident(con.schema, con.table)
@@ -91,6 +103,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"incoming-{con.name}",
                 f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
+                lock_referenced_sql(ctx.schema, op.table),
                 f"ALTER TABLE {ref} ADD CONSTRAINT {ident(tmp)} "
                 f"{renamed_references(con.definition, mapping)}",
             ),
@@ -98,6 +111,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"drop-incoming-{con.name}",
                 f"{con.table}.{con.name} dropped, the new one takes its name",
+                lock_referenced_sql(ctx.schema, op.table, "ACCESS EXCLUSIVE"),
                 f"ALTER TABLE IF EXISTS {ref} DROP CONSTRAINT IF EXISTS {ident(con.name)}",
                 f"ALTER TABLE IF EXISTS {ref} RENAME CONSTRAINT {ident(tmp)} TO {ident(con.name)}",
             ),

@@ -77,6 +77,19 @@ def add_check_step(key: str, schema: str, table: str, name: str, expression: str
     )
 
 
+def lock_referenced_sql(schema: str, table: str, mode: str = "SHARE ROW EXCLUSIVE") -> str:
+    """LOCK TABLE of the table a foreign key references, in the mode the statement after
+    it takes there anyway (ADD: SHARE ROW EXCLUSIVE; DROP: ACCESS EXCLUSIVE).
+
+    PostgreSQL locks the referencing table first, then the referenced one; an
+    application writes a parent row, then its child. A step waiting for the parent
+    while it holds the child stalled such a transaction until the step's lock_timeout
+    (and the step retried): taken parent first, under the same lock_timeout, the step
+    waits for the application, never the other way round. Lint rule M040 knows this
+    form (the mode is taken anyway)."""
+    return f"LOCK TABLE {ident(schema, table)} IN {mode} MODE"
+
+
 def add_foreign_key_step(
     key: str,
     schema: str,
@@ -90,10 +103,12 @@ def add_foreign_key_step(
     not_valid: bool = True,
     description: str | None = None,
 ) -> Step:
-    """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held.
-    ``on_delete`` is the action alone, or every option (`FkOptions`). Without
-    ``not_valid`` only for a partitioned table whose partitions all hold the same key
-    validated already (PostgreSQL attaches theirs instead of scanning)."""
+    """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held, the
+    referenced table locked first (`lock_referenced_sql`). ``on_delete`` is the action
+    alone, or every option (`FkOptions`). Without ``not_valid`` only for a partitioned
+    table whose partitions all hold the same key validated already (PostgreSQL attaches
+    theirs instead of scanning, and drops their action triggers on the referenced table
+    under ACCESS EXCLUSIVE, so that is the mode taken first there)."""
     sql = (
         f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
         f"FOREIGN KEY ({', '.join(ident(c) for c in columns)}) "
@@ -104,8 +119,12 @@ def add_foreign_key_step(
     elif on_delete is not None:
         sql += f" ON DELETE {on_delete.upper()}"
     if not not_valid:
-        return step(key, description or f"foreign key {name} on {table}", sql)
-    return step(key, description or f"foreign key {name} on {table}, NOT VALID", sql + " NOT VALID")
+        lock = lock_referenced_sql(schema, ref_table, "ACCESS EXCLUSIVE")
+        return step(key, description or f"foreign key {name} on {table}", lock, sql)
+    lock = lock_referenced_sql(schema, ref_table)
+    return step(
+        key, description or f"foreign key {name} on {table}, NOT VALID", lock, sql + " NOT VALID"
+    )
 
 
 def validate_step(key: str, schema: str, table: str, name: str) -> Step:
@@ -122,6 +141,21 @@ def drop_constraint_step(key: str, schema: str, table: str, name: str) -> Step:
     return step(
         key,
         f"drop constraint {name} on {table}",
+        f"ALTER TABLE IF EXISTS {ident(schema, table)} DROP CONSTRAINT IF EXISTS {ident(name)}",
+    )
+
+
+def drop_foreign_key_step(
+    key: str, schema: str, table: str, name: str, ref_table: str, *, exists: bool
+) -> Step:
+    """DROP CONSTRAINT IF EXISTS of a foreign key, rerunnable: ACCESS EXCLUSIVE on both
+    tables, the referenced one taken first (`lock_referenced_sql`) where the key
+    ``exists`` (a table that is not there cannot be locked, and nothing needs it)."""
+    lock = [lock_referenced_sql(schema, ref_table, "ACCESS EXCLUSIVE")] if exists else []
+    return step(
+        key,
+        f"drop foreign key {name} on {table}",
+        *lock,
         f"ALTER TABLE IF EXISTS {ident(schema, table)} DROP CONSTRAINT IF EXISTS {ident(name)}",
     )
 

@@ -1,0 +1,184 @@
+"""A step that adds or drops a foreign key takes the referenced table's lock first, the
+order an application's transaction takes them in (a parent row, then its child).
+
+PostgreSQL's ADD FOREIGN KEY and DROP CONSTRAINT lock the referencing table first, then
+the referenced one. A step waiting for the referenced table (an application
+transaction has written a user) while it held the referencing one stalled that
+transaction's next write (its order) until the step's lock_timeout. Here the
+application writes a user, the step is seen waiting for users in pg_locks, then the
+application writes an order: it must never be seen blocked (pg_blocking_pids). The
+database waits for no deadlock check (deadlock_timeout 1h), so a stall stays a stall
+until the test sees it. Every moment is waited for in pg_locks, never for a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from migrator import commands
+from migrator.observer import Observer
+from migrator.plan.loader import parse_plan
+
+SEED = """
+CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+CREATE TABLE orders (id int GENERATED ALWAYS AS IDENTITY, user_id int REFERENCES users (id));
+INSERT INTO users DEFAULT VALUES;
+INSERT INTO orders (user_id) VALUES (1);
+"""
+
+
+def seeded(url: str, seed: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(seed)
+        # A stall must stay one until the test sees it: no deadlock check ends it.
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET deadlock_timeout = '1h'")
+    return url
+
+
+def opts(url: str) -> commands.Options:
+    return commands.Options(
+        database_url=url, observer=Observer(), force=True, force_reason="test: no old version"
+    )
+
+
+def until(url: str, query: str, what: str, alive: Callable[[], bool]) -> list[tuple[object, ...]]:
+    """Poll until ``query`` finds a row (the bound only ends a test that went wrong)."""
+    deadline = time.monotonic() + 120
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not (rows := conn.execute(query).fetchall()):
+            assert alive(), f"stopped before {what}"
+            assert time.monotonic() < deadline, f"never saw {what}"
+            time.sleep(0.01)
+    return rows
+
+
+def parent_then_child(url: str, parent: str, child: str, run_step: Callable[[], None]) -> None:
+    """The application writes a ``parent`` row; ``run_step`` is seen waiting for
+    ``parent``; the application then writes a ``child`` row, which must go through
+    without waiting on the step."""
+    failures: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            run_step()
+        except BaseException as exc:
+            failures.append(exc)
+
+    with psycopg.connect(url, application_name="app") as app:
+        app_pid = app.info.backend_pid
+        (key,) = app.execute(f"INSERT INTO {parent} DEFAULT VALUES RETURNING id").fetchone() or ()
+        runner = threading.Thread(target=step)
+        runner.start()
+        until(
+            url,
+            "SELECT FROM pg_locks WHERE NOT granted AND locktype = 'relation' "
+            f"AND relation = '{parent}'::regclass AND pid <> {app_pid}",
+            f"the step waiting for {parent}",
+            runner.is_alive,
+        )
+        wrote: list[bool] = []
+
+        def child_row() -> None:
+            try:
+                app.execute(f"INSERT INTO {child} VALUES (%s)", (key,))
+                wrote.append(True)
+            except BaseException as exc:
+                failures.append(exc)
+
+        writer = threading.Thread(target=child_row)
+        writer.start()
+        with psycopg.connect(url, autocommit=True) as watch:
+            while writer.is_alive():
+                (blockers,) = watch.execute(
+                    "SELECT pg_blocking_pids(%s)", (app_pid,)
+                ).fetchone() or ([],)
+                if blockers:
+                    # The stall is the finding; end it.
+                    watch.execute("SELECT pg_cancel_backend(%s)", (app_pid,))
+                    writer.join(60)
+                    app.rollback()
+                    runner.join(300)
+                    pytest.fail(f"the application's {child} write waited on the step {blockers}")
+                time.sleep(0.01)
+        writer.join()
+        app.commit()
+    runner.join(300)
+    assert not failures, failures
+    assert wrote == [True]
+
+
+def test_retype_of_a_referenced_key_locks_it_before_the_referencing_table(
+    fresh_db: str,
+) -> None:
+    """The retype's incoming-{fk} step (ADD FOREIGN KEY ... NOT VALID: SHARE ROW
+    EXCLUSIVE) and its drop-incoming step (DROP CONSTRAINT: ACCESS EXCLUSIVE), run as
+    the contract scheduled them, each while the application writes a user, then an
+    order for it."""
+    url = seeded(fresh_db, SEED)
+    plan = parse_plan(
+        "release: fk-order\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - alter_column: {table: users, column: id, type: bigint}\n"
+        "contract:\n  not_before: 0s\n"
+    )
+    for verb in (commands.expand, commands.backfill, commands.complete):
+        verb(plan, opts(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        scheduled = dict(
+            conn.execute(
+                "SELECT key, statements FROM migrator.contracts WHERE key ~ 'incoming-'"
+            ).fetchall()
+        )
+
+    def run(key: str) -> Callable[[], None]:
+        (found,) = [v for k, v in scheduled.items() if k.endswith(key)]
+
+        def step() -> None:
+            with psycopg.connect(url) as conn:
+                conn.execute("SET LOCAL lock_timeout = '60s'")
+                for statement in found:  # type: ignore[attr-defined]
+                    conn.execute(statement["sql"])
+
+        return step
+
+    parent_then_child(url, "users", "orders (user_id)", run(".incoming-orders_user_id_fkey"))
+    run(".validate-incoming-orders_user_id_fkey")()
+    parent_then_child(url, "users", "orders (user_id)", run(".drop-incoming-orders_user_id_fkey"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'orders'::regclass AND contype = 'f'"
+        ).fetchall() == [
+            ("orders_user_id_fkey", "FOREIGN KEY (user_id) REFERENCES users(_migrator_new_id)")
+        ]
+
+
+def test_add_foreign_key_locks_the_referenced_table_first(fresh_db: str) -> None:
+    """add_foreign_key's expand (ADD FOREIGN KEY ... NOT VALID) and its rollback (DROP
+    CONSTRAINT), each while the application writes a team, then a member of it."""
+    plan = parse_plan(
+        "release: fk-add\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - add_foreign_key: {table: members, name: members_team_fk, columns: [team_id],\n"
+        "                     references: {table: teams, columns: [id]}}\n"
+    )
+    url = seeded(
+        fresh_db,
+        "CREATE TABLE teams (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+        "CREATE TABLE members (team_id int); INSERT INTO teams DEFAULT VALUES;"
+        "INSERT INTO members VALUES (1)",
+    )
+    parent_then_child(url, "teams", "members (team_id)", lambda: commands.expand(plan, opts(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'members_team_fk'"
+        ).fetchall() == [(False,)]
+    parent_then_child(url, "teams", "members (team_id)", lambda: commands.rollback(plan, opts(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert (
+            conn.execute("SELECT FROM pg_constraint WHERE conname = 'members_team_fk'").fetchall()
+            == []
+        )
