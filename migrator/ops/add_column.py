@@ -47,7 +47,7 @@ from migrator.ops.safe import (
     unique_steps,
     validate_step,
 )
-from migrator.ops.validation import refuse_duplicates
+from migrator.ops.validation import expression_columns, refuse_duplicates
 from migrator.pgtypes import is_serial
 from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
@@ -223,16 +223,9 @@ class AddColumn(Operation):
             )
         generated = self.column.generated
         if generated is not None:
-            try:
-                refs = column_refs(generated)
-            except ValueError as exc:
-                raise ValidationFailed(f"{where}: generated: {exc}") from None
-            unknown = [r for r in refs if r not in existing]
-            if unknown:
-                raise ValidationFailed(
-                    f"{where}: generated reads {', '.join(unknown)}, which {self.table} "
-                    "does not have"
-                )
+            refs = expression_columns(
+                f"{where}: generated", generated, existing, f"which {self.table} does not have"
+            )
             planned = ctx.planned_generated.get(self.table, set())
             chained = [
                 r
@@ -269,16 +262,9 @@ class AddColumn(Operation):
         if self.final is not None:
             checks.append(("final.check", check_sql(self.final.check)))
         for key, expression in checks:
-            if expression is None:
-                continue
-            try:
-                refs = column_refs(expression)
-            except ValueError as exc:
-                raise ValidationFailed(f"{where}: {key}: {exc}") from None
-            unknown = [r for r in refs if r not in columns]
-            if unknown:
-                raise ValidationFailed(
-                    f"{where}: {key} reads {', '.join(unknown)}, which {self.table} does not have"
+            if expression is not None:
+                expression_columns(
+                    f"{where}: {key}", expression, columns, f"which {self.table} does not have"
                 )
         names = [self.check_constraint_name(), self.final_check_name(), self.unique_name()]
         self._refuse_partitioned_unique(ctx, where)

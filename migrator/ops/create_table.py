@@ -27,9 +27,9 @@ from migrator.ops.columns import (
     reference_name,
     unique_name,
 )
-from migrator.ops.expressions import column_refs, default_sql
+from migrator.ops.expressions import default_sql
 from migrator.ops.safe import index_key
-from migrator.ops.validation import require_columns, require_table
+from migrator.ops.validation import expression_columns, require_columns, require_table
 from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, literal, short_name
 from migrator.strict import Strict
@@ -234,17 +234,8 @@ class CreateTable(Operation):
                 if k.exclude is not None
             ),
         ]:
-            if expression is None:
-                continue
-            try:
-                refs = column_refs(expression)
-            except ValueError as exc:
-                raise ValidationFailed(f"{where}: {label}: {exc}") from None
-            unknown = [r for r in refs if r not in names]
-            if unknown:
-                raise ValidationFailed(
-                    f"{where}: {label} reads {', '.join(unknown)}, which is not a column"
-                )
+            if expression is not None:
+                expression_columns(f"{where}: {label}", expression, names, "which is not a column")
         self._validate_generated(where, names)
         for label, ref_table, ref_columns in self._references():
             if ref_table == self.table:
@@ -310,16 +301,12 @@ class CreateTable(Operation):
         for col in self.columns:
             if col.generated is None:
                 continue
-            try:
-                refs = column_refs(col.generated)
-            except ValueError as exc:
-                raise ValidationFailed(f"{where}: column {col.name} generated: {exc}") from None
-            unknown = [r for r in refs if r not in names]
-            if unknown:
-                raise ValidationFailed(
-                    f"{where}: column {col.name} generated reads {', '.join(unknown)}, "
-                    "which is not a column"
-                )
+            refs = expression_columns(
+                f"{where}: column {col.name} generated",
+                col.generated,
+                names,
+                "which is not a column",
+            )
             chained = [r for r in refs if r in generated]
             if chained:
                 raise ValidationFailed(

@@ -6,7 +6,7 @@ the object at fault, raised before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
@@ -26,6 +26,22 @@ def require_columns(ctx: Context, where: str, table: str, columns: Sequence[str]
     if missing:
         word = "column" if len(missing) == 1 else "columns"
         raise ValidationFailed(f"{where}: {ctx.schema}.{table} has no {word} {', '.join(missing)}")
+
+
+def expression_columns(
+    where: str, expression: str, columns: Collection[str], lacking: str
+) -> list[str]:
+    """The columns ``expression`` reads, all of them in ``columns``; refused in one line
+    when it does not parse, or naming those it reads that are not there (``lacking``
+    says why they cannot be: "which users does not have")."""
+    try:
+        refs = column_refs(expression)
+    except ValueError as exc:
+        raise ValidationFailed(f"{where}: {exc}") from None
+    unknown = [r for r in refs if r not in columns]
+    if unknown:
+        raise ValidationFailed(f"{where} reads {', '.join(unknown)}, {lacking}")
+    return refs
 
 
 def require_expression(
