@@ -35,6 +35,7 @@ from migrator.ops.safe import drop_unique_steps, is_ours, unique_steps
 from migrator.ops.validation import (
     refuse_constraint_clash,
     refuse_duplicates,
+    refuse_index_name_taken,
     require_columns,
     require_table,
 )
@@ -66,21 +67,7 @@ class AddUnique(Operation):
                     f"{where}: a partition's constraint would be named {taken[0]}, which is "
                     "taken; choose another name"
                 )
-        existing = ctx.catalog.index(ctx.schema, self.name)
-        if existing is not None and not (
-            existing.table == self.table
-            and existing.constraint is None
-            and (not existing.valid or is_ours(existing, self.table, ctx.release))
-        ):
-            # Only a failed (INVALID) or unrecorded (marked) earlier build of this very
-            # index may stand there; anything else is someone else's.
-            raise ValidationFailed(
-                f"{where}: an index named {self.name} already exists on {existing.table}"
-            )
-        if existing is None and ctx.relation_taken(self.name):
-            raise ValidationFailed(
-                f"{where}: a relation named {ctx.schema}.{self.name} already exists"
-            )
+        refuse_index_name_taken(ctx, where, self.table, self.name, unbound=True)
         refuse_duplicates(ctx, where, self.table, self.columns)
         ctx.planned_relations.add(self.name)
 

@@ -44,6 +44,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.validation import (
     refuse_duplicates,
+    refuse_index_name_taken,
     require_columns,
     require_expression,
     require_table,
@@ -145,20 +146,7 @@ class CreateIndex(Operation):
         require_columns(ctx, where, self.table, self.include)
         if self.where is not None:
             require_expression(ctx, f"{where}: where", self.table, self.where, "boolean")
-        existing = ctx.catalog.index(ctx.schema, self.name)
-        if existing is not None and not (
-            existing.table == self.table
-            and (not existing.valid or is_ours(existing, self.table, ctx.release))
-        ):
-            raise ValidationFailed(
-                f"{where}: an index named {self.name} already exists on {existing.table}"
-            )
-        # An INVALID one on the table is a failed earlier build: dropped and built again.
-        # A valid one marked as this release's is an earlier build not yet recorded: kept.
-        if existing is None and ctx.relation_taken(self.name):
-            raise ValidationFailed(
-                f"{where}: a relation named {ctx.schema}.{self.name} already exists"
-            )
+        existing = refuse_index_name_taken(ctx, where, self.table, self.name)
         extra = ctx.planned_column_types.get(self.table, {})
         if self.table not in ctx.planned_tables and not any(
             ctx.type_planned(t) for t in extra.values()

@@ -7,10 +7,15 @@ the object at fault, raised before anything runs.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from migrator.errors import ValidationFailed
 from migrator.ops.base import Context
 from migrator.ops.expressions import column_refs
+from migrator.ops.safe import is_ours
+
+if TYPE_CHECKING:
+    from migrator.engine.catalog import IndexInfo
 
 
 def require_table(ctx: Context, where: str, table: str) -> None:
@@ -72,6 +77,26 @@ def require_expression(
     problem = ctx.catalog.expression_error(ctx.schema, table, expression, cast_to, extra)
     if problem:
         raise ValidationFailed(f"{where}: {expression!r} does not work on {table}: {problem}")
+
+
+def refuse_index_name_taken(
+    ctx: Context, where: str, table: str, name: str, *, unbound: bool = False
+) -> IndexInfo | None:
+    """Refuse index ``name`` when anything holds that name but an earlier build of this
+    very index on ``table``: a failed one (INVALID), which the build drops and builds
+    again, or a valid one marked as this release's (`is_ours`), built but not recorded,
+    which it keeps. With ``unbound`` that build has no constraint yet (one made a
+    constraint USING INDEX is someone else's). The index found, if any."""
+    existing = ctx.catalog.index(ctx.schema, name)
+    if existing is not None and not (
+        existing.table == table
+        and (not unbound or existing.constraint is None)
+        and (not existing.valid or is_ours(existing, table, ctx.release))
+    ):
+        raise ValidationFailed(f"{where}: an index named {name} already exists on {existing.table}")
+    if existing is None and ctx.relation_taken(name):
+        raise ValidationFailed(f"{where}: a relation named {ctx.schema}.{name} already exists")
+    return existing
 
 
 def refuse_constraint_clash(ctx: Context, where: str, table: str, name: str) -> None:
