@@ -193,7 +193,7 @@ class Backfill:
                 self.store.lock_step(conn)
                 walk = choose_walk(conn, self.spec.schema, self.spec.table)
                 self.stepping = dense_integer_key(conn, self.spec.schema, self.spec.table, walk)
-                stored = _stored_checkpoint(conn, self.release, self.key)
+                stored = STATE.checkpoint(conn, self.release, "backfill", self.key)
                 same_walk = stored.get("walk") == _walk_json(walk)
                 if self.store.exists(conn) and same_walk and not self.restart:
                     self.total = int(stored.get("total") or 0)
@@ -775,17 +775,6 @@ class Backfill:
                 f"pass {passes + 1}"
             )
         return False
-
-
-def _stored_checkpoint(conn: Connection, release: str, key: str) -> dict[str, Any]:
-    value = conn.execute(
-        text(
-            "SELECT checkpoint FROM migrator.steps WHERE release = :r AND phase = 'backfill' "
-            "AND key = :k"
-        ),
-        {"r": release, "k": key},
-    ).scalar()
-    return dict(value) if isinstance(value, dict) else {}
 
 
 def _walk_json(walk: Walk) -> dict[str, Any]:

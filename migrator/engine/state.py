@@ -487,6 +487,17 @@ class StateStore:
             },
         )
 
+    def checkpoint(self, conn: Connection, release: str, phase: str, key: str) -> dict[str, Any]:
+        """A step's stored checkpoint (see `save_checkpoint`); empty when it has none."""
+        value = conn.execute(
+            text(
+                "SELECT checkpoint FROM migrator.steps "
+                "WHERE release = :r AND phase = :p AND key = :k"
+            ),
+            {"r": release, "p": phase, "k": key},
+        ).scalar()
+        return dict(value) if isinstance(value, dict) else {}
+
     def save_checkpoint(
         self, conn: Connection, release: str, phase: str, key: str, checkpoint: dict[str, Any]
     ) -> None:
