@@ -1003,6 +1003,58 @@ def test_attach_adds_the_parents_exclusion_constraint_first(fresh_db: str) -> No
     assert all(f.severity == "warning" for f in findings), findings
 
 
+SUB_EXCLUSION = Case(
+    "attach_partition adds the parent's exclusion constraint to a sub-partitioned table",
+    setup=BASE
+    + ROOMS
+    + """
+ALTER TABLE rooms_2 RENAME TO rooms_2_a;
+CREATE TABLE rooms_2 (LIKE rooms) PARTITION BY LIST (room);
+ALTER TABLE rooms_2 ATTACH PARTITION rooms_2_a FOR VALUES IN (2);
+CREATE SCHEMA side;
+CREATE TABLE side.rooms_2_z PARTITION OF rooms_2 DEFAULT;
+""",
+    expand=ROOMS_ATTACH,
+    old=["INSERT INTO rooms_2 VALUES (2, '[2030-01-01,2030-01-02)', 'x')"],
+    new=["INSERT INTO rooms VALUES (2, '[2031-01-01,2031-01-02)', 'y') ON CONFLICT DO NOTHING"],
+    final=[
+        (
+            "SELECT conrelid::regclass::text, conname, conparentid <> 0 FROM pg_constraint "
+            "WHERE conrelid IN (SELECT relid FROM pg_partition_tree('rooms_2')) "
+            "AND contype = 'x' ORDER BY 1",
+            [
+                ("rooms_2", "rooms_2_rooms_no_overlap", True),
+                ("rooms_2_a", "rooms_2_a_rooms_no_overlap", True),
+                ("side.rooms_2_z", "rooms_2_z_rooms_no_overlap", True),
+            ],
+        ),
+        ("SELECT count(*) FROM pg_class WHERE relname LIKE '\\_migrator\\_%'", [(0,)]),
+    ],
+)
+
+
+def test_attach_adds_the_parents_exclusion_to_a_sub_partitioned_table(fresh_db: str) -> None:
+    """A table to attach that is itself partitioned (by the key the constraint compares
+    with =), one leaf in another schema: each leaf gets the constraint by add_exclusion's
+    steps, then the table, adopting theirs (no build); the attach adopts that. The whole
+    release (the rollback leaves the catalog as it was), on 18 (before: refused)."""
+    rec = Recorder()
+    q(fresh_db, SUB_EXCLUSION.setup)
+    commands.expand(parse_plan(plan_text(SUB_EXCLUSION.expand)), opts(fresh_db, rec))
+    assert [
+        k.removeprefix("0.attach_partition.")
+        for k in rec.descriptions
+        if "xclu" in k or "overlap" in k
+    ] == [
+        f"attach-{leaf}-index-rooms_no_overlap-exclusion-{s}"
+        for leaf in ("rooms_2_a", "rooms_2_z")
+        for s in ("helper-index", "guard", "constraint", "drop-helper")
+    ] + ["attach-index-rooms_no_overlap-constraint"]
+    q(fresh_db, "DROP SCHEMA public CASCADE; DROP SCHEMA side CASCADE; CREATE SCHEMA public;")
+    q(fresh_db, "DROP SCHEMA migrator CASCADE")
+    run_release_case(SUB_EXCLUSION, fresh_db)
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
@@ -1015,9 +1067,10 @@ def test_attach_adds_the_parents_exclusion_constraint_first(fresh_db: str) -> No
             "DROP TABLE rooms_2; CREATE TABLE rooms_2 (LIKE rooms) PARTITION BY LIST (note);"
             "CREATE TABLE rooms_2_n PARTITION OF rooms_2 FOR VALUES IN ('n');",
             "plan.yaml:4:5: attach_partition rooms_2: the attach would build exclusion "
-            "constraint rooms_no_overlap's index on rooms_2 under its lock, on every partition "
-            "of rooms_2, and no index can be built concurrently on a partitioned table; give "
-            "each partition of rooms_2, then rooms_2, the constraint first",
+            "constraint rooms_no_overlap's index on rooms_2 under its lock, and rooms_2 is "
+            "partitioned by note, which rooms_no_overlap does not compare with =: PostgreSQL "
+            "takes an exclusion constraint on a partitioned table only over its partition key "
+            "with =, so rooms_2 cannot have it, and the attach needs it",
         ),
     ],
 )
@@ -1025,8 +1078,9 @@ def test_attach_refuses_an_exclusion_it_cannot_add_first(
     fresh_db: str, setup: str, message: str
 ) -> None:
     """Rows of the table that conflict under the parent's exclusion (counted, as
-    add_exclusion counts them), and a sub-partitioned table (no concurrent build on a
-    partitioned table): one line, exit 2, nothing changed, on 18."""
+    add_exclusion counts them), and a sub-partitioned table whose partition key the
+    constraint does not compare with = (PostgreSQL refuses it such a constraint): one
+    line, exit 2, nothing changed, on 18."""
     q(fresh_db, BASE + ROOMS + setup)
     before = schema_dump(fresh_db)
     with pytest.raises(ValidationFailed) as info:

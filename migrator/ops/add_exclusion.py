@@ -218,8 +218,7 @@ class AddExclusion(Operation):
             step(
                 "exclusion-constraint",
                 f"EXCLUDE {self.name} on {self.table}: builds its index under ACCESS EXCLUSIVE",
-                f"ALTER TABLE {ident(ctx.schema, self.table)} ADD CONSTRAINT {ident(self.name)} "
-                + self._exclusion().sql(ctx.column_names(self.table)),
+                self.constraint_sql(ctx),
             ),
             step(
                 "exclusion-drop-helper",
@@ -228,6 +227,13 @@ class AddExclusion(Operation):
                 autocommit=True,
             ),
         ]
+
+    def constraint_sql(self, ctx: Context) -> str:
+        """ALTER TABLE ... ADD CONSTRAINT ... EXCLUDE, on the table in ``ctx.schema``."""
+        return (
+            f"ALTER TABLE {ident(ctx.schema, self.table)} ADD CONSTRAINT {ident(self.name)} "
+            + self._exclusion().sql(ctx.column_names(self.table))
+        )
 
     def _guard_sql(self, ctx: Context, helper: str, keys: list[str]) -> str:
         """A DO block that raises MGR01 (the executor's precheck refusal) on conflicting

@@ -26,7 +26,10 @@ them (and only them) after the detach. A table that is itself partitioned gets e
 index ON ONLY itself and CONCURRENTLY per leaf, attached (a unique or primary key: per
 leaf USING INDEX, then on the table, adopting theirs), as ops/partitioned.py does. An
 exclusion constraint of the parent (PostgreSQL 17+) is added to the table first by
-add_exclusion's own steps, with the parent's definition, so the attach adopts it.
+add_exclusion's own steps, with the parent's definition, so the attach adopts it; on a
+table that is itself partitioned, to each leaf that way, then to each level above,
+deepest first, adopting theirs (PostgreSQL takes one there only where the constraint
+compares the partition key with =; otherwise the attach is refused before anything runs).
 """
 
 from __future__ import annotations
@@ -485,6 +488,48 @@ def exclusion_steps(ctx: Context, key: str, parent: TableIndex, copy: AddExclusi
     return steps
 
 
+def _partitioned_exclusion_steps(
+    ctx: Context, key: str, partition: str, parent: TableIndex, copy: AddExclusion
+) -> list[Step]:
+    """The parent's exclusion constraint on a partitioned ``partition`` (PostgreSQL 17+):
+    on each leaf by add_exclusion's own steps (helper index concurrently and timed, the
+    guard, ADD CONSTRAINT under lock_timeout: the leaf's index built under its lock,
+    bounded by max_lock_hold), then the same constraint on each sub-partitioned level,
+    deepest first, and on the table, each adopting its partitions' (no build, no scan),
+    marked for the rollback."""
+    mark = literal(index_mark(ctx.release))
+    levels = bottom_up(ctx, partition)
+    steps: list[Step] = []
+    for part in levels:
+        if not part.partitioned:
+            leaf = copy.model_copy(
+                update={"table": part.name, "name": partition_index_name(part.name, parent.name)}
+            )
+            leaf_ctx = replace(ctx, schema=part.schema)
+            steps += exclusion_steps(leaf_ctx, f"{key}-{part.name}", parent, leaf)
+    for schema, level, own in [
+        *(
+            (p.schema, p.name, partition_index_name(p.name, parent.name))
+            for p in levels
+            if p.partitioned
+        ),
+        (ctx.schema, partition, copy.name),
+    ]:
+        steps.append(
+            step(
+                f"{key}-index-{parent.name}-{level}-constraint"
+                if level != partition
+                else f"{key}-index-{parent.name}-constraint",
+                f"EXCLUDE {own} on {level}: attaches its partitions' (no build, no scan)",
+                copy.model_copy(update={"table": level, "name": own}).constraint_sql(
+                    replace(ctx, schema=schema)
+                ),
+                f"COMMENT ON INDEX {ident(schema, own)} IS {mark}",
+            )
+        )
+    return steps
+
+
 def index_steps(
     ctx: Context, key: str, table: str, partition: str, max_lock_hold: float = 1.0
 ) -> list[Step]:
@@ -498,7 +543,11 @@ def index_steps(
         if parent.constraint == "x":
             copy = exclusion_copy(ctx, table, partition, parent, name, max_lock_hold)
             assert isinstance(copy, AddExclusion)  # validate_live refused the others
-            steps += exclusion_steps(ctx, key, parent, copy)
+            steps += (
+                _partitioned_exclusion_steps(ctx, key, partition, parent, copy)
+                if partitioned
+                else exclusion_steps(ctx, key, parent, copy)
+            )
             continue
         if partitioned:
             steps += _partitioned_index_steps(ctx, key, partition, parent, name)
@@ -758,25 +807,48 @@ class AttachPartition(Operation):
             f"the attach would build exclusion constraint {parent.name}'s index on "
             f"{self.partition} under its lock"
         )
-        if partitioned:
-            raise ValidationFailed(
-                f"{where}: {lacks}, on every partition of {self.partition}, and no index "
-                f"can be built concurrently on a partitioned table; give each partition of "
-                f"{self.partition}, then {self.partition}, the constraint first"
-            )
         copy = exclusion_copy(ctx, self.table, self.partition, parent, name, self.max_lock_hold)
         if isinstance(copy, str):
             raise ValidationFailed(
                 f"{where}: {lacks}, and migrator cannot copy it ({copy}); give "
                 f"{self.partition} the same constraint first"
             )
+        if not partitioned:
+            self._validate_copy(ctx, where, parent, copy)
+            return
+        # PostgreSQL takes an exclusion constraint on a partitioned table only over its
+        # partition key with = (each leaf's index then decides alone).
+        equal = [e.column for e in copy.elements if e.with_ == "="]
+        missing = partition_key_missing(ctx, self.partition, equal)
+        if missing is None or missing:
+            raise ValidationFailed(
+                f"{where}: {lacks}, and {self.partition} is partitioned by "
+                + (", ".join(missing) if missing else "an expression")
+                + f", which {parent.name} does not compare with =: PostgreSQL takes an "
+                "exclusion constraint on a partitioned table only over its partition key "
+                f"with =, so {self.partition} cannot have it, and the attach needs it"
+            )
+        what = f"{self.table}'s exclusion constraint {parent.name}"
+        _refuse_taken(ctx, where, self.partition, name, what)
+        for part in partitions(ctx.catalog, ctx.schema, self.partition):
+            own = partition_index_name(part.name, parent.name)
+            if part.partitioned:
+                _refuse_taken(ctx, where, part.name, own, what)
+                continue
+            leaf = copy.model_copy(update={"table": part.name, "name": own})
+            self._validate_copy(replace(ctx, schema=part.schema), where, parent, leaf)
+
+    def _validate_copy(
+        self, ctx: Context, where: str, parent: TableIndex, copy: AddExclusion
+    ) -> None:
+        """add_exclusion's own checks of one copy (its table not partitioned)."""
         try:
             copy.validate_live(ctx)
         except ValidationFailed as exc:
-            reason = str(exc).removeprefix(f"add_exclusion {name}: ")
+            reason = str(exc).removeprefix(f"add_exclusion {copy.name}: ")
             raise ValidationFailed(
                 f"{where}: the copy of {self.table}'s exclusion constraint {parent.name} on "
-                f"{self.partition} ({name}): {reason}"
+                f"{copy.table} ({copy.name}): {reason}"
             ) from None
 
     def expand(self, ctx: Context) -> Sequence[Step]:
@@ -820,15 +892,24 @@ class AttachPartition(Operation):
                     index.name,
                 )
             )
+        # The tables an exclusion's copy went on: the table, or each leaf under it.
+        leaves = [(ctx.schema, self.partition)] + [
+            (p.schema, p.name)
+            for p in partitions(ctx.catalog, ctx.schema, self.partition)
+            if not p.partitioned
+        ]
         for parent in table_indexes(ctx.catalog, ctx.schema, self.table):
-            helper = helper_index_name(partition_index_name(self.partition, parent.name))
-            if parent.constraint == "x" and ctx.catalog.index(ctx.schema, helper) is not None:
-                steps.append(
-                    drop_index_step(
-                        f"drop-{helper}",
-                        f"drop the helper index {helper} a stopped run left",
-                        ctx.schema,
-                        helper,
+            if parent.constraint != "x":
+                continue
+            for schema, leaf in leaves:
+                helper = helper_index_name(partition_index_name(leaf, parent.name))
+                if ctx.catalog.index(schema, helper) is not None:
+                    steps.append(
+                        drop_index_step(
+                            f"drop-{helper}",
+                            f"drop the helper index {helper} a stopped run left",
+                            schema,
+                            helper,
+                        )
                     )
-                )
         return steps + undo_not_null_steps(ctx, "undo", self.partition)
