@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -163,6 +163,13 @@ def test_a_prepared_variant_is_made_once_and_one_that_fails_is_not_kept(
         assert "baseline_here" in names
     variant = cache / f"{_entry(cache).name}-demo"
     assert variant.is_dir() and not (variant / "pgdata" / "postmaster.pid").exists()
+    # A variant whose copy does not match its manifest (a file cut short since) is not
+    # started from: it is made again, and replaces the damaged one.
+    victim = variant / "pgdata" / "global" / "pg_control"
+    victim.write_bytes(victim.read_bytes()[:100])
+    again = start(cache=cache, temp_root=memory, prepared=("demo", load))
+    again.stop()
+    assert len(runs) == 2 and victim.stat().st_size == 8192
 
     def broken(url: str) -> None:
         raise DatabaseError("cannot load baseline.sql: syntax error")
@@ -232,19 +239,23 @@ def test_a_variant_another_builder_stored_meanwhile_is_kept(
             cached_data_directory(cache, (name, load))
 
     stored: list[os.stat_result] = []
-    real_intact = embedded._intact
     a = threading.current_thread()
 
-    def intact(entry: Path) -> bool:
-        seen = real_intact(entry)
-        if entry == variant and threading.current_thread() is a and not stored:
-            other = threading.Thread(target=build)  # B, between A's check and its build
-            other.start()
-            other.join()
-            stored.append((variant / MANIFEST).stat())
-        return seen
+    def then_b(looks: Callable[..., bool]) -> Callable[..., bool]:
+        def look(entry: Path, *args: Path) -> bool:
+            seen = looks(entry, *args)
+            if entry == variant and threading.current_thread() is a and not stored:
+                other = threading.Thread(target=build)  # B, between A's look and its build
+                other.start()
+                other.join()
+                stored.append((variant / MANIFEST).stat())
+            return seen
 
-    monkeypatch.setattr(embedded, "_intact", intact)
+        return look
+
+    # A looks for the entry with _intact (cached_data_directory) or by copying it (start).
+    monkeypatch.setattr(embedded, "_intact", then_b(embedded._intact))
+    monkeypatch.setattr(embedded, "_copy_entry", then_b(embedded._copy_entry))
     try:
         build()  # A
         monkeypatch.undo()

@@ -153,7 +153,11 @@ def _variants(plan: Plan, plan_path: Path, opts: CheckOptions) -> list[Prepared]
 
 
 def _keep_phases(url: str, plan: Plan, plan_path: Path) -> None:
-    keep_phase_databases(plan, plan_path, ScratchServer(url), CommandPhases(), KEPT_PHASES)
+    server = ScratchServer(url)
+    keep_phase_databases(plan, plan_path, server, CommandPhases(), KEPT_PHASES)
+    # A check started from this copy only reads its phase databases, and each start
+    # copies the whole data directory: the two templates were a quarter of its files.
+    server.drop_templates()
 
 
 def _start_disposable(
@@ -194,7 +198,9 @@ def _scratch(
             except Exception:  # it failed to start: the caller saw the error already
                 server = None
             if server is not None:
-                server.stop(discard=True)
+                # Reaped and removed while the report is built and shown (the process
+                # waits for it before it exits).
+                server.stop(discard=True, wait=False)
 
 
 def _queries(

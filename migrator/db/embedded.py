@@ -79,12 +79,29 @@ class EmbeddedPostgres:
         """Run SQL through the server's psql (for set-up, not for migrations)."""
         return str(self._server.psql(command))
 
-    def stop(self, *, discard: bool = False) -> None:
+    def stop(self, *, discard: bool = False, wait: bool = True) -> None:
         """Stop the server and remove its folder when it made one.
 
         ``discard``: its data is thrown away (a folder of its own), so it is stopped in
         immediate mode, with no shutdown checkpoint to write, and waited for until it
-        has gone, not with pg_ctl's tenth-of-a-second polls."""
+        has gone, not with pg_ctl's tenth-of-a-second polls.
+
+        ``wait=False`` (with ``discard``): told to stop now, and reaped and its folder
+        removed by a thread that the interpreter waits for at exit, so the caller goes
+        on meanwhile; only where nothing is being stored into the cache from it (the
+        next start may need that entry)."""
+        if (
+            discard
+            and not wait
+            and self._owns_folder
+            and self._storing is None
+            and isinstance(self._server, _Postmaster)
+        ):
+            self._server.send(signal.SIGQUIT)  # it stops using the CPU from now
+            threading.Thread(
+                target=self.stop, kwargs={"discard": True}, name="migrator-pg-stop"
+            ).start()
+            return
         if discard and self._owns_folder:
             if isinstance(self._server, _Postmaster):
                 self._server.stop(signal.SIGQUIT)
@@ -191,12 +208,16 @@ class _Postmaster:
             check=True,
         ).stdout.decode("utf-8")
 
+    def send(self, how: int) -> None:
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(how)
+
     def stop(self, how: int = signal.SIGINT, timeout: float = 60.0) -> None:
         """Stop it (SIGINT: a fast shutdown, as pg_ctl stop; SIGQUIT: immediate) and
         reap it: the postmaster exits once its children have."""
         if self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(how)
+            self.send(how)
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -513,6 +534,60 @@ def _copy_data_directory(source: Path, pgdata: Path) -> None:
     _chown_tree(pgdata, _system_user())
 
 
+# One process copies a cache entry, gives it to the server's user where there is one,
+# and lists the copy's files with their sizes: a loop of a few thousand stat calls in
+# Python takes the GIL back after each, which check's thread parsing the query sets
+# holds meanwhile (0.4 s for the manifest's check alone, beside it).
+COPY_SCRIPT = """cp -R "$1" "$2" || exit 3
+if [ -n "$3" ]; then chown -R "$3" "$2" || exit 3; fi
+find "$2" -type f -printf '%P\\t%s\\n' || exit 4
+"""
+
+
+def _copy_entry(entry: Path, pgdata: Path) -> bool:
+    """Copy the data directory of the cache entry ``entry`` to ``pgdata`` if the entry is
+    intact; False (and nothing at ``pgdata``) where it is not. The copy itself is what is
+    held against the manifest: every file it lists there, with its size."""
+    try:
+        listed = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(listed, dict) or not listed:
+        return False
+    sh = shutil.which("sh")
+    if sh is None or shutil.which("cp") is None or shutil.which("find") is None:
+        if not _intact(entry):
+            return False
+        _copy_data_directory(entry / "pgdata", pgdata)
+        return True
+    user = _system_user()
+    owner = ""
+    if user is not None:
+        import pwd
+
+        account = pwd.getpwnam(user)
+        owner = f"{account.pw_uid}:{account.pw_gid}"
+    done = subprocess.run(
+        [sh, "-c", COPY_SCRIPT, "sh", str(entry / "pgdata"), str(pgdata), owner],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 3:  # the entry went or changed while it was copied
+        shutil.rmtree(pgdata, ignore_errors=True)
+        return False
+    if done.returncode == 0:
+        copied = dict(line.rsplit("\t", 1) for line in done.stdout.splitlines() if "\t" in line)
+        sizes = {rel: int(size) for rel, size in copied.items()}
+    else:  # a find without -printf (not GNU's): the copy's sizes read here
+        sizes = _manifest(pgdata)
+    if any(sizes.get(rel) != size for rel, size in listed.items()):
+        shutil.rmtree(pgdata, ignore_errors=True)
+        return False
+    os.chmod(pgdata, 0o700)
+    return True
+
+
 def _store_in_background(made: list[tuple[Path, Path, bool]]) -> threading.Thread:
     """A thread that stores each (work folder, entry, variant) made, in turn."""
 
@@ -552,16 +627,14 @@ def _seed(pgdata: Path, cache: Path | None, prepared: Variants | None) -> thread
         try:
             if steps:
                 variant = _entry(cache, steps[-1])
-                if _intact(variant):
+                if _copy_entry(variant, pgdata):
                     os.utime(variant)  # recently used: kept when older variants go
-                    _copy_data_directory(variant / "pgdata", pgdata)
                     return None
             plain = _entry(cache, None)
+            if not steps and _copy_entry(plain, pgdata):
+                return None
             if not _intact(plain):
                 steps = ()
-            elif not steps:
-                _copy_data_directory(plain / "pgdata", pgdata)
-                return None
             base, done = plain, 0
             for depth in range(len(steps) - 1, 0, -1):
                 if _intact(_entry(cache, steps[depth - 1])):

@@ -228,6 +228,17 @@ class ScratchServer:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
 
+    def drop_templates(self) -> None:
+        """Drop template0 and template1: no CREATE DATABASE without a TEMPLATE clause
+        works after it. Only for a server check keeps a copy of to read (its phase
+        databases), never one a user named."""
+        with self._connect() as conn:
+            for name in ("template0", "template1"):
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name))
+                )
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
     def database_comment(self, database: str) -> str | None:
         """The comment on a database; None when it has none or does not exist."""
         with self._connect() as conn:
