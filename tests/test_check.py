@@ -542,3 +542,29 @@ def test_a_warm_check_builds_no_phase_database_and_reports_the_same(
     assert len(expands) == 3
     assert changed[0] != first[0]
     assert not any("phone_number" in str(f[5]) for f in changed[0] if f[1] == "error")
+
+
+def test_live_table_locked_is_exit_5_naming_it_and_its_holder(
+    tmp_path: Path, scratch: str, fresh_db: str
+) -> None:
+    """pg_dump takes ACCESS SHARE on every table it dumps: behind another session's ACCESS
+    EXCLUSIVE it waits the plan's lock_timeout (--lock-wait-timeout), then check stops
+    with one line naming the table and the session holding it (exit 5), and records
+    nothing on the live database."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(CUSTOMER_15)
+    plan = write_release(tmp_path, NEW_GOOD, baseline="nowhere.sql")
+    plan.write_text(plan.read_text().replace("expand:", "database: {lock_timeout: 50ms}\nexpand:"))
+    with psycopg.connect(fresh_db) as holder:
+        # LOCK returns once the lock is granted: the event the check then meets.
+        holder.execute("LOCK TABLE customer IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        code, output = cli("check", str(plan), "--database-url", fresh_db, "--scratch-url", scratch)
+        holder.rollback()
+    assert code == 5, output
+    [line] = output.strip().splitlines()
+    assert "pg_dump waited lock_timeout 50ms for ACCESS SHARE on customer: " in line
+    assert f"pid {pid} holds ACCESS EXCLUSIVE on it (idle in transaction: LOCK TABLE" in line
+    assert "nothing was changed" in line
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT to_regclass('migrator.events')").fetchone() == (None,)

@@ -170,6 +170,12 @@ CASES: list[tuple[str, int, str, str]] = [
     (
         "M018",
         18,
+        "ALTER DOMAIN price ADD CONSTRAINT pos CHECK (VALUE > 0)",
+        "ALTER DOMAIN price ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID",
+    ),
+    (
+        "M018",
+        18,
         "CREATE DOMAIN price AS numeric CHECK (VALUE > 0)",
         "CREATE DOMAIN price AS numeric",
     ),
@@ -1222,6 +1228,46 @@ def test_cli_with_a_database_reads_its_version_and_data(
         assert conn.execute(
             "SELECT count(*) FROM pg_indexes WHERE tablename = 'users'"
         ).fetchone() == (1,)
+
+
+def test_cli_with_a_database_behind_a_table_lock(
+    live: tuple[Connection, str], tmp_path: Path, runner: CliRunner
+) -> None:
+    """The lint's questions that read a table (its duplicates, its rows) take ACCESS
+    SHARE on it: behind another session's ACCESS EXCLUSIVE the lint waits the plan's
+    lock_timeout once, then stops with one line naming the table and its holder (exit
+    5). Its catalog-only questions take no table lock: a lint that needs only them
+    runs to its end while the lock is held."""
+    _, url = live
+    _run(url, "CREATE TABLE users (id int PRIMARY KEY, email text, legacy_phone text)")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        plan_text(
+            ADD_PHONE + "  - add_unique: {table: users, name: users_email_key, columns: [email]}\n",
+            database="  lock_timeout: 50ms\n",
+        )
+    )
+    sql = tmp_path / "m.sql"
+    sql.write_text(
+        "CREATE INDEX CONCURRENTLY users_email_idx ON users (email);\n"
+        "ALTER TABLE users ADD COLUMN seen timestamptz DEFAULT clock_timestamp();\n"
+    )
+    with psycopg.connect(url) as holder:
+        # LOCK returns once the lock is granted: the event the lint then meets.
+        holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        locked = runner.invoke(app, ["lint", str(plan), "--database-url", url])
+        catalog_only = runner.invoke(app, ["lint", "--sql", str(sql), "--database-url", url])
+        holder.rollback()
+    assert locked.exit_code == 5, locked.output
+    [line] = locked.output.strip().splitlines()
+    assert line.startswith(
+        "error: the lint could not read public.users within lock_timeout 50ms after 0 retries: "
+        f"pid {pid} holds ACCESS EXCLUSIVE on it (idle in transaction: LOCK TABLE"
+    ), line
+    assert catalog_only.exit_code in (0, 1), catalog_only.output
+    assert "could not" not in catalog_only.output, catalog_only.output
+    assert "M011: adds users.seen with a volatile DEFAULT" in catalog_only.output
 
 
 def test_version_read_from_a_postgresql_15_server(pg15_server: Server) -> None:

@@ -124,20 +124,54 @@ def merged(results: Sequence[LintResult]) -> LintResult:
     return out
 
 
+# A plan's database.lock_timeout when it says none, and the lint of SQL files': the
+# documented default (docs/plan-format.md).
+DEFAULT_LOCK_TIMEOUT = 1.0
+
+
+def _no_pause(what: str, attempt: int, reason: str) -> None:
+    return None
+
+
 @contextmanager
-def _catalog(database_url: str | None) -> Iterator[Catalog | None]:
+def _catalog(
+    database_url: str | None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+) -> Iterator[Catalog | None]:
+    """The live catalog the rules ask, if any. A question that reads a table (its rows,
+    its expressions) waits ``lock_timeout`` at most, once, for its ACCESS SHARE: behind
+    another session's ACCESS EXCLUSIVE the lint stops with exit 5, naming the table and
+    the holder (`Catalog.read_lock`); a lock any other read waits for is bounded by the
+    session's lock_timeout too."""
     if not database_url:
         yield None
         return
     # Imported here: the lint of a file or a plan without a database needs no SQLAlchemy.
-    from migrator.db.connection import connect, make_engine
-    from migrator.engine.catalog import Catalog
+    from sqlalchemy.exc import DBAPIError
+
+    from migrator.db.connection import connect, make_engine, sqlstate
+    from migrator.durations import format_duration
+    from migrator.engine.catalog import Catalog, LockWaits
+    from migrator.errors import LockNotAcquired
+    from migrator.sqltext import literal, text
 
     engine = make_engine(database_url)
     try:
         with connect(engine) as conn:
+            if lock_timeout:
+                ms = f"{max(1, round(lock_timeout * 1000))}ms"
+                conn.execute(text(f"SET lock_timeout = {literal(ms)}"))
+                conn.commit()  # the session's, whatever the questions roll back
+            waits = LockWaits(lock_timeout, 0, _no_pause, who="the lint") if lock_timeout else None
             try:
-                yield Catalog(conn)
+                yield Catalog(conn, waits)
+            except DBAPIError as exc:
+                if sqlstate(exc) != "55P03":
+                    raise
+                raise LockNotAcquired(
+                    f"the lint could not take a lock within lock_timeout "
+                    f"{format_duration(lock_timeout)}: another session holds one on a table "
+                    "it reads; nothing was changed; rerun when it is done"
+                ) from None
             finally:
                 conn.rollback()
     finally:
@@ -158,7 +192,7 @@ def lint(
 
     settings = settings or RuleSettings()
     plan = load_plan(plan_path)
-    with _catalog(database_url) as catalog:
+    with _catalog(database_url, plan.database.lock_timeout) as catalog:
         report = lint_plan_report(
             plan, pg_version, catalog, enable=sorted({*enable, *settings.enable})
         )

@@ -34,6 +34,7 @@ class LockWaits:
     lock_timeout: float
     retries: int
     pause: Callable[[str, int, str], None]
+    who: str = "the prechecks"  # who could not read the table, in the refusal
 
 
 # lock_not_available and deadlock_detected are waits to retry; undefined_table and
@@ -131,7 +132,7 @@ class Catalog:
             else f"within lock_timeout {format_duration(self.waits.lock_timeout)}"
         )
         return (
-            f"the prechecks could not read {schema}.{table} {why} after {retries} retries: "
+            f"{self.waits.who} could not read {schema}.{table} {why} after {retries} retries: "
             f"{self._lock_holder(schema, table)}; nothing was changed; rerun when it is done"
         )
 

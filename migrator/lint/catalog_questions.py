@@ -17,11 +17,22 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Live:
-    """Read-only catalog and data questions over one SQLAlchemy connection."""
+def _no_lock(schema: str, table: str, *, rows: bool = True) -> None:
+    return None
 
-    def __init__(self, conn: Connection) -> None:
+
+class Live:
+    """Read-only catalog and data questions over one SQLAlchemy connection.
+
+    A question that reads a table's rows or its expressions (pg_get_expr) takes ACCESS
+    SHARE on it, which waits behind another session's ACCESS EXCLUSIVE: ``lock`` (the
+    catalog's `read_lock`) takes it first, under the lint's lock_timeout, and refuses
+    in one line naming the table and its holder. The other questions read pg_catalog
+    alone and take no table lock."""
+
+    def __init__(self, conn: Connection, lock: Callable[..., None] = _no_lock) -> None:
         self.conn = conn
+        self.lock = lock
 
     def _ask(self, question: Callable[[], T]) -> T | None:
         from sqlalchemy.exc import DBAPIError
@@ -95,6 +106,7 @@ class Live:
 
     def row_count(self, schema: str, table: str) -> int | None:
         """The exact number of rows of a table."""
+        self.lock(schema, table)
         value = self._scalar(f"SELECT count(*) FROM {ident(schema, table)}")
         return int(value) if value is not None else None
 
@@ -104,6 +116,7 @@ class Live:
         """Key values held by more than one row (NULLs never clash): how many, and the
         most frequent ``limit`` of them with their row counts. ``keys`` are SQL (their
         colons escaped: the statement binds ``:n``)."""
+        self.lock(schema, table)
         keys = [colons_escaped(k) for k in keys]
         not_null = " AND ".join(f"({k}) IS NOT NULL" for k in keys)
         if where:
@@ -164,6 +177,7 @@ class Live:
 
     def check_expressions(self, schema: str, table: str) -> list[str]:
         """The expressions of a table's validated CHECK constraints."""
+        self.lock(schema, table, rows=False)  # pg_get_expr opens the table
         rows = self._ask(
             lambda: self.conn.execute(
                 text(

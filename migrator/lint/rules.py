@@ -539,7 +539,15 @@ def render_markdown() -> str:
         "file, line and column; `::error` for what fails the run, `::warning` for the rest).",
         "- **Exit codes**: 0 clean, 1 findings (errors or warnings; `--fail-on error` for "
         "errors only) or operations not linted, 2 bad plan or usage (an empty or missing "
-        "suppression reason, an unknown rule id, SQL that does not parse).",
+        "suppression reason, an unknown rule id, SQL that does not parse), 5 a table "
+        "lock not had in time (below).",
+        "- **Locks on a live database**: with `--database-url` the lint only reads. Most "
+        "of its questions read pg_catalog and take no lock on a table; those that read a "
+        "table's rows (duplicates, row counts) or its expressions first take ACCESS SHARE "
+        "on it, waiting the plan's `database.lock_timeout` at most (1s for SQL files and "
+        "Alembic revisions), once. Behind another session's ACCESS EXCLUSIVE the lint "
+        "stops with one line naming the table and the session holding it (exit 5); "
+        "nothing is changed.",
         "",
         "| id | name | severity | catches | why it hurts | safe form |",
         "|---|---|---|---|---|---|",

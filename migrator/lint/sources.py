@@ -19,7 +19,13 @@ import pglast
 from pglast import ast, enums
 
 from migrator.engine.steps import Step
-from migrator.errors import MigratorError, PlanError, UsageError, ValidationFailed
+from migrator.errors import (
+    LockNotAcquired,
+    MigratorError,
+    PlanError,
+    UsageError,
+    ValidationFailed,
+)
 from migrator.findings import Finding
 from migrator.lint.analyzer import Analyzer, LintPhase, Source, Stmt, Unit, statements_of
 from migrator.lint.catalog_questions import Live
@@ -50,7 +56,7 @@ def normalize_version(version: int | None) -> int | None:
 def _live(catalog: Catalog | None) -> Live | None:
     if catalog is None or isinstance(catalog, OfflineCatalog):
         return None
-    return Live(catalog.conn)
+    return Live(catalog.conn, catalog.read_lock)
 
 
 def _parse(text: str, where: str | Callable[[int], str]) -> list[tuple[ast.Node, str, int]]:
@@ -138,6 +144,8 @@ class _PlanLinter:
         method = {"expand": op.expand, "contract": op.contract, "rollback": op.rollback}[phase]
         try:
             return method(self.ctx)
+        except LockNotAcquired:
+            raise  # a table another session holds: exit 5, said as it is
         except MigratorError as exc:
             if self.offline:
                 self.unlinted.append(f"{section}[{index}].{op.op_name} ({phase}): {exc}")

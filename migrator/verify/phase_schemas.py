@@ -223,7 +223,7 @@ def phase_databases(
             url = server.create(before)
             created.append(before)
             with tempfile.TemporaryDirectory(prefix="migrator-check-") as tmp:
-                copy_schema(live_url, server, before, Path(tmp))
+                copy_schema(live_url, server, before, Path(tmp), plan.database.lock_timeout)
             if live_expanded:
                 source += f", with the expand of {plan.release} undone (its rollback)"
                 try:

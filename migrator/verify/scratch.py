@@ -60,30 +60,52 @@ def _run(program: str, args: list[str], what: str, url: str) -> str:
         password = make_url(normalise_url(url)).password
         if password:
             message = message.replace(str(password), "***")
-        raise DatabaseError(f"{what}: {message}")
+        failed = DatabaseError(f"{what}: {message}")
+        failed.__cause__ = ProgramFailed(done.stderr)
+        raise failed
     return done.stdout
 
 
-def dump_schema(url: str, out: Path) -> None:
+class ProgramFailed(Exception):
+    """A client program's exit with an error: its stderr (the cause of the DatabaseError
+    `_run` raises), for a caller that reads more than its first line."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+def dump_schema(url: str, out: Path, lock_timeout: float | None = None) -> None:
     """pg_dump --schema-only of the database at ``url`` into ``out``.
 
     Owners and grants are left out (the scratch server has other roles), and so are the
-    rows of migrator's own state tables.
+    rows of migrator's own state tables. pg_dump takes ACCESS SHARE on every table it
+    dumps: with ``lock_timeout`` (seconds) it waits that long at most
+    (``--lock-wait-timeout``), and a table it cannot lock is `LockNotAcquired` (see
+    `live_locks.dump_refused`).
     """
-    _run(
-        "pg_dump",
-        [
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "--exclude-table=migrator.*",
-            "--file",
-            str(out),
-            libpq_url(url),
-        ],
-        f"cannot dump the schema of {redact(url)}",
-        url,
-    )
+    args = ["--schema-only", "--no-owner", "--no-privileges", "--exclude-table=migrator.*"]
+    if lock_timeout:
+        args.append(f"--lock-wait-timeout={max(1, round(lock_timeout * 1000))}ms")
+    try:
+        _run(
+            "pg_dump",
+            [*args, "--file", str(out), libpq_url(url)],
+            f"cannot dump the schema of {redact(url)}",
+            url,
+        )
+    except DatabaseError as exc:
+        from migrator.verify.live_locks import dump_refused
+
+        cause = exc.__cause__
+        refused = (
+            dump_refused(url, cause.stderr, lock_timeout)
+            if lock_timeout and isinstance(cause, ProgramFailed)
+            else None
+        )
+        if refused is not None:
+            raise refused from None
+        raise
 
 
 # The column options PostgreSQL documents (ALTER TABLE ... ALTER COLUMN ... SET), the
@@ -141,11 +163,18 @@ def portable_dump(text: str, settings: frozenset[str]) -> str:
     return "".join(out)
 
 
-def copy_schema(source_url: str, target: ScratchServer, database: str, folder: Path) -> None:
+def copy_schema(
+    source_url: str,
+    target: ScratchServer,
+    database: str,
+    folder: Path,
+    lock_timeout: float | None = None,
+) -> None:
     """The schema of the database at ``source_url`` into ``database`` on ``target``: a
-    pg_dump --schema-only (in ``folder``) made loadable on the target's version."""
+    pg_dump --schema-only (in ``folder``, waiting ``lock_timeout`` at most for a table's
+    lock) made loadable on the target's version."""
     dump = folder / "schema.sql"
-    dump_schema(source_url, dump)
+    dump_schema(source_url, dump, lock_timeout)
     text = portable_dump(dump.read_text(encoding="utf-8"), target.settings())
     dump.write_text(text, encoding="utf-8")
     load_sql(target.url(database), dump)
