@@ -43,6 +43,9 @@ CREATE TABLE tag (
 CREATE UNIQUE INDEX tag_kind_name_key ON tag (kind, upper(name)) WHERE id > 0;
 CREATE TABLE parcel (ref text, kind text);
 CREATE UNIQUE INDEX parcel_ref_key ON parcel ((ref::int)) WHERE kind <> 'draft';
+CREATE DOMAIN code_base AS text CHECK (VALUE <> '');
+CREATE DOMAIN code AS code_base NOT NULL CHECK (length(VALUE) < 9);
+CREATE TABLE label (id int, c code);
 """
 
 
@@ -372,3 +375,47 @@ def test_key_the_server_cannot_compute_is_an_error(
     assert told[1] == told[2] == []
     assert [s for s, _ in told[3]] == ["warning"]  # another row decides
     assert told[4] == [error]  # ON CONFLICT still computes the key
+
+
+def test_domain_rules_a_phase_brings(tmp_path: Path, db: str, snapshot: Snapshot) -> None:
+    """A domain over a domain holds its base's rules too; the server casts each literal
+    written to the column's domain, and an INSERT that leaves the column out stores NULL
+    cast to it. Only a rule the column lacked at the phase before is this phase's."""
+    label = snapshot.relations[("public", "label")]
+    c = label.column("c")
+    assert c is not None
+    domain = snapshot.domain(c.type_oid)
+    assert domain is not None and domain.not_null
+    assert [n for n, _ in domain.checks] == ["code_check", "code_base_check"]
+    found = queries(
+        tmp_path,
+        "INSERT INTO label (id, c) VALUES (1, '');\n"
+        "INSERT INTO label (id) VALUES (2);\n"
+        "INSERT INTO label (id, c) VALUES (3, 'abc');\n"
+        "UPDATE label SET id = 4;\n"
+        "UPDATE label SET c = 'far too long' WHERE id = $1;\n",
+    )
+    before = copy.deepcopy(snapshot)
+    before.domains = {}  # the column was plain text before
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    told = [[f.reason for f in result.get(id(q), [])] for q in found]
+    assert told[0] == [
+        "INSERT into public.label writes c = '': the domain code of label.c, whose rules the "
+        "expand brings, rejects it (value for domain code violates check constraint "
+        '"code_base_check")'
+    ]
+    assert told[1] == [
+        "INSERT into public.label leaves out c, which has no default: the domain code of "
+        "label.c, whose rules the expand brings, rejects it (domain code does not allow null "
+        "values)"
+    ]
+    assert told[2] == told[3] == []
+    assert 'check constraint "code_check"' in told[4][0]
+    # The base's CHECK and the NOT NULL were there before: only code_check is new.
+    before.domains = {oid: replace(d, checks=d.checks[1:]) for oid, d in snapshot.domains.items()}
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    assert [len(result.get(id(q), [])) for q in found] == [0, 0, 0, 0, 1]

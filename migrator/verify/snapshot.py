@@ -44,6 +44,7 @@ class Column:
     identity: bool
     generated: bool
     default: str | None = None  # the default expression, as pg_get_expr writes it
+    type_oid: int = 0  # atttypid: a domain's rules are the snapshot's `domain(type_oid)`
 
     @property
     def required(self) -> bool:
@@ -94,6 +95,16 @@ class Constraint:
                 self.match,
             )
         return (self.kind, self.definition)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A domain's rules, its base domains' included: what a value cast to it must meet."""
+
+    name: str  # format_type, as messages name it
+    not_null: bool
+    has_default: bool  # the nearest default along the chain
+    checks: tuple[tuple[str, str], ...]  # (constraint name, definition) of its CHECKs
 
 
 @dataclass
@@ -154,6 +165,11 @@ class Snapshot:
     relations: dict[tuple[str, str], Relation]
     search_path: tuple[str, ...]
     by_oid: dict[int, Relation] = field(default_factory=dict)
+    domains: dict[int, Domain] = field(default_factory=dict)  # by the domain type's oid
+
+    def domain(self, type_oid: int) -> Domain | None:
+        """The rules of a column's type when it is a domain."""
+        return self.domains.get(type_oid)
 
     def resolve(self, schema: str | None, name: str) -> Relation | None:
         """A relation as a query names it: qualified, or found along the search path."""
@@ -183,10 +199,20 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         rel = Relation(str(schema), str(name), str(kind), int(updatable), oid=int(oid))
         relations[(rel.schema, rel.name)] = rel
         by_oid[int(oid)] = rel
-    for oid, name, type_, not_null, has_default, identity, generated, default in conn.execute(
+    for (
+        oid,
+        name,
+        type_,
+        not_null,
+        has_default,
+        identity,
+        generated,
+        default,
+        type_oid,
+    ) in conn.execute(
         "SELECT a.attrelid::int8, a.attname, format_type(a.atttypid, a.atttypmod), "
         "a.attnotnull, a.atthasdef, a.attidentity <> '', a.attgenerated <> '', "
-        "pg_get_expr(d.adbin, d.adrelid) "
+        "pg_get_expr(d.adbin, d.adrelid), a.atttypid::int8 "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
@@ -204,6 +230,7 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
                     bool(identity),
                     bool(generated),
                     None if default is None else str(default),
+                    int(type_oid),
                 )
             )
     # Unique indexes over plain columns: what the messages about an ON CONFLICT target
@@ -313,7 +340,36 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         if function is not None and str(function) not in found.sync_functions:
             found.sync_functions.append(str(function))
     _view_bases(conn, by_oid)
-    return Snapshot(phase, relations, search_path, by_oid)
+    return Snapshot(phase, relations, search_path, by_oid, _domains(conn))
+
+
+def _domains(conn: psycopg.Connection[Any]) -> dict[int, Domain]:
+    """Every domain outside the system schemas with its rules, a domain over a domain
+    holding its base's too (a value cast to it meets them all)."""
+    rows = {
+        int(oid): (str(name), bool(not_null), bool(has_default), int(base), list(checks))
+        for oid, name, not_null, has_default, base, checks in conn.execute(
+            "SELECT t.oid::int8, format_type(t.oid, NULL), t.typnotnull, "
+            "t.typdefaultbin IS NOT NULL, t.typbasetype::int8, "
+            "array(SELECT array[c.conname::text, pg_get_constraintdef(c.oid)] "
+            "      FROM pg_constraint c WHERE c.contypid = t.oid AND c.contype = 'c' "
+            "      ORDER BY c.conname) "
+            "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            f"WHERE t.typtype = 'd' AND n.nspname NOT IN {_SYSTEM}"
+        ).fetchall()
+    }
+    out: dict[int, Domain] = {}
+    for oid, (name, not_null, has_default, base, checks) in rows.items():
+        found = [tuple(c) for c in checks]
+        seen = {oid}
+        while base in rows and base not in seen:  # a domain over a domain
+            seen.add(base)
+            _, base_not_null, base_default, base, base_checks = rows[base]
+            not_null = not_null or base_not_null
+            has_default = has_default or base_default
+            found += [tuple(c) for c in base_checks]
+        out[oid] = Domain(name, not_null, has_default, tuple((c[0], c[1]) for c in found))
+    return out
 
 
 def _reads(rel: Relation, expression: str) -> tuple[str, ...] | None:
@@ -405,4 +461,4 @@ def _view_bases(conn: psycopg.Connection[Any], by_oid: dict[int, Relation]) -> N
         rel.base_columns = tuple(columns)
 
 
-__all__ = ["Column", "Constraint", "Relation", "Snapshot", "take"]
+__all__ = ["Column", "Constraint", "Domain", "Relation", "Snapshot", "take"]

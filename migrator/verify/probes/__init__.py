@@ -25,6 +25,9 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   server on the literals. Two rows of one INSERT that conflict under a UNIQUE or an
   EXCLUDE are an error: the whole VALUES list is compared in one query. The warnings
   where the data decides are told once an INSERT, by its first row;
+- ``constraint-write`` for a domain (``domains.py``): a column whose domain holds a NOT
+  NULL or CHECK the phase brings; the server casts each literal written to the domain,
+  and an INSERT that leaves the column out stores NULL where nothing gives a default;
 - ``sync-convert``: a literal a version writes that migrator's sync trigger cannot
   convert (``up`` or the retype's cast): the write is run, rolled back, and an error
   raised inside the trigger function is reported.
@@ -42,7 +45,8 @@ import psycopg
 
 from migrator.verify.probes.cell import CellProbe
 from migrator.verify.probes.conflict import conflict_probe
-from migrator.verify.probes.constraints import added_constraints, constraint_probes
+from migrator.verify.probes.constraints import added_constraints, constraint_probes, who
+from migrator.verify.probes.domains import DomainRules, domain_columns, domain_probes
 from migrator.verify.probes.references import incoming, reference_findings
 from migrator.verify.probes.server import Outcome, Probe, ProbesFailed, run_probes
 from migrator.verify.probes.sync import sync_probes
@@ -64,6 +68,7 @@ def probe_cell(
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
     new_tables: dict[int, tuple[Relation, list[Constraint], list[Constraint]]] = {}
+    domained: dict[tuple[str, str], dict[str, DomainRules]] = {}
     # The new version at expanded is held to what the expand adds too (a table it creates,
     # a CHECK): errors only, where its literals certainly fail (see CellProbe.add).
     previous = cell.previous
@@ -75,6 +80,10 @@ def probe_cell(
                 continue
             # By oid first: a table renamed at this phase is the one it was before.
             prev = previous.by_oid.get(rel.oid) or previous.relations.get(key)
+            if cell.snapshot.domains:
+                columns = domain_columns(rel, cell.snapshot, prev, previous)
+                if columns:
+                    domained[key] = columns
             if prev is None:
                 # Created at this phase: no version wrote it before, but its foreign keys
                 # bind the tables they reference, and every constraint of it is new.
@@ -93,7 +102,7 @@ def probe_cell(
         if cell.phase == "expanded" and cell.must_pass
         else set()
     )
-    watched = constrained.keys() | synced
+    watched = constrained.keys() | synced | domained.keys()
     for query in prepared:
         if not may_write(query):
             continue
@@ -105,6 +114,8 @@ def probe_cell(
             key = (write.relation.schema, write.relation.name)
             if key in constrained:
                 constraint_probes(cell, query, write, *constrained[key], probes, handlers)
+            if key in domained:
+                domain_probes(cell, query, write, domained[key], *who(cell), probes, handlers)
             if key in synced:
                 sync_probes(cell, query, write, probes, handlers)
         if len(probes) > count and not first:

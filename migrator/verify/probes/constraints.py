@@ -48,7 +48,7 @@ def added_constraints(rel: Relation, prev: Relation) -> tuple[list[Constraint], 
     return added, tightened
 
 
-def _who(cell: CellProbe) -> tuple[str, str]:
+def who(cell: CellProbe) -> tuple[str, str]:
     if cell.version == "old":
         return "the expand", (
             "add the constraint in the contract (after the old version is retired), or first "
@@ -72,7 +72,7 @@ def constraint_probes(
     handlers: list[Any],
 ) -> None:
     rel = write.relation
-    by, fix = _who(cell)
+    by, fix = who(cell)
     verb = write.verb_phrase
     triggers = rel.before_insert_triggers if write.verb == "insert" else rel.before_update_triggers
 
@@ -474,4 +474,4 @@ def _judge_exclusion(
     handlers.append(handle)
 
 
-__all__ = ["added_constraints", "constraint_probes"]
+__all__ = ["added_constraints", "constraint_probes", "who"]
