@@ -120,6 +120,19 @@ def test_insert_select_keeps_its_constants(tmp_path: Path, snapshot: Snapshot) -
     assert not except_[0].selects  # only the left arm's rows: one
     assert star[0].rows == [{"code": Value("unknown"), "note": Value("unknown")}]
     assert bare_star == []  # the width is the source's: not read
+    # The server runs a SELECT that reads no table (UNION, FROM a function): not one
+    # that reads the data, nor one read row by row here.
+    assert copied[0].source is None and union_all[0].source is None
+    assert union[0].source == "SELECT 'a', 1 UNION SELECT 'a', 1"
+    assert union[0].names == ("code", "qty")
+    [series] = writes(
+        queries(
+            tmp_path,
+            "INSERT INTO item (code) SELECT lower('C' || g) FROM generate_series(1, 3) g;",
+        )[0],
+        snapshot,
+    )
+    assert series.source is not None and series.functions == ("generate_series", "lower")
 
 
 def test_not_null_left_out_through_a_view(tmp_path: Path, db: str, snapshot: Snapshot) -> None:

@@ -23,7 +23,8 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   warning (another row decides), NULL nothing; an element that is an expression
   (``lower(name)``, ``tstzrange(starts, ends)``) and the predicate are evaluated by the
   server on the literals. Two rows of one INSERT that conflict under a UNIQUE or an
-  EXCLUDE are an error: the whole VALUES list is compared in one query. The warnings
+  EXCLUDE are an error: the whole VALUES list is compared in one query, and so are
+  the rows of an INSERT ... SELECT that reads no table (the server runs the SELECT). The warnings
   where the data decides are told once an INSERT, by its first row;
 - ``constraint-write`` for a domain (``domains.py``): a column whose domain holds a NOT
   NULL or CHECK the phase brings; the server casts each literal written to the domain,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from migrator.sqltext import ident
+from migrator.sqltext import ident, literal
 from migrator.verify.probes.cell import CellProbe
 from migrator.verify.probes.server import Outcome, Probe
 from migrator.verify.probes.writes import EXPRESSION, Value, Write, named
@@ -153,6 +153,15 @@ def constraint_probes(
             and not _takes_conflict(write, con)
         ):
             _rows_conflict(cell, query, write, con, known, by, fix, verb, probes, handlers)
+        if (
+            con.kind in ("u", "p", "x")
+            and con.columns
+            and write.source is not None
+            and not _takes_conflict(write, con)
+            and set(con.columns + con.predicate_columns) <= set(write.names)
+            and not triggers  # a BEFORE trigger may change the rows
+        ):
+            _select_conflict(cell, query, write, con, by, fix, verb, probes, handlers)
 
 
 def _row_values(
@@ -267,6 +276,86 @@ def _rows_conflict(
                 f"writes the same {', '.join(con.columns)} in rows {outcome.value}"
                 if con.kind in ("u", "p") and not con.elements
                 else f"writes rows {outcome.value}, which conflict with each other"
+            )
+            cell.add(
+                query,
+                "constraint-write",
+                "error",
+                f"{verb} {write.target} {what}: {_describe(con)}, which {by} adds, rejects "
+                "the later one",
+                fix,
+            )
+
+    handlers.append(handle)
+
+
+# At most this many rows of a data-free SELECT are compared (each pair, for an EXCLUDE).
+SELECT_ROWS = 1000
+
+
+def _select_conflict(
+    cell: CellProbe,
+    query: Query,
+    write: Write,
+    con: Constraint,
+    by: str,
+    fix: str,
+    verb: str,
+    probes: list[Probe],
+    handlers: list[Any],
+) -> None:
+    """Two rows of an INSERT ... SELECT that conflict with each other under a UNIQUE or
+    an EXCLUDE, where the SELECT reads no table (constants, VALUES, generate_series): the
+    server runs the SELECT itself (its UNION, DISTINCT, LIMIT as written), casts the
+    columns to the table's types, and compares the keys as `_rows_conflict` does. Said
+    only where that is certain: every function it calls immutable, or stable and built
+    in (a function of the project's could read a table, which here holds no rows); at
+    most `SELECT_ROWS` rows."""
+    rel = write.relation
+    needed = list(dict.fromkeys(con.columns + con.predicate_columns))
+    casts = []
+    for name in needed:
+        col = rel.column(name)
+        if col is None:
+            return
+        casts.append(f"CAST({ident(name)} AS {col.type}) AS {ident(name)}")
+    row = ident("migrator row")
+    listed = ", ".join(
+        [row, *(ident(n) if n else ident(f"migrator col {i}") for i, n in enumerate(write.names))]
+    )
+    keys = _keys(con)
+    picked = ", ".join(f"({expr}) AS k{i}" for i, (expr, _) in enumerate(keys))
+    pairs = " AND ".join(f"a.k{i} {op} b.k{i}" for i, (_, op) in enumerate(keys))
+    names = ", ".join(literal(f) for f in write.functions)
+    unsafe = (
+        f"EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname IN ({names}) AND NOT "
+        "(provolatile = 'i' OR (provolatile = 's' AND prolang = 12)))"
+        if write.functions
+        else "false"
+    )
+    probes.append(
+        Probe(
+            [],
+            f"WITH migrator_source ({listed}) AS MATERIALIZED (SELECT row_number() OVER (), "
+            f"migrator_select.* FROM ({write.source}) AS migrator_select "
+            f"LIMIT {SELECT_ROWS + 1}), "
+            f"migrator_rows AS (SELECT {row}, {', '.join(casts)} FROM migrator_source), "
+            f"migrator_keys AS MATERIALIZED (SELECT {row}, {picked} FROM migrator_rows"
+            + (f" WHERE ({con.predicate})" if con.predicate else "")
+            + f") SELECT CASE WHEN {unsafe} THEN NULL "
+            f"WHEN (SELECT count(*) FROM migrator_source) > {SELECT_ROWS} THEN NULL "
+            f"ELSE (SELECT a.{row} || ' and ' || b.{row} FROM migrator_keys a "
+            f"JOIN migrator_keys b ON a.{row} < b.{row} AND {pairs} "
+            f"ORDER BY b.{row}, a.{row} LIMIT 1) END",
+        )
+    )
+
+    def handle(outcome: Outcome) -> None:
+        if outcome.state is None and outcome.value is not None:
+            what = (
+                f"writes the same {', '.join(con.columns)} in rows {outcome.value} of its SELECT"
+                if con.kind in ("u", "p") and not con.elements
+                else f"writes rows {outcome.value} of its SELECT, which conflict with each other"
             )
             cell.add(
                 query,

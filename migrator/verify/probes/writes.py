@@ -68,6 +68,12 @@ class Write:
     selects: bool = False  # an INSERT ... SELECT ... FROM: as many rows as the data gives
     via: Relation | None = None  # the view written through, when not the table itself
     upsert: bool = False  # an UPDATE that is an INSERT's ON CONFLICT DO UPDATE
+    # An INSERT ... SELECT whose rows the server computes without table data (constants,
+    # VALUES, generate_series: no table, subquery or parameter): the SELECT's SQL, the
+    # columns it fills in order, and the functions it calls (judged by volatility there).
+    source: str | None = None
+    names: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
 
     @property
     def verb_phrase(self) -> str:
@@ -111,6 +117,23 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
         selects = _from_data(select)
     else:
         return None
+    source: str | None = None
+    functions: tuple[str, ...] = ()
+    if (selects or distinct) and isinstance(select, ast.SelectStmt) and not select.valuesLists:
+        nodes = list(walk_nodes(select))
+        if not any(isinstance(n, ast.RangeVar | ast.SubLink | ast.ParamRef) for n in nodes):
+            source = str(RawStream()(select))
+            functions = tuple(
+                sorted(
+                    {
+                        str(n.funcname[-1].sval)
+                        for n in nodes
+                        if isinstance(n, ast.FuncCall)
+                        and n.funcname
+                        and isinstance(n.funcname[-1], ast.String)
+                    }
+                )
+            )
     conflict: frozenset[str] | None = None
     clause = node.onConflictClause
     if clause is not None:
@@ -121,7 +144,17 @@ def _insert_write(node: ast.InsertStmt, rel: Relation) -> Write | None:
             conflict |= {EXPRESSION}  # a target over expressions is not "no target"
         if infer is not None and infer.conname:
             conflict = named(infer.conname)
-    return Write(rel, "insert", rows, conflict, distinct, selects)
+    return Write(
+        rel,
+        "insert",
+        rows,
+        conflict,
+        distinct,
+        selects,
+        source=source,
+        names=tuple(names),
+        functions=functions,
+    )
 
 
 def _from_data(select: ast.SelectStmt) -> bool:
@@ -247,7 +280,8 @@ def _onto(write: Write, base: Relation, mapping: dict[str, str]) -> Write:
     conflict = write.conflict
     if conflict is not None and not any(c.startswith("\x00") for c in conflict):
         conflict = frozenset(mapping.get(c, c) for c in conflict)
-    return replace(write, relation=base, rows=rows, conflict=conflict, via=view)
+    names = tuple(mapping.get(n, "") for n in write.names)  # "": no column of the table
+    return replace(write, relation=base, rows=rows, conflict=conflict, via=view, names=names)
 
 
 def writes(
