@@ -1036,10 +1036,10 @@ def test_invalid_index_left_by_a_failed_build(live: tuple[Connection, str]) -> N
 def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
     live: tuple[Connection, str],
 ) -> None:
-    """DROP CONSTRAINT of a foreign key takes ACCESS EXCLUSIVE on the table it
-    references: a LOCK TABLE of that table just before it is exempt from M040 (and not
-    counted again by M032), which the database says; of another table, or before a
-    constraint of another kind, it is not."""
+    """DROP CONSTRAINT of a foreign key (or DROP COLUMN of its column) takes ACCESS
+    EXCLUSIVE on the table it references: a LOCK TABLE of that table just before it is
+    exempt from M040 (and not counted again by M032), which the database says; of
+    another table, or before a constraint or column of another kind, it is not."""
     conn, url = live
     _run(
         url,
@@ -1061,6 +1061,17 @@ def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
     assert "M040" in rules("teams", "orders_user_fk")
     assert "M040" in rules("users", "orders_n_check")
     assert "M040" in rules("users", "orders_gone")
+
+    def drop_column(lock: str, column: str) -> set[str]:
+        sql = (
+            f"BEGIN; SET LOCAL lock_timeout = '1s'; LOCK TABLE {lock}; "
+            f"ALTER TABLE orders DROP COLUMN {column}; COMMIT;"
+        )
+        return rules_of(lint_sql(sql, catalog=Catalog(conn)))
+
+    assert "M040" not in drop_column("users", "user_id")  # its key goes with it
+    assert "M040" in drop_column("users", "n")
+    assert "M040" in drop_column("teams", "user_id")
 
 
 def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -> None:

@@ -182,3 +182,43 @@ def test_add_foreign_key_locks_the_referenced_table_first(fresh_db: str) -> None
             conn.execute("SELECT FROM pg_constraint WHERE conname = 'members_team_fk'").fetchall()
             == []
         )
+
+
+def test_dropping_a_key_or_its_column_locks_the_referenced_table_first(fresh_db: str) -> None:
+    """add_column's rollback (DROP COLUMN of a column with a foreign key) and
+    drop_constraint of a foreign key in a contract, each while the application writes
+    a team, then a member of it."""
+    url = seeded(
+        fresh_db,
+        "CREATE TABLE teams (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+        "CREATE TABLE members (team_id int CONSTRAINT members_team_fk REFERENCES teams);"
+        "INSERT INTO teams DEFAULT VALUES; INSERT INTO members VALUES (1)",
+    )
+    added = parse_plan(
+        "release: fk-column\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - add_column: {table: members, column: {name: lead_id, type: int,\n"
+        "                 references: {table: teams, column: id}}}\n"
+    )
+    commands.expand(added, opts(url))
+    parent_then_child(
+        url, "teams", "members (team_id)", lambda: commands.rollback(added, opts(url))
+    )
+    dropped = parse_plan(
+        "release: fk-drop\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand: []\n"
+        "contract:\n  not_before: 0s\n  operations:\n"
+        "    - drop_constraint: {table: members, name: members_team_fk}\n"
+    )
+    for verb in (commands.expand, commands.backfill, commands.complete):
+        verb(dropped, opts(url))
+    parent_then_child(url, "teams", "members (team_id)", lambda: commands.contract(opts(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert (
+            conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'members'::regclass"
+            ).fetchall()
+            == []
+        )
+        assert conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'members'::regclass "
+            "AND attnum > 0 AND NOT attisdropped"
+        ).fetchall() == [("team_id",)]

@@ -361,6 +361,24 @@ def not_null_constraint(cat: Catalog, facts: ColumnFacts) -> str | None:
     return str(value) if value else None
 
 
+def foreign_key_target(cat: Catalog, schema: str, table: str, name: str) -> tuple[str, str] | None:
+    """The (schema, table) a table's foreign key references; None when the table has no
+    foreign key of that name."""
+    from sqlalchemy import text
+
+    row = cat.conn.execute(
+        text(
+            "SELECT rn.nspname, r.relname FROM pg_constraint k "
+            "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class r ON r.oid = k.confrelid "
+            "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :t AND k.conname = :c AND k.contype = 'f'"
+        ),
+        {"s": schema, "t": table, "c": name},
+    ).first()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
 def function_exists(cat: Catalog, schema: str, name: str) -> bool:
     """True when the schema has a function of that name (any arguments)."""
     from sqlalchemy import text

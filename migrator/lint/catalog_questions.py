@@ -164,6 +164,30 @@ class Live:
         )
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def column_foreign_key_targets(
+        self, schema: str, table: str, column: str
+    ) -> list[tuple[str, str]] | None:
+        """The (schema, table) each foreign key over a table's column references (a DROP
+        COLUMN drops them with it)."""
+        return self._ask(
+            lambda: [
+                (str(r[0]), str(r[1]))
+                for r in self.conn.execute(
+                    text(
+                        "SELECT rn.nspname, r.relname FROM pg_constraint k "
+                        "JOIN pg_class c ON c.oid = k.conrelid "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (k.conkey) "
+                        "JOIN pg_class r ON r.oid = k.confrelid "
+                        "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+                        "WHERE n.nspname = :s AND c.relname = :t AND a.attname = :c "
+                        "AND k.contype = 'f'"
+                    ),
+                    {"s": schema, "t": table, "c": column},
+                ).all()
+            ]
+        )
+
     def column_type(self, schema: str, table: str, column: str) -> str | None:
         """format_type of a column."""
         return self._scalar(  # type: ignore[no-any-return]

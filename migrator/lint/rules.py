@@ -420,8 +420,8 @@ RULES: dict[str, Rule] = _rules(
         "error",
         "LOCK TABLE in SHARE mode or stronger on an existing table, unless the statement "
         "right after it takes that mode on that table anyway (ADD FOREIGN KEY: SHARE ROW "
-        "EXCLUSIVE on the table it references; dropping a foreign key: ACCESS EXCLUSIVE on "
-        "it), so the lock is only taken earlier, in the order chosen",
+        "EXCLUSIVE on the table it references; dropping a foreign key, or the column it is "
+        "over: ACCESS EXCLUSIVE on it), so the lock is only taken earlier, in the order chosen",
         "blocks every write to the table (ACCESS EXCLUSIVE: every read too) until the "
         "transaction ends, however little it does",
         "no explicit LOCK: let each statement take the lock it needs, briefly; SHARE UPDATE "
@@ -430,8 +430,8 @@ RULES: dict[str, Rule] = _rules(
         "right before the statement",
         versions="every version",
         live="which table a dropped foreign key references is asked of the database; "
-        "without one, only a key the same plan or file added is known, and the LOCK is "
-        "flagged",
+        "without one, only a key the same plan or file added is known (the keys over a "
+        "dropped column, none), and the LOCK is flagged",
     ),
     Rule(
         "M041",

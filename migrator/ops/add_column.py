@@ -42,6 +42,7 @@ from migrator.ops.safe import (
     add_check_step,
     add_foreign_key_step,
     is_ours,
+    lock_referenced_sql,
     not_null_check_name,
     not_null_steps,
     unique_steps,
@@ -612,10 +613,20 @@ class AddColumn(Operation):
         steps = []
         if self._fill_expression() is not None:
             steps.append(self._drop_trigger_step(ctx, "drop-sync-trigger"))
+        ref = self.column.references
+        # Its foreign key goes with it, under ACCESS EXCLUSIVE on the referenced table
+        # too: that one first (safe.lock_referenced_sql), where the key is there.
+        lock = (
+            [lock_referenced_sql(ctx.schema, ref.table, "ACCESS EXCLUSIVE")]
+            if ref is not None
+            and ctx.catalog.constraint_exists(ctx.schema, self.table, self.foreign_key_name())
+            else []
+        )
         steps.append(
             step(
                 "drop-column",
                 f"drop {self.table}.{self.column.name}",
+                *lock,
                 f"ALTER TABLE IF EXISTS {ident(ctx.schema, self.table)} DROP COLUMN IF EXISTS "
                 f"{ident(self.column.name)}",
             )

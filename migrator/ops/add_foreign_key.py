@@ -121,14 +121,16 @@ class AddForeignKey(Operation, FkOptions):
 
     def rollback(self, ctx: Context) -> Sequence[Step]:
         if foreign_key_per_partition(ctx, self.table):
-            return drop_per_partition_steps(ctx, "drop-foreign-key", self.table, self.name)
+            return drop_per_partition_steps(
+                ctx, "drop-foreign-key", self.table, self.name, self.references.table
+            )
+        exists = ctx.catalog.constraint_exists(ctx.schema, self.table, self.name)
         return [
             drop_foreign_key_step(
                 "drop-foreign-key",
                 ctx.schema,
                 self.table,
                 self.name,
-                self.references.table,
-                exists=ctx.catalog.constraint_exists(ctx.schema, self.table, self.name),
+                (ctx.schema, self.references.table) if exists else None,
             )
         ]

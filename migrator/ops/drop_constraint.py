@@ -22,13 +22,18 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from migrator.engine.catalog_columns import column_constraints, column_facts, column_indexes
+from migrator.engine.catalog_columns import (
+    column_constraints,
+    column_facts,
+    column_indexes,
+    foreign_key_target,
+)
 from migrator.engine.steps import BackfillSpec, Step
 from migrator.errors import ValidationFailed
 from migrator.ops.alter_column import AlterColumn
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.safe import drop_constraint_step
+from migrator.ops.safe import drop_constraint_step, drop_foreign_key_step
 from migrator.ops.validation import refuse_dependants, require_table
 
 
@@ -127,6 +132,14 @@ class DropConstraint(Operation):
     def contract(self, ctx: Context) -> Sequence[Step]:
         if self.column is not None:
             return self._alter().contract(ctx)
+        references = foreign_key_target(ctx.catalog, ctx.schema, self.table, self.name)
+        if references is not None:
+            # ACCESS EXCLUSIVE on the table it references too: that one first.
+            return [
+                drop_foreign_key_step(
+                    "drop-constraint", ctx.schema, self.table, self.name, references
+                )
+            ]
         return [drop_constraint_step("drop-constraint", ctx.schema, self.table, self.name)]
 
     def rollback(self, ctx: Context) -> Sequence[Step]:

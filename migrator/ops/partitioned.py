@@ -38,6 +38,7 @@ from migrator.ops.base import Context
 from migrator.ops.safe import (
     IndexShape,
     drop_constraint_step,
+    drop_foreign_key_step,
     drop_index_step,
     index_mark,
     is_ours,
@@ -195,12 +196,22 @@ def foreign_key_per_partition_steps(
     return steps
 
 
-def drop_per_partition_steps(ctx: Context, key: str, table: str, name: str) -> list[Step]:
-    """Undo a constraint added partition by partition: the table's (which takes the
-    attached ones with it), then what a stopped run left on partitions, top down."""
-    steps = [drop_constraint_step(key, ctx.schema, table, name)]
+def drop_per_partition_steps(
+    ctx: Context, key: str, table: str, name: str, references: str
+) -> list[Step]:
+    """Undo a foreign key added partition by partition: the table's (which takes the
+    attached ones with it), then what a stopped run left on partitions, top down; each
+    where it stands locks the table it ``references`` first (`drop_foreign_key_step`)."""
+
+    def drop(key: str, schema: str, table: str) -> Step:
+        exists = ctx.catalog.constraint_exists(schema, table, name)
+        return drop_foreign_key_step(
+            key, schema, table, name, (ctx.schema, references) if exists else None
+        )
+
+    steps = [drop(key, ctx.schema, table)]
     for part in reversed(bottom_up(ctx, table)):
-        steps.append(drop_constraint_step(f"{key}-{part.name}", part.schema, part.name, name))
+        steps.append(drop(f"{key}-{part.name}", part.schema, part.name))
     return steps
 
 

@@ -146,12 +146,13 @@ def drop_constraint_step(key: str, schema: str, table: str, name: str) -> Step:
 
 
 def drop_foreign_key_step(
-    key: str, schema: str, table: str, name: str, ref_table: str, *, exists: bool
+    key: str, schema: str, table: str, name: str, references: tuple[str, str] | None
 ) -> Step:
     """DROP CONSTRAINT IF EXISTS of a foreign key, rerunnable: ACCESS EXCLUSIVE on both
-    tables, the referenced one taken first (`lock_referenced_sql`) where the key
-    ``exists`` (a table that is not there cannot be locked, and nothing needs it)."""
-    lock = [lock_referenced_sql(schema, ref_table, "ACCESS EXCLUSIVE")] if exists else []
+    tables, the one it ``references`` (schema, table) taken first
+    (`lock_referenced_sql`); None where the key is not there (nothing to take first, and
+    the table may not be there either)."""
+    lock = [lock_referenced_sql(*references, "ACCESS EXCLUSIVE")] if references else []
     return step(
         key,
         f"drop foreign key {name} on {table}",

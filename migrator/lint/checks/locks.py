@@ -315,7 +315,8 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
     references (SHARE ROW EXCLUSIVE; ACCESS EXCLUSIVE where a partitioned table's key
     attaches its leaves' validated ones, whose action triggers it drops), and the table
     a foreign key it drops references (ACCESS EXCLUSIVE), known from the same plan or
-    file, else asked of the database; with neither, nothing is assumed."""
+    file, else asked of the database (a DROP COLUMN's keys: asked only); with neither,
+    nothing is assumed."""
     taken: dict[tuple[str, str], int] = {}
     node = stmt.node if stmt is not None else None
     if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
@@ -353,6 +354,10 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
             if target is None and a.live is not None:
                 target = a.live.foreign_key_target(schema, table, cmd.name)
             if target is not None:
+                take(target, ACCESS_EXCLUSIVE_MODE)
+        elif cmd.subtype == AT.AT_DropColumn and cmd.name and a.live is not None:
+            # Its foreign keys go with it.
+            for target in a.live.column_foreign_key_targets(schema, table, cmd.name) or []:
                 take(target, ACCESS_EXCLUSIVE_MODE)
     return taken
 
