@@ -101,6 +101,22 @@ def revisions(location: Path, spec: str | None) -> list[Script]:
     return list(reversed(found))
 
 
+def run_upgrade(script: Script, operations: Operations, while_: str) -> None:
+    """A revision's upgrade(), its `alembic.op` calls sent to ``operations``; a failure
+    is one line naming the file and the revision (``while_``: what the run was doing)."""
+    # The `alembic.op` proxy the revision imports points at ``operations`` meanwhile.
+    operations._install_proxy()
+    try:
+        script.module.upgrade()
+    except Exception as exc:
+        raise UsageError(
+            f"{script.path}: upgrade() of {script.revision} failed while {while_}: "
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        ) from None
+    finally:
+        operations._remove_proxy()
+
+
 def record(scripts: list[Script]) -> list[tuple[ops.MigrateOperation, str, Script]]:
     """Each revision's upgrade(), recorded."""
     context = MigrationContext.configure(dialect_name="postgresql", opts={"as_sql": True})
@@ -108,17 +124,7 @@ def record(scripts: list[Script]) -> list[tuple[ops.MigrateOperation, str, Scrip
     for script in scripts:
         path = str(script.path)
         recorder = _Recorder(context, {path, str(Path(path).resolve())})
-        # The `alembic.op` proxy the revision imports points at the recorder meanwhile.
-        recorder.operations._install_proxy()
-        try:
-            script.module.upgrade()
-        except Exception as exc:
-            raise UsageError(
-                f"{path}: upgrade() of {script.revision} failed while recorded: "
-                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            ) from None
-        finally:
-            recorder.operations._remove_proxy()
+        run_upgrade(script, recorder.operations, "recorded")
         recorded += [(op, where, script) for op, where in recorder.recorded]
     return recorded
 

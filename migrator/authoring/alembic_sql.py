@@ -21,7 +21,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from alembic.script import Script
 
-from migrator.authoring.alembic_import import revisions
+from migrator.authoring.alembic_import import revisions, run_upgrade
 from migrator.errors import UsageError
 
 # A suppression in a revision: a Python comment on the lines right above the op call,
@@ -126,17 +126,7 @@ def offline_sql(scripts: list[Script]) -> list[RevisionSql]:
             opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
         )
         writer = _Writer(context, buffer, {path, str(Path(path).resolve())})
-        # The `alembic.op` proxy the revision imports points at the writer meanwhile.
-        writer.operations._install_proxy()
-        try:
-            script.module.upgrade()
-        except Exception as exc:
-            raise UsageError(
-                f"{path}: upgrade() of {script.revision} failed while its SQL was written: "
-                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            ) from None
-        finally:
-            writer.operations._remove_proxy()
+        run_upgrade(script, writer.operations, "its SQL was written")
         text = buffer.getvalue()
         try:
             source_lines = Path(path).read_text(encoding="utf-8").splitlines()
