@@ -30,7 +30,13 @@ from migrator.ops.columns import (
     reference_name,
     unique_name,
 )
-from migrator.ops.expressions import column_refs, default_sql, is_constant, type_names
+from migrator.ops.expressions import (
+    column_refs,
+    default_sql,
+    is_constant,
+    trigger_function_sql,
+    type_names,
+)
 from migrator.ops.partitioned import (
     foreign_key_per_partition,
     foreign_key_steps,
@@ -50,7 +56,7 @@ from migrator.ops.safe import (
 )
 from migrator.ops.validation import expression_columns, refuse_duplicates
 from migrator.pgtypes import is_serial
-from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
+from migrator.sqltext import ident, literal, private_function_sql, short_name
 
 
 class AddColumn(Operation):
@@ -502,24 +508,16 @@ class AddColumn(Operation):
         update_branch = (
             f"  ELSIF {self._update_condition(ctx, fill)} THEN\n    NEW.{target} := ({fill});\n"
         )
-        return (
-            f"CREATE OR REPLACE FUNCTION {self.function_name(ctx)}() RETURNS trigger\n"
-            # The plan's expression was checked with the plan's schema first on the
-            # search_path; the function keeps that, whatever the application's is.
-            "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
-            + dollar_quoted(
-                "\n"
-                f"DECLARE\n{declare}"
-                "BEGIN\n"
-                f"  IF TG_OP = 'INSERT' THEN\n"
-                f"    IF NEW.{target} IS NULL THEN\n"
-                f"      NEW.{target} := ({fill});\n"
-                "    END IF;\n"
-                f"{update_branch}"
-                "  END IF;\n"
-                "  RETURN NEW;\n"
-                "END\n"
-            )
+        return trigger_function_sql(
+            self.function_name(ctx),
+            declare,
+            "  IF TG_OP = 'INSERT' THEN\n"
+            f"    IF NEW.{target} IS NULL THEN\n"
+            f"      NEW.{target} := ({fill});\n"
+            "    END IF;\n"
+            f"{update_branch}"
+            "  END IF;\n"
+            "  RETURN NEW;\n",
         )
 
     def backfills(self, ctx: Context) -> Sequence[BackfillSpec]:

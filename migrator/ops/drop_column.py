@@ -23,14 +23,14 @@ from pydantic import Field
 from migrator.engine.steps import Doomed, Step, step
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.expressions import column_refs
+from migrator.ops.expressions import column_refs, row_variables, trigger_function_sql
 from migrator.ops.validation import (
     refuse_dependants,
     require_columns,
     require_expression,
     require_table,
 )
-from migrator.sqltext import dollar_quoted, ident, private_function_sql, short_name
+from migrator.sqltext import ident, private_function_sql, short_name
 
 
 class DropColumn(Operation):
@@ -101,24 +101,16 @@ class DropColumn(Operation):
         col = ident(self.column)
         types = {c.name: c.type for c in ctx.catalog.columns(ctx.schema, self.table)}
         reads = [c for c in column_refs(self.down) if c in types and c != self.column]
-        # Each column ``down`` reads is a variable holding the row's value, so the
-        # expression reads bare column names as everywhere in a plan.
-        declare = "".join(f"  {ident(c)} {types[c]} := NEW.{ident(c)};\n" for c in reads)
         function = self.function_name(ctx)
         trigger = ident(self.trigger_name())
         return [
             step(
                 "down-trigger",
                 f"{self.table}.{self.column} filled with down where a write leaves it NULL",
-                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
-                "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
-                + dollar_quoted(
-                    "\n"
-                    f"DECLARE\n{declare}"
-                    "BEGIN\n"
-                    f"  NEW.{col} := ({self.down});\n"
-                    "  RETURN NEW;\n"
-                    "END\n"
+                trigger_function_sql(
+                    function,
+                    row_variables(reads, types),
+                    f"  NEW.{col} := ({self.down});\n  RETURN NEW;\n",
                 ),
                 private_function_sql(function),
                 f"DROP TRIGGER IF EXISTS {trigger} ON {t}",

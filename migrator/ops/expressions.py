@@ -12,6 +12,8 @@ from pglast import ast
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
+from migrator.sqltext import dollar_quoted, ident
+
 
 class _ColumnRefs(Visitor):
     def __init__(self) -> None:
@@ -122,3 +124,21 @@ def default_sql(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def row_variables(columns: list[str], types: dict[str, str]) -> str:
+    """DECLARE lines making each of ``columns`` a variable holding the row's value, so a
+    plan's expression reads bare column names in a trigger function as everywhere else."""
+    return "".join(f"  {ident(c)} {types[c]} := NEW.{ident(c)};\n" for c in columns)
+
+
+def trigger_function_sql(function: str, declare: str, body: str) -> str:
+    """CREATE OR REPLACE FUNCTION ``function``() RETURNS trigger, in PL/pgSQL, of the
+    DECLARE lines and the statements between BEGIN and END given. It keeps the
+    search_path it is created under: the plan's expressions in it were checked with the
+    plan's schema first, whatever search_path the application's sessions use."""
+    return (
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
+        "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
+        + dollar_quoted(f"\nDECLARE\n{declare}BEGIN\n{body}END\n")
+    )

@@ -39,7 +39,7 @@ from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 from migrator.engine.steps import Step, step
-from migrator.ops.expressions import column_refs, qualified
+from migrator.ops.expressions import column_refs, qualified, row_variables, trigger_function_sql
 from migrator.sqltext import dollar_quoted, ident, literal, private_function_sql, short_name
 
 if TYPE_CHECKING:
@@ -163,7 +163,6 @@ class ShadowSync:
         up_reads = self._up_reads()
         down_reads = [c for c in column_refs(down) if c in types and c != self.column]
         declared = list(dict.fromkeys([*up_reads, *down_reads]))
-        declare = "".join(f"  {ident(c)} {types[c]} := NEW.{ident(c)};\n" for c in declared)
         down_block = (
             "DECLARE\n"
             f"      {col} {shadow_type} := NEW.{sh};\n"
@@ -175,34 +174,26 @@ class ShadowSync:
             differ(f"NEW.{ident(c)}", f"OLD.{ident(c)}", types[c]) for c in up_reads
         )
         recompute = f"({changed}) OR " if changed else ""
-        return (
-            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n"
-            # The plan's expressions were checked under migrator's search_path; the
-            # function keeps it, whatever search_path the application's sessions use.
-            "LANGUAGE plpgsql SET search_path FROM CURRENT AS "
-            + dollar_quoted(
-                "\n"
-                f"DECLARE\n{declare}"
-                "BEGIN\n"
-                "  IF TG_OP = 'INSERT' THEN\n"
-                f"    IF NEW.{sh} IS NULL THEN\n"
-                f"      NEW.{sh} := ({up});\n"
-                f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-                f"    {down_block}"
-                "    END IF;\n"
-                f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
-                "    -- the new version wrote the shadow; a value that agrees with the old column\n"
-                "    -- (the backfill) leaves the old column as it is\n"
-                f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
-                f"    {down_block}"
-                "    END IF;\n"
-                f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
-                "    -- the old version wrote, or the row is not backfilled yet\n"
-                f"    NEW.{sh} := ({up});\n"
-                "  END IF;\n"
-                "  RETURN NEW;\n"
-                "END\n"
-            )
+        return trigger_function_sql(
+            function,
+            row_variables(declared, types),
+            "  IF TG_OP = 'INSERT' THEN\n"
+            f"    IF NEW.{sh} IS NULL THEN\n"
+            f"      NEW.{sh} := ({up});\n"
+            f"    ELSIF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+            f"    {down_block}"
+            "    END IF;\n"
+            f"  ELSIF {differ(f'NEW.{sh}', f'OLD.{sh}', shadow_type)} THEN\n"
+            "    -- the new version wrote the shadow; a value that agrees with the old column\n"
+            "    -- (the backfill) leaves the old column as it is\n"
+            f"    IF {differ(f'NEW.{sh}', f'({up})', shadow_type)} THEN\n"
+            f"    {down_block}"
+            "    END IF;\n"
+            f"  ELSIF {recompute}(NEW.{sh} IS NULL AND NEW.{col} IS NOT NULL) THEN\n"
+            "    -- the old version wrote, or the row is not backfilled yet\n"
+            f"    NEW.{sh} := ({up});\n"
+            "  END IF;\n"
+            "  RETURN NEW;\n",
         )
 
     def update_condition(self) -> str:
