@@ -225,6 +225,37 @@ def _gates(s: Session, plan: Plan, opts: Options, to: str) -> Release:
     return release
 
 
+def _planned_moves(
+    engine: Engine,
+    settings: SwitchSettings,
+    release: Release,
+    current: Split,
+    to: Literal["green", "blue"],
+    step: int | None,
+) -> tuple[list[int], bool]:
+    """The green percentages traffic moves to from ``current``, and whether the split it
+    stands at is watched first."""
+    if to == "blue":
+        percents: list[int] = [0]
+    elif step is not None:
+        percents = [settings.steps[step - 1]]
+    else:
+        percents = [p for p in settings.steps if p > current.green]
+    # Traffic already partly or wholly on green that no run watched to the end (a
+    # run killed or interrupted during its watch): watch it before going on. A
+    # release `switched` with all traffic on green was watched (the phase is set
+    # after the watch), also by migrators that did not record `switch.watched`.
+    resume = (
+        to == "green"
+        and current.green > 0
+        and all(p >= current.green for p in percents)
+        and not (release.phase == ReleasePhase.SWITCHED and current.green == 100)
+        and not _watched(engine, release.name, current)
+    )
+    forward = [p for p in percents if p != current.green] if to == "green" else percents
+    return forward, resume
+
+
 def switch(
     plan: Plan,
     opts: Options,
@@ -256,24 +287,7 @@ def switch(
                 f"switch of {plan.release}: nothing is verified: the plan has no "
                 "switch.smoke tests and no switch.watch.probes"
             )
-        if to == "blue":
-            percents: list[int] = [0]
-        elif step is not None:
-            percents = [settings.steps[step - 1]]
-        else:
-            percents = [p for p in settings.steps if p > current.green]
-        # Traffic already partly or wholly on green that no run watched to the end (a
-        # run killed or interrupted during its watch): watch it before going on. A
-        # release `switched` with all traffic on green was watched (the phase is set
-        # after the watch), also by migrators that did not record `switch.watched`.
-        resume = (
-            to == "green"
-            and current.green > 0
-            and all(p >= current.green for p in percents)
-            and not (release.phase == ReleasePhase.SWITCHED and current.green == 100)
-            and not _watched(s.engine, plan.release, current)
-        )
-        forward = [p for p in percents if p != current.green] if to == "green" else percents
+        forward, resume = _planned_moves(s.engine, settings, release, current, to, step)
         if opts.dry_run:
             if resume:
                 opts.observer.info(f"would watch {current} first: no run watched it to the end")
