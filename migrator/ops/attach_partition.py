@@ -784,7 +784,7 @@ class AttachPartition(Operation):
                     )
             for part in partitions(ctx.catalog, ctx.schema, self.partition):
                 _refuse_taken(
-                    ctx,
+                    replace(ctx, schema=part.schema),
                     where,
                     part.name,
                     partition_index_name(part.name, parent.name),
@@ -833,7 +833,7 @@ class AttachPartition(Operation):
         for part in partitions(ctx.catalog, ctx.schema, self.partition):
             own = partition_index_name(part.name, parent.name)
             if part.partitioned:
-                _refuse_taken(ctx, where, part.name, own, what)
+                _refuse_taken(replace(ctx, schema=part.schema), where, part.name, own, what)
                 continue
             leaf = copy.model_copy(update={"table": part.name, "name": own})
             self._validate_copy(replace(ctx, schema=part.schema), where, parent, leaf)

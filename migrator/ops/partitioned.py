@@ -254,10 +254,11 @@ def partition_key_missing(ctx: Context, table: str, columns: Sequence[str]) -> l
     lacks (PostgreSQL checks uniqueness per leaf, so a unique key needs them all); None
     when a key holds an expression, which no unique key can."""
     key: list[str] = []
-    for level in [table] + [
-        p.name for p in partitions(ctx.catalog, ctx.schema, table) if p.partitioned
+    # Each level is read in its own schema: a sub-partitioned partition may live elsewhere.
+    for schema, level in [(ctx.schema, table)] + [
+        (p.schema, p.name) for p in partitions(ctx.catalog, ctx.schema, table) if p.partitioned
     ]:
-        found = partition_key_columns(ctx.catalog, ctx.schema, level)
+        found = partition_key_columns(ctx.catalog, schema, level)
         if found is None:
             return None
         key += found

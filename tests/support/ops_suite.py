@@ -149,8 +149,10 @@ def check_forms(rec: Recorder) -> None:
         assert len(altered) <= 1, f"{step_key} alters {altered} in one transaction"  # rule 32
 
 
-def run_release_case(case: Case, db: str) -> None:
-    """The whole release of one case; see the module docstring for what it holds."""
+def run_release_case(case: Case, db: str) -> list[str]:
+    """The whole release of one case; see the module docstring for what it holds.
+
+    Returns the keys of the steps the first expand ran, in order."""
     q(db, case.setup)
     before = schema_dump(db)
     plan = parse_plan(plan_text(case.expand, case.contract))
@@ -162,6 +164,7 @@ def run_release_case(case: Case, db: str) -> None:
     rec = Recorder()
     commands.expand(plan, opts(db, rec))
     expand_sql = [sql for _, sql, _ in rec.statements]
+    expand_keys = list(rec.descriptions)
     assert [sql for _, sql, _ in dry.statements] == expand_sql  # it printed what then ran
     expanded = schema_dump(db)
     assert commands.expand(plan, opts(db)).ran == []  # a rerun has nothing left to do
@@ -199,6 +202,7 @@ def run_release_case(case: Case, db: str) -> None:
         assert q(db, query) == expected, query
     check_forms(rec)
     assert migrator_functions(db) == []
+    return expand_keys
 
 
 def migrator_functions(url: str) -> list[tuple[object, ...]]:
