@@ -46,6 +46,10 @@ CREATE UNIQUE INDEX parcel_ref_key ON parcel ((ref::int)) WHERE kind <> 'draft';
 CREATE DOMAIN code_base AS text CHECK (VALUE <> '');
 CREATE DOMAIN code AS code_base NOT NULL CHECK (length(VALUE) < 9);
 CREATE TABLE label (id int, c code);
+CREATE FUNCTION known_code(text) RETURNS boolean STABLE LANGUAGE sql
+    AS 'SELECT EXISTS (SELECT 1 FROM item WHERE code = $1)';
+CREATE DOMAIN known AS text CHECK (known_code(VALUE));
+CREATE TABLE badge (k known);
 """
 
 
@@ -432,3 +436,12 @@ def test_domain_rules_a_phase_brings(tmp_path: Path, db: str, snapshot: Snapshot
         cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
         result = probe_cell(conn, cell, found)
     assert [len(result.get(id(q), [])) for q in found] == [0, 0, 0, 0, 1]
+    # A CHECK calling a function of the project's that reads a table (empty here): its
+    # verdict on the scratch database says nothing of production's.
+    [badge] = queries(tmp_path, "INSERT INTO badge (k) VALUES ('zzz');")
+    before.domains = {}
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        assert probe_cell(conn, cell, [badge]) == {}
+        with pytest.raises(psycopg.errors.CheckViolation):  # what a probe would have said
+            conn.execute("SELECT CAST('zzz' AS known)")

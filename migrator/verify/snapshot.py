@@ -105,6 +105,9 @@ class Domain:
     not_null: bool
     has_default: bool  # the nearest default along the chain
     checks: tuple[tuple[str, str], ...]  # (constraint name, definition) of its CHECKs
+    # CHECKs that call a function of the project's that is not immutable (it may read a
+    # table, which the scratch databases hold empty): their verdict here is not certain.
+    uncertain: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -351,7 +354,11 @@ def _domains(conn: psycopg.Connection[Any]) -> dict[int, Domain]:
         for oid, name, not_null, has_default, base, checks in conn.execute(
             "SELECT t.oid::int8, format_type(t.oid, NULL), t.typnotnull, "
             "t.typdefaultbin IS NOT NULL, t.typbasetype::int8, "
-            "array(SELECT array[c.conname::text, pg_get_constraintdef(c.oid)] "
+            "array(SELECT array[c.conname::text, pg_get_constraintdef(c.oid), "
+            # Built-in functions are pinned (no pg_depend row): only the project's show.
+            "      EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid "
+            "        WHERE d.classid = 'pg_constraint'::regclass AND d.objid = c.oid "
+            "        AND d.refclassid = 'pg_proc'::regclass AND p.provolatile <> 'i')::text] "
             "      FROM pg_constraint c WHERE c.contypid = t.oid AND c.contype = 'c' "
             "      ORDER BY c.conname) "
             "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
@@ -368,7 +375,13 @@ def _domains(conn: psycopg.Connection[Any]) -> dict[int, Domain]:
             not_null = not_null or base_not_null
             has_default = has_default or base_default
             found += [tuple(c) for c in base_checks]
-        out[oid] = Domain(name, not_null, has_default, tuple((c[0], c[1]) for c in found))
+        out[oid] = Domain(
+            name,
+            not_null,
+            has_default,
+            tuple((c[0], c[1]) for c in found),
+            frozenset(c[0] for c in found if c[2] == "true"),
+        )
     return out
 
 

@@ -49,7 +49,9 @@ def domain_columns(
         old = prev.column(col.name) if prev is not None else None
         was = previous.domain(old.type_oid) if old is not None else None
         had = set(was.checks) if was is not None else set()
-        new_checks = frozenset(n for n, d in domain.checks if (n, d) not in had)
+        new_checks = frozenset(
+            n for n, d in domain.checks if (n, d) not in had and n not in domain.uncertain
+        )
         # NULL is new trouble only where nothing refused it before, and where the column
         # itself is not NOT NULL now (then insert-not-null and the tightened NOT NULL
         # tell it).
