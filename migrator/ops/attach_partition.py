@@ -181,8 +181,10 @@ def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
     partition's own: the table's DROP NOT NULL takes only those it gave. Before 18 it
     reaches every partition (and fails on one whose primary key needs the column), so
     the partitions that had it of their own are detached for it (the topmost of each
-    such subtree) in the same transaction and attached again after, without a scan: a
-    CHECK matching each one's bound is added NOT VALID and validated first.
+    such subtree) in the same transaction and attached again after, without a scan of
+    theirs: a CHECK matching each one's bound is added NOT VALID and validated first.
+    Where their parent has a DEFAULT partition, PostgreSQL still scans that one under
+    the lock on the attach again (that no row of it belongs in the bound); not avoided.
     """
     made = _made_not_null(ctx, partition)
     if made is None:
