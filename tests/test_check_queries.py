@@ -9,6 +9,7 @@ import pytest
 from pglast import ast
 
 from migrator.errors import UsageError
+from migrator.ops.sql import walk_nodes
 from migrator.verify import queries as queries_module
 from migrator.verify.queries import (
     load_query_set,
@@ -180,6 +181,22 @@ def test_trees_built_without_pglasts_checks_are_the_same_trees() -> None:
     with unchecked_trees():
         fast = [pglast.parse_sql(p) for p in pieces]
     assert all(_same_tree(a, b) for a, b in zip(checked, fast, strict=True))
+
+
+def test_a_querys_nodes_are_its_trees_in_walk_order() -> None:
+    # The cells read Query.nodes, listed while the set is read, as they read walk_nodes.
+    text = (Path(__file__).parent / "corpus" / "pagila-schema.sql").read_text(encoding="utf-8")
+    text += (
+        "WITH w AS (SELECT * FROM t WHERE a IN (SELECT b FROM u)) INSERT INTO u (a, b) "
+        "VALUES (1, $1), (2, DEFAULT) ON CONFLICT (a) DO UPDATE SET b = excluded.b RETURNING *;\n"
+    )
+    queries = [q for q in parse_statements(text, "q.sql") if q.tree is not None]
+    assert len(queries) > 300
+    for q in queries:
+        assert q.nodes is not None
+        walked = list(walk_nodes(q.tree))
+        assert len(q.nodes) == len(walked)
+        assert all(a is b for a, b in zip(q.nodes, walked, strict=True)), q.text
 
 
 def test_pglasts_checks_are_back_after_a_query_set_is_read(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ alone) and rewritten to ``$n``, the only form PREPARE takes.
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,43 @@ def _split(text: str) -> list[tuple[int, int]]:
 
 # Parse trees by statement text, shared by the query sets of one check: the versions
 # share most of their queries, and building pglast's tree is most of reading a query.
-Parsed = dict[str, tuple[ast.Node | None, str | None, int | None]]
+# With each tree, its nodes (`tree_nodes`), or the parser's message and offset.
+Parsed = dict[str, tuple[ast.Node | None, list[ast.Node] | None, str | None, int | None]]
+
+# For each node class, a function giving its attributes' values in order.
+_ATTRIBUTES: dict[type[ast.Node], Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _attributes(node: ast.Node) -> Callable[[Any], tuple[Any, ...]]:
+    names = tuple(node)  # a pglast node iterates over its class's attribute names
+    if len(names) > 1:
+        get: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
+    elif names:
+        one = operator.attrgetter(names[0])
+        get = lambda node: (one(node),)  # noqa: E731
+    else:
+        get = lambda node: ()  # noqa: E731
+    _ATTRIBUTES[type(node)] = get
+    return get
+
+
+def tree_nodes(tree: ast.Node) -> list[ast.Node]:
+    """Every node of a parse tree, depth first: `migrator.ops.sql.walk_nodes`' order,
+    without a generator a level (the query's cells read the list, so it is built once,
+    while the query set is read)."""
+    found: list[ast.Node] = []
+    stack: list[Any] = [tree]
+    pop, push, add = stack.pop, stack.extend, found.append
+    node_type, sequence, either = ast.Node, (tuple, list), (ast.Node, tuple, list)
+    while stack:
+        item = pop()
+        if isinstance(item, node_type):
+            add(item)
+            get = _ATTRIBUTES.get(type(item)) or _attributes(item)
+            push([v for v in reversed(get(item)) if isinstance(v, either)])
+        elif isinstance(item, sequence):
+            push(item[::-1])
+    return found
 
 
 def parse_statements(
@@ -265,17 +302,18 @@ def unchecked_trees() -> Iterator[None]:
                     del cls.__setattr__
 
 
-def _parse_one(sql: str) -> tuple[ast.Node | None, str | None, int | None]:
-    """The tree of one statement, or the parser's message and the offset it points at."""
+def _parse_one(sql: str) -> tuple[ast.Node | None, list[ast.Node] | None, str | None, int | None]:
+    """The tree of one statement and its nodes, or the parser's message and the offset it
+    points at."""
     try:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
         position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        return None, message, position
+        return None, None, message, position
     if len(stmts) != 1 or stmts[0].stmt is None:
-        return None, "expected exactly one statement", None
-    return stmts[0].stmt, None, None
+        return None, None, "expected exactly one statement", None
+    return stmts[0].stmt, tree_nodes(stmts[0].stmt), None, None
 
 
 def _parsed(name: str, file: str, line: int, statement: str, parsed: Parsed | None = None) -> Query:
@@ -286,12 +324,13 @@ def _parsed(name: str, file: str, line: int, statement: str, parsed: Parsed | No
         found = _parse_one(sql)
         if parsed is not None:
             parsed[sql] = found
-    tree, error, position = found
+    tree, nodes, error, position = found
     if error is not None:
         query.error = error
         query.error_line = line + (sql.count("\n", 0, position) if position else 0)
         return query
     query.tree = tree
+    query.nodes = nodes
     return query
 
 
@@ -418,5 +457,6 @@ __all__ = [
     "normalise_placeholders",
     "parse_statements",
     "relations",
+    "tree_nodes",
     "unchecked_trees",
 ]
