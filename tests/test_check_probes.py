@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from migrator.verify import matrix
 from migrator.verify.probes import CellProbe, Probe, Value, probe_cell, run_probes, writes
 from migrator.verify.probes.writes import EXPRESSION
 from migrator.verify.queries import Query, load_query_set
@@ -445,3 +446,32 @@ def test_domain_rules_a_phase_brings(tmp_path: Path, db: str, snapshot: Snapshot
         assert probe_cell(conn, cell, [badge]) == {}
         with pytest.raises(psycopg.errors.CheckViolation):  # what a probe would have said
             conn.execute("SELECT CAST('zzz' AS known)")
+
+
+def test_batched_prepares_give_each_statement_its_own_outcome(db: str) -> None:
+    # The matrix's PREPAREs (verify/matrix.py), here for the module's database: runs of
+    # failures across batches (a batch sent to the pipeline after one that failed, a
+    # message again after one that passed) give each statement the outcome and position
+    # a PREPARE of it alone gives.
+    sqls = []
+    for n in range(40):
+        if 8 <= n < 20 or n in (27, 39):
+            sqls.append(f"SELECT {n}, nope FROM item" if n % 2 else f"SELECT {n} FROM nothere")
+        else:
+            sqls.append(f"SELECT {n}, code FROM item WHERE id = $1")
+    with matrix.connect(db, ("public",)) as conn:
+        preparer = matrix.Preparer(conn)
+        batched = preparer.prepare_all(sqls, batch=4)
+        alone = [preparer.prepare(sql) for sql in sqls]
+        preparer.finish()
+
+    def outcome(found: tuple[psycopg.Error, int] | None) -> tuple[str | None, int] | None:
+        if found is None:
+            return None
+        error, start = found
+        return error.diag.sqlstate, int(error.diag.statement_position or 0) - start
+
+    assert [outcome(o) for o in batched] == [outcome(o) for o in alone]
+    assert [n for n, o in enumerate(batched) if o is not None] == [*range(8, 20), 27, 39]
+    # Where each query starts in what was sent: its error points into the query.
+    assert {outcome(o) for o in batched[8:10]} == {("42P01", 15), ("42703", 11)}

@@ -100,12 +100,21 @@ class Preparer:
         fails the transaction is rolled back and that batch is prepared again in libpq's
         pipeline mode, each PREPARE its own implicit transaction (a Sync after each), so
         each error is the statement's own, with its own position, in one more round trip
-        (without pipeline mode: one by one).
+        (without pipeline mode: one by one). Failures come in runs (a cell where the
+        schema lacks what a version uses), so after a batch that failed the next one goes
+        to the pipeline first, until one passes whole: a failing batch costs one round
+        trip, not a BEGIN, a failed message, a ROLLBACK and the pipeline.
         """
         pipelined = psycopg.Pipeline.is_supported()
         results: list[tuple[psycopg.Error, int] | None] = []
+        failing = False
         for start in range(0, len(sqls), batch):
             chunk = sqls[start : start + batch]
+            if failing and pipelined:
+                outcomes = self._pipelined(chunk)
+                failing = any(outcome is not None for outcome in outcomes)
+                results += outcomes
+                continue
             names = range(self.count + 1, self.count + 1 + len(chunk))
             self.count += len(chunk)
             message = ";\n".join(
@@ -116,6 +125,7 @@ class Preparer:
                 self.conn.execute(message.encode())
             except psycopg.Error:
                 self.conn.rollback()
+                failing = True
                 if pipelined:
                     results += self._pipelined(chunk)
                     continue
