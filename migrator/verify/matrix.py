@@ -335,48 +335,47 @@ def run_matrix(
     observer: Observer = NULL_OBSERVER,
 ) -> list[Cell]:
     """Every cell of the matrix; ``versions`` maps old/new to (name, queries)."""
-    by_phase: dict[str, list[CellSpec]] = {}
+    # Each cell on its own connection, the six at once: while some wait for the server's
+    # answers (on both cores), another runs its static checks. The first cell of each
+    # phase reads the phase's snapshot; a cell needs the others' (home, before, previous)
+    # only once its PREPAREs are answered.
+    readers: dict[str, CellSpec] = {}
     for spec in CELLS:
-        by_phase.setdefault(spec.phase, []).append(spec)
-    # Each phase's snapshot is read on that phase's connection, the three at once; a cell
-    # needs the others' (home, before, previous) only once its PREPAREs are answered.
-    taken: dict[str, Future[Snapshot]] = {phase: Future() for phase in by_phase}
+        readers.setdefault(spec.phase, spec)
+    taken: dict[str, Future[Snapshot]] = {phase: Future() for phase in readers}
     done: dict[CellSpec, Cell] = {}
     lock = threading.Lock()
 
-    def run_phase(phase: str, specs: list[CellSpec]) -> None:
+    def run(spec: CellSpec) -> None:
+        reader = readers[spec.phase] is spec
         try:
-            conn = connect(urls[phase], search_path)
-            try:
-                taken[phase].set_result(take(conn, phase, search_path))
-                conn.rollback()
-            except BaseException:
-                conn.close()
-                raise
+            conn = connect(urls[spec.phase], search_path)
+            if reader:
+                try:
+                    taken[spec.phase].set_result(take(conn, spec.phase, search_path))
+                    conn.rollback()
+                except BaseException:
+                    conn.close()
+                    raise
         except BaseException as exc:
-            taken[phase].set_exception(exc)
+            if reader:  # the cells that wait for this snapshot get the error instead
+                taken[spec.phase].set_exception(exc)
             raise
         with conn:
             preparer = Preparer(conn)
             try:
-                for spec in specs:
-                    name, queries = versions[spec.version]
-                    with lock:
-                        observer.progress(
-                            "check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
-                        )
-                    outcomes = preparer.prepare_all([q.sql for q in _checked(queries)])
-                    snaps = {p: future.result() for p, future in taken.items()}
-                    cell = judge_cell(spec, name, queries, outcomes, conn, snaps, changes)
-                    with lock:
-                        done[spec] = cell
+                name, queries = versions[spec.version]
+                outcomes = preparer.prepare_all([q.sql for q in _checked(queries)])
+                snaps = {phase: future.result() for phase, future in taken.items()}
+                cell = judge_cell(spec, name, queries, outcomes, conn, snaps, changes)
             finally:
                 preparer.finish()
+        with lock:
+            done[spec] = cell
+            observer.progress("check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}")
 
-    # One connection per phase, the phases side by side: while one thread waits for the
-    # server's answer to a batch of PREPAREs, another runs its static checks.
-    with ThreadPoolExecutor(max_workers=len(by_phase), thread_name_prefix="migrator-cell") as pool:
-        for future in [pool.submit(run_phase, ph, sp) for ph, sp in by_phase.items()]:
+    with ThreadPoolExecutor(max_workers=len(CELLS), thread_name_prefix="migrator-cell") as pool:
+        for future in [pool.submit(run, spec) for spec in CELLS]:
             future.result()
     cells = [done[spec] for spec in CELLS]
     _point_to_first(cells)
