@@ -10,6 +10,50 @@ import pytest
 
 from tests.support.servers import Debian15Server, EmbeddedServer, Server, UrlServer
 
+# The test files that take longest, longest first (a whole-suite run's JUnit times, summed
+# per file). Under `-n auto --dist loadfile` each file is one piece of work handed to the
+# next free worker, and pytest-xdist by default hands out the files with the most tests
+# first: the few long tests (the fault bench's short run, the kill-and-resume loops, the
+# demo, whole releases through the CLI) came last, where one worker ran them while the
+# other had nothing left. Longest first, what is left at the end is short. A file not
+# listed runs after these in the usual order: a stale list costs balance, never a test.
+LONGEST_FIRST = (
+    "test_faults_bench.py",
+    "test_ops_catalogue.py",
+    "test_backfill_privileges.py",
+    "test_backfill_resume.py",
+    "test_check.py",
+    "test_release_outputs.py",
+    "test_release_add_column.py",
+    "test_backfill.py",
+    "test_ops_options.py",
+    "test_ops_rename_alter.py",
+    "test_release_e2e.py",
+    "test_render.py",
+    "test_check_corpus.py",
+    "test_ops_partitions.py",
+    "test_ops_multichange.py",
+    "test_demo.py",
+    "test_cli_db.py",
+    "test_ops_partitions_attach.py",
+    "test_ops_constraints.py",
+    "test_backfill_secrets.py",
+    "test_names_quoted.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist hands out the files in collection order (see LONGEST_FIRST)."""
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's --no-loadscope-reorder
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture scope
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of LONGEST_FIRST first, in its order; each file's tests keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
