@@ -46,6 +46,14 @@ def normalise_url(url: str) -> URL:
     raise UsageError(f"migrator works with PostgreSQL only, not {parsed.drivername!r}")
 
 
+def libpq_url(url: str, database: str | None = None) -> str:
+    """A ``postgresql://`` URL libpq programs and psycopg take (optionally another database)."""
+    parsed = normalise_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
 def _from_keywords(conninfo: str) -> URL:
     try:
         info = {key: str(value) for key, value in conninfo_to_dict(conninfo).items()}

@@ -12,7 +12,7 @@ import pglast
 import psycopg
 from pglast import ast
 
-from migrator.db.connection import redact
+from migrator.db.connection import libpq_url, redact
 from migrator.durations import format_duration
 from migrator.errors import LockNotAcquired
 from migrator.sqltext import ident
@@ -48,8 +48,6 @@ def holder(url: str, tables: list[str]) -> tuple[str, str] | None:
     """(table, who) for the session holding (or queued ahead for) ACCESS EXCLUSIVE on one
     of ``tables``: ``pid 123 holds ACCESS EXCLUSIVE (idle in transaction: LOCK ...)``;
     None when none does any more (it let go since) or the question fails."""
-    from migrator.verify.scratch import libpq_url
-
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=10) as conn:
             row = conn.execute(

