@@ -901,6 +901,24 @@ def test_retype_under_an_exclusion_constraint_is_refused(db: str) -> None:
     assert schema_dump(db) == before
 
 
+@pytest.mark.parametrize("domain", ["score_nn", "score_over_nn"])
+def test_retype_to_a_not_null_domain_is_refused(db: str, domain: str) -> None:
+    """A shadow column of a domain that refuses NULL cannot be added to a table with
+    rows, nor take the old version's INSERTs (the domain is checked before the sync
+    trigger fills it): refused at the plan's line, nothing changed. Also through a
+    domain over such a domain."""
+    q(db, SEED)
+    q(db, "CREATE DOMAIN score_nn AS integer NOT NULL; CREATE DOMAIN score_over_nn AS score_nn")
+    before = schema_dump(db)
+    plan = parse_plan(
+        plan_for(f"- alter_column: {{table: users, column: score, type: {domain}}}"), "p.yaml"
+    )
+    with pytest.raises(MigratorError, match=f"{domain} is a domain that does not allow NULL") as e:
+        commands.expand(plan, opts(db))
+    assert e.value.exit_code == ExitCode.BAD_INPUT
+    assert schema_dump(db) == before
+
+
 def test_dry_run_changes_nothing_and_prints_every_step(db: str) -> None:
     q(db, SEED)
     before = schema_dump(db)

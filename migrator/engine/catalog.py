@@ -240,6 +240,22 @@ class Catalog:
             return False
         return value is not None
 
+    def domain_not_null(self, type_sql: str) -> bool:
+        """True when the type as written is a domain that refuses NULL (itself or a
+        domain it is over)."""
+        return bool(
+            self.conn.execute(
+                text(
+                    "WITH RECURSIVE d(oid) AS (SELECT to_regtype(:t)::oid UNION ALL "
+                    "SELECT t.typbasetype FROM pg_type t JOIN d ON t.oid = d.oid "
+                    "WHERE t.typtype = 'd') "
+                    "SELECT EXISTS (SELECT FROM pg_type t JOIN d USING (oid) "
+                    "WHERE t.typtype = 'd' AND t.typnotnull)"
+                ),
+                {"t": type_sql},
+            ).scalar()
+        )
+
     def type_spelling(self, type_sql: str) -> str | None:
         """The server's own spelling of a type as written (format_type: ``varchar(20)``
         becomes ``character varying(20)``, a visible user type loses its schema), or None

@@ -76,6 +76,16 @@ def validate(op: AlterColumn, ctx: Context) -> None:
     # cast) gives them, and of its type.
     shadowed = op.shadowed(ctx)
     retyped = op.changes_type(facts)
+    if shadowed and cat.domain_not_null(final_type):
+        # The shadow column is NULL until the backfill: PostgreSQL refuses adding it to
+        # a table with rows, and every old INSERT (the domain is checked before the
+        # sync trigger could fill it).
+        raise ValidationFailed(
+            f"{where}: {final_type} is a domain that does not allow NULL, and the change "
+            f"goes through a shadow column, which is NULL until the backfill fills it "
+            "(PostgreSQL would refuse adding it, and every old INSERT); use a domain "
+            "without NOT NULL and `nullable: false`"
+        )
     op.tightening().validate(
         ctx,
         where,
