@@ -113,6 +113,14 @@ def test_foreign_key_per_partition_attaches_without_a_scan(db: str) -> None:
         ("events_2025_a", True, True),
         ("events_2025_b", True, True),
     ]
+    # The rollback drops the table's key, which takes the attached ones with it: one
+    # lock on the referenced table, not one more per partition (review finding).
+    rec = Recorder()
+    commands.rollback(plan, opts(db, rec))
+    assert [s for _, s, _ in rec.statements if s.startswith("LOCK TABLE")] == [
+        "LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE"
+    ]
+    assert q(db, "SELECT count(*) FROM pg_constraint WHERE conname = 'events_user_fkey'") == [(0,)]
 
 
 def test_foreign_key_per_partition_resumes_at_the_partition_it_stopped_at(db: str) -> None:

@@ -282,13 +282,17 @@ class Catalog:
             return None
         return None if value is None else str(value)
 
-    def constraint_exists(self, schema: str, table: str, name: str) -> bool:
-        """True when the table has a constraint of that name."""
+    def constraint_exists(
+        self, schema: str, table: str, name: str, *, standalone: bool = False
+    ) -> bool:
+        """True when the table has a constraint of that name (``standalone``: one of its
+        own, not a partition's copy of its parent's)."""
         row = self.conn.execute(
             text(
                 "SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = :s AND c.relname = :t AND k.conname = :c"
+                + (" AND k.conparentid = 0" if standalone else "")
             ),
             {"s": schema, "t": table, "c": name},
         ).first()

@@ -203,15 +203,18 @@ def drop_per_partition_steps(
     attached ones with it), then what a stopped run left on partitions, top down; each
     where it stands locks the table it ``references`` first (`drop_foreign_key_step`)."""
 
-    def drop(key: str, schema: str, table: str) -> Step:
-        exists = ctx.catalog.constraint_exists(schema, table, name)
+    def drop(key: str, schema: str, table: str, standalone: bool) -> Step:
+        # A partition's key attached to its parent's goes with that one's DROP: its
+        # own step drops nothing, and takes no lock (before, one ACCESS EXCLUSIVE on
+        # the referenced table per partition, each queued behind its readers).
+        exists = ctx.catalog.constraint_exists(schema, table, name, standalone=standalone)
         return drop_foreign_key_step(
             key, schema, table, name, (ctx.schema, references) if exists else None
         )
 
-    steps = [drop(key, ctx.schema, table)]
+    steps = [drop(key, ctx.schema, table, False)]
     for part in reversed(bottom_up(ctx, table)):
-        steps.append(drop(f"{key}-{part.name}", part.schema, part.name))
+        steps.append(drop(f"{key}-{part.name}", part.schema, part.name, True))
     return steps
 
 
