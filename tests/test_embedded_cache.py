@@ -305,3 +305,30 @@ def test_a_start_sweeps_the_folders_a_killed_check_left(
         held.close()
     assert not pg.folder.exists()
     assert embedded.sweep_abandoned(root) == [alive]  # its process let go
+
+
+def test_a_sweep_never_takes_a_folder_being_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another start sweeps right between the new folder's lock file being made and its
+    # lock being taken (review finding: it saw the file free and removed the folder).
+    import fcntl
+
+    real = fcntl.flock
+    swept: list[list[Path]] = []
+
+    def flock_after_a_sweep(handle: object, how: int) -> None:
+        swept.append(embedded.sweep_abandoned(tmp_path))
+        real(handle, how)  # type: ignore[arg-type]
+
+    folder = tmp_path / "migrator-pg-new"
+    folder.mkdir()
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_sweep)
+    held = embedded._hold_owner_lock(folder)
+    monkeypatch.setattr(fcntl, "flock", real)
+    try:
+        assert swept == [[]]
+        assert (folder / embedded.OWNER_LOCK).exists()
+        assert embedded.sweep_abandoned(tmp_path) == []  # held
+    finally:
+        held.close()

@@ -241,7 +241,7 @@ def _remove_tree(path: Path) -> None:
     """shutil.rmtree, by one rm -rf where there is one: a Python loop of a few thousand
     unlinks takes the GIL back after each, from whatever thread is busy meanwhile (a
     stop in the background took seconds beside a busy one)."""
-    rm = shutil.which("rm")
+    rm = next((p for p in ("/bin/rm", "/usr/bin/rm") if os.access(p, os.X_OK)), None)
     if rm is not None:
         subprocess.run([rm, "-rf", "--", str(path)], capture_output=True, check=False)
     shutil.rmtree(path, ignore_errors=True)  # what rm could not remove, or without rm
@@ -715,6 +715,7 @@ def memory_folder(min_free: int = 1 << 30) -> Path | None:
     """A memory-backed folder for a throwaway cluster (/dev/shm, where it is a writable
     tmpfs with ``min_free`` bytes free), or None: a cluster there writes no disk at all."""
     shm = Path("/dev/shm")
+    sweep_abandoned(shm)  # what killed runs left there counts against the room first
     try:
         stats = os.statvfs(shm)
     except OSError:
@@ -737,8 +738,12 @@ def _hold_owner_lock(folder: Path) -> Any:
         import fcntl
     except ImportError:  # not a POSIX system: nothing is swept there
         return None
-    handle = (folder / OWNER_LOCK).open("w")
+    # Locked under another name, then renamed: a sweep never sees the lock file free
+    # in a folder being made (it leaves a folder without one alone).
+    making = folder / f"{OWNER_LOCK}.new"
+    handle = making.open("w")
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    making.rename(folder / OWNER_LOCK)
     return handle
 
 

@@ -61,7 +61,9 @@ class OfflineCatalog(Catalog):
     def type_exists(self, type_sql: str) -> bool:
         return True
 
-    def constraint_exists(self, schema: str, table: str, name: str) -> bool:
+    def constraint_exists(
+        self, schema: str, table: str, name: str, *, standalone: bool = False
+    ) -> bool:
         return False
 
     def expression_error(
