@@ -166,15 +166,15 @@ class Live:
 
     def column_foreign_key_targets(
         self, schema: str, table: str, column: str
-    ) -> list[tuple[str, str]] | None:
-        """The (schema, table) each foreign key over a table's column references (a DROP
-        COLUMN drops them with it)."""
+    ) -> list[tuple[str, tuple[str, str]]] | None:
+        """Each foreign key over a table's column (a DROP COLUMN drops them with it): its
+        name and the (schema, table) it references."""
         return self._ask(
             lambda: [
-                (str(r[0]), str(r[1]))
+                (str(r[2]), (str(r[0]), str(r[1])))
                 for r in self.conn.execute(
                     text(
-                        "SELECT rn.nspname, r.relname FROM pg_constraint k "
+                        "SELECT rn.nspname, r.relname, k.conname FROM pg_constraint k "
                         "JOIN pg_class c ON c.oid = k.conrelid "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (k.conkey) "

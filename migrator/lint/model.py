@@ -85,6 +85,9 @@ class Tracker:
     foreign_keys: set[tuple[str, str]] = field(default_factory=set)
     # (table, name) of a foreign key added -> the (schema, table) it references.
     foreign_key_targets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    # (table, name) of constraints dropped earlier in the file: the database's answer
+    # about them is out of date from there on.
+    dropped_constraints: set[tuple[str, str]] = field(default_factory=set)
     # Tables given a UNIQUE constraint, and (table, name) of constraints validated, so a
     # partitioned table's constraint added after each leaf's own is known to attach them.
     unique_tables: set[str] = field(default_factory=set)

@@ -96,6 +96,8 @@ def subcommand(
             a.not_rerunnable(stmt, f"DROP COLUMN {cmd.name} without IF EXISTS")
     elif sub == AT.AT_DropConstraint:
         drop_constraint(a, stmt, schema, table, cmd.name or "", new, phase)
+        a.tracker.dropped_constraints.add((table, cmd.name or ""))
+        a.tracker.foreign_key_targets.pop((table, cmd.name or ""), None)
         if not unit.transactional and not cmd.missing_ok:
             a.not_rerunnable(stmt, f"DROP CONSTRAINT {cmd.name} without IF EXISTS")
     elif sub in (AT.AT_AttachPartition, AT.AT_DetachPartition):
@@ -207,6 +209,7 @@ def add_constraint(
                 a.tracker.validated_not_null.add((table, column))
         if not con.skip_validation:
             a.tracker.validated_tables.add(table)
+    a.tracker.dropped_constraints.discard((table, name))
     if con.contype == CT.CONSTR_FOREIGN:
         a.tracker.foreign_keys.add((table, name))
         if con.pktable is not None:

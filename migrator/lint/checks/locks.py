@@ -351,14 +351,16 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
             )
         elif cmd.subtype == AT.AT_DropConstraint and cmd.name:
             target = a.tracker.foreign_key_targets.get((table, cmd.name))
-            if target is None and a.live is not None:
+            dropped = (table, cmd.name) in a.tracker.dropped_constraints
+            if target is None and a.live is not None and not dropped:
                 target = a.live.foreign_key_target(schema, table, cmd.name)
             if target is not None:
                 take(target, ACCESS_EXCLUSIVE_MODE)
         elif cmd.subtype == AT.AT_DropColumn and cmd.name and a.live is not None:
-            # Its foreign keys go with it.
-            for target in a.live.column_foreign_key_targets(schema, table, cmd.name) or []:
-                take(target, ACCESS_EXCLUSIVE_MODE)
+            # Its foreign keys go with it: those the file has not dropped already.
+            for name, target in a.live.column_foreign_key_targets(schema, table, cmd.name) or []:
+                if (table, name) not in a.tracker.dropped_constraints:
+                    take(target, ACCESS_EXCLUSIVE_MODE)
     return taken
 
 
