@@ -3,7 +3,7 @@ the writes of the version that runs there (see the package's doc for who is held
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from migrator.sqltext import ident, literal
@@ -227,6 +227,57 @@ def _keys(con: Constraint) -> list[tuple[str, str]]:
     return [(ident(c), op) for c in con.columns]
 
 
+def _first_conflict(con: Constraint) -> tuple[str, str]:
+    """The CTE computing each row's key once (``migrator_keys``, from ``migrator_rows``,
+    as the INSERT computes it; the predicate applied) and the query naming the first
+    pair of rows whose keys conflict under the constraint's operators."""
+    keys = _keys(con)
+    row = ident("migrator row")
+    picked = ", ".join(f"({expr}) AS k{i}" for i, (expr, _) in enumerate(keys))
+    pairs = " AND ".join(f"a.k{i} {op} b.k{i}" for i, (_, op) in enumerate(keys))
+    cte = f"migrator_keys AS MATERIALIZED (SELECT {row}, {picked} FROM migrator_rows" + (
+        f" WHERE ({con.predicate})" if con.predicate else ""
+    )
+    return (
+        cte + ")",
+        f"SELECT a.{row} || ' and ' || b.{row} FROM migrator_keys a "
+        f"JOIN migrator_keys b ON a.{row} < b.{row} AND {pairs} "
+        f"ORDER BY b.{row}, a.{row} LIMIT 1",
+    )
+
+
+def _conflict_found(
+    cell: CellProbe,
+    query: Query,
+    write: Write,
+    con: Constraint,
+    by: str,
+    fix: str,
+    verb: str,
+    of: str = "",
+) -> Callable[[Outcome], None]:
+    """The handler of a `_first_conflict` probe: the pair it names is an error (``of``:
+    where the rows come from, after their numbers)."""
+
+    def handle(outcome: Outcome) -> None:
+        if outcome.state is None and outcome.value is not None:
+            what = (
+                f"writes the same {', '.join(con.columns)} in rows {outcome.value}{of}"
+                if con.kind in ("u", "p") and not con.elements
+                else f"writes rows {outcome.value}{of}, which conflict with each other"
+            )
+            cell.add(
+                query,
+                "constraint-write",
+                "error",
+                f"{verb} {write.target} {what}: {_describe(con)}, which {by} adds, rejects "
+                "the later one",
+                fix,
+            )
+
+    return handle
+
+
 def _rows_conflict(
     cell: CellProbe,
     query: Query,
@@ -252,41 +303,16 @@ def _rows_conflict(
         if typed is None:
             return
         rows.append(f"({number}, {', '.join(typed)})")
-    keys = _keys(con)
     columns = ", ".join(ident(n) for n in ["migrator row", *names])
-    picked = ", ".join(f"({expr}) AS k{i}" for i, (expr, _) in enumerate(keys))
-    pairs = " AND ".join(f"a.k{i} {op} b.k{i}" for i, (_, op) in enumerate(keys))
-    row = ident("migrator row")
+    keys_cte, first_pair = _first_conflict(con)
     probes.append(
         Probe(
             [],
             f"WITH migrator_rows ({columns}) AS (VALUES {', '.join(rows)}), "
-            # Materialized: each row's key is computed once, as the INSERT computes it.
-            f"migrator_keys AS MATERIALIZED (SELECT {row}, {picked} FROM migrator_rows"
-            + (f" WHERE ({con.predicate})" if con.predicate else "")
-            + f") SELECT a.{row} || ' and ' || b.{row} FROM migrator_keys a "
-            f"JOIN migrator_keys b ON a.{row} < b.{row} AND {pairs} "
-            f"ORDER BY b.{row}, a.{row} LIMIT 1",
+            f"{keys_cte} {first_pair}",
         )
     )
-
-    def handle(outcome: Outcome) -> None:
-        if outcome.state is None and outcome.value is not None:
-            what = (
-                f"writes the same {', '.join(con.columns)} in rows {outcome.value}"
-                if con.kind in ("u", "p") and not con.elements
-                else f"writes rows {outcome.value}, which conflict with each other"
-            )
-            cell.add(
-                query,
-                "constraint-write",
-                "error",
-                f"{verb} {write.target} {what}: {_describe(con)}, which {by} adds, rejects "
-                "the later one",
-                fix,
-            )
-
-    handlers.append(handle)
+    handlers.append(_conflict_found(cell, query, write, con, by, fix, verb))
 
 
 # At most this many rows of a data-free SELECT are compared (each pair, for an EXCLUDE).
@@ -323,9 +349,7 @@ def _select_conflict(
     listed = ", ".join(
         [row, *(ident(n) if n else ident(f"migrator col {i}") for i, n in enumerate(write.names))]
     )
-    keys = _keys(con)
-    picked = ", ".join(f"({expr}) AS k{i}" for i, (expr, _) in enumerate(keys))
-    pairs = " AND ".join(f"a.k{i} {op} b.k{i}" for i, (_, op) in enumerate(keys))
+    keys_cte, first_pair = _first_conflict(con)
     names = ", ".join(literal(f) for f in write.functions)
     unsafe = (
         f"EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname IN ({names}) AND NOT "
@@ -340,33 +364,12 @@ def _select_conflict(
             f"migrator_select.* FROM ({write.source}) AS migrator_select "
             f"LIMIT {SELECT_ROWS + 1}), "
             f"migrator_rows AS (SELECT {row}, {', '.join(casts)} FROM migrator_source), "
-            f"migrator_keys AS MATERIALIZED (SELECT {row}, {picked} FROM migrator_rows"
-            + (f" WHERE ({con.predicate})" if con.predicate else "")
-            + f") SELECT CASE WHEN {unsafe} THEN NULL "
+            f"{keys_cte} SELECT CASE WHEN {unsafe} THEN NULL "
             f"WHEN (SELECT count(*) FROM migrator_source) > {SELECT_ROWS} THEN NULL "
-            f"ELSE (SELECT a.{row} || ' and ' || b.{row} FROM migrator_keys a "
-            f"JOIN migrator_keys b ON a.{row} < b.{row} AND {pairs} "
-            f"ORDER BY b.{row}, a.{row} LIMIT 1) END",
+            f"ELSE ({first_pair}) END",
         )
     )
-
-    def handle(outcome: Outcome) -> None:
-        if outcome.state is None and outcome.value is not None:
-            what = (
-                f"writes the same {', '.join(con.columns)} in rows {outcome.value} of its SELECT"
-                if con.kind in ("u", "p") and not con.elements
-                else f"writes rows {outcome.value} of its SELECT, which conflict with each other"
-            )
-            cell.add(
-                query,
-                "constraint-write",
-                "error",
-                f"{verb} {write.target} {what}: {_describe(con)}, which {by} adds, rejects "
-                "the later one",
-                fix,
-            )
-
-    handlers.append(handle)
+    handlers.append(_conflict_found(cell, query, write, con, by, fix, verb, of=" of its SELECT"))
 
 
 def _shown(values: dict[str, Value], columns: Iterable[str]) -> str:
