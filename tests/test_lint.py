@@ -1083,6 +1083,21 @@ def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
         )
         assert "M040" in rules_of(lint_sql(sql, catalog=Catalog(conn))), then
 
+    # Without ONLY, LOCK TABLE also locks a plain table's inheritance children, which
+    # the key's DROP leaves alone: more than the DROP takes (reviewer's suspicion,
+    # checked in pg_locks). A partitioned table's partitions the DROP locks too.
+    _run(
+        url,
+        "CREATE TABLE vip () INHERITS (users)",
+        "CREATE TABLE parts (id int PRIMARY KEY) PARTITION BY RANGE (id)",
+        "CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (10)",
+        "ALTER TABLE orders ADD CONSTRAINT orders_part_fk FOREIGN KEY (n) REFERENCES parts",
+    )
+    assert "M040" in rules("users", "orders_user_fk")
+    assert rules("ONLY users", "orders_user_fk") == {"M022"}
+    assert rules("parts", "orders_part_fk") == {"M022"}
+    assert rules("ONLY parts", "orders_part_fk") == {"M022"}
+
 
 def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -> None:
     conn, url = live

@@ -222,3 +222,63 @@ def test_dropping_a_key_or_its_column_locks_the_referenced_table_first(fresh_db:
             "SELECT attname FROM pg_attribute WHERE attrelid = 'members'::regclass "
             "AND attnum > 0 AND NOT attisdropped"
         ).fetchall() == [("team_id",)]
+
+
+def never_waits_for(url: str, held: str, write: str, run_step: Callable[[], None]) -> None:
+    """The application has written ``held`` (``write``) and not committed; ``run_step``
+    must finish without ever waiting for ``held`` in pg_locks."""
+    failures: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            run_step()
+        except BaseException as exc:
+            failures.append(exc)
+
+    with psycopg.connect(url, application_name="app") as app:
+        app.execute(write)  # type: ignore[arg-type]
+        runner = threading.Thread(target=step)
+        runner.start()
+        with psycopg.connect(url, autocommit=True) as watch:
+            while runner.is_alive():
+                waiting = watch.execute(
+                    "SELECT pid FROM pg_locks WHERE NOT granted AND locktype = 'relation' "
+                    f"AND relation = '{held}'::regclass"
+                ).fetchall()
+                if waiting:
+                    # The wait is the finding; end it.
+                    app.rollback()
+                    runner.join(300)
+                    pytest.fail(f"the step waited for {held}, which it does not change")
+                time.sleep(0.01)
+        app.rollback()
+    runner.join()
+    assert not failures, failures
+
+
+def test_the_referenced_table_is_locked_without_its_inheritance_children(
+    fresh_db: str,
+) -> None:
+    """LOCK TABLE without ONLY also locks a plain table's inheritance children, which a
+    foreign key's ADD and DROP leave alone: add_foreign_key's expand and its rollback
+    must not wait for a write to a child table of the one it references."""
+    plan = parse_plan(
+        "release: fk-only\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - add_foreign_key: {table: members, name: members_team_fk, columns: [team_id],\n"
+        "                     references: {table: teams, columns: [id]}}\n"
+    )
+    url = seeded(
+        fresh_db,
+        "CREATE TABLE teams (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+        "CREATE TABLE old_teams () INHERITS (teams);"
+        "CREATE TABLE members (team_id int); INSERT INTO teams DEFAULT VALUES;"
+        "INSERT INTO members VALUES (1)",
+    )
+    write = "INSERT INTO old_teams VALUES (2)"
+    never_waits_for(url, "old_teams", write, lambda: commands.expand(plan, opts(url)))
+    never_waits_for(url, "old_teams", write, lambda: commands.rollback(plan, opts(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert (
+            conn.execute("SELECT FROM pg_constraint WHERE conname = 'members_team_fk'").fetchall()
+            == []
+        )

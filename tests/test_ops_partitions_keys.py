@@ -118,7 +118,7 @@ def test_foreign_key_per_partition_attaches_without_a_scan(db: str) -> None:
     rec = Recorder()
     commands.rollback(plan, opts(db, rec))
     assert [s for _, s, _ in rec.statements if s.startswith("LOCK TABLE")] == [
-        "LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE"
+        "LOCK TABLE ONLY public.users IN ACCESS EXCLUSIVE MODE"
     ]
     assert q(db, "SELECT count(*) FROM pg_constraint WHERE conname = 'events_user_fkey'") == [(0,)]
 

@@ -164,6 +164,25 @@ class Live:
         )
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def inheritance_children(self, schema: str, table: str) -> list[str] | None:
+        """The tables inheriting from a plain table (a LOCK TABLE without ONLY locks them
+        too); none for a partitioned one, whose children are its partitions."""
+        return self._ask(
+            lambda: [
+                str(r[0])
+                for r in self.conn.execute(
+                    text(
+                        "SELECT i.inhrelid::regclass::text FROM pg_inherits i "
+                        "JOIN pg_class c ON c.oid = i.inhparent "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = :s AND c.relname = :t AND c.relkind <> 'p' "
+                        "ORDER BY 1"
+                    ),
+                    {"s": schema, "t": table},
+                ).all()
+            ]
+        )
+
     def column_foreign_key_targets(
         self, schema: str, table: str, column: str
     ) -> list[tuple[str, tuple[str, str]]] | None:

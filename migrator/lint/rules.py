@@ -421,17 +421,21 @@ RULES: dict[str, Rule] = _rules(
         "LOCK TABLE in SHARE mode or stronger on an existing table, unless the statement "
         "right after it takes that mode on that table anyway (ADD FOREIGN KEY: SHARE ROW "
         "EXCLUSIVE on the table it references; dropping a foreign key, or the column it is "
-        "over: ACCESS EXCLUSIVE on it), so the lock is only taken earlier, in the order chosen",
+        "over: ACCESS EXCLUSIVE on it), so the lock is only taken earlier, in the order "
+        "chosen; without ONLY, not where the table has inheritance children (the LOCK takes "
+        "theirs too, the statement does not)",
         "blocks every write to the table (ACCESS EXCLUSIVE: every read too) until the "
         "transaction ends, however little it does",
         "no explicit LOCK: let each statement take the lock it needs, briefly; SHARE UPDATE "
         "EXCLUSIVE or weaker if one is needed; to take a foreign key's two locks referenced "
         "table first (as the application's writes go), LOCK it in the statement's own mode "
-        "right before the statement",
+        "right before the statement (ONLY, unless it is partitioned: its partitions are "
+        "locked by the statement too)",
         versions="every version",
         live="which table a dropped foreign key references is asked of the database; "
         "without one, only a key the same plan or file added is known (the keys over a "
-        "dropped column, none), and the LOCK is flagged",
+        "dropped column, none), and the LOCK is flagged; a table's inheritance children "
+        "too (offline, none are known)",
     ),
     Rule(
         "M041",

@@ -385,6 +385,7 @@ class AddColumn(Operation):
                 ref.table,
                 [ref.column],
                 ref,
+                catalog=ctx.catalog,
                 not_valid=not valid,
                 description=description,
             )
@@ -615,7 +616,7 @@ class AddColumn(Operation):
         # Its foreign key goes with it, under ACCESS EXCLUSIVE on the referenced table
         # too: that one first (safe.lock_referenced_sql), where the key is there.
         lock = (
-            [lock_referenced_sql(ctx.schema, ref.table, "ACCESS EXCLUSIVE")]
+            [lock_referenced_sql(ctx.catalog, ctx.schema, ref.table, "ACCESS EXCLUSIVE")]
             if ref is not None
             and ctx.catalog.constraint_exists(ctx.schema, self.table, self.foreign_key_name())
             else []

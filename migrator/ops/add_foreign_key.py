@@ -101,6 +101,7 @@ class AddForeignKey(Operation, FkOptions):
             self.references.table,
             self.references.columns,
             self,
+            catalog=ctx.catalog,
             not_valid=not valid,
             description=description,
         )
@@ -132,5 +133,6 @@ class AddForeignKey(Operation, FkOptions):
                 self.table,
                 self.name,
                 (ctx.schema, self.references.table) if exists else None,
+                catalog=ctx.catalog,
             )
         ]

@@ -197,6 +197,7 @@ class Tightening:
                     ref.table,
                     [ref.column],
                     ref,
+                    catalog=ctx.catalog,
                 ),
                 validate_step("validate-foreign-key", ctx.schema, self.table, self.fk_name()),
             ]

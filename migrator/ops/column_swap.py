@@ -71,7 +71,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
         tmp = op.constraint_name(con.name)
         # A foreign key's referenced table first (safe.lock_referenced_sql).
         lock = (
-            [lock_referenced_sql(con.ref_schema, con.ref_table)]
+            [lock_referenced_sql(cat, con.ref_schema, con.ref_table)]
             if con.ref_schema is not None and con.ref_table is not None
             else []
         )
@@ -103,7 +103,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"incoming-{con.name}",
                 f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
-                lock_referenced_sql(ctx.schema, op.table),
+                lock_referenced_sql(cat, ctx.schema, op.table),
                 f"ALTER TABLE {ref} ADD CONSTRAINT {ident(tmp)} "
                 f"{renamed_references(con.definition, mapping)}",
             ),
@@ -111,7 +111,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"drop-incoming-{con.name}",
                 f"{con.table}.{con.name} dropped, the new one takes its name",
-                lock_referenced_sql(ctx.schema, op.table, "ACCESS EXCLUSIVE"),
+                lock_referenced_sql(cat, ctx.schema, op.table, "ACCESS EXCLUSIVE"),
                 f"ALTER TABLE IF EXISTS {ref} DROP CONSTRAINT IF EXISTS {ident(con.name)}",
                 f"ALTER TABLE IF EXISTS {ref} RENAME CONSTRAINT {ident(tmp)} TO {ident(con.name)}",
             ),

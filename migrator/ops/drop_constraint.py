@@ -137,7 +137,12 @@ class DropConstraint(Operation):
             # ACCESS EXCLUSIVE on the table it references too: that one first.
             return [
                 drop_foreign_key_step(
-                    "drop-constraint", ctx.schema, self.table, self.name, references
+                    "drop-constraint",
+                    ctx.schema,
+                    self.table,
+                    self.name,
+                    references,
+                    catalog=ctx.catalog,
                 )
             ]
         return [drop_constraint_step("drop-constraint", ctx.schema, self.table, self.name)]

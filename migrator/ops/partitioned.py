@@ -209,7 +209,12 @@ def drop_per_partition_steps(
         # the referenced table per partition, each queued behind its readers).
         exists = ctx.catalog.constraint_exists(schema, table, name, standalone=standalone)
         return drop_foreign_key_step(
-            key, schema, table, name, (ctx.schema, references) if exists else None
+            key,
+            schema,
+            table,
+            name,
+            (ctx.schema, references) if exists else None,
+            catalog=ctx.catalog,
         )
 
     steps = [drop(key, ctx.schema, table, False)]

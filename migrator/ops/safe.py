@@ -26,7 +26,7 @@ from migrator.ops.columns import FkOptions, OnDelete
 from migrator.sqltext import ident, literal, short_name
 
 if TYPE_CHECKING:
-    from migrator.engine.catalog import IndexInfo
+    from migrator.engine.catalog import Catalog, IndexInfo
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -77,7 +77,9 @@ def add_check_step(key: str, schema: str, table: str, name: str, expression: str
     )
 
 
-def lock_referenced_sql(schema: str, table: str, mode: str = "SHARE ROW EXCLUSIVE") -> str:
+def lock_referenced_sql(
+    catalog: Catalog, schema: str, table: str, mode: str = "SHARE ROW EXCLUSIVE"
+) -> str:
     """LOCK TABLE of the table a foreign key references, in the mode the statement after
     it takes there anyway (ADD: SHARE ROW EXCLUSIVE; DROP: ACCESS EXCLUSIVE).
 
@@ -86,8 +88,14 @@ def lock_referenced_sql(schema: str, table: str, mode: str = "SHARE ROW EXCLUSIV
     while it holds the child stalled such a transaction until the step's lock_timeout
     (and the step retried): taken parent first, under the same lock_timeout, the step
     waits for the application, never the other way round. Lint rule M040 knows this
-    form (the mode is taken anyway)."""
-    return f"LOCK TABLE {ident(schema, table)} IN {mode} MODE"
+    form (the mode is taken anyway).
+
+    ONLY the table, unless it is partitioned: without ONLY, LOCK TABLE also locks a
+    plain table's inheritance children, which the key's statement leaves alone (so
+    their readers and writers waited for nothing); a partitioned table's partitions it
+    does lock, in the same mode, so those are taken first too."""
+    only = "" if catalog.relation_kind(schema, table) == "p" else "ONLY "
+    return f"LOCK TABLE {only}{ident(schema, table)} IN {mode} MODE"
 
 
 def add_foreign_key_step(
@@ -100,6 +108,7 @@ def add_foreign_key_step(
     ref_columns: Sequence[str],
     on_delete: OnDelete | FkOptions | None = None,
     *,
+    catalog: Catalog,
     not_valid: bool = True,
     description: str | None = None,
 ) -> Step:
@@ -119,9 +128,9 @@ def add_foreign_key_step(
     elif on_delete is not None:
         sql += f" ON DELETE {on_delete.upper()}"
     if not not_valid:
-        lock = lock_referenced_sql(schema, ref_table, "ACCESS EXCLUSIVE")
+        lock = lock_referenced_sql(catalog, schema, ref_table, "ACCESS EXCLUSIVE")
         return step(key, description or f"foreign key {name} on {table}", lock, sql)
-    lock = lock_referenced_sql(schema, ref_table)
+    lock = lock_referenced_sql(catalog, schema, ref_table)
     return step(
         key, description or f"foreign key {name} on {table}, NOT VALID", lock, sql + " NOT VALID"
     )
@@ -146,13 +155,19 @@ def drop_constraint_step(key: str, schema: str, table: str, name: str) -> Step:
 
 
 def drop_foreign_key_step(
-    key: str, schema: str, table: str, name: str, references: tuple[str, str] | None
+    key: str,
+    schema: str,
+    table: str,
+    name: str,
+    references: tuple[str, str] | None,
+    *,
+    catalog: Catalog,
 ) -> Step:
     """DROP CONSTRAINT IF EXISTS of a foreign key, rerunnable: ACCESS EXCLUSIVE on both
     tables, the one it ``references`` (schema, table) taken first
     (`lock_referenced_sql`); None where the key is not there (nothing to take first, and
     the table may not be there either)."""
-    lock = [lock_referenced_sql(*references, "ACCESS EXCLUSIVE")] if references else []
+    lock = [lock_referenced_sql(catalog, *references, "ACCESS EXCLUSIVE")] if references else []
     return step(
         key,
         f"drop foreign key {name} on {table}",

@@ -274,8 +274,10 @@ def lock_table(
         return
     relations = [r for r in node.relations or () if isinstance(r, ast.RangeVar)]
     taken = locks_taken(a, _next_statement(unit, stmt)) if unit.transactional else {}
+    children = {rel(r): _children_locked(a, r) for r in relations}
     if relations and all(
-        taken.get((r.schemaname or a.schema, rel(r)), 0) >= mode for r in relations
+        taken.get((r.schemaname or a.schema, rel(r)), 0) >= mode and not children[rel(r)]
+        for r in relations
     ):
         # Only earlier, in the order chosen (a referenced table before the referencing
         # one, as the application's writes go): nothing more is held, nothing longer.
@@ -284,12 +286,28 @@ def lock_table(
     tables = [rel(r) for r in relations if not a.new(rel(r))]
     if tables:
         blocked = "every read and write" if mode == ACCESS_EXCLUSIVE_MODE else "every write"
+        also = "; ".join(
+            f"without ONLY it also locks {t}'s inheritance children ({', '.join(c)})"
+            for t, c in children.items()
+            if c
+        )
         a.report(
             "M040",
             stmt,
             f"LOCK TABLE {', '.join(tables)} IN {LOCK_MODES.get(mode, str(mode))} MODE blocks "
-            f"{blocked} until the transaction ends",
+            f"{blocked} until the transaction ends" + (f" ({also})" if also else ""),
         )
+
+
+def _children_locked(a: Analyzer, relation: ast.RangeVar) -> list[str]:
+    """The plain inheritance children a LOCK TABLE without ONLY locks with the table,
+    which no statement on the table itself (a foreign key's) locks: asked of the
+    database; offline, none are known (a partitioned table's partitions are no such
+    children: its foreign keys lock them too)."""
+    if not relation.inh or a.live is None or a.new(rel(relation)):
+        return []
+    schema = relation.schemaname or a.schema
+    return a.live.inheritance_children(schema, rel(relation)) or []
 
 
 def _next_statement(unit: Unit, stmt: Stmt) -> Stmt | None:
