@@ -70,11 +70,19 @@ def test_config_named_by_flag_or_variable(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("database_url: x\ndatabse_url: y\n", "c.yaml:2:1: unknown key 'databse_url'"),
+        (
+            "database_url: x\ndatabse_url: y\n",
+            "c.yaml:2:1: unknown key 'databse_url' (did you mean 'database_url'?)",
+        ),
         ("scratch_url: 5432\n", "c.yaml:1:14: scratch_url takes a string"),
         ("database_url: [a, b]\n", "c.yaml:1:15: database_url takes a string"),
         ("- database_url: x\n", "c.yaml:1:1: a config file is a map of option: value"),
         ("database_url: 'x\n", "c.yaml:2:1: invalid YAML"),
+        (
+            "lint:\n\tdisable: [M041]\n",
+            "c.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token "
+            "(while scanning for the next token); indent with spaces: YAML does not allow tabs",
+        ),
     ],
 )
 def test_mistakes_are_named_at_file_line_column(tmp_path: Path, text: str, message: str) -> None:

@@ -22,8 +22,39 @@ CASES: list[tuple[str, str, str, str]] = [
     ("unknown top key", "release: r\nbogus: 1\n", "2:1", "unknown key 'bogus'"),
     ("typo top key", "release: r\nexpnad: []\n", "2:1", "did you mean 'expand'"),
     ("release not a string", "release: [1]\n", "1:10", "release: Input should be a valid string"),
-    ("bad yaml indentation", "release: r\n  expand: []\n", "2:9", "invalid YAML"),
-    ("tab in yaml", "release: r\nexpand:\n\t- x\n", "3:1", "invalid YAML"),
+    (
+        "bad yaml indentation",
+        "release: r\n  expand: []\n",
+        "2:9",
+        "invalid YAML: mapping values are not allowed here; a `key:` where none can start: "
+        "line it up with the keys above it",
+    ),
+    (
+        "tab in yaml",
+        "release: r\nexpand:\n\t- x\n",
+        "3:1",
+        "invalid YAML: found character '\\t' that cannot start any token (while scanning "
+        "for the next token); indent with spaces: YAML does not allow tabs",
+    ),
+    (
+        "key indented less than its siblings",
+        "release: r\nexpand:\n  - add_column:\n      table: t\n     column: {name: a}\n",
+        "5:6",
+        "(while parsing a block mapping that starts at 3:5); this line is indented "
+        "differently from the keys above it",
+    ),
+    (
+        "unclosed brace",
+        "release: r\nexpand:\n  - add_column:\n      column: {name: a, type: text\n",
+        "5:1",
+        "(while parsing a flow mapping that starts at 4:15); a `{` is not closed by a `}`",
+    ),
+    (
+        "unclosed quote",
+        "release: r\nexpand:\n  - add_column:\n      up: \"coalesce(a, '')\n",
+        "5:1",
+        "(while scanning a quoted scalar that starts at 4:11); a quote is not closed",
+    ),
     ("duplicate key", "release: r\nrelease: s\n", "2:1", "duplicate key 'release'"),
     (
         "unknown operation",

@@ -66,6 +66,7 @@ def read_config_file(path: Path) -> tuple[dict[str, str], RuleSettings]:
     import yaml
 
     from migrator.lint.rules import RuleSettings
+    from migrator.plan.loader import yaml_problem
 
     text = read_text(path, "config file")
     try:
@@ -73,7 +74,7 @@ def read_config_file(path: Path) -> tuple[dict[str, str], RuleSettings]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise UsageError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise UsageError(f"{where}: {yaml_problem(exc)}") from None
     if root is None:
         return {}, RuleSettings()
     if not isinstance(root, yaml.MappingNode):
@@ -86,8 +87,12 @@ def read_config_file(path: Path) -> tuple[dict[str, str], RuleSettings]:
             settings = _lint_settings(path, value)
             continue
         if name not in KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), [*KEYS, "lint"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(
-                f"{_where(path, key)}: unknown key {name!r}; expected one of "
+                f"{_where(path, key)}: unknown key {name!r}{hint}; expected one of "
                 f"{', '.join((*KEYS, 'lint'))}"
             )
         if name == "pg_version":

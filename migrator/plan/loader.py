@@ -207,6 +207,43 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
                 )
 
 
+# What a newcomer most often did, by PyYAML's words for what it found.
+_YAML_HINTS: tuple[tuple[str, str], ...] = (
+    ("found character '\\t'", "indent with spaces: YAML does not allow tabs"),
+    (
+        "expected <block end>",
+        "this line is indented differently from the keys above it: the keys of one map "
+        "start in the same column",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a `key:` where none can start: line it up with the keys above it, check that the "
+        "line above has its `:`, or quote a value that holds `: `",
+    ),
+    ("could not find expected ':'", "a key needs a `:` after it"),
+    ("flow mapping", "a `{` is not closed by a `}`"),
+    ("flow sequence", "a `[` is not closed by a `]`"),
+    ("quoted scalar", "a quote is not closed"),
+)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint as one line: what it found, where the construct it was reading
+    started (when that is elsewhere) and, for the usual slips, what to do."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"invalid YAML: {exc}"
+    text = f"invalid YAML: {exc.problem or exc.context or 'cannot be read'}"
+    start, at = exc.context_mark, exc.problem_mark
+    if exc.context and exc.problem:
+        began = ""
+        if start is not None and (at is None or (start.line, start.column) != (at.line, at.column)):
+            began = f" that starts at {start.line + 1}:{start.column + 1}"
+        text += f" ({exc.context}{began})"
+    said = f"{exc.problem or ''} {exc.context or ''}"
+    hint = next((hint for words, hint in _YAML_HINTS if words in said), None)
+    return f"{text}; {hint}" if hint else text
+
+
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
     """Parse plan text; every error is a PlanError naming source:line:column."""
     builder = _Builder(source)
@@ -215,9 +252,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
-        problem = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context else ""
-        raise builder.error(f"invalid YAML: {problem}{context}", where) from None
+        raise builder.error(yaml_problem(exc), where) from None
     if node is None:
         raise builder.error("the plan is empty; expected at least `release:`", Mark(1, 1))
     builder.marks[()] = builder.mark(node)
