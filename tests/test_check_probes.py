@@ -51,6 +51,12 @@ CREATE FUNCTION known_code(text) RETURNS boolean STABLE LANGUAGE sql
     AS 'SELECT EXISTS (SELECT 1 FROM item WHERE code = $1)';
 CREATE DOMAIN known AS text CHECK (known_code(VALUE));
 CREATE TABLE badge (k known);
+-- amount_check, whose verdict is not certain here, sorts before z_positive: a cast to
+-- the domain stops at it.
+CREATE DOMAIN amount AS int CHECK (known_code(VALUE::text)) CONSTRAINT z_positive
+    CHECK (VALUE > 0);
+CREATE TYPE amount_pair AS (lo amount, note text);
+CREATE TABLE purse (id int, a amount, many amount[], pair amount_pair);
 """
 
 
@@ -446,6 +452,66 @@ def test_domain_rules_a_phase_brings(tmp_path: Path, db: str, snapshot: Snapshot
         assert probe_cell(conn, cell, [badge]) == {}
         with pytest.raises(psycopg.errors.CheckViolation):  # what a probe would have said
             conn.execute("SELECT CAST('zzz' AS known)")
+
+
+def test_each_rule_of_a_domain_is_tried_alone(tmp_path: Path, db: str, snapshot: Snapshot) -> None:
+    """A CHECK the probe cannot judge (it calls a function that reads a table) that
+    PostgreSQL checks first does not hide a certain one's failure; the elements of an
+    array of the domain and the fields of a composite with one are held to it too."""
+    purse = snapshot.relations[("public", "purse")]
+    many, pair = purse.column("many"), purse.column("pair")
+    assert many is not None and pair is not None
+    assert snapshot.holders[many.type_oid].element == purse.columns[1].type_oid
+    assert [n for n, _, _ in snapshot.holders[pair.type_oid].fields] == ["lo", "note"]
+    found = queries(
+        tmp_path,
+        "INSERT INTO purse (id, a) VALUES (1, 0);\n"
+        "INSERT INTO purse (id, many) VALUES (2, '{3,0}');\n"
+        "INSERT INTO purse (id, many) VALUES (3, ARRAY[[1, 2], [0, 4]]);\n"
+        "INSERT INTO purse (id, pair) VALUES (4, ROW(0, 'x'));\n"
+        "UPDATE purse SET pair = '(-1,y)' WHERE id = $1;\n"
+        "INSERT INTO purse (id, a, many, pair) VALUES (6, 5, '{1,NULL}', ROW(NULL, 'z'));\n"
+        "INSERT INTO purse (id, a, many, pair) VALUES (7, NULL, NULL, NULL);\n"
+        "INSERT INTO purse (id, many, pair) VALUES (8, '{x}', ROW(0, 'x')::amount_pair);\n"
+        "INSERT INTO purse (id, many, pair) VALUES (9, $1, $2);\n",
+    )
+    before = copy.deepcopy(snapshot)
+    before.domains = {}  # the columns held no domain before
+    with psycopg.connect(db) as conn:
+        cell = CellProbe("old", "old (v1)", "expanded", True, snapshot, snapshot, before)
+        result = probe_cell(conn, cell, found)
+    told = [[(f.severity, f.reason) for f in result.get(id(q), [])] for q in found]
+    rejects = 'rejects it (value for domain amount violates check constraint "z_positive")'
+    assert told[0] == [
+        (
+            "error",
+            "INSERT into public.purse writes a = 0: the domain amount of purse.a, whose rules "
+            f"the expand brings, {rejects}",
+        )
+    ]
+    assert told[1] == [
+        (
+            "error",
+            "INSERT into public.purse writes many = '{3,0}': the domain amount of the elements "
+            f"of purse.many, whose rules the expand brings, {rejects}",
+        )
+    ]
+    assert [s for s, _ in told[2]] == ["error"]
+    assert told[3] == [
+        (
+            "error",
+            "INSERT into public.purse writes pair = ROW(0, 'x'): the domain amount of "
+            f"purse.pair's field lo, whose rules the expand brings, {rejects}",
+        )
+    ]
+    assert [s for s, _ in told[4]] == ["error"]
+    # Values that meet the rule, NULLs, and what the probe cannot read (an element the
+    # base type refuses, an explicit cast to the composite, which runs every CHECK).
+    assert told[5] == told[6] == told[7] == []
+    assert [s for s, _ in told[8]] == ["warning", "warning"]
+    with psycopg.connect(db) as conn:  # what a cast to the domain says: the unjudged CHECK
+        with pytest.raises(psycopg.errors.CheckViolation, match="amount_check"):
+            conn.execute("SELECT CAST(0 AS amount)")
 
 
 def test_batched_prepares_give_each_statement_its_own_outcome(db: str) -> None:

@@ -108,6 +108,20 @@ class Domain:
     # CHECKs that call a function of the project's that is not immutable (it may read a
     # table, which the scratch databases hold empty): their verdict here is not certain.
     uncertain: frozenset[str] = frozenset()
+    base: str = ""  # the type under the chain of domains, with its typmod (format_type)
+    # Each CHECK's expression (pg_get_expr, VALUE as written), by name: tried alone, since
+    # a cast to the domain stops at the first CHECK that fails, in PostgreSQL's order.
+    expressions: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A type that holds a domain without being one: an array of a domain (``element``),
+    or a composite type with fields of a domain (``fields``: name, type, type oid of each
+    field, in order)."""
+
+    element: int = 0
+    fields: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass
@@ -169,6 +183,7 @@ class Snapshot:
     search_path: tuple[str, ...]
     by_oid: dict[int, Relation] = field(default_factory=dict)
     domains: dict[int, Domain] = field(default_factory=dict)  # by the domain type's oid
+    holders: dict[int, Holder] = field(default_factory=dict)  # by the holding type's oid
 
     def domain(self, type_oid: int) -> Domain | None:
         """The rules of a column's type when it is a domain."""
@@ -343,35 +358,45 @@ def take(conn: psycopg.Connection[Any], phase: str, search_path: tuple[str, ...]
         if function is not None and str(function) not in found.sync_functions:
             found.sync_functions.append(str(function))
     _view_bases(conn, by_oid)
-    return Snapshot(phase, relations, search_path, by_oid, _domains(conn))
+    domains = _domains(conn)
+    return Snapshot(phase, relations, search_path, by_oid, domains, _holders(conn, domains))
 
 
 def _domains(conn: psycopg.Connection[Any]) -> dict[int, Domain]:
     """Every domain outside the system schemas with its rules, a domain over a domain
     holding its base's too (a value cast to it meets them all)."""
     rows = {
-        int(oid): (str(name), bool(not_null), bool(has_default), int(base), list(checks))
-        for oid, name, not_null, has_default, base, checks in conn.execute(
+        int(oid): (
+            str(name),
+            bool(not_null),
+            bool(has_default),
+            int(base),
+            list(checks),
+            str(base_type),
+        )
+        for oid, name, not_null, has_default, base, checks, base_type in conn.execute(
             "SELECT t.oid::int8, format_type(t.oid, NULL), t.typnotnull, "
             "t.typdefaultbin IS NOT NULL, t.typbasetype::int8, "
             "array(SELECT array[c.conname::text, pg_get_constraintdef(c.oid), "
             # Built-in functions are pinned (no pg_depend row): only the project's show.
             "      EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid "
             "        WHERE d.classid = 'pg_constraint'::regclass AND d.objid = c.oid "
-            "        AND d.refclassid = 'pg_proc'::regclass AND p.provolatile <> 'i')::text] "
+            "        AND d.refclassid = 'pg_proc'::regclass AND p.provolatile <> 'i')::text, "
+            "      pg_get_expr(c.conbin, 0)] "
             "      FROM pg_constraint c WHERE c.contypid = t.oid AND c.contype = 'c' "
-            "      ORDER BY c.conname) "
+            "      ORDER BY c.conname), "
+            "format_type(t.typbasetype, t.typtypmod) "
             "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
             f"WHERE t.typtype = 'd' AND n.nspname NOT IN {_SYSTEM}"
         ).fetchall()
     }
     out: dict[int, Domain] = {}
-    for oid, (name, not_null, has_default, base, checks) in rows.items():
+    for oid, (name, not_null, has_default, base, checks, base_type) in rows.items():
         found = [tuple(c) for c in checks]
         seen = {oid}
         while base in rows and base not in seen:  # a domain over a domain
             seen.add(base)
-            _, base_not_null, base_default, base, base_checks = rows[base]
+            _, base_not_null, base_default, base, base_checks, base_type = rows[base]
             not_null = not_null or base_not_null
             has_default = has_default or base_default
             found += [tuple(c) for c in base_checks]
@@ -381,7 +406,34 @@ def _domains(conn: psycopg.Connection[Any]) -> dict[int, Domain]:
             has_default,
             tuple((c[0], c[1]) for c in found),
             frozenset(c[0] for c in found if c[2] == "true"),
+            base_type,
+            {c[0]: c[3] for c in found},
         )
+    return out
+
+
+def _holders(conn: psycopg.Connection[Any], domains: dict[int, Domain]) -> dict[int, Holder]:
+    """The arrays of the domains, and the composite types with a field of one."""
+    if not domains:
+        return {}
+    out: dict[int, Holder] = {}
+    for oid, element, fields in conn.execute(
+        "SELECT t.oid::int8, t.typelem::int8, NULL FROM pg_type t "
+        "WHERE t.typelem = ANY(%(d)s::oid[]) AND t.typlen = -1 AND t.typtype = 'b' "
+        "UNION ALL "
+        "SELECT t.oid::int8, 0, array_agg(array[a.attname::text, "
+        "  format_type(a.atttypid, a.atttypmod), a.atttypid::text] ORDER BY a.attnum) "
+        "FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid "
+        "WHERE t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND EXISTS (SELECT 1 FROM pg_attribute d WHERE d.attrelid = t.typrelid "
+        "  AND d.atttypid = ANY(%(d)s::oid[]) AND NOT d.attisdropped) "
+        "GROUP BY t.oid",
+        {"d": list(domains)},
+    ).fetchall():
+        if fields is None:
+            out[int(oid)] = Holder(element=int(element))
+        else:
+            out[int(oid)] = Holder(fields=tuple((str(n), str(t), int(o)) for n, t, o in fields))
     return out
 
 
@@ -474,4 +526,4 @@ def _view_bases(conn: psycopg.Connection[Any], by_oid: dict[int, Relation]) -> N
         rel.base_columns = tuple(columns)
 
 
-__all__ = ["Column", "Constraint", "Domain", "Relation", "Snapshot", "take"]
+__all__ = ["Column", "Constraint", "Domain", "Holder", "Relation", "Snapshot", "take"]

@@ -26,8 +26,9 @@ One module a concern: ``conflict.py``, ``constraints.py``, ``references.py``, ``
   EXCLUDE are an error: the whole VALUES list is compared in one query, and so are
   the rows of an INSERT ... SELECT that reads no table (the server runs the SELECT). The warnings
   where the data decides are told once an INSERT, by its first row;
-- ``constraint-write`` for a domain (``domains.py``): a column whose domain holds a NOT
-  NULL or CHECK the phase brings; the server casts each literal written to the domain,
+- ``constraint-write`` for a domain (``domains.py``): a column whose domain (or the
+  domain of its array's elements, of its composite's fields) holds a NOT NULL or CHECK
+  the phase brings; the server evaluates each such rule alone on each literal written,
   and an INSERT that leaves the column out stores NULL where nothing gives a default;
 - ``sync-convert``: a literal a version writes that migrator's sync trigger cannot
   convert (``up`` or the retype's cast): the write is run, rolled back, and an error
@@ -69,7 +70,7 @@ def probe_cell(
     # those a sync trigger converts writes on. Most writes touch neither.
     constrained: dict[tuple[str, str], tuple[list[Constraint], list[str]]] = {}
     new_tables: dict[int, tuple[Relation, list[Constraint], list[Constraint]]] = {}
-    domained: dict[tuple[str, str], dict[str, DomainRules]] = {}
+    domained: dict[tuple[str, str], list[DomainRules]] = {}
     # The new version at expanded is held to what the expand adds too (a table it creates,
     # a CHECK): errors only, where its literals certainly fail (see CellProbe.add).
     previous = cell.previous
