@@ -24,6 +24,7 @@ from migrator.commands.check import (
 )
 from migrator.db.embedded import start
 from migrator.errors import GateRefused, UsageError
+from migrator.observer import Observer
 from migrator.plan.loader import load_plan
 from migrator.verify.report import CheckReport
 from migrator.verify.scratch import ScratchServer, load_sql, portable_dump
@@ -95,11 +96,30 @@ def scratch() -> Iterator[str]:
         server.stop()
 
 
+class Progress(Observer):
+    """The progress a check tells its observer."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, int, int | None, dict[str, Any]]] = []
+
+    def progress(self, task: str, done: int, total: int | None, **extra: Any) -> None:
+        self.told.append((task, done, total, extra))
+
+
 @pytest.fixture(scope="module")
-def bad_run(tmp_path_factory: pytest.TempPathFactory, scratch: str) -> tuple[Path, CheckReport]:
+def bad_progress() -> Progress:
+    return Progress()
+
+
+@pytest.fixture(scope="module")
+def bad_run(
+    tmp_path_factory: pytest.TempPathFactory, scratch: str, bad_progress: Progress
+) -> tuple[Path, CheckReport]:
     folder = tmp_path_factory.mktemp("bad")
     plan = write_release(folder, NEW_BAD)
-    return plan, check(load_plan(plan), plan, CheckOptions(scratch_url=scratch))
+    return plan, check(
+        load_plan(plan), plan, CheckOptions(scratch_url=scratch, observer=bad_progress)
+    )
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -128,6 +148,23 @@ def test_new_version_reading_a_forgotten_column_fails_at_its_file_and_line(
     (missing,) = [f for f in errors if f.check == "insert-not-null"]
     assert (missing.phase, missing.line, missing.version) == ("contracted", 8, "new (v2)")
     assert "write phone" in missing.fix
+
+
+def test_progress_tells_each_cell_once_it_is_done(
+    bad_run: tuple[Path, CheckReport], bad_progress: Progress
+) -> None:
+    """docs/check.md, "Progress": one ``progress("check", done, 6, cell=...)`` a cell of
+    the matrix, as that cell finishes: ``done`` counts the cells finished, 1 to 6 (not the
+    cells before the one about to start, 0 to 5), ``cell`` names the one just finished;
+    the six run at once, so in no fixed order."""
+    told = [
+        (done, total, extra) for task, done, total, extra in bad_progress.told if task == "check"
+    ]
+    assert [done for done, _, _ in told] == [1, 2, 3, 4, 5, 6]
+    assert {total for _, total, _ in told} == {6}
+    assert sorted(extra["cell"] for _, _, extra in told) == sorted(
+        f"{v}@{p}" for v in ("old", "new") for p in ("before", "expanded", "contracted")
+    )
 
 
 def test_the_fixed_plan_passes_and_the_cli_exits_0(tmp_path: Path, scratch: str) -> None:
