@@ -1264,6 +1264,14 @@ def test_cli_with_a_database_reads_its_version_and_data(
         assert conn.execute(
             "SELECT count(*) FROM pg_indexes WHERE tablename = 'users'"
         ).fetchone() == (1,)
+    # an operation the database cannot take is named at its place in the plan file
+    plan.write_text(plan_text(ADD_PHONE + "  - rename_column: {table: users, from: mail, to: e}\n"))
+    result = runner.invoke(app, ["lint", str(plan), "--database-url", url])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: {plan}:8:5: cannot build its expand statements to lint them: rename_column "
+        "users.mail: column mail does not exist"
+    ), result.output
 
 
 def test_cli_with_a_database_behind_a_table_lock(

@@ -150,9 +150,14 @@ class _PlanLinter:
             if self.offline:
                 self.unlinted.append(f"{section}[{index}].{op.op_name} ({phase}): {exc}")
                 return ()
+            source = self._source(section, index, op, phase)
+            where = (
+                f"{source.file}:{source.line}:{source.column}"
+                if source.file and source.line
+                else source.operation
+            )
             raise ValidationFailed(
-                f"{section}[{index}].{op.op_name}: cannot build its {phase} statements to "
-                f"lint them: {exc}"
+                f"{where}: cannot build its {phase} statements to lint them: {exc}"
             ) from None
 
     def run_op(self, section: str, index: int, op: Operation, phase: LintPhase) -> None:
