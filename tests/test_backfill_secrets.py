@@ -178,6 +178,7 @@ def test_a_one_character_password_through_the_cli(tmp_path: Path) -> None:
     assert code == 2, output
     assert "postgresql//u:***@h/d" in output and "u:a@" not in output, output
     assert "not a database URL" in output, output
+    assert "expected postgresql://USER@HOST:PORT/DBNAME" in output, output
 
 
 def test_a_dropped_connection_is_told_in_one_whole_line() -> None:

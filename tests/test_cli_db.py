@@ -98,6 +98,11 @@ def test_dir_option_and_refusals(workdir: Path) -> None:
 
         with psycopg.connect(started.stdout.strip()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+        # Asked without --dir, from the working directory: the refusal says what to pass.
+        lost = migrator("db", "url", cwd=workdir)
+        assert lost.returncode == 3 and lost.stderr.count("\n") == 1, lost.stderr
+        assert "pass --dir with the folder it was started in" in lost.stderr
     finally:
         assert migrator("db", "stop", "--dir", str(folder), cwd=workdir).returncode == 0
 

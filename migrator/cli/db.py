@@ -26,7 +26,11 @@ Folder = Annotated[
 
 
 def _not_running(folder: Path) -> GateRefused:
-    return GateRefused(f"{folder}: no practice database runs there; `migrator db start` first")
+    return GateRefused(
+        f"{folder}: no practice database runs there; `migrator db start` first, or pass "
+        "--dir with the folder it was started in (the default .migrator/db is in the "
+        "working directory of the start)"
+    )
 
 
 @db_app.command("start")

@@ -40,7 +40,10 @@ def normalise_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UsageError(f"not a database URL: {redact(url)}") from None
+        raise UsageError(
+            f"not a database URL: {redact(url)}; expected postgresql://USER@HOST:PORT/DBNAME "
+            "or host=HOST dbname=DBNAME (docs/connecting.md)"
+        ) from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg")
     raise UsageError(f"migrator works with PostgreSQL only, not {parsed.drivername!r}")
