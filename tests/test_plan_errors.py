@@ -233,6 +233,26 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert "unknown operation 'add_colum'" in lines[0]
 
 
+def test_every_operation_item_at_fault_is_told(tmp_path: Path) -> None:
+    """Two misspelt operations and one with two keys: each at its line, in one run."""
+    plan = tmp_path / "bad.yaml"
+    plan.write_text(
+        "release: r\nexpand:\n  - add_colum: {table: t}\n"
+        "  - add_column: {table: t, column: {name: a, type: text}}\n"
+        "    create_index: {table: t, name: i, columns: [a]}\n"
+        "contract:\n  - drop_colunm: {table: t, column: b}\n"
+    )
+    result = CliRunner().invoke(app, ["plan", "validate", str(plan)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        f"{plan}:3:5",
+        f"{plan}:5:5",
+        f"{plan}:7:5",
+    ], result.output
+    assert "did you mean 'drop_column'?" in lines[2]
+
+
 def test_missing_plan_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plan", "validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2

@@ -171,7 +171,9 @@ def _describe(error: Any) -> str:
 
 
 def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
-    """Each operation item is a map with exactly one key, a known operation name."""
+    """Each operation item is a map with exactly one key, a known operation name; every
+    item at fault is told, the first raised with the others as its ``more``."""
+    found: list[PlanError] = []
     lists: list[tuple[Loc, Any]] = [(("expand",), data.get("expand"))]
     contract = data.get("contract")
     if isinstance(contract, dict):
@@ -184,27 +186,38 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
         for index, item in enumerate(items):
             at = _locate(builder.marks, (*path, index))
             if not isinstance(item, dict) or not item:
-                raise builder.error(
-                    "an operation is a map with one key, the operation's name, "
-                    f"e.g. `- add_column: {{...}}`; got {item!r}",
-                    at,
+                found.append(
+                    builder.error(
+                        "an operation is a map with one key, the operation's name, "
+                        f"e.g. `- add_column: {{...}}`; got {item!r}",
+                        at,
+                    )
                 )
+                continue
             names = list(item)
             if len(names) > 1:
                 second = _locate(builder.marks, (*path, index, names[1]))
-                raise builder.error(
-                    f"one operation per list item: found {', '.join(names)}; "
-                    "start each with its own `- `",
-                    second,
+                found.append(
+                    builder.error(
+                        f"one operation per list item: found {', '.join(names)}; "
+                        "start each with its own `- `",
+                        second,
+                    )
                 )
+                continue
             name = names[0]
             if name not in REGISTRY:
                 close = difflib.get_close_matches(name, list(REGISTRY), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise builder.error(
-                    f"unknown operation {name!r}; {hint}expected one of: {', '.join(REGISTRY)}",
-                    _locate(builder.marks, (*path, index, name)),
+                found.append(
+                    builder.error(
+                        f"unknown operation {name!r}; {hint}expected one of: {', '.join(REGISTRY)}",
+                        _locate(builder.marks, (*path, index, name)),
+                    )
                 )
+    if found:
+        found[0].more = found[1:]
+        raise found[0]
 
 
 # What a newcomer most often did, by PyYAML's words for what it found.
