@@ -57,6 +57,8 @@ CREATE DOMAIN amount AS int CHECK (known_code(VALUE::text)) CONSTRAINT z_positiv
     CHECK (VALUE > 0);
 CREATE TYPE amount_pair AS (lo amount, note text);
 CREATE TABLE purse (id int, a amount, many amount[], pair amount_pair);
+CREATE DOMAIN present AS text CHECK (VALUE IS NOT NULL);
+CREATE TABLE slip (id int, p present);
 """
 
 
@@ -473,7 +475,9 @@ def test_each_rule_of_a_domain_is_tried_alone(tmp_path: Path, db: str, snapshot:
         "INSERT INTO purse (id, a, many, pair) VALUES (6, 5, '{1,NULL}', ROW(NULL, 'z'));\n"
         "INSERT INTO purse (id, a, many, pair) VALUES (7, NULL, NULL, NULL);\n"
         "INSERT INTO purse (id, many, pair) VALUES (8, '{x}', ROW(0, 'x')::amount_pair);\n"
-        "INSERT INTO purse (id, many, pair) VALUES (9, $1, $2);\n",
+        "INSERT INTO purse (id, many, pair) VALUES (9, $1, $2);\n"
+        "INSERT INTO slip (id) VALUES (10);\n"
+        "UPDATE slip SET id = 11;\n",
     )
     before = copy.deepcopy(snapshot)
     before.domains = {}  # the columns held no domain before
@@ -509,6 +513,16 @@ def test_each_rule_of_a_domain_is_tried_alone(tmp_path: Path, db: str, snapshot:
     # base type refuses, an explicit cast to the composite, which runs every CHECK).
     assert told[5] == told[6] == told[7] == []
     assert [s for s, _ in told[8]] == ["warning", "warning"]
+    # NULL is held to a CHECK too: one that refuses it rejects the column left out.
+    assert told[9] == [
+        (
+            "error",
+            "INSERT into public.slip leaves out p, which has no default: the domain present "
+            "of slip.p, whose rules the expand brings, rejects it (value for domain present "
+            'violates check constraint "present_check")',
+        )
+    ]
+    assert told[10] == []
     with psycopg.connect(db) as conn:  # what a cast to the domain says: the unjudged CHECK
         with pytest.raises(psycopg.errors.CheckViolation, match="amount_check"):
             conn.execute("SELECT CAST(0 AS amount)")
