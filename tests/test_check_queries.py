@@ -39,6 +39,11 @@ def test_statements_keep_their_line_and_sqlc_names() -> None:
     assert all(q.error is None for q in queries)
 
 
+def test_lines_count_the_lines_of_the_statements_before() -> None:
+    text = "SELECT 1\nFROM t\nWHERE a = 1; SELECT 2;\n\nUPDATE t\n SET a = 2;\nSELECT 3"
+    assert [q.line for q in parse_statements(text, "q.sql", first_line=10)] == [10, 12, 14, 16]
+
+
 def test_a_statement_starting_with_a_typo_is_kept_and_reported() -> None:
     # pglast's own scanner split drops such a statement silently; ours must not.
     queries = parse_statements("SELECT 1;\nselec oops;\nSELECT 2;", "q.sql")
@@ -63,6 +68,9 @@ def test_a_statement_starting_with_a_typo_is_kept_and_reported() -> None:
         ),
         ("INSERT INTO t VALUES (%s, %s)", "INSERT INTO t VALUES ($1, $2)", ["$1", "$2"]),
         ("SELECT $2::int, :x", "SELECT $2::int, $3", ["$1", "$2", ":x"]),
+        # nothing to rewrite: no names, whether the scanner was asked (%) or not
+        ("SELECT $1::int, '%'", "SELECT $1::int, '%'", []),
+        ("SELECT $1::int", "SELECT $1::int", []),
         # casts, array slices, strings, quoted names and comments are not placeholders
         (
             "SELECT a::text, b[1:n], ':no', \":nope\" FROM t -- :c\nWHERE x = :yes",
@@ -89,6 +97,28 @@ def test_every_placeholder_style_parses_and_prepares_as_one_statement() -> None:
     )
     assert query.error is None and query.preparable
     assert query.sql == "SELECT * FROM film WHERE rating = $1::mpaa_rating AND length > $2"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT 1;\nselec oops;\nSELECT 2",  # libpg_query's split drops the typo
+        "selec oops",
+        "SELECT 1; -- a comment at the end\n",
+        "/* first */ SELECT 1 /* ; */; -- name: x\nSELECT 2 -- tail\n;",
+        "SELECT 'a;b'; SELECT $f$ ; $f$; SELECT \"x;y\"",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; SELECT 2",
+        "SELECT 1;\xa0SELECT 2;\x0bSELECT 3",  # white space to Python, not to PostgreSQL
+        "\x1cSELECT 1",
+        "SELECT 'é';\r\n\tSELECT \"ü\"\f;;  ;SELECT 3",
+        "SELECT 1 /* nested /* ; */ */; SELECT 2",
+        "",
+        " ;\n",
+    ],
+)
+def test_statements_are_cut_at_the_scanners_semicolons(text: str) -> None:
+    # libpg_query's split is taken only where it agrees with the tokens.
+    assert queries_module._split(text) == queries_module._split_tokens(text)
 
 
 def test_yaml_query_set_lines(tmp_path: Path) -> None:
@@ -184,19 +214,31 @@ def test_trees_built_without_pglasts_checks_are_the_same_trees() -> None:
 
 
 def test_a_querys_nodes_are_its_trees_in_walk_order() -> None:
-    # The cells read Query.nodes, listed while the set is read, as they read walk_nodes.
+    # The cells read Query.nodes, listed while the set is read, as they read walk_nodes
+    # (which reads every attribute; tree_nodes only those pglast declares may hold nodes).
     text = (Path(__file__).parent / "corpus" / "pagila-schema.sql").read_text(encoding="utf-8")
     text += (
         "WITH w AS (SELECT * FROM t WHERE a IN (SELECT b FROM u)) INSERT INTO u (a, b) "
         "VALUES (1, $1), (2, DEFAULT) ON CONFLICT (a) DO UPDATE SET b = excluded.b RETURNING *;\n"
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v "
+        "WHEN NOT MATCHED THEN INSERT VALUES (s.id, s.v);\n"
+        "SELECT json_object('a': 1), xmlelement(name x), count(*) FILTER (WHERE a) "
+        "OVER (PARTITION BY b ORDER BY c ROWS 2 PRECEDING), (ARRAY[1,2])[1:2], B'101' "
+        "FROM t, LATERAL (SELECT 1 FROM u WHERE EXISTS (SELECT FROM w WHERE w.a = t.a)) l "
+        "GROUP BY ROLLUP (a, b) UNION ALL SELECT * FROM v ORDER BY 1 FOR UPDATE;\n"
     )
     queries = [q for q in parse_statements(text, "q.sql") if q.tree is not None]
     assert len(queries) > 300
+    assert [type(q.tree) for q in queries[-3:]] == [ast.InsertStmt, ast.MergeStmt, ast.SelectStmt]
     for q in queries:
-        assert q.nodes is not None
+        assert q.nodes is not None and q.statements is not None
         walked = list(walk_nodes(q.tree))
         assert len(q.nodes) == len(walked)
         assert all(a is b for a, b in zip(q.nodes, walked, strict=True)), q.text
+        kinds = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)
+        statements = [n for n in walked if isinstance(n, (*kinds, ast.CommonTableExpr))]
+        assert len(q.statements) == len(statements)
+        assert all(a is b for a, b in zip(q.statements, statements, strict=True)), q.text
 
 
 def test_pglasts_checks_are_back_after_a_query_set_is_read(tmp_path: Path) -> None:

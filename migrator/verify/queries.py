@@ -9,6 +9,7 @@ alone) and rewritten to ``$n``, the only form PREPARE takes.
 
 from __future__ import annotations
 
+import gc
 import operator
 import re
 import threading
@@ -43,6 +44,9 @@ class Query:
     error_line: int | None = None
     # Every node of the tree, walked once and kept: each of the six cells reads it.
     nodes: list[ast.Node] | None = field(default=None, repr=False, compare=False)
+    # Of those, the statements and WITH queries (`statement_nodes`): all the static
+    # checks of a cell look at, a few nodes of tens.
+    statements: list[ast.Node] | None = field(default=None, repr=False, compare=False)
 
     @property
     def location(self) -> str:
@@ -73,8 +77,8 @@ def normalise_placeholders(text: str) -> tuple[str, list[str]]:
     (empty when the text needed no rewriting). The same name gets the same number;
     existing ``$n`` keep theirs.
     """
-    if "%" not in text and ":" not in text:
-        return text, []  # only $n placeholders, if any: nothing to rewrite
+    if "%" not in text and ":" not in text.replace("::", ""):
+        return text, []  # no % and no lone ':' (casts aside): nothing to rewrite
     try:
         tokens = parser.scan(text)
     except pglast.parser.ParseError:
@@ -133,7 +137,7 @@ def normalise_placeholders(text: str) -> tuple[str, list[str]]:
                 continue
         i += 1
     if not replacements:
-        return text, [f"${n}" for n in range(1, highest + 1)]
+        return text, []
     out: list[str] = []
     last = 0
     for start, end, number in replacements:
@@ -150,18 +154,45 @@ def normalise_placeholders(text: str) -> tuple[str, list[str]]:
 # -- splitting and parsing -----------------------------------------------------------------
 
 
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
+# What PostgreSQL's scanner takes for white space, and the statement separator.
+_BETWEEN = " \t\n\r\f;"
 
 
 def _split(text: str) -> list[tuple[int, int]]:
     """(start, stop) of each statement: from its first token to its last, ``;`` excluded.
 
     Cut at the scanner's ``;`` tokens, so semicolons inside strings, quoted names,
-    dollar-quoted bodies and comments never split a statement. (pglast's own scanner split
-    silently drops a statement that starts with an unknown word, which is exactly the
-    typo a check must report.)
+    dollar-quoted bodies and comments never split a statement. libpg_query's split by
+    the scanner does that in C, 5x faster than listing the tokens in Python, but it
+    silently drops a statement that starts with an unknown word (exactly the typo a check
+    must report) and keeps a statement's comments; so its cut is taken only where the
+    text between the statements it found is white space and ``;`` alone, and a statement
+    that holds a comment or a ``;`` (in a string, or a body it kept whole) is cut again
+    by the tokens (`_split_tokens`): the same pieces either way.
     """
+    try:
+        found = parser.split(text, with_parser=False, only_slices=True)
+    except pglast.parser.ParseError:
+        return _split_tokens(text)  # raises the scanner's own error, as before
+    pieces: list[tuple[int, int]] = []
+    end = 0
+    for piece in found:
+        start, stop = piece.start, piece.stop
+        if text[end:start].strip(_BETWEEN):
+            return _split_tokens(text)  # something it dropped
+        statement = text[start:stop]
+        if ";" in statement or "--" in statement or "/*" in statement:
+            pieces += [(start + a, start + b) for a, b in _split_tokens(statement)]
+        else:
+            pieces.append((start, stop))
+        end = stop
+    if text[end:].strip(_BETWEEN):
+        return _split_tokens(text)
+    return pieces
+
+
+def _split_tokens(text: str) -> list[tuple[int, int]]:
+    """`_split` by the scanner's tokens, listed in Python."""
     tokens = [t for t in parser.scan(text) if t.name not in ("SQL_COMMENT", "C_COMMENT")]
     pieces: list[tuple[int, int]] = []
     start: int | None = None
@@ -182,43 +213,80 @@ def _split(text: str) -> list[tuple[int, int]]:
 
 # Parse trees by statement text, shared by the query sets of one check: the versions
 # share most of their queries, and building pglast's tree is most of reading a query.
-# With each tree, its nodes (`tree_nodes`), or the parser's message and offset.
-Parsed = dict[str, tuple[ast.Node | None, list[ast.Node] | None, str | None, int | None]]
+# With each tree, its nodes (`tree_nodes`) and statements (`statement_nodes`), or the
+# parser's message and offset.
+Parsed = dict[
+    str,
+    tuple[ast.Node | None, list[ast.Node] | None, list[ast.Node] | None, str | None, int | None],
+]
 
-# For each node class, a function giving its attributes' values in order.
-_ATTRIBUTES: dict[type[ast.Node], Callable[[Any], tuple[Any, ...]]] = {}
+# For each node class, a function giving the values of its attributes that may hold nodes,
+# last first (the order they go on the stack); None for a leaf class (String, Integer...).
+_CHILDREN: dict[type[ast.Node], Callable[[Any], tuple[Any, ...]] | None] = {}
 
 
-def _attributes(node: ast.Node) -> Callable[[Any], tuple[Any, ...]]:
-    names = tuple(node)  # a pglast node iterates over its class's attribute names
+def _may_hold_nodes(info: Any) -> bool:
+    """Whether an attribute, by pglast's declared Python types of it, may hold a node or a
+    list of them (a name, a number, a flag or an enum never does)."""
+    kinds = info.py_type if isinstance(info.py_type, tuple) else (info.py_type,)
+    return any(
+        kind in (list, tuple) or (isinstance(kind, type) and issubclass(kind, ast.Node))
+        for kind in kinds
+    )
+
+
+def _children(cls: type[ast.Node]) -> Callable[[Any], tuple[Any, ...]] | None:
+    slots = cls.__slots__  # type: ignore[attr-defined]  # pglast: each attribute's types
+    if isinstance(slots, dict):
+        names = tuple(reversed([n for n, info in slots.items() if _may_hold_nodes(info)]))
+    else:  # no types declared: every attribute
+        names = tuple(reversed(tuple(slots)))
+    get: Callable[[Any], tuple[Any, ...]] | None = None
     if len(names) > 1:
-        get: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
+        get = operator.attrgetter(*names)
     elif names:
         one = operator.attrgetter(names[0])
         get = lambda node: (one(node),)  # noqa: E731
-    else:
-        get = lambda node: ()  # noqa: E731
-    _ATTRIBUTES[type(node)] = get
+    _CHILDREN[cls] = get
     return get
 
 
 def tree_nodes(tree: ast.Node) -> list[ast.Node]:
     """Every node of a parse tree, depth first: `migrator.ops.sql.walk_nodes`' order,
-    without a generator a level (the query's cells read the list, so it is built once,
-    while the query set is read)."""
+    without a generator a level, and reading only the attributes that may hold nodes
+    (the query's cells read the list, so it is built once, while the query set is read)."""
     found: list[ast.Node] = []
     stack: list[Any] = [tree]
     pop, push, add = stack.pop, stack.extend, found.append
-    node_type, sequence, either = ast.Node, (tuple, list), (ast.Node, tuple, list)
+    node_type, sequence, children = ast.Node, (tuple, list), _CHILDREN
     while stack:
         item = pop()
+        if item is None:
+            continue
         if isinstance(item, node_type):
             add(item)
-            get = _ATTRIBUTES.get(type(item)) or _attributes(item)
-            push([v for v in reversed(get(item)) if isinstance(v, either)])
+            cls = type(item)
+            get = children[cls] if cls in children else _children(cls)
+            if get is not None:
+                push(get(item))
         elif isinstance(item, sequence):
             push(item[::-1])
     return found
+
+
+_STATEMENT_KINDS = (
+    ast.SelectStmt,
+    ast.InsertStmt,
+    ast.UpdateStmt,
+    ast.DeleteStmt,
+    ast.CommonTableExpr,
+)
+
+
+def statement_nodes(nodes: list[ast.Node]) -> list[ast.Node]:
+    """The SELECT, INSERT, UPDATE and DELETE statements among a tree's nodes (subqueries
+    and WITH queries included) and its WITH queries' entries, in the nodes' order."""
+    return [n for n in nodes if isinstance(n, _STATEMENT_KINDS)]
 
 
 def parse_statements(
@@ -251,8 +319,10 @@ def parse_statements(
     # Once for the whole text: setting a class attribute resets Python's attribute caches
     # of every node class, which per statement cost more than the checks it saves.
     with unchecked_trees():
+        line, counted = first_line, 0  # the line at offset `counted`
         for number, (start, stop) in enumerate(pieces, start=1):
-            line = first_line + _line_of(text, start) - 1
+            line += text.count("\n", counted, start)
+            counted = start
             statement = text[start:stop]
             label = _statement_name(text[previous_end:start])
             previous_end = stop
@@ -274,23 +344,31 @@ def _statement_name(preamble: str) -> str | None:
 # but for a constant's Boolean, given as an int and made a bool by the check, so that one
 # keeps it (tests/test_check_queries.py compares the trees). While a query set is parsed
 # the check is set aside, and put back as soon as no thread parses any more.
+# Python's cyclic garbage collector is paused meanwhile too: a set's trees are tens of
+# thousands of new objects, so it would run every few hundred nodes and walk the trees
+# built so far each time (a sixth of reading bench/check.py's queries), and they hold no
+# cycle for it to find. It runs as usual once the block ends.
 _FAST = threading.Lock()
 _fast_users = 0
+_paused_gc = False
 _checked_setattr = ast.Node.__dict__["__setattr__"]
 _KEEP_CHECKED = (ast.Boolean,)
 
 
 @contextmanager
 def unchecked_trees() -> Iterator[None]:
-    """pglast's trees built without its per-attribute checks inside the block (7x faster
-    on a query set; the same trees). Re-entrant and shared between threads."""
-    global _fast_users
+    """pglast's trees built without its per-attribute checks, and with the cyclic garbage
+    collector paused, inside the block (7x faster on a query set; the same trees).
+    Re-entrant and shared between threads."""
+    global _fast_users, _paused_gc
     with _FAST:
         _fast_users += 1
         if _fast_users == 1:
             for cls in _KEEP_CHECKED:
                 cls.__setattr__ = _checked_setattr  # type: ignore[method-assign]
             ast.Node.__setattr__ = object.__setattr__  # type: ignore[method-assign,assignment]
+            _paused_gc = gc.isenabled()  # one the caller paused stays so
+            gc.disable()
     try:
         yield
     finally:
@@ -300,20 +378,25 @@ def unchecked_trees() -> Iterator[None]:
                 ast.Node.__setattr__ = _checked_setattr  # type: ignore[method-assign]
                 for cls in _KEEP_CHECKED:
                     del cls.__setattr__
+                if _paused_gc:
+                    gc.enable()
 
 
-def _parse_one(sql: str) -> tuple[ast.Node | None, list[ast.Node] | None, str | None, int | None]:
-    """The tree of one statement and its nodes, or the parser's message and the offset it
-    points at."""
+def _parse_one(
+    sql: str,
+) -> tuple[ast.Node | None, list[ast.Node] | None, list[ast.Node] | None, str | None, int | None]:
+    """The tree of one statement, its nodes and its statements, or the parser's message
+    and the offset it points at."""
     try:
         stmts = pglast.parse_sql(sql)
     except pglast.parser.ParseError as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
         position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        return None, None, message, position
+        return None, None, None, message, position
     if len(stmts) != 1 or stmts[0].stmt is None:
-        return None, None, "expected exactly one statement", None
-    return stmts[0].stmt, tree_nodes(stmts[0].stmt), None, None
+        return None, None, None, "expected exactly one statement", None
+    nodes = tree_nodes(stmts[0].stmt)
+    return stmts[0].stmt, nodes, statement_nodes(nodes), None, None
 
 
 def _parsed(name: str, file: str, line: int, statement: str, parsed: Parsed | None = None) -> Query:
@@ -324,13 +407,14 @@ def _parsed(name: str, file: str, line: int, statement: str, parsed: Parsed | No
         found = _parse_one(sql)
         if parsed is not None:
             parsed[sql] = found
-    tree, nodes, error, position = found
+    tree, nodes, statements, error, position = found
     if error is not None:
         query.error = error
         query.error_line = line + (sql.count("\n", 0, position) if position else 0)
         return query
     query.tree = tree
     query.nodes = nodes
+    query.statements = statements
     return query
 
 
@@ -414,8 +498,9 @@ def load_query_set(
             f for f in p.rglob("*") if f.is_file() and f.suffix in (".sql", ".yaml", ".yml")
         )
         queries: list[Query] = []
-        for f in files:
-            queries += load_query_set(f, root, parsed)
+        with unchecked_trees():  # once for the folder: each switch costs as much as a file
+            for f in files:
+                queries += load_query_set(f, root, parsed)
         return queries
     if not p.exists():
         raise UsageError(f"query set {p} does not exist")
@@ -457,6 +542,7 @@ __all__ = [
     "normalise_placeholders",
     "parse_statements",
     "relations",
+    "statement_nodes",
     "tree_nodes",
     "unchecked_trees",
 ]

@@ -23,7 +23,7 @@ from migrator.ops.base import ChangedColumn
 from migrator.ops.sql import walk_nodes
 from migrator.pgtypes import rewrites
 from migrator.plan.models import Plan
-from migrator.verify.queries import Query
+from migrator.verify.queries import Query, statement_nodes
 from migrator.verify.report import Finding, query_finding
 from migrator.verify.snapshot import DELETE_BIT, INSERT_BIT, UPDATE_BIT, Relation, Snapshot
 
@@ -150,11 +150,14 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
     """Every static finding of one parsed query in one cell."""
     if query.tree is None:
         return []
-    if query.nodes is None:
-        query.nodes = list(walk_nodes(query.tree))
+    statements = query.statements
+    if statements is None:
+        if query.nodes is None:
+            query.nodes = list(walk_nodes(query.tree))
+        statements = query.statements = statement_nodes(query.nodes)
     ctes = {
         n.ctename
-        for n in query.nodes
+        for n in statements
         if isinstance(n, ast.CommonTableExpr) and n.ctename is not None
     }
     findings: list[Finding] = []
@@ -164,7 +167,7 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
             return None
         return ctx.snapshot.resolve(rv.schemaname, rv.relname)
 
-    for node in query.nodes:
+    for node in statements:
         if isinstance(node, ast.InsertStmt):
             rel = resolve(node.relation)
             if rel is not None:
@@ -187,13 +190,15 @@ def static_findings(query: Query, ctx: CellContext) -> list[Finding]:
             if rel is not None:
                 findings += _view_write(query, ctx, rel, DELETE_BIT, "DELETE from")
                 findings += _star(query, ctx, _returning(node), [(rel, rel.name)], "RETURNING *")
-        elif isinstance(node, ast.SelectStmt) and node.targetList:
+        elif isinstance(node, ast.SelectStmt) and any(
+            _is_star(t)[0] for t in node.targetList or ()
+        ):
             tables = [
                 (rel, alias)
                 for rv, alias in _from_relations(node.fromClause)
                 if (rel := resolve(rv)) is not None
             ]
-            findings += _star(query, ctx, node.targetList, tables, "SELECT *")
+            findings += _star(query, ctx, node.targetList or (), tables, "SELECT *")
     return _dedupe(findings)
 
 
