@@ -1098,6 +1098,26 @@ def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
     assert rules("parts", "orders_part_fk") == {"M022"}
     assert rules("ONLY parts", "orders_part_fk") == {"M022"}
 
+    def m040(*statements: str) -> bool:
+        sql = f"BEGIN; SET LOCAL lock_timeout = '1s'; {'; '.join(statements)}; COMMIT;"
+        return "M040" in rules_of(lint_sql(sql, catalog=Catalog(conn)))
+
+    # DROP TABLE drops the table's foreign keys, under ACCESS EXCLUSIVE on the tables
+    # they reference.
+    assert not m040("LOCK TABLE ONLY users", "DROP TABLE orders")
+    assert m040("LOCK TABLE ONLY teams", "DROP TABLE orders")
+    # Past quick work on the table the dropping statement locks anyway (a contract
+    # step drops its trigger first), not past anything else.
+    trigger = "DROP TRIGGER IF EXISTS t ON orders"
+    function = "DROP FUNCTION IF EXISTS f()"
+    drop = "ALTER TABLE orders DROP COLUMN user_id"
+    assert not m040("LOCK TABLE ONLY users", trigger, function, drop)
+    assert not m040("LOCK TABLE ONLY users", "ALTER TABLE orders ALTER n SET DEFAULT 1", drop)
+    assert m040("LOCK TABLE ONLY users", "UPDATE orders SET n = 1", drop)
+    assert m040("LOCK TABLE ONLY users", "DROP TRIGGER IF EXISTS t ON teams", drop)
+    assert m040("LOCK TABLE ONLY users", "ALTER TABLE teams ADD COLUMN x int", drop)
+    assert m040("LOCK TABLE ONLY users", trigger, function)
+
 
 def test_unique_index_over_duplicates_names_them(live: tuple[Connection, str]) -> None:
     conn, url = live

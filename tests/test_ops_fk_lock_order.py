@@ -282,3 +282,71 @@ def test_the_referenced_table_is_locked_without_its_inheritance_children(
             conn.execute("SELECT FROM pg_constraint WHERE conname = 'members_team_fk'").fetchall()
             == []
         )
+
+
+def scheduled_steps(url: str) -> list[tuple[str, list[dict[str, object]]]]:
+    """The contract steps `complete` scheduled, in order: (key, statements)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(  # type: ignore[return-value]
+            "SELECT key, statements FROM migrator.contracts ORDER BY position"
+        ).fetchall()
+
+
+def run_statements(url: str, statements: list[dict[str, object]]) -> None:
+    """One scheduled step, as the executor runs it: one transaction (autocommit ones
+    alone), under a lock_timeout that outlasts the test."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SET LOCAL lock_timeout = '60s'")
+        for statement in statements:
+            sql = str(statement["sql"])
+            if statement["autocommit"]:
+                conn.commit()
+                conn.autocommit = True
+                conn.execute(sql)  # type: ignore[call-overload]
+                conn.autocommit = False
+            else:
+                conn.execute(sql)  # type: ignore[call-overload]
+
+
+def test_the_swap_of_a_column_with_a_foreign_key_locks_the_referenced_table_first(
+    fresh_db: str,
+) -> None:
+    """A retype of a referencing column: the swap drops the old column, and its foreign
+    key with it (ACCESS EXCLUSIVE on users), after dropping the sync triggers on orders;
+    run while the application writes a user, then an order for it."""
+    url = seeded(fresh_db, SEED)
+    plan = parse_plan(
+        "release: fk-swap\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - alter_column: {table: orders, column: user_id, type: bigint}\n"
+        "contract:\n  not_before: 0s\n"
+    )
+    for verb in (commands.expand, commands.backfill, commands.complete):
+        verb(plan, opts(url))
+    steps = scheduled_steps(url)
+    swap = next(i for i, (key, _) in enumerate(steps) if key.endswith(".swap"))
+    for _, statements in steps[:swap]:
+        run_statements(url, statements)
+    parent_then_child(url, "users", "orders (user_id)", lambda: run_statements(url, steps[swap][1]))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid), format_type(a.atttypid, a.atttypmod) "
+            "FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid "
+            "AND a.attnum = k.conkey[1] WHERE conrelid = 'orders'::regclass AND contype = 'f'"
+        ).fetchall() == [
+            ("orders_user_id_fkey", "FOREIGN KEY (user_id) REFERENCES users(id)", "bigint")
+        ]
+
+
+def test_drop_table_locks_the_tables_its_keys_reference_first(fresh_db: str) -> None:
+    """drop_table of orders drops its foreign key too (ACCESS EXCLUSIVE on users): run
+    in a contract while the application writes a user, then an order for it."""
+    url = seeded(fresh_db, SEED)
+    plan = parse_plan(
+        "release: fk-drop-table\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand: []\n"
+        "contract:\n  not_before: 0s\n  operations:\n    - drop_table: {table: orders}\n"
+    )
+    for verb in (commands.expand, commands.backfill, commands.complete):
+        verb(plan, opts(url))
+    parent_then_child(url, "users", "orders (user_id)", lambda: commands.contract(opts(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('orders')").fetchall() == [(None,)]

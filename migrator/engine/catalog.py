@@ -282,6 +282,24 @@ class Catalog:
             return None
         return None if value is None else str(value)
 
+    def referenced_tables(self, schema: str, table: str) -> list[tuple[str, str]]:
+        """The (schema, table) of each other table the foreign keys of a table (and of
+        its partitions) reference, in name order: dropping the table drops those keys,
+        under ACCESS EXCLUSIVE on each of them."""
+        rows = self.conn.execute(
+            text(
+                "WITH RECURSIVE tree(relid) AS (SELECT CAST(:t AS regclass)::oid UNION ALL "
+                "SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
+                "SELECT DISTINCT rn.nspname, r.relname FROM pg_constraint k "
+                "JOIN pg_class r ON r.oid = k.confrelid "
+                "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+                "WHERE k.contype = 'f' AND k.conrelid IN (SELECT relid FROM tree) "
+                "AND k.confrelid NOT IN (SELECT relid FROM tree) ORDER BY 1, 2"
+            ),
+            {"t": ident(schema, table)},
+        ).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     def constraint_exists(
         self, schema: str, table: str, name: str, *, standalone: bool = False
     ) -> bool:

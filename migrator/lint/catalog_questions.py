@@ -164,6 +164,31 @@ class Live:
         )
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def table_foreign_key_targets(
+        self, schema: str, table: str
+    ) -> list[tuple[tuple[str, str], tuple[str, str]]] | None:
+        """Each foreign key of a table and of its partitions (a DROP TABLE drops them with
+        it): (its table, its name) and the (schema, table) it references, when that is
+        another table."""
+        return self._ask(
+            lambda: [
+                ((str(r[0]), str(r[1])), (str(r[2]), str(r[3])))
+                for r in self.conn.execute(
+                    text(
+                        "WITH RECURSIVE tree(relid) AS (SELECT CAST(:t AS regclass)::oid UNION ALL "
+                        "SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
+                        "SELECT c.relname, k.conname, rn.nspname, r.relname "
+                        "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                        "JOIN pg_class r ON r.oid = k.confrelid "
+                        "JOIN pg_namespace rn ON rn.oid = r.relnamespace "
+                        "WHERE k.contype = 'f' AND k.conrelid IN (SELECT relid FROM tree) "
+                        "AND k.confrelid NOT IN (SELECT relid FROM tree)"
+                    ),
+                    {"t": ident(schema, table)},
+                ).all()
+            ]
+        )
+
     def inheritance_children(self, schema: str, table: str) -> list[str] | None:
         """The tables inheriting from a plain table (a LOCK TABLE without ONLY locks them
         too); none for a partitioned one, whose children are its partitions."""

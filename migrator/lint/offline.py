@@ -49,6 +49,9 @@ class OfflineCatalog(Catalog):
     def relation_kind(self, schema: str, name: str) -> str | None:
         return None
 
+    def referenced_tables(self, schema: str, table: str) -> list[tuple[str, str]]:
+        return []
+
     def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         return []
 

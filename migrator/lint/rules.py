@@ -420,9 +420,10 @@ RULES: dict[str, Rule] = _rules(
         "error",
         "LOCK TABLE in SHARE mode or stronger on an existing table, unless the statement "
         "right after it takes that mode on that table anyway (ADD FOREIGN KEY: SHARE ROW "
-        "EXCLUSIVE on the table it references; dropping a foreign key, or the column it is "
-        "over: ACCESS EXCLUSIVE on it), so the lock is only taken earlier, in the order "
-        "chosen; without ONLY, not where the table has inheritance children (the LOCK takes "
+        "EXCLUSIVE on the table it references; dropping a foreign key, the column it is "
+        "over or its table: ACCESS EXCLUSIVE on it), so the lock is only taken earlier, in "
+        "the order chosen (past quick work on that statement's own table alone: dropping "
+        "a trigger or a function, ALTER TABLE without a scan, a sequence, GRANT, COMMENT); without ONLY, not where the table has inheritance children (the LOCK takes "
         "theirs too, the statement does not)",
         "blocks every write to the table (ACCESS EXCLUSIVE: every read too) until the "
         "transaction ends, however little it does",
@@ -432,7 +433,8 @@ RULES: dict[str, Rule] = _rules(
         "right before the statement (ONLY, unless it is partitioned: its partitions are "
         "locked by the statement too)",
         versions="every version",
-        live="which table a dropped foreign key references is asked of the database; "
+        live="which table a dropped foreign key (or a dropped table's) references is asked "
+        "of the database; "
         "without one, only a key the same plan or file added is known (the keys over a "
         "dropped column, none), and the LOCK is flagged; a table's inheritance children "
         "too (offline, none are known)",

@@ -120,6 +120,19 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     #    views go first: a query on a view locks the view, then the table; taking the
     #    table first deadlocked with such a query waiting between the two.
     sqls = [save_and_drop_views_sql(ctx.schema, op.table, col)] if views else []
+    #    The old column's foreign keys go with it, under ACCESS EXCLUSIVE on the tables
+    #    they reference: those next, before this table (safe.lock_referenced_sql).
+    sqls += [
+        lock_referenced_sql(cat, *target, "ACCESS EXCLUSIVE")
+        for target in sorted(
+            {
+                (c.ref_schema, c.ref_table)
+                for c in constraints
+                if not c.incoming and c.ref_schema is not None and c.ref_table is not None
+            }
+            - {(ctx.schema, op.table)}
+        )
+    ]
     sqls += drop_sync_sql(ctx.schema, op.table, op.trigger_name(), op.function_name(ctx))
     if sequence and not facts.identity:
         sqls.append(f"ALTER SEQUENCE {sequence} OWNED BY {t}.{ident(shadow)}")

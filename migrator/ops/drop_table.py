@@ -13,6 +13,7 @@ from typing import ClassVar
 from migrator.engine.steps import Doomed, Step, step
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
+from migrator.ops.safe import lock_referenced_sql
 from migrator.ops.validation import refuse_dependants, require_table
 from migrator.sqltext import ident
 
@@ -38,14 +39,23 @@ class DropTable(Operation):
         )
 
     def contract(self, ctx: Context) -> Sequence[Step]:
-        rows = (
-            ctx.catalog.row_count(ctx.schema, self.table)
-            if ctx.catalog.table_exists(ctx.schema, self.table)
-            else 0
-        )
+        exists = ctx.catalog.table_exists(ctx.schema, self.table)
+        rows = ctx.catalog.row_count(ctx.schema, self.table) if exists else 0
         what = f"drop table {self.table}, which holds {rows} row{'s' if rows != 1 else ''}"
         ctx.notes.append(what)
-        return [step("drop-table", what, f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}")]
+        # Its foreign keys go with it, under ACCESS EXCLUSIVE on each table they
+        # reference: those first (safe.lock_referenced_sql), as an application writes.
+        locks = [
+            lock_referenced_sql(ctx.catalog, schema, table, "ACCESS EXCLUSIVE")
+            for schema, table in (
+                ctx.catalog.referenced_tables(ctx.schema, self.table) if exists else []
+            )
+        ]
+        return [
+            step(
+                "drop-table", what, *locks, f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}"
+            )
+        ]
 
     def doomed(self) -> Sequence[Doomed]:
         """What the old version may still use: `contract` waits until nothing does."""

@@ -273,7 +273,8 @@ def lock_table(
     if mode < SHARE_MODE:
         return
     relations = [r for r in node.relations or () if isinstance(r, ast.RangeVar)]
-    taken = locks_taken(a, _next_statement(unit, stmt)) if unit.transactional else {}
+    wanted = {(r.schemaname or a.schema, rel(r)) for r in relations}
+    taken = _taken_after(a, unit, stmt, wanted) if unit.transactional else {}
     children = {rel(r): _children_locked(a, r) for r in relations}
     if relations and all(
         taken.get((r.schemaname or a.schema, rel(r)), 0) >= mode and not children[rel(r)]
@@ -310,15 +311,52 @@ def _children_locked(a: Analyzer, relation: ast.RangeVar) -> list[str]:
     return a.live.inheritance_children(schema, rel(relation)) or []
 
 
-def _next_statement(unit: Unit, stmt: Stmt) -> Stmt | None:
-    """The statement of the unit after ``stmt`` and the LOCK TABLEs right after it (a
-    step that locks two tables first locks both, then runs its statement)."""
+def _taken_after(
+    a: Analyzer, unit: Unit, stmt: Stmt, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The locks (`locks_taken`) of the statement after a LOCK TABLE that locks one of
+    the ``wanted`` tables: past the LOCK TABLEs right after it (a step that locks two
+    tables first locks both), and past quick work on that statement's own tables alone
+    (`_quick_on`: a contract step drops a trigger before its column). Anything else
+    in between, and nothing is assumed."""
     statements = unit.statements
     at = next((i for i, s in enumerate(statements) if s is stmt), len(statements))
+    between: list[Stmt] = []
     for later in statements[at + 1 :]:
-        if not isinstance(later.node, ast.LockStmt):
-            return later
-    return None
+        if isinstance(later.node, ast.LockStmt):
+            continue
+        taken = locks_taken(a, later)
+        if wanted & taken.keys():
+            tables = {table for _, table in taken}
+            return taken if all(_quick_on(a, s, tables) for s in between) else {}
+        between.append(later)
+    return {}
+
+
+def _quick_on(a: Analyzer, stmt: Stmt, tables: set[str]) -> bool:
+    """A statement that locks none but ``tables`` and does no slow work there: dropping
+    a trigger on one of them or a function, ALTER TABLE of one of them, a sequence's
+    ALTER or rename, GRANT, COMMENT, SET (a role)."""
+    node = stmt.node
+    if isinstance(node, ast.DropStmt):
+        if node.removeType == OT.OBJECT_FUNCTION:
+            return True
+        return node.removeType == OT.OBJECT_TRIGGER and set(ae_tables(a, node)) <= tables
+    if isinstance(node, ast.AlterTableStmt):
+        return (
+            node.objtype == OT.OBJECT_TABLE
+            and node.relation is not None
+            and rel(node.relation) in tables
+            and slow(a, node) is None
+            and {table for _, table in locks_taken(a, stmt)} <= tables
+        )
+    if isinstance(node, ast.RenameStmt):
+        return node.renameType == OT.OBJECT_SEQUENCE or (
+            node.relation is not None and rel(node.relation) in tables
+        )
+    return isinstance(
+        node, ast.AlterSeqStmt | ast.GrantStmt | ast.CommentStmt | ast.VariableSetStmt
+    )
 
 
 def _validated_key(a: Analyzer, name: str) -> Callable[[str], bool]:
@@ -337,6 +375,8 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
     nothing is assumed."""
     taken: dict[tuple[str, str], int] = {}
     node = stmt.node if stmt is not None else None
+    if isinstance(node, ast.DropStmt) and node.removeType == OT.OBJECT_TABLE:
+        return _drop_table_takes(a, node)
     if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
         return taken
     if node.objtype != OT.OBJECT_TABLE:
@@ -379,6 +419,25 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
             for name, target in a.live.column_foreign_key_targets(schema, table, cmd.name) or []:
                 if (table, name) not in a.tracker.dropped_constraints:
                     take(target, ACCESS_EXCLUSIVE_MODE)
+    return taken
+
+
+def _drop_table_takes(a: Analyzer, node: ast.DropStmt) -> dict[tuple[str, str], int]:
+    """DROP TABLE: ACCESS EXCLUSIVE on each table, and on each table their foreign keys
+    reference (dropped with them): those the file added, and with a database those
+    there before it, less the ones the file dropped."""
+    taken: dict[tuple[str, str], int] = {}
+    for o in node.objects or ():
+        parts = names(o)
+        schema, table = (parts[-2] if len(parts) > 1 else a.schema), parts[-1]
+        taken[(schema, table)] = ACCESS_EXCLUSIVE_MODE
+        keys = {k: t for k, t in a.tracker.foreign_key_targets.items() if k[0] == table}
+        if a.live is not None and not a.new(table):
+            for key, target in a.live.table_foreign_key_targets(schema, table) or []:
+                if key not in a.tracker.dropped_constraints:
+                    keys.setdefault(key, target)
+        for target in keys.values():
+            taken[target] = ACCESS_EXCLUSIVE_MODE
     return taken
 
 
