@@ -23,6 +23,7 @@ import pytest
 from migrator import commands
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
+from tests.support.servers import Server
 
 SEED = """
 CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
@@ -350,3 +351,60 @@ def test_drop_table_locks_the_tables_its_keys_reference_first(fresh_db: str) -> 
     parent_then_child(url, "users", "orders (user_id)", lambda: commands.contract(opts(url)))
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('orders')").fetchall() == [(None,)]
+
+
+class StopBefore(Observer):
+    """Stops a run as the step ``key`` ends in is about to start (as a kill would)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def step_started(self, step: str, description: str) -> None:
+        if step.endswith(self.key):
+            raise KeyboardInterrupt(step)
+
+
+def test_add_column_rollback_after_a_stop_between_partitions_locks_users_first(
+    pg15_server: Server,
+) -> None:
+    """Before 18 a new column's key on a partitioned table is added partition by
+    partition; an expand stopped after the first leaf left the key on that leaf alone.
+    The rollback's DROP COLUMN takes it with it (ACCESS EXCLUSIVE on users), so it
+    locks users first though the table itself has no key: run while the application
+    writes a user, then an event."""
+    url = pg15_server.create_database("f")
+    try:
+        seeded(
+            url,
+            "CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+            "CREATE TABLE events (id int, at int DEFAULT 1) PARTITION BY RANGE (at);"
+            "CREATE TABLE events_a PARTITION OF events FOR VALUES FROM (0) TO (10);"
+            "CREATE TABLE events_b PARTITION OF events FOR VALUES FROM (10) TO (20);"
+            "INSERT INTO users DEFAULT VALUES; INSERT INTO events VALUES (1, 1), (2, 15)",
+        )
+        plan = parse_plan(
+            "release: fk-parts\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+            "  - add_column: {table: events, column: {name: owner_id, type: int,\n"
+            "                 references: {table: users, column: id}}}\n"
+        )
+        stop = commands.Options(
+            database_url=url,
+            observer=StopBefore(".foreign-key-events_b"),
+            force=True,
+            force_reason="test: no old version",
+        )
+        with pytest.raises(KeyboardInterrupt):
+            commands.expand(plan, stop)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT conrelid::regclass::text FROM pg_constraint "
+                "WHERE conname = 'events_owner_id_fkey'"
+            ).fetchall() == [("events_a",)]
+        parent_then_child(url, "users", "events (id)", lambda: commands.rollback(plan, opts(url)))
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM pg_attribute WHERE attname = 'owner_id'"
+            ).fetchall() == [(0,)]
+    finally:
+        pg15_server.drop_database(url)

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from migrator.engine.catalog_columns import column_facts, default_breaks_key
-from migrator.engine.catalog_partitions import is_partitioned
+from migrator.engine.catalog_partitions import is_partitioned, partitions
 from migrator.engine.steps import BackfillSpec, Step, step
 from migrator.errors import ValidationFailed
 from migrator.ops.base import ChangedColumn, Context, Operation, Phase
@@ -614,11 +614,20 @@ class AddColumn(Operation):
             steps.append(self._drop_trigger_step(ctx, "drop-sync-trigger"))
         ref = self.column.references
         # Its foreign key goes with it, under ACCESS EXCLUSIVE on the referenced table
-        # too: that one first (safe.lock_referenced_sql), where the key is there.
+        # too: that one first (safe.lock_referenced_sql), where the key is there: on the
+        # table, or only on partitions where a run before 18 stopped partition by
+        # partition (the DROP COLUMN takes theirs with it all the same).
+        name = self.foreign_key_name()
         lock = (
             [lock_referenced_sql(ctx.catalog, ctx.schema, ref.table, "ACCESS EXCLUSIVE")]
             if ref is not None
-            and ctx.catalog.constraint_exists(ctx.schema, self.table, self.foreign_key_name())
+            and (
+                ctx.catalog.constraint_exists(ctx.schema, self.table, name)
+                or any(
+                    ctx.catalog.constraint_exists(p.schema, p.name, name)
+                    for p in partitions(ctx.catalog, ctx.schema, self.table)
+                )
+            )
             else []
         )
         steps.append(
