@@ -44,6 +44,32 @@ CASES: list[tuple[str, str, str, str]] = [
         "differently from the keys above it",
     ),
     (
+        "no space after an operation's dash",
+        "release: r\nexpand:\n  -add_column:\n      table: t\n",
+        "3:3",
+        "expand: '-add_column' is a key, not a list item: an operation starts with `- ` "
+        "(a dash, then a space), `- add_column:`",
+    ),
+    (
+        "no space after a contract operation's dash",
+        "release: r\ncontract:\n  -drop_column: {table: t, column: c}\n",
+        "3:3",
+        "contract: '-drop_column' is a key, not a list item",
+    ),
+    (
+        "operations without dashes",
+        "release: r\nexpand:\n  add_column:\n      table: t\n",
+        "2:1",
+        "expand is a list of operations, each starting with `- ` (a dash, then a space), "
+        "e.g. `- add_column:`; got a map",
+    ),
+    (
+        "no space after the second item's dash",
+        "release: r\nexpand:\n  - add_column: {table: t}\n  -add_column: {table: t}\n",
+        "4:3",
+        "a `key:` where a list item goes: an item starts with `- ` (a dash, then a space)",
+    ),
+    (
         "unclosed brace",
         "release: r\nexpand:\n  - add_column:\n      column: {name: a, type: text\n",
         "5:1",

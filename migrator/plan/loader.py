@@ -178,9 +178,32 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
     contract = data.get("contract")
     if isinstance(contract, dict):
         lists.append((("contract", "operations"), contract.get("operations")))
+        # `-drop_column:` under contract: a key, where an item was meant
+        lists.append((("contract",), {k: v for k, v in contract.items() if k[:1] == "-"}))
     else:
         lists.append((("contract",), contract))
     for path, items in lists:
+        if isinstance(items, dict):
+            dashed = [key for key in items if isinstance(key, str) and key[:1] == "-"]
+            if dashed:
+                found.append(
+                    builder.error(
+                        f"{'.'.join(map(str, path))}: {dashed[0]!r} is a key, not a list "
+                        "item: an operation starts with `- ` (a dash, then a space), "
+                        f"`- {dashed[0][1:].lstrip()}:`",
+                        _locate(builder.marks, (*path, dashed[0])),
+                    )
+                )
+            elif items and path != ("contract",):
+                found.append(
+                    builder.error(
+                        f"{'.'.join(map(str, path))} is a list of operations, each starting "
+                        f"with `- ` (a dash, then a space), e.g. `- {next(iter(items))}:`; "
+                        "got a map",
+                        _locate(builder.marks, path),
+                    )
+                )
+            continue
         if not isinstance(items, list):
             continue
         for index, item in enumerate(items):
@@ -222,6 +245,10 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
 
 # What a newcomer most often did, by PyYAML's words for what it found.
 _YAML_HINTS: tuple[tuple[str, str], ...] = (
+    (
+        "but found '?'",
+        "a `key:` where a list item goes: an item starts with `- ` (a dash, then a space)",
+    ),
     ("found character '\\t'", "indent with spaces: YAML does not allow tabs"),
     (
         "expected <block end>",
