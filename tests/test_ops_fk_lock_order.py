@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from migrator import commands
+from migrator.errors import ValidationFailed
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from tests.support.servers import Server
@@ -408,3 +409,36 @@ def test_add_column_rollback_after_a_stop_between_partitions_locks_users_first(
             ).fetchall() == [(0,)]
     finally:
         pg15_server.drop_database(url)
+
+
+def test_drop_column_never_drops_a_foreign_key(fresh_db: str) -> None:
+    """drop_column's contract step drops its `down` trigger before the column, so a key
+    over the column would be dropped with the referencing table locked first. It cannot
+    be: a column with a foreign key is refused, under expand (with down) and at
+    complete (under contract, even after a drop_constraint of the key, which runs in the
+    same contract), before anything changes; the key goes by drop_constraint, in a
+    release of its own, whose step locks the referenced table first (tested above)."""
+    url = seeded(
+        fresh_db,
+        "CREATE TABLE teams (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+        "CREATE TABLE members (id int, team_id int CONSTRAINT members_team_fk REFERENCES teams)",
+    )
+    refusal = "constraint members_team_fk on table members depends on column members.team_id"
+    down = parse_plan(
+        "release: fk-down\nexpand:\n  - drop_column: {table: members, column: team_id, down: '1'}\n"
+    )
+    with pytest.raises(ValidationFailed, match=refusal):
+        commands.expand(down, opts(url))
+    contract = parse_plan(
+        "release: fk-contract\nexpand: []\ncontract:\n  not_before: 0s\n  operations:\n"
+        "    - drop_constraint: {table: members, name: members_team_fk}\n"
+        "    - drop_column: {table: members, column: team_id}\n"
+    )
+    for verb in (commands.expand, commands.backfill):
+        verb(contract, opts(url))
+    with pytest.raises(ValidationFailed, match=refusal):
+        commands.complete(contract, opts(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'members'::regclass"
+        ).fetchall() == [("members_team_fk",)]
