@@ -285,6 +285,15 @@ def test_missing_plan_file_exits_2(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
+def test_a_folder_where_a_plan_file_goes_exits_2(tmp_path: Path) -> None:
+    """`migrator expand plans/` (validate takes folders; the phases one plan file)."""
+    result = CliRunner().invoke(
+        app, ["expand", str(tmp_path), "--database-url", "postgresql://x@h/d"]
+    )
+    assert result.exit_code == 2
+    assert result.output == f"error: plan file {tmp_path} is a folder; name a file in it\n"
+
+
 def test_valid_plan_parses_and_hash_ignores_formatting() -> None:
     a = parse_plan(f"release: r\nexpand:\n{GOOD_OP}")
     b = parse_plan(
