@@ -121,6 +121,16 @@ def test_statements_are_cut_at_the_scanners_semicolons(text: str) -> None:
     assert queries_module._split(text) == queries_module._split_tokens(text)
 
 
+def test_the_statements_prepare_takes() -> None:
+    text = (
+        "SELECT 1; VALUES (1); WITH w AS (SELECT 1) SELECT * FROM w; INSERT INTO t VALUES (1);"
+        " UPDATE t SET a = 1; DELETE FROM t; MERGE INTO t USING s ON t.a = s.a WHEN MATCHED"
+        " THEN DELETE; CREATE TABLE u (a int); VACUUM t; SET x = 1; EXPLAIN SELECT 1"
+    )
+    queries = parse_statements(text, "q.sql")
+    assert [q.preparable for q in queries] == [True] * 7 + [False] * 4
+
+
 def test_yaml_query_set_lines(tmp_path: Path) -> None:
     path = tmp_path / "v1.yaml"
     path.write_text(

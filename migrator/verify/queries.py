@@ -56,10 +56,13 @@ class Query:
     @property
     def preparable(self) -> bool:
         """True for the statements PREPARE takes (SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES)."""
-        return (
-            isinstance(self.tree, ast.SelectStmt | ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt)
-            or type(self.tree).__name__ == "MergeStmt"
-        )
+        return type(self.tree) in _PREPARABLE  # each cell asks twice a query: no union built
+
+
+# pglast's node classes have no subclasses.
+_PREPARABLE = frozenset(
+    (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+)
 
 
 # -- placeholders ------------------------------------------------------------------------
