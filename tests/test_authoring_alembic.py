@@ -220,3 +220,46 @@ def test_a_revision_without_safe_equivalent_is_named_at_its_line(tmp_path: Path)
     assert f"{ini.parent / 'migrations' / 'versions' / 'e5.py'}:8: revision e5" in result.output
     assert "rename_column" in result.output
     assert not (tmp_path / "plans").exists()
+
+
+def test_a_revision_asking_for_offline_mode_and_an_open_range(tmp_path: Path) -> None:
+    """A revision that asks `context.is_offline_mode()` (as `migrator render`'s baseline
+    does) is read as under `alembic upgrade --sql`, by the import and by `lint --alembic`
+    (before: NameError, the context proxy not established); `REV:` is REV to the heads
+    (before: an AssertionError with no message)."""
+    ini = scripts(
+        tmp_path,
+        {
+            "f6.py": """
+                from alembic import context, op
+
+                revision = "f6"
+                down_revision = None
+
+
+                def upgrade():
+                    if context.is_offline_mode():
+                        op.execute("CREATE TABLE users (id bigint PRIMARY KEY)")
+                    else:
+                        raise RuntimeError("read online")
+            """,
+            "g7.py": """
+                import sqlalchemy as sa
+                from alembic import op
+
+                revision = "g7"
+                down_revision = "f6"
+
+
+                def upgrade():
+                    op.add_column("users", sa.Column("nick", sa.Text()))
+            """,
+        },
+    )
+    plans = tmp_path / "plans"
+    result = invoke("f6:", "--alembic-config", str(ini), "--plans-dir", str(plans))
+    assert result.exit_code == 0, result.output
+    text = (plans / "alembic-g7.yaml").read_text()
+    assert "add_column:" in text and "nick" in text and "CREATE TABLE" not in text
+    linted = CliRunner().invoke(app, ["lint", "--alembic", "--alembic-config", str(ini)])
+    assert linted.exit_code == 0, linted.output

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import Operations, ops
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
@@ -80,7 +82,7 @@ def revisions(location: Path, spec: str | None) -> list[Script]:
             base, head = "base", "heads"
         elif ":" in spec:
             base, head = spec.split(":", 1)
-            base = base or "base"
+            base, head = base or "base", head or "heads"  # `REV:` is REV to the heads
         else:
             one = scripts.get_revision(spec)
             if one is None:
@@ -104,8 +106,14 @@ def revisions(location: Path, spec: str | None) -> list[Script]:
 def run_upgrade(script: Script, operations: Operations, while_: str) -> None:
     """A revision's upgrade(), its `alembic.op` calls sent to ``operations``; a failure
     is one line naming the file and the revision (``while_``: what the run was doing)."""
-    # The `alembic.op` proxy the revision imports points at ``operations`` meanwhile.
+    # The `alembic.op` proxy the revision imports points at ``operations`` meanwhile, and
+    # `alembic.context` at an offline environment: a revision asking
+    # `context.is_offline_mode()` (as `migrator render`'s baseline does) is told True, as
+    # under `alembic upgrade --sql`, where it raised NameError for want of a proxy.
+    location = Path(script.path).resolve().parent.parent
+    environment = EnvironmentContext(Config(), ScriptDirectory(str(location)), as_sql=True)
     operations._install_proxy()
+    environment._install_proxy()
     try:
         script.module.upgrade()
     except Exception as exc:
@@ -114,6 +122,7 @@ def run_upgrade(script: Script, operations: Operations, while_: str) -> None:
             f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         ) from None
     finally:
+        environment._remove_proxy()
         operations._remove_proxy()
 
 
