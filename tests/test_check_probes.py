@@ -477,7 +477,9 @@ def test_each_rule_of_a_domain_is_tried_alone(tmp_path: Path, db: str, snapshot:
         "INSERT INTO purse (id, many, pair) VALUES (8, '{x}', ROW(0, 'x')::amount_pair);\n"
         "INSERT INTO purse (id, many, pair) VALUES (9, $1, $2);\n"
         "INSERT INTO slip (id) VALUES (10);\n"
-        "UPDATE slip SET id = 11;\n",
+        "UPDATE slip SET id = 11;\n"
+        "INSERT INTO label (id, c) VALUES (12, 'far too long'::code);\n"
+        "UPDATE label SET c = CAST('short' AS code);\n",
     )
     before = copy.deepcopy(snapshot)
     before.domains = {}  # the columns held no domain before
@@ -523,6 +525,17 @@ def test_each_rule_of_a_domain_is_tried_alone(tmp_path: Path, db: str, snapshot:
         )
     ]
     assert told[10] == []
+    # A literal cast to the domain itself (PREPARE passes it): the cast is refused by the
+    # rule the phase brings, which the server names.
+    assert told[11] == [
+        (
+            "error",
+            "INSERT into public.label writes c = CAST('far too long' AS code): the domain code of "
+            "label.c, whose rules the expand brings, rejects it (value for domain code "
+            'violates check constraint "code_check")',
+        )
+    ]
+    assert told[12] == []
     with psycopg.connect(db) as conn:  # what a cast to the domain says: the unjudged CHECK
         with pytest.raises(psycopg.errors.CheckViolation, match="amount_check"):
             conn.execute("SELECT CAST(0 AS amount)")

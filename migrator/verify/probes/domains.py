@@ -9,13 +9,16 @@ fails, in PostgreSQL's order, and one whose verdict is not certain here may come
 so each rule the phase brings is tried alone: its expression evaluated by the server
 with VALUE bound to the literal cast to the domain's base type (each element of an
 array literal; the field of a composite literal, read through a copy of the composite
-type whose domain fields are their base types). An INSERT that leaves a column of a
+type whose domain fields are their base types). A literal cast to the domain itself
+(`0::qty`) is refused by that cast already: an error where the rule the server names is
+one the phase brings. An INSERT that leaves a column of a
 domain out (or writes DEFAULT) stores the column's default, else the domain's, else NULL
 cast to the domain: a NOT NULL domain rejects it before any BEFORE trigger runs.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,8 @@ from migrator.verify.queries import Query
 from migrator.verify.snapshot import Column, Domain, Relation, Snapshot
 
 _SHADOW = "pg_temp.migrator_domain_shadow"
+_CHECK_VIOLATION, _NOT_NULL_VIOLATION = "23514", "23502"
+_CONSTRAINT = re.compile(r'check constraint "((?:[^"]|"")*)"')
 
 
 @dataclass(frozen=True)
@@ -224,9 +229,18 @@ def _outcome(
     fix: str,
     outcome: Outcome,
 ) -> None:
-    # Only a rule that evaluated to false: an error (a literal the base type cannot take,
-    # a function that raises) is not this rule's verdict.
-    if outcome.state is not None or outcome.value != "true":
+    # A rule that evaluated to false; or the literal's own cast to the domain (`0::qty`,
+    # which PREPARE passes) refused by a rule this phase brings: the server names that
+    # rule. Any other error (a literal the base type cannot take, a function that raises,
+    # a rule the column met before) is not this phase's verdict.
+    if outcome.state == _NOT_NULL_VIOLATION and rules.new_not_null:
+        message = outcome.message or message
+    elif outcome.state == _CHECK_VIOLATION and outcome.message:
+        named = _CONSTRAINT.search(outcome.message)
+        if named is None or named.group(1).replace('""', '"') not in rules.new_checks:
+            return
+        message = outcome.message
+    elif outcome.state is not None or outcome.value != "true":
         return
     cell.add(
         query,
