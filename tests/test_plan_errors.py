@@ -81,6 +81,27 @@ CASES: list[tuple[str, str, str, str]] = [
         "5:1",
         "(while scanning a quoted scalar that starts at 4:11); a quote is not closed",
     ),
+    (
+        "backslash in double quotes",
+        "release: r\nexpand:\n  - sql: {expand: \"SELECT 1 WHERE a ~ '\\d'\"}\n",
+        "3:41",
+        "found unknown escape character 'd' (while scanning a double-quoted scalar that "
+        "starts at 3:19); in double quotes a backslash starts an escape",
+    ),
+    (
+        "missing comma in a flow map",
+        "release: r\nexpand:\n  - add_column: {table: t column: {name: a}}\n",
+        "3:33",
+        "expected ',' or '}', but got ':' (while parsing a flow mapping that starts at "
+        "3:17); the entries of a `{ }` map are separated by `,`: one is missing",
+    ),
+    (
+        "brace closed twice",
+        "release: r\nexpand:\n  - add_column: {table: t}}\n",
+        "3:27",
+        "expected <block end>, but found '}' (while parsing a block mapping that starts at "
+        "3:5); a `}` that no `{` opened",
+    ),
     ("duplicate key", "release: r\nrelease: s\n", "2:1", "duplicate key 'release'"),
     (
         "unknown operation",

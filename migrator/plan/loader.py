@@ -244,26 +244,51 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
 
 
 # What a newcomer most often did, by PyYAML's words for what it found.
-_YAML_HINTS: tuple[tuple[str, str], ...] = (
+# The usual slips, told by PyYAML's problem (and, where one problem has several causes,
+# the construct it was reading), each with what to do. The first that matches speaks.
+_YAML_HINTS: tuple[tuple[str, str, str], ...] = (
     (
         "but found '?'",
+        "",
         "a `key:` where a list item goes: an item starts with `- ` (a dash, then a space)",
     ),
-    ("found character '\\t'", "indent with spaces: YAML does not allow tabs"),
+    ("found character '\\t'", "", "indent with spaces: YAML does not allow tabs"),
+    ("but found '}'", "", "a `}` that no `{` opened"),
+    ("but found ']'", "", "a `]` that no `[` opened"),
     (
         "expected <block end>",
+        "",
         "this line is indented differently from the keys above it: the keys of one map "
         "start in the same column",
     ),
     (
         "mapping values are not allowed here",
+        "",
         "a `key:` where none can start: line it up with the keys above it, check that the "
         "line above has its `:`, or quote a value that holds `: `",
     ),
-    ("could not find expected ':'", "a key needs a `:` after it"),
-    ("flow mapping", "a `{` is not closed by a `}`"),
-    ("flow sequence", "a `[` is not closed by a `]`"),
-    ("quoted scalar", "a quote is not closed"),
+    ("could not find expected ':'", "", "a key needs a `:` after it"),
+    ("got '<stream end>'", "flow mapping", "a `{` is not closed by a `}`"),
+    ("got '<stream end>'", "flow sequence", "a `[` is not closed by a `]`"),
+    (
+        "expected ',' or '}'",
+        "",
+        "the entries of a `{ }` map are separated by `,`: one is missing, or the `{` is not "
+        "closed by a `}` on its line",
+    ),
+    (
+        "expected ',' or ']'",
+        "",
+        "the items of a `[ ]` list are separated by `,`: one is missing, or the `[` is not "
+        "closed by a `]` on its line",
+    ),
+    (
+        "unknown escape character",
+        "",
+        "in double quotes a backslash starts an escape: quote SQL with single quotes "
+        "(`'...'`, a quote inside written twice), or write the backslash twice",
+    ),
+    ("found unexpected end of stream", "quoted scalar", "a quote is not closed"),
 )
 
 
@@ -279,8 +304,10 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
         if start is not None and (at is None or (start.line, start.column) != (at.line, at.column)):
             began = f" that starts at {start.line + 1}:{start.column + 1}"
         text += f" ({exc.context}{began})"
-    said = f"{exc.problem or ''} {exc.context or ''}"
-    hint = next((hint for words, hint in _YAML_HINTS if words in said), None)
+    problem, context = exc.problem or "", exc.context or ""
+    hint = next(
+        (h for words, within, h in _YAML_HINTS if words in problem and within in context), None
+    )
     return f"{text}; {hint}" if hint else text
 
 
