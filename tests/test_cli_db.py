@@ -117,5 +117,7 @@ def test_dir_option_and_refusals(workdir: Path) -> None:
     # Nothing there yet: status says so, stop has nothing to do.
     empty = migrator("db", "status", "--dir", str(workdir / "none"), cwd=workdir)
     assert empty.returncode == 3 and empty.stdout.startswith("no database yet:")
+    assert "pass --dir with the folder it was started in" in empty.stdout
     idle = migrator("db", "stop", "--dir", str(workdir / "none"), cwd=workdir)
     assert idle.returncode == 0 and idle.stdout.startswith("not running:")
+    assert "pass --dir with the folder it was started in" in idle.stdout

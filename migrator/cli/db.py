@@ -25,11 +25,15 @@ Folder = Annotated[
 ]
 
 
+_ELSEWHERE = (
+    "pass --dir with the folder it was started in (the default .migrator/db is in the "
+    "working directory of the start)"
+)
+
+
 def _not_running(folder: Path) -> GateRefused:
     return GateRefused(
-        f"{folder}: no practice database runs there; `migrator db start` first, or pass "
-        "--dir with the folder it was started in (the default .migrator/db is in the "
-        "working directory of the start)"
+        f"{folder}: no practice database runs there; `migrator db start` first, or " + _ELSEWHERE
     )
 
 
@@ -71,8 +75,13 @@ def status(folder: Folder = DEFAULT_DIR) -> None:
             f"running: {escape(state.url or '')} (pid {state.pid}, {escape(str(state.folder))})"
         )
         return
-    what = "stopped" if state.initialised else "no database yet"
-    out.print(f"{what}: {escape(str(state.folder))}")
+    if state.initialised:
+        out.print(f"stopped: {escape(str(state.folder))}")
+    else:
+        out.print(
+            f"no database yet: {escape(str(state.folder))}; `migrator db start` makes one, "
+            f"or, started from another folder, {_ELSEWHERE}"
+        )
     raise typer.Exit(3)
 
 
@@ -82,6 +91,11 @@ def stop(folder: Folder = DEFAULT_DIR) -> None:
     """Stop the practice database; its data stays for the next start."""
     from migrator.db import practice
 
-    was_running = practice.status(folder).running
+    before = practice.status(folder)
     state = practice.stop(folder)
-    out.print(f"{'stopped' if was_running else 'not running'}: {escape(str(state.folder))}")
+    line = f"{'stopped' if before.running else 'not running'}: {escape(str(state.folder))}"
+    if not before.initialised:
+        # Nothing was ever started here: the server the user means may run on, started
+        # from another folder. Still exit 0: a stop with nothing to stop is done.
+        line += f"; no practice database is there: started from another folder? {_ELSEWHERE}"
+    out.print(line)
