@@ -22,7 +22,7 @@ from migrator.commands.check import (
     CommandPhases,
     check,
 )
-from migrator.db.embedded import start
+from migrator.db.embedded import memory_folder, start
 from migrator.errors import GateRefused, UsageError
 from migrator.observer import Observer
 from migrator.plan.loader import load_plan
@@ -88,7 +88,7 @@ def write_release(folder: Path, new: str, baseline: Path | str = PAGILA) -> Path
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[str]:
     """A scratch server of the module's own, without fsync, as `migrator check` starts one."""
-    server = start()
+    server = start(temp_root=memory_folder())  # in memory, as check's own
     try:
         ScratchServer(server.url).make_disposable()
         yield server.url

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from migrator.commands.check import CheckOptions, check
-from migrator.db.embedded import start
+from migrator.db.embedded import memory_folder, start
 from migrator.plan.loader import load_plan
 from migrator.verify.phase_schemas import _Cache
 from migrator.verify.report import CheckReport, Finding
@@ -68,7 +68,7 @@ def findings(report: CheckReport, *, must_pass: bool, severity: set[str]) -> lis
 def scratch() -> Iterator[str]:
     """A scratch server of the module's own, as `migrator check` starts one: embedded, and
     without fsync (it holds only copies), so the corpus spends its time checking."""
-    server = start()
+    server = start(temp_root=memory_folder())  # in memory, as check's own
     try:
         ScratchServer(server.url).make_disposable()
         yield server.url
