@@ -300,6 +300,28 @@ def test_every_operation_item_at_fault_is_told(tmp_path: Path) -> None:
     assert "did you mean 'drop_column'?" in lines[2]
 
 
+def test_an_operation_item_at_fault_hides_no_other_error() -> None:
+    """The plan's other errors are told beside a misspelt operation, each at its line
+    (the items after the one left out keep theirs)."""
+    text = (
+        "expand:\n  - add_colum: {table: t}\n"
+        "  - rename_column: {table: t, form: a, to: b}\n"
+        "bogus: 1\n"
+    )
+    with pytest.raises(PlanError) as caught:
+        parse_plan(text, "p.yaml")
+    told = [(e.location, str(e).split(": ", 2)[1].split(";")[0]) for e in caught.value.more]
+    assert caught.value.location == "p.yaml:2:5" and "unknown operation 'add_colum'" in str(
+        caught.value
+    )
+    assert sorted(told) == [
+        ("p.yaml:1:1", "missing required key 'release'"),
+        ("p.yaml:3:31", "unknown key 'form' (did you mean 'from'?)"),
+        ("p.yaml:3:5", "missing required key 'from'"),
+        ("p.yaml:4:1", "unknown key 'bogus'"),
+    ], told
+
+
 def test_missing_plan_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plan", "validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2

@@ -170,10 +170,16 @@ def _describe(error: Any) -> str:
     return f"{where + ': ' if where else ''}{message}{shown}"
 
 
-def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
-    """Each operation item is a map with exactly one key, a known operation name; every
-    item at fault is told, the first raised with the others as its ``more``."""
+def _check_operation_items(
+    data: dict[str, Any], builder: _Builder
+) -> tuple[list[PlanError], dict[str, Any], dict[Loc, list[int]]]:
+    """Each operation item is a map with exactly one key, a known operation name. Gives
+    every item at fault, the plan without them (so that its other errors are found too)
+    and, for each operation list that lost items, the original index of each item kept,
+    under the list's location as pydantic names it."""
     found: list[PlanError] = []
+    cleaned = dict(data)
+    kept: dict[Loc, list[int]] = {}
     lists: list[tuple[Loc, Any]] = [(("expand",), data.get("expand"))]
     contract = data.get("contract")
     if isinstance(contract, dict):
@@ -183,13 +189,14 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
     else:
         lists.append((("contract",), contract))
     for path, items in lists:
+        named = ".".join(map(str, path))
         if isinstance(items, dict):
             dashed = [key for key in items if isinstance(key, str) and key[:1] == "-"]
             if dashed:
                 found.append(
                     builder.error(
-                        f"{'.'.join(map(str, path))}: {dashed[0]!r} is a key, not a list "
-                        "item: an operation starts with `- ` (a dash, then a space), "
+                        f"{named}: {dashed[0]!r} is a key, not a list item: an operation "
+                        "starts with `- ` (a dash, then a space), "
                         f"`- {dashed[0][1:].lstrip()}:`",
                         _locate(builder.marks, (*path, dashed[0])),
                     )
@@ -197,53 +204,82 @@ def _check_operation_items(data: dict[str, Any], builder: _Builder) -> None:
             elif items and path != ("contract",):
                 found.append(
                     builder.error(
-                        f"{'.'.join(map(str, path))} is a list of operations, each starting "
-                        f"with `- ` (a dash, then a space), e.g. `- {next(iter(items))}:`; "
-                        "got a map",
+                        f"{named} is a list of operations, each starting with `- ` (a dash, "
+                        f"then a space), e.g. `- {next(iter(items))}:`; got a map",
                         _locate(builder.marks, path),
                     )
                 )
+            else:
+                continue
+            # Validated without it, so that it is not told twice.
+            if path == ("expand",):
+                del cleaned["expand"]
+            elif path == ("contract", "operations") and isinstance(contract, dict):
+                cleaned["contract"] = {k: v for k, v in contract.items() if k != "operations"}
+            elif isinstance(contract, dict):
+                cleaned["contract"] = {k: v for k, v in contract.items() if k not in dashed}
             continue
         if not isinstance(items, list):
             continue
+        good = []
         for index, item in enumerate(items):
-            at = _locate(builder.marks, (*path, index))
-            if not isinstance(item, dict) or not item:
-                found.append(
-                    builder.error(
-                        "an operation is a map with one key, the operation's name, "
-                        f"e.g. `- add_column: {{...}}`; got {item!r}",
-                        at,
-                    )
-                )
-                continue
-            names = list(item)
-            if len(names) > 1:
-                second = _locate(builder.marks, (*path, index, names[1]))
-                found.append(
-                    builder.error(
-                        f"one operation per list item: found {', '.join(names)}; "
-                        "start each with its own `- `",
-                        second,
-                    )
-                )
-                continue
-            name = names[0]
-            if name not in REGISTRY:
-                close = difflib.get_close_matches(name, list(REGISTRY), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                found.append(
-                    builder.error(
-                        f"unknown operation {name!r}; {hint}expected one of: {', '.join(REGISTRY)}",
-                        _locate(builder.marks, (*path, index, name)),
-                    )
-                )
-    if found:
-        found[0].more = found[1:]
-        raise found[0]
+            problem = _item_problem(builder, path, index, item)
+            if problem is None:
+                good.append(index)
+            else:
+                found.append(problem)
+        if len(good) < len(items):
+            if path == ("expand",):
+                cleaned["expand"] = [items[i] for i in good]
+                kept[path] = good
+            elif path == ("contract",):
+                cleaned["contract"] = [items[i] for i in good]
+                kept[("contract", "operations")] = good
+            else:
+                cleaned["contract"] = {
+                    **cleaned["contract"],
+                    "operations": [items[i] for i in good],
+                }
+                kept[path] = good
+    return found, cleaned, kept
 
 
-# What a newcomer most often did, by PyYAML's words for what it found.
+def _item_problem(builder: _Builder, path: Loc, index: int, item: Any) -> PlanError | None:
+    """What is wrong with one item of an operation list, if anything."""
+    if not isinstance(item, dict) or not item:
+        return builder.error(
+            "an operation is a map with one key, the operation's name, "
+            f"e.g. `- add_column: {{...}}`; got {item!r}",
+            _locate(builder.marks, (*path, index)),
+        )
+    names = list(item)
+    if len(names) > 1:
+        return builder.error(
+            f"one operation per list item: found {', '.join(names)}; start each with its own `- `",
+            _locate(builder.marks, (*path, index, names[1])),
+        )
+    name = names[0]
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return builder.error(
+            f"unknown operation {name!r}; {hint}expected one of: {', '.join(REGISTRY)}",
+            _locate(builder.marks, (*path, index, name)),
+        )
+    return None
+
+
+def _original(loc: Loc, kept: dict[Loc, list[int]]) -> Loc:
+    """A pydantic location in the plan validated without its faulty items, as a location
+    in the plan as written."""
+    for prefix, indices in kept.items():
+        n = len(prefix)
+        at = loc[n] if loc[:n] == prefix and len(loc) > n else None
+        if isinstance(at, int):
+            return (*prefix, indices[at], *loc[n + 1 :])
+    return loc
+
+
 # The usual slips, told by PyYAML's problem (and, where one problem has several causes,
 # the construct it was reading), each with what to do. The first that matches speaks.
 _YAML_HINTS: tuple[tuple[str, str, str], ...] = (
@@ -326,21 +362,21 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     data = builder.build(node, ())
     if not isinstance(data, dict):
         raise builder.error("a plan is a map of keys (release:, expand:, ...)", Mark(1, 1))
-    _check_operation_items(data, builder)
+    found, cleaned, kept = _check_operation_items(data, builder)
     try:
-        plan = Plan.model_validate(data)
+        plan = Plan.model_validate(cleaned)
     except ValidationError as exc:
         # An unknown key explains the errors that follow from it (a typo'd key is also
         # a missing one), so it is reported first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        found: list[PlanError] = []
         for error in errors:
-            path = _resolve(builder.marks, tuple(error["loc"]))
+            path = _resolve(builder.marks, _original(tuple(error["loc"]), kept))
             # A wrong value is shown where the value stands; a wrong key where the key does.
             at = builder.marks.get(path, Mark(1, 1))
             if error["type"] not in ("extra_forbidden", "missing") and path in builder.values:
                 at = builder.values[path]
             found.append(builder.error(_describe(error), at))
+    if found:
         first = found[0]
         first.more = found[1:]
         raise first from None
