@@ -495,6 +495,16 @@ CASES: list[tuple[str, int, str, str]] = [
         "BEGIN; ALTER TABLE o ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES users (id) NOT "
         "VALID; COMMIT; BEGIN; LOCK TABLE users; ALTER TABLE o DROP CONSTRAINT f; COMMIT;",
     ),
+    (
+        "M040",
+        18,
+        # A key over the column the file added, renamed since (the swap's re-pointed
+        # key takes its name back), goes with a DROP COLUMN; offline, a live one is unknown.
+        "BEGIN; LOCK TABLE users; ALTER TABLE o DROP COLUMN u; COMMIT;",
+        "BEGIN; ALTER TABLE o ADD CONSTRAINT f_new FOREIGN KEY (u) REFERENCES users (id) NOT "
+        "VALID; COMMIT; BEGIN; ALTER TABLE o RENAME CONSTRAINT f_new TO f; COMMIT; "
+        "BEGIN; LOCK TABLE users; ALTER TABLE o DROP COLUMN u; COMMIT;",
+    ),
 ]
 
 # Rules that need data from a live database, and the optional rules (off unless

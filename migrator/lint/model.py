@@ -85,6 +85,8 @@ class Tracker:
     foreign_keys: set[tuple[str, str]] = field(default_factory=set)
     # (table, name) of a foreign key added -> the (schema, table) it references.
     foreign_key_targets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    # (table, name) of a foreign key added -> its columns (a DROP COLUMN drops it).
+    foreign_key_columns: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     # (table, name) of constraints dropped earlier in the file: the database's answer
     # about them is out of date from there on.
     dropped_constraints: set[tuple[str, str]] = field(default_factory=set)

@@ -98,6 +98,7 @@ def subcommand(
         drop_constraint(a, stmt, schema, table, cmd.name or "", new, phase)
         a.tracker.dropped_constraints.add((table, cmd.name or ""))
         a.tracker.foreign_key_targets.pop((table, cmd.name or ""), None)
+        a.tracker.foreign_key_columns.pop((table, cmd.name or ""), None)
         if not unit.transactional and not cmd.missing_ok:
             a.not_rerunnable(stmt, f"DROP CONSTRAINT {cmd.name} without IF EXISTS")
     elif sub in (AT.AT_AttachPartition, AT.AT_DetachPartition):
@@ -217,6 +218,7 @@ def add_constraint(
                 con.pktable.schemaname or a.schema,
                 rel(con.pktable),
             )
+            a.tracker.foreign_key_columns[(table, name)] = tuple(names(con.fk_attrs))
         if not con.skip_validation:
             a.tracker.validated_constraints.add((table, name))
     if con.contype == CT.CONSTR_UNIQUE:

@@ -414,9 +414,15 @@ def locks_taken(a: Analyzer, stmt: Stmt | None) -> dict[tuple[str, str], int]:
                 target = a.live.foreign_key_target(schema, table, cmd.name)
             if target is not None:
                 take(target, ACCESS_EXCLUSIVE_MODE)
-        elif cmd.subtype == AT.AT_DropColumn and cmd.name and a.live is not None:
-            # Its foreign keys go with it: those the file has not dropped already.
-            for name, target in a.live.column_foreign_key_targets(schema, table, cmd.name) or []:
+        elif cmd.subtype == AT.AT_DropColumn and cmd.name:
+            # Its foreign keys go with it: those the file added over it, and those the
+            # database has over it that the file has not dropped already.
+            for key, columns in a.tracker.foreign_key_columns.items():
+                target = a.tracker.foreign_key_targets.get(key)
+                if key[0] == table and cmd.name in columns and target is not None:
+                    take(target, ACCESS_EXCLUSIVE_MODE)
+            live = a.live.column_foreign_key_targets(schema, table, cmd.name) if a.live else None
+            for name, target in live or []:
                 if (table, name) not in a.tracker.dropped_constraints:
                     take(target, ACCESS_EXCLUSIVE_MODE)
     return taken

@@ -37,6 +37,18 @@ def rename(a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPha
             stmt,
             f"renames {table}.{old} to {new} in place: every query using {old} breaks at once",
         )
+    elif node.renameType == OT.OBJECT_TABCONSTRAINT:
+        # A foreign key the file added goes on under its new name (the swap gives a
+        # re-pointed key its name back); the old name is gone.
+        before, after = (table, node.subname or ""), (table, node.newname or "")
+        tracker = a.tracker
+        for known in (tracker.foreign_key_targets, tracker.foreign_key_columns):
+            if before in known:
+                known[after] = known.pop(before)  # type: ignore[assignment]
+        if before in tracker.foreign_keys:
+            tracker.foreign_keys.discard(before)
+            tracker.foreign_keys.add(after)
+        tracker.dropped_constraints.add(before)
     elif node.renameType == OT.OBJECT_TABLE:
         new_name = node.newname or ""
         if a.new(table):
