@@ -341,8 +341,18 @@ def test_the_swap_of_a_column_with_a_foreign_key_locks_the_referenced_table_firs
 
 def test_drop_table_locks_the_tables_its_keys_reference_first(fresh_db: str) -> None:
     """drop_table of orders drops its foreign key too (ACCESS EXCLUSIVE on users): run
-    in a contract while the application writes a user, then an order for it."""
+    in a contract while the application writes a user, then an order for it. Likewise
+    create_table's rollback, of a new table with a key: a user, then a note."""
     url = seeded(fresh_db, SEED)
+    created = parse_plan(
+        "release: fk-create-table\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand:\n"
+        "  - create_table:\n      table: notes\n      columns:\n"
+        "        - {name: user_id, type: int, references: {table: users, column: id}}\n"
+    )
+    commands.expand(created, opts(url))
+    parent_then_child(
+        url, "users", "notes (user_id)", lambda: commands.rollback(created, opts(url))
+    )
     plan = parse_plan(
         "release: fk-drop-table\ndatabase: {lock_timeout: 60s, retries: 0}\nexpand: []\n"
         "contract:\n  not_before: 0s\n  operations:\n    - drop_table: {table: orders}\n"
@@ -351,7 +361,9 @@ def test_drop_table_locks_the_tables_its_keys_reference_first(fresh_db: str) -> 
         verb(plan, opts(url))
     parent_then_child(url, "users", "orders (user_id)", lambda: commands.contract(opts(url)))
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT to_regclass('orders')").fetchall() == [(None,)]
+        assert conn.execute("SELECT to_regclass('orders'), to_regclass('notes')").fetchall() == [
+            (None, None)
+        ]
 
 
 class StopBefore(Observer):

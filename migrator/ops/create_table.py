@@ -28,7 +28,7 @@ from migrator.ops.columns import (
     unique_name,
 )
 from migrator.ops.expressions import default_sql
-from migrator.ops.safe import index_key
+from migrator.ops.safe import index_key, lock_referenced_by_sql
 from migrator.ops.validation import expression_columns, require_columns, require_table
 from migrator.pgtypes import is_serial
 from migrator.sqltext import ident, literal, short_name
@@ -408,6 +408,8 @@ class CreateTable(Operation):
             step(
                 "drop-table",
                 f"drop the new table {self.table}",
+                # Its foreign keys go with it: the tables they reference first.
+                *lock_referenced_by_sql(ctx.catalog, ctx.schema, self.table),
                 f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}",
             )
         ]

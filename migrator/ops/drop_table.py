@@ -13,7 +13,7 @@ from typing import ClassVar
 from migrator.engine.steps import Doomed, Step, step
 from migrator.ops.base import Context, Operation, Phase
 from migrator.ops.columns import Identifier
-from migrator.ops.safe import lock_referenced_sql
+from migrator.ops.safe import lock_referenced_by_sql
 from migrator.ops.validation import refuse_dependants, require_table
 from migrator.sqltext import ident
 
@@ -45,12 +45,7 @@ class DropTable(Operation):
         ctx.notes.append(what)
         # Its foreign keys go with it, under ACCESS EXCLUSIVE on each table they
         # reference: those first (safe.lock_referenced_sql), as an application writes.
-        locks = [
-            lock_referenced_sql(ctx.catalog, schema, table, "ACCESS EXCLUSIVE")
-            for schema, table in (
-                ctx.catalog.referenced_tables(ctx.schema, self.table) if exists else []
-            )
-        ]
+        locks = lock_referenced_by_sql(ctx.catalog, ctx.schema, self.table)
         return [
             step(
                 "drop-table", what, *locks, f"DROP TABLE IF EXISTS {ident(ctx.schema, self.table)}"

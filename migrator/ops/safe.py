@@ -98,6 +98,18 @@ def lock_referenced_sql(
     return f"LOCK TABLE {only}{ident(schema, table)} IN {mode} MODE"
 
 
+def lock_referenced_by_sql(catalog: Catalog, schema: str, table: str) -> list[str]:
+    """LOCK TABLE (`lock_referenced_sql`, ACCESS EXCLUSIVE) of each table the foreign
+    keys of ``table`` reference, for a DROP TABLE of it, which drops them too; none
+    where the table is not there."""
+    if not catalog.table_exists(schema, table):
+        return []
+    return [
+        lock_referenced_sql(catalog, *target, "ACCESS EXCLUSIVE")
+        for target in catalog.referenced_tables(schema, table)
+    ]
+
+
 def add_foreign_key_step(
     key: str,
     schema: str,
