@@ -9,13 +9,19 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from migrator import commands
-from migrator.backfill.runner import HOT_PASSES
+from migrator.backfill import throttle
+from migrator.backfill.runner import HOT_PASSES, Backfill, Settings
+from migrator.db.connection import make_engine
+from migrator.engine.state import StateStore
+from migrator.engine.steps import BackfillSpec
 from migrator.plan.loader import parse_plan
 from tests.test_backfill import checkpoint, opts, plan_text, q
 
@@ -26,6 +32,9 @@ CREATE TABLE users (tenant int, id int, legacy_phone text, PRIMARY KEY (tenant, 
 INSERT INTO users SELECT g % 3, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'p' || g END
 FROM generate_series(1, {ROWS}) g;
 """
+
+
+STATE = StateStore()
 
 
 def expected(url: str) -> list[tuple[int, int, str]]:
@@ -187,3 +196,99 @@ def test_a_stop_signal_ends_the_batches_under_way_exits_5_and_resumes(
     )
     assert done.returncode == 0, done.stderr
     assert q(fresh_db, "SELECT tenant, id, phone FROM users ORDER BY tenant, id") == want
+
+
+def _main_waits_in_threading() -> bool:
+    """Whether the main thread is blocked in one of threading's waits (a join, an
+    Event's or a Condition's wait): where it spends most of a run, the workers going."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    return frame is not None and frame.f_code.co_filename == threading.__file__
+
+
+def test_a_stop_landing_while_the_run_waits_for_its_workers_waits_for_their_batch(
+    module_db: str,
+) -> None:
+    """Ctrl-C lands while the run waits for its workers, one of them in a batch (held
+    here on a row lock): the run stops only once that batch has ended, and its last
+    checkpoint counts it. Before Python 3.13 a KeyboardInterrupt inside Thread.join
+    marks the thread as ended while it still runs, so the run wrote its checkpoint
+    before the batch committed (seen under load: `migrator status` a batch short)."""
+    assert threading.current_thread() is threading.main_thread()
+    q(
+        module_db,
+        "CREATE TABLE held (id int PRIMARY KEY, legacy_phone text, phone text);"
+        "INSERT INTO held SELECT g, 'p' || g, NULL FROM generate_series(1, 3000) g",
+    )
+    release, key = "held", "0.add_column.backfill"
+    engine = make_engine(module_db)
+    with engine.connect() as conn:
+        STATE.init(conn)
+        STATE.start_release(conn, release, None, {}, "digest")
+        STATE.mark_step(conn, release, "backfill", key, 0, "fill held.phone", "running")
+        conn.commit()
+    spec = BackfillSpec(
+        key="backfill",
+        schema="public",
+        table="held",
+        set={"phone": "coalesce(legacy_phone, '')"},
+        needs='"phone" IS NULL',
+    )
+    run = Backfill(
+        engine,
+        spec,
+        release=release,
+        key=key,
+        # The batch waits for the row lock as long as the test holds it: no retry.
+        settings=Settings(batch_size=100, lock_timeout=120.0, workers=1),
+        reader=lambda conn, pids: throttle.Readings(),
+    )
+    blocker = psycopg.connect(module_db)
+    blocker.execute("SELECT FROM held WHERE id = 1500 FOR UPDATE")
+    run_over = threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt() -> None:
+        # A batch waits on the row lock...
+        while not q(
+            module_db,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'migrator backfill' "
+            "AND wait_event_type = 'Lock'",
+        ):
+            time.sleep(0.01)
+        # ... and the run waits for the workers: Ctrl-C now.
+        while not _main_waits_in_threading():
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+        run._shared.stop.wait()  # the run took the interrupt
+        # Let the batch go once the run waits for it, or has ended without it.
+        while not (run_over.is_set() or _main_waits_in_threading()):
+            time.sleep(0.001)
+        blocker.rollback()
+
+    helper = threading.Thread(target=interrupt, daemon=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            run.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        run_over.set()
+        helper.join()
+        blocker.close()
+        engine.dispose()
+    # Wait for the run's sessions to be gone (at once when the run waited for them).
+    while q(
+        module_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'migrator backfill'"
+    ):
+        time.sleep(0.01)
+    rows = int(q(module_db, "SELECT count(*) FROM held WHERE phone IS NOT NULL")[0][0])
+    saved = q(
+        module_db,
+        "SELECT checkpoint FROM migrator.steps WHERE release = %s AND key = %s",
+        release,
+        key,
+    )[0][0]
+    assert 0 < rows < 3000
+    assert saved["rows"] == rows, saved

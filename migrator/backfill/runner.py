@@ -416,9 +416,15 @@ class Backfill:
     def _run_pass(self) -> None:
         shared = self._shared
         shared.stop.clear()
+        # Each worker sets its event as its very last act, its session closed. The main
+        # thread waits on these, never in Thread.join: before Python 3.13 a Ctrl-C or
+        # SIGTERM that lands in a join marks the thread as ended while it still runs
+        # (threading's bpo-45274 handler), so the next join returned at once and the
+        # checkpoint was written before the batch in flight committed.
+        ended = [threading.Event() for _ in range(max(1, self.settings.workers))]
         threads = [
-            threading.Thread(target=self._work, args=(n,), name=f"backfill-{n}", daemon=True)
-            for n in range(max(1, self.settings.workers))
+            threading.Thread(target=self._work, args=(n, done), name=f"backfill-{n}", daemon=True)
+            for n, done in enumerate(ended)
         ]
         # Look before the first batch: a lagging replica stops the run from the start.
         with connect(self.engine) as conn:
@@ -427,24 +433,24 @@ class Backfill:
         for thread in threads:
             thread.start()
         try:
-            self._monitor(threads)
+            self._monitor(ended)
         except BaseException:
             shared.stop.set()
-            for thread in threads:
-                thread.join()
+            for done in ended:
+                done.wait()
             raise
-        for thread in threads:
-            thread.join()
+        for done in ended:
+            done.wait()
         if shared.errors:
             raise shared.errors[0]
 
-    def _monitor(self, threads: list[threading.Thread]) -> None:
+    def _monitor(self, ended: list[threading.Event]) -> None:
         """Read the load, decide, report progress, until the workers are done."""
         shared = self._shared
         samples: deque[tuple[float, int]] = deque()
         last_report = 0.0
         with connect(self.engine) as conn:
-            while any(t.is_alive() for t in threads):
+            while not all(done.is_set() for done in ended):
                 with shared.lock:
                     pids = sorted(shared.pids)
                 self._decide(conn, pids)
@@ -458,8 +464,8 @@ class Backfill:
                     rate = _rate(samples)
                     self._save(conn, summary, rate=rate)
                     self._progress(summary, rate)
-                for thread in threads:
-                    thread.join(MONITOR_INTERVAL / len(threads))
+                for done in ended:
+                    done.wait(MONITOR_INTERVAL / len(ended))
 
     def _resolve_limits(self, conn: Connection) -> None:
         """The slots' WAL limit, read once a run (a share of the disk's free space)."""
@@ -550,7 +556,9 @@ class Backfill:
         STATE.save_checkpoint(conn, self.release, "backfill", self.key, checkpoint)
         conn.commit()
 
-    def _work(self, number: int) -> None:
+    def _work(self, number: int, ended: threading.Event) -> None:
+        """One worker's claims and batches until the ranges are done or the run stops;
+        ``ended`` is set once its session is closed (`_run_pass` waits on it)."""
         shared = self._shared
         worker = f"{self.worker_id}:{number}"
         pid: int | None = None
@@ -597,6 +605,7 @@ class Backfill:
             if pid is not None:
                 with shared.lock:
                     shared.pids.discard(pid)
+            ended.set()
 
     def _sizer(self) -> BatchSizer:
         keyset = self.walk is None or self.walk.keyset
