@@ -26,6 +26,7 @@ from migrator.db.embedded import memory_folder, start
 from migrator.errors import GateRefused, UsageError
 from migrator.observer import Observer
 from migrator.plan.loader import load_plan
+from migrator.verify.phase_schemas import baseline_file, earlier_plans
 from migrator.verify.report import CheckReport
 from migrator.verify.scratch import ScratchServer, load_sql, portable_dump
 
@@ -323,6 +324,27 @@ def test_chain_of_earlier_plans_builds_before(tmp_path: Path, scratch: str) -> N
     (tmp_path / "01-nickname.yaml").unlink()
     with pytest.raises(UsageError, match="follows release 'r1', but no plan of that release"):
         check(load_plan(second), second, CheckOptions(scratch_url=scratch))
+
+
+def test_a_plan_with_its_own_baseline_starts_a_new_chain(tmp_path: Path) -> None:
+    """`baseline:` is the schema before the plan, whatever `after:` says: the release it
+    follows (one from before migrator, or a plan in the folder) is not looked for."""
+    (tmp_path / "schema.sql").write_text("CREATE TABLE account (id bigint PRIMARY KEY);\n")
+    plan_path = tmp_path / "05-plan.yaml"
+    plan_path.write_text(
+        "release: r5\nafter: before-migrator\nbaseline: schema.sql\n"
+        "expand:\n  - add_column: {table: account, column: {name: plan, type: text}}\n"
+    )
+    plan = load_plan(plan_path)
+    assert earlier_plans(plan, plan_path) == []
+    assert baseline_file(plan, plan_path) == (tmp_path / "schema.sql").resolve()
+    (tmp_path / "old.sql").write_text("CREATE TABLE gone (id int);\n")
+    (tmp_path / "04-plan.yaml").write_text(
+        "release: before-migrator\nbaseline: old.sql\n"
+        "expand:\n  - add_column: {table: gone, column: {name: x, type: text}}\n"
+    )
+    assert earlier_plans(plan, plan_path) == []
+    assert baseline_file(plan, plan_path) == (tmp_path / "schema.sql").resolve()
 
 
 def test_live_database_schema_and_the_audit_event(

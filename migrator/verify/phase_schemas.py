@@ -70,8 +70,10 @@ class PhaseDatabases:
 
 
 def earlier_plans(plan: Plan, plan_path: Path) -> list[tuple[Path, Plan]]:
-    """The plans this one follows (``after:``), oldest first, from the plan's folder."""
-    if plan.after is None:
+    """The plans this one follows (``after:``), oldest first, from the plan's folder,
+    back to the first with a ``baseline:``. None where the plan has its own: that is the
+    schema before it (a new chain, or a release after one from before migrator)."""
+    if plan.after is None or plan.baseline is not None:
         return []
     by_release: dict[str, tuple[Path, Plan]] = {}
     for candidate in sorted(plan_path.parent.glob("*.y*ml")):
