@@ -38,7 +38,7 @@ from migrator.lint import RuleSettings, lint_plan
 from migrator.observer import NULL_OBSERVER, Observer
 from migrator.plan.loader import missing_files
 from migrator.plan.models import Plan
-from migrator.verify.matrix import run_matrix
+from migrator.verify.matrix import Matrix
 from migrator.verify.phase_schemas import (
     baseline_file,
     earlier_plans,
@@ -383,12 +383,14 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         with contextlib.ExitStack() as phases:
             phases.push(building.__exit__)
             lap("phase databases")
+            # The cells connect and read the phases' snapshots while the queries are read.
+            matrix = phases.enter_context(Matrix(dbs.urls, changes, search_path, opts.observer))
             (versions, problems), read_at = reading.result()
             lap("queries (read meanwhile)")
             # The reading's own time, to set beside the server's start it overlaps.
             timings["queries, read in the background"] = round(read_at - submitted, 3)
             opts.observer.info(f"schema before the release: {dbs.source}")
-            cells = run_matrix(dbs.urls, versions, changes, search_path, opts.observer)
+            cells = matrix.run(versions)
             lap("matrix")
             version = live_version or opts.pg_version or scratch_version
             lint = (

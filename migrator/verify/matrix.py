@@ -335,51 +335,94 @@ def run_matrix(
     observer: Observer = NULL_OBSERVER,
 ) -> list[Cell]:
     """Every cell of the matrix; ``versions`` maps old/new to (name, queries)."""
-    # Each cell on its own connection, the six at once: while some wait for the server's
-    # answers (on both cores), another runs its static checks. The first cell of each
-    # phase reads the phase's snapshot; a cell needs the others' (home, before, previous)
-    # only once its PREPAREs are answered.
-    readers: dict[str, CellSpec] = {}
-    for spec in CELLS:
-        readers.setdefault(spec.phase, spec)
-    taken: dict[str, Future[Snapshot]] = {phase: Future() for phase in readers}
-    done: dict[CellSpec, Cell] = {}
-    lock = threading.Lock()
+    with Matrix(urls, changes, search_path, observer) as matrix:
+        return matrix.run(versions)
 
-    def run(spec: CellSpec) -> None:
-        reader = readers[spec.phase] is spec
+
+class _NotRun(Exception):
+    """The matrix was left before its queries were given (the caller failed meanwhile)."""
+
+
+class Matrix:
+    """The six cells, each on its own connection, the six at once, started before the
+    queries are known: each cell connects, and the first cell of each phase reads the
+    phase's snapshot, while the caller still reads the query sets (that is parsing, on
+    one core; this is mostly the server's work, on the other). `run` gives the queries
+    and waits for the cells; leaving the block without it closes the connections.
+
+    While some cells wait for the server's answers (on both cores), another runs its
+    static checks; a cell needs the others' snapshots (home, before, previous) only once
+    its PREPAREs are answered."""
+
+    def __init__(
+        self,
+        urls: dict[str, str],
+        changes: list[ColumnChange],
+        search_path: tuple[str, ...],
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
+        self._urls = urls
+        self._changes = changes
+        self._search_path = search_path
+        self._observer = observer
+        readers: dict[str, CellSpec] = {}
+        for spec in CELLS:
+            readers.setdefault(spec.phase, spec)
+        self._readers = readers
+        self._taken: dict[str, Future[Snapshot]] = {phase: Future() for phase in readers}
+        self._versions: Future[dict[str, tuple[str, list[Query]]]] = Future()
+        self._done: dict[CellSpec, Cell] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=len(CELLS), thread_name_prefix="migrator-cell")
+        self._cells = [self._pool.submit(self._run, spec) for spec in CELLS]
+
+    def __enter__(self) -> Matrix:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._versions.done():
+            self._versions.set_exception(_NotRun())
+        self._pool.shutdown(wait=True)
+
+    def run(self, versions: dict[str, tuple[str, list[Query]]]) -> list[Cell]:
+        """Every cell of the matrix; ``versions`` maps old/new to (name, queries)."""
+        self._versions.set_result(versions)
+        for future in self._cells:
+            future.result()
+        cells = [self._done[spec] for spec in CELLS]
+        _point_to_first(cells)
+        return cells
+
+    def _run(self, spec: CellSpec) -> None:
+        reader = self._readers[spec.phase] is spec
         try:
-            conn = connect(urls[spec.phase], search_path)
+            conn = connect(self._urls[spec.phase], self._search_path)
             if reader:
                 try:
-                    taken[spec.phase].set_result(take(conn, spec.phase, search_path))
+                    snapshot = take(conn, spec.phase, self._search_path)
+                    self._taken[spec.phase].set_result(snapshot)
                     conn.rollback()
                 except BaseException:
                     conn.close()
                     raise
         except BaseException as exc:
             if reader:  # the cells that wait for this snapshot get the error instead
-                taken[spec.phase].set_exception(exc)
+                self._taken[spec.phase].set_exception(exc)
             raise
         with conn:
+            name, queries = self._versions.result()[spec.version]
             preparer = Preparer(conn)
             try:
-                name, queries = versions[spec.version]
                 outcomes = preparer.prepare_all([q.sql for q in _checked(queries)])
-                snaps = {phase: future.result() for phase, future in taken.items()}
-                cell = judge_cell(spec, name, queries, outcomes, conn, snaps, changes)
+                snaps = {phase: future.result() for phase, future in self._taken.items()}
+                cell = judge_cell(spec, name, queries, outcomes, conn, snaps, self._changes)
             finally:
                 preparer.finish()
-        with lock:
-            done[spec] = cell
-            observer.progress("check", len(done), len(CELLS), cell=f"{spec.version}@{spec.phase}")
-
-    with ThreadPoolExecutor(max_workers=len(CELLS), thread_name_prefix="migrator-cell") as pool:
-        for future in [pool.submit(run, spec) for spec in CELLS]:
-            future.result()
-    cells = [done[spec] for spec in CELLS]
-    _point_to_first(cells)
-    return cells
+        with self._lock:
+            self._done[spec] = cell
+            self._observer.progress(
+                "check", len(self._done), len(CELLS), cell=f"{spec.version}@{spec.phase}"
+            )
 
 
 def _point_to_first(cells: list[Cell]) -> None:
@@ -399,4 +442,4 @@ def _point_to_first(cells: list[Cell]) -> None:
                     first[key] = (cell.phase, f.fix)
 
 
-__all__ = ["CELLS", "CellSpec", "judge_cell", "run_cell", "run_matrix"]
+__all__ = ["CELLS", "CellSpec", "Matrix", "judge_cell", "run_cell", "run_matrix"]
