@@ -383,6 +383,18 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
         with contextlib.ExitStack() as phases:
             phases.push(building.__exit__)
             lap("phase databases")
+            # The lint asks the before database a few dozen questions, one round trip
+            # each, on a connection of its own: mostly waiting, so it runs beside the
+            # query reading and the matrix, not after them (its result is waited for
+            # after the matrix's, so an error there is still reported first).
+            version = live_version or opts.pg_version or scratch_version
+            linting = (
+                phases.enter_context(
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator-lint")
+                ).submit(_lint, plan, path, version, dbs.urls["before"], opts.lint_settings)
+                if opts.lint
+                else None
+            )
             # The cells connect and read the phases' snapshots while the queries are read.
             matrix = phases.enter_context(Matrix(dbs.urls, changes, search_path, opts.observer))
             (versions, problems), read_at = reading.result()
@@ -392,13 +404,8 @@ def check(plan: Plan, plan_path: str | Path, opts: CheckOptions) -> CheckReport:
             opts.observer.info(f"schema before the release: {dbs.source}")
             cells = matrix.run(versions)
             lap("matrix")
-            version = live_version or opts.pg_version or scratch_version
-            lint = (
-                _lint(plan, path, version, dbs.urls["before"], opts.lint_settings)
-                if opts.lint
-                else []
-            )
-            lap("lint")
+            lint = linting.result() if linting is not None else []
+            lap("lint (run meanwhile)")
             source = dbs.source
         lap("clean-up")
     if opts.scratch_url is None:
