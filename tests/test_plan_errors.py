@@ -280,6 +280,26 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert "unknown operation 'add_colum'" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["expand"], "migrator expand: Missing argument 'PLAN'."),
+        (["expand", "--bogus", "p.yaml"], "migrator expand: No such option: --bogus"),
+        (["expnd"], "migrator: No such command 'expnd'. Did you mean 'expand'?"),
+        (["plan", "validat"], "migrator plan: No such command 'validat'."),
+    ],
+)
+def test_a_usage_error_is_one_line(args: list[str], said: str) -> None:
+    """A missing argument, an unknown option or command: one line naming the command,
+    with its usage, exit 2 (click's own form is four lines)."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {said}"), lines[0]
+    assert "(usage: migrator" in lines[0] and "--help` says more)" in lines[0]
+
+
 def test_every_operation_item_at_fault_is_told(tmp_path: Path) -> None:
     """Two misspelt operations and one with two keys: each at its line, in one run."""
     plan = tmp_path / "bad.yaml"

@@ -10,9 +10,10 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any
 
 import typer
+from typer._click.exceptions import UsageError as ClickUsageError
 
 from migrator import __version__
 from migrator.cli import CLOSED_PIPE, demo, lifecycle
@@ -34,6 +35,23 @@ from migrator.cli.db import db_app
 from migrator.cli.plan import plan_app
 from migrator.cli.queries import queries_app
 from migrator.errors import ExitCode, UsageError
+
+
+def _usage_error_line(self: ClickUsageError, file: IO[Any] | None = None) -> None:
+    """A usage error (a missing argument, an unknown option or command, a bad value) as
+    one line on stderr, as migrator's own errors are, with the command's usage in it;
+    click's own form is four lines (usage, a hint, a blank one, the error)."""
+    line = f"error: {self.format_message()}"
+    if self.ctx is not None:
+        usage = self.ctx.get_usage().removeprefix("Usage: ").strip()
+        line = f"error: {self.ctx.command_path}: {self.format_message()} (usage: {usage}"
+        if self.ctx.command.get_help_option(self.ctx) is not None:
+            line += f"; `{self.ctx.command_path} {self.ctx.help_option_names[0]}` says more"
+        line += ")"
+    typer.echo(" ".join(line.split()), file=file or sys.stderr, err=file is None)
+
+
+ClickUsageError.show = _usage_error_line  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="migrator",
