@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from migrator.db.connection import privilege_needed
-from migrator.db.embedded import EmbeddedPostgres, start
+from migrator.db.embedded import EmbeddedPostgres, memory_folder, start
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "privileges.md"
 PLAN1 = """
@@ -53,7 +53,10 @@ expand:
 @pytest.fixture(scope="module")
 def server() -> Iterator[EmbeddedPostgres]:
     """A server of its own with pg_stat_statements preloaded, for the contract's condition."""
-    pg = start(settings={"shared_preload_libraries": "pg_stat_statements"})
+    pg = start(
+        temp_root=memory_folder(),  # in memory: see tests/support/servers.py
+        settings={"shared_preload_libraries": "pg_stat_statements"},
+    )
     yield pg
     pg.stop()
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from migrator import commands
-from migrator.db.embedded import EmbeddedPostgres, start
+from migrator.db.embedded import EmbeddedPostgres, memory_folder, start
 from migrator.engine.conditions import touches
 from migrator.engine.steps import Doomed
 from migrator.errors import GateRefused
@@ -75,7 +75,10 @@ def test_force_skips_a_condition_and_records_why(fresh_db: str) -> None:
 
 @pytest.fixture(scope="module")
 def statements_server() -> Iterator[EmbeddedPostgres]:
-    pg = start(settings={"shared_preload_libraries": "pg_stat_statements"})
+    pg = start(
+        temp_root=memory_folder(),  # in memory: see tests/support/servers.py
+        settings={"shared_preload_libraries": "pg_stat_statements"},
+    )
     yield pg
     pg.stop()
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,12 +31,15 @@ from tests.support.ops_suite import (
     BASE,
     Case,
     Recorder,
+    SetupDatabases,
     opts,
     plan_text,
     q,
     release_rows,
     run_release_case,
+    setup_databases,
 )
+from tests.support.servers import Server
 
 # The harness (Case, run_release_case) is tests/support/ops_suite.py, shared with the
 # other tests/test_ops_*.py modules.
@@ -608,14 +612,27 @@ CREATE UNIQUE INDEX users_email_uidx ON users (email);
 )
 
 
+@pytest.fixture(scope="module")
+def refusal_db(server: Server) -> Iterator[tuple[str, str]]:
+    """One database with REFUSAL_SETUP for every refusal on a version, and its dump: a
+    refusal changes nothing (each test asserts it), so the next finds what it found."""
+    url = server.create_database("refusals")
+    try:
+        q(url, REFUSAL_SETUP)
+        yield url, schema_dump(url)
+    finally:
+        server.drop_database(url)
+
+
 @pytest.mark.parametrize(
     ("expand", "contract", "message"),
     [r[1:] for r in REFUSALS],
     ids=[r[0] for r in REFUSALS],
 )
-def test_expand_refusals(db: str, expand: str, contract: str, message: str) -> None:
-    q(db, REFUSAL_SETUP)
-    before = schema_dump(db)
+def test_expand_refusals(
+    refusal_db: tuple[str, str], expand: str, contract: str, message: str
+) -> None:
+    db, before = refusal_db
     plan = parse_plan(plan_text(expand, contract))
     with pytest.raises(ValidationFailed) as err:
         commands.expand(plan, opts(db))
@@ -1200,11 +1217,17 @@ EXPECTED_LINT = {
 }
 
 
+@pytest.fixture(scope="module")
+def read_only_dbs(server: Server) -> Iterator[SetupDatabases]:
+    yield from setup_databases(server)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_statements_pass_the_lint_rules(case: Case, db: str) -> None:
+def test_statements_pass_the_lint_rules(case: Case, read_only_dbs: SetupDatabases) -> None:
     """Every statement an operation writes, held to docs/lint-rules.md by migrator's own linter
-    against the live catalog: the lock each one takes is the one the rules allow."""
-    q(db, case.setup)
+    against the live catalog: the lock each one takes is the one the rules allow. The lint
+    only reads: cases of one setup share its database."""
+    db = read_only_dbs(case.setup)
     plan = parse_plan(plan_text(case.expand, case.contract))
     engine = make_engine(db)
     try:

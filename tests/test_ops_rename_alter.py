@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import diff, schema_dump
 from tests.support.functions import calls
+from tests.support.ops_suite import SetupDatabases, setup_databases
 from tests.support.servers import Server
 
 
@@ -790,17 +792,23 @@ def test_drop_not_null_and_backfill_order_are_warned(db: str) -> None:
     ) == [("YES",)]
 
 
+@pytest.fixture(scope="module")
+def read_only_dbs(server: Server) -> Iterator[SetupDatabases]:
+    yield from setup_databases(server)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_lint_finds_nothing_unsafe(case: Case, db: str, tmp_path: Path) -> None:
+def test_lint_finds_nothing_unsafe(
+    case: Case, read_only_dbs: SetupDatabases, tmp_path: Path
+) -> None:
     """Every statement the operations write (expand, rollback, contract) passes the lint
     of docs/lint-rules.md, judged against the live catalog, but for the findings a case
     expects (the rollback of an in-place widening narrows the type back with a rewrite;
-    DROP NOT NULL is warned about)."""
+    DROP NOT NULL is warned about). The lint only reads: cases of one setup share its
+    database."""
     from migrator.commands.lint import lint
 
-    q(db, SEED)
-    if case.setup:
-        q(db, case.setup)
+    db = read_only_dbs(SEED, case.setup) if case.setup else read_only_dbs(SEED)
     path = tmp_path / "plan.yaml"
     path.write_text(plan_for(case.expand))
     result = lint(path, database_url=db)

@@ -10,6 +10,7 @@ Test modules (tests/test_ops_*.py) hold their own CASES and call run_release_cas
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pglast
@@ -20,6 +21,7 @@ from migrator import commands
 from migrator.observer import Observer
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import diff, schema_dump
+from tests.support.servers import Server
 
 
 def q(url: str, query: str) -> list[tuple[object, ...]]:
@@ -72,6 +74,39 @@ def _indent(text: str, n: int = 2) -> str:
     lines = text.splitlines()
     pad = min(len(ln) - len(ln.lstrip()) for ln in lines if ln.strip())
     return "\n".join(" " * n + ln[pad:] for ln in lines)
+
+
+class SetupDatabases:
+    """For tests that only read a database (the lint against its catalog): one database
+    per distinct setup SQL, made on first use and shared by the module's tests on that
+    server, instead of a CREATE DATABASE and the setup again for each test."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.urls: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, *setup: str) -> str:
+        """The database made by running each of ``setup`` in turn."""
+        if setup not in self.urls:
+            url = self.server.create_database("read")
+            self.urls[setup] = url
+            for sql in setup:
+                q(url, sql)
+        return self.urls[setup]
+
+    def drop(self) -> None:
+        for url in self.urls.values():
+            self.server.drop_database(url)
+
+
+def setup_databases(server: Server) -> Iterator[SetupDatabases]:
+    """The body of a module-scoped fixture on ``server``: its SetupDatabases, dropped at
+    the end."""
+    dbs = SetupDatabases(server)
+    try:
+        yield dbs
+    finally:
+        dbs.drop()
 
 
 def release_rows(url: str) -> list[tuple[object, ...]]:
