@@ -305,3 +305,43 @@ def test_a_stop_landing_while_the_run_waits_for_its_workers_waits_for_their_batc
     )[0][0]
     assert 0 < rows < 3000
     assert saved["rows"] == rows, saved
+
+
+def test_partitions_of_one_name_in_two_schemas_are_two_steps_each_filled(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """A partitioned table's leaves are walked as steps of their own, each with its
+    ranges under its step's key. Two leaves named alike in two schemas had one key: the
+    second found the first's ranges done and filled nothing, and a rerun would have
+    skipped it as done."""
+    q(
+        fresh_db,
+        "CREATE SCHEMA other;"
+        "CREATE TABLE events (id int, legacy_phone text, PRIMARY KEY (id)) PARTITION BY RANGE (id);"
+        "CREATE TABLE public.part PARTITION OF events FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE other.part PARTITION OF events FOR VALUES FROM (100) TO (200);"
+        "INSERT INTO events SELECT g, 'p' || g FROM generate_series(0, 199) g",
+    )
+    text = plan_text("events", release="leaves")
+    path = tmp_path / "leaves.yaml"
+    path.write_text(text)
+    plan = parse_plan(text, str(path))
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    unfilled = q(
+        fresh_db,
+        "SELECT tableoid::regclass::text, count(*) FROM events WHERE phone IS NULL GROUP BY 1",
+    )
+    assert unfilled == []
+    keys = q(
+        fresh_db,
+        "SELECT key, status FROM migrator.steps WHERE release = 'leaves' AND phase = 'backfill' "
+        "AND key LIKE '%/%' ORDER BY key",
+    )
+    assert keys == [
+        ("0.add_column.backfill/other.part", "done"),
+        ("0.add_column.backfill/part", "done"),
+    ]
+    # A rerun finds both done.
+    again = commands.backfill(plan, opts(fresh_db))
+    assert again.rows == 0

@@ -17,7 +17,8 @@ One call of `Backfill.run` fills one `BackfillSpec`:
   (rows, estimate, rate, ETA) fresh for `migrator status` in another terminal.
 
 A partitioned table is walked partition by partition (`Backfill._run_partitions`): each
-leaf partition is a step of its own (``KEY/partition``), with its own walk, ranges and
+leaf partition is a step of its own (``KEY/partition``, ``KEY/schema.partition`` for one
+in another schema than the table), with its own walk, ranges and
 checkpoint, throttled as any table, and a rerun skips the partitions already done.
 
 A batch and its checkpoint commit in one transaction, so a process killed at any moment
@@ -355,9 +356,14 @@ class Backfill:
                     conn.commit()
 
             for schema, leaf in leaves:
-                key = f"{self.key}/{leaf}"
+                # A leaf in another schema than the table's is keyed with its schema: two
+                # leaves of one name would share a step record, and a rerun would skip the
+                # second as done. A leaf in the table's schema keeps the key it always had,
+                # so a release started before resumes where it was.
+                name = leaf if schema == self.spec.schema else f"{schema}.{leaf}"
+                key = f"{self.key}/{name}"
                 record = records.get(key)
-                description = f"{self.spec.description or self.spec.table}: partition {leaf}"
+                description = f"{self.spec.description or self.spec.table}: partition {name}"
                 if record is not None and record.status == "done" and not self.restart:
                     self.observer.step_skipped(key, description)
                     continue
@@ -384,7 +390,7 @@ class Backfill:
                 batches += outcome.batches
                 total += outcome.total
                 passes = max(passes, outcome.passes)
-                walks.append(f"{leaf}: {outcome.walk}")
+                walks.append(f"{name}: {outcome.walk}")
                 with connect(self.engine) as conn:
                     STATE.save_checkpoint(
                         conn,
