@@ -19,6 +19,7 @@ import pytest
 from migrator import commands
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
+from migrator.engine.catalog_partitions import partitions
 from migrator.errors import ExitCode, LockNotAcquired, ValidationFailed
 from migrator.lint.sources import lint_plan
 from migrator.plan.loader import parse_plan
@@ -568,3 +569,39 @@ def test_unique_on_a_partitioned_table_adopts_the_partitions_indexes(db: str) ->
         "events_key",
     ]
     assert seen == [[row for row in after if row[0] != "events_key"]]
+
+
+def test_partitions_of_one_name_in_two_schemas_are_two_steps(fresh_db: str) -> None:
+    """A partitioned index is built partition by partition, a step each: two partitions
+    named alike in two schemas had one step key, so a rerun after the first was built
+    skipped the second as done."""
+    q(
+        fresh_db,
+        "CREATE SCHEMA other;"
+        "CREATE TABLE events (id int, payload text) PARTITION BY RANGE (id);"
+        "CREATE TABLE public.part PARTITION OF events FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE other.part PARTITION OF events FOR VALUES FROM (100) TO (200);",
+    )
+    plan = parse_plan(
+        plan_text(
+            "- create_index: {table: events, name: events_payload_idx, columns: [payload]}",
+            lock_timeout="100ms",
+        ).replace("retries: 2", "retries: 0")
+    )
+    engine = make_engine(fresh_db)
+    with connect(engine) as conn:  # in the order the expand builds them
+        (first, second) = [p.schema for p in partitions(Catalog(conn), "public", "events")]
+    engine.dispose()
+    # The second is held: the first run builds the first partition's index, then stops.
+    with psycopg.connect(fresh_db) as holder:
+        holder.execute(f"LOCK TABLE {second}.part IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(LockNotAcquired):
+            commands.expand(plan, opts(fresh_db))
+        holder.rollback()
+    result = commands.expand(plan, opts(fresh_db))
+    assert [k for k in result.ran if "create_index" in k] == [
+        f"0.create_index.create-index-{'other.' if second == 'other' else ''}part",
+        "0.create_index.create-index-done",
+    ]
+    assert all(valid for _, valid, _ in q(fresh_db, _indexes("events")))
+    assert len(q(fresh_db, _indexes("events"))) == 3

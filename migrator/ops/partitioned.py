@@ -54,9 +54,18 @@ def partition_index_name(partition: str, index: str) -> str:
     return short_name(partition, index)
 
 
-def _attach_sql(schema: str, parent_index: str, index: str) -> str:
+def _attach_sql(parent: tuple[str, str], index: tuple[str, str]) -> str:
     # Attaching an index that is already attached to this parent does nothing: rerunnable.
-    return f"ALTER INDEX {ident(schema, parent_index)} ATTACH PARTITION {ident(schema, index)}"
+    # An index lives in its table's schema: a partition's may be in another than its parent's.
+    return f"ALTER INDEX {ident(*parent)} ATTACH PARTITION {ident(*index)}"
+
+
+def partition_step_key(key: str, schema: str, part: Partition) -> str:
+    """The step key of a partition's step: ``KEY-partition``, or ``KEY-schema.partition``
+    for one in another schema than the table (``schema``), so two partitions of one name
+    never share a step record (a rerun would skip the second as done). A partition in the
+    table's schema keeps the key it always had, so a release started before resumes."""
+    return f"{key}-{part.name}" if part.schema == schema else f"{key}-{part.schema}.{part.name}"
 
 
 def partitioned_index_steps(
@@ -78,16 +87,17 @@ def partitioned_index_steps(
             f"COMMENT ON INDEX {ident(schema, name)} IS {literal(index_mark(ctx.release))}",
         )
     ]
-    owner = {table: name}
+    owner = {(schema, table): name}
     for part in partitions(ctx.catalog, schema, table):
-        parent_index = owner[part.parent]
+        parent_index = owner[(part.parent_schema, part.parent)]
         child = partition_index_name(part.name, name)
-        owner[part.name] = child
-        attach = _attach_sql(part.schema, parent_index, child)
+        owner[(part.schema, part.name)] = child
+        attach = _attach_sql((part.parent_schema, parent_index), (part.schema, child))
+        part_key = partition_step_key(key, schema, part)
         if part.partitioned:
             steps.append(
                 step(
-                    f"{key}-{part.name}",
+                    part_key,
                     f"index {child} on ONLY {part.name}, attached to {parent_index}",
                     sql(part.schema, part.name, child, True),
                     attach,
@@ -106,7 +116,7 @@ def partitioned_index_steps(
             ]
         steps.append(
             step(
-                f"{key}-{part.name}",
+                part_key,
                 f"index {child} on partition {part.name}, built concurrently and attached",
                 *statements,
                 autocommit=True,
