@@ -186,6 +186,13 @@ def test_a_role_without_one_grant_gets_one_line_naming_it(
 
 
 def test_the_privilege_is_named_from_the_statement() -> None:
+    denied = "permission denied for table users"
+    assert privilege_needed(denied, None, "LOCK TABLE ONLY users IN ACCESS EXCLUSIVE MODE") == (
+        "UPDATE (or DELETE, TRUNCATE) ON TABLE users"
+    )
+    assert privilege_needed(denied, None, "LOCK TABLE users IN ACCESS SHARE MODE") == (
+        "SELECT ON TABLE users"
+    )
     assert privilege_needed("permission denied for schema app", None, "CREATE TABLE x ()") == (
         "CREATE ON SCHEMA app"
     )

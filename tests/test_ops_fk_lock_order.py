@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from migrator import commands
 from migrator.errors import ValidationFailed
@@ -454,3 +456,51 @@ def test_drop_column_never_drops_a_foreign_key(fresh_db: str) -> None:
         assert conn.execute(
             "SELECT conname FROM pg_constraint WHERE conrelid = 'members'::regclass"
         ).fetchall() == [("members_team_fk",)]
+
+
+def test_a_role_with_only_references_on_the_referenced_table_adds_and_drops_keys(
+    fresh_db: str,
+) -> None:
+    """LOCK TABLE in SHARE ROW EXCLUSIVE or ACCESS EXCLUSIVE asks UPDATE, DELETE or
+    TRUNCATE of the role, where a foreign key asks only REFERENCES (docs/privileges.md):
+    on a table of another role the steps run without taking it first, as PostgreSQL
+    orders their locks, rather than fail (add_foreign_key's expand and rollback, and
+    create_table's rollback, whose DROP TABLE drops the new table's key)."""
+    role = f"fk_owner_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(role)
+            )
+        )
+        conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+        conn.execute("CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY)")
+        conn.execute(
+            sql.SQL("GRANT SELECT, REFERENCES ON users TO {}").format(sql.Identifier(role))
+        )
+    info = psycopg.conninfo.conninfo_to_dict(fresh_db)
+    info["user"] = role
+    url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (user_id int)")
+    keyed = parse_plan(
+        "release: fk-refs\nexpand:\n"
+        "  - add_foreign_key: {table: orders, name: orders_user_fk, columns: [user_id],\n"
+        "                     references: {table: users, columns: [id]}}\n"
+        "  - create_table:\n      table: notes\n      columns:\n"
+        "        - {name: id, type: int, nullable: false}\n"
+        "        - {name: user_id, type: int, references: {table: users, column: id}}\n"
+        "      primary_key: [id]\n"
+    )
+    keys = (
+        "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+        "AND connamespace = 'public'::regnamespace ORDER BY 1"
+    )
+    commands.expand(keyed, opts(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(keys).fetchall() == [("notes_user_id_fkey",), ("orders_user_fk",)]
+    commands.rollback(keyed, opts(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(keys).fetchall() == []
+        assert conn.execute("SELECT to_regclass('notes')").fetchone() == (None,)

@@ -158,6 +158,9 @@ def privilege_needed(message: str, detail: str | None, statement: str) -> str | 
         return f"{'CREATE' if verb == 'CREATE' else 'USAGE'} ON SCHEMA {name}"
     if kind in ("TABLE", "VIEW", "MATERIALIZED VIEW", "RELATION"):
         privilege = verb if verb in _VERBS else "SELECT"
+        if verb == "LOCK" and "ACCESS SHARE" not in statement.upper():
+            # Above ACCESS SHARE: any one of these (or MAINTAIN, 17+).
+            privilege = "UPDATE (or DELETE, TRUNCATE)"
         if verb == "CREATE" and "TRIGGER" in statement.upper()[:40]:
             privilege = "TRIGGER"
         return f"{privilege} ON TABLE {name}"

@@ -282,6 +282,23 @@ class Catalog:
             return None
         return None if value is None else str(value)
 
+    def may_lock(self, schema: str, name: str) -> bool:
+        """Whether the role may LOCK TABLE the relation in a mode above ACCESS SHARE:
+        PostgreSQL asks UPDATE, DELETE or TRUNCATE there (or MAINTAIN, 17+); a foreign
+        key to it needs only REFERENCES. True where there is no such relation (the
+        statement then fails on that)."""
+        privileges = "UPDATE, DELETE, TRUNCATE"
+        if self.server_version >= 170000:
+            privileges += ", MAINTAIN"
+        allowed = self.conn.execute(
+            text(
+                "SELECT has_table_privilege(c.oid, :p) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"
+            ),
+            {"s": schema, "t": name, "p": privileges},
+        ).scalar()
+        return allowed is not False
+
     def referenced_tables(self, schema: str, table: str) -> list[tuple[str, str]]:
         """The (schema, table) of each other table the foreign keys of a table (and of
         its partitions) reference, in name order: dropping the table drops those keys,

@@ -52,6 +52,9 @@ class OfflineCatalog(Catalog):
     def referenced_tables(self, schema: str, table: str) -> list[tuple[str, str]]:
         return []
 
+    def may_lock(self, schema: str, name: str) -> bool:
+        return True
+
     def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         return []
 

@@ -619,7 +619,7 @@ class AddColumn(Operation):
         # partition (the DROP COLUMN takes theirs with it all the same).
         name = self.foreign_key_name()
         lock = (
-            [lock_referenced_sql(ctx.catalog, ctx.schema, ref.table, "ACCESS EXCLUSIVE")]
+            lock_referenced_sql(ctx.catalog, ctx.schema, ref.table, "ACCESS EXCLUSIVE")
             if ref is not None
             and (
                 ctx.catalog.constraint_exists(ctx.schema, self.table, name)

@@ -71,7 +71,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
         tmp = op.constraint_name(con.name)
         # A foreign key's referenced table first (safe.lock_referenced_sql).
         lock = (
-            [lock_referenced_sql(cat, con.ref_schema, con.ref_table)]
+            lock_referenced_sql(cat, con.ref_schema, con.ref_table)
             if con.ref_schema is not None and con.ref_table is not None
             else []
         )
@@ -103,7 +103,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"incoming-{con.name}",
                 f"{con.table}.{con.name} again, referencing {shadow}, NOT VALID",
-                lock_referenced_sql(cat, ctx.schema, op.table),
+                *lock_referenced_sql(cat, ctx.schema, op.table),
                 f"ALTER TABLE {ref} ADD CONSTRAINT {ident(tmp)} "
                 f"{renamed_references(con.definition, mapping)}",
             ),
@@ -111,7 +111,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             step(
                 f"drop-incoming-{con.name}",
                 f"{con.table}.{con.name} dropped, the new one takes its name",
-                lock_referenced_sql(cat, ctx.schema, op.table, "ACCESS EXCLUSIVE"),
+                *lock_referenced_sql(cat, ctx.schema, op.table, "ACCESS EXCLUSIVE"),
                 f"ALTER TABLE IF EXISTS {ref} DROP CONSTRAINT IF EXISTS {ident(con.name)}",
                 f"ALTER TABLE IF EXISTS {ref} RENAME CONSTRAINT {ident(tmp)} TO {ident(con.name)}",
             ),
@@ -123,7 +123,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
     #    The old column's foreign keys go with it, under ACCESS EXCLUSIVE on the tables
     #    they reference: those next, before this table (safe.lock_referenced_sql).
     sqls += [
-        lock_referenced_sql(cat, *target, "ACCESS EXCLUSIVE")
+        sql
         for target in sorted(
             {
                 (c.ref_schema, c.ref_table)
@@ -132,6 +132,7 @@ def swap_steps(op: AlterColumn, ctx: Context, facts: ColumnFacts, drop_saved: st
             }
             - {(ctx.schema, op.table)}
         )
+        for sql in lock_referenced_sql(cat, *target, "ACCESS EXCLUSIVE")
     ]
     sqls += drop_sync_sql(ctx.schema, op.table, op.trigger_name(), op.function_name(ctx))
     if sequence and not facts.identity:

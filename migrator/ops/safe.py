@@ -79,9 +79,12 @@ def add_check_step(key: str, schema: str, table: str, name: str, expression: str
 
 def lock_referenced_sql(
     catalog: Catalog, schema: str, table: str, mode: str = "SHARE ROW EXCLUSIVE"
-) -> str:
+) -> list[str]:
     """LOCK TABLE of the table a foreign key references, in the mode the statement after
-    it takes there anyway (ADD: SHARE ROW EXCLUSIVE; DROP: ACCESS EXCLUSIVE).
+    it takes there anyway (ADD: SHARE ROW EXCLUSIVE; DROP: ACCESS EXCLUSIVE); none
+    where the role may not lock it so (`Catalog.may_lock`: a key needs REFERENCES
+    there, a LOCK in these modes UPDATE, DELETE or TRUNCATE): the step then runs as
+    PostgreSQL orders its locks, rather than fail on a table another role owns.
 
     PostgreSQL locks the referencing table first, then the referenced one; an
     application writes a parent row, then its child. A step waiting for the parent
@@ -94,8 +97,10 @@ def lock_referenced_sql(
     plain table's inheritance children, which the key's statement leaves alone (so
     their readers and writers waited for nothing); a partitioned table's partitions it
     does lock, in the same mode, so those are taken first too."""
+    if not catalog.may_lock(schema, table):
+        return []
     only = "" if catalog.relation_kind(schema, table) == "p" else "ONLY "
-    return f"LOCK TABLE {only}{ident(schema, table)} IN {mode} MODE"
+    return [f"LOCK TABLE {only}{ident(schema, table)} IN {mode} MODE"]
 
 
 def lock_referenced_by_sql(catalog: Catalog, schema: str, table: str) -> list[str]:
@@ -105,8 +110,9 @@ def lock_referenced_by_sql(catalog: Catalog, schema: str, table: str) -> list[st
     if not catalog.table_exists(schema, table):
         return []
     return [
-        lock_referenced_sql(catalog, *target, "ACCESS EXCLUSIVE")
+        sql
         for target in catalog.referenced_tables(schema, table)
+        for sql in lock_referenced_sql(catalog, *target, "ACCESS EXCLUSIVE")
     ]
 
 
@@ -141,10 +147,10 @@ def add_foreign_key_step(
         sql += f" ON DELETE {on_delete.upper()}"
     if not not_valid:
         lock = lock_referenced_sql(catalog, schema, ref_table, "ACCESS EXCLUSIVE")
-        return step(key, description or f"foreign key {name} on {table}", lock, sql)
+        return step(key, description or f"foreign key {name} on {table}", *lock, sql)
     lock = lock_referenced_sql(catalog, schema, ref_table)
     return step(
-        key, description or f"foreign key {name} on {table}, NOT VALID", lock, sql + " NOT VALID"
+        key, description or f"foreign key {name} on {table}, NOT VALID", *lock, sql + " NOT VALID"
     )
 
 
@@ -179,7 +185,7 @@ def drop_foreign_key_step(
     tables, the one it ``references`` (schema, table) taken first
     (`lock_referenced_sql`); None where the key is not there (nothing to take first, and
     the table may not be there either)."""
-    lock = [lock_referenced_sql(catalog, *references, "ACCESS EXCLUSIVE")] if references else []
+    lock = lock_referenced_sql(catalog, *references, "ACCESS EXCLUSIVE") if references else []
     return step(
         key,
         f"drop foreign key {name} on {table}",
