@@ -281,6 +281,28 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "contract",
+    [
+        "  operations:\n    - drop_colum: {table: t, column: c}\n"
+        "    - drop_column: {table: t}\n  -drop_table: {table: x}\n",
+        "  operations: {drop_column: {table: t, column: c}}\n  -drop_table: {table: x}\n",
+    ],
+)
+def test_contract_items_at_fault_beside_a_dashed_key(contract: str) -> None:
+    """A faulty item (or a map for the list) of contract.operations and a `-key` beside
+    it: each told once, at its line, nothing else (review finding: an IndexError, or the
+    map told twice)."""
+    with pytest.raises(PlanError) as caught:
+        parse_plan(f"release: r2\nafter: r1\ncontract:\n{contract}", "p.yaml")
+    told = [caught.value, *caught.value.more]
+    where = [e.location for e in told]
+    assert len(where) == len(set(where)) == (3 if "drop_colum:" in contract else 2), [
+        str(e) for e in told
+    ]
+    assert all("Input should be" not in str(e) for e in told), [str(e) for e in told]
+
+
+@pytest.mark.parametrize(
     ("args", "said"),
     [
         (["expand"], "migrator expand: Missing argument 'PLAN'."),

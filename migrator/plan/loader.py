@@ -211,13 +211,15 @@ def _check_operation_items(
                 )
             else:
                 continue
-            # Validated without it, so that it is not told twice.
+            # Validated without it, so that it is not told twice (from what is already
+            # left out of the contract, which its operations' faulty items may be).
             if path == ("expand",):
                 del cleaned["expand"]
-            elif path == ("contract", "operations") and isinstance(contract, dict):
-                cleaned["contract"] = {k: v for k, v in contract.items() if k != "operations"}
-            elif isinstance(contract, dict):
-                cleaned["contract"] = {k: v for k, v in contract.items() if k not in dashed}
+            elif isinstance(cleaned.get("contract"), dict):
+                left = ["operations"] if path == ("contract", "operations") else dashed
+                cleaned["contract"] = {
+                    k: v for k, v in cleaned["contract"].items() if k not in left
+                }
             continue
         if not isinstance(items, list):
             continue
@@ -286,7 +288,9 @@ _YAML_HINTS: tuple[tuple[str, str, str], ...] = (
     (
         "but found '?'",
         "",
-        "a `key:` where a list item goes: an item starts with `- ` (a dash, then a space)",
+        "a `key:` where a list item goes: an item starts with `- ` (a dash, then a space); "
+        "or a key of the map above the list, indented too far: line it up with that map's "
+        "keys",
     ),
     ("found character '\\t'", "", "indent with spaces: YAML does not allow tabs"),
     ("but found '}'", "", "a `}` that no `{` opened"),
@@ -319,8 +323,8 @@ _YAML_HINTS: tuple[tuple[str, str, str], ...] = (
         "closed by a `]` on its line",
     ),
     (
-        "unknown escape character",
-        "",
+        "escape",
+        "double-quoted",
         "in double quotes a backslash starts an escape: quote SQL with single quotes "
         "(`'...'`, a quote inside written twice), or write the backslash twice",
     ),
