@@ -16,8 +16,10 @@ from psycopg.pq import TransactionStatus
 from migrator import commands
 from migrator.db.connection import connect, make_engine
 from migrator.engine.catalog import Catalog
+from migrator.engine.catalog_partitions import partitions
 from migrator.errors import ExitCode, LockNotAcquired, ValidationFailed
 from migrator.lint.sources import lint_sql
+from migrator.ops.partitioned import partition_index_name
 from migrator.plan.loader import parse_plan
 from tests.support.catalog_snapshot import schema_dump
 from tests.support.ops_suite import BASE, Case, Recorder, opts, plan_text, q, run_release_case
@@ -310,3 +312,52 @@ def test_add_column_references_refuses_a_partition_constraint_of_its_name(db: st
     )
     assert info.value.exit_code == ExitCode.BAD_INPUT
     assert schema_dump(db) == before
+
+
+def test_unique_on_partitions_of_one_name_in_two_schemas_is_a_step_each(fresh_db: str) -> None:
+    """add_unique on a partitioned table gives each leaf its own UNIQUE, a step each: two
+    leaves named alike in two schemas had one step key, so a rerun after the first was
+    done skipped the second as done, and the table's ADD built that leaf's index under
+    its lock instead of adopting one. The leaf in the table's schema keeps its old key."""
+    q(
+        fresh_db,
+        "CREATE SCHEMA other;"
+        "CREATE TABLE events (id int NOT NULL, payload text) PARTITION BY RANGE (id);"
+        "CREATE TABLE public.part PARTITION OF events FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE other.part PARTITION OF events FOR VALUES FROM (100) TO (200);"
+        "INSERT INTO events SELECT g, 'p' || g FROM generate_series(0, 199) g",
+    )
+    plan = parse_plan(
+        plan_text(
+            "- add_unique: {table: events, name: events_key, columns: [id]}",
+            lock_timeout="100ms",
+        ).replace("retries: 2", "retries: 0")
+    )
+    engine = make_engine(fresh_db)
+    with connect(engine) as conn:  # in the order the expand builds them
+        (first, second) = [p.schema for p in partitions(Catalog(conn), "public", "events")]
+    engine.dispose()
+    holder = psycopg.connect(fresh_db)
+
+    class Writer(Recorder):
+        def statement(self, sql: str, *, step: str, autocommit: bool, dry_run: bool) -> None:
+            super().statement(sql, step=step, autocommit=autocommit, dry_run=dry_run)
+            if sql.startswith(f"ALTER TABLE {first}.part ADD CONSTRAINT"):
+                # The second leaf is held once the first's constraint is on its way.
+                holder.execute(f"LOCK TABLE {second}.part IN ACCESS EXCLUSIVE MODE")
+
+    try:
+        with pytest.raises(LockNotAcquired):
+            commands.expand(plan, opts(fresh_db, Writer()))
+    finally:
+        holder.rollback()
+        holder.close()
+    result = commands.expand(plan, opts(fresh_db))
+    leaf = f"0.add_unique.unique-{'other.' if second == 'other' else ''}part"
+    assert result.ran == [f"{leaf}-index", f"{leaf}-constraint", "0.add_unique.unique"]
+    own = partition_index_name("part", "events_key")
+    assert q(
+        fresh_db,
+        "SELECT conrelid::regclass::text, conname, conparentid <> 0 FROM pg_constraint "
+        "WHERE contype = 'u' AND conname LIKE '%events_key' ORDER BY 1",
+    ) == [("events", "events_key", False), ("other.part", own, True), ("part", own, True)]

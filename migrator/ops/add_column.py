@@ -369,16 +369,16 @@ class AddColumn(Operation):
             hint=f"add the column, then add_unique with columns [{columns}]",
         )
 
-    def _foreign_key_add(self, ctx: Context) -> Callable[[str, str, bool, str], Step]:
+    def _foreign_key_add(self, ctx: Context) -> Callable[[str, str, str, bool, str], Step]:
         """The ADD CONSTRAINT step of the column's foreign key on one table (the table,
         or one of its partitions: see ops/partitioned.py)."""
         ref = self.column.references
         assert ref is not None
 
-        def add(table: str, key: str, valid: bool, description: str) -> Step:
+        def add(schema: str, table: str, key: str, valid: bool, description: str) -> Step:
             return add_foreign_key_step(
                 key,
-                ctx.schema,
+                schema,
                 table,
                 self.foreign_key_name(),
                 [self.column.name],
@@ -388,6 +388,7 @@ class AddColumn(Operation):
                 catalog=ctx.catalog,
                 not_valid=not valid,
                 description=description,
+                ref_schema=ctx.schema,
             )
 
         return add

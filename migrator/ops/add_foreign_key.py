@@ -91,10 +91,12 @@ class AddForeignKey(Operation, FkOptions):
                 f"{ref.table}); fix or delete them first"
             )
 
-    def _add(self, ctx: Context, table: str, key: str, valid: bool, description: str) -> Step:
+    def _add(
+        self, ctx: Context, schema: str, table: str, key: str, valid: bool, description: str
+    ) -> Step:
         return add_foreign_key_step(
             key,
-            ctx.schema,
+            schema,
             table,
             self.name,
             self.columns,
@@ -104,6 +106,7 @@ class AddForeignKey(Operation, FkOptions):
             catalog=ctx.catalog,
             not_valid=not valid,
             description=description,
+            ref_schema=ctx.schema,
         )
 
     def expand(self, ctx: Context) -> Sequence[Step]:
@@ -112,7 +115,7 @@ class AddForeignKey(Operation, FkOptions):
             "add-foreign-key",
             self.table,
             self.name,
-            lambda table, key, valid, what: self._add(ctx, table, key, valid, what),
+            lambda schema, table, key, valid, what: self._add(ctx, schema, table, key, valid, what),
         )
 
     def contract(self, ctx: Context) -> Sequence[Step]:

@@ -164,7 +164,7 @@ def bottom_up(ctx: Context, table: str) -> list[Partition]:
 
 
 def foreign_key_per_partition_steps(
-    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, bool, str], Step]
+    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, str, bool, str], Step]
 ) -> list[Step]:
     """Foreign key ``name`` on partitioned ``table`` where PostgreSQL (before 18) cannot
     add it NOT VALID there: NOT VALID on each leaf partition (brief SHARE ROW
@@ -175,34 +175,39 @@ def foreign_key_per_partition_steps(
     referenced table where it drops the partitions' own action triggers: the catalog
     change only; bench/partitions.py). Each statement its own step, so a stop resumes where it was.
 
-    ``add(table, key, valid, description)`` is the ADD CONSTRAINT step on one table.
+    ``add(schema, table, key, valid, description)`` is the ADD CONSTRAINT step on one
+    table (a partition may be in another schema than ``table``; the referenced table is
+    in ``table``'s).
     """
     steps: list[Step] = []
     parts = bottom_up(ctx, table)
     for part in parts:
         if part.partitioned:
             continue
+        part_key = partition_step_key(key, ctx.schema, part)
         steps.append(
             add(
+                part.schema,
                 part.name,
-                f"{key}-{part.name}",
+                part_key,
                 False,
                 f"foreign key {name} on {part.name}, NOT VALID",
             )
         )
-        steps.append(validate_step(f"{key}-{part.name}-validate", part.schema, part.name, name))
+        steps.append(validate_step(f"{part_key}-validate", part.schema, part.name, name))
     attaches = "valid: attaches its partitions' validated ones (no scan)"
     for part in parts:
         if part.partitioned:
             steps.append(
                 add(
+                    part.schema,
                     part.name,
-                    f"{key}-{part.name}",
+                    partition_step_key(key, ctx.schema, part),
                     True,
                     f"foreign key {name} on {part.name}, {attaches}",
                 )
             )
-    steps.append(add(table, key, True, f"foreign key {name} on {table}, {attaches}"))
+    steps.append(add(ctx.schema, table, key, True, f"foreign key {name} on {table}, {attaches}"))
     return steps
 
 
@@ -229,7 +234,7 @@ def drop_per_partition_steps(
 
     steps = [drop(key, ctx.schema, table, False)]
     for part in reversed(bottom_up(ctx, table)):
-        steps.append(drop(f"{key}-{part.name}", part.schema, part.name, True))
+        steps.append(drop(partition_step_key(key, ctx.schema, part), part.schema, part.name, True))
     return steps
 
 
@@ -244,7 +249,7 @@ def foreign_key_per_partition(ctx: Context, table: str) -> bool:
 
 
 def foreign_key_steps(
-    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, bool, str], Step]
+    ctx: Context, key: str, table: str, name: str, add: Callable[[str, str, str, bool, str], Step]
 ) -> list[Step]:
     """The expand's steps of foreign key ``name`` on ``table``: added NOT VALID (the
     contract validates it), or where `foreign_key_per_partition`, added and validated
@@ -252,7 +257,7 @@ def foreign_key_steps(
     ``add`` is as there."""
     if foreign_key_per_partition(ctx, table):
         return foreign_key_per_partition_steps(ctx, key, table, name, add)
-    return [add(table, key, False, f"foreign key {name} on {table}, NOT VALID")]
+    return [add(ctx.schema, table, key, False, f"foreign key {name} on {table}, NOT VALID")]
 
 
 def refuse_partition_constraint_clash(ctx: Context, where: str, table: str, name: str) -> None:
@@ -341,7 +346,7 @@ def unique_per_partition_steps(
             continue
         own = partition_index_name(part.name, name)
         steps += unique_steps(
-            f"{key}-{part.name}",
+            partition_step_key(key, ctx.schema, part),
             part.schema,
             part.name,
             own,
@@ -355,7 +360,7 @@ def unique_per_partition_steps(
             own = partition_index_name(part.name, name)
             steps.append(
                 step(
-                    f"{key}-{part.name}",
+                    partition_step_key(key, ctx.schema, part),
                     f"UNIQUE {own} on {part.name}: {attaches}",
                     f"ALTER TABLE {ident(part.schema, part.name)} ADD CONSTRAINT {ident(own)} "
                     f"UNIQUE ({cols})",
@@ -377,11 +382,12 @@ def drop_unique_per_partition_steps(ctx: Context, key: str, table: str, name: st
     steps = [drop_constraint_step(f"{key}-constraint", ctx.schema, table, name)]
     for part in reversed(bottom_up(ctx, table)):
         own = partition_index_name(part.name, name)
-        steps.append(drop_constraint_step(f"{key}-{part.name}", part.schema, part.name, own))
+        part_key = partition_step_key(key, ctx.schema, part)
+        steps.append(drop_constraint_step(part_key, part.schema, part.name, own))
         if not part.partitioned:
             steps.append(
                 drop_index_step(
-                    f"{key}-{part.name}-index",
+                    f"{part_key}-index",
                     f"drop index {own} if it is still there",
                     part.schema,
                     own,

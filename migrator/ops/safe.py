@@ -129,26 +129,30 @@ def add_foreign_key_step(
     catalog: Catalog,
     not_valid: bool = True,
     description: str | None = None,
+    ref_schema: str | None = None,
 ) -> Step:
     """ADD CONSTRAINT ... FOREIGN KEY NOT VALID: no scan while the locks are held, the
     referenced table locked first (`lock_referenced_sql`). ``on_delete`` is the action
     alone, or every option (`FkOptions`). Without ``not_valid`` only for a partitioned
     table whose partitions all hold the same key validated already (PostgreSQL attaches
     theirs instead of scanning, and drops their action triggers on the referenced table
-    under ACCESS EXCLUSIVE, so that is the mode taken first there)."""
+    under ACCESS EXCLUSIVE, so that is the mode taken first there). ``ref_schema`` is
+    the referenced table's schema where it is not ``schema`` (a partition in another
+    schema than its table)."""
+    ref_schema = schema if ref_schema is None else ref_schema
     sql = (
         f"ALTER TABLE {ident(schema, table)} ADD CONSTRAINT {ident(name)} "
         f"FOREIGN KEY ({', '.join(ident(c) for c in columns)}) "
-        f"REFERENCES {ident(schema, ref_table)} ({', '.join(ident(c) for c in ref_columns)})"
+        f"REFERENCES {ident(ref_schema, ref_table)} ({', '.join(ident(c) for c in ref_columns)})"
     )
     if isinstance(on_delete, FkOptions):
         sql += on_delete.fk_sql()
     elif on_delete is not None:
         sql += f" ON DELETE {on_delete.upper()}"
     if not not_valid:
-        lock = lock_referenced_sql(catalog, schema, ref_table, "ACCESS EXCLUSIVE")
+        lock = lock_referenced_sql(catalog, ref_schema, ref_table, "ACCESS EXCLUSIVE")
         return step(key, description or f"foreign key {name} on {table}", *lock, sql)
-    lock = lock_referenced_sql(catalog, schema, ref_table)
+    lock = lock_referenced_sql(catalog, ref_schema, ref_table)
     return step(
         key, description or f"foreign key {name} on {table}, NOT VALID", *lock, sql + " NOT VALID"
     )
