@@ -345,3 +345,54 @@ def test_partitions_of_one_name_in_two_schemas_are_two_steps_each_filled(
     # A rerun finds both done.
     again = commands.backfill(plan, opts(fresh_db))
     assert again.rows == 0
+
+
+def test_a_leaf_in_another_schema_recorded_under_its_bare_name_is_not_walked_again(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """A release started before a leaf in another schema had its schema in the step key
+    recorded that leaf under its bare name: a rerun finds it there (an update without
+    `where:` walked again would add 1 twice)."""
+    q(
+        fresh_db,
+        "CREATE SCHEMA other;"
+        "CREATE TABLE tally (id int, n int NOT NULL DEFAULT 1, PRIMARY KEY (id))"
+        " PARTITION BY RANGE (id);"
+        "CREATE TABLE public.b PARTITION OF tally FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE other.a PARTITION OF tally FOR VALUES FROM (100) TO (200);"
+        "INSERT INTO tally (id) SELECT g FROM generate_series(0, 199) g",
+    )
+    text = (
+        "release: legacy-keys\nexpand:\n  - sql: {expand: SELECT 1, rollback: SELECT 1}\n"
+        "backfill:\n  updates:\n    - table: tally\n      set: {n: n + 1}\n"
+    )
+    path = tmp_path / "legacy.yaml"
+    path.write_text(text)
+    plan = parse_plan(text, str(path))
+    commands.expand(plan, opts(fresh_db))
+    commands.backfill(plan, opts(fresh_db))
+    assert q(fresh_db, "SELECT DISTINCT n FROM tally") == [(2,)]
+    # The state as a release started before the change left it: other.a done under its
+    # bare name, the run stopped before public.b was done.
+    (parent,) = q(
+        fresh_db,
+        "SELECT DISTINCT split_part(key, '/', 1) FROM migrator.steps "
+        "WHERE release = 'legacy-keys' AND phase = 'backfill' AND key LIKE '%/%'",
+    )[0]
+    old, new = f"{parent}/other.a", f"{parent}/a"
+    where = f"release = 'legacy-keys' AND phase = 'backfill' AND key = '{old}'"
+    q(
+        fresh_db,
+        f"CREATE TEMP TABLE moved AS SELECT * FROM migrator.steps WHERE {where};"
+        f"UPDATE moved SET key = '{new}';"
+        "INSERT INTO migrator.steps SELECT * FROM moved;"
+        f"UPDATE migrator.backfill_ranges SET key = '{new}' WHERE {where};"
+        f"DELETE FROM migrator.steps WHERE {where}",
+    )
+    q(
+        fresh_db,
+        "UPDATE migrator.steps SET status = 'failed' WHERE release = 'legacy-keys' "
+        f"AND key IN ('{parent}', '{parent}/b')",
+    )
+    commands.backfill(plan, opts(fresh_db))
+    assert q(fresh_db, "SELECT DISTINCT n FROM other.a") == [(2,)]

@@ -362,6 +362,17 @@ class Backfill:
                 # so a release started before resumes where it was.
                 name = leaf if schema == self.spec.schema else f"{schema}.{leaf}"
                 key = f"{self.key}/{name}"
+                bare = f"{self.key}/{leaf}"
+                if (
+                    key not in records
+                    and bare in records
+                    and [n for _, n in leaves].count(leaf) == 1
+                ):
+                    # Started before leaves had their schema in the key: its record and
+                    # ranges are under the bare name, where no other leaf has that name.
+                    # Walked again under the new key, an `updates` step without `where:`
+                    # (its rows always need it) would update its rows twice.
+                    key = bare
                 record = records.get(key)
                 description = f"{self.spec.description or self.spec.table}: partition {name}"
                 if record is not None and record.status == "done" and not self.restart:
