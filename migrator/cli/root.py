@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from typer._click.exceptions import UsageError as ClickUsageError
+
+try:  # newer typer carries its own click; older typer uses the click package
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from migrator import __version__
 from migrator.cli import CLOSED_PIPE, demo, lifecycle
