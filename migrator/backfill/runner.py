@@ -356,23 +356,15 @@ class Backfill:
                     conn.commit()
 
             for schema, leaf in leaves:
-                # A leaf in another schema than the table's is keyed with its schema: two
-                # leaves of one name would share a step record, and a rerun would skip the
-                # second as done. A leaf in the table's schema keeps the key it always had,
-                # so a release started before resumes where it was.
-                name = leaf if schema == self.spec.schema else f"{schema}.{leaf}"
+                # A leaf in another schema than the table's whose name another leaf has
+                # too is keyed with its schema: the two would share a step record, and
+                # a rerun would skip the second as done. Every other leaf keeps the key
+                # it always had, so a release started before resumes where it was (walked
+                # again under a new key, an `updates` step without `where:`, whose rows
+                # always need it, would update them twice).
+                shared = any(n == leaf and s != schema for s, n in leaves)
+                name = f"{schema}.{leaf}" if schema != self.spec.schema and shared else leaf
                 key = f"{self.key}/{name}"
-                bare = f"{self.key}/{leaf}"
-                if (
-                    key not in records
-                    and bare in records
-                    and [n for _, n in leaves].count(leaf) == 1
-                ):
-                    # Started before leaves had their schema in the key: its record and
-                    # ranges are under the bare name, where no other leaf has that name.
-                    # Walked again under the new key, an `updates` step without `where:`
-                    # (its rows always need it) would update its rows twice.
-                    key = bare
                 record = records.get(key)
                 description = f"{self.spec.description or self.spec.table}: partition {name}"
                 if record is not None and record.status == "done" and not self.restart:

@@ -60,12 +60,17 @@ def _attach_sql(parent: tuple[str, str], index: tuple[str, str]) -> str:
     return f"ALTER INDEX {ident(*parent)} ATTACH PARTITION {ident(*index)}"
 
 
-def partition_step_key(key: str, schema: str, part: Partition) -> str:
+def partition_step_key(key: str, schema: str, part: Partition, parts: Sequence[Partition]) -> str:
     """The step key of a partition's step: ``KEY-partition``, or ``KEY-schema.partition``
-    for one in another schema than the table (``schema``), so two partitions of one name
-    never share a step record (a rerun would skip the second as done). A partition in the
-    table's schema keeps the key it always had, so a release started before resumes."""
-    return f"{key}-{part.name}" if part.schema == schema else f"{key}-{part.schema}.{part.name}"
+    for one in another schema than the table (``schema``) whose name another of the
+    table's partitions (``parts``) has too, so two partitions of one name never share a
+    step record (a rerun would skip the second as done). Every other partition keeps the
+    key it always had, so a release started before resumes where it was (a new key would
+    run its step again)."""
+    shared = any(p.name == part.name and p.schema != part.schema for p in parts)
+    if part.schema == schema or not shared:
+        return f"{key}-{part.name}"
+    return f"{key}-{part.schema}.{part.name}"
 
 
 def partitioned_index_steps(
@@ -88,12 +93,13 @@ def partitioned_index_steps(
         )
     ]
     owner = {(schema, table): name}
-    for part in partitions(ctx.catalog, schema, table):
+    parts = partitions(ctx.catalog, schema, table)
+    for part in parts:
         parent_index = owner[(part.parent_schema, part.parent)]
         child = partition_index_name(part.name, name)
         owner[(part.schema, part.name)] = child
         attach = _attach_sql((part.parent_schema, parent_index), (part.schema, child))
-        part_key = partition_step_key(key, schema, part)
+        part_key = partition_step_key(key, schema, part, parts)
         if part.partitioned:
             steps.append(
                 step(
@@ -184,7 +190,7 @@ def foreign_key_per_partition_steps(
     for part in parts:
         if part.partitioned:
             continue
-        part_key = partition_step_key(key, ctx.schema, part)
+        part_key = partition_step_key(key, ctx.schema, part, parts)
         steps.append(
             add(
                 part.schema,
@@ -202,7 +208,7 @@ def foreign_key_per_partition_steps(
                 add(
                     part.schema,
                     part.name,
-                    partition_step_key(key, ctx.schema, part),
+                    partition_step_key(key, ctx.schema, part, parts),
                     True,
                     f"foreign key {name} on {part.name}, {attaches}",
                 )
@@ -233,8 +239,11 @@ def drop_per_partition_steps(
         )
 
     steps = [drop(key, ctx.schema, table, False)]
-    for part in reversed(bottom_up(ctx, table)):
-        steps.append(drop(partition_step_key(key, ctx.schema, part), part.schema, part.name, True))
+    parts = bottom_up(ctx, table)
+    for part in reversed(parts):
+        steps.append(
+            drop(partition_step_key(key, ctx.schema, part, parts), part.schema, part.name, True)
+        )
     return steps
 
 
@@ -346,7 +355,7 @@ def unique_per_partition_steps(
             continue
         own = partition_index_name(part.name, name)
         steps += unique_steps(
-            partition_step_key(key, ctx.schema, part),
+            partition_step_key(key, ctx.schema, part, parts),
             part.schema,
             part.name,
             own,
@@ -360,7 +369,7 @@ def unique_per_partition_steps(
             own = partition_index_name(part.name, name)
             steps.append(
                 step(
-                    partition_step_key(key, ctx.schema, part),
+                    partition_step_key(key, ctx.schema, part, parts),
                     f"UNIQUE {own} on {part.name}: {attaches}",
                     f"ALTER TABLE {ident(part.schema, part.name)} ADD CONSTRAINT {ident(own)} "
                     f"UNIQUE ({cols})",
@@ -380,9 +389,10 @@ def drop_unique_per_partition_steps(ctx: Context, key: str, table: str, name: st
     """Undo `unique_per_partition_steps`: the table's constraint (its index takes the
     attached ones), then what a stopped run left on partitions."""
     steps = [drop_constraint_step(f"{key}-constraint", ctx.schema, table, name)]
-    for part in reversed(bottom_up(ctx, table)):
+    parts = bottom_up(ctx, table)
+    for part in reversed(parts):
         own = partition_index_name(part.name, name)
-        part_key = partition_step_key(key, ctx.schema, part)
+        part_key = partition_step_key(key, ctx.schema, part, parts)
         steps.append(drop_constraint_step(part_key, part.schema, part.name, own))
         if not part.partitioned:
             steps.append(
