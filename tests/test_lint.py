@@ -1080,6 +1080,13 @@ def test_lock_before_dropping_a_foreign_key_asks_what_it_references(
         return rules_of(lint_sql(sql, catalog=Catalog(conn)))
 
     assert "M040" not in drop_column("users", "user_id")  # its key goes with it
+    # ... renamed by the file first, too: it still stands (review finding).
+    renamed = (
+        "ALTER TABLE orders RENAME CONSTRAINT orders_user_fk TO orders_user_fk2;\n"
+        "BEGIN; SET LOCAL lock_timeout = '1s'; LOCK TABLE users; "
+        "ALTER TABLE orders DROP COLUMN user_id; COMMIT;"
+    )
+    assert "M040" not in rules_of(lint_sql(renamed, catalog=Catalog(conn)))
     assert "M040" in drop_column("users", "n")
     assert "M040" in drop_column("teams", "user_id")
 

@@ -435,8 +435,8 @@ RULES: dict[str, Rule] = _rules(
         versions="every version",
         live="which table a dropped foreign key (or a dropped table's) references is asked "
         "of the database; "
-        "without one, only a key the same plan or file added is known (the keys over a "
-        "dropped column, none), and the LOCK is flagged; a table's inheritance children "
+        "without one, only a key the same plan or file added is known (of the keys over "
+        "a dropped column, only those), else the LOCK is flagged; a table's inheritance children "
         "too (offline, none are known)",
     ),
     Rule(

@@ -42,13 +42,17 @@ def rename(a: Analyzer, stmt: Stmt, unit: Unit, state: UnitState, phase: LintPha
         # re-pointed key its name back); the old name is gone.
         before, after = (table, node.subname or ""), (table, node.newname or "")
         tracker = a.tracker
+        added = before in tracker.foreign_key_targets or before in tracker.foreign_key_columns
         for known in (tracker.foreign_key_targets, tracker.foreign_key_columns):
             if before in known:
                 known[after] = known.pop(before)  # type: ignore[assignment]
         if before in tracker.foreign_keys:
             tracker.foreign_keys.discard(before)
             tracker.foreign_keys.add(after)
-        tracker.dropped_constraints.add(before)
+        if added:
+            # Gone under that name. A key the database has is left alone: it stands,
+            # renamed, and goes with a DROP COLUMN of its column all the same.
+            tracker.dropped_constraints.add(before)
     elif node.renameType == OT.OBJECT_TABLE:
         new_name = node.newname or ""
         if a.new(table):
