@@ -610,3 +610,55 @@ def test_attach_index_builds_resume_after_an_interrupted_one(db: str) -> None:
     assert after[0][:2] == left[0][:2]  # the first index: the same oid, not rebuilt
     assert [(n, v, p) for n, _, v, p, _ in after] == [(n, v, p) for n, v, p, _ in ATTACHED_COPIES]
     assert q(db, "SELECT relispartition FROM pg_class WHERE relname = 'events_2026'") == [(True,)]
+
+
+def test_attach_of_a_tree_with_partitions_of_one_name_in_two_schemas(fresh_db: str) -> None:
+    """The parent's index on a sub-partitioned table to attach is built level by level,
+    a step each: two partitions named alike in two schemas (public.sub, other.sub, each
+    with a leaf) had one step key, and a leaf's index was attached to its parent's named
+    in the plan's schema (the other tree's), which PostgreSQL refuses."""
+    q(
+        fresh_db,
+        "CREATE SCHEMA other;"
+        "CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, kind text NOT NULL,"
+        " payload text) PARTITION BY RANGE (at);"
+        "CREATE TABLE events_2025 PARTITION OF events"
+        " FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+        "CREATE INDEX events_payload_idx ON events (payload);"
+        "CREATE TABLE events_2026 (LIKE events) PARTITION BY LIST (kind);"
+        "CREATE TABLE public.sub PARTITION OF events_2026 FOR VALUES IN ('a')"
+        " PARTITION BY RANGE (id);"
+        "CREATE TABLE public.leaf PARTITION OF public.sub FOR VALUES FROM (0) TO (1000);"
+        "CREATE TABLE other.sub PARTITION OF events_2026 FOR VALUES IN ('b')"
+        " PARTITION BY RANGE (id);"
+        "CREATE TABLE other.leaf PARTITION OF other.sub FOR VALUES FROM (0) TO (1000);"
+        "INSERT INTO events_2026 SELECT g, DATE '2026-01-01' + g,"
+        " CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'n' || g FROM generate_series(1, 40) g",
+    )
+    plan = parse_plan(
+        plan_text(
+            """
+            - attach_partition:
+                table: events
+                partition: events_2026
+                bound: "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+            """
+        )
+    )
+    ran = commands.expand(plan, opts(fresh_db)).ran
+    built = [k.rsplit("events_payload_idx-", 1)[1] for k in ran if "events_payload_idx-" in k]
+    assert sorted(built) == ["leaf", "other.leaf", "other.sub", "sub"], ran
+    # Each index attached to the one of its own table's parent, all valid.
+    assert q(
+        fresh_db,
+        "SELECT t.oid::regclass::text, pt.oid::regclass::text, i.indisvalid FROM pg_index i "
+        "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_inherits h ON h.inhrelid = i.indexrelid "
+        "JOIN pg_index pi ON pi.indexrelid = h.inhparent JOIN pg_class pt ON pt.oid = pi.indrelid "
+        "WHERE t.relname IN ('events_2026', 'sub', 'leaf') ORDER BY 1",
+    ) == [
+        ("events_2026", "events", True),
+        ("leaf", "sub", True),
+        ("other.leaf", "other.sub", True),
+        ("other.sub", "events_2026", True),
+        ("sub", "events_2026", True),
+    ]

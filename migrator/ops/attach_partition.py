@@ -66,6 +66,7 @@ from migrator.ops.partitioned import (
     drop_partitioned_index_step,
     partition_index_name,
     partition_key_missing,
+    partition_step_key,
 )
 from migrator.ops.records import SavedRecord
 from migrator.ops.safe import (
@@ -191,6 +192,7 @@ def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
         return []
     root = (ctx.schema, partition)
     kept: dict[str, list[Partition]] = {}
+    tree: list[Partition] = []
     if ctx.server_version < NOT_NULL_CONSTRAINTS:
         tree = partitions(ctx.catalog, ctx.schema, partition)
         for column in dict.fromkeys(c for s, t, c in made if (s, t) == root):
@@ -209,22 +211,23 @@ def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
         if constraint is None:
             continue
         check = bound_check_name(p.name)
+        keep = partition_step_key(f"{key}-keep", ctx.schema, p, tree)
         steps += [
             step(
-                f"{key}-keep-{p.name}-check",
+                f"{keep}-check",
                 f"CHECK matching the bound on {p.name}, NOT VALID, to attach it again",
                 f"ALTER TABLE {ident(p.schema, p.name)} DROP CONSTRAINT IF EXISTS {ident(check)}",
                 f"ALTER TABLE {ident(p.schema, p.name)} ADD CONSTRAINT {ident(check)} "
                 f"CHECK ({constraint}) NOT VALID",
             ),
-            validate_step(f"{key}-keep-{p.name}-validate", p.schema, p.name, check),
+            validate_step(f"{keep}-validate", p.schema, p.name, check),
         ]
     for schema, table, column in made:
         own = (schema, table) == root
         detached = kept.get(column, []) if own else []
         steps.append(
             step(
-                f"{key}-not-null-{column}" + ("" if own else f"-{table}"),
+                f"{key}-not-null-{column}" + ("" if own else _made_key(ctx, made, schema, table)),
                 f"{table}.{column} nullable again"
                 + (
                     f" ({', '.join(p.name for p in detached)} detached for it and attached "
@@ -255,7 +258,7 @@ def undo_not_null_steps(ctx: Context, key: str, partition: str) -> list[Step]:
         )
     steps += [
         step(
-            f"{key}-keep-{p.name}-drop-check",
+            f"{partition_step_key(f'{key}-keep', ctx.schema, p, tree)}-drop-check",
             f"drop the bound's CHECK on {p.name}",
             f"ALTER TABLE {ident(p.schema, p.name)} DROP CONSTRAINT IF EXISTS "
             f"{ident(bound_check_name(p.name))}",
@@ -343,6 +346,25 @@ def _build_sql(ctx: Context, schema: str, table: str, name: str, definition: str
     ]
 
 
+def _made_key(ctx: Context, made: list[tuple[str, str, str]], schema: str, table: str) -> str:
+    """The key suffix of a partition's DROP NOT NULL step: ``-table``, or
+    ``-schema.table`` for one in another schema whose name another made NOT NULL has
+    too (as `partition_step_key`: every other keeps the key it always had)."""
+    shared = any(t == table and s != schema for s, t, _ in made)
+    return f"-{table}" if schema == ctx.schema or not shared else f"-{schema}.{table}"
+
+
+def _level_key(
+    key: str, schema: str, partition: str, level: Partition | None, parts: Sequence[Partition]
+) -> str:
+    """The step key of the constraint on one level of ``partition`` (``schema``): the
+    partition's own (``level`` None) ``KEY-constraint``, a sub-partitioned one's
+    ``KEY-level-constraint`` (with its schema as `partition_step_key` puts it)."""
+    if level is None:
+        return f"{key}-constraint"
+    return f"{partition_step_key(key, schema, level, parts)}-constraint"
+
+
 def _partitioned_index_steps(
     ctx: Context, key: str, partition: str, parent: TableIndex, name: str
 ) -> list[Step]:
@@ -365,19 +387,24 @@ def _partitioned_index_steps(
                 f"COMMENT ON INDEX {ident(ctx.schema, name)} IS {mark}",
             )
         )
-        owner = {partition: name}
-        for part in partitions(ctx.catalog, ctx.schema, partition):
+        # By (schema, name): two partitions of one name in two schemas are two owners, and
+        # each index lives in its own table's schema.
+        owner = {(ctx.schema, partition): name}
+        tree = partitions(ctx.catalog, ctx.schema, partition)
+        for part in tree:
             child = partition_index_name(part.name, parent.name)
-            owner[part.name] = child
+            owner[(part.schema, part.name)] = child
+            above = owner[(part.parent_schema, part.parent)]
             attach = (
-                f"ALTER INDEX {ident(ctx.schema, owner[part.parent])} "
+                f"ALTER INDEX {ident(part.parent_schema, above)} "
                 f"ATTACH PARTITION {ident(part.schema, child)}"
             )
+            part_key = partition_step_key(f"{key}-index-{parent.name}", ctx.schema, part, tree)
             if part.partitioned:
                 steps.append(
                     step(
-                        f"{key}-index-{parent.name}-{part.name}",
-                        f"index {child} on ONLY {part.name}, attached to {owner[part.parent]}",
+                        part_key,
+                        f"index {child} on ONLY {part.name}, attached to {above}",
                         _index_sql(parent.definition, part.schema, part.name, child, True, True),
                         f"COMMENT ON INDEX {ident(part.schema, child)} IS {mark}",
                         attach,
@@ -387,7 +414,7 @@ def _partitioned_index_steps(
             # ALTER INDEX ... ATTACH PARTITION of an attached index does nothing: rerunnable.
             steps.append(
                 step(
-                    f"{key}-index-{parent.name}-{part.name}",
+                    part_key,
                     f"index {child} on {part.name}, as {what}, built concurrently and attached",
                     *_build_sql(ctx, part.schema, part.name, child, parent.definition),
                     attach,
@@ -402,7 +429,7 @@ def _partitioned_index_steps(
         if part.partitioned:
             continue
         child = partition_index_name(part.name, parent.name)
-        leaf_key = f"{key}-index-{parent.name}-{part.name}"
+        leaf_key = partition_step_key(f"{key}-index-{parent.name}", ctx.schema, part, levels)
         steps += [
             step(
                 leaf_key,
@@ -418,19 +445,17 @@ def _partitioned_index_steps(
             ),
         ]
     attaches = "attaches its partitions' (no build, no scan)"
-    for schema, level, own in [
+    for schema, level, own, sub in [
         *(
-            (p.schema, p.name, partition_index_name(p.name, parent.name))
+            (p.schema, p.name, partition_index_name(p.name, parent.name), p)
             for p in levels
             if p.partitioned
         ),
-        (ctx.schema, partition, name),
+        (ctx.schema, partition, name, None),
     ]:
         steps.append(
             step(
-                f"{key}-index-{parent.name}-{level}-constraint"
-                if level != partition
-                else f"{key}-index-{parent.name}-constraint",
+                _level_key(f"{key}-index-{parent.name}", ctx.schema, partition, sub, levels),
                 f"{kind} {own} on {level}: {attaches}",
                 f"ALTER TABLE {ident(schema, level)} ADD CONSTRAINT {ident(own)} {kind} ({cols})",
                 f"COMMENT ON INDEX {ident(schema, own)} IS {mark}",
@@ -508,20 +533,20 @@ def _partitioned_exclusion_steps(
                 update={"table": part.name, "name": partition_index_name(part.name, parent.name)}
             )
             leaf_ctx = replace(ctx, schema=part.schema)
-            steps += exclusion_steps(leaf_ctx, f"{key}-{part.name}", parent, leaf)
-    for schema, level, own in [
+            steps += exclusion_steps(
+                leaf_ctx, partition_step_key(key, ctx.schema, part, levels), parent, leaf
+            )
+    for schema, level, own, sub in [
         *(
-            (p.schema, p.name, partition_index_name(p.name, parent.name))
+            (p.schema, p.name, partition_index_name(p.name, parent.name), p)
             for p in levels
             if p.partitioned
         ),
-        (ctx.schema, partition, copy.name),
+        (ctx.schema, partition, copy.name, None),
     ]:
         steps.append(
             step(
-                f"{key}-index-{parent.name}-{level}-constraint"
-                if level != partition
-                else f"{key}-index-{parent.name}-constraint",
+                _level_key(f"{key}-index-{parent.name}", ctx.schema, partition, sub, levels),
                 f"EXCLUDE {own} on {level}: attaches its partitions' (no build, no scan)",
                 copy.model_copy(update={"table": level, "name": own}).constraint_sql(
                     replace(ctx, schema=schema)
@@ -693,28 +718,40 @@ def detach_steps(ctx: Context, key: str, table: str, partition: str) -> list[Ste
 
 def _has_default(ctx: Context, table: str, partition: str) -> bool:
     return any(
-        p.bound == "DEFAULT" and p.name != partition
+        p.bound == "DEFAULT" and (p.schema, p.name) != (ctx.schema, partition)
         for p in partitions(ctx.catalog, ctx.schema, table)
         if p.level == 1
     )
 
 
-def _refuse_taken(ctx: Context, where: str, table: str, name: str, what: str) -> None:
+def _refuse_taken(
+    ctx: Context, where: str, table: str, name: str, what: str, schema: str | None = None
+) -> None:
     """Refuse a copy's name something else holds; a failed (INVALID) or unrecorded
-    (marked) earlier build of this very copy on this table is its own."""
-    copy = ctx.catalog.index(ctx.schema, name)
+    (marked) earlier build of this very copy on this table is its own. ``table`` is in
+    ``schema``, the plan's by default."""
+    schema = ctx.schema if schema is None else schema
+    # The plan's names are bare, in its schema; one in another schema is kept qualified,
+    # so two partitions' copies of one name in two schemas are not one name taken twice.
+    planned = name if schema == ctx.schema else f"{schema}.{name}"
+    copy = ctx.catalog.index(schema, name)
     if (
         copy is not None
         and copy.table == table
         and (not copy.valid or copy.comment == index_mark(ctx.release))
     ):
-        ctx.planned_relations.add(name)
+        ctx.planned_relations.add(planned)
         return
-    if ctx.relation_taken(name) or ctx.constraint_taken(table, name):
+    taken = (
+        ctx.relation_taken(name)
+        if schema == ctx.schema
+        else planned in ctx.planned_relations or ctx.catalog.relation_kind(schema, name) is not None
+    )
+    if taken or replace(ctx, schema=schema).constraint_taken(table, name):
         raise ValidationFailed(
             f"{where}: the copy of {what} on {table} would be named {name}, which is taken"
         )
-    ctx.planned_relations.add(name)
+    ctx.planned_relations.add(planned)
 
 
 class AttachPartition(Operation):
@@ -786,11 +823,12 @@ class AttachPartition(Operation):
                     )
             for part in partitions(ctx.catalog, ctx.schema, self.partition):
                 _refuse_taken(
-                    replace(ctx, schema=part.schema),
+                    ctx,
                     where,
                     part.name,
                     partition_index_name(part.name, parent.name),
                     f"{self.table}'s index {parent.name}",
+                    part.schema,
                 )
         outside = rows_outside(ctx.catalog, ctx.schema, self.partition, trial.constraint)
         if outside:
@@ -835,7 +873,7 @@ class AttachPartition(Operation):
         for part in partitions(ctx.catalog, ctx.schema, self.partition):
             own = partition_index_name(part.name, parent.name)
             if part.partitioned:
-                _refuse_taken(replace(ctx, schema=part.schema), where, part.name, own, what)
+                _refuse_taken(ctx, where, part.name, own, what, part.schema)
                 continue
             leaf = copy.model_copy(update={"table": part.name, "name": own})
             self._validate_copy(replace(ctx, schema=part.schema), where, parent, leaf)
