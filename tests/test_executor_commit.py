@@ -5,12 +5,16 @@ commit waits on the disk, which under a backfill's write load made the applicati
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 import pytest
 
 from migrator.db.connection import make_engine
-from migrator.engine.executor import Executor
+from migrator.engine.executor import Executor, RetryPolicy
 from migrator.engine.steps import step
+from migrator.observer import Observer
 
 
 def test_a_step_commits_asynchronously_and_is_flushed_when_run_returns(module_db: str) -> None:
@@ -80,5 +84,68 @@ def test_a_server_that_refuses_the_flush_message_still_gets_its_step(
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute(
             "SELECT count(*) FROM pg_attribute WHERE attrelid = 'owned'::regclass "
+            "AND attname = 'note'"
+        ).fetchone() == (1,)
+
+
+def test_a_step_that_deadlocks_is_tried_again(module_db: str) -> None:
+    """A step PostgreSQL rolls back to end a deadlock (here it locks parent, then child,
+    while a session holding child waits for parent) is retried after the backoff, as
+    after a lock timeout, and then runs; the other session goes on. Each moment is
+    waited for in pg_locks."""
+    url = module_db
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE dl_parent (id int); CREATE TABLE dl_child (id int)")
+    retried: list[str] = []
+
+    class Seen(Observer):
+        def retry(self, step: str, attempt: int, wait: float, reason: str) -> None:
+            retried.append(reason)
+
+    engine = make_engine(url)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Executor(engine, lock_timeout=60, policy=RetryPolicy(base=0.01), observer=Seen()).run(
+                "0.test.deadlock",
+                step(
+                    "deadlock",
+                    "parent, then child",
+                    "LOCK TABLE dl_parent IN ACCESS EXCLUSIVE MODE",
+                    "LOCK TABLE dl_child IN ACCESS EXCLUSIVE MODE",
+                    "ALTER TABLE dl_child ADD COLUMN note text",
+                ),
+            )
+        except BaseException as exc:
+            failures.append(exc)
+
+    def waiting_on(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
+        while not conn.execute(
+            "SELECT FROM pg_locks WHERE NOT granted AND relation = %s::regclass", (table,)
+        ).fetchall():
+            time.sleep(0.01)
+
+    try:
+        with (
+            psycopg.connect(url) as app,
+            psycopg.connect(url, autocommit=True) as watch,
+        ):
+            # The application's session checks for deadlock last: the step is the one
+            # PostgreSQL rolls back.
+            app.execute("SET deadlock_timeout = '1h'")
+            app.execute("LOCK TABLE dl_child IN ROW EXCLUSIVE MODE")
+            runner = threading.Thread(target=run)
+            runner.start()
+            waiting_on(watch, "dl_child")
+            app.execute("LOCK TABLE dl_parent IN ROW SHARE MODE")  # waits, then the step yields
+            app.commit()
+            runner.join(120)
+    finally:
+        engine.dispose()
+    assert failures == [] and len(retried) >= 1 and "deadlock" in retried[0], (failures, retried)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'dl_child'::regclass "
             "AND attname = 'note'"
         ).fetchone() == (1,)

@@ -84,7 +84,8 @@ class Executor:
         on_done: StepRecorder | None = None,
         on_failed: Callable[[Connection, str], None] | None = None,
     ) -> None:
-        """Run one step, retrying lock timeouts; record it through the callbacks.
+        """Run one step, retrying lock timeouts and deadlocks; record it through the
+        callbacks.
 
         ``on_done`` runs inside the step's own transaction for a transactional step.
         """
@@ -107,7 +108,12 @@ class Executor:
                 return
             except (DBAPIError, psycopg.Error) as exc:
                 reason = describe_db_error(exc, self.engine.url)
-                if sqlstate(exc) == LOCK_NOT_AVAILABLE and attempt < self.policy.retries:
+                # A deadlock is a lock wait too: PostgreSQL rolled the step back so that
+                # the other session (an application's INSERT of a child row, which takes
+                # the child and then the parent a step locked first) goes on; the step
+                # tries again after the backoff, as after a lock timeout.
+                waited = sqlstate(exc) in (LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED)
+                if waited and attempt < self.policy.retries:
                     attempt += 1
                     wait = self.policy.wait(attempt)
                     self.observer.retry(name, attempt, wait, reason)
@@ -119,6 +125,11 @@ class Executor:
                         conn.commit()
                 if sqlstate(exc) == PRECHECK_REFUSED:
                     raise GateRefused(_primary(exc) or reason, gate="precheck") from None
+                if sqlstate(exc) == DEADLOCK_DETECTED:
+                    raise LockNotAcquired(
+                        f"step {name} deadlocked with another session over its locks "
+                        f"after {attempt} retries: rerun when the load is lighter"
+                    ) from None
                 if sqlstate(exc) == LOCK_NOT_AVAILABLE:
                     raise LockNotAcquired(
                         f"step {name} could not take its lock within lock_timeout "
