@@ -272,7 +272,12 @@ def test_inserts_through_the_identity_swap_never_collide(db: str) -> None:
         plan_text(
             "- alter_column: {table: users, column: id, type: bigint}\n"
             "- alter_column: {table: orders, column: user_id, type: bigint}",
-            lock_timeout="5s",
+            # Under the server's deadlock_timeout (1s): the swap's steps lock users
+            # first, and the writer's INSERT of an order (orders, then users for the
+            # key's check) may then wait on one of them. The step's lock_timeout must
+            # end that wait (the step retries) before PostgreSQL's deadlock check could
+            # pick the writer instead (seen in CI at 5s); see the stop note.
+            lock_timeout="500ms",
         )
     )
     commands.expand(plan, opts(db))
